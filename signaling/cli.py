@@ -1,0 +1,66 @@
+"""`fileshare-signal`: run one signaling server instance until SIGTERM or SIGINT, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+from aiohttp import web
+
+from signaling import config as config_module
+from signaling.logs import setup_logging
+from signaling.server import SignalingServer, log, open_backend
+
+
+async def serve(cfg: config_module.Config) -> None:
+    store, bus = open_backend(cfg)
+    server = SignalingServer(cfg, store, bus)
+    runner = web.AppRunner(server.app(), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=cfg.drain_seconds)
+    await site.start()
+    sockets = runner.addresses
+    port = sockets[0][1] if sockets else cfg.port
+    log.info(
+        "listening on %s:%s (instance %s, store %s)",
+        cfg.host,
+        port,
+        cfg.instance_id,
+        "redis" if cfg.redis_url else "memory",
+        extra={"event": "listening", "port": port},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await site.stop()
+    await server.drain()
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = config_module.load(argv)
+    except (ValueError, OSError) as exc:
+        print(f"fileshare-signal: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level, cfg.log_json)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        asyncio.run(serve(cfg))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Server settings: one declaration gives each flag, FILESHARE_* variable, default and help."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from signaling.sessions import SessionPolicy
+
+ENV_PREFIX = "FILESHARE_"
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 behind a firewall or TLS front)")
+    port: int = _opt(8765, "TCP port to listen on (0 picks a free one and logs it)")
+    redis_url: str = _opt(
+        "", "redis://host:port/db or unix:///path.sock; empty keeps sessions in this process"
+    )
+    instance_id: str = _opt("", "name of this instance among several (default: random)")
+    max_message_bytes: int = _opt(65536, "largest client message answered with too_large")
+    hard_message_bytes: int = _opt(262144, "larger messages close the connection (code 1009)")
+    messages_per_second: float = _opt(50.0, "sustained client messages per second per connection")
+    message_burst: float = _opt(200.0, "messages a connection may send at once before limiting")
+    flood_close_after: int = _opt(500, "rate-limited messages after which a connection is closed")
+    connections_per_second: float = _opt(10.0, "new connections per second per client address")
+    connection_burst: float = _opt(40.0, "new connections a client address may open at once")
+    max_connections_per_ip: int = _opt(100, "concurrent connections per client address")
+    max_sessions_per_ip: int = _opt(50, "live sessions one client address may have created")
+    max_failed_joins: int = _opt(3, "failed joins after which a session is destroyed")
+    session_idle_seconds: float = _opt(1800.0, "a session with no activity for this long ends")
+    session_lifetime_seconds: float = _opt(86400.0, "no session lives longer than this")
+    grace_seconds: float = _opt(60.0, "how long a dropped peer may take to rejoin its session")
+    heartbeat_seconds: float = _opt(
+        20.0, "ping interval; a client that misses a pong is dropped"
+    )
+    send_queue_frames: int = _opt(256, "frames queued for a slow client before it is dropped")
+    drain_seconds: float = _opt(10.0, "on SIGTERM, how long to let clients' frames drain")
+    stun_urls: tuple[str, ...] = _opt((), "STUN URL handed to clients (repeatable)", repeat=True)
+    turn_urls: tuple[str, ...] = _opt(
+        (), "TURN URL handed to clients with credentials (repeatable)", repeat=True
+    )
+    turn_secret_file: str = _opt(
+        "", "file holding coturn's static-auth-secret (or set FILESHARE_TURN_SECRET)"
+    )
+    turn_ttl_seconds: int = _opt(3600, "lifetime of the TURN credentials handed out")
+    trusted_proxies: tuple[str, ...] = _opt(
+        (), "address of a proxy whose X-Forwarded-For is believed (repeatable)", repeat=True
+    )
+    log_json: bool = _opt(False, "write logs as JSON lines")
+    log_level: str = _opt("info", "debug, info, warning or error")
+    turn_secret: str = field(default="", repr=False, metadata={"hidden": True})
+
+    def __post_init__(self) -> None:
+        if not self.instance_id:
+            object.__setattr__(self, "instance_id", secrets.token_hex(4))
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError("turn URLs are set but no TURN secret (turn_secret_file)")
+        if self.max_message_bytes > self.hard_message_bytes:
+            raise ValueError("max_message_bytes must not exceed hard_message_bytes")
+
+    @property
+    def policy(self) -> SessionPolicy:
+        return SessionPolicy(
+            idle_seconds=self.session_idle_seconds,
+            lifetime_seconds=self.session_lifetime_seconds,
+            grace_seconds=self.grace_seconds,
+            max_failed_joins=self.max_failed_joins,
+        )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if text.lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fileshare-signal",
+        description="FileShare signaling server: pairs two peers, relays their WebRTC handshake.",
+        epilog="Every option can also be set as FILESHARE_<OPTION> (e.g. FILESHARE_REDIS_URL); "
+        "repeatable options take a comma-separated list there. Flags win over variables. "
+        "The TURN secret is read from FILESHARE_TURN_SECRET or --turn-secret-file, never a flag, "
+        "so it stays out of the process list.",
+    )
+    for f in dataclasses.fields(Config):
+        if f.metadata.get("hidden"):
+            continue
+        env = _env_name(f.name)
+        help_text = f"{f.metadata['help']} [env {env}]"
+        if f.type == "bool":
+            parser.add_argument(
+                _flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif f.metadata.get("repeat"):
+            parser.add_argument(_flag(f.name), action="append", default=None, help=help_text)
+        else:
+            shown = f" (default: {f.default})" if f.default != "" else ""
+            parser.add_argument(
+                _flag(f.name), type=_TYPES[f.type], default=None, help=help_text + shown
+            )
+    return parser
+
+
+_TYPES: dict[object, Any] = {"str": str, "int": int, "float": float}
+
+
+def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Defaults, then FILESHARE_* variables, then flags."""
+    env = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        if f.metadata.get("hidden"):
+            continue
+        flag_value = args.get(f.name)
+        env_value = env.get(_env_name(f.name))
+        if flag_value is not None:
+            values[f.name] = tuple(flag_value) if f.metadata.get("repeat") else flag_value
+        elif env_value is not None:
+            values[f.name] = _from_env(f, env_value)
+    values["turn_secret"] = _turn_secret(values.get("turn_secret_file", ""), env)
+    return Config(**values)
+
+
+def _from_env(f: dataclasses.Field[Any], text: str) -> Any:
+    if f.metadata.get("repeat"):
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if f.type == "bool":
+        return _parse_bool(text)
+    return _TYPES[f.type](text)
+
+
+def _turn_secret(path: str, env: os._Environ[str] | dict[str, str]) -> str:
+    if path:
+        return Path(path).read_text().strip()
+    return env.get(ENV_PREFIX + "TURN_SECRET", "")

@@ -1,0 +1,275 @@
+"""The signaling wire format, version 1: every message either side may send, and its validation.
+
+One module serves the server and the client, so both agree on the format by construction.
+Peer-to-peer payloads (SDP, ICE candidates, key exchange) travel as raw JSON objects the server
+never decodes: it cannot read or rewrite what it does not parse, and relaying costs no re-encoding.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+VERSION: Final = 1
+
+SessionId = Annotated[str, msgspec.Meta(min_length=4, max_length=32, pattern=r"^[0-9A-Za-z]+$")]
+Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[0-9A-Za-z_-]+$")]
+PeerId = Literal["a", "b"]
+RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+
+RELAY_TYPES: Final = frozenset({"offer", "answer", "ice_candidate", "signal"})
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable error codes: clients branch on these, so a code is never renamed or reused."""
+
+    BAD_JSON = "bad_json"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_TYPE = "unknown_type"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    NOT_JOINED = "not_joined"
+    ALREADY_JOINED = "already_joined"
+    SESSION_NOT_FOUND = "session_not_found"
+    SESSION_FULL = "session_full"
+    SESSION_LIMIT = "session_limit"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    PEER_UNAVAILABLE = "peer_unavailable"
+    SLOW_CONSUMER = "slow_consumer"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ProtocolError(Exception):
+    """A message the server refuses; carries the code and text of the error reply."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
+    v: int
+
+
+# --- client to server ---------------------------------------------------------------------------
+
+
+class CreateSession(_Message, tag="create_session"):
+    id: RequestId | None = None
+
+
+class JoinSession(_Message, tag="join_session"):
+    sessionId: SessionId
+    token: Secret
+    id: RequestId | None = None
+
+
+class RejoinSession(_Message, tag="rejoin_session"):
+    """A dropped peer taking its own place back, proven by the reconnect key only it was given."""
+
+    sessionId: SessionId
+    peerId: PeerId
+    reconnectKey: Secret
+    id: RequestId | None = None
+
+
+class LeaveSession(_Message, tag="leave_session"):
+    id: RequestId | None = None
+
+
+class Ping(_Message, tag="ping"):
+    id: RequestId | None = None
+
+
+class _Relay(_Message):
+    payload: msgspec.Raw
+    id: RequestId | None = None
+
+
+class Offer(_Relay, tag="offer"):
+    pass
+
+
+class Answer(_Relay, tag="answer"):
+    pass
+
+
+class IceCandidate(_Relay, tag="ice_candidate"):
+    pass
+
+
+class Signal(_Relay, tag="signal"):
+    """Any other peer-to-peer payload, e.g. the key exchange."""
+
+
+RelayMessage = Offer | Answer | IceCandidate | Signal
+ClientMessage = CreateSession | JoinSession | RejoinSession | LeaveSession | Ping | RelayMessage
+
+
+# --- server to client ---------------------------------------------------------------------------
+
+
+class IceServer(msgspec.Struct, omit_defaults=True):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class SessionCreated(_Message, tag="session_created"):
+    sessionId: str
+    token: str
+    peerId: PeerId
+    reconnectKey: str
+    expiresAt: float
+    iceServers: list[IceServer]
+    re: int | None = None
+
+
+class SessionJoined(_Message, tag="session_joined"):
+    sessionId: str
+    peerId: PeerId
+    reconnectKey: str
+    peerPresent: bool
+    rejoined: bool
+    expiresAt: float
+    iceServers: list[IceServer]
+    re: int | None = None
+
+
+class PeerJoined(_Message, tag="peer_joined"):
+    peerId: PeerId
+    rejoined: bool
+
+
+class PeerLeft(_Message, tag="peer_left"):
+    """The other peer dropped; it may come back within graceSeconds (0: it left for good)."""
+
+    peerId: PeerId
+    graceSeconds: float
+
+
+class SessionClosed(_Message, tag="session_closed"):
+    reason: str
+
+
+class Pong(_Message, tag="pong"):
+    re: int | None = None
+
+
+class Left(_Message, tag="left"):
+    re: int | None = None
+
+
+class Relayed(msgspec.Struct, forbid_unknown_fields=True):
+    """A peer's payload as delivered to the other peer; `type` is the relay type it was sent as."""
+
+    v: int
+    type: str
+    peerId: PeerId
+    payload: msgspec.Raw
+
+
+class Error(_Message, tag="error"):
+    code: str
+    message: str
+    re: int | None = None
+
+
+ServerMessage = (
+    SessionCreated | SessionJoined | PeerJoined | PeerLeft | SessionClosed | Pong | Left | Error
+)
+
+_client_decoder = msgspec.json.Decoder(ClientMessage)
+_generic_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def decode_client(raw: bytes | str, max_size: int) -> ClientMessage:
+    """Validate one client frame; raise ProtocolError with the most specific code that applies."""
+    if len(raw) > max_size:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {len(raw)} bytes exceeds {max_size}")
+    try:
+        msg: ClientMessage = _client_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _diagnose(raw, exc) from None
+    if msg.v != VERSION:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {msg.v} is not supported (this server speaks {VERSION})",
+            msg.id,
+        )
+    if isinstance(msg, _Relay) and not bytes(msg.payload).startswith(b"{"):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "payload must be a JSON object", msg.id)
+    return msg
+
+
+def _diagnose(raw: bytes | str, exc: Exception) -> ProtocolError:
+    """Slow path, for refused frames only: say which of the possible faults it is."""
+    try:
+        obj = _generic_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return ProtocolError(ErrorCode.BAD_JSON, "message is not valid JSON")
+    if not isinstance(obj, dict):
+        return ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a JSON object")
+    request_id = obj.get("id")
+    if not isinstance(request_id, int) or isinstance(request_id, bool) or request_id < 0:
+        request_id = None
+    version = obj.get("v")
+    if version != VERSION:
+        return ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {version!r} is not supported (this server speaks {VERSION})",
+            request_id,
+        )
+    msg_type = obj.get("type")
+    if not isinstance(msg_type, str) or msg_type not in CLIENT_TYPES:
+        return ProtocolError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown message type {str(msg_type)[:40]!r}", request_id
+        )
+    return ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid {msg_type}: {exc}"[:300], request_id)
+
+
+CLIENT_TYPES: Final = frozenset(
+    str(cls.__struct_config__.tag)
+    for cls in (
+        CreateSession,
+        JoinSession,
+        RejoinSession,
+        LeaveSession,
+        Ping,
+        *RelayMessage.__args__,
+    )
+)
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _encoder.encode(msg)
+
+
+def relayed(msg: RelayMessage, sender: PeerId) -> bytes:
+    """The frame the other peer receives: the sender's payload, untouched."""
+    return _encoder.encode(
+        Relayed(v=VERSION, type=str(msg.__struct_config__.tag), peerId=sender, payload=msg.payload)
+    )
+
+
+def error(code: ErrorCode, message: str, request_id: int | None = None) -> bytes:
+    return _encoder.encode(Error(v=VERSION, code=code.value, message=message, re=request_id))
+
+
+_server_decoder = msgspec.json.Decoder(ServerMessage)
+
+
+def decode_server(raw: bytes | str) -> ServerMessage | Relayed:
+    """For clients: decode one server frame (relayed payloads stay raw JSON)."""
+    head = _generic_decoder.decode(raw)
+    if isinstance(head, dict) and head.get("type") in RELAY_TYPES:
+        return msgspec.json.decode(raw, type=Relayed)
+    msg: ServerMessage = _server_decoder.decode(raw)
+    return msg

@@ -1,0 +1,172 @@
+"""Session rules: who may join, rejoin or stay, and when a session ends.
+
+Plain functions over a plain record, no I/O: the store applies them atomically (in memory, or
+inside a Redis transaction), so every instance enforces exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import msgspec
+
+from signaling.schema import PeerId
+
+TOKEN_BYTES: Final = 16  # 128 bits
+SESSION_ID_DIGITS: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    idle_seconds: float
+    lifetime_seconds: float
+    grace_seconds: float
+    max_failed_joins: int
+
+
+class PeerSlot(msgspec.Struct):
+    key_hash: str
+    conn: str  # "" while the peer is away
+    left_at: float = 0.0
+
+
+class SessionRecord(msgspec.Struct):
+    id: str
+    token_hash: str
+    owner_ip: str
+    created_at: float
+    last_active: float
+    failed_joins: int = 0
+    peers: dict[str, PeerSlot] = msgspec.field(default_factory=dict)
+
+    def deadline(self, policy: SessionPolicy) -> float:
+        """When the session ends unless something happens before."""
+        end = min(self.created_at + policy.lifetime_seconds, self.last_active + policy.idle_seconds)
+        for slot in self.peers.values():
+            if not slot.conn:
+                end = min(end, slot.left_at + policy.grace_seconds)
+        return end
+
+    def end_reason(self, now: float, policy: SessionPolicy) -> str | None:
+        """Why the session is over at `now`, or None while it lives."""
+        if now >= self.created_at + policy.lifetime_seconds:
+            return "expired"
+        if now >= self.last_active + policy.idle_seconds:
+            return "idle"
+        if any(not s.conn and now >= s.left_at + policy.grace_seconds for s in self.peers.values()):
+            return "peer_timeout"
+        return None
+
+
+def hash_secret(secret: str) -> str:
+    """Secrets carry 128 random bits, so one SHA-256 suffices: there is nothing to brute-force."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _matches(secret: str, digest: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), digest)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def new_session_id() -> str:
+    return str(secrets.randbelow(9 * 10 ** (SESSION_ID_DIGITS - 1)) + 10 ** (SESSION_ID_DIGITS - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    record: SessionRecord
+    token: str
+    reconnect_key: str
+
+
+def create(session_id: str, owner_ip: str, conn: str, now: float) -> Created:
+    token, key = new_secret(), new_secret()
+    record = SessionRecord(
+        id=session_id,
+        token_hash=hash_secret(token),
+        owner_ip=owner_ip,
+        created_at=now,
+        last_active=now,
+        peers={"a": PeerSlot(key_hash=hash_secret(key), conn=conn)},
+    )
+    return Created(record, token, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    peer_id: PeerId
+    reconnect_key: str  # empty on a rejoin: the peer keeps the key it has
+    peer_present: bool
+    rejoined: bool
+    replaced_conn: str  # a stale connection of the same peer that must be dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: Literal["not_found", "full"]
+    burned: bool = False  # the session was destroyed by this refusal
+
+
+def other_peer(peer_id: PeerId) -> PeerId:
+    return "b" if peer_id == "a" else "a"
+
+
+def join(
+    record: SessionRecord, token: str, conn: str, now: float, policy: SessionPolicy
+) -> Joined | Refused:
+    """A second peer joins with the session's token. A wrong token looks exactly like no session."""
+    if record.end_reason(now, policy) is not None:
+        return Refused("not_found")
+    if not _matches(token, record.token_hash):
+        record.failed_joins += 1
+        return Refused("not_found", burned=record.failed_joins >= policy.max_failed_joins)
+    if "b" in record.peers:
+        return Refused("full")
+    key = new_secret()
+    record.peers["b"] = PeerSlot(key_hash=hash_secret(key), conn=conn)
+    record.last_active = now
+    return Joined(
+        "b", key, peer_present=bool(record.peers["a"].conn), rejoined=False, replaced_conn=""
+    )
+
+
+def rejoin(
+    record: SessionRecord, peer_id: PeerId, key: str, conn: str, now: float, policy: SessionPolicy
+) -> Joined | Refused:
+    """A peer takes its own place back; a connection it left behind (or that died) is replaced."""
+    slot = record.peers.get(peer_id)
+    if record.end_reason(now, policy) is not None or slot is None:
+        return Refused("not_found")
+    if not _matches(key, slot.key_hash):
+        record.failed_joins += 1
+        return Refused("not_found", burned=record.failed_joins >= policy.max_failed_joins)
+    replaced = slot.conn
+    slot.conn, slot.left_at = conn, 0.0
+    record.last_active = now
+    other = record.peers.get(other_peer(peer_id))
+    return Joined(
+        peer_id, "", peer_present=bool(other and other.conn), rejoined=True, replaced_conn=replaced
+    )
+
+
+def drop(record: SessionRecord, peer_id: PeerId, conn: str, now: float) -> bool:
+    """The peer's connection ended without a goodbye: keep its place for the grace period.
+
+    Returns False when `conn` no longer holds the place (it was taken over by a rejoin).
+    """
+    slot = record.peers.get(peer_id)
+    if slot is None or slot.conn != conn:
+        return False
+    slot.conn, slot.left_at = "", now
+    return True
+
+
+def touch(record: SessionRecord, now: float) -> None:
+    record.last_active = max(record.last_active, now)

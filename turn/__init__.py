@@ -1,0 +1,1 @@
+"""TURN: coturn configuration and the short-lived credentials handed to peers."""
