@@ -40,9 +40,7 @@ class Config:
     session_idle_seconds: float = _opt(1800.0, "a session with no activity for this long ends")
     session_lifetime_seconds: float = _opt(86400.0, "no session lives longer than this")
     grace_seconds: float = _opt(60.0, "how long a dropped peer may take to rejoin its session")
-    heartbeat_seconds: float = _opt(
-        20.0, "ping interval; a client that misses a pong is dropped"
-    )
+    heartbeat_seconds: float = _opt(20.0, "ping interval; a client that misses a pong is dropped")
     send_queue_frames: int = _opt(256, "frames queued for a slow client before it is dropped")
     drain_seconds: float = _opt(10.0, "on SIGTERM, how long to let clients' frames drain")
     stun_urls: tuple[str, ...] = _opt((), "STUN URL handed to clients (repeatable)", repeat=True)

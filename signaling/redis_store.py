@@ -57,7 +57,7 @@ class RedisStore:
         self._claim = client.register_script(_CLAIM_IP_SLOT)
 
     def _expiry_ms(self, record: SessionRecord) -> int:
-        return int(record.deadline(self._policy) * 1000)
+        return int(record.retain_until(self._policy) * 1000)
 
     async def insert(self, record: SessionRecord) -> bool:
         done = await self._r.set(

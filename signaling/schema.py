@@ -192,12 +192,19 @@ _encoder = msgspec.json.Encoder()
 
 def decode_client(raw: bytes | str, max_size: int) -> ClientMessage:
     """Validate one client frame; raise ProtocolError with the most specific code that applies."""
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode()
+        except UnicodeEncodeError:
+            raise ProtocolError(ErrorCode.BAD_JSON, "message is not valid UTF-8") from None
     if len(raw) > max_size:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {len(raw)} bytes exceeds {max_size}")
     try:
         msg: ClientMessage = _client_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise _diagnose(raw, exc) from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_JSON, "message is nested too deeply") from None
     if msg.v != VERSION:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
@@ -209,12 +216,14 @@ def decode_client(raw: bytes | str, max_size: int) -> ClientMessage:
     return msg
 
 
-def _diagnose(raw: bytes | str, exc: Exception) -> ProtocolError:
+def _diagnose(raw: bytes, exc: Exception) -> ProtocolError:
     """Slow path, for refused frames only: say which of the possible faults it is."""
     try:
         obj = _generic_decoder.decode(raw)
     except msgspec.DecodeError:
         return ProtocolError(ErrorCode.BAD_JSON, "message is not valid JSON")
+    except RecursionError:
+        return ProtocolError(ErrorCode.BAD_JSON, "message is nested too deeply")
     if not isinstance(obj, dict):
         return ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a JSON object")
     request_id = obj.get("id")

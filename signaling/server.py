@@ -190,9 +190,8 @@ class SignalingServer:
                     log.exception("internal error on connection %s", conn.id)
                     self._refuse(conn, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error"))
             elif msg.type == WSMsgType.ERROR:
-                reason = (
-                    "too_large" if conn.ws.close_code == WSCloseCode.MESSAGE_TOO_BIG else "ws_error"
-                )
+                too_big = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
+                reason = "too_large" if too_big else "ws_error"
                 self.metrics.rejections.labels(reason).inc()
                 log.info("connection %s closed by protocol error: %s", conn.id, reason)
 
@@ -247,6 +246,8 @@ class SignalingServer:
     # --- messages ------------------------------------------------------------------------------
 
     async def _on_frame(self, conn: Connection, data: bytes) -> None:
+        if conn.closing:
+            return
         received_at = time.time()
         self.metrics.messages_received.inc()
         if not conn.bucket.take(time.monotonic()):

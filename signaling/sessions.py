@@ -18,6 +18,8 @@ from signaling.schema import PeerId
 
 TOKEN_BYTES: Final = 16  # 128 bits
 SESSION_ID_DIGITS: Final = 8
+# Stores keep a record this long past its deadline, so whoever finds it ended can tell why.
+RETAIN_SECONDS: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,9 @@ class SessionRecord(msgspec.Struct):
     last_active: float
     failed_joins: int = 0
     peers: dict[str, PeerSlot] = msgspec.field(default_factory=dict)
+
+    def retain_until(self, policy: SessionPolicy) -> float:
+        return self.deadline(policy) + RETAIN_SECONDS
 
     def deadline(self, policy: SessionPolicy) -> float:
         """When the session ends unless something happens before."""

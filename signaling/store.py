@@ -76,26 +76,26 @@ class MemoryStore:
         self._records: dict[str, SessionRecord] = {}
         self._ip_slots: dict[str, dict[str, float]] = {}
 
-    def _live(self, session_id: str) -> SessionRecord | None:
+    def _retained(self, session_id: str) -> SessionRecord | None:
         record = self._records.get(session_id)
-        if record is not None and record.deadline(self._policy) <= self._clock():
+        if record is not None and record.retain_until(self._policy) <= self._clock():
             del self._records[session_id]
             return None
         return record
 
     async def insert(self, record: SessionRecord) -> bool:
-        if self._live(record.id) is not None:
+        if self._retained(record.id) is not None:
             return False
         self._records[record.id] = record
         return True
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return self._live(session_id)
+        return self._retained(session_id)
 
     async def update(
         self, session_id: str, change: Callable[[SessionRecord], Change[T]]
     ) -> Change[T] | None:
-        record = self._live(session_id)
+        record = self._retained(session_id)
         if record is None:
             return None
         result = change(record)
@@ -109,7 +109,7 @@ class MemoryStore:
     async def claim_ip_slot(self, ip: str, session_id: str, until: float, limit: int) -> bool:
         now = self._clock()
         slots = self._ip_slots.setdefault(ip, {})
-        for sid in [s for s, end in slots.items() if end <= now or self._live(s) is None]:
+        for sid in [s for s, end in slots.items() if end <= now or self._retained(s) is None]:
             del slots[sid]
         if len(slots) >= limit:
             return False
@@ -126,7 +126,7 @@ class MemoryStore:
     def purge(self) -> None:
         """Forget expired sessions (Redis does this by itself through key expiry)."""
         for sid in list(self._records):
-            self._live(sid)
+            self._retained(sid)
         for ip in [ip for ip, slots in self._ip_slots.items() if not slots]:
             del self._ip_slots[ip]
 

@@ -33,6 +33,7 @@ def issue(secret: str, session_id: str, ttl_seconds: int, now: float) -> TurnCre
 def verify(secret: str, username: str, password: str, now: float) -> bool:
     """What coturn checks: the HMAC matches and the expiry in the username is still ahead."""
     expiry, sep, _ = username.partition(":")
-    if not sep or not expiry.isdigit() or int(expiry) <= now:
+    if not sep or not (expiry.isascii() and expiry.isdigit()) or int(expiry) <= now:
         return False
-    return hmac.compare_digest(_password(secret, username), password)
+    expected = _password(secret, username).encode()
+    return hmac.compare_digest(expected, password.encode(errors="surrogateescape"))

@@ -1,0 +1,174 @@
+"""Asyncio client of the signaling server: requests with replies, and a stream of peer events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import Any, TypeGuard
+
+import aiohttp
+import msgspec
+
+from signaling import schema
+from signaling.schema import PeerId
+
+Event = schema.ServerMessage | schema.Relayed
+
+
+class SignalError(Exception):
+    """The server refused a request; `code` is one of schema.ErrorCode."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message
+
+
+class ConnectionClosed(Exception):
+    """The server closed the connection; `code` is the WebSocket close code."""
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"signaling connection closed (code {code})")
+        self.code = code
+
+
+class SignalClient:
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._http = http
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[schema.ServerMessage]] = {}
+        self._events: asyncio.Queue[Event | ConnectionClosed] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read(), name="signal-client-reader")
+
+    @classmethod
+    async def connect(cls, url: str, timeout: float = 10.0) -> SignalClient:
+        http = aiohttp.ClientSession()
+        try:
+            ws = await http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+        except BaseException:
+            await http.close()
+            raise
+        return cls(http, ws)
+
+    @property
+    def close_code(self) -> int | None:
+        return self._ws.close_code
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self._ws:
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    continue
+                event = schema.decode_server(msg.data)
+                request_id = getattr(event, "re", None)
+                waiter = None if request_id is None else self._pending.pop(request_id, None)
+                if waiter is not None and not waiter.done() and _is_reply(event):
+                    waiter.set_result(event)
+                else:
+                    self._events.put_nowait(event)
+        finally:
+            closed = ConnectionClosed(self._ws.close_code)
+            for waiter in self._pending.values():
+                if not waiter.done():
+                    waiter.set_exception(closed)
+            self._pending.clear()
+            self._events.put_nowait(closed)
+
+    async def request(self, msg: msgspec.Struct, timeout: float = 10.0) -> schema.ServerMessage:
+        """Send a request carrying a fresh id and wait for its reply; an error reply raises."""
+        request_id = next(self._ids)
+        msg.id = request_id  # type: ignore[attr-defined]
+        waiter: asyncio.Future[schema.ServerMessage] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = waiter
+        await self.send(msg)
+        reply = await asyncio.wait_for(waiter, timeout)
+        if isinstance(reply, schema.Error):
+            raise SignalError(reply.code, reply.message)
+        return reply
+
+    async def send(self, msg: msgspec.Struct) -> None:
+        if self._ws.closed:
+            raise ConnectionClosed(self._ws.close_code)
+        await self._ws.send_bytes(schema.encode(msg))
+
+    async def send_raw(self, data: bytes | str) -> None:
+        """For tests and tools: a frame as is, valid or not."""
+        if isinstance(data, str):
+            await self._ws.send_str(data)
+        else:
+            await self._ws.send_bytes(data)
+
+    async def create(self) -> schema.SessionCreated:
+        reply = await self.request(schema.CreateSession(v=schema.VERSION))
+        assert isinstance(reply, schema.SessionCreated)
+        return reply
+
+    async def join(self, session_id: str, token: str) -> schema.SessionJoined:
+        msg = schema.JoinSession(v=schema.VERSION, sessionId=session_id, token=token)
+        reply = await self.request(msg)
+        assert isinstance(reply, schema.SessionJoined)
+        return reply
+
+    async def rejoin(self, session_id: str, peer_id: PeerId, key: str) -> schema.SessionJoined:
+        msg = schema.RejoinSession(
+            v=schema.VERSION, sessionId=session_id, peerId=peer_id, reconnectKey=key
+        )
+        reply = await self.request(msg)
+        assert isinstance(reply, schema.SessionJoined)
+        return reply
+
+    async def leave(self) -> None:
+        await self.request(schema.LeaveSession(v=schema.VERSION))
+
+    async def relay(self, kind: str, payload: dict[str, Any]) -> None:
+        """Send an offer, answer, ice_candidate or signal payload to the other peer."""
+        cls = _RELAY_CLASSES[kind]
+        await self.send(cls(v=schema.VERSION, payload=msgspec.Raw(msgspec.json.encode(payload))))
+
+    async def next_event(self, timeout: float = 10.0) -> Event:
+        """The next message that is not a reply; raises ConnectionClosed once the server hung up."""
+        event = await asyncio.wait_for(self._events.get(), timeout)
+        if isinstance(event, ConnectionClosed):
+            self._events.put_nowait(event)
+            raise event
+        return event
+
+    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+        """Skip events until the server hangs up; returns its close code."""
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    await self.next_event(timeout)
+                except ConnectionClosed as closed:
+                    return closed.code
+
+    async def close(self) -> None:
+        await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self._http.close()
+
+    async def __aenter__(self) -> SignalClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+_RELAY_CLASSES: dict[str, type[schema.RelayMessage]] = {
+    "offer": schema.Offer,
+    "answer": schema.Answer,
+    "ice_candidate": schema.IceCandidate,
+    "signal": schema.Signal,
+}
+
+
+def _is_reply(event: Event) -> TypeGuard[schema.ServerMessage]:
+    return not isinstance(event, schema.Relayed)
+
+
+def payload_of(event: schema.Relayed) -> Any:
+    return msgspec.json.decode(event.payload)

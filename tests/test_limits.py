@@ -1,0 +1,174 @@
+"""Rate and concurrency limits, driven by explicit times."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from signaling.limits import ConnectionLimiter, TokenBucket
+
+# --- TokenBucket --------------------------------------------------------------------------------
+
+
+def test_bucket_starts_full_at_first_use() -> None:
+    bucket = TokenBucket(rate=1.0, burst=3.0)
+    assert bucket.full(0.0)
+    # The first use may be at any clock value (monotonic clocks do not start at zero).
+    assert [bucket.take(12345.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_bucket_refills_at_rate() -> None:
+    bucket = TokenBucket(rate=2.0, burst=4.0)
+    assert all(bucket.take(100.0) for _ in range(4))
+    assert not bucket.take(100.0)
+    assert not bucket.take(100.25)  # half a token
+    assert bucket.take(100.5)  # one token at 2/s, counting from the refused try
+    assert not bucket.take(100.5)
+    assert [bucket.take(101.5) for _ in range(3)] == [True, True, False]
+
+
+def test_bucket_refill_is_capped_at_burst() -> None:
+    bucket = TokenBucket(rate=10.0, burst=5.0)
+    assert bucket.take(0.0)
+    assert [bucket.take(3600.0) for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_refused_take_costs_nothing() -> None:
+    bucket = TokenBucket(rate=1.0, burst=1.0)
+    assert bucket.take(0.0)
+    for _ in range(10):
+        assert not bucket.take(0.5)
+    assert bucket.take(1.0)
+
+
+def test_take_with_cost() -> None:
+    bucket = TokenBucket(rate=1.0, burst=5.0)
+    assert bucket.take(0.0, cost=3.0)
+    assert not bucket.take(0.0, cost=3.0)  # only 2 left: nothing taken
+    assert bucket.take(0.0, cost=2.0)
+    assert not bucket.take(0.0)
+    assert not bucket.take(0.0, cost=6.0)
+    assert not bucket.take(100.0, cost=6.0)  # more than burst never fits
+
+
+def test_bucket_full() -> None:
+    bucket = TokenBucket(rate=2.0, burst=4.0)
+    assert bucket.take(10.0)
+    assert not bucket.full(10.0)
+    assert not bucket.full(10.49)
+    assert bucket.full(10.5)
+    assert bucket.full(99.0)
+
+
+@given(
+    st.floats(min_value=0.1, max_value=100.0),
+    st.integers(min_value=1, max_value=50),
+    st.lists(st.floats(min_value=0.0, max_value=5.0), min_size=1, max_size=50),
+)
+def test_bucket_never_exceeds_rate_plus_burst(rate: float, burst: int, gaps: list[float]) -> None:
+    bucket = TokenBucket(rate=rate, burst=float(burst))
+    now = 1000.0
+    taken = 0
+    for gap in gaps:
+        now += gap
+        while bucket.take(now):
+            taken += 1
+    elapsed = now - 1000.0
+    assert taken <= burst + rate * elapsed + 1e-6
+    assert 0.0 <= bucket.tokens <= burst
+
+
+# --- ConnectionLimiter --------------------------------------------------------------------------
+
+
+def test_connections_per_ip() -> None:
+    limiter = ConnectionLimiter(rate=100.0, burst=100.0, max_open=2)
+    assert limiter.admit("192.0.2.1", 0.0) is None
+    assert limiter.admit("192.0.2.1", 0.0) is None
+    assert limiter.admit("192.0.2.1", 0.0) == "connections_per_ip"
+    assert limiter.admit("192.0.2.2", 0.0) is None  # per address
+    limiter.release("192.0.2.1")
+    assert limiter.admit("192.0.2.1", 0.0) is None
+    assert limiter.admit("192.0.2.1", 0.0) == "connections_per_ip"
+
+
+def test_connection_rate() -> None:
+    limiter = ConnectionLimiter(rate=1.0, burst=2.0, max_open=100)
+    assert limiter.admit("198.51.100.7", 50.0) is None
+    assert limiter.admit("198.51.100.7", 50.0) is None
+    assert limiter.admit("198.51.100.7", 50.0) == "connection_rate"
+    assert limiter.admit("198.51.100.8", 50.0) is None  # per address
+    assert limiter.admit("198.51.100.7", 50.5) == "connection_rate"
+    assert limiter.admit("198.51.100.7", 51.0) is None
+
+
+def test_release_does_not_refund_rate() -> None:
+    limiter = ConnectionLimiter(rate=1.0, burst=1.0, max_open=100)
+    assert limiter.admit("ip", 0.0) is None
+    limiter.release("ip")
+    assert limiter.admit("ip", 0.0) == "connection_rate"
+
+
+def test_refusal_for_open_connections_costs_no_token() -> None:
+    limiter = ConnectionLimiter(rate=1.0, burst=2.0, max_open=1)
+    assert limiter.admit("ip", 0.0) is None
+    for _ in range(5):
+        assert limiter.admit("ip", 0.0) == "connections_per_ip"
+    limiter.release("ip")
+    assert limiter.admit("ip", 0.0) is None  # the second burst token is still there
+
+
+def test_release_unknown_address_is_harmless() -> None:
+    limiter = ConnectionLimiter(rate=1.0, burst=1.0, max_open=1)
+    limiter.release("never-seen")
+    assert limiter.tracked() == 0
+
+
+def test_forget_idle() -> None:
+    limiter = ConnectionLimiter(rate=1.0, burst=2.0, max_open=10)
+    assert limiter.admit("busy", 0.0) is None
+    assert limiter.admit("done", 0.0) is None
+    assert limiter.admit("done", 0.0) is None
+    limiter.release("done")
+    limiter.release("done")
+    assert limiter.tracked() == 2
+
+    limiter.forget_idle(1.0)  # "done" has nothing open but its bucket is still refilling
+    assert limiter.tracked() == 2
+    limiter.forget_idle(2.0)  # now full again: forgetting it changes nothing
+    assert limiter.tracked() == 1
+    limiter.forget_idle(1e6)  # "busy" still has a connection open
+    assert limiter.tracked() == 1
+
+    limiter.release("busy")
+    limiter.forget_idle(1e6)
+    assert limiter.tracked() == 0
+
+
+def test_forgotten_address_starts_afresh() -> None:
+    limiter = ConnectionLimiter(rate=1.0, burst=1.0, max_open=10)
+    assert limiter.admit("ip", 0.0) is None
+    limiter.release("ip")
+    limiter.forget_idle(1.0)
+    assert limiter.tracked() == 0
+    assert limiter.admit("ip", 1.0) is None
+    assert limiter.admit("ip", 1.0) == "connection_rate"
+
+
+def test_refused_address_is_forgotten_once_idle() -> None:
+    limiter = ConnectionLimiter(rate=1.0, burst=1.0, max_open=0)
+    assert limiter.admit("ip", 0.0) == "connections_per_ip"
+    assert limiter.tracked() == 1
+    limiter.forget_idle(0.0)
+    assert limiter.tracked() == 0
+
+
+@pytest.mark.parametrize("max_open", [1, 3])
+def test_open_count_tracks_admit_and_release(max_open: int) -> None:
+    limiter = ConnectionLimiter(rate=1000.0, burst=1000.0, max_open=max_open)
+    for _ in range(3):
+        assert all(limiter.admit("ip", 0.0) is None for _ in range(max_open))
+        assert limiter.admit("ip", 0.0) == "connections_per_ip"
+        for _ in range(max_open):
+            limiter.release("ip")

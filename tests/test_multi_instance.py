@@ -1,0 +1,134 @@
+"""Several instances sharing one real redis-server; instances killed and restarted for real."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+
+import aiohttp
+import pytest
+
+from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
+from signaling import schema
+from signaling.server import CLOSE_RESTART
+from tests.conftest import StartProcess, StartServer
+from tests.test_server import exchange, pair
+
+pytestmark = pytest.mark.redis
+
+
+async def test_peers_on_different_instances(start_server: StartServer, redis_url: str) -> None:
+    one = await start_server(redis_url=redis_url, instance_id="one")
+    two = await start_server(redis_url=redis_url, instance_id="two")
+    a, b, created, joined = await pair(one.url, two.url)
+    assert joined.peerPresent
+    await exchange(a, b)
+    c = await SignalClient.connect(one.url)
+    with pytest.raises(SignalError) as err:  # the pair is complete on every instance
+        await c.join(created.sessionId, created.token)
+    assert err.value.code == "session_full"
+    await a.leave()
+    closed = await b.next_event()
+    assert isinstance(closed, schema.SessionClosed) and closed.reason == "peer_left"
+    for client in (a, b, c):
+        await client.close()
+
+
+async def test_limits_and_burning_hold_across_instances(
+    start_server: StartServer, redis_url: str
+) -> None:
+    one = await start_server(redis_url=redis_url, max_failed_joins=2, max_sessions_per_ip=1)
+    two = await start_server(redis_url=redis_url, max_failed_joins=2, max_sessions_per_ip=1)
+    a = await SignalClient.connect(one.url)
+    created = await a.create()
+    other = await SignalClient.connect(two.url)
+    with pytest.raises(SignalError) as err:
+        await other.create()  # this address's one session lives on instance one
+    assert err.value.code == "session_limit"
+    for guess in ("wrong1", "wrong2"):
+        with pytest.raises(SignalError):
+            await other.join(created.sessionId, guess)
+    closed = await a.next_event()
+    assert isinstance(closed, schema.SessionClosed) and closed.reason == "burned"
+    await other.create()  # the burned session no longer counts
+    await a.close()
+    await other.close()
+
+
+async def test_peer_rejoins_through_another_instance_after_a_kill(
+    start_process: StartProcess, redis_url: str
+) -> None:
+    one = await start_process("--redis-url", redis_url, "--grace-seconds", "30")
+    two = await start_process("--redis-url", redis_url, "--grace-seconds", "30")
+    a, b, created, joined = await pair(one.url, two.url)
+    two.proc.send_signal(signal.SIGKILL)  # no goodbye from instance two
+    two.proc.wait(10)
+    with pytest.raises(ConnectionClosed):
+        await b.next_event()
+    b2 = await SignalClient.connect(one.url)
+    again = await b2.rejoin(created.sessionId, "b", joined.reconnectKey)
+    assert again.rejoined and again.peerPresent
+    back = await a.next_event()
+    assert isinstance(back, schema.PeerJoined) and back.rejoined
+    await exchange(a, b2)
+    for client in (a, b, b2):
+        await client.close()
+
+
+async def test_session_survives_the_restart_of_its_instance(
+    start_process: StartProcess, redis_url: str
+) -> None:
+    one = await start_process("--redis-url", redis_url)
+    a = await SignalClient.connect(one.url)
+    created = await a.create()
+    one.proc.send_signal(signal.SIGKILL)
+    one.proc.wait(10)
+    restarted = await start_process("--redis-url", redis_url)
+    a2 = await SignalClient.connect(restarted.url)
+    await a2.rejoin(created.sessionId, "a", created.reconnectKey)
+    b = await SignalClient.connect(restarted.url)
+    joined = await b.join(created.sessionId, created.token)
+    assert joined.peerPresent
+    assert isinstance(await a2.next_event(), schema.PeerJoined)
+    await exchange(a2, b)
+    for client in (a, a2, b):
+        await client.close()
+
+
+async def test_sigterm_drains_and_clients_move_on(
+    start_process: StartProcess, redis_url: str
+) -> None:
+    one = await start_process("--redis-url", redis_url, "--grace-seconds", "30")
+    two = await start_process("--redis-url", redis_url, "--grace-seconds", "30")
+    a, b, created, joined = await pair(one.url, two.url)
+    await b.relay("signal", {"last": "words"})
+    two.proc.send_signal(signal.SIGTERM)
+    received = await a.next_event()
+    assert isinstance(received, schema.Relayed)
+    assert await b.wait_closed() == CLOSE_RESTART
+    assert two.proc.wait(15) == 0
+    left = await a.next_event()
+    assert isinstance(left, schema.PeerLeft)
+    b2 = await SignalClient.connect(one.url)
+    await b2.rejoin(created.sessionId, "b", joined.reconnectKey)
+    assert isinstance(await a.next_event(), schema.PeerJoined)
+    await exchange(a, b2)
+    for client in (a, b, b2):
+        await client.close()
+    assert "shutting down" in two.log() and joined.reconnectKey not in two.log()
+
+
+async def test_readyz_follows_the_store(start_process: StartProcess, redis_url: str) -> None:
+    one = await start_process("--redis-url", redis_url)
+    url = f"http://127.0.0.1:{one.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/readyz") as resp:
+            assert resp.status == 200
+        sock = redis_url.removeprefix("unix://")
+        subprocess.run(["redis-cli", "-s", sock, "shutdown", "nosave"], check=False, timeout=10)
+        await asyncio.sleep(0.2)
+        async with http.get(url + "/readyz") as resp:
+            assert resp.status == 503
+        async with http.get(url + "/healthz") as resp:
+            assert resp.status == 200  # alive, just not ready

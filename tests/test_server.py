@@ -1,0 +1,523 @@
+"""The signaling server over real sockets: the session flow, every refusal, limits and probes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
+from signaling import schema
+from signaling.server import CLOSE_REPLACED, CLOSE_TRY_LATER
+from tests.conftest import RunningServer, StartServer
+from tests.rawws import RawWebSocket
+from turn import credentials
+
+SDP = {"type": "offer", "sdp": "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n" * 20}
+
+
+async def pair(
+    url: str, url_b: str | None = None
+) -> tuple[SignalClient, SignalClient, schema.SessionCreated, schema.SessionJoined]:
+    a = await SignalClient.connect(url)
+    b = await SignalClient.connect(url_b or url)
+    created = await a.create()
+    joined = await b.join(created.sessionId, created.token)
+    event = await a.next_event()
+    assert isinstance(event, schema.PeerJoined) and event.peerId == "b"
+    return a, b, created, joined
+
+
+async def exchange(a: SignalClient, b: SignalClient) -> None:
+    """A full offer/answer/candidates/signal round, checked payload for payload."""
+    sent: list[tuple[SignalClient, SignalClient, str, dict[str, Any]]] = [
+        (a, b, "offer", SDP),
+        (b, a, "answer", {**SDP, "type": "answer"}),
+        (a, b, "signal", {"spake2": "a" * 44}),
+    ]
+    sent += [
+        (
+            a,
+            b,
+            "ice_candidate",
+            {"candidate": f"candidate:{i} 1 udp 2122260223 192.0.2.1 5{i} typ host"},
+        )
+        for i in range(6)
+    ]
+    sent += [(b, a, "ice_candidate", {"candidate": "candidate:9 1 udp 1 198.51.100.7 9 typ srflx"})]
+    for sender, receiver, kind, payload in sent:
+        await sender.relay(kind, payload)
+        event = await receiver.next_event()
+        assert isinstance(event, schema.Relayed), event
+        assert event.type == kind
+        assert event.peerId == ("a" if sender is a else "b")
+        assert payload_of(event) == payload
+
+
+async def assert_serving(server: RunningServer) -> None:
+    """Whatever happened before, a fresh pair still completes a handshake."""
+    a, b, _, _ = await pair(server.url)
+    await exchange(a, b)
+    await a.close()
+    await b.close()
+
+
+def kind(event: object) -> str:
+    return str(event.__struct_config__.tag)  # type: ignore[attr-defined]
+
+
+async def metric(server: RunningServer, name: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(server.http + "/metrics") as resp:
+        text = await resp.text()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# --- the session flow -----------------------------------------------------------------------------
+
+
+async def test_happy_path(server: RunningServer) -> None:
+    a, b, created, joined = await pair(server.url)
+    assert created.peerId == "a" and joined.peerId == "b"
+    assert len(created.token) >= 22 and created.reconnectKey != joined.reconnectKey
+    assert joined.peerPresent and not joined.rejoined
+    assert (
+        created.iceServers == []
+    )  # nothing configured: the client must not fall back to public STUN
+    await exchange(a, b)
+    await a.leave()
+    closed = await b.next_event()
+    assert isinstance(closed, schema.SessionClosed) and closed.reason == "peer_left"
+    with pytest.raises(SignalError) as err:
+        await b.request(schema.Offer(v=1, payload=msgspec.Raw(b"{}")))
+    assert err.value.code == "not_joined"
+    assert await metric(server, "fileshare_signal_messages_relayed_total") == 10
+    assert await metric(server, "fileshare_signal_relay_latency_seconds_count") == 10
+    await a.close()
+    await b.close()
+
+
+async def test_reconnect_within_grace(start_server: StartServer) -> None:
+    server = await start_server(grace_seconds=30)
+    a, b, created, joined = await pair(server.url)
+    await b.close()  # B's link drops
+    left = await a.next_event()
+    assert isinstance(left, schema.PeerLeft) and left.peerId == "b" and left.graceSeconds == 30
+    with pytest.raises(SignalError) as err:
+        await a.request(schema.Signal(v=1, payload=msgspec.Raw(b'{"x":1}')))
+    assert err.value.code == "peer_unavailable"
+    b2 = await SignalClient.connect(server.url)
+    again = await b2.rejoin(created.sessionId, "b", joined.reconnectKey)
+    assert again.rejoined and again.peerPresent and again.peerId == "b"
+    back = await a.next_event()
+    assert isinstance(back, schema.PeerJoined) and back.rejoined
+    await exchange(a, b2)
+    await a.close()
+    await b2.close()
+
+
+async def test_rejoin_replaces_a_stale_connection(server: RunningServer) -> None:
+    a, b, created, joined = await pair(server.url)
+    b2 = await SignalClient.connect(server.url)
+    await b2.rejoin(created.sessionId, "b", joined.reconnectKey)
+    assert await b.wait_closed() == CLOSE_REPLACED
+    back = await a.next_event()
+    assert isinstance(back, schema.PeerJoined) and back.rejoined
+    await exchange(a, b2)
+    for c in (a, b, b2):
+        await c.close()
+
+
+async def test_rejoin_needs_the_peers_own_key(server: RunningServer) -> None:
+    a, b, created, _ = await pair(server.url)
+    intruder = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as err:
+        await intruder.rejoin(created.sessionId, "b", created.reconnectKey)  # A's key, B's place
+    assert err.value.code == "session_not_found"
+    for c in (a, b, intruder):
+        await c.close()
+
+
+async def test_peer_that_does_not_return_ends_the_session(start_server: StartServer) -> None:
+    server = await start_server(grace_seconds=0.5)
+    a, b, created, joined = await pair(server.url)
+    await b.close()
+    assert isinstance(await a.next_event(), schema.PeerLeft)
+    closed = await a.next_event(timeout=5)
+    assert isinstance(closed, schema.SessionClosed) and closed.reason == "peer_timeout"
+    late = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as err:
+        await late.rejoin(created.sessionId, "b", joined.reconnectKey)
+    assert err.value.code == "session_not_found"
+    await a.close()
+    await late.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [("session_lifetime_seconds", "expired"), ("session_idle_seconds", "idle")],
+)
+async def test_sessions_expire(start_server: StartServer, setting: str, reason: str) -> None:
+    server = await start_server(**{setting: 1.0})
+    a, b, created, _ = await pair(server.url)
+    for client in (a, b):
+        closed = await client.next_event(timeout=5)
+        assert isinstance(closed, schema.SessionClosed) and closed.reason == reason
+    c = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as err:
+        await c.join(created.sessionId, created.token)
+    assert err.value.code == "session_not_found"
+    assert await metric(server, "fileshare_signal_sessions_closed_total") >= 1
+    for client in (a, b, c):
+        await client.close()
+
+
+async def test_lonely_session_expires_without_any_peer(start_server: StartServer) -> None:
+    server = await start_server(grace_seconds=0.3)
+    a = await SignalClient.connect(server.url)
+    created = await a.create()
+    await a.close()
+    await asyncio.sleep(0.6)
+    b = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as err:
+        await b.join(created.sessionId, created.token)
+    assert err.value.code == "session_not_found"
+    await b.close()
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+async def refused(client: SignalClient, frame: bytes | str) -> schema.Error:
+    await client.send_raw(frame)
+    event = await client.next_event()
+    assert isinstance(event, schema.Error), event
+    return event
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "bad_message"),
+        ('{"v": 1, "type": "teleport"}', "unknown_type"),
+        ('{"v": 1}', "unknown_type"),
+        ('{"v": 7, "type": "ping"}', "unsupported_version"),
+        ('{"v": 1, "type": "join_session", "sessionId": 5, "token": "x"}', "bad_message"),
+        ('{"v": 1, "type": "join_session", "sessionId": "12345678"}', "bad_message"),
+        ('{"v": 1, "type": "ping", "extra": true}', "bad_message"),
+        ('{"v": 1, "type": "offer", "payload": "not an object"}', "bad_message"),
+        ('{"v": 1, "type": "offer", "payload": {"sdp": "x"}}', "not_joined"),
+        ('{"v": 1, "type": "leave_session"}', "not_joined"),
+        (
+            '{"v": 1, "type": "join_session", "sessionId": "99999999", "token": "abc"}',
+            "session_not_found",
+        ),
+    ],
+)
+async def test_bad_input_gets_its_error(server: RunningServer, frame: str, code: str) -> None:
+    client = await SignalClient.connect(server.url)
+    error = await refused(client, frame)
+    assert error.code == code and error.message
+    pong = await client.request(schema.Ping(v=1))  # the connection still serves
+    assert isinstance(pong, schema.Pong)
+    assert await metric(server, f'fileshare_signal_rejections_total{{reason="{code}"}}') == 1
+    await client.close()
+    await assert_serving(server)
+
+
+async def test_request_id_is_echoed_on_errors(server: RunningServer) -> None:
+    client = await SignalClient.connect(server.url)
+    error = await refused(client, '{"v": 1, "type": "offer", "id": 41, "payload": {}}')
+    assert error.code == "not_joined" and error.re == 41
+    await client.close()
+
+
+async def test_wrong_token_looks_like_unknown_session(server: RunningServer) -> None:
+    a = await SignalClient.connect(server.url)
+    created = await a.create()
+    b = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as wrong:
+        await b.join(created.sessionId, "A" * 22)
+    with pytest.raises(SignalError) as unknown:
+        await b.join("00000000" if created.sessionId != "00000000" else "11111111", "A" * 22)
+    assert (wrong.value.code, wrong.value.message) == (unknown.value.code, unknown.value.message)
+    await a.close()
+    await b.close()
+
+
+async def test_failed_joins_burn_the_session(start_server: StartServer) -> None:
+    server = await start_server(max_failed_joins=3)
+    a = await SignalClient.connect(server.url)
+    created = await a.create()
+    guesser = await SignalClient.connect(server.url)
+    for attempt in range(3):
+        with pytest.raises(SignalError):
+            await guesser.join(created.sessionId, f"guess{attempt}")
+    closed = await a.next_event()
+    assert isinstance(closed, schema.SessionClosed) and closed.reason == "burned"
+    with pytest.raises(SignalError) as err:  # even the right token is too late now
+        await guesser.join(created.sessionId, created.token)
+    assert err.value.code == "session_not_found"
+    await a.close()
+    await guesser.close()
+
+
+async def test_third_peer_is_refused(server: RunningServer) -> None:
+    a, b, created, _ = await pair(server.url)
+    c = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as err:
+        await c.join(created.sessionId, created.token)
+    assert err.value.code == "session_full"
+    await exchange(a, b)
+    for client in (a, b, c):
+        await client.close()
+
+
+async def test_one_session_per_connection(server: RunningServer) -> None:
+    a = await SignalClient.connect(server.url)
+    await a.create()
+    with pytest.raises(SignalError) as err:
+        await a.create()
+    assert err.value.code == "already_joined"
+    await a.close()
+
+
+async def test_oversized_message_is_refused_and_connection_kept(start_server: StartServer) -> None:
+    server = await start_server(max_message_bytes=4096, hard_message_bytes=16384)
+    a, b, _, _ = await pair(server.url)
+    error = await refused(a, json.dumps({"v": 1, "type": "offer", "payload": {"sdp": "x" * 8000}}))
+    assert error.code == "too_large"
+    await exchange(a, b)
+    await a.close()
+    await b.close()
+
+
+async def test_huge_message_closes_the_connection(start_server: StartServer) -> None:
+    server = await start_server(max_message_bytes=4096, hard_message_bytes=16384)
+    a, b, _, _ = await pair(server.url)
+    await a.send_raw(json.dumps({"v": 1, "type": "offer", "payload": {"sdp": "x" * 40000}}))
+    assert await a.wait_closed() == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    assert isinstance(await b.next_event(), schema.PeerLeft)
+    assert await metric(server, 'fileshare_signal_rejections_total{reason="too_large"}') == 1
+    await a.close()
+    await b.close()
+    await assert_serving(server)
+
+
+async def test_message_flood_is_limited_then_closed(start_server: StartServer) -> None:
+    server = await start_server(messages_per_second=5, message_burst=12, flood_close_after=20)
+    a, b, _, _ = await pair(server.url)
+    codes = []
+    for _ in range(20):
+        await a.send_raw('{"v":1,"type":"ping"}')
+    for _ in range(20):
+        event = await a.next_event()
+        codes.append(event.code if isinstance(event, schema.Error) else kind(event))
+    assert codes.count("rate_limited") >= 4 and codes.count("pong") >= 4
+    for _ in range(40):
+        await a.send_raw('{"v":1,"type":"ping"}')
+    assert await a.wait_closed() == aiohttp.WSCloseCode.POLICY_VIOLATION
+    assert await metric(server, 'fileshare_signal_rejections_total{reason="flood"}') == 1
+    await a.close()
+    await b.close()
+    await assert_serving(server)
+
+
+async def test_concurrent_connections_per_address(start_server: StartServer) -> None:
+    server = await start_server(max_connections_per_ip=3)
+    clients = [await SignalClient.connect(server.url) for _ in range(3)]
+    extra = await SignalClient.connect(server.url)
+    event = await extra.next_event()
+    assert isinstance(event, schema.Error) and event.code == "too_many_connections"
+    with pytest.raises(ConnectionClosed):
+        await extra.next_event()
+    assert extra.close_code == CLOSE_TRY_LATER
+    await clients[0].close()
+    await asyncio.sleep(0.1)
+    again = await SignalClient.connect(server.url)
+    assert isinstance(await again.request(schema.Ping(v=1)), schema.Pong)
+    assert (
+        await metric(server, 'fileshare_signal_rejections_total{reason="connections_per_ip"}') == 1
+    )
+    for client in (*clients[1:], extra, again):
+        await client.close()
+
+
+async def test_connection_rate_per_address(start_server: StartServer) -> None:
+    server = await start_server(connections_per_second=1, connection_burst=2)
+    codes = []
+    for _ in range(4):
+        client = await SignalClient.connect(server.url)
+        await client.send_raw('{"v":1,"type":"ping"}')
+        pong = await client.next_event()
+        codes.append(pong.code if isinstance(pong, schema.Error) else kind(pong))
+        await client.close()
+    assert codes[:2] == ["pong", "pong"] and "too_many_connections" in codes[2:]
+    assert await metric(server, 'fileshare_signal_rejections_total{reason="connection_rate"}') >= 1
+
+
+async def test_sessions_per_address(start_server: StartServer) -> None:
+    server = await start_server(max_sessions_per_ip=2)
+    clients = [await SignalClient.connect(server.url) for _ in range(3)]
+    await clients[0].create()
+    await clients[1].create()
+    with pytest.raises(SignalError) as err:
+        await clients[2].create()
+    assert err.value.code == "session_limit"
+    await clients[0].leave()  # a finished session frees its slot
+    await clients[2].create()
+    for client in clients:
+        await client.close()
+
+
+async def test_abrupt_disconnect_mid_message(server: RunningServer) -> None:
+    a, b, created, joined = await pair(server.url)
+    raw = await RawWebSocket.connect(server.port)
+    await raw.send(
+        json.dumps(
+            {
+                "v": 1,
+                "type": "rejoin_session",
+                "sessionId": created.sessionId,
+                "peerId": "b",
+                "reconnectKey": joined.reconnectKey,
+            }
+        ).encode()
+    )
+    _, reply = await raw.recv_frame()
+    assert json.loads(reply)["type"] == "session_joined"
+    frame = RawWebSocket.frame(b'{"v":1,"type":"offer","payload":{"sdp":"' + b"x" * 500)
+    raw.writer.write(frame[: len(frame) // 2])  # half a frame, then the line goes dead
+    await raw.writer.drain()
+    raw.abort()
+    event = await a.next_event()
+    while isinstance(event, schema.PeerJoined):
+        event = await a.next_event()
+    assert isinstance(event, schema.PeerLeft)
+    await a.close()
+    await b.close()
+    await assert_serving(server)
+
+
+async def test_dead_client_is_dropped_by_heartbeat(start_server: StartServer) -> None:
+    server = await start_server(heartbeat_seconds=0.3)
+    a = await SignalClient.connect(server.url)
+    created = await a.create()
+    raw = await RawWebSocket.connect(server.port)  # answers no ping
+    await raw.send(
+        json.dumps(
+            {"v": 1, "type": "join_session", "sessionId": created.sessionId, "token": created.token}
+        ).encode()
+    )
+    assert isinstance(await a.next_event(), schema.PeerJoined)
+    left = await a.next_event(timeout=5)
+    assert isinstance(left, schema.PeerLeft)
+    raw.abort()
+    await a.close()
+
+
+async def test_slow_reader_is_dropped_without_stalling_others(start_server: StartServer) -> None:
+    server = await start_server(send_queue_frames=4, max_message_bytes=65536, message_burst=500)
+    a = await SignalClient.connect(server.url)
+    created = await a.create()
+    slow = await RawWebSocket.connect(server.port, rcvbuf=4096)  # joins, then never reads
+    await slow.send(
+        json.dumps(
+            {"v": 1, "type": "join_session", "sessionId": created.sessionId, "token": created.token}
+        ).encode()
+    )
+    assert isinstance(await a.next_event(), schema.PeerJoined)
+    bystanders = await pair(server.url)
+    big = {"sdp": "x" * 60000}
+    started = time.monotonic()
+    for _ in range(200):
+        await a.relay("offer", big)
+        if await metric(server, 'fileshare_signal_rejections_total{reason="slow_consumer"}'):
+            break
+    assert await metric(server, 'fileshare_signal_rejections_total{reason="slow_consumer"}') == 1
+    await exchange(bystanders[0], bystanders[1])  # others never waited on the slow one
+    assert time.monotonic() - started < 20
+    slow.abort()
+    for client in (a, bystanders[0], bystanders[1]):
+        await client.close()
+
+
+# --- probes, metrics, TURN credentials, logs -----------------------------------------------------
+
+
+async def test_health_ready_and_metrics(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.http + "/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(server.http + "/readyz") as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "ready"
+        async with http.get(server.http + "/metrics") as resp:
+            text = await resp.text()
+    for name in (
+        "fileshare_signal_connections",
+        "fileshare_signal_sessions_created_total",
+        "fileshare_signal_messages_relayed_total",
+        "fileshare_signal_rejections_total",
+        "fileshare_signal_relay_latency_seconds_bucket",
+    ):
+        assert name in text
+
+
+async def test_turn_credentials_are_handed_to_joined_peers(start_server: StartServer) -> None:
+    secret = "test-turn-secret"
+    server = await start_server(
+        stun_urls=("stun:203.0.113.10:3478",),
+        turn_urls=("turn:203.0.113.10:3478?transport=udp", "turn:203.0.113.10:3478?transport=tcp"),
+        turn_secret=secret,
+        turn_ttl_seconds=600,
+    )
+    before = time.time()
+    a, b, created, joined = await pair(server.url)
+    for reply in (created, joined):
+        stun, turn = reply.iceServers
+        assert stun.urls == ["stun:203.0.113.10:3478"] and stun.username is None
+        assert turn.username is not None and turn.credential is not None
+        expiry, session_id = turn.username.split(":")
+        assert session_id == created.sessionId
+        assert before + 600 <= int(expiry) + 1 and int(expiry) <= time.time() + 600
+        assert credentials.verify(secret, turn.username, turn.credential, time.time())
+        assert not credentials.verify(secret, turn.username, turn.credential, int(expiry) + 1)
+        assert not credentials.verify("other", turn.username, turn.credential, time.time())
+    await a.close()
+    await b.close()
+
+
+async def test_logs_hold_no_secrets(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await start_server(turn_urls=("turn:203.0.113.10:3478",), turn_secret="SECRET-T")
+    a, b, created, joined = await pair(server.url)
+    await a.relay("offer", {"sdp": "SDP-MARKER"})
+    await b.next_event()
+    await b.close()
+    await a.next_event()
+    text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert "session" in text  # the server did log the flow
+    turn_password = created.iceServers[0].credential
+    assert turn_password is not None
+    for secret in (
+        created.token,
+        created.reconnectKey,
+        joined.reconnectKey,
+        "SDP-MARKER",
+        "SECRET-T",
+        turn_password,
+    ):
+        assert secret not in text
+    await a.close()
