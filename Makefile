@@ -40,7 +40,7 @@ lint: deps
 	$(VENV)/bin/mypy
 
 lab: deps
-	$(PY) -m signaling.demo
+	$(PY) -m netsim.demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

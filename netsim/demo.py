@@ -1,0 +1,216 @@
+"""`make lab` until the NAT test-bed exists: the real servers as processes on loopback, two peers
+pairing through two instances that share one redis-server, an instance killed mid-session, and a
+report of what each step took. Everything it starts it stops, also on failure and Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from fileshare.signal_client import SignalClient, payload_of
+from signaling import schema
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Instance:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed: run `make lab`, which installs it")
+    sock = workdir / "redis.sock"
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.02)
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def instances(workdir: Path, redis_url: str, count: int) -> AsyncIterator[list[Instance]]:
+    started: list[Instance] = []
+    try:
+        for index in range(count):
+            started.append(await start_instance(workdir, redis_url, f"demo-{index}"))
+        yield started
+    finally:
+        for item in started:
+            if item.proc.poll() is None:
+                item.proc.send_signal(signal.SIGTERM)
+        for item in started:
+            try:
+                item.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                item.proc.kill()
+                item.proc.wait()
+
+
+async def start_instance(workdir: Path, redis_url: str, name: str) -> Instance:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "signaling",
+                "--port",
+                "0",
+                "--log-json",
+                "--redis-url",
+                redis_url,
+                "--instance-id",
+                name,
+                "--grace-seconds",
+                "20",
+            ],
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("event") == "listening":
+                return Instance(proc, int(entry["port"]), log)
+        await asyncio.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"fileshare-signal did not start:\n{log.read_text()}")
+
+
+async def timed(steps: list[Step], name: str, work: Coroutine[object, object, str]) -> None:
+    started = time.perf_counter()
+    try:
+        detail = await work
+        steps.append(Step(name, time.perf_counter() - started, True, detail))
+    except Exception as exc:
+        steps.append(
+            Step(name, time.perf_counter() - started, False, f"{type(exc).__name__}: {exc}")
+        )
+        raise
+
+
+async def handshake(a: SignalClient, b: SignalClient) -> str:
+    await a.relay("offer", {"type": "offer", "sdp": "v=0 (demo)"})
+    await b.relay("answer", {"type": "answer", "sdp": "v=0 (demo)"})
+    for client in (b, a):
+        event = await client.next_event()
+        assert isinstance(event, schema.Relayed), event
+    for i in range(4):
+        await a.relay(
+            "ice_candidate", {"candidate": f"candidate:{i} 1 udp 1 192.0.2.1 {i} typ host"}
+        )
+        event = await b.next_event()
+        assert isinstance(event, schema.Relayed)
+        assert payload_of(event)["candidate"].startswith(f"candidate:{i}")
+    return "offer, answer and 4 candidates relayed"
+
+
+async def run(workdir: Path, steps: list[Step]) -> None:
+    with redis_server(workdir) as redis_url:
+        async with instances(workdir, redis_url, 2) as (one, two):
+            a = await SignalClient.connect(one.url)
+            b = await SignalClient.connect(two.url)
+            created = await a.create()
+            joined_holder: list[schema.SessionJoined] = []
+
+            async def join() -> str:
+                joined_holder.append(await b.join(created.sessionId, created.token))
+                await a.next_event()
+                return f"A on instance {one.port}, B on instance {two.port}"
+
+            await timed(steps, "create + join across instances", join())
+            await timed(steps, "handshake across instances", handshake(a, b))
+
+            async def failover() -> str:
+                two.proc.send_signal(signal.SIGKILL)
+                two.proc.wait(10)
+                await b.wait_closed()
+                b2 = await SignalClient.connect(one.url)
+                await b2.rejoin(created.sessionId, "b", joined_holder[0].reconnectKey)
+                while not isinstance(await a.next_event(), schema.PeerJoined):
+                    pass
+                await handshake(a, b2)
+                await b2.close()
+                return "instance killed; B rejoined through the other and the handshake completed"
+
+            await timed(steps, "failover after SIGKILL", failover())
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{one.port}/metrics") as resp,
+            ):
+                metrics = await resp.text()
+            relayed = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith("fileshare_signal_messages_relayed_total{")
+            )
+            steps.append(Step("metrics scraped", 0.0, relayed > 0, f"{relayed:.0f} relayed"))
+            await a.close()
+            await b.close()
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="fs-lab-"))
+    steps: list[Step] = []
+    try:
+        asyncio.run(run(workdir, steps))
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+    except Exception as exc:  # report what ran, then the failure, in one line
+        steps.append(Step("lab aborted", 0.0, False, f"{type(exc).__name__}: {exc}"))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    width = max(len(s.name) for s in steps)
+    print("FileShare lab (loopback demo: the NAT matrix arrives with netsim)")
+    for step in steps:
+        mark = "PASS" if step.ok else "FAIL"
+        print(f"  {mark}  {step.name:<{width}}  {step.seconds * 1000:8.1f} ms  {step.detail}")
+    failed = sum(not s.ok for s in steps)
+    print(f"{len(steps) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
