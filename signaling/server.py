@@ -173,7 +173,7 @@ class SignalingServer:
             self.connections.discard(conn)
             self.metrics.connections.dec()
             self.limiter.release(ip)
-            await self._detach(conn, reason="dropped")
+            await self._detach(conn, dropped=True)
             await self._stop_writer(conn)
             if task is not None:
                 self._handlers.discard(task)
@@ -409,7 +409,7 @@ class SignalingServer:
     async def _leave(self, conn: Connection, msg: schema.LeaveSession) -> None:
         session_id, _ = self._joined(conn, msg.id)
         record = await self.store.get(session_id)
-        await self._detach(conn, reason="left")
+        await self._detach(conn, dropped=False)
         if record is not None:
             await self._end_session(record, "peer_left")
         self._send(conn, schema.encode(schema.Left(v=schema.VERSION, re=msg.id)))
@@ -425,16 +425,33 @@ class SignalingServer:
         await self.bus.subscribe(peer_channel(session_id, peer_id), conn.on_bus)
         self.metrics.local_peers.inc()
 
-    async def _detach(self, conn: Connection, reason: str) -> None:
-        """Leave the session's channel; on a drop, keep the peer's place for the grace period."""
+    def _forget(self, conn: Connection) -> tuple[str, PeerId] | None:
+        """Take the connection out of its session at once, before anything awaits."""
         session_id, peer_id = conn.session_id, conn.peer_id
         if session_id is None or peer_id is None:
-            return
+            return None
         conn.session_id = conn.peer_id = None
         self.metrics.local_peers.dec()
-        await self.bus.unsubscribe(peer_channel(session_id, peer_id), conn.on_bus)
-        if reason != "dropped":
+        return session_id, peer_id
+
+    async def _detach(self, conn: Connection, dropped: bool) -> None:
+        """Leave the session's channel; after a drop, keep the peer's place for the grace period."""
+        membership = self._forget(conn)
+        if membership is None:
             return
+        session_id, peer_id = membership
+        await self.bus.unsubscribe(peer_channel(session_id, peer_id), conn.on_bus)
+        if dropped:
+            await self._record_drop(conn, session_id, peer_id)
+
+    def _detach_soon(self, conn: Connection) -> None:
+        """From a bus handler, which must not await: forget now, unsubscribe in the background."""
+        membership = self._forget(conn)
+        if membership is not None:
+            channel = peer_channel(*membership)
+            self._spawn(self.bus.unsubscribe(channel, conn.on_bus))
+
+    async def _record_drop(self, conn: Connection, session_id: str, peer_id: PeerId) -> None:
         now = time.time()
 
         def drop(record: SessionRecord) -> Change[bool]:
@@ -477,13 +494,11 @@ class SignalingServer:
         if event.kind == "presence":
             conn.deadline_hint = 0.0  # recheck at the next sweep: a grace period may have begun
         elif event.kind == "closed":
-            self._spawn(self._detach(conn, reason="closed"))
+            self._detach_soon(conn)
 
     def _kick(self, conn: Connection) -> None:
         """Another connection took this peer's place; stop routing to this one and close it."""
-        if conn.session_id is not None and conn.peer_id is not None:
-            conn.session_id = conn.peer_id = None
-            self.metrics.local_peers.dec()
+        self._detach_soon(conn)
         self._close_soon(conn, CLOSE_REPLACED, b"replaced by a newer connection")
 
     def _ice_servers(self, session_id: str, now: float) -> list[schema.IceServer]:
@@ -520,17 +535,17 @@ class SignalingServer:
             self.store.purge()
         for conn in [c for c in self.connections if c.session_id and c.deadline_hint <= now]:
             session_id = conn.session_id
-            assert session_id is not None
+            if session_id is None:  # the session ended while this sweep awaited
+                continue
             record = await self.store.get(session_id)
-            reason = "expired" if record is None else record.end_reason(now, self.policy)
-            if reason is None and record is not None:
-                conn.deadline_hint = record.deadline(self.policy)
-            elif record is not None and reason is not None:
-                await self._end_session(record, reason)
-            else:
+            if record is None:  # gone from the store without a word (e.g. Redis was flushed)
                 frame = schema.encode(schema.SessionClosed(v=schema.VERSION, reason="expired"))
                 self._send(conn, frame)
-                await self._detach(conn, reason="closed")
+                await self._detach(conn, dropped=False)
+            elif (reason := record.end_reason(now, self.policy)) is not None:
+                await self._end_session(record, reason)
+            else:
+                conn.deadline_hint = record.deadline(self.policy)
 
     # --- shutdown ------------------------------------------------------------------------------
 

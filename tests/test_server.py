@@ -15,6 +15,7 @@ import pytest
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
 from signaling import schema
 from signaling.server import CLOSE_REPLACED, CLOSE_TRY_LATER
+from signaling.store import MemoryBus
 from tests.conftest import RunningServer, StartServer
 from tests.rawws import RawWebSocket
 from turn import credentials
@@ -521,3 +522,33 @@ async def test_logs_hold_no_secrets(
     ):
         assert secret not in text
     await a.close()
+
+
+async def test_each_peer_hears_of_the_end_once(start_server: StartServer) -> None:
+    server = await start_server(session_lifetime_seconds=1.0)
+    a, b, _, _ = await pair(server.url)
+    for client in (a, b):
+        closed = await client.next_event(timeout=5)
+        assert isinstance(closed, schema.SessionClosed)
+        await asyncio.sleep(1.5)  # two more sweeps
+        pong = await client.request(schema.Ping(v=1))  # and nothing else queued before it
+        assert isinstance(pong, schema.Pong)
+        with pytest.raises(TimeoutError):
+            await client.next_event(timeout=0.2)
+    assert server.server.metrics.local_peers._value.get() == 0
+    await a.close()
+    await b.close()
+
+
+async def test_replaced_connection_leaves_no_subscription(server: RunningServer) -> None:
+    a, b, created, joined = await pair(server.url)
+    b2 = await SignalClient.connect(server.url)
+    await b2.rejoin(created.sessionId, "b", joined.reconnectKey)
+    await b.wait_closed()
+    bus = server.server.bus
+    assert isinstance(bus, MemoryBus)
+    assert [len(h) for h in bus._handlers.values()] == [1, 1]
+    for client in (a, b, b2):
+        await client.close()
+    await asyncio.sleep(0.2)
+    assert bus._handlers == {}
