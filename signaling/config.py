@@ -95,6 +95,7 @@ def _parse_bool(text: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fileshare-signal",
+        allow_abbrev=False,  # `--turn-secret X` must not pass for `--turn-secret-file X`
         description="FileShare signaling server: pairs two peers, relays their WebRTC handshake.",
         epilog="Every option can also be set as FILESHARE_<OPTION> (e.g. FILESHARE_REDIS_URL); "
         "repeatable options take a comma-separated list there. Flags win over variables. "
@@ -144,12 +145,16 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
 def _from_env(f: dataclasses.Field[Any], text: str) -> Any:
     if f.metadata.get("repeat"):
         return tuple(part.strip() for part in text.split(",") if part.strip())
-    if f.type == "bool":
-        return _parse_bool(text)
-    return _TYPES[f.type](text)
+    try:
+        return _parse_bool(text) if f.type == "bool" else _TYPES[f.type](text)
+    except ValueError:
+        raise ValueError(f"{_env_name(f.name)}: not a valid {f.type}: {text!r}") from None
 
 
 def _turn_secret(path: str, env: os._Environ[str] | dict[str, str]) -> str:
     if path:
-        return Path(path).read_text().strip()
-    return env.get(ENV_PREFIX + "TURN_SECRET", "")
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the TURN secret file: {exc.strerror}") from None
+    return env.get(ENV_PREFIX + "TURN_SECRET", "").strip()

@@ -17,8 +17,8 @@ class TokenBucket:
     def take(self, now: float, cost: float = 1.0) -> bool:
         if self.tokens < 0:
             self.tokens, self.stamp = self.burst, now
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = max(self.stamp, now)
         if self.tokens < cost:
             return False
         self.tokens -= cost
@@ -59,7 +59,7 @@ class ConnectionLimiter:
     def release(self, ip: str) -> None:
         state = self._by_ip.get(ip)
         if state is not None:
-            state.open -= 1
+            state.open = max(0, state.open - 1)
 
     def forget_idle(self, now: float) -> None:
         """Drop addresses with nothing open and a full bucket: memory tracks live clients only."""

@@ -227,7 +227,11 @@ def _diagnose(raw: bytes, exc: Exception) -> ProtocolError:
     if not isinstance(obj, dict):
         return ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a JSON object")
     request_id = obj.get("id")
-    if not isinstance(request_id, int) or isinstance(request_id, bool) or request_id < 0:
+    if (
+        not isinstance(request_id, int)
+        or isinstance(request_id, bool)
+        or not 0 <= request_id <= 2**53
+    ):
         request_id = None
     version = obj.get("v")
     if version != VERSION:

@@ -167,7 +167,7 @@ def drop(record: SessionRecord, peer_id: PeerId, conn: str, now: float) -> bool:
     Returns False when `conn` no longer holds the place (it was taken over by a rejoin).
     """
     slot = record.peers.get(peer_id)
-    if slot is None or slot.conn != conn:
+    if slot is None or not conn or slot.conn != conn:
         return False
     slot.conn, slot.left_at = "", now
     return True

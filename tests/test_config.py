@@ -186,9 +186,20 @@ def test_turn_secret_file_from_env(tmp_path: Path) -> None:
     assert config.turn_secret == "env-file-secret"
 
 
-def test_missing_turn_secret_file_raises(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+def test_missing_turn_secret_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot read the TURN secret file"):
         load(["--turn-secret-file", str(tmp_path / "absent")], {})
+
+
+def test_abbreviated_secret_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        load(["--turn-secret", "hunter2"], {})
+    assert "hunter2" not in capsys.readouterr().out
+
+
+def test_bad_environment_value_names_its_variable() -> None:
+    with pytest.raises(ValueError, match="FILESHARE_PORT"):
+        load([], {"FILESHARE_PORT": "eighty"})
 
 
 def test_turn_secret_stays_out_of_repr() -> None:

@@ -259,36 +259,42 @@ def test_error_frame_helper() -> None:
     assert b'"re"' not in schema.error(ErrorCode.BAD_JSON, "x")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG schema.py:198/215: deep nesting escapes as RecursionError, not ProtocolError",
-)
-def test_deeply_nested_json_is_a_protocol_error() -> None:
-    depth = 5000  # 10 kB, well under the default 64 kB message limit
-    raw = b"[" * depth + b"]" * depth
-    assert refuse(raw).code is ErrorCode.BAD_MESSAGE
+@pytest.mark.parametrize("depth", [2000, 5000, 30000])
+def test_deeply_nested_json_is_a_protocol_error(depth: int) -> None:
+    raw = b"[" * depth + b"]" * depth  # 4-60 kB, under the default 64 kB message limit
+    exc = refuse(raw)
+    assert exc.code is ErrorCode.BAD_JSON
+    assert exc.request_id is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG schema.py:198/215: deep nesting escapes as RecursionError, not ProtocolError",
-)
 def test_deeply_nested_payload_is_a_protocol_error() -> None:
     depth = 3000
     payload = b'{"a":' * depth + b"1" + b"}" * depth
-    raw = b'{"v":1,"type":"signal","payload":' + payload + b"}"
-    assert refuse(raw).code is ErrorCode.BAD_MESSAGE
+    raw = b'{"v":1,"type":"signal","payload":' + payload + b',"id":5}'
+    assert refuse(raw).code is ErrorCode.BAD_JSON
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="BUG schema.py:198: a str frame with a lone surrogate raises UnicodeEncodeError",
-)
+def test_moderately_nested_payload_is_relayed() -> None:
+    depth = 200
+    payload = b'{"a":' * depth + b"1" + b"}" * depth
+    msg = decode_client(b'{"v":1,"type":"signal","payload":' + payload + b"}", MAX)
+    assert isinstance(msg, Signal)
+    assert bytes(msg.payload) == payload
+
+
 def test_str_frame_with_lone_surrogate_is_a_protocol_error() -> None:
     assert refuse('{"v":1,"type":"ping","x":"\ud800"}').code is ErrorCode.BAD_JSON
+    assert refuse("\udcff").code is ErrorCode.BAD_JSON
+
+
+def test_str_frame_size_counts_utf8_bytes() -> None:
+    text = '{"v":1,"type":"signal","payload":{"t":"' + "\u00e9" * 10 + '"}}'
+    size = len(text.encode())
+    assert size == len(text) + 10
+    assert isinstance(decode_client(text, size), Signal)
+    exc = refuse(text, size - 1)
+    assert exc.code is ErrorCode.TOO_LARGE
+    assert str(size) in exc.message
 
 
 # --- relaying -----------------------------------------------------------------------------------

@@ -35,5 +35,8 @@ def verify(secret: str, username: str, password: str, now: float) -> bool:
     expiry, sep, _ = username.partition(":")
     if not sep or not (expiry.isascii() and expiry.isdigit()) or int(expiry) <= now:
         return False
-    expected = _password(secret, username).encode()
-    return hmac.compare_digest(expected, password.encode(errors="surrogateescape"))
+    try:
+        expected = _password(secret, username).encode()
+        return hmac.compare_digest(expected, password.encode())
+    except UnicodeEncodeError:
+        return False
