@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from fileshare.signal_client import SignalClient, payload_of
+from netsim.processes import MissingProgram, SignalProcess, redis_server, start_signal, stop
 from signaling import schema
 
 
@@ -32,89 +31,24 @@ class Step:
     detail: str = ""
 
 
-@dataclass
-class Instance:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed: run `make lab`, which installs it")
-    sock = workdir / "redis.sock"
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.02)
-        yield f"unix://{sock}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @contextlib.asynccontextmanager
-async def instances(workdir: Path, redis_url: str, count: int) -> AsyncIterator[list[Instance]]:
-    started: list[Instance] = []
+async def instances(
+    workdir: Path, redis_url: str, count: int
+) -> AsyncIterator[list[SignalProcess]]:
+    started: list[SignalProcess] = []
     try:
         for index in range(count):
-            started.append(await start_instance(workdir, redis_url, f"demo-{index}"))
+            started.append(
+                await start_signal(
+                    workdir / f"demo-{index}.log",
+                    *("--redis-url", redis_url, "--instance-id", f"demo-{index}"),
+                    *("--grace-seconds", "20"),
+                )
+            )
         yield started
     finally:
         for item in started:
-            if item.proc.poll() is None:
-                item.proc.send_signal(signal.SIGTERM)
-        for item in started:
-            try:
-                item.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                item.proc.kill()
-                item.proc.wait()
-
-
-async def start_instance(workdir: Path, redis_url: str, name: str) -> Instance:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "signaling",
-                "--port",
-                "0",
-                "--log-json",
-                "--redis-url",
-                redis_url,
-                "--instance-id",
-                name,
-                "--grace-seconds",
-                "20",
-            ],
-            stdout=out,
-            stderr=out,
-        )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and proc.poll() is None:
-        for line in log.read_text().splitlines():
-            entry = json.loads(line)
-            if entry.get("event") == "listening":
-                return Instance(proc, int(entry["port"]), log)
-        await asyncio.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"fileshare-signal did not start:\n{log.read_text()}")
+            stop(item.proc)
 
 
 async def timed(steps: list[Step], name: str, work: Coroutine[object, object, str]) -> None:
@@ -194,6 +128,9 @@ def main() -> int:
     steps: list[Step] = []
     try:
         asyncio.run(run(workdir, steps))
+    except MissingProgram as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
