@@ -100,12 +100,12 @@ class SignalClient:
         else:
             await self._ws.send_bytes(data)
 
-    async def create(self) -> schema.SessionCreated:
-        reply = await self.request(schema.CreateSession(v=schema.VERSION))
+    async def create(self, access: schema.Access = "token") -> schema.SessionCreated:
+        reply = await self.request(schema.CreateSession(v=schema.VERSION, access=access))
         assert isinstance(reply, schema.SessionCreated)
         return reply
 
-    async def join(self, session_id: str, token: str) -> schema.SessionJoined:
+    async def join(self, session_id: str, token: str | None = None) -> schema.SessionJoined:
         msg = schema.JoinSession(v=schema.VERSION, sessionId=session_id, token=token)
         reply = await self.request(msg)
         assert isinstance(reply, schema.SessionJoined)

@@ -60,13 +60,21 @@ class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, omi
 # --- client to server ---------------------------------------------------------------------------
 
 
+Access = Literal["token", "code"]
+
+
 class CreateSession(_Message, tag="create_session"):
+    """`access="code"`: the session is joined by its id alone, once, for a short code whose
+    secret part only the peers know (a PAKE). The one join is the one guess: a failed PAKE ends
+    the session, and no second peer may join. Default "token": the 128-bit token is required."""
+
+    access: Access = "token"
     id: RequestId | None = None
 
 
 class JoinSession(_Message, tag="join_session"):
     sessionId: SessionId
-    token: Secret
+    token: Secret | None = None
     id: RequestId | None = None
 
 

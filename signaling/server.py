@@ -303,7 +303,7 @@ class SignalingServer:
         now = time.time()
         for _ in range(8):
             session_id = sessions.new_session_id()
-            created = sessions.create(session_id, conn.ip, conn.id, now)
+            created = sessions.create(session_id, conn.ip, conn.id, now, msg.access)
             if await self.store.insert(created.record):
                 break
         else:

@@ -43,6 +43,7 @@ class SessionRecord(msgspec.Struct):
     created_at: float
     last_active: float
     failed_joins: int = 0
+    access: str = "token"
     peers: dict[str, PeerSlot] = msgspec.field(default_factory=dict)
 
     def retain_until(self, policy: SessionPolicy) -> float:
@@ -91,7 +92,7 @@ class Created:
     reconnect_key: str
 
 
-def create(session_id: str, owner_ip: str, conn: str, now: float) -> Created:
+def create(session_id: str, owner_ip: str, conn: str, now: float, access: str = "token") -> Created:
     token, key = new_secret(), new_secret()
     record = SessionRecord(
         id=session_id,
@@ -99,6 +100,7 @@ def create(session_id: str, owner_ip: str, conn: str, now: float) -> Created:
         owner_ip=owner_ip,
         created_at=now,
         last_active=now,
+        access=access,
         peers={"a": PeerSlot(key_hash=hash_secret(key), conn=conn)},
     )
     return Created(record, token, key)
@@ -124,12 +126,13 @@ def other_peer(peer_id: PeerId) -> PeerId:
 
 
 def join(
-    record: SessionRecord, token: str, conn: str, now: float, policy: SessionPolicy
+    record: SessionRecord, token: str | None, conn: str, now: float, policy: SessionPolicy
 ) -> Joined | Refused:
-    """A second peer joins with the session's token. A wrong token looks exactly like no session."""
+    """A second peer joins with the session's token (or, for a code session, its id alone).
+    A wrong token looks exactly like no session."""
     if record.end_reason(now, policy) is not None:
         return Refused("not_found")
-    if not _matches(token, record.token_hash):
+    if record.access != "code" and (token is None or not _matches(token, record.token_hash)):
         record.failed_joins += 1
         return Refused("not_found", burned=record.failed_joins >= policy.max_failed_joins)
     if "b" in record.peers:

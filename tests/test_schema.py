@@ -130,7 +130,7 @@ ERROR_CASES: list[tuple[str, bytes, ErrorCode, int | None]] = [
     ("null", b"null", ErrorCode.BAD_MESSAGE, None),
     (
         "missing field",
-        frame(v=1, type="join_session", sessionId="12345678", id=4),
+        frame(v=1, type="join_session", token="abc", id=4),
         ErrorCode.BAD_MESSAGE,
         4,
     ),

@@ -214,7 +214,7 @@ async def refused(client: SignalClient, frame: bytes | str) -> schema.Error:
         ('{"v": 1}', "unknown_type"),
         ('{"v": 7, "type": "ping"}', "unsupported_version"),
         ('{"v": 1, "type": "join_session", "sessionId": 5, "token": "x"}', "bad_message"),
-        ('{"v": 1, "type": "join_session", "sessionId": "12345678"}', "bad_message"),
+        ('{"v": 1, "type": "join_session", "token": "abc"}', "bad_message"),
         ('{"v": 1, "type": "ping", "extra": true}', "bad_message"),
         ('{"v": 1, "type": "offer", "payload": "not an object"}', "bad_message"),
         ('{"v": 1, "type": "offer", "payload": {"sdp": "x"}}', "not_joined"),
@@ -552,3 +552,34 @@ async def test_replaced_connection_leaves_no_subscription(server: RunningServer)
         await client.close()
     await asyncio.sleep(0.2)
     assert bus._handlers == {}
+
+
+async def test_code_session_is_joined_by_id_once(server: RunningServer) -> None:
+    a = await SignalClient.connect(server.url)
+    created = await a.create(access="code")
+    b = await SignalClient.connect(server.url)
+    joined = await b.join(created.sessionId)  # no token: the secret is the peers' PAKE code
+    assert joined.peerId == "b"
+    assert isinstance(await a.next_event(), schema.PeerJoined)
+    await exchange(a, b)
+    squatter = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as err:  # the one join was the one guess
+        await squatter.join(created.sessionId)
+    assert err.value.code == "session_full"
+    await a.leave()  # a failed PAKE ends the session: nobody can try again
+    with pytest.raises(SignalError) as err:
+        await squatter.join(created.sessionId)
+    assert err.value.code == "session_not_found"
+    for client in (a, b, squatter):
+        await client.close()
+
+
+async def test_token_session_needs_its_token(server: RunningServer) -> None:
+    a = await SignalClient.connect(server.url)
+    created = await a.create()
+    b = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as err:
+        await b.join(created.sessionId)
+    assert err.value.code == "session_not_found"
+    await a.close()
+    await b.close()
