@@ -1,0 +1,187 @@
+"""End-to-end keys: a PAKE over the share code, bound to ephemeral X25519 and to both DTLS
+fingerprints, then HKDF-separated keys per direction and per file for ChaCha20-Poly1305.
+
+The signaling server relays every handshake message but never sees the code, so it can neither
+learn the keys nor swap a public key or an SDP fingerprint without both peers noticing: each
+peer's confirmation MAC covers the whole transcript as that peer saw it.
+No I/O here: the handshake takes the peer's messages and returns its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import nacl.bindings as sodium
+import nacl.exceptions
+import nacl.public
+from spake2 import SPAKE2_A, SPAKE2_B  # type: ignore[import-untyped]
+from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
+
+from fileshare.wordlist import WORDS
+
+Role = Literal["sender", "receiver"]
+PROTOCOL: Final = b"fileshare-v1"
+KEY_BYTES: Final = 32
+TAG_BYTES: Final = sodium.crypto_aead_chacha20poly1305_ietf_ABYTES
+
+
+class AuthenticationFailed(Exception):
+    """The peer did not prove knowledge of the code, or a handshake message was altered."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "authentication failed: wrong code, or someone tampered with the connection"
+            + (f" ({detail})" if detail else "")
+        )
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    """RFC 5869 HKDF with SHA-256."""
+    prk = hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def _frame(*parts: bytes) -> bytes:
+    """Length-prefixed concatenation: no two different part lists encode alike."""
+    return b"".join(struct.pack(">I", len(p)) + p for p in parts)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: object, size: int | None = None) -> bytes:
+    if not isinstance(text, str):
+        raise AuthenticationFailed("malformed handshake message")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise AuthenticationFailed("malformed handshake message") from None
+    if size is not None and len(data) != size:
+        raise AuthenticationFailed("malformed handshake message")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """What a completed handshake yields; `sas` is what both users may compare aloud."""
+
+    secret: bytes
+    transcript: bytes
+    sas: str
+
+    def file_key(self, direction: Role, file_id: bytes) -> bytes:
+        """One key per file and direction: chunk indexes as nonces then never repeat under a key."""
+        return hkdf_sha256(self.secret, file_id, b"file key from " + direction.encode())
+
+    def confirmation(self, role: Role, offer_fp: str, answer_fp: str, epoch: int) -> bytes:
+        """MAC over the transcript and the DTLS fingerprints of this connection (`epoch` counts
+        reconnections, so each new peer connection is authenticated afresh)."""
+        key = hkdf_sha256(self.secret, b"", b"confirm")
+        data = _frame(
+            role.encode(),
+            self.transcript,
+            offer_fp.encode(),
+            answer_fp.encode(),
+            struct.pack(">Q", epoch),
+        )
+        return hmac.new(key, data, hashlib.sha256).digest()
+
+
+class Handshake:
+    """SPAKE2 (code) + X25519 (forward secrecy), each side sending one `hello` message."""
+
+    def __init__(self, role: Role, code_secret: bytes, session_id: str) -> None:
+        self.role = role
+        self._session_id = session_id.encode()
+        pake_class = SPAKE2_A if role == "sender" else SPAKE2_B
+        self._pake = pake_class(code_secret, idA=b"fileshare sender", idB=b"fileshare receiver")
+        self._pake_msg: bytes = self._pake.start()
+        self._dh = nacl.public.PrivateKey.generate()
+        self.keys: SessionKeys | None = None
+
+    def hello(self) -> dict[str, str]:
+        return {
+            "kind": "hello",
+            "pake": _b64(self._pake_msg),
+            "x25519": _b64(bytes(self._dh.public_key)),
+        }
+
+    def on_hello(self, payload: Mapping[str, object]) -> SessionKeys:
+        peer_pake = _unb64(payload.get("pake"))
+        peer_x = _unb64(payload.get("x25519"), 32)
+        try:
+            pake_key: bytes = self._pake.finish(peer_pake)
+            dh = sodium.crypto_scalarmult(bytes(self._dh), peer_x)
+        except (SPAKEError, ValueError, nacl.exceptions.RuntimeError, TypeError):
+            raise AuthenticationFailed("malformed handshake message") from None
+        mine_x = bytes(self._dh.public_key)
+        if self.role == "sender":
+            msgs = (self._pake_msg, peer_pake, mine_x, peer_x)
+        else:
+            msgs = (peer_pake, self._pake_msg, peer_x, mine_x)
+        transcript = hashlib.sha256(_frame(PROTOCOL, self._session_id, *msgs)).digest()
+        secret = hkdf_sha256(pake_key + dh, transcript, b"session key")
+        sas = short_authentication_string(hkdf_sha256(secret, b"", b"sas", 4))
+        self.keys = SessionKeys(secret, transcript, sas)
+        return self.keys
+
+
+def check_confirmation(
+    keys: SessionKeys, peer_role: Role, mac: object, offer_fp: str, answer_fp: str, epoch: int
+) -> None:
+    expected = keys.confirmation(peer_role, offer_fp, answer_fp, epoch)
+    if not hmac.compare_digest(expected, _unb64(mac, 32)):
+        raise AuthenticationFailed()
+
+
+def confirmation_message(
+    keys: SessionKeys, role: Role, offer_fp: str, answer_fp: str, epoch: int
+) -> dict[str, str]:
+    return {"kind": "confirm", "mac": _b64(keys.confirmation(role, offer_fp, answer_fp, epoch))}
+
+
+def short_authentication_string(data: bytes) -> str:
+    """Four words people can read to each other: 32 bits from the session key."""
+    value = int.from_bytes(data[:4], "big")
+    words = []
+    for _ in range(4):
+        words.append(WORDS[value % len(WORDS)])
+        value //= len(WORDS)
+    return " ".join(words)
+
+
+def chunk_nonce(index: int) -> bytes:
+    return bytes(4) + struct.pack(">Q", index)
+
+
+def chunk_aad(file_id: bytes, index: int, manifest_digest: bytes) -> bytes:
+    return file_id + struct.pack(">I", index) + manifest_digest
+
+
+def seal_chunk(
+    key: bytes, file_id: bytes, index: int, manifest_digest: bytes, data: bytes
+) -> bytes:
+    return sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
+        data, chunk_aad(file_id, index, manifest_digest), chunk_nonce(index), key
+    )
+
+
+def open_chunk(
+    key: bytes, file_id: bytes, index: int, manifest_digest: bytes, sealed: bytes
+) -> bytes:
+    """Decrypt and authenticate one chunk; raises nacl.exceptions.CryptoError if tampered."""
+    return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(
+        sealed, chunk_aad(file_id, index, manifest_digest), chunk_nonce(index), key
+    )

@@ -1,0 +1,500 @@
+"""The transfer protocol as two state machines, Sender and Receiver: messages and events in,
+actions out. No sockets, files or clocks: the asyncio/aiortc shell (fileshare.transfer) reads
+and writes the bytes and tells the machines what happened.
+
+Wire format on the DataChannel: control messages are JSON text; data chunks are binary,
+`fileId (16 B) + chunkIndex (4 B, big-endian) + ChaCha20-Poly1305(chunk)`.
+
+Per file: sender `file_manifest` -> receiver `manifest_ack` (nothing held) or `resume_request`
+(the chunks it already holds) -> sender streams the missing chunks without waiting -> receiver
+sends batched `chunk_ack`s once chunks are durable -> receiver verifies the SHA-256 and answers
+`transfer_complete`. The sender announces the next file as soon as the current one is sent, so
+files pipeline. After a reconnect the sender simply announces every unfinished file again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Final, Literal
+
+import msgspec
+import nacl.exceptions
+
+from fileshare import crypto
+from fileshare.bitmap import ChunkBitmap
+from fileshare.names import UnsafeName, check_relative_path
+
+VERSION: Final = 1
+HEADER: Final = struct.Struct(">16sI")
+MAX_CHUNK: Final = 256 * 1024 - HEADER.size - crypto.TAG_BYTES  # within aiortc's 262144 limit
+MAX_FILE_SIZE: Final = 2**50
+MAX_FILES: Final = 1_000_000
+
+Hex32 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+Ranges = list[tuple[int, int]]
+
+
+class _Control(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+class TransferStart(_Control, tag="transfer_start"):
+    fileCount: Annotated[int, msgspec.Meta(ge=0, le=MAX_FILES)]
+    totalBytes: Annotated[int, msgspec.Meta(ge=0)]
+    version: int = VERSION
+
+
+class FileManifest(_Control, tag="file_manifest"):
+    fileId: Hex32
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    size: Annotated[int, msgspec.Meta(ge=0, le=MAX_FILE_SIZE)]
+    chunkSize: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHUNK)]
+    chunkCount: Annotated[int, msgspec.Meta(ge=0)]
+    checksum: Hex64
+    kind: Literal["file", "dir"] = "file"
+
+
+class ManifestAck(_Control, tag="manifest_ack"):
+    fileId: Hex32
+
+
+class ResumeRequest(_Control, tag="resume_request"):
+    fileId: Hex32
+    receivedChunks: Ranges
+
+
+class ChunkAck(_Control, tag="chunk_ack"):
+    fileId: Hex32
+    ranges: Ranges
+
+
+class TransferComplete(_Control, tag="transfer_complete"):
+    fileId: Hex32
+    status: Literal["success", "failed"]
+    error: str = ""
+
+
+class TransferEnd(_Control, tag="transfer_end"):
+    pass
+
+
+class Error(_Control, tag="error"):
+    code: str
+    message: str
+
+
+Control = (
+    TransferStart
+    | FileManifest
+    | ManifestAck
+    | ResumeRequest
+    | ChunkAck
+    | TransferComplete
+    | TransferEnd
+    | Error
+)
+_decoder = msgspec.json.Decoder(Control)
+_encoder = msgspec.json.Encoder()
+
+
+class TransferError(Exception):
+    """Ends the transfer; `code` is stable, `message` is for a person (names already escaped)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode(msg: _Control) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes | str) -> Control:
+    try:
+        msg: Control = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise TransferError("bad_message", f"malformed control message: {exc}"[:200]) from None
+    return msg
+
+
+def manifest_digest(manifest: FileManifest) -> bytes:
+    """Bound into every chunk's associated data: a chunk is only valid for this exact manifest."""
+    return hashlib.sha256(encode(manifest)).digest()
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    return -(-size // chunk_size)
+
+
+def chunk_length(manifest: FileManifest, index: int) -> int:
+    if index < manifest.chunkCount - 1:
+        return manifest.chunkSize
+    return manifest.size - manifest.chunkSize * (manifest.chunkCount - 1)
+
+
+def stable_file_id(name: str, size: int, checksum: str) -> str:
+    """The same file under the same name gets the same id in every session, so a receiver
+    holding part of it resumes even when the sender restarts with a new code."""
+    digest = hashlib.sha256(
+        b"fileshare file\0" + name.encode() + b"\0" + str(size).encode() + b"\0" + checksum.encode()
+    )
+    return digest.hexdigest()[:32]
+
+
+# --- sender --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkToSend:
+    """The shell reads `length` bytes at `offset` of the file and passes them to `seal`."""
+
+    file_index: int
+    index: int
+    offset: int
+    length: int
+
+
+@dataclass
+class _Outgoing:
+    manifest: FileManifest
+    digest: bytes
+    key: bytes
+    acked: ChunkBitmap
+    queue: Iterator[int] = field(default_factory=lambda: iter(()))
+    acked_bytes: int = 0
+    announced: bool = False
+    started: bool = False  # the receiver answered the manifest
+    complete: bool = False
+
+
+class Sender:
+    def __init__(self, manifests: list[FileManifest], key_for: Callable[[bytes], bytes]) -> None:
+        self._files = [
+            _Outgoing(
+                m, manifest_digest(m), key_for(bytes.fromhex(m.fileId)), ChunkBitmap(m.chunkCount)
+            )
+            for m in manifests
+        ]
+        self._by_id = {f.manifest.fileId: i for i, f in enumerate(self._files)}
+        self._controls: deque[_Control] = deque()
+        self._streaming: deque[int] = deque()  # files whose chunks are being sent, in order
+        self._next_announce = 0
+        self.bytes_acked = 0
+        self.chunks_sent = 0
+        self.total_bytes = sum(m.size for m in manifests)
+
+    @property
+    def done(self) -> bool:
+        return all(f.complete for f in self._files)
+
+    def manifest(self, file_index: int) -> FileManifest:
+        return self._files[file_index].manifest
+
+    def start(self) -> None:
+        """(Re)start on a fresh connection: announce every unfinished file again."""
+        self._controls.clear()
+        self._streaming.clear()
+        for f in self._files:
+            f.announced = f.started = False
+            f.queue = iter(())
+        self._controls.append(
+            TransferStart(fileCount=len(self._files), totalBytes=self.total_bytes)
+        )
+        self._next_announce = 0
+        self._announce_next()
+
+    def _announce_next(self) -> None:
+        while self._next_announce < len(self._files):
+            f = self._files[self._next_announce]
+            self._next_announce += 1
+            if not f.complete:
+                f.announced = True
+                self._controls.append(f.manifest)
+                return
+        self._controls.append(TransferEnd())
+
+    def seal(self, chunk: ChunkToSend, data: bytes) -> bytes:
+        f = self._files[chunk.file_index]
+        if len(data) != chunk.length:
+            raise TransferError("source_changed", f"{f.manifest.name} changed while being sent")
+        self.chunks_sent += 1
+        header = HEADER.pack(bytes.fromhex(f.manifest.fileId), chunk.index)
+        return header + crypto.seal_chunk(f.key, header[:16], chunk.index, f.digest, data)
+
+    def next_item(self) -> _Control | ChunkToSend | None:
+        """What to put on the channel next; None when nothing can be sent until the peer answers."""
+        if self._controls:
+            return self._controls.popleft()
+        while self._streaming:
+            file_index = self._streaming[0]
+            f = self._files[file_index]
+            index = next(f.queue, None)
+            if index is not None:
+                m = f.manifest
+                return ChunkToSend(file_index, index, index * m.chunkSize, chunk_length(m, index))
+            self._streaming.popleft()
+            if not self._streaming:  # the file is on the wire: announce the next one
+                self._announce_next()
+                return self.next_item()
+        return None
+
+    def on_control(self, msg: Control) -> None:
+        match msg:
+            case ManifestAck(fileId=file_id):
+                self._begin_streaming(file_id, [])
+            case ResumeRequest(fileId=file_id, receivedChunks=held):
+                self._begin_streaming(file_id, held)
+            case ChunkAck(fileId=file_id, ranges=ranges):
+                f = self._file(file_id)
+                self._ack(f, _checked_ranges(ranges, f.manifest.chunkCount))
+            case TransferComplete(fileId=file_id, status=status, error=error):
+                f = self._file(file_id)
+                if status != "success":
+                    raise TransferError(
+                        "verify_failed", f"receiver rejected {f.manifest.name}: {error[:200]}"
+                    )
+                self.bytes_acked += f.manifest.size - f.acked_bytes
+                f.acked_bytes = f.manifest.size
+                f.complete = True
+            case Error(code=code, message=message):
+                raise TransferError(f"peer_{code}"[:64], f"receiver stopped: {message[:300]}")
+            case _:
+                raise TransferError("unexpected", f"unexpected {type(msg).__name__} from receiver")
+
+    def _ack(self, f: _Outgoing, ranges: Ranges) -> None:
+        for start, end in ranges:
+            for index in range(start, end):
+                if f.acked.add(index):
+                    length = chunk_length(f.manifest, index)
+                    f.acked_bytes += length
+                    self.bytes_acked += length
+
+    def _file(self, file_id: str) -> _Outgoing:
+        index = self._by_id.get(file_id)
+        if index is None:
+            raise TransferError("unknown_file", "receiver named a file that is not being sent")
+        return self._files[index]
+
+    def _begin_streaming(self, file_id: str, held: Ranges) -> None:
+        f = self._file(file_id)
+        if not f.announced or f.started:
+            raise TransferError("unexpected", "receiver answered a manifest twice")
+        f.started = True
+        have = ChunkBitmap.from_ranges(
+            f.manifest.chunkCount, _checked_ranges(held, f.manifest.chunkCount)
+        )
+        self._ack(f, have.ranges())
+        f.queue = have.missing()
+        self._streaming.append(self._by_id[file_id])
+
+
+def _checked_ranges(ranges: Ranges, count: int) -> Ranges:
+    for start, end in ranges:
+        if not 0 <= start < end <= count:
+            raise TransferError("bad_range", f"chunk range {start}-{end} outside 0-{count}")
+    return ranges
+
+
+# --- receiver ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    message: _Control
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """Resolve the target, check space, open the .part and load what is held; then file_ready()."""
+
+    manifest: FileManifest
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    file_id: str
+    index: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Verify:
+    """All chunks are durable: check the whole-file SHA-256, then on_verified()."""
+
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    pass
+
+
+Action = Send | Prepare | Write | Verify | Finished
+
+
+@dataclass
+class _Incoming:
+    manifest: FileManifest
+    digest: bytes
+    key: bytes
+    received: ChunkBitmap
+    unacked: list[int] = field(default_factory=list)
+    ready: bool = False
+    verifying: bool = False
+    complete: bool = False
+
+
+class Receiver:
+    def __init__(self, key_for: Callable[[bytes], bytes]) -> None:
+        self._key_for = key_for
+        self._files: dict[str, _Incoming] = {}
+        self._ended = False
+        self.file_count = 0
+        self.total_bytes = 0
+        self.bytes_received = 0
+        self.failed: list[tuple[str, str]] = []
+
+    def file(self, file_id: str) -> _Incoming:
+        return self._files[file_id]
+
+    @property
+    def done(self) -> bool:
+        return self._ended and all(f.complete for f in self._files.values())
+
+    def on_control(self, msg: Control) -> list[Action]:
+        match msg:
+            case TransferStart(fileCount=count, totalBytes=total, version=version):
+                if version != VERSION:
+                    raise TransferError("unsupported_version", f"peer speaks version {version}")
+                self.file_count, self.total_bytes, self._ended = count, total, False
+                return []
+            case FileManifest():
+                return self._on_manifest(msg)
+            case TransferEnd():
+                self._ended = True
+                return [Finished()] if self.done else []
+            case Error(code=code, message=message):
+                raise TransferError(f"peer_{code}"[:64], f"sender stopped: {message[:300]}")
+            case _:
+                raise TransferError("unexpected", f"unexpected {type(msg).__name__} from sender")
+
+    def _on_manifest(self, m: FileManifest) -> list[Action]:
+        try:
+            check_relative_path(m.name)
+        except UnsafeName as exc:
+            raise TransferError("unsafe_name", str(exc)) from None
+        if m.kind == "dir" and (m.size or m.chunkCount):
+            raise TransferError("bad_manifest", "a directory entry carries data")
+        if m.chunkCount != chunk_count(m.size, m.chunkSize):
+            raise TransferError("bad_manifest", "chunk count does not match size and chunk size")
+        if m.fileId != stable_file_id(m.name, m.size, m.checksum):
+            raise TransferError("bad_manifest", "file id does not match the manifest")
+        known = self._files.get(m.fileId)
+        if known is not None:
+            if known.manifest != m:
+                raise TransferError("bad_manifest", "a file id was announced twice, differently")
+            if known.complete:
+                return [Send(TransferComplete(fileId=m.fileId, status="success"))]
+            if known.ready:  # re-announced after a reconnect: say what is held
+                return [self._held_reply(known)]
+            return []
+        incoming = _Incoming(
+            m, manifest_digest(m), self._key_for(bytes.fromhex(m.fileId)), ChunkBitmap(m.chunkCount)
+        )
+        self._files[m.fileId] = incoming
+        return [Prepare(m)]
+
+    def file_ready(self, file_id: str, held: ChunkBitmap) -> list[Action]:
+        """The shell prepared the file; `held` is what it already has on disk, durably."""
+        f = self._files[file_id]
+        f.received, f.ready = held, True
+        self.bytes_received += sum(
+            chunk_length(f.manifest, i) for s, e in held.ranges() for i in range(s, e)
+        )
+        actions: list[Action] = [self._held_reply(f)]
+        if held.complete:
+            f.verifying = True
+            actions.append(Verify(file_id))
+        return actions
+
+    @staticmethod
+    def _held_reply(f: _Incoming) -> Send:
+        ranges = f.received.ranges()
+        if not ranges:
+            return Send(ManifestAck(fileId=f.manifest.fileId))
+        return Send(ResumeRequest(fileId=f.manifest.fileId, receivedChunks=ranges))
+
+    def on_chunk(self, frame: bytes) -> Write:
+        if len(frame) < HEADER.size + crypto.TAG_BYTES:
+            raise TransferError("bad_chunk", "a data chunk is too short")
+        raw_id, index = HEADER.unpack_from(frame)
+        f = self._files.get(raw_id.hex())
+        if f is None or not f.ready or f.verifying or f.complete:
+            raise TransferError(
+                "bad_chunk", "a chunk arrived for a file that is not being received"
+            )
+        m = f.manifest
+        if index >= m.chunkCount:
+            raise TransferError("bad_chunk", f"chunk {index} is out of range for {m.chunkCount}")
+        if index in f.received:
+            raise TransferError("bad_chunk", f"chunk {index} arrived twice")
+        expected = chunk_length(m, index) + crypto.TAG_BYTES
+        if len(frame) - HEADER.size != expected:
+            raise TransferError("bad_chunk", f"chunk {index} has the wrong size")
+        try:
+            data = crypto.open_chunk(f.key, raw_id, index, f.digest, frame[HEADER.size :])
+        except nacl.exceptions.CryptoError:
+            raise TransferError(
+                "tampered", f"chunk {index} failed authentication: the data was altered"
+            ) from None
+        f.received.add(index)
+        f.unacked.append(index)
+        self.bytes_received += len(data)
+        return Write(m.fileId, index, index * m.chunkSize, data)
+
+    def on_durable(self, file_id: str) -> list[Action]:
+        """Everything written so far is on disk and recorded: acknowledge it."""
+        f = self._files[file_id]
+        if not f.unacked:
+            return []
+        ranges = _to_ranges(f.unacked)
+        f.unacked.clear()
+        actions: list[Action] = [Send(ChunkAck(fileId=file_id, ranges=ranges))]
+        if f.received.complete and not f.verifying:
+            f.verifying = True
+            actions.append(Verify(file_id))
+        return actions
+
+    def on_verified(self, file_id: str, error: str = "") -> list[Action]:
+        f = self._files[file_id]
+        f.verifying, f.complete = False, True
+        if error:
+            self.failed.append((f.manifest.name, error))
+            reply = TransferComplete(fileId=file_id, status="failed", error=error)
+        else:
+            reply = TransferComplete(fileId=file_id, status="success")
+        actions: list[Action] = [Send(reply)]
+        if self.done:
+            actions.append(Finished())
+        return actions
+
+    def pending(self) -> list[str]:
+        """Files with chunks written but not yet acknowledged (the shell flushes these)."""
+        return [fid for fid, f in self._files.items() if f.unacked]
+
+
+def _to_ranges(indexes: list[int]) -> Ranges:
+    ranges: Ranges = []
+    for index in sorted(indexes):
+        if ranges and ranges[-1][1] == index:
+            ranges[-1] = (ranges[-1][0], index + 1)
+        else:
+            ranges.append((index, index + 1))
+    return ranges

@@ -1,0 +1,267 @@
+"""The transfer state machines, wired together in memory: no sockets, no disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+import msgspec
+import pytest
+
+from fileshare import protocol
+from fileshare.bitmap import ChunkBitmap
+from fileshare.protocol import (
+    ChunkToSend,
+    FileManifest,
+    Receiver,
+    Sender,
+    TransferError,
+)
+
+KEY = bytes(range(32))
+
+
+def key_for(file_id: bytes) -> bytes:
+    return hashlib.sha256(KEY + file_id).digest()
+
+
+def manifest(name: str, data: bytes, chunk_size: int = 64, kind: str = "file") -> FileManifest:
+    checksum = hashlib.sha256(data).hexdigest()
+    return FileManifest(
+        fileId=protocol.stable_file_id(name, len(data), checksum),
+        name=name,
+        size=len(data),
+        chunkSize=chunk_size,
+        chunkCount=protocol.chunk_count(len(data), chunk_size),
+        checksum=checksum,
+        kind=kind,  # type: ignore[arg-type]
+    )
+
+
+class Wire:
+    """Runs both machines; `disk` is what the receiver wrote, `held` what it had before."""
+
+    def __init__(self, files: dict[str, bytes], held: dict[str, ChunkBitmap] | None = None) -> None:
+        self.files = files
+        self.manifests = [manifest(n, d) for n, d in files.items()]
+        self.sender = Sender(self.manifests, key_for)
+        self.receiver = Receiver(key_for)
+        self.held = held or {}
+        self.disk: dict[str, bytearray] = {}
+        self.chunks_sent = 0
+        self.finished = False
+
+    def data_of(self, chunk: ChunkToSend) -> bytes:
+        m = self.sender.manifest(chunk.file_index)
+        return self.files[m.name][chunk.offset : chunk.offset + chunk.length]
+
+    def deliver_control(self, raw: bytes, to_receiver: bool) -> None:
+        msg = protocol.decode(raw)
+        if not to_receiver:
+            self.sender.on_control(msg)
+            return
+        self.run(self.receiver.on_control(msg))
+
+    def run(self, actions: list[protocol.Action]) -> None:
+        for action in actions:
+            match action:
+                case protocol.Send(message=msg):
+                    self.deliver_control(protocol.encode(msg), to_receiver=False)
+                case protocol.Prepare(manifest=m):
+                    self.disk.setdefault(m.name, bytearray(m.size))
+                    held = self.held.get(m.name, ChunkBitmap(m.chunkCount))
+                    self.run(self.receiver.file_ready(m.fileId, held))
+                case protocol.Write(file_id=fid, offset=offset, data=data):
+                    name = self.receiver.file(fid).manifest.name
+                    self.disk[name][offset : offset + len(data)] = data
+                case protocol.Verify(file_id=fid):
+                    m = self.receiver.file(fid).manifest
+                    ok = hashlib.sha256(self.disk[m.name]).hexdigest() == m.checksum
+                    self.run(self.receiver.on_verified(fid, "" if ok else "checksum mismatch"))
+                case protocol.Finished():
+                    self.finished = True
+
+    def flush(self, batch: list[bytes], shuffle: random.Random | None, durable: bool) -> None:
+        if shuffle:
+            shuffle.shuffle(batch)
+        for frame in batch:
+            self.run([self.receiver.on_chunk(frame)])
+        batch.clear()
+        if durable:
+            for fid in self.receiver.pending():
+                self.run(self.receiver.on_durable(fid))
+
+    def pump(self, limit: int | None = None, shuffle: random.Random | None = None) -> None:
+        """Move items until nothing moves, or until `limit` chunks were sent (a dropped link)."""
+        batch: list[bytes] = []
+        while True:
+            item = self.sender.next_item()
+            if item is None:
+                if not batch and not self.receiver.pending():
+                    return
+                self.flush(batch, shuffle, durable=True)
+            elif isinstance(item, ChunkToSend):
+                self.chunks_sent += 1
+                batch.append(self.sender.seal(item, self.data_of(item)))
+                if limit is not None and self.chunks_sent >= limit:
+                    self.flush(batch, shuffle, durable=False)
+                    return
+            else:
+                self.flush(batch, shuffle, durable=True)
+                self.deliver_control(protocol.encode(item), to_receiver=True)
+
+
+FILES = {
+    "a.bin": os.urandom(64 * 10 + 7),
+    "dir/b.bin": os.urandom(64 * 3),
+    "dir/sub/empty": b"",
+    "c.bin": os.urandom(1),
+}
+
+
+def assert_received(wire: Wire) -> None:
+    assert wire.finished and wire.sender.done and wire.receiver.done
+    for name, data in wire.files.items():
+        assert bytes(wire.disk[name]) == data
+    assert wire.sender.bytes_acked == sum(len(d) for d in wire.files.values())
+
+
+def test_several_files_arrive_whole() -> None:
+    wire = Wire(FILES)
+    wire.sender.start()
+    wire.pump()
+    assert_received(wire)
+    assert wire.chunks_sent == 11 + 3 + 0 + 1
+
+
+def test_reordered_chunks_are_fine() -> None:
+    wire = Wire(FILES)
+    wire.sender.start()
+    wire.pump(shuffle=random.Random(7))
+    assert_received(wire)
+
+
+def test_reconnect_sends_only_what_is_missing() -> None:
+    wire = Wire(FILES)
+    wire.sender.start()
+    wire.pump(limit=6)  # the link drops after 6 chunks of a.bin
+    wire.sender.start()  # new peer connection: the sender announces unfinished files again
+    wire.pump()
+    assert_received(wire)
+    assert wire.chunks_sent == 15  # nothing sent twice
+
+
+def test_restarted_receiver_resumes_from_its_durable_state() -> None:
+    first = Wire(FILES)
+    first.sender.start()
+    first.pump(limit=9)
+    m = first.manifests[0]
+    held = ChunkBitmap.from_ranges(m.chunkCount, [(0, 4)])  # only 4 chunks were made durable
+    second = Wire(FILES, held={"a.bin": held})
+    second.disk["a.bin"] = bytearray(first.disk["a.bin"])
+    second.sender.start()
+    second.pump()
+    assert_received(second)
+    assert second.chunks_sent == 15 - 4
+
+
+def test_tampered_chunk_is_refused() -> None:
+    wire = Wire({"a.bin": os.urandom(200)})
+    wire.sender.start()
+    wire.deliver_control(protocol.encode(wire.sender.next_item()), True)  # type: ignore[arg-type]
+    wire.deliver_control(protocol.encode(wire.sender.next_item()), True)  # type: ignore[arg-type]
+    chunk = wire.sender.next_item()
+    assert isinstance(chunk, ChunkToSend)
+    frame = bytearray(wire.sender.seal(chunk, wire.data_of(chunk)))
+    frame[-1] ^= 0x40
+    with pytest.raises(TransferError) as err:
+        wire.receiver.on_chunk(bytes(frame))
+    assert err.value.code == "tampered"
+
+
+def started_wire() -> tuple[Wire, bytes]:
+    wire = Wire({"a.bin": os.urandom(200)})
+    wire.sender.start()
+    for _ in range(2):  # transfer_start and the manifest
+        wire.deliver_control(protocol.encode(wire.sender.next_item()), True)  # type: ignore[arg-type]
+    chunk = wire.sender.next_item()
+    assert isinstance(chunk, ChunkToSend)
+    return wire, wire.sender.seal(chunk, wire.data_of(chunk))
+
+
+def test_duplicate_chunk_is_refused() -> None:
+    wire, frame = started_wire()
+    wire.receiver.on_chunk(frame)
+    with pytest.raises(TransferError, match="twice"):
+        wire.receiver.on_chunk(frame)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda f: f[:16] + (99).to_bytes(4, "big") + f[20:], "out of range"),
+        (lambda f: f[:-1], "wrong size"),
+        (lambda f: f + b"x", "wrong size"),
+        (lambda f: b"\0" * 16 + f[16:], "not being received"),
+        (lambda f: f[:10], "too short"),
+    ],
+)
+def test_bad_chunks_are_refused(mangle: object, reason: str) -> None:
+    wire, frame = started_wire()
+    with pytest.raises(TransferError, match=reason):
+        wire.receiver.on_chunk(mangle(frame))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil", "/etc/passwd", "a/../../b", "a\x00b", "x/./y", "C:\\x"]
+)
+def test_hostile_names_end_the_transfer(name: str) -> None:
+    receiver = Receiver(key_for)
+    with pytest.raises(TransferError) as err:
+        receiver.on_control(manifest(name, b"data"))
+    assert err.value.code == "unsafe_name"
+
+
+def test_inconsistent_manifest_is_refused() -> None:
+    good = manifest("a.bin", b"x" * 100, chunk_size=10)
+    for bad in (
+        msgspec.structs.replace(good, chunkCount=3),
+        msgspec.structs.replace(good, fileId="0" * 32),
+        msgspec.structs.replace(good, kind="dir"),
+    ):
+        with pytest.raises(TransferError) as err:
+            Receiver(key_for).on_control(bad)
+        assert err.value.code == "bad_manifest"
+
+
+def test_corrupt_file_is_reported_failed() -> None:
+    wire = Wire({"a.bin": os.urandom(100)})
+    wire.files = {"a.bin": os.urandom(100)}  # the sender's bytes differ from its manifest
+    wire.sender.start()
+    with pytest.raises(TransferError) as err:
+        wire.pump()
+    assert err.value.code == "verify_failed"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b"[]",
+        b'{"type":"nope"}',
+        b'{"type":"file_manifest"}',
+        b'{"type":"chunk_ack","fileId":"' + b"0" * 32 + b'","ranges":[[0,"x"]]}',
+    ],
+)
+def test_malformed_control_messages(raw: bytes) -> None:
+    with pytest.raises(TransferError) as err:
+        protocol.decode(raw)
+    assert err.value.code == "bad_message"
+
+
+def test_ack_ranges_outside_the_file_are_refused() -> None:
+    wire, _ = started_wire()
+    fid = wire.manifests[0].fileId
+    with pytest.raises(TransferError, match="outside"):
+        wire.sender.on_control(protocol.ChunkAck(fileId=fid, ranges=[(0, 1000)]))
