@@ -459,15 +459,17 @@ class Receiver:
         self.bytes_received += len(data)
         return Write(m.fileId, index, index * m.chunkSize, data)
 
-    def on_durable(self, file_id: str) -> list[Action]:
-        """Everything written so far is on disk and recorded: acknowledge it."""
+    def on_durable(self, file_id: str, count: int | None = None) -> list[Action]:
+        """The first `count` chunks written and not yet acknowledged (all, by default) are on
+        disk and recorded: acknowledge them."""
         f = self._files[file_id]
-        if not f.unacked:
+        count = len(f.unacked) if count is None else count
+        if not count:
             return []
-        ranges = _to_ranges(f.unacked)
-        f.unacked.clear()
+        ranges = _to_ranges(f.unacked[:count])
+        del f.unacked[:count]
         actions: list[Action] = [Send(ChunkAck(fileId=file_id, ranges=ranges))]
-        if f.received.complete and not f.verifying:
+        if f.received.complete and not f.unacked and not f.verifying:
             f.verifying = True
             actions.append(Verify(file_id))
         return actions

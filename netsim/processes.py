@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,12 +99,18 @@ class SignalProcess(SignalEndpoint):
 
 
 async def start_signal(
-    log_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 15.0
+    log_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 15.0,
+    prefix: tuple[str, ...] = (),
 ) -> SignalProcess:
-    """`fileshare-signal` on a free loopback port; returns once it logs where it listens."""
+    """`fileshare-signal` on a free loopback port (inside a namespace when `prefix` is
+    netns.in_namespace(...)); returns once it logs where it listens."""
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "signaling",
@@ -127,3 +135,68 @@ async def start_signal(
         await asyncio.sleep(0.05)
     stop(proc)
     raise RuntimeError(f"fileshare-signal did not start:\n{log_path.read_text()}")
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now, for programs that cannot report the one they took."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+HAPROXY_CONFIG = """\
+global
+    maxconn {maxconn}
+defaults
+    mode http
+    option forwardfor
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout tunnel 1h
+frontend signal
+    bind 127.0.0.1:{port}
+    default_backend signal
+backend signal
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    http-response set-header X-Served-By %s
+{servers}
+"""
+
+
+@contextlib.contextmanager
+def haproxy(workdir: Path, backend_ports: list[int]) -> Iterator[int]:
+    """haproxy on a free loopback port before signaling instances (round robin, checked on
+    /readyz, WebSocket tunnels kept for an hour); it names the instance that served a
+    connection in `X-Served-By`. Yields its port."""
+    port = free_port()
+    # Each proxied connection takes two descriptors; haproxy refuses a maxconn it cannot hold.
+    maxconn = (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100) // 2
+    servers = "\n".join(
+        f"    server s{i} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backend_ports)
+    )
+    config = workdir / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(maxconn=maxconn, port=port, servers=servers))
+    log_path = workdir / "haproxy.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [find_program("haproxy"), "-db", "-q", "-f", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start:\n{log_path.read_text()}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        yield port
+    finally:
+        stop(proc)

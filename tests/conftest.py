@@ -38,6 +38,14 @@ def require_binary(name: str) -> str:
         pytest.skip(str(exc))
 
 
+def require_root() -> None:
+    """Namespaces need root; CI runs as root, so there a missing privilege is a failure."""
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("this test needs root (network namespaces)")
+        pytest.skip("this test needs root (network namespaces)")
+
+
 @dataclass
 class RunningServer(SignalEndpoint):
     server: SignalingServer

@@ -1,0 +1,5 @@
+import sys
+
+from fileshare.cli import main
+
+sys.exit(main())

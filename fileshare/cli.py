@@ -1,0 +1,245 @@
+"""`fileshare send PATH...` and `fileshare receive CODE`: the terminal front of fileshare.app.
+
+Exit codes: 0 done; 1 transfer failed; 2 bad usage or code; 3 authentication failed (wrong code
+or tampering); 4 signaling or connection failure; 5 not enough disk space; 130 interrupted.
+Errors are one line on stderr (and an `error` event with --json), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import aiohttp
+
+from fileshare import app
+from fileshare.code import BadCode
+from fileshare.crypto import AuthenticationFailed
+from fileshare.names import UnsafeName, display_name, human_size
+from fileshare.peer import SessionEnded
+from fileshare.protocol import TransferError
+from fileshare.signal_client import ConnectionClosed, SignalError
+from fileshare.state import TransferStore, default_state_path
+from fileshare.transfer import Events
+
+DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED: Final = 130
+
+
+class JsonEvents:
+    """One JSON object per line on stdout, for scripts and CI."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.out.write(json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n")
+        self.out.flush()
+
+
+class HumanEvents:
+    """A person's view: the code and QR code, the words to compare, a progress bar."""
+
+    def __init__(self, show_qr: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.console = Console(stderr=True, highlight=False)
+        self.show_qr = show_qr
+        self.progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task: Any = None
+
+    def emit(self, event: str, **f: Any) -> None:
+        match event:
+            case "prepared":
+                self.console.print(f"Sending {f['files']} item(s), {human_size(f['bytes'])}")
+            case "code":
+                self.console.print(f"Code: [bold]{f['code']}[/bold]")
+                self.console.print(f"On the other machine: fileshare receive {f['code']}")
+                if self.show_qr:
+                    import segno
+
+                    qr = segno.make(f["link"], error="m")
+                    with contextlib.redirect_stdout(sys.stderr):
+                        qr.terminal(compact=True)
+            case "sas":
+                self.console.print(
+                    f"Authentication words: [bold]{f['words']}[/bold] "
+                    "(the same on both sides, or something is wrong)"
+                )
+            case "connected":
+                p = f["path"]
+                self.console.print(
+                    f"Connected ({p['local']} -> {p['remote']} over {p['protocol']})"
+                )
+            case "reconnecting":
+                self.console.print(f"Connection lost, reconnecting ({f['reason']})")
+            case "file":
+                resumed = f" (resuming, {f['resumed']} chunks held)" if f["resumed"] else ""
+                self.console.print(f"Receiving {f['name']} ({human_size(f['size'])}){resumed}")
+            case "saved":
+                self.console.print(f"Saved {f['path']}")
+            case "file_failed":
+                self.console.print(f"[red]Failed[/red] {f['name']}: {f['reason']}")
+            case "progress":
+                if self.task is None:
+                    self.progress.start()
+                    self.task = self.progress.add_task("transfer", total=f["total"] or None)
+                self.progress.update(self.task, completed=f["done"], total=f["total"] or None)
+            case "done":
+                if self.task is not None:
+                    self.progress.stop()
+                self.console.print(f"Done: {f['files']} item(s), {human_size(f['bytes'])}")
+
+
+def _events(args: argparse.Namespace) -> Events:
+    return JsonEvents() if args.json else HumanEvents(show_qr=not args.no_qr)
+
+
+async def _ask(words: str) -> bool:
+    answer = await asyncio.to_thread(input, f"Do both sides show '{words}'? [y/N] ")
+    return answer.strip().lower() in {"y", "yes"}
+
+
+def _options(args: argparse.Namespace) -> app.Options:
+    return app.Options(
+        server=args.server,
+        timeout=args.timeout,
+        confirm_sas=_ask if args.verify else None,
+        state_path=default_state_path(),
+    )
+
+
+def _fail(events: Events, code: int, kind: str, message: str) -> int:
+    events.emit("error", code=kind, message=message, exit=code)
+    if not isinstance(events, JsonEvents):
+        print(f"fileshare: {message}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    events = _events(args)
+    try:
+        if args.command == "send":
+            asyncio.run(app.send(args.paths, events, _options(args)))
+        else:
+            out = Path(args.out)
+            asyncio.run(app.receive(args.code, out, args.overwrite, events, _options(args)))
+    except KeyboardInterrupt:
+        return _fail(events, EXIT_INTERRUPTED, "interrupted", "interrupted")
+    except (BadCode, ValueError, FileNotFoundError, UnsafeName) as exc:
+        if isinstance(exc, TransferError):
+            raise
+        return _fail(events, EXIT_USAGE, "usage", str(exc))
+    except AuthenticationFailed as exc:
+        return _fail(events, EXIT_AUTH, "authentication_failed", str(exc))
+    except app.Refused as exc:
+        return _fail(events, EXIT_AUTH, "not_confirmed", str(exc))
+    except TransferError as exc:
+        code = EXIT_DISK if exc.code in ("disk_full", "disk") else EXIT_FAILED
+        return _fail(events, code, exc.code, exc.message)
+    except SignalError as exc:
+        message = (
+            ("no such session: check the code (it works once, and only while the sender waits)")
+            if exc.code == "session_not_found"
+            else exc.message
+        )
+        return _fail(events, EXIT_NETWORK, exc.code, message)
+    except (
+        SessionEnded,
+        ConnectionClosed,
+        ConnectionError,
+        TimeoutError,
+        aiohttp.ClientError,
+        OSError,
+    ) as exc:
+        return _fail(events, EXIT_NETWORK, "connection", str(exc) or type(exc).__name__)
+    return EXIT_OK
+
+
+def _transfers(_: argparse.Namespace) -> int:
+    with TransferStore(default_state_path()) as store:
+        records = store.resumable()
+    if not records:
+        print("No unfinished transfers.")
+    for r in records:
+        print(f"{display_name(r.name)}  {r.bitmap.held}/{r.chunk_count} chunks  -> {r.target}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fileshare",
+        description="Send files directly between two machines, end-to-end encrypted.",
+        epilog="Environment: FILESHARE_SERVER (signaling URL), FILESHARE_STATE_DIR (resume state).",
+        allow_abbrev=False,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--server",
+        default=os.environ.get("FILESHARE_SERVER", DEFAULT_SERVER),
+        help="signaling server URL (default: %(default)s)",
+    )
+    common.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    common.add_argument(
+        "--verify",
+        action="store_true",
+        help="ask to confirm the authentication words before transferring",
+    )
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for each step of connecting (default: 60)",
+    )
+    common.add_argument("--no-qr", action="store_true", help="do not print a QR code")
+    send = sub.add_parser("send", parents=[common], help="send files or directories")
+    send.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    receive = sub.add_parser("receive", parents=[common], help="receive with a code")
+    receive.add_argument("code", help="the code the sender shows, or its fileshare:// link")
+    receive.add_argument("--out", default=".", help="directory to save into (default: .)")
+    receive.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files instead of saving under a new name",
+    )
+    sub.add_parser("transfers", help="list unfinished transfers that can resume")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "transfers":
+        return _transfers(args)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return _run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""One side of an authenticated WebRTC link: the signaling conversation, the PAKE handshake,
+offer/answer, the fingerprint confirmation and the DataChannel. The transfer itself is elsewhere.
+
+Each (re)connection is an epoch: a fresh RTCPeerConnection (aiortc has no ICE restart) whose
+DTLS fingerprints are confirmed under the session key before a byte of the transfer moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from fileshare import crypto
+from fileshare.crypto import Role, SessionKeys
+from fileshare.signal_client import SignalClient, SignalError, payload_of
+from signaling import schema
+
+CHANNEL_LABEL = "fileshare"
+_FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)\s*$", re.MULTILINE)
+
+
+class SessionEnded(Exception):
+    """The signaling session is over (the peer left, it expired, or it was burned)."""
+
+
+def fingerprints(sdp: str) -> str:
+    """The DTLS certificate fingerprints an SDP commits to, in a canonical form."""
+    found = sorted(f"{alg.lower()} {value.upper()}" for alg, value in _FINGERPRINT.findall(sdp))
+    if not found:
+        raise crypto.AuthenticationFailed("no DTLS fingerprint in the session description")
+    return ",".join(found)
+
+
+class Inbox:
+    """The other peer's messages, by kind, whatever order they come in."""
+
+    def __init__(self, client: SignalClient) -> None:
+        self.client = client
+        self._stash: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self.peer_present = False
+
+    async def expect(self, kind: str, timeout: float) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while not self._stash[kind]:
+                await self._read_one()
+            return self._stash[kind].popleft()
+
+    async def wait_for_peer(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.peer_present:
+                await self._read_one()
+
+    async def _read_one(self) -> None:
+        event = await self.client.next_event(timeout=3600)
+        match event:
+            case schema.Relayed(type=relay_type):
+                payload = payload_of(event)
+                if not isinstance(payload, dict):
+                    return
+                kind = str(payload.get("kind", "")) if relay_type == "signal" else relay_type
+                self._stash[kind].append(payload)
+            case schema.PeerJoined():
+                self.peer_present = True
+            case schema.PeerLeft():
+                self.peer_present = False
+            case schema.SessionClosed(reason=reason):
+                raise SessionEnded(f"the session ended ({reason})")
+            case schema.Error(code=code, message=message):
+                raise SignalError(code, message)
+
+
+@dataclass
+class Link:
+    pc: RTCPeerConnection
+    channel: RTCDataChannel
+    epoch: int
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+
+
+def rtc_configuration(servers: list[schema.IceServer]) -> RTCConfiguration:
+    """Always an explicit list: given none, aiortc would ask a public STUN server."""
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers
+        ]
+    )
+
+
+class Peer:
+    def __init__(
+        self,
+        role: Role,
+        inbox: Inbox,
+        session_id: str,
+        code_secret: bytes,
+        ice_servers: list[schema.IceServer],
+        timeout: float = 60.0,
+    ) -> None:
+        self.role = role
+        self.inbox = inbox
+        self.ice_servers = ice_servers
+        self.timeout = timeout
+        self._handshake = crypto.Handshake(role, code_secret, session_id)
+        self.keys: SessionKeys | None = None
+        self.epoch = 0
+
+    @property
+    def peer_role(self) -> Role:
+        return "receiver" if self.role == "sender" else "sender"
+
+    async def authenticate(self) -> SessionKeys:
+        """The PAKE: one hello each way. Its keys are unproven until confirm() succeeds."""
+        await self.inbox.client.relay("signal", self._handshake.hello())
+        hello = await self.inbox.expect("hello", self.timeout)
+        self.keys = self._handshake.on_hello(hello)
+        return self.keys
+
+    async def connect(self) -> Link:
+        """A new peer connection for this epoch, authenticated end to end."""
+        assert self.keys is not None
+        pc = RTCPeerConnection(rtc_configuration(self.ice_servers))
+        try:
+            return await asyncio.wait_for(self._connect(pc, self.keys), self.timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pc.close()
+            raise
+
+    async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
+        client = self.inbox.client
+        opened: asyncio.Future[RTCDataChannel] = asyncio.get_running_loop().create_future()
+        if self.role == "sender":
+            channel = pc.createDataChannel(CHANNEL_LABEL, ordered=True)
+            channel.on("open", lambda: _resolve(opened, channel))
+            await pc.setLocalDescription(await pc.createOffer())
+            offer_sdp = pc.localDescription.sdp
+            await client.relay("offer", {"type": "offer", "sdp": offer_sdp, "epoch": self.epoch})
+            answer = await self.inbox.expect("answer", self.timeout)
+            answer_sdp = str(answer.get("sdp", ""))
+            await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+        else:
+
+            @pc.on("datachannel")
+            def on_channel(channel: RTCDataChannel) -> None:
+                if channel.label != CHANNEL_LABEL or opened.done():
+                    return
+                if channel.readyState == "open":
+                    _resolve(opened, channel)
+                else:
+                    channel.on("open", lambda: _resolve(opened, channel))
+
+            offer = await self.inbox.expect("offer", self.timeout)
+            offer_sdp = str(offer.get("sdp", ""))
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            answer_sdp = pc.localDescription.sdp
+            await client.relay("answer", {"type": "answer", "sdp": answer_sdp})
+        offer_fp, answer_fp = fingerprints(offer_sdp), fingerprints(answer_sdp)
+        mine = crypto.confirmation_message(keys, self.role, offer_fp, answer_fp, self.epoch)
+        await client.relay("signal", mine)
+        theirs = await self.inbox.expect("confirm", self.timeout)
+        crypto.check_confirmation(
+            keys, self.peer_role, theirs.get("mac"), offer_fp, answer_fp, self.epoch
+        )
+        channel = await opened
+        link = Link(pc, channel, self.epoch)
+        self.epoch += 1
+        return link
+
+
+def _resolve(future: asyncio.Future[RTCDataChannel], channel: RTCDataChannel) -> None:
+    if not future.done():
+        future.set_result(channel)
+
+
+def describe_path(pc: RTCPeerConnection) -> dict[str, str]:
+    """Which candidate pair carries the link: host, srflx or relay, over UDP or TCP.
+
+    aiortc does not expose the selected pair, so this reads aioice's nominated pair.
+    """
+    try:
+        ice = pc.sctp.transport.transport  # type: ignore[union-attr]
+        pair = ice._connection._nominated[1]
+        local, remote = pair.local_candidate, pair.remote_candidate
+    except (AttributeError, KeyError, IndexError):
+        return {"local": "unknown", "remote": "unknown", "protocol": "unknown"}
+    return {
+        "local": local.type,
+        "remote": remote.type,
+        "protocol": local.transport.lower(),
+        "localAddress": f"{local.host}:{local.port}",
+        "remoteAddress": f"{remote.host}:{remote.port}",
+    }

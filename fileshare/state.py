@@ -1,0 +1,318 @@
+"""The receiver's durable transfer state: which chunks of which file are safely on disk, so an
+interrupted transfer resumes where it stopped. Only manifests are kept, never keys or secrets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import platformdirs
+
+from fileshare.bitmap import ChunkBitmap
+
+STATE_FILE = "transfers.sqlite3"
+SCHEMA_VERSION = 1
+STATUSES = ("active", "done", "failed")
+
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+_SCHEMA = """
+CREATE TABLE transfers (
+    file_id     TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL,
+    size        INTEGER NOT NULL CHECK (size >= 0),
+    chunk_size  INTEGER NOT NULL CHECK (chunk_size > 0),
+    chunk_count INTEGER NOT NULL CHECK (chunk_count >= 0),
+    checksum    TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    part        TEXT NOT NULL,
+    bitmap      BLOB NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('active', 'done', 'failed')),
+    updated_at  REAL NOT NULL
+) STRICT;
+CREATE INDEX transfers_status_updated ON transfers (status, updated_at);
+"""
+
+_COLUMNS = (
+    "file_id, name, size, chunk_size, chunk_count, checksum, target, part, bitmap, status, "
+    "updated_at"
+)
+
+
+def default_state_path() -> Path:
+    """Where the store lives: $FILESHARE_STATE_DIR (tests, portable installs) or the user's
+    data directory."""
+    override = os.environ.get("FILESHARE_STATE_DIR")
+    base = Path(override) if override else platformdirs.user_data_path("fileshare")
+    return base / STATE_FILE
+
+
+@dataclass
+class TransferRecord:
+    """One file being (or having been) received."""
+
+    file_id: str
+    name: str
+    size: int
+    chunk_size: int
+    chunk_count: int
+    checksum: str
+    target: str
+    part: str
+    bitmap: ChunkBitmap
+    status: str
+    updated_at: float
+
+
+def _record(row: tuple[Any, ...]) -> TransferRecord:
+    """A row in _COLUMNS order; the STRICT table guarantees the column types."""
+    file_id, name, size, chunk_size, chunk_count, checksum, target, part, bits, status, at = row
+    return TransferRecord(
+        file_id=file_id,
+        name=name,
+        size=size,
+        chunk_size=chunk_size,
+        chunk_count=chunk_count,
+        checksum=checksum,
+        target=target,
+        part=part,
+        bitmap=ChunkBitmap.from_bytes(chunk_count, bits),
+        status=status,
+        updated_at=at,
+    )
+
+
+def _check_file_id(file_id: str) -> None:
+    if not _FILE_ID.fullmatch(file_id):
+        raise ValueError(f"file_id must be 32 lowercase hex characters: {file_id!r}")
+
+
+class TransferStore:
+    """SQLite in WAL mode with synchronous=FULL: once a write returns, it survives a crash of
+    the process and (as far as the disk honours fsync) of the machine. One connection, shared
+    by threads under a lock, so callers may use it from asyncio.to_thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Create the file ourselves so it is 0600 from its first byte; SQLite gives its -wal
+        # and -shm files the database file's mode.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._conn.execute("PRAGMA busy_timeout = 10000")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise sqlite3.OperationalError(f"cannot use WAL mode for {path}: {mode}")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION; each later version adds a step here."""
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}; this fileshare knows up to "
+                    f"{SCHEMA_VERSION}: upgrade fileshare"
+                )
+            if version < 1:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One immediate transaction that takes the write lock up front, so two processes sharing
+        the file wait for each other instead of failing half-way."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> TransferStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def get(self, file_id: str) -> TransferRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM transfers WHERE file_id = ?",  # noqa: S608
+                (file_id,),
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def begin(
+        self,
+        file_id: str,
+        name: str,
+        size: int,
+        chunk_size: int,
+        chunk_count: int,
+        checksum: str,
+        target: str,
+        part: str,
+    ) -> TransferRecord:
+        """Start receiving a file, or resume it: an active row for the same file_id with the
+        same size, chunk size, chunk count and checksum is returned unchanged (with its own
+        target and part, which the caller must then use). Anything else starts afresh."""
+        _check_file_id(file_id)
+        if not _SHA256.fullmatch(checksum):
+            raise ValueError(f"checksum must be 64 lowercase hex characters: {checksum!r}")
+        if size < 0 or chunk_size <= 0 or chunk_count < 0:
+            raise ValueError(
+                f"bad manifest: size={size} chunk_size={chunk_size} count={chunk_count}"
+            )
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM transfers WHERE file_id = ?",  # noqa: S608
+                (file_id,),
+            ).fetchone()
+            if row is not None:
+                old = _record(row)
+                manifest = (size, chunk_size, chunk_count, checksum)
+                same = (old.size, old.chunk_size, old.chunk_count, old.checksum) == manifest
+                if same and old.status == "active":
+                    return old
+            record = TransferRecord(
+                file_id=file_id,
+                name=name,
+                size=size,
+                chunk_size=chunk_size,
+                chunk_count=chunk_count,
+                checksum=checksum,
+                target=target,
+                part=part,
+                bitmap=ChunkBitmap(chunk_count),
+                status="active",
+                updated_at=time.time(),
+            )
+            db.execute(
+                f"INSERT OR REPLACE INTO transfers ({_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.file_id,
+                    record.name,
+                    record.size,
+                    record.chunk_size,
+                    record.chunk_count,
+                    record.checksum,
+                    record.target,
+                    record.part,
+                    record.bitmap.to_bytes(),
+                    record.status,
+                    record.updated_at,
+                ),
+            )
+        return record
+
+    def record_chunks(self, file_id: str, bitmap: ChunkBitmap) -> None:
+        """Store which chunks are on disk. Call it only after fsync of the .part file, so the
+        state never claims more than the disk holds; batch many chunks per call, as each call
+        is one durable commit (an fsync of the WAL)."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT chunk_count FROM transfers WHERE file_id = ?", (file_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(file_id)
+            if row[0] != bitmap.count:
+                raise ValueError(f"bitmap has {bitmap.count} chunks, the transfer {row[0]}")
+            db.execute(
+                "UPDATE transfers SET bitmap = ?, updated_at = ? WHERE file_id = ?",
+                (bitmap.to_bytes(), time.time(), file_id),
+            )
+
+    def finish(self, file_id: str, status: str) -> None:
+        """Mark a transfer done or failed; cleanup() removes it later."""
+        if status not in ("done", "failed"):
+            raise ValueError(f"a transfer finishes as 'done' or 'failed', not {status!r}")
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE transfers SET status = ?, updated_at = ? WHERE file_id = ?",
+                (status, time.time(), file_id),
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(file_id)
+
+    def delete(self, file_id: str) -> None:
+        """Forget a transfer (no error if unknown); its files are left alone."""
+        with self._write() as db:
+            db.execute("DELETE FROM transfers WHERE file_id = ?", (file_id,))
+
+    def resumable(self) -> list[TransferRecord]:
+        """Active transfers, most recently updated first."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM transfers WHERE status = 'active' "  # noqa: S608
+                "ORDER BY updated_at DESC, rowid DESC"
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def cleanup(self, max_age_seconds: float, now: float) -> list[TransferRecord]:
+        """Remove finished transfers and active ones idle for `max_age_seconds`, deleting their
+        .part files. A .part path is only unlinked (never followed) if it ends in ".part" and no
+        transfer that stays refers to it. Returns the removed records."""
+        cutoff = now - max_age_seconds
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM transfers "  # noqa: S608
+                "WHERE status != 'active' OR updated_at < ? ORDER BY updated_at",
+                (cutoff,),
+            ).fetchall()
+            removed = [_record(row) for row in rows]
+            kept_parts = {
+                part
+                for (part,) in db.execute(
+                    "SELECT part FROM transfers WHERE status = 'active' AND updated_at >= ?",
+                    (cutoff,),
+                )
+            }
+            # Files first: if we die in between, the rows remain and the next cleanup retries.
+            done: list[TransferRecord] = []
+            for record in removed:
+                if record.part.endswith(".part") and record.part not in kept_parts:
+                    try:
+                        os.unlink(record.part)
+                    except (FileNotFoundError, IsADirectoryError):
+                        pass  # gone already, or a directory that is not ours
+                    except OSError:
+                        continue  # cannot remove it now: keep the row, try again next time
+                done.append(record)
+            db.executemany("DELETE FROM transfers WHERE file_id = ?", [(r.file_id,) for r in done])
+        return done

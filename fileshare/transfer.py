@@ -1,0 +1,343 @@
+"""The asyncio shell around the protocol machines: files, the DataChannel, durability.
+
+Sending is paced by the channel's `bufferedamountlow` event, never by polling: the sender fills
+the channel up to HIGH_WATER and sleeps until it drains below LOW_WATER. Receiving writes each
+chunk where it belongs, and every FLUSH_BYTES or FLUSH_SECONDS makes what it wrote durable
+(fsync, then the bitmap in SQLite) before acknowledging it: an ack is a promise that survives
+kill -9. See docs in README.md for why the sizes are what they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol
+
+from aiortc import RTCDataChannel
+
+from fileshare import names, protocol
+from fileshare.bitmap import ChunkBitmap
+from fileshare.protocol import ChunkToSend, FileManifest, Receiver, Sender, TransferError
+from fileshare.state import TransferStore
+
+CHUNK_SIZE: Final = 64 * 1024 - protocol.HEADER.size - 16  # one 64 KiB message per chunk
+HIGH_WATER: Final = 1024 * 1024
+LOW_WATER: Final = 256 * 1024
+FLUSH_BYTES: Final = 8 * 1024 * 1024
+FLUSH_SECONDS: Final = 1.0
+HASH_BLOCK: Final = 1024 * 1024
+LINGER_SECONDS: Final = 10.0
+
+
+class Events(Protocol):
+    """What the transfer tells its user interface."""
+
+    def emit(self, event: str, **fields: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    path: Path | None  # None for a directory entry
+    manifest: FileManifest
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entry(name: str, path: Path | None, size: int, checksum: str, chunk_size: int) -> Source:
+    kind: Literal["file", "dir"] = "file" if path is not None else "dir"
+    count = protocol.chunk_count(size, chunk_size)
+    manifest = FileManifest(
+        fileId=protocol.stable_file_id(name, size, checksum),
+        name=name,
+        size=size,
+        chunkSize=chunk_size,
+        chunkCount=count,
+        checksum=checksum,
+        kind=kind,
+    )
+    return Source(path, manifest)
+
+
+EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
+
+
+def collect_sources(paths: list[Path], chunk_size: int = CHUNK_SIZE) -> list[Source]:
+    """Files as named, directories as trees (empty ones too); symlinks are not followed."""
+    sources: list[Source] = []
+    for top in paths:
+        st = top.lstat()
+        if stat.S_ISREG(st.st_mode):
+            sources.append(_entry(top.name, top, st.st_size, _sha256_file(top), chunk_size))
+        elif stat.S_ISDIR(st.st_mode):
+            base = top.resolve().name or "root"
+            sources.append(_entry(base, None, 0, EMPTY_SHA256, chunk_size))
+            for root, dirs, files in os.walk(top):
+                dirs.sort()
+                rel_root = Path(root).relative_to(top)
+                for d in dirs:
+                    if not (Path(root) / d).is_symlink():
+                        name = (Path(base) / rel_root / d).as_posix()
+                        sources.append(_entry(name, None, 0, EMPTY_SHA256, chunk_size))
+                for fname in sorted(files):
+                    path = Path(root) / fname
+                    fst = path.lstat()
+                    if stat.S_ISREG(fst.st_mode):
+                        name = (Path(base) / rel_root / fname).as_posix()
+                        sources.append(
+                            _entry(name, path, fst.st_size, _sha256_file(path), chunk_size)
+                        )
+        else:
+            raise ValueError(f"{top}: not a regular file or directory")
+    return sources
+
+
+class _Wakeup:
+    """An event that can be set from callbacks and waited on repeatedly."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event.clear()
+
+
+@dataclass
+class SendSide:
+    sender: Sender
+    sources: list[Source]
+    events: Events
+    _fds: dict[int, int] = field(default_factory=dict)
+
+    def _read(self, chunk: ChunkToSend) -> bytes:
+        fd = self._fds.get(chunk.file_index)
+        if fd is None:
+            path = self.sources[chunk.file_index].path
+            assert path is not None
+            fd = self._fds[chunk.file_index] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(fd, chunk.length, chunk.offset)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    async def run(self, channel: RTCDataChannel) -> None:
+        """Drive one connection until every file is confirmed, or the channel fails."""
+        wake = _Wakeup()
+        failure: list[BaseException] = []
+        channel.bufferedAmountLowThreshold = LOW_WATER
+
+        def on_message(message: str | bytes) -> None:
+            try:
+                if isinstance(message, bytes):
+                    raise TransferError("unexpected", "the receiver sent binary data")
+                self.sender.on_control(protocol.decode(message))
+            except TransferError as exc:
+                failure.append(exc)
+            wake.set()
+
+        channel.on("message", on_message)
+        channel.on("bufferedamountlow", wake.set)
+        channel.on("close", wake.set)
+        self.sender.start()
+        reported = 0.0
+        while not self.sender.done:
+            if failure:
+                raise failure[0]
+            if channel.readyState != "open":
+                raise ConnectionError("the data channel closed")
+            if channel.bufferedAmount > HIGH_WATER:
+                await wake.wait()
+                continue
+            item = self.sender.next_item()
+            if item is None:
+                await wake.wait()
+            elif isinstance(item, ChunkToSend):
+                channel.send(self.sender.seal(item, self._read(item)))
+            else:
+                channel.send(protocol.encode(item).decode())
+            now = time.monotonic()
+            if now - reported > 0.2:
+                reported = now
+                self.events.emit(
+                    "progress", done=self.sender.bytes_acked, total=self.sender.total_bytes
+                )
+                await asyncio.sleep(0)
+        self.events.emit("progress", done=self.sender.bytes_acked, total=self.sender.total_bytes)
+
+
+@dataclass
+class _Open:
+    manifest: FileManifest
+    target: Path
+    part: Path
+    fd: int
+    written_since_flush: int = 0
+
+
+class ReceiveSide:
+    def __init__(
+        self,
+        receiver: Receiver,
+        store: TransferStore,
+        out_dir: Path,
+        overwrite: bool,
+        events: Events,
+    ) -> None:
+        self.receiver = receiver
+        self.store = store
+        self.out_dir = out_dir
+        self.overwrite = overwrite
+        self.events = events
+        self.saved: list[Path] = []
+        self._open: dict[str, _Open] = {}
+        self._finished = False
+
+    def close(self) -> None:
+        for item in self._open.values():
+            with contextlib.suppress(OSError):
+                os.close(item.fd)
+        self._open.clear()
+
+    async def run(self, channel: RTCDataChannel) -> None:
+        wake = _Wakeup()
+        inbox: list[str | bytes] = []
+
+        def on_message(message: str | bytes) -> None:
+            inbox.append(message)
+            wake.set()
+
+        channel.on("message", on_message)
+        channel.on("close", wake.set)
+        last_flush = time.monotonic()
+        while not self._finished:
+            if not inbox:
+                if channel.readyState != "open":
+                    raise ConnectionError("the data channel closed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), FLUSH_SECONDS)
+            batch, inbox[:] = list(inbox), []
+            for message in batch:
+                await self._handle(channel, message)
+            if time.monotonic() - last_flush >= FLUSH_SECONDS or self._flush_due():
+                await self._flush_all(channel)
+                last_flush = time.monotonic()
+        # The sender hangs up once it has read every transfer_complete; closing first could
+        # drop the last one in flight.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER_SECONDS):
+                while channel.readyState == "open":
+                    await wake.wait()
+
+    def _flush_due(self) -> bool:
+        return any(o.written_since_flush >= FLUSH_BYTES for o in self._open.values())
+
+    async def _handle(self, channel: RTCDataChannel, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            write = self.receiver.on_chunk(message)
+            item = self._open[write.file_id]
+            try:
+                os.pwrite(item.fd, write.data, write.offset)
+            except OSError as exc:
+                raise TransferError("disk", f"cannot write {item.target}: {exc.strerror}") from exc
+            item.written_since_flush += len(write.data)
+            return
+        await self._perform(channel, self.receiver.on_control(protocol.decode(message)))
+
+    async def _perform(self, channel: RTCDataChannel, actions: list[protocol.Action]) -> None:
+        for action in actions:
+            match action:
+                case protocol.Send(message=msg):
+                    channel.send(protocol.encode(msg).decode())
+                case protocol.Prepare(manifest=m):
+                    await self._perform(channel, self._prepare(m))
+                case protocol.Verify(file_id=file_id):
+                    await self._perform(channel, await self._verify(file_id))
+                case protocol.Finished():
+                    self._finished = True
+                case protocol.Write():
+                    raise AssertionError("writes come from on_chunk")
+
+    def _prepare(self, m: FileManifest) -> list[protocol.Action]:
+        rel = names.check_relative_path(m.name)
+        shown = names.display_name(m.name)
+        if m.kind == "dir":
+            names.ensure_directory(self.out_dir, rel)
+            return self.receiver.file_ready(m.fileId, ChunkBitmap(0))
+        record = self.store.get(m.fileId)
+        held = ChunkBitmap(m.chunkCount)
+        if record is not None and record.status == "active" and Path(record.part).exists():
+            target, part, held = Path(record.target), Path(record.part), record.bitmap
+        else:
+            if record is not None:  # its partial file is gone: start over
+                self.store.delete(m.fileId)
+            target = names.resolve_target(self.out_dir, rel, self.overwrite)
+            part = names.part_path(target)
+        held_bytes = sum(protocol.chunk_length(m, i) for s, e in held.ranges() for i in range(s, e))
+        try:
+            names.ensure_space(target.parent, m.size - held_bytes)
+        except names.DiskFull as exc:
+            raise TransferError("disk_full", str(exc)) from None
+        record = self.store.begin(
+            m.fileId, m.name, m.size, m.chunkSize, m.chunkCount, m.checksum, str(target), str(part)
+        )
+        held = record.bitmap
+        fd = names.open_part(part)
+        if not held.held:
+            os.ftruncate(fd, m.size)  # a stale .part of another version must not linger
+        self._open[m.fileId] = _Open(m, target, part, fd)
+        self.events.emit("file", name=shown, size=m.size, resumed=held.held, chunks=m.chunkCount)
+        return self.receiver.file_ready(m.fileId, held)
+
+    async def _flush_all(self, channel: RTCDataChannel) -> None:
+        for file_id in self.receiver.pending():
+            item = self._open[file_id]
+            count = len(self.receiver.file(file_id).unacked)
+            snapshot = ChunkBitmap.from_bytes(
+                item.manifest.chunkCount, self.receiver.file(file_id).received.to_bytes()
+            )
+            await asyncio.to_thread(os.fsync, item.fd)
+            await asyncio.to_thread(self.store.record_chunks, file_id, snapshot)
+            item.written_since_flush = 0
+            await self._perform(channel, self.receiver.on_durable(file_id, count))
+        self.events.emit(
+            "progress", done=self.receiver.bytes_received, total=self.receiver.total_bytes
+        )
+
+    async def _verify(self, file_id: str) -> list[protocol.Action]:
+        m = self.receiver.file(file_id).manifest
+        if m.kind == "dir":
+            return self.receiver.on_verified(file_id)
+        item = self._open.pop(file_id)
+        await asyncio.to_thread(os.fsync, item.fd)
+        os.close(item.fd)
+        digest = await asyncio.to_thread(_sha256_file, item.part)
+        if digest != m.checksum:
+            self.store.finish(file_id, "failed")
+            with contextlib.suppress(OSError):
+                item.part.unlink()
+            self.events.emit(
+                "file_failed", name=names.display_name(m.name), reason="checksum mismatch"
+            )
+            return self.receiver.on_verified(file_id, "checksum mismatch")
+        final = names.finalize(item.part, item.target, self.overwrite)
+        self.store.finish(file_id, "done")
+        self.saved.append(final)
+        self.events.emit("saved", name=names.display_name(m.name), path=str(final), size=m.size)
+        return self.receiver.on_verified(file_id)

@@ -1,0 +1,133 @@
+"""Running the real `fileshare` CLI against a real signaling server, all inside one isolated
+network namespace (only `lo`), so the peers' ICE traffic cannot leave it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netsim import netns
+from netsim.processes import SignalProcess, start_signal, stop
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 (or "dir") for everything under root."""
+    found: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        found[rel] = "dir" if path.is_dir() else sha256(path)
+    return found
+
+
+@dataclass
+class Client:
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def events(self) -> list[dict[str, Any]]:
+        lines = self.out.read_text().splitlines() if self.out.exists() else []
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def first(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in self.events() if e["event"] == name), None)
+
+    async def wait_event(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.first(name)
+            if event is not None:
+                return event
+            if self.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {name!r} event; stderr: {self.err.read_text()[-2000:]}")
+
+    async def wait(self, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"timed out; stderr: {self.err.read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class Lab:
+    """A namespace with a signaling server; runs `fileshare` clients in it."""
+
+    def __init__(self, namespace: str, workdir: Path, server: SignalProcess) -> None:
+        self.namespace = namespace
+        self.workdir = workdir
+        self.server = server
+        self.clients: list[Client] = []
+
+    def run(self, *args: str, state: str = "state", name: str = "client") -> Client:
+        index = len(self.clients)
+        out = self.workdir / f"{name}-{index}.out"
+        err = self.workdir / f"{name}-{index}.err"
+        env = {**os.environ, "FILESHARE_STATE_DIR": str(self.workdir / state)}
+        with out.open("wb") as out_file, err.open("wb") as err_file:
+            proc = subprocess.Popen(
+                [
+                    *netns.in_namespace(self.namespace),
+                    sys.executable,
+                    "-m",
+                    "fileshare",
+                    args[0],
+                    "--json",
+                    "--server",
+                    self.server.url,
+                    *args[1:],
+                ],
+                stdout=out_file,
+                stderr=err_file,
+                env=env,
+            )
+        client = Client(proc, out, err)
+        self.clients.append(client)
+        return client
+
+    async def send(self, *paths: Path, extra: tuple[str, ...] = ()) -> tuple[Client, str]:
+        sender = self.run("send", *extra, *map(str, paths), name="send")
+        code = (await sender.wait_event("code"))["code"]
+        return sender, code
+
+    def receive(self, code: str, out: Path, *extra: str, state: str = "state") -> Client:
+        return self.run("receive", "--out", str(out), *extra, code, state=state, name="recv")
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.kill()
+
+
+def make_lab(workdir: Path) -> Iterator[Lab]:
+    with netns.isolated_loopback("e2e") as namespace:
+        server = asyncio.run(
+            start_signal(workdir / "signal.log", prefix=tuple(netns.in_namespace(namespace)))
+        )
+        lab = Lab(namespace, workdir, server)
+        try:
+            yield lab
+        finally:
+            lab.close()
+            stop(server.proc)

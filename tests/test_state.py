@@ -1,0 +1,385 @@
+"""The receiver's durable transfer state: round trips through a reopened store, resume and
+reset, durability across a killed process, cleanup of stale transfers and their .part files."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import pytest
+
+from fileshare.bitmap import ChunkBitmap
+from fileshare.state import TransferRecord, TransferStore, default_state_path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHA = "ab" * 32
+FID = "0123456789abcdef0123456789abcdef"
+
+
+def fid(n: int) -> str:
+    return f"{n:032x}"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "transfers.sqlite3"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[TransferStore]:
+    with TransferStore(db) as opened:
+        yield opened
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """time.time() returns 1000, 1001, 1002, …: orderings and ages become exact."""
+    ticks = itertools.count(1000)
+    monkeypatch.setattr(time, "time", lambda: float(next(ticks)))
+    return ticks
+
+
+def begin(
+    store: TransferStore, file_id: str = FID, tmp: Path | None = None, **kw: object
+) -> TransferRecord:
+    base = tmp or Path("/nonexistent")
+    args: dict[str, Any] = {
+        "name": "dir/file.bin",
+        "size": 10_000,
+        "chunk_size": 1000,
+        "chunk_count": 10,
+        "checksum": SHA,
+        "target": str(base / f"{file_id}.bin"),
+        "part": str(base / f"{file_id}.bin.part"),
+    }
+    args.update(kw)
+    return store.begin(file_id, **args)
+
+
+def bitmap(count: int, held: list[int]) -> ChunkBitmap:
+    result = ChunkBitmap(count)
+    for i in held:
+        result.add(i)
+    return result
+
+
+# --- location and permissions -------------------------------------------------------------------
+
+
+def test_default_state_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FILESHARE_STATE_DIR", str(tmp_path))
+    assert default_state_path() == tmp_path / "transfers.sqlite3"
+    monkeypatch.delenv("FILESHARE_STATE_DIR")
+    expected = platformdirs.user_data_path("fileshare") / "transfers.sqlite3"
+    assert default_state_path() == expected
+    monkeypatch.setenv("FILESHARE_STATE_DIR", "")
+    assert default_state_path() == expected
+
+
+def test_files_are_private(db: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with TransferStore(db) as store:
+            begin(store)
+            store.record_chunks(FID, bitmap(10, [1]))
+            assert stat.S_IMODE(os.stat(db.parent).st_mode) == 0o700
+            for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                assert path.exists(), path
+                assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    finally:
+        os.umask(old)
+
+
+def test_existing_file_is_made_private(db: Path) -> None:
+    db.parent.mkdir()
+    db.touch(mode=0o644)
+    os.chmod(db, 0o644)
+    TransferStore(db).close()
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+
+
+def test_wal_and_full_sync_and_schema_version(store: TransferStore, db: Path) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(transfers)")]
+    finally:
+        conn.close()
+    # Manifests only: nothing here could hold a key or a code.
+    assert columns == [
+        "file_id",
+        "name",
+        "size",
+        "chunk_size",
+        "chunk_count",
+        "checksum",
+        "target",
+        "part",
+        "bitmap",
+        "status",
+        "updated_at",
+    ]
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_newer_schema_is_refused(db: Path) -> None:
+    TransferStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with pytest.raises(RuntimeError, match="schema version 2"):
+        TransferStore(db)
+
+
+# --- round trips --------------------------------------------------------------------------------
+
+
+def test_round_trip_through_a_reopened_store(db: Path, tmp_path: Path) -> None:
+    with TransferStore(db) as store:
+        assert store.get(FID) is None
+        record = begin(store, tmp=tmp_path)
+        assert record.status == "active"
+        assert record.bitmap == ChunkBitmap(10)
+        store.record_chunks(FID, bitmap(10, [0, 1, 2, 7]))
+    with TransferStore(db) as store:
+        got = store.get(FID)
+        assert got is not None
+        assert got.bitmap == bitmap(10, [0, 1, 2, 7])
+        assert got.bitmap.held == 4
+        assert (got.file_id, got.name, got.size, got.chunk_size, got.chunk_count) == (
+            FID,
+            "dir/file.bin",
+            10_000,
+            1000,
+            10,
+        )
+        assert (got.checksum, got.target, got.part) == (SHA, record.target, record.part)
+        assert got.updated_at >= record.updated_at
+        store.finish(FID, "done")
+    with TransferStore(db) as store:
+        done = store.get(FID)
+        assert done is not None
+        assert done.status == "done"
+        assert done.bitmap == got.bitmap
+        store.delete(FID)
+        assert store.get(FID) is None
+        store.delete(FID)  # unknown: no error
+
+
+def test_resume_returns_the_same_record(store: TransferStore) -> None:
+    first = begin(store)
+    store.record_chunks(FID, bitmap(10, [3, 4, 9]))
+    again = begin(store, target="/elsewhere/x", part="/elsewhere/x.part", name="other")
+    assert again.bitmap == bitmap(10, [3, 4, 9])
+    # The resumed transfer keeps writing into its own .part, whatever the new call proposed.
+    assert (again.target, again.part, again.name) == (first.target, first.part, first.name)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"size": 10_001},
+        {"chunk_size": 2000, "chunk_count": 5},
+        {"chunk_count": 11},
+        {"checksum": "cd" * 32},
+    ],
+)
+def test_changed_manifest_resets(store: TransferStore, change: dict[str, Any]) -> None:
+    begin(store)
+    store.record_chunks(FID, bitmap(10, [0, 1]))
+    fresh = begin(store, target="/new/t", part="/new/t.part", **change)
+    assert fresh.bitmap.held == 0
+    assert (fresh.target, fresh.part) == ("/new/t", "/new/t.part")
+    stored = store.get(FID)
+    assert stored == fresh
+
+
+@pytest.mark.parametrize("status", ["done", "failed"])
+def test_begin_after_finish_starts_afresh(store: TransferStore, status: str) -> None:
+    begin(store)
+    store.record_chunks(FID, bitmap(10, list(range(10))))
+    store.finish(FID, status)
+    again = begin(store)
+    assert again.status == "active"
+    assert again.bitmap.held == 0
+
+
+def test_invalid_calls(store: TransferStore) -> None:
+    with pytest.raises(ValueError, match="file_id"):
+        begin(store, file_id="ABCDEF0123456789ABCDEF0123456789")
+    with pytest.raises(ValueError, match="file_id"):
+        begin(store, file_id="abc")
+    with pytest.raises(ValueError, match="checksum"):
+        begin(store, checksum="00")
+    with pytest.raises(ValueError, match="bad manifest"):
+        begin(store, size=-1)
+    with pytest.raises(ValueError, match="bad manifest"):
+        begin(store, chunk_size=0)
+    with pytest.raises(KeyError):
+        store.record_chunks(FID, ChunkBitmap(10))
+    with pytest.raises(KeyError):
+        store.finish(FID, "done")
+    begin(store)
+    with pytest.raises(ValueError, match="11 chunks"):
+        store.record_chunks(FID, ChunkBitmap(11))
+    with pytest.raises(ValueError, match="'done' or 'failed'"):
+        store.finish(FID, "active")
+    record = store.get(FID)
+    assert record is not None
+    assert record.status == "active"
+
+
+def test_threads_share_one_store(store: TransferStore) -> None:
+    for n in range(8):
+        begin(store, file_id=fid(n))
+
+    def work(n: int) -> None:
+        for i in range(10):
+            store.record_chunks(fid(n), bitmap(10, list(range(i + 1))))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(8)))
+    assert all(r.bitmap.complete for r in store.resumable())
+
+
+def test_a_million_chunk_bitmap_is_stored_compactly(store: TransferStore, db: Path) -> None:
+    begin(store, size=10**6, chunk_size=1, chunk_count=10**6)
+    held = ChunkBitmap.from_ranges(10**6, [(0, 600_000)])
+    store.record_chunks(FID, held)
+    got = store.get(FID)
+    assert got is not None
+    assert got.bitmap == held
+
+
+# --- durability ---------------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from fileshare.bitmap import ChunkBitmap
+    from fileshare.state import TransferStore
+
+    store = TransferStore(Path(sys.argv[1]))
+    store.begin(sys.argv[2], "f", 3_000_000, 3, 1_000_000, "ab" * 32, "/t", "/t.part")
+    held = ChunkBitmap(1_000_000)
+    for i in range(0, 1_000_000, 3):
+        held.add(i)
+    store.record_chunks(sys.argv[2], held)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_record_survives_sigkill_right_after_return(db: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(db), FID],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    # Killed before closing: the commit sits in the WAL, never checkpointed into the database.
+    assert os.path.getsize(f"{db}-wal") > 0
+    with TransferStore(db) as store:
+        record = store.get(FID)
+    assert record is not None
+    assert record.status == "active"
+    assert record.bitmap.held == 333_334
+    assert list(itertools.islice(record.bitmap.missing(), 4)) == [1, 2, 4, 5]
+    assert record.bitmap == ChunkBitmap.from_ranges(
+        1_000_000, [(i, i + 1) for i in range(0, 1_000_000, 3)]
+    )
+
+
+# --- resumable and cleanup ----------------------------------------------------------------------
+
+
+def test_resumable_is_active_newest_first(store: TransferStore, clock: Iterator[int]) -> None:
+    for n in range(4):
+        begin(store, file_id=fid(n))
+    store.record_chunks(fid(1), bitmap(10, [5]))
+    store.finish(fid(2), "done")
+    assert [r.file_id for r in store.resumable()] == [fid(1), fid(3), fid(0)]
+    store.finish(fid(0), "failed")
+    assert [r.file_id for r in store.resumable()] == [fid(1), fid(3)]
+
+
+def make_part(directory: Path, name: str, data: bytes = b"partial") -> Path:
+    path = directory / name
+    path.write_bytes(data)
+    return path
+
+
+def test_cleanup_removes_finished_and_stale(
+    store: TransferStore, tmp_path: Path, clock: Iterator[int]
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = make_part(outside, "victim", b"precious")
+    shared_part = make_part(tmp_path, "shared.part")
+    (tmp_path / "adir.part").mkdir()
+
+    cases = {
+        "done": make_part(tmp_path, "done.part"),
+        "failed": make_part(tmp_path, "failed.part"),
+        "stale": make_part(tmp_path, "stale.part"),
+        "link": tmp_path / "link.part",
+        "notpart": make_part(tmp_path, "notpart.bin"),
+        "gone": tmp_path / "gone.part",
+        "adir": tmp_path / "adir.part",
+        "oldshared": shared_part,
+    }
+    (tmp_path / "link.part").symlink_to(victim)
+    ids = {key: fid(n) for n, key in enumerate([*cases, "fresh", "newshared"])}
+    for key, part in cases.items():  # updated_at 1000 … 1007
+        begin(store, file_id=ids[key], part=str(part))
+    fresh_part = make_part(tmp_path, "fresh.part")
+    begin(store, file_id=ids["fresh"], part=str(fresh_part))  # 1008
+    begin(store, file_id=ids["newshared"], part=str(shared_part))  # 1009
+    store.finish(ids["done"], "done")  # 1010
+    store.finish(ids["failed"], "failed")  # 1011
+
+    removed = store.cleanup(max_age_seconds=100, now=1108)  # cutoff 1008: fresh one stays
+    assert {r.file_id for r in removed} == {ids[k] for k in cases}
+    assert [r.file_id for r in store.resumable()] == [ids["newshared"], ids["fresh"]]
+    assert not cases["done"].exists()
+    assert not cases["failed"].exists()
+    assert not cases["stale"].exists()
+    assert not os.path.lexists(cases["link"])  # the link itself is gone …
+    assert victim.read_bytes() == b"precious"  # … never what it pointed at
+    assert cases["notpart"].read_bytes() == b"partial"  # not a .part name: left alone
+    assert cases["adir"].is_dir()  # not a file of ours
+    assert shared_part.exists()  # still the .part of a transfer that stays
+    assert fresh_part.exists()
+
+    assert store.cleanup(max_age_seconds=100, now=1108) == []
+    later = store.cleanup(max_age_seconds=100, now=10_000)
+    assert {r.file_id for r in later} == {ids["newshared"], ids["fresh"]}
+    assert not shared_part.exists()
+    assert not fresh_part.exists()
+    assert store.resumable() == []
+
+
+def test_cleanup_keeps_recent_active(store: TransferStore, tmp_path: Path) -> None:
+    part = make_part(tmp_path, "x.part")
+    begin(store, part=str(part))
+    assert store.cleanup(max_age_seconds=3600, now=time.time()) == []
+    assert part.exists()
+    assert len(store.resumable()) == 1
