@@ -5,11 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
-APT_PACKAGES := redis-server
+APT_PACKAGES := redis-server haproxy nftables iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps lab test lint clean
+.PHONY: all deps lab test lint loadtest bench-signaling clean
 
 all: test
 
@@ -41,6 +41,15 @@ lint: deps
 
 lab: deps
 	$(PY) -m netsim.demo
+
+# Locust against one instance, then three behind haproxy sharing a redis-server (bounded time);
+# e.g. LOADTEST_ARGS='--run-time 60 --users 60' or '--host wss://signal.example.org/ws'.
+loadtest: deps
+	$(PY) -m loadtest $(LOADTEST_ARGS)
+
+# Capacity of one instance (and three with redis) on this machine, against a bare echo server.
+bench-signaling: deps
+	$(PY) -m loadtest.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

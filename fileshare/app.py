@@ -1,26 +1,34 @@
-"""A whole send or receive: session, authentication, connection epochs, the transfer, cleanup.
+"""A whole send or receive: session, authentication rounds, connection epochs, cleanup.
 
-A dropped peer connection (aiortc cannot restart ICE) is replaced by a new one in a new epoch,
-authenticated again under the session key; the protocol then sends only what is missing.
+- A dropped link (aiortc cannot restart ICE) is replaced by a new peer connection, a new epoch,
+  confirmed under the same session key; the protocol then sends only what is missing.
+- A receiver that restarts (same command again) rejoins its place in the session with a ticket it
+  sealed under the code, and both sides run the PAKE again: a new round with new keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
-from fileshare.code import ShareCode, new_code, parse_code
+from fileshare import crypto
+from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
 from fileshare.peer import Inbox, Link, Peer, describe_path
 from fileshare.protocol import Receiver, Sender
-from fileshare.signal_client import SignalClient
+from fileshare.signal_client import SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path
-from fileshare.transfer import Events, ReceiveSide, SendSide, Source, collect_sources
+from fileshare.transfer import Events, ReceiveSide, SendSide, collect_sources
+from signaling import schema
 
 ConfirmSas = Callable[[str], Awaitable[bool]]
+STATE_MAX_AGE: Final = 7 * 86400.0
 
 
 @dataclass
@@ -28,7 +36,8 @@ class Options:
     server: str
     timeout: float = 60.0
     wait_for_peer: float = 3600.0
-    reconnects: int = 5
+    reconnects: int = 20
+    stall_seconds: float = 15.0
     confirm_sas: ConfirmSas | None = None
     state_path: Path = field(default_factory=default_state_path)
 
@@ -37,24 +46,59 @@ class Refused(Exception):
     """The user did not confirm the authentication words."""
 
 
-async def _authenticate(peer: Peer, events: Events, options: Options) -> SessionKeys:
+class PeerGone(ConnectionError):
+    """The peer left the session (its process may come back: a new authentication round)."""
+
+
+async def _authenticate(
+    inbox: Inbox,
+    role: crypto.Role,
+    session_id: str,
+    secret: bytes,
+    servers: list[schema.IceServer],
+    events: Events,
+    options: Options,
+) -> tuple[Peer, SessionKeys]:
+    peer = Peer(role, inbox, session_id, secret, servers, options.timeout)
     keys = await peer.authenticate()
     events.emit("sas", words=keys.sas)
     if options.confirm_sas is not None and not await options.confirm_sas(keys.sas):
         raise Refused("the authentication words were not confirmed")
-    return keys
+    return peer, keys
+
+
+async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` unless `interrupt` completes first (then PeerGone or ConnectionError)."""
+    work_task = asyncio.ensure_future(work)
+    watch_task = asyncio.ensure_future(interrupt())
+    done, _ = await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (work_task, watch_task):
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if work_task in done:
+        work_task.result()
+        return
+    watch_task.result()
 
 
 async def _epochs(
-    peer: Peer, events: Events, options: Options, run: Callable[[Link], Awaitable[None]]
+    peer: Peer,
+    events: Events,
+    options: Options,
+    run: Callable[[Link], Awaitable[None]],
+    interrupt: Callable[[], Awaitable[None]],
 ) -> None:
-    """Connect, run, and on a dropped link connect again (up to options.reconnects times)."""
+    """Connect, run, and on a dropped link connect again, with the same keys."""
     for attempt in range(options.reconnects + 1):
         link = await peer.connect()
         events.emit("connected", epoch=link.epoch, path=describe_path(link.pc))
         try:
-            await run(link)
+            await _race(run(link), interrupt)
             return
+        except PeerGone:
+            raise
         except ConnectionError as exc:
             if attempt == options.reconnects:
                 raise
@@ -64,60 +108,137 @@ async def _epochs(
 
 
 async def send(paths: list[Path], events: Events, options: Options) -> None:
-    sources: list[Source] = await asyncio.to_thread(collect_sources, paths)
+    sources = await asyncio.to_thread(collect_sources, paths)
     events.emit("prepared", files=len(sources), bytes=sum(s.manifest.size for s in sources))
     async with await SignalClient.connect(options.server) as client:
         created = await client.create(access="code")
         code = new_code(created.sessionId)
         events.emit("code", code=str(code), link=code.link(options.server))
         inbox = Inbox(client)
+        sender: Sender | None = None
+        side: SendSide | None = None
         try:
-            await inbox.wait_for_peer(options.wait_for_peer)
-            peer = Peer(
-                "sender", inbox, created.sessionId, code.secret, created.iceServers, options.timeout
+            for _ in range(options.reconnects + 1):
+                await inbox.wait_for_peer(options.wait_for_peer)
+                arrivals = inbox.arrivals
+                peer, keys = await _authenticate(
+                    inbox,
+                    "sender",
+                    created.sessionId,
+                    code.secret,
+                    created.iceServers,
+                    events,
+                    options,
+                )
+                key_for = _key_for(keys)
+                if sender is None:
+                    sender = Sender([s.manifest for s in sources], key_for)
+                    side = SendSide(sender, sources, events, options.stall_seconds)
+                else:
+                    sender.rekey(key_for)
+                assert side is not None
+                if await _send_round(peer, side, inbox, arrivals, events, options):
+                    break
+            else:
+                raise ConnectionError("the receiver kept going away")
+            events.emit(
+                "done",
+                files=len(sources),
+                bytes=sender.total_bytes,
+                chunks=sum(s.manifest.chunkCount for s in sources),
+                chunksSent=sender.chunks_sent,
             )
-            keys = await _authenticate(peer, events, options)
-            sender = Sender([s.manifest for s in sources], lambda fid: keys.file_key("sender", fid))
-            side = SendSide(sender, sources, events)
-            try:
-                await _epochs(peer, events, options, lambda link: side.run(link.channel))
-            finally:
-                side.close()
-            events.emit("done", files=len(sources), bytes=sender.total_bytes)
         finally:
+            if side is not None:
+                side.close()
             with contextlib.suppress(Exception):
                 await client.leave()  # ends the session: after a failure nobody may retry
+            await inbox.close()
+
+
+async def _send_round(
+    peer: Peer, side: SendSide, inbox: Inbox, arrivals: int, events: Events, options: Options
+) -> bool:
+    """One authentication round; False when the receiver left and may come back."""
+
+    async def peer_gone() -> None:
+        await inbox.until(lambda: not inbox.peer_present or inbox.arrivals != arrivals, None)
+        raise PeerGone("the receiver left; waiting for it to come back")
+
+    try:
+        await _epochs(peer, events, options, lambda link: side.run(link.pipe), peer_gone)
+    except PeerGone as exc:
+        events.emit("reconnecting", reason=str(exc), attempt=0)
+        return False
+    return True
+
+
+def _key_for(keys: SessionKeys) -> Callable[[bytes], bytes]:
+    return lambda file_id: keys.file_key("sender", file_id)
 
 
 async def receive(
     code_text: str, out_dir: Path, overwrite: bool, events: Events, options: Options
 ) -> list[Path]:
-    code: ShareCode = parse_code(code_text)
+    code = parse_code(code_text)
     server = code.server or options.server
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
-    async with await SignalClient.connect(server) as client:
-        joined = await client.join(code.session_id)
-        inbox = Inbox(client)
-        inbox.peer_present = joined.peerPresent
-        try:
-            peer = Peer(
-                "receiver", inbox, code.session_id, code.secret, joined.iceServers, options.timeout
-            )
-            keys = await _authenticate(peer, events, options)
-            receiver = Receiver(lambda fid: keys.file_key("sender", fid))
-            with TransferStore(options.state_path) as store:
-                side = ReceiveSide(receiver, store, out_dir, overwrite, events)
+    with TransferStore(options.state_path) as store:
+        await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time())
+        async with await SignalClient.connect(server) as client:
+            joined = await _join_or_rejoin(client, store, code.session_id, code.secret)
+            inbox = Inbox(client)
+            inbox.peer_present = joined.peerPresent
+            try:
+                peer, keys = await _authenticate(
+                    inbox,
+                    "receiver",
+                    code.session_id,
+                    code.secret,
+                    joined.iceServers,
+                    events,
+                    options,
+                )
+                receiver = Receiver(_key_for(keys))
+                side = ReceiveSide(
+                    receiver, store, out_dir, overwrite, events, options.stall_seconds
+                )
+
+                async def new_offer() -> None:
+                    await inbox.until(lambda: inbox.has("offer"), None)
+                    raise ConnectionError("the sender reconnected")
+
                 try:
-                    await _epochs(peer, events, options, lambda link: side.run(link.channel))
+                    await _epochs(
+                        peer, events, options, lambda link: side.run(link.pipe), new_offer
+                    )
                 finally:
                     side.close()
-            events.emit(
-                "done",
-                files=len(side.saved),
-                bytes=receiver.bytes_received,
-                failed=len(receiver.failed),
-            )
-            return side.saved
-        finally:
-            with contextlib.suppress(Exception):
-                await client.leave()
+                store.drop_ticket(code.session_id)
+                events.emit(
+                    "done",
+                    files=len(side.saved),
+                    bytes=receiver.bytes_received,
+                    failed=len(receiver.failed),
+                )
+                return side.saved
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.leave()
+                await inbox.close()
+
+
+async def _join_or_rejoin(
+    client: SignalClient, store: TransferStore, session_id: str, secret: bytes
+) -> schema.SessionJoined:
+    """A receiver restarted with the same code takes its old place back with its ticket."""
+    sealed = store.ticket(session_id)
+    ticket = crypto.open_ticket(secret, session_id, sealed) if sealed else None
+    if ticket is not None:
+        saved = json.loads(ticket)
+        with contextlib.suppress(SignalError):
+            return await client.rejoin(session_id, saved["peerId"], saved["reconnectKey"])
+    joined = await client.join(session_id)
+    data = json.dumps({"peerId": joined.peerId, "reconnectKey": joined.reconnectKey}).encode()
+    store.save_ticket(session_id, crypto.seal_ticket(secret, session_id, data), time.time())
+    return joined

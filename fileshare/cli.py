@@ -127,6 +127,7 @@ def _options(args: argparse.Namespace) -> app.Options:
     return app.Options(
         server=args.server,
         timeout=args.timeout,
+        stall_seconds=args.stall_timeout,
         confirm_sas=_ask if args.verify else None,
         state_path=default_state_path(),
     )
@@ -216,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for each step of connecting (default: 60)",
     )
     common.add_argument("--no-qr", action="store_true", help="do not print a QR code")
+    common.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=float(os.environ.get("FILESHARE_STALL_TIMEOUT", "15")),
+        help="seconds of silence after which a link counts as dropped and is rebuilt "
+        "(default: %(default)s; FILESHARE_STALL_TIMEOUT)",
+    )
     send = sub.add_parser("send", parents=[common], help="send files or directories")
     send.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     receive = sub.add_parser("receive", parents=[common], help="receive with a code")

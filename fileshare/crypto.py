@@ -20,6 +20,7 @@ from typing import Final, Literal
 import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.public
+import nacl.utils
 from spake2 import SPAKE2_A, SPAKE2_B  # type: ignore[import-untyped]
 from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
 
@@ -185,3 +186,22 @@ def open_chunk(
     return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(
         sealed, chunk_aad(file_id, index, manifest_digest), chunk_nonce(index), key
     )
+
+
+def _ticket_key(code_secret: bytes, session_id: str) -> bytes:
+    return hkdf_sha256(code_secret, session_id.encode(), b"reconnect ticket")
+
+
+def seal_ticket(code_secret: bytes, session_id: str, data: bytes) -> bytes:
+    """Encrypt what a restarted process needs to rejoin, under a key only the code gives."""
+    nonce = nacl.utils.random(12)
+    key = _ticket_key(code_secret, session_id)
+    return nonce + sodium.crypto_aead_chacha20poly1305_ietf_encrypt(data, None, nonce, key)
+
+
+def open_ticket(code_secret: bytes, session_id: str, sealed: bytes) -> bytes | None:
+    key = _ticket_key(code_secret, session_id)
+    try:
+        return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(sealed[12:], None, sealed[:12], key)
+    except (nacl.exceptions.CryptoError, ValueError):
+        return None

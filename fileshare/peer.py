@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from aiortc import (
 
 from fileshare import crypto
 from fileshare.crypto import Role, SessionKeys
-from fileshare.signal_client import SignalClient, SignalError, payload_of
+from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
 from signaling import schema
 
 CHANNEL_LABEL = "fileshare"
@@ -44,47 +46,99 @@ def fingerprints(sdp: str) -> str:
 
 
 class Inbox:
-    """The other peer's messages, by kind, whatever order they come in."""
+    """The other peer's messages by kind, and its comings and goings, read in the background
+    so a transfer can notice the peer leaving while it is busy with the data channel."""
 
     def __init__(self, client: SignalClient) -> None:
         self.client = client
         self._stash: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self._changed = asyncio.Condition()
         self.peer_present = False
+        self.arrivals = 0  # how many times the peer has (re)joined
+        self._ended: Exception | None = None
+        self._reader = asyncio.create_task(self._read(), name="signal-inbox")
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def _read(self) -> None:
+        while self._ended is None:
+            try:
+                event = await self.client.next_event(timeout=86400)
+            except (ConnectionClosed, TimeoutError) as exc:
+                self._ended = SessionEnded(f"lost the signaling server ({exc})")
+                event = None
+            match event:
+                case schema.Relayed(type=relay_type):
+                    payload = payload_of(event)
+                    if isinstance(payload, dict):
+                        kind = (
+                            str(payload.get("kind", "")) if relay_type == "signal" else relay_type
+                        )
+                        self._stash[kind].append(payload)
+                case schema.PeerJoined():
+                    self._stash.clear()  # whatever came before belongs to the peer's last run
+                    self.peer_present = True
+                    self.arrivals += 1
+                case schema.PeerLeft():
+                    self.peer_present = False
+                case schema.SessionClosed(reason=reason):
+                    self._ended = SessionEnded(f"the session ended ({reason})")
+                case schema.Error(code=code, message=message):
+                    self._ended = SignalError(code, message)
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def until(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        """Wait until `ready()`; raises if the session ends first."""
+        async with asyncio.timeout(timeout), self._changed:
+            while not ready():
+                if self._ended is not None:
+                    raise self._ended
+                await self._changed.wait()
 
     async def expect(self, kind: str, timeout: float) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while not self._stash[kind]:
-                await self._read_one()
-            return self._stash[kind].popleft()
+        await self.until(lambda: bool(self._stash[kind]), timeout)
+        return self._stash[kind].popleft()
+
+    def has(self, kind: str) -> bool:
+        return bool(self._stash[kind])
 
     async def wait_for_peer(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while not self.peer_present:
-                await self._read_one()
+        await self.until(lambda: self.peer_present, timeout)
 
-    async def _read_one(self) -> None:
-        event = await self.client.next_event(timeout=3600)
-        match event:
-            case schema.Relayed(type=relay_type):
-                payload = payload_of(event)
-                if not isinstance(payload, dict):
-                    return
-                kind = str(payload.get("kind", "")) if relay_type == "signal" else relay_type
-                self._stash[kind].append(payload)
-            case schema.PeerJoined():
-                self.peer_present = True
-            case schema.PeerLeft():
-                self.peer_present = False
-            case schema.SessionClosed(reason=reason):
-                raise SessionEnded(f"the session ended ({reason})")
-            case schema.Error(code=code, message=message):
-                raise SignalError(code, message)
+
+class Pipe:
+    """A DataChannel whose messages are queued from the moment it exists: none is lost between
+    its opening and the transfer taking it over. `wait()` wakes on a message, on the send
+    buffer draining below its low threshold, and on close."""
+
+    def __init__(self, channel: RTCDataChannel) -> None:
+        self.channel = channel
+        self.messages: deque[str | bytes] = deque()
+        self.last_heard = time.monotonic()
+        self._event = asyncio.Event()
+        channel.on("message", self._on_message)
+        channel.on("bufferedamountlow", self._event.set)
+        channel.on("close", self._event.set)
+
+    def _on_message(self, message: str | bytes) -> None:
+        self.messages.append(message)
+        self.last_heard = time.monotonic()
+        self._event.set()
+
+    async def wait(self, timeout: float = 1.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
 
 
 @dataclass
 class Link:
     pc: RTCPeerConnection
-    channel: RTCDataChannel
+    pipe: Pipe
     epoch: int
 
     async def close(self) -> None:
@@ -143,10 +197,11 @@ class Peer:
 
     async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
         client = self.inbox.client
-        opened: asyncio.Future[RTCDataChannel] = asyncio.get_running_loop().create_future()
+        opened: asyncio.Future[Pipe] = asyncio.get_running_loop().create_future()
         if self.role == "sender":
             channel = pc.createDataChannel(CHANNEL_LABEL, ordered=True)
-            channel.on("open", lambda: _resolve(opened, channel))
+            sender_pipe = Pipe(channel)
+            channel.on("open", lambda: _resolve(opened, sender_pipe))
             await pc.setLocalDescription(await pc.createOffer())
             offer_sdp = pc.localDescription.sdp
             await client.relay("offer", {"type": "offer", "sdp": offer_sdp, "epoch": self.epoch})
@@ -159,13 +214,16 @@ class Peer:
             def on_channel(channel: RTCDataChannel) -> None:
                 if channel.label != CHANNEL_LABEL or opened.done():
                     return
+                pipe = Pipe(channel)
                 if channel.readyState == "open":
-                    _resolve(opened, channel)
+                    _resolve(opened, pipe)
                 else:
-                    channel.on("open", lambda: _resolve(opened, channel))
+                    channel.on("open", lambda: _resolve(opened, pipe))
 
             offer = await self.inbox.expect("offer", self.timeout)
             offer_sdp = str(offer.get("sdp", ""))
+            epoch = offer.get("epoch")
+            self.epoch = epoch if isinstance(epoch, int) and epoch >= 0 else self.epoch
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             answer_sdp = pc.localDescription.sdp
@@ -177,15 +235,14 @@ class Peer:
         crypto.check_confirmation(
             keys, self.peer_role, theirs.get("mac"), offer_fp, answer_fp, self.epoch
         )
-        channel = await opened
-        link = Link(pc, channel, self.epoch)
+        link = Link(pc, await opened, self.epoch)
         self.epoch += 1
         return link
 
 
-def _resolve(future: asyncio.Future[RTCDataChannel], channel: RTCDataChannel) -> None:
+def _resolve(future: asyncio.Future[Pipe], pipe: Pipe) -> None:
     if not future.done():
-        future.set_result(channel)
+        future.set_result(pipe)
 
 
 def describe_path(pc: RTCPeerConnection) -> dict[str, str]:

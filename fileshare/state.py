@@ -41,6 +41,11 @@ CREATE TABLE transfers (
     updated_at  REAL NOT NULL
 ) STRICT;
 CREATE INDEX transfers_status_updated ON transfers (status, updated_at);
+CREATE TABLE tickets (
+    session_id  TEXT PRIMARY KEY NOT NULL,
+    sealed      BLOB NOT NULL,
+    created_at  REAL NOT NULL
+) STRICT;
 """
 
 _COLUMNS = (
@@ -168,6 +173,26 @@ class TransferStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def save_ticket(self, session_id: str, sealed: bytes, now: float) -> None:
+        """A receiver's way back into its session after a restart; sealed under a key from the
+        share code (crypto.seal_ticket), so the file holds nothing usable without the code."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO tickets (session_id, sealed, created_at) VALUES (?, ?, ?)",
+                (session_id, sealed, now),
+            )
+
+    def ticket(self, session_id: str) -> bytes | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT sealed FROM tickets WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def drop_ticket(self, session_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM tickets WHERE session_id = ?", (session_id,))
 
     def get(self, file_id: str) -> TransferRecord | None:
         with self._lock:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import stat
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -23,6 +24,7 @@ from aiortc import RTCDataChannel
 
 from fileshare import names, protocol
 from fileshare.bitmap import ChunkBitmap
+from fileshare.peer import Pipe
 from fileshare.protocol import ChunkToSend, FileManifest, Receiver, Sender, TransferError
 from fileshare.state import TransferStore
 
@@ -103,18 +105,39 @@ def collect_sources(paths: list[Path], chunk_size: int = CHUNK_SIZE) -> list[Sou
     return sources
 
 
-class _Wakeup:
-    """An event that can be set from callbacks and waited on repeatedly."""
+KEEPALIVE: Final = protocol.encode(protocol.Keepalive()).decode()
 
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
 
-    def set(self) -> None:
-        self._event.set()
+class Liveness:
+    """Keepalives out every second; a ConnectionError once the peer is silent too long."""
 
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event.clear()
+    def __init__(self, pipe: Pipe, stall_seconds: float) -> None:
+        self.pipe = pipe
+        self.stall_seconds = stall_seconds
+        self.last_sent = time.monotonic()
+        pipe.last_heard = max(pipe.last_heard, self.last_sent)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.pipe.channel.readyState != "open":
+            raise ConnectionError("the data channel closed")
+        if now - self.pipe.last_heard > self.stall_seconds:
+            raise ConnectionError(f"no word from the peer for {self.stall_seconds:.0f} s")
+        if now - self.last_sent >= 1.0:
+            self.last_sent = now
+            self.pipe.channel.send(KEEPALIVE)
+
+
+@contextlib.asynccontextmanager
+async def _telling_the_peer(pipe: Pipe) -> AsyncIterator[None]:
+    """A transfer that fails here says why on the channel, so the peer stops with the reason."""
+    try:
+        yield
+    except TransferError as exc:
+        with contextlib.suppress(Exception):
+            pipe.channel.send(protocol.encode(protocol.Error(code=exc.code, message=exc.message)))
+            await asyncio.sleep(0.2)  # let it leave before the connection closes
+        raise
 
 
 @dataclass
@@ -122,6 +145,7 @@ class SendSide:
     sender: Sender
     sources: list[Source]
     events: Events
+    stall_seconds: float = 15.0
     _fds: dict[int, int] = field(default_factory=dict)
 
     def _read(self, chunk: ChunkToSend) -> bytes:
@@ -137,37 +161,30 @@ class SendSide:
             os.close(fd)
         self._fds.clear()
 
-    async def run(self, channel: RTCDataChannel) -> None:
+    async def run(self, pipe: Pipe) -> None:
         """Drive one connection until every file is confirmed, or the channel fails."""
-        wake = _Wakeup()
-        failure: list[BaseException] = []
+        async with _telling_the_peer(pipe):
+            await self._run(pipe)
+
+    async def _run(self, pipe: Pipe) -> None:
+        channel = pipe.channel
         channel.bufferedAmountLowThreshold = LOW_WATER
-
-        def on_message(message: str | bytes) -> None:
-            try:
-                if isinstance(message, bytes):
-                    raise TransferError("unexpected", "the receiver sent binary data")
-                self.sender.on_control(protocol.decode(message))
-            except TransferError as exc:
-                failure.append(exc)
-            wake.set()
-
-        channel.on("message", on_message)
-        channel.on("bufferedamountlow", wake.set)
-        channel.on("close", wake.set)
+        alive = Liveness(pipe, self.stall_seconds)
         self.sender.start()
         reported = 0.0
         while not self.sender.done:
-            if failure:
-                raise failure[0]
-            if channel.readyState != "open":
-                raise ConnectionError("the data channel closed")
+            while pipe.messages:
+                message = pipe.messages.popleft()
+                if isinstance(message, bytes):
+                    raise TransferError("unexpected", "the receiver sent binary data")
+                self.sender.on_control(protocol.decode(message))
+            alive.tick()
             if channel.bufferedAmount > HIGH_WATER:
-                await wake.wait()
+                await pipe.wait()
                 continue
             item = self.sender.next_item()
             if item is None:
-                await wake.wait()
+                await pipe.wait()
             elif isinstance(item, ChunkToSend):
                 channel.send(self.sender.seal(item, self._read(item)))
             else:
@@ -199,7 +216,9 @@ class ReceiveSide:
         out_dir: Path,
         overwrite: bool,
         events: Events,
+        stall_seconds: float = 15.0,
     ) -> None:
+        self.stall_seconds = stall_seconds
         self.receiver = receiver
         self.store = store
         self.out_dir = out_dir
@@ -215,26 +234,20 @@ class ReceiveSide:
                 os.close(item.fd)
         self._open.clear()
 
-    async def run(self, channel: RTCDataChannel) -> None:
-        wake = _Wakeup()
-        inbox: list[str | bytes] = []
+    async def run(self, pipe: Pipe) -> None:
+        async with _telling_the_peer(pipe):
+            await self._run(pipe)
 
-        def on_message(message: str | bytes) -> None:
-            inbox.append(message)
-            wake.set()
-
-        channel.on("message", on_message)
-        channel.on("close", wake.set)
+    async def _run(self, pipe: Pipe) -> None:
+        channel = pipe.channel
+        alive = Liveness(pipe, self.stall_seconds)
         last_flush = time.monotonic()
         while not self._finished:
-            if not inbox:
-                if channel.readyState != "open":
-                    raise ConnectionError("the data channel closed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), FLUSH_SECONDS)
-            batch, inbox[:] = list(inbox), []
-            for message in batch:
-                await self._handle(channel, message)
+            alive.tick()
+            if not pipe.messages:
+                await pipe.wait(FLUSH_SECONDS)
+            while pipe.messages and not self._finished:
+                await self._handle(channel, pipe.messages.popleft())
             if time.monotonic() - last_flush >= FLUSH_SECONDS or self._flush_due():
                 await self._flush_all(channel)
                 last_flush = time.monotonic()
@@ -243,7 +256,7 @@ class ReceiveSide:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LINGER_SECONDS):
                 while channel.readyState == "open":
-                    await wake.wait()
+                    await pipe.wait()
 
     def _flush_due(self) -> bool:
         return any(o.written_since_flush >= FLUSH_BYTES for o in self._open.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import sys
 
@@ -43,6 +44,17 @@ async def serve(cfg: config_module.Config) -> None:
     log.info("stopped")
 
 
+def raise_open_files_limit() -> int:
+    """Every client holds a socket, and the usual soft limit (1024) would cap an instance far
+    below its capacity: take the soft limit up to the hard one. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_module.load(argv)
@@ -50,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fileshare-signal: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_level, cfg.log_json)
+    raise_open_files_limit()
     with contextlib.suppress(ImportError):
         import uvloop
 

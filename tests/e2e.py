@@ -4,6 +4,7 @@ network namespace (only `lo`), so the peers' ICE traffic cannot leave it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -114,6 +115,25 @@ class Lab:
 
     def receive(self, code: str, out: Path, *extra: str, state: str = "state") -> Client:
         return self.run("receive", "--out", str(out), *extra, code, state=state, name="recv")
+
+    @contextlib.contextmanager
+    def udp_cut(self) -> Iterator[None]:
+        """Drop every UDP packet in the namespace (a rule, not a link down), then restore."""
+        table = f"{netns.RUN_PREFIX}_cut"
+        nft = [*netns.in_namespace(self.namespace), "nft"]
+        subprocess.run([*nft, "add", "table", "inet", table], check=True, timeout=10)
+        try:
+            subprocess.run(
+                [*nft, "add chain inet", table, "c { type filter hook output priority 0; }"],
+                check=True,
+                timeout=10,
+            )
+            subprocess.run(
+                [*nft, "add rule inet", table, "c meta l4proto udp drop"], check=True, timeout=10
+            )
+            yield
+        finally:
+            subprocess.run([*nft, "delete", "table", "inet", table], check=True, timeout=10)
 
     def close(self) -> None:
         for client in self.clients:

@@ -3,16 +3,17 @@ signaling server, inside an isolated namespace."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fileshare.transfer import CHUNK_SIZE
+from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
 from tests.conftest import require_binary, require_root
-from tests.e2e import Lab, make_lab, sha256, tree
+from tests.e2e import Client, Lab, make_lab, sha256, tree
 
 
 @pytest.fixture
@@ -84,3 +85,59 @@ async def test_wrong_code_fails_authentication_on_both_sides(lab: Lab, tmp_path:
         error = client.first("error")
         assert error is not None and error["code"] == "authentication_failed"
     assert not out.exists() or not any(out.iterdir())
+
+
+def big_file(path: Path, mib: int) -> Path:
+    with path.open("wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1024 * 1024))
+    return path
+
+
+async def wait_progress(client: Client, fraction: float, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        done = [e for e in client.events() if e["event"] == "progress" and e["total"]]
+        if done and done[-1]["done"] >= fraction * done[-1]["total"]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the transfer made no progress")
+
+
+async def test_killed_receiver_resumes_with_the_same_command(lab: Lab, tmp_path: Path) -> None:
+    src = big_file(tmp_path / "big.bin", 64)
+    out = tmp_path / "out"
+    sender, code = await lab.send(src, extra=("--stall-timeout", "5"))
+    first = lab.receive(code, out)
+    await wait_progress(first, 0.3)
+    first.kill()  # kill -9: no goodbye, no flush
+    assert list(out.glob("*.part")), "the partial file is kept for the resume"
+    second = lab.receive(code, out)
+    assert await second.wait() == 0, second.err.read_text()
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert sha256(out / "big.bin") == sha256(src)
+    resumed = second.first("file")
+    assert resumed is not None and resumed["resumed"] > 0
+    done = sender.first("done")
+    assert done is not None
+    sent_twice = done["chunksSent"] - done["chunks"]
+    # At most what was written since the last durable flush plus what was in flight.
+    bound = (FLUSH_BYTES + 4 * HIGH_WATER) // CHUNK_SIZE
+    assert 0 <= sent_twice <= bound, (sent_twice, bound)
+
+
+async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> None:
+    require_binary("nft")
+    src = big_file(tmp_path / "big.bin", 48)
+    out = tmp_path / "out"
+    sender, code = await lab.send(src, extra=("--stall-timeout", "2"))
+    receiver = lab.receive(code, out, "--stall-timeout", "2")
+    await wait_progress(receiver, 0.2)
+    with lab.udp_cut():  # every UDP packet dropped: the ICE path is gone, signaling is not
+        await asyncio.sleep(4)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert sha256(out / "big.bin") == sha256(src)
+    assert sender.first("reconnecting") is not None and receiver.first("reconnecting") is not None
+    epochs = {e["epoch"] for e in receiver.events() if e["event"] == "connected"}
+    assert len(epochs) >= 2
