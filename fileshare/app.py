@@ -29,6 +29,7 @@ from signaling import schema
 
 ConfirmSas = Callable[[str], Awaitable[bool]]
 STATE_MAX_AGE: Final = 7 * 86400.0
+WORK_GRACE_SECONDS: Final = 1.0
 
 
 @dataclass
@@ -71,13 +72,15 @@ async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]])
     """Run `work` unless `interrupt` completes first (then PeerGone or ConnectionError)."""
     work_task = asyncio.ensure_future(work)
     watch_task = asyncio.ensure_future(interrupt())
-    done, _ = await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    if not work_task.done():  # a failing transfer may be telling the peer why: let it finish
+        await asyncio.wait({work_task}, timeout=WORK_GRACE_SECONDS)
     for task in (work_task, watch_task):
-        if task not in done:
+        if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-    if work_task in done:
+    if work_task.done() and not work_task.cancelled():
         work_task.result()
         return
     watch_task.result()

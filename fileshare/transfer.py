@@ -134,8 +134,11 @@ async def _telling_the_peer(pipe: Pipe) -> AsyncIterator[None]:
     try:
         yield
     except TransferError as exc:
+        if exc.code.startswith("peer_"):  # the peer told us; it needs no answer
+            raise
         with contextlib.suppress(Exception):
-            pipe.channel.send(protocol.encode(protocol.Error(code=exc.code, message=exc.message)))
+            error = protocol.Error(code=exc.code, message=exc.message)
+            pipe.channel.send(protocol.encode(error).decode())
             await asyncio.sleep(0.2)  # let it leave before the connection closes
         raise
 

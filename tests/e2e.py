@@ -81,8 +81,16 @@ class Lab:
         self.workdir = workdir
         self.server = server
         self.clients: list[Client] = []
+        self.relays: list[subprocess.Popen[bytes]] = []
 
-    def run(self, *args: str, state: str = "state", name: str = "client") -> Client:
+    def run(
+        self,
+        *args: str,
+        state: str = "state",
+        name: str = "client",
+        program: tuple[str, ...] = ("fileshare",),
+        server: str | None = None,
+    ) -> Client:
         index = len(self.clients)
         out = self.workdir / f"{name}-{index}.out"
         err = self.workdir / f"{name}-{index}.err"
@@ -93,11 +101,11 @@ class Lab:
                     *netns.in_namespace(self.namespace),
                     sys.executable,
                     "-m",
-                    "fileshare",
+                    *program,
                     args[0],
                     "--json",
                     "--server",
-                    self.server.url,
+                    server or self.server.url,
                     *args[1:],
                 ],
                 stdout=out_file,
@@ -108,13 +116,45 @@ class Lab:
         self.clients.append(client)
         return client
 
-    async def send(self, *paths: Path, extra: tuple[str, ...] = ()) -> tuple[Client, str]:
-        sender = self.run("send", *extra, *map(str, paths), name="send")
+    async def send(
+        self,
+        *paths: Path,
+        extra: tuple[str, ...] = (),
+        program: tuple[str, ...] = ("fileshare",),
+        server: str | None = None,
+    ) -> tuple[Client, str]:
+        sender = self.run(
+            "send", *extra, *map(str, paths), name="send", program=program, server=server
+        )
         code = (await sender.wait_event("code"))["code"]
         return sender, code
 
-    def receive(self, code: str, out: Path, *extra: str, state: str = "state") -> Client:
-        return self.run("receive", "--out", str(out), *extra, code, state=state, name="recv")
+    def receive(
+        self, code: str, out: Path, *extra: str, state: str = "state", server: str | None = None
+    ) -> Client:
+        return self.run(
+            "receive", "--out", str(out), *extra, code, state=state, name="recv", server=server
+        )
+
+    def mitm_relay(self, mode: str) -> str:
+        """Start tests.mitm_relay in the namespace before the real server; returns its URL."""
+        proc = subprocess.Popen(
+            [
+                *netns.in_namespace(self.namespace),
+                sys.executable,
+                "-m",
+                "tests.mitm_relay",
+                "--upstream",
+                self.server.url,
+                "--mode",
+                mode,
+            ],
+            stdout=subprocess.PIPE,
+        )
+        self.relays.append(proc)
+        assert proc.stdout is not None
+        port = json.loads(proc.stdout.readline())["port"]
+        return f"ws://127.0.0.1:{port}/ws"
 
     @contextlib.contextmanager
     def udp_cut(self) -> Iterator[None]:
@@ -138,6 +178,8 @@ class Lab:
     def close(self) -> None:
         for client in self.clients:
             client.kill()
+        for relay in self.relays:
+            stop(relay)
 
 
 def make_lab(workdir: Path) -> Iterator[Lab]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,68 @@ async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> N
     assert sender.first("reconnecting") is not None and receiver.first("reconnecting") is not None
     epochs = {e["epoch"] for e in receiver.events() if e["event"] == "connected"}
     assert len(epochs) >= 2
+
+
+@pytest.mark.parametrize("mode", ["swap-key", "swap-fingerprint"])
+async def test_tampering_relay_fails_both_sides(lab: Lab, tmp_path: Path, mode: str) -> None:
+    src = tmp_path / "secret.txt"
+    src.write_text("secret")
+    relay = lab.mitm_relay(mode)
+    sender, code = await lab.send(src, server=relay)
+    out = tmp_path / "out"
+    receiver = lab.receive(code, out, server=relay)
+    assert await receiver.wait() == 3
+    assert await sender.wait() == 3
+    for client in (sender, receiver):
+        error = client.first("error")
+        assert error is not None and error["code"] == "authentication_failed"
+        assert "authentication failed" in error["message"]
+    assert not out.exists() or not any(out.iterdir())
+
+
+async def test_tampered_chunk_is_refused_and_nothing_is_lost(lab: Lab, tmp_path: Path) -> None:
+    src = big_file(tmp_path / "data.bin", 1)
+    sender, code = await lab.send(src, program=("tests.hostile_sender", "tamper"))
+    out = tmp_path / "out"
+    receiver = lab.receive(code, out)
+    assert await receiver.wait() == 1
+    assert await sender.wait() == 1
+    error = receiver.first("error")
+    assert error is not None and error["code"] == "tampered"
+    sender_error = sender.first("error")
+    assert sender_error is not None and "altered" in sender_error["message"]
+    assert not (out / "data.bin").exists()  # never given its final name
+    assert (out / "data.bin.part").exists()  # chunks that did verify are kept for a resume
+
+
+async def test_traversal_name_is_refused(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    src = tmp_path / "src" / "innocent.txt"
+    src.write_text("payload")
+    sender, code = await lab.send(src, program=("tests.hostile_sender", "traversal"))
+    out = tmp_path / "in" / "out"
+    receiver = lab.receive(code, out)
+    assert await receiver.wait() == 1
+    await sender.wait()
+    error = receiver.first("error")
+    assert error is not None and error["code"] == "unsafe_name"
+    assert not (tmp_path / "in" / "escape.txt").exists()
+    assert not any(out.iterdir())
+
+
+async def test_full_disk_is_refused_before_writing(lab: Lab, tmp_path: Path) -> None:
+    src = big_file(tmp_path / "big.bin", 8)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    try:
+        sender, code = await lab.send(src)
+        receiver = lab.receive(code, small / "out")
+        assert await receiver.wait() == 5
+        assert await sender.wait() == 1
+        error = receiver.first("error")
+        assert error is not None and error["code"] == "disk_full"
+        assert "not enough space" in error["message"]
+        assert not (small / "out" / "big.bin").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
