@@ -9,7 +9,7 @@ APT_PACKAGES := redis-server haproxy nftables iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps lab test lint loadtest bench-signaling clean
+.PHONY: all deps lab test lint loadtest bench bench-signaling clean
 
 all: test
 
@@ -46,6 +46,10 @@ lab: deps
 # e.g. LOADTEST_ARGS='--run-time 60 --users 60' or '--host wss://signal.example.org/ws'.
 loadtest: deps
 	$(PY) -m loadtest $(LOADTEST_ARGS)
+
+# fileshare against a bare aiortc DataChannel, 256 MiB, then a 1 GiB run for peak memory (root).
+bench: deps
+	$(PY) -m fileshare.bench $(BENCH_ARGS)
 
 # Capacity of one instance (and three with redis) on this machine, against a bare echo server.
 bench-signaling: deps
