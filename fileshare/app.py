@@ -24,7 +24,7 @@ from fileshare.peer import Inbox, Link, Peer, describe_path
 from fileshare.protocol import Receiver, Sender
 from fileshare.signal_client import SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path
-from fileshare.transfer import Events, ReceiveSide, SendSide, collect_sources
+from fileshare.transfer import CHUNK_SIZE, Events, ReceiveSide, SendSide, collect_sources
 from signaling import schema
 
 ConfirmSas = Callable[[str], Awaitable[bool]]
@@ -39,6 +39,7 @@ class Options:
     wait_for_peer: float = 3600.0
     reconnects: int = 20
     stall_seconds: float = 15.0
+    chunk_size: int = CHUNK_SIZE
     confirm_sas: ConfirmSas | None = None
     state_path: Path = field(default_factory=default_state_path)
 
@@ -111,7 +112,7 @@ async def _epochs(
 
 
 async def send(paths: list[Path], events: Events, options: Options) -> None:
-    sources = await asyncio.to_thread(collect_sources, paths)
+    sources = await asyncio.to_thread(collect_sources, paths, options.chunk_size)
     events.emit("prepared", files=len(sources), bytes=sum(s.manifest.size for s in sources))
     async with await SignalClient.connect(options.server) as client:
         created = await client.create(access="code")

@@ -106,10 +106,20 @@ def bare(namespace: str, server: SignalProcess, size: int) -> Run:
     return Run(float(result[-1]["seconds"]), sender_rss.result(), receiver_rss.result())  # type: ignore[arg-type]
 
 
-def fileshare(namespace: str, server: SignalProcess, source: Path, workdir: Path) -> Run:
+def fileshare(
+    namespace: str, server: SignalProcess, source: Path, workdir: Path, *extra: str
+) -> Run:
     env = {"FILESHARE_STATE_DIR": str(workdir / "state")}
     sender = _spawn(
-        namespace, "fileshare", "send", "--json", "--server", server.url, str(source), env=env
+        namespace,
+        "fileshare",
+        "send",
+        "--json",
+        "--server",
+        server.url,
+        *extra,
+        str(source),
+        env=env,
     )
     sender_rss = PeakRss(sender.pid)
     assert sender.stdout is not None
@@ -155,6 +165,10 @@ async def _server(workdir: Path, namespace: str) -> SignalProcess:
     return await start_signal(workdir / "signal.log", prefix=tuple(netns.in_namespace(namespace)))
 
 
+def _median(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+
+
 def _line(label: str, run: Run, size: int) -> None:
     print(
         f"  {label:<26}{run.rate(size):7.2f} MB/s  peak RSS sender {run.sender_rss / MIB:6.1f} MB,"
@@ -166,13 +180,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=256, help="size of the compared transfer")
     parser.add_argument(
-        "--rss-mib",
-        type=int,
-        default=1024,
-        help="size of the extra fileshare run that checks memory (0: skip)",
+        "--rss-mib", type=int, default=1024, help="size of a further fileshare run for memory"
+    )
+    parser.add_argument(
+        "--chunk-sizes", default="", help="comma-separated chunk sizes to compare fileshare at"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="alternating runs of each; medians are reported"
     )
     args = parser.parse_args()
     size = args.mib * MIB
+    sweep: list[tuple[int, Run]] = []
     with (
         tempfile.TemporaryDirectory(prefix="fs-bench-") as tmp,
         netns.isolated_loopback("bench") as namespace,
@@ -181,8 +199,14 @@ def main() -> int:
         server = asyncio.run(_server(workdir, namespace))
         try:
             source = _random_file(workdir / "bench.bin", size)
-            base = bare(namespace, server, size)
-            ours = fileshare(namespace, server, source, workdir)
+            bares, ours_runs = [], []
+            for _ in range(args.repeat):  # alternate, so drift on a shared machine hits both
+                bares.append(bare(namespace, server, size))
+                ours_runs.append(fileshare(namespace, server, source, workdir))
+            base, ours = _median(bares), _median(ours_runs)
+            for chunk in (int(c) for c in args.chunk_sizes.split(",") if c):
+                run = fileshare(namespace, server, source, workdir, "--chunk-size", str(chunk))
+                sweep.append((chunk, run))
             source.unlink()
             big = None
             if args.rss_mib:
@@ -190,11 +214,18 @@ def main() -> int:
                 big = fileshare(namespace, server, big_source, workdir)
         finally:
             stop(server.proc)
-    print(f"transfer of {args.mib} MiB on loopback (isolated namespace), 2 processes each, uvloop")
+    print(
+        f"transfer of {args.mib} MiB on loopback (isolated namespace), 2 processes each, uvloop;"
+        f" median of {args.repeat} alternating runs"
+    )
+    print("  bare runs (MB/s):      " + " ".join(f"{r.rate(size):.2f}" for r in bares))
+    print("  fileshare runs (MB/s): " + " ".join(f"{r.rate(size):.2f}" for r in ours_runs))
     _line("bare aiortc DataChannel", base, size)
     _line("fileshare", ours, size)
     ratio = ours.rate(size) / base.rate(size)
     print(f"  {'ratio fileshare / bare':<26}{ratio:7.2f}   (target >= 0.9)")
+    for chunk, run in sweep:
+        _line(f"fileshare, chunk {chunk}", run, size)
     if big is not None:
         _line(f"fileshare {args.rss_mib} MiB", big, args.rss_mib * MIB)
         print("  (peak RSS target: under 150 MB per side, whatever the file size)")

@@ -24,10 +24,10 @@ from fileshare.code import BadCode
 from fileshare.crypto import AuthenticationFailed
 from fileshare.names import UnsafeName, display_name, human_size
 from fileshare.peer import SessionEnded
-from fileshare.protocol import TransferError
+from fileshare.protocol import MAX_CHUNK, TransferError
 from fileshare.signal_client import ConnectionClosed, SignalError
 from fileshare.state import TransferStore, default_state_path
-from fileshare.transfer import Events
+from fileshare.transfer import CHUNK_SIZE, Events
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
@@ -128,6 +128,7 @@ def _options(args: argparse.Namespace) -> app.Options:
         server=args.server,
         timeout=args.timeout,
         stall_seconds=args.stall_timeout,
+        chunk_size=getattr(args, "chunk_size", CHUNK_SIZE),
         confirm_sas=_ask if args.verify else None,
         state_path=default_state_path(),
     )
@@ -226,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send = sub.add_parser("send", parents=[common], help="send files or directories")
     send.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    send.add_argument(
+        "--chunk-size",
+        type=int,
+        default=CHUNK_SIZE,
+        help=f"bytes of file data per message, 1 to {MAX_CHUNK} (default: %(default)s)",
+    )
     receive = sub.add_parser("receive", parents=[common], help="receive with a code")
     receive.add_argument("code", help="the code the sender shows, or its fileshare:// link")
     receive.add_argument("--out", default=".", help="directory to save into (default: .)")
@@ -239,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "send" and not 1 <= args.chunk_size <= MAX_CHUNK:
+        parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
     if args.command == "transfers":
         return _transfers(args)
     with contextlib.suppress(ImportError):
