@@ -141,6 +141,17 @@ def _fail(events: Events, code: int, kind: str, message: str) -> int:
     return code
 
 
+def _code(args: argparse.Namespace) -> str:
+    """The code from the argument, FILESHARE_CODE, or a prompt (not echoed to the history)."""
+    if args.code:
+        return str(args.code)
+    if os.environ.get("FILESHARE_CODE"):
+        return os.environ["FILESHARE_CODE"]
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().strip()
+    return input("Code: ").strip()
+
+
 def _run(args: argparse.Namespace) -> int:
     events = _events(args)
     try:
@@ -148,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
             asyncio.run(app.send(args.paths, events, _options(args)))
         else:
             out = Path(args.out)
-            asyncio.run(app.receive(args.code, out, args.overwrite, events, _options(args)))
+            code = _code(args)
+            asyncio.run(app.receive(code, out, args.overwrite, events, _options(args)))
     except KeyboardInterrupt:
         return _fail(events, EXIT_INTERRUPTED, "interrupted", "interrupted")
     except (BadCode, ValueError, FileNotFoundError, UnsafeName) as exc:
@@ -160,8 +172,8 @@ def _run(args: argparse.Namespace) -> int:
     except app.Refused as exc:
         return _fail(events, EXIT_AUTH, "not_confirmed", str(exc))
     except TransferError as exc:
-        code = EXIT_DISK if exc.code in ("disk_full", "disk") else EXIT_FAILED
-        return _fail(events, code, exc.code, exc.message)
+        status = EXIT_DISK if exc.code in ("disk_full", "disk") else EXIT_FAILED
+        return _fail(events, status, exc.code, exc.message)
     except SignalError as exc:
         message = (
             ("no such session: check the code (it works once, and only while the sender waits)")
@@ -234,7 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"bytes of file data per message, 1 to {MAX_CHUNK} (default: %(default)s)",
     )
     receive = sub.add_parser("receive", parents=[common], help="receive with a code")
-    receive.add_argument("code", help="the code the sender shows, or its fileshare:// link")
+    receive.add_argument(
+        "code",
+        nargs="?",
+        help="the code the sender shows, or its fileshare:// link; leave it out to be asked "
+        "(or set FILESHARE_CODE), which keeps it out of the process list",
+    )
     receive.add_argument("--out", default=".", help="directory to save into (default: .)")
     receive.add_argument(
         "--overwrite",

@@ -262,7 +262,12 @@ class ReceiveSide:
                     await pipe.wait()
 
     def _flush_due(self) -> bool:
-        return any(o.written_since_flush >= FLUSH_BYTES for o in self._open.values())
+        """Every FLUSH_BYTES, and at once when a file is whole (its verification waits on it)."""
+        return any(
+            o.written_since_flush >= FLUSH_BYTES
+            or (o.written_since_flush and self.receiver.file(file_id).received.complete)
+            for file_id, o in self._open.items()
+        )
 
     async def _handle(self, channel: RTCDataChannel, message: str | bytes) -> None:
         if isinstance(message, bytes):

@@ -90,11 +90,12 @@ class Lab:
         name: str = "client",
         program: tuple[str, ...] = ("fileshare",),
         server: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> Client:
         index = len(self.clients)
         out = self.workdir / f"{name}-{index}.out"
         err = self.workdir / f"{name}-{index}.err"
-        env = {**os.environ, "FILESHARE_STATE_DIR": str(self.workdir / state)}
+        full_env = {**os.environ, "FILESHARE_STATE_DIR": str(self.workdir / state), **(env or {})}
         with out.open("wb") as out_file, err.open("wb") as err_file:
             proc = subprocess.Popen(
                 [
@@ -110,7 +111,7 @@ class Lab:
                 ],
                 stdout=out_file,
                 stderr=err_file,
-                env=env,
+                env=full_env,
             )
         client = Client(proc, out, err)
         self.clients.append(client)
@@ -130,11 +131,18 @@ class Lab:
         return sender, code
 
     def receive(
-        self, code: str, out: Path, *extra: str, state: str = "state", server: str | None = None
+        self,
+        code: str,
+        out: Path,
+        *extra: str,
+        state: str = "state",
+        server: str | None = None,
+        code_in_argv: bool = False,
     ) -> Client:
-        return self.run(
-            "receive", "--out", str(out), *extra, code, state=state, name="recv", server=server
-        )
+        """By default the code goes in FILESHARE_CODE, out of the process list."""
+        args = ("receive", "--out", str(out), *extra, *([code] if code_in_argv else []))
+        env = {} if code_in_argv else {"FILESHARE_CODE": code}
+        return self.run(*args, state=state, name="recv", server=server, env=env)
 
     def mitm_relay(self, mode: str) -> str:
         """Start tests.mitm_relay in the namespace before the real server; returns its URL."""

@@ -24,9 +24,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     yield from make_lab(tmp_path)
 
 
-async def transfer(lab: Lab, out: Path, *paths: Path) -> None:
+async def transfer(lab: Lab, out: Path, *paths: Path, code_in_argv: bool = False) -> None:
     sender, code = await lab.send(*paths)
-    receiver = lab.receive(code, out)
+    receiver = lab.receive(code, out, code_in_argv=code_in_argv)
     assert await receiver.wait() == 0, receiver.err.read_text()
     assert await sender.wait() == 0, sender.err.read_text()
     sas = {c.first("sas")["words"] for c in (sender, receiver)}  # type: ignore[index]
@@ -44,7 +44,7 @@ async def test_edge_sizes_and_a_tree(lab: Lab, tmp_path: Path) -> None:
     (src / "tree" / "sub" / "deeper" / "notes.txt").write_text("résumé ✓\n")
     (src / "single.bin").write_bytes(os.urandom(3 * CHUNK_SIZE + 5))
     out = tmp_path / "out"
-    await transfer(lab, out, src / "tree", src / "single.bin")
+    await transfer(lab, out, src / "tree", src / "single.bin", code_in_argv=True)
     assert tree(out / "tree") == tree(src / "tree")
     assert sha256(out / "single.bin") == sha256(src / "single.bin")
     assert not list(out.rglob("*.part"))
