@@ -40,6 +40,8 @@ class Options:
     reconnects: int = 20
     stall_seconds: float = 15.0
     chunk_size: int = CHUNK_SIZE
+    relay_only: bool = False
+    extra_ice_servers: list[schema.IceServer] = field(default_factory=list)
     confirm_sas: ConfirmSas | None = None
     state_path: Path = field(default_factory=default_state_path)
 
@@ -61,7 +63,8 @@ async def _authenticate(
     events: Events,
     options: Options,
 ) -> tuple[Peer, SessionKeys]:
-    peer = Peer(role, inbox, session_id, secret, servers, options.timeout)
+    servers = [*options.extra_ice_servers, *servers]  # aiortc uses the first STUN and TURN URL
+    peer = Peer(role, inbox, session_id, secret, servers, options.timeout, options.relay_only)
     keys = await peer.authenticate()
     events.emit("sas", words=keys.sas)
     if options.confirm_sas is not None and not await options.confirm_sas(keys.sas):

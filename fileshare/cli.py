@@ -28,6 +28,7 @@ from fileshare.protocol import MAX_CHUNK, TransferError
 from fileshare.signal_client import ConnectionClosed, SignalError
 from fileshare.state import TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events
+from signaling import schema
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
@@ -129,9 +130,25 @@ def _options(args: argparse.Namespace) -> app.Options:
         timeout=args.timeout,
         stall_seconds=args.stall_timeout,
         chunk_size=getattr(args, "chunk_size", CHUNK_SIZE),
+        relay_only=args.relay_only,
+        extra_ice_servers=_ice_servers(args),
         confirm_sas=_ask if args.verify else None,
         state_path=default_state_path(),
     )
+
+
+def _ice_servers(args: argparse.Namespace) -> list[schema.IceServer]:
+    """STUN and TURN servers of the user's own, tried before the signaling server's."""
+    servers = [schema.IceServer(urls=[url]) for url in args.stun]
+    if args.turn:
+        servers.append(
+            schema.IceServer(
+                urls=list(args.turn),
+                username=args.turn_user,
+                credential=os.environ.get("FILESHARE_TURN_PASSWORD", ""),
+            )
+        )
+    return servers
 
 
 def _fail(events: Events, code: int, kind: str, message: str) -> int:
@@ -230,6 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for each step of connecting (default: 60)",
     )
     common.add_argument("--no-qr", action="store_true", help="do not print a QR code")
+    common.add_argument(
+        "--stun",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a STUN server of your own, e.g. stun:stun.example.org:3478",
+    )
+    common.add_argument(
+        "--turn",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a TURN server of your own, e.g. turn:turn.example.org:3478"
+        "?transport=udp (password in FILESHARE_TURN_PASSWORD)",
+    )
+    common.add_argument(
+        "--turn-user", default=os.environ.get("FILESHARE_TURN_USER"), help="user name for --turn"
+    )
+    common.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="use relay (TURN) candidates only, so the peer never learns your addresses",
+    )
     common.add_argument(
         "--stall-timeout",
         type=float,

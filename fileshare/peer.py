@@ -20,6 +20,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -146,12 +147,20 @@ class Link:
             await self.pc.close()
 
 
-def rtc_configuration(servers: list[schema.IceServer]) -> RTCConfiguration:
-    """Always an explicit list: given none, aiortc would ask a public STUN server."""
+def rtc_configuration(
+    servers: list[schema.IceServer], relay_only: bool = False
+) -> RTCConfiguration:
+    """Always an explicit list: given none, aiortc would ask a public STUN server. With
+    `relay_only`, only relay candidates are gathered and used, so the peer never learns this
+    machine's addresses."""
+    if relay_only and not any(u.startswith(("turn:", "turns:")) for s in servers for u in s.urls):
+        raise ValueError("--relay-only needs a TURN server (from the signaling server or --turn)")
+    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
     return RTCConfiguration(
         iceServers=[
             RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers
-        ]
+        ],
+        iceTransportPolicy=policy,
     )
 
 
@@ -164,7 +173,9 @@ class Peer:
         code_secret: bytes,
         ice_servers: list[schema.IceServer],
         timeout: float = 60.0,
+        relay_only: bool = False,
     ) -> None:
+        self.relay_only = relay_only
         self.role = role
         self.inbox = inbox
         self.ice_servers = ice_servers
@@ -187,7 +198,7 @@ class Peer:
     async def connect(self) -> Link:
         """A new peer connection for this epoch, authenticated end to end."""
         assert self.keys is not None
-        pc = RTCPeerConnection(rtc_configuration(self.ice_servers))
+        pc = RTCPeerConnection(rtc_configuration(self.ice_servers, self.relay_only))
         try:
             return await asyncio.wait_for(self._connect(pc, self.keys), self.timeout)
         except BaseException:

@@ -200,3 +200,54 @@ def haproxy(workdir: Path, backend_ports: list[int]) -> Iterator[int]:
         yield port
     finally:
         stop(proc)
+
+
+TURN_TEST_CONFIG = """\
+listening-ip={address}
+relay-ip={address}
+listening-port={port}
+min-port=49152
+max-port=49999
+use-auth-secret
+static-auth-secret={secret}
+realm=fileshare.test
+fingerprint
+no-cli
+no-tls
+no-dtls
+no-multicast-peers
+no-software-attribute
+allowed-peer-ip={address}
+simple-log
+log-file=stdout
+pidfile={workdir}/turnserver.pid
+userdb={workdir}/turndb
+"""
+
+
+@contextlib.contextmanager
+def turn_server(
+    workdir: Path, address: str, secret: str, prefix: tuple[str, ...] = (), port: int = 3478
+) -> Iterator[str]:
+    """A minimal coturn on `address` (inside a namespace, via `prefix`) using the TURN REST
+    secret; yields its turn: URL. Only `address` is an allowed peer: it relays nowhere else."""
+    config = workdir / "turnserver.conf"
+    config.write_text(
+        TURN_TEST_CONFIG.format(address=address, port=port, secret=secret, workdir=workdir)
+    )
+    log_path = workdir / "turnserver.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*prefix, find_program("turnserver"), "-c", str(config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while "Total General servers" not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"turnserver did not start:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"turn:{address}:{port}?transport=udp"
+    finally:
+        stop(proc)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from netsim import netns
-from netsim.processes import SignalProcess, start_signal, stop
+from netsim.processes import SignalProcess, start_signal, stop, turn_server
 
 
 def sha256(path: Path) -> str:
@@ -190,11 +190,17 @@ class Lab:
             stop(relay)
 
 
-def make_lab(workdir: Path) -> Iterator[Lab]:
-    with netns.isolated_loopback("e2e") as namespace:
-        server = asyncio.run(
-            start_signal(workdir / "signal.log", prefix=tuple(netns.in_namespace(namespace)))
-        )
+def make_lab(workdir: Path, turn: bool = False) -> Iterator[Lab]:
+    """A lab; with `turn`, a coturn in the namespace whose credentials the server hands out."""
+    with netns.isolated_loopback("e2e") as namespace, contextlib.ExitStack() as stack:
+        prefix = tuple(netns.in_namespace(namespace))
+        args: tuple[str, ...] = ()
+        env: dict[str, str] = {}
+        if turn:
+            secret = "test-turn-secret"
+            url = stack.enter_context(turn_server(workdir, netns.HOST_ADDRESS, secret, prefix))
+            args, env = ("--turn-urls", url), {"FILESHARE_TURN_SECRET": secret}
+        server = asyncio.run(start_signal(workdir / "signal.log", *args, env=env, prefix=prefix))
         lab = Lab(namespace, workdir, server)
         try:
             yield lab

@@ -207,3 +207,25 @@ async def test_full_disk_is_refused_before_writing(lab: Lab, tmp_path: Path) -> 
         assert not (small / "out" / "big.bin").exists()
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.fixture
+def turn_lab(tmp_path: Path) -> Iterator[Lab]:
+    require_root()
+    require_binary("ip")
+    require_binary("turnserver")
+    yield from make_lab(tmp_path, turn=True)
+
+
+async def test_relay_only_goes_through_coturn(turn_lab: Lab, tmp_path: Path) -> None:
+    src = big_file(tmp_path / "data.bin", 4)
+    sender, code = await turn_lab.send(src, extra=("--relay-only",))
+    out = tmp_path / "out"
+    receiver = turn_lab.receive(code, out, "--relay-only")
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert sha256(out / "data.bin") == sha256(src)
+    for client in (sender, receiver):
+        path = client.first("connected")["path"]  # type: ignore[index]
+        assert (path["local"], path["remote"]) == ("relay", "relay"), path
+    assert "session" in (tmp_path / "turnserver.log").read_text().lower()
