@@ -120,7 +120,9 @@ def _events(args: argparse.Namespace) -> Events:
 
 
 async def _ask(words: str) -> bool:
-    answer = await asyncio.to_thread(input, f"Do both sides show '{words}'? [y/N] ")
+    """The question goes to stderr, so stdout stays clean JSON with --json."""
+    print(f"Do both sides show '{words}'? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = await asyncio.to_thread(sys.stdin.readline)
     return answer.strip().lower() in {"y", "yes"}
 
 
@@ -166,7 +168,8 @@ def _code(args: argparse.Namespace) -> str:
         return os.environ["FILESHARE_CODE"]
     if not sys.stdin.isatty():
         return sys.stdin.readline().strip()
-    return input("Code: ").strip()
+    print("Code: ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip()
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -91,7 +91,10 @@ class Lab:
         program: tuple[str, ...] = ("fileshare",),
         server: str | None = None,
         env: dict[str, str] | None = None,
+        answer: str | None = None,
+        json_events: bool = True,
     ) -> Client:
+        """`answer` is typed on standard input (e.g. to --verify's question)."""
         index = len(self.clients)
         out = self.workdir / f"{name}-{index}.out"
         err = self.workdir / f"{name}-{index}.err"
@@ -104,7 +107,7 @@ class Lab:
                     "-m",
                     *program,
                     args[0],
-                    "--json",
+                    *(["--json"] if json_events else []),
                     "--server",
                     server or self.server.url,
                     *args[1:],
@@ -112,7 +115,12 @@ class Lab:
                 stdout=out_file,
                 stderr=err_file,
                 env=full_env,
+                stdin=subprocess.PIPE if answer is not None else subprocess.DEVNULL,
             )
+        if answer is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(answer.encode())
+            proc.stdin.close()
         client = Client(proc, out, err)
         self.clients.append(client)
         return client

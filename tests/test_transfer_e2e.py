@@ -229,3 +229,51 @@ async def test_relay_only_goes_through_coturn(turn_lab: Lab, tmp_path: Path) -> 
         path = client.first("connected")["path"]  # type: ignore[index]
         assert (path["local"], path["remote"]) == ("relay", "relay"), path
     assert "session" in (tmp_path / "turnserver.log").read_text().lower()
+
+
+@pytest.mark.parametrize(("answer", "status"), [("y\n", 0), ("n\n", 3)])
+async def test_verify_asks_before_anything_moves(
+    lab: Lab, tmp_path: Path, answer: str, status: int
+) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("hello")
+    sender = lab.run("send", "--verify", str(src), name="send", answer="y\n")
+    code = (await sender.wait_event("code"))["code"]
+    out = tmp_path / "out"
+    receiver = lab.run(
+        "receive",
+        "--verify",
+        "--out",
+        str(out),
+        name="recv",
+        answer=answer,
+        env={"FILESHARE_CODE": code},
+    )
+    assert await receiver.wait() == status
+    if status == 0:
+        assert await sender.wait() == 0
+        assert (out / "a.txt").read_text() == "hello"
+    else:
+        error = receiver.first("error")
+        assert error is not None and error["code"] == "not_confirmed"
+        assert not out.exists() or not any(out.iterdir())
+        assert await sender.wait() != 0
+
+
+async def test_human_output(lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("hello")
+    sender = lab.run("send", str(src), name="send", json_events=False)
+    deadline = asyncio.get_running_loop().time() + 30
+    while "Code:" not in sender.err.read_text():
+        assert asyncio.get_running_loop().time() < deadline, sender.err.read_text()
+        await asyncio.sleep(0.05)
+    code = sender.err.read_text().split("Code:")[1].split()[0]
+    out = tmp_path / "out"
+    receiver = lab.run("receive", "--out", str(out), code, name="recv", json_events=False)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await sender.wait() == 0, sender.err.read_text()
+    shown = sender.err.read_text() + receiver.err.read_text()
+    for text in ("Authentication words:", "Connected (host -> host over udp)", "Saved", "Done"):
+        assert text in shown
+    assert "▀" in sender.err.read_text() or "█" in sender.err.read_text()  # the QR code
