@@ -186,13 +186,16 @@ def main() -> int:
         "--chunk-sizes", default="", help="comma-separated chunk sizes to compare fileshare at"
     )
     parser.add_argument(
+        "--dir", default=None, help="where the files are written (default: the temp directory)"
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, help="alternating runs of each; medians are reported"
     )
     args = parser.parse_args()
     size = args.mib * MIB
     sweep: list[tuple[int, Run]] = []
     with (
-        tempfile.TemporaryDirectory(prefix="fs-bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix="fs-bench-", dir=args.dir) as tmp,
         netns.isolated_loopback("bench") as namespace,
     ):
         workdir = Path(tmp)

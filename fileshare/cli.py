@@ -213,9 +213,19 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _transfers(_: argparse.Namespace) -> int:
+def _transfers(args: argparse.Namespace) -> int:
     with TransferStore(default_state_path()) as store:
         records = store.resumable()
+    if args.json:
+        for r in records:
+            JsonEvents().emit(
+                "resumable",
+                name=display_name(r.name),
+                held=r.bitmap.held,
+                chunks=r.chunk_count,
+                target=r.target,
+            )
+        return EXIT_OK
     if not records:
         print("No unfinished transfers.")
     for r in records:
@@ -301,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace existing files instead of saving under a new name",
     )
-    sub.add_parser("transfers", help="list unfinished transfers that can resume")
+    sub.add_parser("transfers", parents=[common], help="list unfinished transfers that can resume")
     return parser
 
 

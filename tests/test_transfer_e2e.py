@@ -277,3 +277,29 @@ async def test_human_output(lab: Lab, tmp_path: Path) -> None:
     for text in ("Authentication words:", "Connected (host -> host over udp)", "Saved", "Done"):
         assert text in shown
     assert "▀" in sender.err.read_text() or "█" in sender.err.read_text()  # the QR code
+
+
+async def test_restarted_sender_with_a_new_code_resumes(lab: Lab, tmp_path: Path) -> None:
+    src = big_file(tmp_path / "big.bin", 32)
+    out = tmp_path / "out"
+    first_sender, code = await lab.send(src)
+    first_receiver = lab.receive(code, out)
+    await wait_progress(first_receiver, 0.3)
+    first_sender.kill()
+    first_receiver.kill()
+    listing = lab.run("transfers", name="list")
+    assert await listing.wait() == 0
+    assert [e["name"] for e in listing.events()] == ["big.bin"]  # resumable, and says so
+    sender, new_code = await lab.send(src)
+    assert new_code != code
+    receiver = lab.receive(new_code, out)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert sha256(out / "big.bin") == sha256(src)
+    resumed = receiver.first("file")
+    assert resumed is not None and resumed["resumed"] > 0
+    done = sender.first("done")
+    assert done is not None and done["chunksSent"] < done["chunks"]
+    listing = lab.run("transfers", name="list", json_events=False)
+    assert await listing.wait() == 0
+    assert "No unfinished transfers" in listing.out.read_text()
