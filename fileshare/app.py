@@ -20,7 +20,7 @@ from typing import Final
 from fileshare import crypto
 from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
-from fileshare.peer import Inbox, Link, Peer, describe_path
+from fileshare.peer import Inbox, Link, Peer
 from fileshare.protocol import Receiver, Sender
 from fileshare.signal_client import SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path
@@ -100,7 +100,7 @@ async def _epochs(
     """Connect, run, and on a dropped link connect again, with the same keys."""
     for attempt in range(options.reconnects + 1):
         link = await peer.connect()
-        events.emit("connected", epoch=link.epoch, path=describe_path(link.pc))
+        events.emit("connected", epoch=link.epoch, path=link.path())
         try:
             await _race(run(link), interrupt)
             return

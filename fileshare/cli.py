@@ -92,8 +92,9 @@ class HumanEvents:
                 )
             case "connected":
                 p = f["path"]
+                via = f", TURN over {p['turn']}" if "turn" in p else ""
                 self.console.print(
-                    f"Connected ({p['local']} -> {p['remote']} over {p['protocol']})"
+                    f"Connected ({p['local']} -> {p['remote']} over {p['protocol']}{via})"
                 )
             case "reconnecting":
                 self.console.print(f"Connection lost, reconnecting ({f['reason']})")

@@ -25,8 +25,9 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from fileshare import crypto
+from fileshare import crypto, ice
 from fileshare.crypto import Role, SessionKeys
+from fileshare.ice import TurnUrl
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
 from signaling import schema
 
@@ -141,6 +142,14 @@ class Link:
     pc: RTCPeerConnection
     pipe: Pipe
     epoch: int
+    turn: TurnUrl | None = None  # the TURN server this connection could relay through
+
+    def path(self) -> dict[str, str]:
+        """Which candidate pair carries the link, and over what it reaches the TURN server."""
+        path = describe_path(self.pc)
+        if path["local"] == "relay" and self.turn is not None:
+            path["turn"] = self.turn.transport
+        return path
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -198,9 +207,12 @@ class Peer:
     async def connect(self) -> Link:
         """A new peer connection for this epoch, authenticated end to end."""
         assert self.keys is not None
-        pc = RTCPeerConnection(rtc_configuration(self.ice_servers, self.relay_only))
+        servers, turn = await ice.arrange(self.ice_servers)
+        pc = RTCPeerConnection(rtc_configuration(servers, self.relay_only))
         try:
-            return await asyncio.wait_for(self._connect(pc, self.keys), self.timeout)
+            link = await asyncio.wait_for(self._connect(pc, self.keys), self.timeout)
+            link.turn = turn
+            return link
         except BaseException:
             with contextlib.suppress(Exception):
                 await pc.close()

@@ -1,0 +1,122 @@
+"""Choosing which STUN and TURN server aiortc gets: it uses only the first of each.
+
+TURN over UDP is best, TCP gets through networks that block UDP, TLS (port 5349) through those
+that allow little but TLS. aioice needs half a minute to give up on an unreachable TURN server,
+so instead of failing through them in turn, each connection attempt first probes the TURN
+server briefly (a STUN binding request over UDP, a TCP connect) and puts the first transport that
+answers in front. The probes go only to the TURN servers the user or their signaling server named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+from dataclasses import dataclass
+from typing import Final, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from signaling import schema
+
+Transport = Literal["udp", "tcp", "tls"]
+PROBE_SECONDS: Final = 1.5
+_MAGIC: Final = 0x2112A442
+
+
+@dataclass(frozen=True, slots=True)
+class TurnUrl:
+    url: str
+    host: str
+    port: int
+    transport: Transport
+    server: schema.IceServer  # where the credentials are
+
+
+def parse_turn_url(url: str, server: schema.IceServer) -> TurnUrl | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("turn", "turns"):
+        return None
+    host, _, port_text = parts.path.rpartition(":")
+    if not host:
+        host, port_text = parts.path, ""
+    wanted = parse_qs(parts.query).get("transport", ["udp"])[0].lower()
+    if parts.scheme == "turns":
+        transport: Transport = "tls"
+        port = int(port_text or 5349)
+    else:
+        transport = "tcp" if wanted == "tcp" else "udp"
+        port = int(port_text or 3478)
+    return TurnUrl(url, host.strip("[]"), port, transport, server)
+
+
+class _StunProbe(asyncio.DatagramProtocol):
+    def __init__(self, transaction: bytes) -> None:
+        self.transaction = transaction
+        self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if len(data) >= 20 and data[8:20] == self.transaction and not self.answered.done():
+            self.answered.set_result(None)
+
+
+async def _udp_answers(host: str, port: int, timeout: float) -> bool:
+    transaction = os.urandom(12)
+    request = struct.pack(">HHI", 0x0001, 0, _MAGIC) + transaction  # Binding request
+    loop = asyncio.get_running_loop()
+    transport, probe = await loop.create_datagram_endpoint(
+        lambda: _StunProbe(transaction), remote_addr=(host, port)
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            while True:  # a few tries: one lost datagram must not cost the UDP path
+                transport.sendto(request)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(probe.answered), timeout / 3)
+                    return True
+    except TimeoutError:
+        return False
+    finally:
+        transport.close()
+
+
+async def _tcp_answers(host: str, port: int, timeout: float) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def reachable(turn: TurnUrl, timeout: float = PROBE_SECONDS) -> bool:
+    if turn.transport == "udp":
+        return await _udp_answers(turn.host, turn.port, timeout)
+    return await _tcp_answers(turn.host, turn.port, timeout)
+
+
+_PREFERENCE: Final = {"udp": 0, "tcp": 1, "tls": 2}
+
+
+async def arrange(servers: list[schema.IceServer]) -> tuple[list[schema.IceServer], TurnUrl | None]:
+    """The servers for aiortc: the first STUN URL, then the best TURN URL that answers (or,
+    when none answers, the most likely one, so the failure is reported by ICE itself)."""
+    stun = [schema.IceServer(urls=[u]) for s in servers for u in s.urls if u.startswith("stun:")][
+        :1
+    ]
+    turns = [t for s in servers for u in s.urls if (t := parse_turn_url(u, s)) is not None]
+    turns.sort(key=lambda t: _PREFERENCE[t.transport])
+    chosen = None
+    for turn in turns:
+        if await reachable(turn):
+            chosen = turn
+            break
+    chosen = chosen or (turns[0] if turns else None)
+    if chosen is None:
+        return stun, None
+    relay = schema.IceServer(
+        urls=[chosen.url], username=chosen.server.username, credential=chosen.server.credential
+    )
+    return [*stun, relay], chosen

@@ -1,0 +1,91 @@
+"""Choosing the TURN transport: parsing URLs, and probes against real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from fileshare import ice
+from signaling import schema
+
+CREDS = schema.IceServer(urls=[], username="1:s", credential="pw")
+
+
+def test_parse_turn_urls() -> None:
+    cases = {
+        "turn:203.0.113.5:3478?transport=udp": ("203.0.113.5", 3478, "udp"),
+        "turn:203.0.113.5?transport=tcp": ("203.0.113.5", 3478, "tcp"),
+        "turn:203.0.113.5:3478": ("203.0.113.5", 3478, "udp"),
+        "turns:turn.example.org:443?transport=tcp": ("turn.example.org", 443, "tls"),
+        "turns:turn.example.org": ("turn.example.org", 5349, "tls"),
+    }
+    for url, expected in cases.items():
+        parsed = ice.parse_turn_url(url, CREDS)
+        assert parsed is not None
+        assert (parsed.host, parsed.port, parsed.transport) == expected
+    assert ice.parse_turn_url("stun:203.0.113.5:3478", CREDS) is None
+
+
+class StunResponder(asyncio.DatagramProtocol):
+    """Answers any datagram with a Binding success response carrying its transaction id."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        response = b"\x01\x01\x00\x00" + data[4:20]
+        self.transport.sendto(response, addr)  # type: ignore[attr-defined]
+
+
+def silent_udp_port() -> tuple[socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
+async def test_udp_preferred_when_it_answers() -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(StunResponder, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    server = schema.IceServer(
+        urls=[
+            f"turns:127.0.0.1:{port}",
+            f"turn:127.0.0.1:{port}?transport=udp",
+            "stun:127.0.0.1:9",
+        ],
+        username="u",
+        credential="c",
+    )
+    servers, chosen = await ice.arrange([server])
+    transport.close()
+    assert chosen is not None and chosen.transport == "udp"
+    assert servers[0].urls == ["stun:127.0.0.1:9"]
+    assert servers[1].urls == [f"turn:127.0.0.1:{port}?transport=udp"]
+    assert (servers[1].username, servers[1].credential) == ("u", "c")
+
+
+async def test_tcp_when_udp_is_silent() -> None:
+    silent, udp_port = silent_udp_port()
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    tcp_port = listener.sockets[0].getsockname()[1]
+    server = schema.IceServer(
+        urls=[
+            f"turn:127.0.0.1:{udp_port}?transport=udp",
+            f"turn:127.0.0.1:{tcp_port}?transport=tcp",
+        ],
+        username="u",
+        credential="c",
+    )
+    _, chosen = await ice.arrange([server])
+    listener.close()
+    silent.close()
+    assert chosen is not None and chosen.transport == "tcp"
+
+
+async def test_nothing_answers_keeps_the_first_choice() -> None:
+    silent, udp_port = silent_udp_port()
+    server = schema.IceServer(urls=[f"turn:127.0.0.1:{udp_port}"], username="u", credential="c")
+    servers, chosen = await ice.arrange([server])
+    silent.close()
+    assert chosen is not None and chosen.transport == "udp"
+    assert servers[0].urls == [f"turn:127.0.0.1:{udp_port}"]
