@@ -22,6 +22,7 @@ import aiohttp
 from fileshare import app
 from fileshare.code import BadCode
 from fileshare.crypto import AuthenticationFailed
+from fileshare.ice import RelayUnavailable
 from fileshare.names import UnsafeName, display_name, human_size
 from fileshare.peer import SessionEnded
 from fileshare.protocol import MAX_CHUNK, TransferError
@@ -190,6 +191,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(events, EXIT_USAGE, "usage", str(exc))
     except AuthenticationFailed as exc:
         return _fail(events, EXIT_AUTH, "authentication_failed", str(exc))
+    except RelayUnavailable as exc:
+        return _fail(events, EXIT_NETWORK, "relay_unavailable", str(exc))
     except app.Refused as exc:
         return _fail(events, EXIT_AUTH, "not_confirmed", str(exc))
     except TransferError as exc:

@@ -120,3 +120,37 @@ async def arrange(servers: list[schema.IceServer]) -> tuple[list[schema.IceServe
         urls=[chosen.url], username=chosen.server.username, credential=chosen.server.credential
     )
     return [*stun, relay], chosen
+
+
+class RelayUnavailable(Exception):
+    """--relay-only, and the TURN server gave no relay address (no point retrying)."""
+
+
+async def diagnose(turn: TurnUrl, timeout: float = 5.0) -> str:
+    """Ask the TURN server for an allocation ourselves, to say in one line why it gave none."""
+    from aioice import stun
+    from aioice.turn import create_turn_endpoint
+
+    try:
+        transport, _ = await asyncio.wait_for(
+            create_turn_endpoint(
+                asyncio.DatagramProtocol,
+                (turn.host, turn.port),
+                turn.server.username,
+                turn.server.credential,
+                ssl=turn.transport == "tls",
+                transport="udp" if turn.transport == "udp" else "tcp",
+            ),
+            timeout,
+        )
+    except stun.TransactionFailed as exc:
+        code = exc.response.attributes.get("ERROR-CODE", (0, ""))
+        if code[0] == 401:
+            return f"the TURN server {turn.host}:{turn.port} refused the credentials (401)"
+        return (
+            f"the TURN server {turn.host}:{turn.port} refused the allocation ({code[0]} {code[1]})"
+        )
+    except (OSError, TimeoutError, stun.TransactionTimeout) as exc:
+        return f"the TURN server {turn.host}:{turn.port} is unreachable ({type(exc).__name__})"
+    transport.close()
+    return f"the TURN server {turn.host}:{turn.port} gave no relay address to aiortc"

@@ -192,6 +192,7 @@ class Peer:
         self._handshake = crypto.Handshake(role, code_secret, session_id)
         self.keys: SessionKeys | None = None
         self.epoch = 0
+        self._turn: TurnUrl | None = None
 
     @property
     def peer_role(self) -> Role:
@@ -208,6 +209,7 @@ class Peer:
         """A new peer connection for this epoch, authenticated end to end."""
         assert self.keys is not None
         servers, turn = await ice.arrange(self.ice_servers)
+        self._turn = turn
         pc = RTCPeerConnection(rtc_configuration(servers, self.relay_only))
         try:
             link = await asyncio.wait_for(self._connect(pc, self.keys), self.timeout)
@@ -218,6 +220,12 @@ class Peer:
                 await pc.close()
             raise
 
+    async def _check_relay(self, sdp: str) -> None:
+        """With --relay-only, no relay candidate means no connection: say why, once."""
+        if self.relay_only and " typ relay" not in sdp:
+            reason = await ice.diagnose(self._turn) if self._turn else "no TURN server"
+            raise ice.RelayUnavailable(f"--relay-only, but {reason}")
+
     async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
         client = self.inbox.client
         opened: asyncio.Future[Pipe] = asyncio.get_running_loop().create_future()
@@ -227,6 +235,7 @@ class Peer:
             channel.on("open", lambda: _resolve(opened, sender_pipe))
             await pc.setLocalDescription(await pc.createOffer())
             offer_sdp = pc.localDescription.sdp
+            await self._check_relay(offer_sdp)
             await client.relay("offer", {"type": "offer", "sdp": offer_sdp, "epoch": self.epoch})
             answer = await self.inbox.expect("answer", self.timeout)
             answer_sdp = str(answer.get("sdp", ""))
@@ -250,6 +259,7 @@ class Peer:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             answer_sdp = pc.localDescription.sdp
+            await self._check_relay(answer_sdp)
             await client.relay("answer", {"type": "answer", "sdp": answer_sdp})
         offer_fp, answer_fp = fingerprints(offer_sdp), fingerprints(answer_sdp)
         mine = crypto.confirmation_message(keys, self.role, offer_fp, answer_fp, self.epoch)
