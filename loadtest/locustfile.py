@@ -9,6 +9,13 @@ clients would: the server's per-address limits then shed the abusers and never t
 Mixes: ChurnUser (many short sessions), HoldUser (many idle connections), AbuseUser (bad tokens,
 malformed and oversized messages, message and connection floods: each must be refused with its
 own error or close code). Run by `python -m loadtest`, which sets `--tally-json`.
+
+Stopping: at the end of the run locust lets every user finish the task in hand (so an abuse
+that was started is judged), ending the hold of a HoldUser early, for at most `--stop-timeout`;
+then it kills the users' greenlets (GreenletExit, a BaseException, raised wherever they wait)
+and waits for them without a deadline. So a user never swallows it (nothing here catches more
+than Exception, see wsclient), and a killed user shuts its sockets without closing handshakes.
+SIGUSR1 prints every greenlet's stack (what a run that does not end is waiting for).
 """
 
 from __future__ import annotations
@@ -17,14 +24,20 @@ import contextlib
 import itertools
 import json
 import secrets
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent  # type: ignore[import-untyped]
+import gevent.util  # type: ignore[import-untyped]
 from locust import User, between, constant, events, task
 from locust.env import Environment
+from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
+from locust.user.task import LOCUST_STATE_STOPPING
 
 from loadtest import payloads
 from loadtest.report import Tally
@@ -45,7 +58,7 @@ def _options(parser: Any) -> None:
     parser.add_argument("--tally-json", default="", help="write custom metrics here at exit")
     parser.add_argument("--max-failed-joins", type=int, default=3, help="the server's setting")
     parser.add_argument("--max-message-bytes", type=int, default=65536, help="the server's")
-    parser.add_argument("--conn-flood", type=int, default=200, help="connections per flood")
+    parser.add_argument("--conn-flood", type=int, default=600, help="most connections per flood")
     parser.add_argument("--flood-messages", type=int, default=2000, help="most frames per flood")
     parser.add_argument("--abusers", type=int, default=1, help="AbuseUsers (each its own address)")
 
@@ -65,6 +78,15 @@ def _write_tally(environment: Environment, **_: Any) -> None:
 events.init_command_line_parser.add_listener(_options)  # type: ignore[no-untyped-call]
 events.init.add_listener(_abusers_count)  # type: ignore[no-untyped-call]
 events.quitting.add_listener(_write_tally)  # type: ignore[no-untyped-call]
+
+
+def _print_greenlets() -> None:
+    """SIGUSR1: every greenlet's stack on stderr, to see what a run that does not end waits for."""
+    gevent.util.print_run_info(file=sys.stderr)
+    sys.stderr.flush()
+
+
+gevent.signal_handler(signal.SIGUSR1, _print_greenlets)
 
 
 class StepFailed(Exception):
@@ -87,7 +109,15 @@ class SignalingUser(User):
         self.peers: list[Peer] = []
 
     def on_stop(self) -> None:
-        self.close_all()
+        self.abort_all()  # stopped, maybe killed: no closing handshakes, nothing to wait for
+
+    @property
+    def stopping(self) -> bool:
+        """The run is ending: finish the task in hand without waiting for anything more."""
+        runner = self.environment.runner
+        return self._state == LOCUST_STATE_STOPPING or (
+            runner is not None and runner.state in (STATE_CLEANUP, STATE_STOPPING, STATE_STOPPED)
+        )
 
     @property
     def opts(self) -> Any:
@@ -143,6 +173,12 @@ class SignalingUser(User):
 
     def close_all(self) -> None:
         self.close(*list(self.peers))
+
+    def abort_all(self) -> None:
+        for peer in self.peers:
+            with contextlib.suppress(Exception):
+                peer.abort()
+        self.peers.clear()
 
     def partner(self, creator: Peer) -> Peer:
         """Connect the joining peer, on another instance than the creator when that is seen."""
@@ -208,10 +244,11 @@ class SignalingUser(User):
         self.close(a, b)
 
     def hold(self, peers: list[Peer], seconds: float) -> None:
-        """Stay idle, answering the server's heartbeat pings; any message is unexpected."""
+        """Stay idle, answering the server's heartbeat pings; any message is unexpected. Cut
+        short when the run ends."""
         deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            ready = readable(peers, left)
+        while (left := deadline - time.monotonic()) > 0 and not self.stopping:
+            ready = readable(peers, min(left, 1.0))
             for peer in ready:
                 with self.step("hold"):
                     event = peer.service()
@@ -294,8 +331,8 @@ class AbuseUser(SignalingUser):
             getattr(self, kind)(kind, started)
         except Exception as exc:
             self.report(f"abuse:{kind}", time.perf_counter() - started, exc)
-        finally:
-            self.close_all()
+        # Not in a `finally`: a killed user must not do closing handshakes (on_stop aborts).
+        self.close_all()
 
     def refusal(self, peer: Peer, msg: schema.JoinSession) -> str:
         try:
@@ -374,8 +411,14 @@ class AbuseUser(SignalingUser):
         self.verdict(kind, got, f"close {CLOSE_FLOOD}", time.perf_counter() - started)
 
     def conn_flood(self, kind: str, started: float) -> None:
-        """Connections from one address far beyond its rate: the excess is refused (1013)."""
-        flood = [self.connect(self.source(kind)) for _ in range(self.opts.conn_flood)]
+        """Connections from one address until the excess is refused (1013): beyond the address's
+        connection rate, or, however slowly this client connects, beyond its concurrent
+        connections (all are held: 100 an instance by default)."""
+        flood: list[Peer] = []
+        while len(flood) < self.opts.conn_flood:
+            flood.append(self.connect(self.source(kind)))
+            if len(flood) % 10 == 0 and readable(flood, 0):
+                break  # refusals are coming in (an admitted connection hears nothing)
         refused: list[str] = []
         waiting = list(flood)
         deadline = time.monotonic() + 2.0
@@ -393,6 +436,7 @@ class AbuseUser(SignalingUser):
                 except Closed as closed:
                     code = f"{code} then close {closed.code}"
                 refused.append(code)
+        self.abort_all()  # the refused ones are closed already; the others need no handshake
         expected = f"{schema.ErrorCode.TOO_MANY_CONNECTIONS} then close {CLOSE_TRY_LATER}"
         wrong = [code for code in refused if code != expected]
         got = wrong[0] if wrong else (expected if refused else "none refused")

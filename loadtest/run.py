@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from loadtest import report
 from loadtest.stack import MODES, stack
@@ -22,6 +24,17 @@ MIXES = {
     "abuse": ("ChurnUser", "AbuseUser"),
 }
 ABUSE_KINDS = ("bad_token", "burn", "bad_message", "too_large", "flood", "conn_flood")
+# At the end of the run, users finish the task in hand (an abuse under way is judged; a hold is
+# cut short); locust kills those still busy after STOP_TIMEOUT seconds.
+STOP_TIMEOUT = 20
+# Beyond run time and stop timeout, for locust to start (imports) and write its reports. A run
+# that takes longer is stuck: it is then stopped by its PID.
+EXIT_GRACE = 30.0
+TERM_GRACE = 5.0  # after SIGTERM (locust then writes what it has), before SIGKILL
+
+
+class LocustTimeout(RuntimeError):
+    """locust did not end in time; it was stopped. The message says what it had reached."""
 
 
 async def run_locust(
@@ -52,7 +65,7 @@ async def run_locust(
         "--run-time",
         f"{max(1, round(run_time))}s",
         "--stop-timeout",
-        "0",
+        str(STOP_TIMEOUT),
         "--csv",
         str(prefix),
         "--html",
@@ -68,20 +81,57 @@ async def run_locust(
         *MIXES[mix],
     ]
     log = Path(f"{prefix}_locust.log")
-    proc = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), run_time + 60)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            with contextlib.suppress(ProcessLookupError):
-                await proc.wait()
-    report.save(log, output)
+    limit = max(1, round(run_time)) + STOP_TIMEOUT + EXIT_GRACE
+    with _create(log) as out:  # a file, not a pipe: nothing to drain, all of it kept
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            await asyncio.wait_for(proc.wait(), limit)
+        except TimeoutError:
+            await _stop_stuck(proc)
+            raise LocustTimeout(_stuck_report(prefix, log, limit)) from None
+        finally:
+            if proc.returncode is None:  # cancelled, or interrupted: never leave it running
+                await _stop_stuck(proc, dump=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"locust exited with {proc.returncode}:\n{output.decode()[-3000:]}")
+        raise RuntimeError(f"locust exited with {proc.returncode}:\n{_tail(log, 3000)}")
     return report.load(prefix)
+
+
+async def _stop_stuck(proc: asyncio.subprocess.Process, dump: bool = True) -> None:
+    """Stop our locust process by its PID: its greenlet stacks into its log first (SIGUSR1, see
+    the locustfile), then SIGTERM (locust writes its reports), then SIGKILL."""
+    steps = [(signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, None)]
+    if dump:
+        steps.insert(0, (signal.SIGUSR1, 1.0))
+    for sig, wait in steps:
+        if proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        with contextlib.suppress(TimeoutError):  # (after SIGUSR1 it goes on: time to print)
+            await asyncio.wait_for(asyncio.shield(proc.wait()), wait)
+
+
+def _stuck_report(prefix: Path, log: Path, limit: float) -> str:
+    """What a stopped run had reached: its last stats row and the end of its log."""
+    lines = [f"locust did not end within {limit:.0f} s and was stopped"]
+    history = Path(f"{prefix}_stats_history.csv")
+    if history.exists():
+        rows = history.read_text().splitlines()
+        if len(rows) > 1:
+            lines.append(f"last stats: {rows[0]}\n            {rows[-1]}")
+    lines.append(f"log ({log}):\n{_tail(log, 6000)}")
+    return "\n".join(lines)
+
+
+def _create(path: Path) -> BinaryIO:
+    return path.open("wb")
+
+
+def _tail(path: Path, size: int) -> str:
+    return path.read_bytes()[-size:].decode(errors="replace")
 
 
 def problems(result: report.Result, mix: str) -> list[str]:

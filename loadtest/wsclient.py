@@ -1,5 +1,11 @@
 """A blocking signaling peer for locust's gevent users: websocket-client under the hood, messages
-built and parsed by `signaling.schema`, so the load speaks exactly the server's wire format."""
+built and parsed by `signaling.schema`, so the load speaks exactly the server's wire format.
+
+Every socket operation is bounded by the peer's timeout, and nothing here catches more than
+`Exception`: locust stops a user by raising GreenletExit (a BaseException) wherever it waits, and
+a user that swallowed it would keep running and hold locust's exit forever. websocket-client's
+own `WebSocket.close()` does swallow it (a bare `except:`), so `Peer.close` does the closing
+handshake itself."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import itertools
 import select
 import socket
 import struct
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,14 +55,19 @@ class Peer:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((source, 0))
-            sock.settimeout(timeout)
             try:
+                sock.bind((source, 0))
+                sock.settimeout(timeout)
                 sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
-            except OSError:
+            except BaseException:  # also a kill: no descriptor left behind
                 sock.close()
                 raise
-        self.ws = websocket.create_connection(url, timeout=timeout, socket=sock)
+        try:
+            self.ws = websocket.create_connection(url, timeout=timeout, socket=sock)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
         headers: dict[str, str] = self.ws.getheaders() or {}
         self.served_by = headers.get("x-served-by")
         self._ids = itertools.count(1)
@@ -123,8 +135,27 @@ class Peer:
         cls = RELAY_CLASSES[kind]
         self.send(cls(v=schema.VERSION, payload=payloads.stamped(payload)))
 
-    def close(self) -> None:
-        self.ws.close(timeout=1)
+    def close(self, timeout: float = 1.0) -> None:
+        """The closing handshake, bounded by `timeout`, then the socket is shut. Not
+        websocket-client's `close()`: its bare `except:` would swallow a locust kill."""
+        ws = self.ws
+        try:
+            if ws.connected and ws.sock is not None:
+                deadline = time.monotonic() + timeout
+                ws.sock.settimeout(timeout)
+                ws.send_close()
+                while (left := deadline - time.monotonic()) > 0:
+                    ws.sock.settimeout(left)
+                    if ws.recv_frame().opcode == websocket.ABNF.OPCODE_CLOSE:  # type: ignore[no-untyped-call]
+                        break
+        except (OSError, websocket.WebSocketException, struct.error):
+            pass  # gone already, or too slow to answer: the socket is shut anyway
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Shut the socket now, without a closing handshake."""
+        self.ws.shutdown()  # type: ignore[no-untyped-call]
 
 
 def readable(peers: list[Peer], timeout: float) -> list[Peer]:

@@ -2,16 +2,19 @@
 
 Each connection has its own reader and a bounded outbound queue drained by its own writer, so a
 slow or hostile client can only fill its own queue (and is then dropped): it never stalls others.
+The writer task and the queue exist only while frames are queued, and the message rate bucket
+only once the client sent something: an idle connection holds no more than it must (memory per
+idle socket is a capacity figure, see loadtest/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Final
@@ -49,21 +52,25 @@ _bus_encode = msgspec.msgpack.Encoder().encode
 _bus_decode = msgspec.msgpack.Decoder(BusEvent).decode
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
     id: str
     ip: str
     ws: web.WebSocketResponse
-    bucket: TokenBucket
-    queue: asyncio.Queue[tuple[bytes, float] | None]
+    server: SignalingServer = field(repr=False)
+    bucket: TokenBucket | None = None  # from the first message on
+    queue: deque[tuple[bytes, float]] | None = field(default=None, repr=False)  # while writing
     session_id: str | None = None
     peer_id: PeerId | None = None
     deadline_hint: float = 0.0
     last_touch: float = 0.0
     refused_messages: int = 0
     closing: bool = False
-    writer: asyncio.Task[None] | None = field(default=None, repr=False)
-    on_bus: Callable[[bytes], None] = field(default=lambda _: None, repr=False)
+    writer: asyncio.Task[None] | None = field(default=None, repr=False)  # while writing
+
+    def on_bus(self, data: bytes) -> None:
+        """The bus handler of this connection's peer channel (a bound method: no closure)."""
+        self.server._on_bus(self, data)
 
 
 class SignalingServer:
@@ -152,15 +159,7 @@ class SignalingServer:
             )
             await ws.close(code=CLOSE_TRY_LATER, message=b"too many connections")
             return ws
-        conn = Connection(
-            id=f"{self.config.instance_id}:{next(self._conn_ids)}",
-            ip=ip,
-            ws=ws,
-            bucket=TokenBucket(self.config.messages_per_second, self.config.message_burst),
-            queue=asyncio.Queue(self.config.send_queue_frames),
-        )
-        conn.on_bus = functools.partial(self._on_bus, conn)
-        conn.writer = asyncio.create_task(self._write_loop(conn), name=f"writer-{conn.id}")
+        conn = Connection(f"{self.config.instance_id}:{next(self._conn_ids)}", ip, ws, self)
         self.connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
@@ -170,6 +169,7 @@ class SignalingServer:
         try:
             await self._read_loop(conn)
         finally:
+            conn.closing = True  # nothing more is sent to it
             self.connections.discard(conn)
             self.metrics.connections.dec()
             self.limiter.release(ip)
@@ -200,15 +200,20 @@ class SignalingServer:
         self._send(conn, schema.error(exc.code, exc.message, exc.request_id))
 
     def _send(self, conn: Connection, frame: bytes, received_at: float = 0.0) -> None:
-        """Queue a frame; a client whose queue is full is too slow to keep and is dropped."""
+        """Queue a frame, starting the writer if none runs; a client whose queue is full is too
+        slow to keep and is dropped."""
         if conn.closing:
             return
-        try:
-            conn.queue.put_nowait((frame, received_at))
-        except asyncio.QueueFull:
+        if conn.queue is None:
+            conn.queue = deque()
+        elif len(conn.queue) >= self.config.send_queue_frames:
             self.metrics.rejections.labels(ErrorCode.SLOW_CONSUMER.value).inc()
             log.info("dropping slow connection %s", conn.id)
             self._close_soon(conn, CLOSE_TRY_LATER, b"slow consumer")
+            return
+        conn.queue.append((frame, received_at))
+        if conn.writer is None:
+            conn.writer = asyncio.create_task(self._write_queued(conn))
 
     def _close_soon(self, conn: Connection, code: int, reason: bytes) -> None:
         if conn.closing:
@@ -228,13 +233,22 @@ class SignalingServer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _write_loop(self, conn: Connection) -> None:
+    async def _write_queued(self, conn: Connection) -> None:
+        """Send the queued frames in order, then end (the next frame starts a new writer)."""
         latency = self.metrics.relay_latency
-        while (item := await conn.queue.get()) is not None:
-            frame, received_at = item
-            await conn.ws.send_frame(frame, WSMsgType.TEXT)
-            if received_at:
-                latency.observe(time.time() - received_at)
+        queue = conn.queue
+        try:
+            while queue:
+                frame, received_at = queue.popleft()
+                await conn.ws.send_frame(frame, WSMsgType.TEXT)
+                if received_at:
+                    latency.observe(time.time() - received_at)
+        except (ConnectionError, RuntimeError):
+            conn.closing = True  # the connection is gone: its reader ends and cleans up
+        finally:
+            if conn.queue is queue and not queue:  # (a cancelled writer leaves the rest unsent)
+                conn.queue = None
+            conn.writer = None
 
     async def _stop_writer(self, conn: Connection) -> None:
         if conn.writer is None:
@@ -250,6 +264,8 @@ class SignalingServer:
             return
         received_at = time.time()
         self.metrics.messages_received.inc()
+        if conn.bucket is None:
+            conn.bucket = TokenBucket(self.config.messages_per_second, self.config.message_burst)
         if not conn.bucket.take(time.monotonic()):
             conn.refused_messages += 1
             if conn.refused_messages >= self.config.flood_close_after:
@@ -553,9 +569,6 @@ class SignalingServer:
         """SIGTERM: refuse new work, flush what is queued, then ask every client to reconnect."""
         self.draining = True
         log.info("draining %d connections", len(self.connections))
-        for conn in list(self.connections):
-            with contextlib.suppress(asyncio.QueueFull):
-                conn.queue.put_nowait(None)
         writers = [c.writer for c in self.connections if c.writer is not None]
         if writers:
             await asyncio.wait(writers, timeout=self.config.drain_seconds)

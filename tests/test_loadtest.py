@@ -4,6 +4,8 @@ measures speed); a noisy machine only makes the run slower."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,48 @@ async def test_short_locust_run(mode: str, tmp_path: Path) -> None:
     if mode == "redis":
         assert result.tally["placement"].get("cross", 0) > 0
     assert Path(f"{tmp_path / 'locust'}.html").stat().st_size > 0
+
+
+# websocket-client's WebSocket.close() swallows every exception (a bare `except:`), a greenlet kill
+# included: a locust user killed while closing went on running, and locust waited for it forever.
+KILLED_WHILE_CLOSING = """
+from gevent import monkey
+monkey.patch_all()
+import base64, hashlib, socket, sys
+import gevent
+from loadtest.wsclient import Peer
+
+server = socket.create_server(("127.0.0.1", 0))
+
+def silent_websocket_server():  # completes the handshake, then never answers anything
+    conn, _ = server.accept()
+    request = b""
+    while b"\\r\\n\\r\\n" not in request:
+        request += conn.recv(4096)
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\\r\\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    conn.sendall(
+        b"HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\\r\\n\\r\\n"
+    )
+    gevent.sleep(60)
+
+gevent.spawn(silent_websocket_server)
+peer = Peer(f"ws://127.0.0.1:{server.getsockname()[1]}/ws")
+closing = gevent.spawn(peer.close, 30.0)
+gevent.sleep(0.5)  # now waiting for the close frame that never comes
+closing.kill(timeout=5)
+if not closing.dead or not isinstance(closing.value, gevent.GreenletExit):
+    sys.exit(f"the kill was swallowed: {closing!r} returned {closing.value!r}")
+if peer.ws.sock is not None:
+    sys.exit("the socket was left open")
+"""
+
+
+def test_a_peer_killed_while_closing_dies() -> None:
+    """locust stops a user by killing its greenlet; a Peer must let that through at once."""
+    subprocess.run([sys.executable, "-c", KILLED_WHILE_CLOSING], check=True, timeout=60)
