@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from netsim import netns
-from netsim.processes import SignalProcess, start_signal, stop, turn_server
+from netsim.processes import SignalProcess, start_signal, stop
+from turn.config import TurnSettings
+from turn.launcher import TurnEndpoint, running_turn
 
 
 def sha256(path: Path) -> str:
@@ -82,6 +84,7 @@ class Lab:
         self.server = server
         self.clients: list[Client] = []
         self.relays: list[subprocess.Popen[bytes]] = []
+        self.turn: TurnEndpoint | None = None  # coturn in the namespace (make_lab(turn=True))
 
     def run(
         self,
@@ -204,12 +207,21 @@ def make_lab(workdir: Path, turn: bool = False) -> Iterator[Lab]:
         prefix = tuple(netns.in_namespace(namespace))
         args: tuple[str, ...] = ()
         env: dict[str, str] = {}
+        endpoint: TurnEndpoint | None = None
         if turn:
             secret = "test-turn-secret"
-            url = stack.enter_context(turn_server(workdir, netns.HOST_ADDRESS, secret, prefix))
-            args, env = ("--turn-urls", url), {"FILESHARE_TURN_SECRET": secret}
+            settings = TurnSettings(
+                listening_ips=(netns.HOST_ADDRESS,),
+                realm="fileshare.test",
+                secrets=(secret,),
+                max_bps=0,  # tests measure correctness, not the production bandwidth cap
+                test_allow=(netns.HOST_ADDRESS,),  # the namespace's only address
+            )
+            endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
+            args, env = ("--turn-urls", endpoint.udp_url), {"FILESHARE_TURN_SECRET": secret}
         server = asyncio.run(start_signal(workdir / "signal.log", *args, env=env, prefix=prefix))
         lab = Lab(namespace, workdir, server)
+        lab.turn = endpoint
         try:
             yield lab
         finally:
