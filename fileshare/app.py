@@ -20,7 +20,7 @@ from typing import Final
 from fileshare import crypto
 from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
-from fileshare.peer import Inbox, Link, Peer
+from fileshare.peer import Inbox, Link, Peer, PeerStopped, SessionEnded
 from fileshare.protocol import Receiver, Sender
 from fileshare.signal_client import SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path
@@ -155,6 +155,9 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
                 chunks=sum(s.manifest.chunkCount for s in sources),
                 chunksSent=sender.chunks_sent,
             )
+        except Exception as exc:
+            await _tell_peer(client, exc)
+            raise
         finally:
             if side is not None:
                 side.close()
@@ -229,10 +232,25 @@ async def receive(
                     failed=len(receiver.failed),
                 )
                 return side.saved
+            except Exception as exc:
+                await _tell_peer(client, exc)
+                raise
             finally:
                 with contextlib.suppress(Exception):
                     await client.leave()
                 await inbox.close()
+
+
+async def _tell_peer(client: SignalClient, exc: Exception) -> None:
+    """Say why we stop before leaving, so the peer reports the cause, not just our absence.
+    (Errors of the peer's own making it knows already; nothing secret is in these messages.)"""
+    if isinstance(exc, PeerStopped | SessionEnded):
+        return
+    code = getattr(exc, "code", None) or type(exc).__name__
+    with contextlib.suppress(Exception):
+        await client.relay(
+            "signal", {"kind": "abort", "code": str(code)[:64], "message": str(exc)[:300]}
+        )
 
 
 async def _join_or_rejoin(

@@ -24,7 +24,7 @@ from fileshare.code import BadCode
 from fileshare.crypto import AuthenticationFailed
 from fileshare.ice import RelayUnavailable
 from fileshare.names import UnsafeName, display_name, human_size
-from fileshare.peer import SessionEnded
+from fileshare.peer import PeerStopped, SessionEnded
 from fileshare.protocol import MAX_CHUNK, TransferError
 from fileshare.signal_client import ConnectionClosed, SignalError
 from fileshare.state import TransferStore, default_state_path
@@ -192,7 +192,9 @@ def _run(args: argparse.Namespace) -> int:
     except AuthenticationFailed as exc:
         return _fail(events, EXIT_AUTH, "authentication_failed", str(exc))
     except RelayUnavailable as exc:
-        return _fail(events, EXIT_NETWORK, "relay_unavailable", str(exc))
+        return _fail(events, EXIT_NETWORK, exc.code, str(exc))
+    except PeerStopped as exc:
+        return _fail(events, EXIT_FAILED, exc.code, str(exc))
     except app.Refused as exc:
         return _fail(events, EXIT_AUTH, "not_confirmed", str(exc))
     except TransferError as exc:

@@ -125,6 +125,8 @@ async def arrange(servers: list[schema.IceServer]) -> tuple[list[schema.IceServe
 class RelayUnavailable(Exception):
     """--relay-only, and the TURN server gave no relay address (no point retrying)."""
 
+    code = "relay_unavailable"
+
 
 async def diagnose(turn: TurnUrl, timeout: float = 5.0) -> str:
     """Ask the TURN server for an allocation ourselves, to say in one line why it gave none."""

@@ -39,6 +39,14 @@ class SessionEnded(Exception):
     """The signaling session is over (the peer left, it expired, or it was burned)."""
 
 
+class PeerStopped(Exception):
+    """The peer stopped and said why (its own error, relayed before it left)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"the other side stopped: {message}")
+        self.code = f"peer_{code}"[:64]
+
+
 def fingerprints(sdp: str) -> str:
     """The DTLS certificate fingerprints an SDP commits to, in a canonical form."""
     found = sorted(f"{alg.lower()} {value.upper()}" for alg, value in _FINGERPRINT.findall(sdp))
@@ -79,6 +87,10 @@ class Inbox:
                         kind = (
                             str(payload.get("kind", "")) if relay_type == "signal" else relay_type
                         )
+                        if kind == "abort":
+                            self._ended = PeerStopped(
+                                str(payload.get("code", "error")), str(payload.get("message", ""))
+                            )
                         self._stash[kind].append(payload)
                 case schema.PeerJoined():
                     self._stash.clear()  # whatever came before belongs to the peer's last run

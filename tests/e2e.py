@@ -19,6 +19,7 @@ from typing import Any
 
 from netsim import netns
 from netsim.processes import SignalProcess, start_signal, stop
+from tests import certs
 from turn.config import TurnSettings
 from turn.launcher import TurnEndpoint, running_turn
 
@@ -85,6 +86,7 @@ class Lab:
         self.clients: list[Client] = []
         self.relays: list[subprocess.Popen[bytes]] = []
         self.turn: TurnEndpoint | None = None  # coturn in the namespace (make_lab(turn=True))
+        self.client_env: dict[str, str] = {}  # for every client (e.g. SSL_CERT_FILE)
 
     def run(
         self,
@@ -101,7 +103,12 @@ class Lab:
         index = len(self.clients)
         out = self.workdir / f"{name}-{index}.out"
         err = self.workdir / f"{name}-{index}.err"
-        full_env = {**os.environ, "FILESHARE_STATE_DIR": str(self.workdir / state), **(env or {})}
+        full_env = {
+            **os.environ,
+            "FILESHARE_STATE_DIR": str(self.workdir / state),
+            **self.client_env,
+            **(env or {}),
+        }
         with out.open("wb") as out_file, err.open("wb") as err_file:
             proc = subprocess.Popen(
                 [
@@ -176,20 +183,16 @@ class Lab:
         return f"ws://127.0.0.1:{port}/ws"
 
     @contextlib.contextmanager
-    def udp_cut(self) -> Iterator[None]:
-        """Drop every UDP packet in the namespace (a rule, not a link down), then restore."""
-        table = f"{netns.RUN_PREFIX}_cut"
+    def blocked(self, rule: str) -> Iterator[None]:
+        """Drop what the nft `rule` matches inside the namespace (a rule, not a link down),
+        then restore; e.g. "meta l4proto udp" cuts every UDP path, signaling stays up."""
+        table = f"{netns.RUN_PREFIX}_block"
         nft = [*netns.in_namespace(self.namespace), "nft"]
         subprocess.run([*nft, "add", "table", "inet", table], check=True, timeout=10)
         try:
-            subprocess.run(
-                [*nft, "add chain inet", table, "c { type filter hook output priority 0; }"],
-                check=True,
-                timeout=10,
-            )
-            subprocess.run(
-                [*nft, "add rule inet", table, "c meta l4proto udp drop"], check=True, timeout=10
-            )
+            chain = "c { type filter hook output priority 0; }"
+            subprocess.run([*nft, "add chain inet", table, chain], check=True, timeout=10)
+            subprocess.run([*nft, "add rule inet", table, f"c {rule} drop"], check=True, timeout=10)
             yield
         finally:
             subprocess.run([*nft, "delete", "table", "inet", table], check=True, timeout=10)
@@ -201,27 +204,41 @@ class Lab:
             stop(relay)
 
 
-def make_lab(workdir: Path, turn: bool = False) -> Iterator[Lab]:
-    """A lab; with `turn`, a coturn in the namespace whose credentials the server hands out."""
+def make_lab(
+    workdir: Path, turn: bool = False, tls: bool = False, signal_secret: str | None = None
+) -> Iterator[Lab]:
+    """A lab; with `turn`, a coturn in the namespace whose credentials the server hands out
+    (all of UDP, TCP and, with `tls`, TLS; `signal_secret` makes the server's secret differ)."""
     with netns.isolated_loopback("e2e") as namespace, contextlib.ExitStack() as stack:
         prefix = tuple(netns.in_namespace(namespace))
-        args: tuple[str, ...] = ()
+        args: list[str] = []
         env: dict[str, str] = {}
+        client_env: dict[str, str] = {}
         endpoint: TurnEndpoint | None = None
         if turn:
             secret = "test-turn-secret"
+            cert = key = None
+            if tls:
+                (workdir / "tls").mkdir()
+                cert, key = certs.self_signed(workdir / "tls", ips=(netns.HOST_ADDRESS,))
+                client_env["SSL_CERT_FILE"] = str(cert)
             settings = TurnSettings(
                 listening_ips=(netns.HOST_ADDRESS,),
                 realm="fileshare.test",
                 secrets=(secret,),
+                cert=cert,
+                pkey=key,
                 max_bps=0,  # tests measure correctness, not the production bandwidth cap
                 test_allow=(netns.HOST_ADDRESS,),  # the namespace's only address
             )
             endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
-            args, env = ("--turn-urls", endpoint.udp_url), {"FILESHARE_TURN_SECRET": secret}
+            for url in endpoint.urls:
+                args += ["--turn-urls", url]
+            env = {"FILESHARE_TURN_SECRET": signal_secret or secret}
         server = asyncio.run(start_signal(workdir / "signal.log", *args, env=env, prefix=prefix))
         lab = Lab(namespace, workdir, server)
         lab.turn = endpoint
+        lab.client_env = client_env
         try:
             yield lab
         finally:

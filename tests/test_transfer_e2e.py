@@ -135,7 +135,7 @@ async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> N
     sender, code = await lab.send(src, extra=("--stall-timeout", "2"))
     receiver = lab.receive(code, out, "--stall-timeout", "2")
     await wait_progress(receiver, 0.2)
-    with lab.udp_cut():  # every UDP packet dropped: the ICE path is gone, signaling is not
+    with lab.blocked("meta l4proto udp"):  # the ICE path is gone, signaling is not
         await asyncio.sleep(4)
     assert await receiver.wait() == 0, receiver.err.read_text()
     assert await sender.wait() == 0, sender.err.read_text()
@@ -304,3 +304,59 @@ async def test_restarted_sender_with_a_new_code_resumes(lab: Lab, tmp_path: Path
     listing = lab.run("transfers", name="list", json_events=False)
     assert await listing.wait() == 0
     assert "No unfinished transfers" in listing.out.read_text()
+
+
+@pytest.fixture
+def tls_turn_lab(tmp_path: Path) -> Iterator[Lab]:
+    require_root()
+    require_binary("ip")
+    require_binary("turnserver")
+    yield from make_lab(tmp_path, turn=True, tls=True)
+
+
+@pytest.mark.parametrize(
+    ("rule", "transport"),
+    [
+        ("udp dport 3478", "tcp"),  # UDP to the TURN server blocked: TURN over TCP
+        ("th dport 3478", "tls"),  # port 3478 blocked altogether: TURN over TLS on 5349
+    ],
+)
+async def test_relay_falls_back_to_tcp_then_tls(
+    tls_turn_lab: Lab, tmp_path: Path, rule: str, transport: str
+) -> None:
+    require_binary("nft")
+    src = big_file(tmp_path / "data.bin", 2)
+    out = tmp_path / "out"
+    with tls_turn_lab.blocked(rule):
+        sender, code = await tls_turn_lab.send(src, extra=("--relay-only",))
+        receiver = tls_turn_lab.receive(code, out, "--relay-only")
+        assert await receiver.wait() == 0, receiver.err.read_text()
+        assert await sender.wait() == 0, sender.err.read_text()
+    assert sha256(out / "data.bin") == sha256(src)
+    for client in (sender, receiver):
+        path = client.first("connected")["path"]  # type: ignore[index]
+        assert (path["local"], path["turn"]) == ("relay", transport), path
+
+
+@pytest.fixture
+def wrong_secret_lab(tmp_path: Path) -> Iterator[Lab]:
+    """The signaling server signs TURN credentials with a secret coturn does not know."""
+    require_root()
+    require_binary("turnserver")
+    yield from make_lab(tmp_path, turn=True, signal_secret="not-the-turn-secret")
+
+
+async def test_refused_turn_credentials_are_one_clear_line(
+    wrong_secret_lab: Lab, tmp_path: Path
+) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("x")
+    sender, code = await wrong_secret_lab.send(src, extra=("--relay-only",))
+    receiver = wrong_secret_lab.receive(code, tmp_path / "out", "--relay-only")
+    assert await sender.wait() == 4
+    assert await receiver.wait() == 1  # it hears why the sender stopped
+    for client, kind in ((sender, "relay_unavailable"), (receiver, "peer_relay_unavailable")):
+        error = client.first("error")
+        assert error is not None and error["code"] == kind
+        assert "refused the credentials (401)" in error["message"]
+    assert receiver.err.read_text().strip() == ""  # one line on --json's stdout, no traceback
