@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netsim.processes import SignalProcess, haproxy, redis_server, start_signal, stop
+from netsim.processes import SignalProcess, haproxy, redis_server, signal_instances
 
 MODES = ("memory", "redis")
 
@@ -34,34 +34,16 @@ async def workdir() -> AsyncIterator[Path]:
 
 
 @contextlib.asynccontextmanager
-async def instances(
-    where: Path, count: int, args: tuple[str, ...]
-) -> AsyncIterator[list[SignalProcess]]:
-    started: list[SignalProcess] = []
-    try:
-        for index in range(count):
-            started.append(
-                await start_signal(
-                    where / f"signal-{index}.log", "--instance-id", f"lt{index}", *args
-                )
-            )
-        yield started
-    finally:
-        for item in started:
-            stop(item.proc)
-
-
-@contextlib.asynccontextmanager
 async def stack(mode: str, args: tuple[str, ...] = (), count: int = 3) -> AsyncIterator[Target]:
     """`memory`: one instance, in-memory store. `redis`: `count` instances sharing a private
     redis-server, behind haproxy (which they trust for the client address)."""
     async with workdir() as where:
         if mode == "memory":
-            async with instances(where, 1, args) as (one,):
+            async with signal_instances(where, 1, *args, name="lt") as (one,):
                 yield Target(mode, one.url, [one])
             return
         with redis_server(where) as redis_url:
             shared = ("--redis-url", redis_url, "--trusted-proxies", "127.0.0.1", *args)
-            async with instances(where, count, shared) as started:
+            async with signal_instances(where, count, *shared, name="lt") as started:
                 with haproxy(where, [s.port for s in started]) as port:
                     yield Target(mode, f"ws://127.0.0.1:{port}/ws", started)

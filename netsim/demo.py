@@ -5,21 +5,20 @@ report of what each step took. Everything it starts it stops, also on failure an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from fileshare.signal_client import SignalClient, payload_of
-from netsim.processes import MissingProgram, SignalProcess, redis_server, start_signal, stop
+from netsim.processes import MissingProgram, redis_server, signal_instances
 from signaling import schema
 
 
@@ -29,26 +28,6 @@ class Step:
     seconds: float
     ok: bool
     detail: str = ""
-
-
-@contextlib.asynccontextmanager
-async def instances(
-    workdir: Path, redis_url: str, count: int
-) -> AsyncIterator[list[SignalProcess]]:
-    started: list[SignalProcess] = []
-    try:
-        for index in range(count):
-            started.append(
-                await start_signal(
-                    workdir / f"demo-{index}.log",
-                    *("--redis-url", redis_url, "--instance-id", f"demo-{index}"),
-                    *("--grace-seconds", "20"),
-                )
-            )
-        yield started
-    finally:
-        for item in started:
-            stop(item.proc)
 
 
 async def timed(steps: list[Step], name: str, work: Coroutine[object, object, str]) -> None:
@@ -81,7 +60,9 @@ async def handshake(a: SignalClient, b: SignalClient) -> str:
 
 async def run(workdir: Path, steps: list[Step]) -> None:
     with redis_server(workdir) as redis_url:
-        async with instances(workdir, redis_url, 2) as (one, two):
+        async with signal_instances(
+            workdir, 2, "--redis-url", redis_url, "--grace-seconds", "20", name="demo"
+        ) as (one, two):
             a = await SignalClient.connect(one.url)
             b = await SignalClient.connect(two.url)
             created = await a.create()

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +135,23 @@ async def start_signal(
         await asyncio.sleep(0.05)
     stop(proc)
     raise RuntimeError(f"fileshare-signal did not start:\n{log_path.read_text()}")
+
+
+@contextlib.asynccontextmanager
+async def signal_instances(
+    workdir: Path, count: int, *args: str, name: str = "signal"
+) -> AsyncIterator[list[SignalProcess]]:
+    """`count` signaling servers named `name0`, `name1`, ... with the same flags; all stopped
+    when the block ends, however it ends."""
+    started: list[SignalProcess] = []
+    try:
+        for index in range(count):
+            log = workdir / f"{name}-{index}.log"
+            started.append(await start_signal(log, "--instance-id", f"{name}{index}", *args))
+        yield started
+    finally:
+        for item in started:
+            stop(item.proc)
 
 
 def free_port() -> int:
