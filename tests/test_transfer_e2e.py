@@ -14,7 +14,7 @@ import pytest
 from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
 from tests.conftest import require_binary, require_root
-from tests.e2e import Client, Lab, make_lab, sha256, tree
+from tests.e2e import Client, Lab, make_lab, sha256, start_mitm_relay, tree
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> N
 async def test_tampering_relay_fails_both_sides(lab: Lab, tmp_path: Path, mode: str) -> None:
     src = tmp_path / "secret.txt"
     src.write_text("secret")
-    relay = lab.mitm_relay(mode)
+    relay = start_mitm_relay(lab, mode)
     sender, code = await lab.send(src, server=relay)
     out = tmp_path / "out"
     receiver = lab.receive(code, out, server=relay)

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from netsim import netns
-from tests import certs
+from netsim import certs, netns
 from tests.conftest import require_binary, require_root
 from turn import credentials, stun
 from turn.config import (

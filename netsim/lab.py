@@ -1,0 +1,226 @@
+"""The client adapter: real clients (the `fileshare` CLI, or any program that speaks its JSON
+events) run as processes against a real signaling server and, optionally, a real coturn, all in
+one isolated network namespace (only `lo`), so no peer traffic can leave it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netsim import certs, netns
+from netsim.processes import SignalProcess, start_signal, stop
+from turn.config import TurnSettings
+from turn.launcher import TurnEndpoint, running_turn
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Client:
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def events(self) -> list[dict[str, Any]]:
+        lines = self.out.read_text().splitlines() if self.out.exists() else []
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def first(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in self.events() if e["event"] == name), None)
+
+    async def wait_event(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.first(name)
+            if event is not None:
+                return event
+            if self.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {name!r} event; stderr: {self.err.read_text()[-2000:]}")
+
+    async def wait(self, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"timed out; stderr: {self.err.read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class Lab:
+    """A namespace with a signaling server; runs `fileshare` clients in it."""
+
+    def __init__(self, namespace: str, workdir: Path, server: SignalProcess) -> None:
+        self.namespace = namespace
+        self.workdir = workdir
+        self.server = server
+        self.clients: list[Client] = []
+        self.helpers: list[subprocess.Popen[bytes]] = []
+        self.turn: TurnEndpoint | None = None  # coturn in the namespace (make_lab(turn=True))
+        self.client_env: dict[str, str] = {}  # for every client (e.g. SSL_CERT_FILE)
+
+    def run(
+        self,
+        *args: str,
+        state: str = "state",
+        name: str = "client",
+        program: tuple[str, ...] = ("fileshare",),
+        server: str | None = None,
+        env: dict[str, str] | None = None,
+        answer: str | None = None,
+        json_events: bool = True,
+    ) -> Client:
+        """`answer` is typed on standard input (e.g. to --verify's question)."""
+        index = len(self.clients)
+        out = self.workdir / f"{name}-{index}.out"
+        err = self.workdir / f"{name}-{index}.err"
+        full_env = {
+            **os.environ,
+            "FILESHARE_STATE_DIR": str(self.workdir / state),
+            **self.client_env,
+            **(env or {}),
+        }
+        with out.open("wb") as out_file, err.open("wb") as err_file:
+            proc = subprocess.Popen(
+                [
+                    *netns.in_namespace(self.namespace),
+                    sys.executable,
+                    "-m",
+                    *program,
+                    args[0],
+                    *(["--json"] if json_events else []),
+                    "--server",
+                    server or self.server.url,
+                    *args[1:],
+                ],
+                stdout=out_file,
+                stderr=err_file,
+                env=full_env,
+                stdin=subprocess.PIPE if answer is not None else subprocess.DEVNULL,
+            )
+        if answer is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(answer.encode())
+            proc.stdin.close()
+        client = Client(proc, out, err)
+        self.clients.append(client)
+        return client
+
+    async def send(
+        self,
+        *paths: Path,
+        extra: tuple[str, ...] = (),
+        program: tuple[str, ...] = ("fileshare",),
+        server: str | None = None,
+    ) -> tuple[Client, str]:
+        sender = self.run(
+            "send", *extra, *map(str, paths), name="send", program=program, server=server
+        )
+        code = (await sender.wait_event("code"))["code"]
+        return sender, code
+
+    def receive(
+        self,
+        code: str,
+        out: Path,
+        *extra: str,
+        state: str = "state",
+        server: str | None = None,
+        code_in_argv: bool = False,
+    ) -> Client:
+        """By default the code goes in FILESHARE_CODE, out of the process list."""
+        args = ("receive", "--out", str(out), *extra, *([code] if code_in_argv else []))
+        env = {} if code_in_argv else {"FILESHARE_CODE": code}
+        return self.run(*args, state=state, name="recv", server=server, env=env)
+
+    def spawn(self, *argv: str) -> subprocess.Popen[bytes]:
+        """Any other program in the namespace (stdout piped), stopped with the lab."""
+        proc = subprocess.Popen(
+            [*netns.in_namespace(self.namespace), *argv], stdout=subprocess.PIPE
+        )
+        self.helpers.append(proc)
+        return proc
+
+    @contextlib.contextmanager
+    def blocked(self, rule: str) -> Iterator[None]:
+        """Drop what the nft `rule` matches inside the namespace (a rule, not a link down),
+        then restore; e.g. "meta l4proto udp" cuts every UDP path, signaling stays up."""
+        table = f"{netns.RUN_PREFIX}_block"
+        nft = [*netns.in_namespace(self.namespace), "nft"]
+        subprocess.run([*nft, "add", "table", "inet", table], check=True, timeout=10)
+        try:
+            chain = "c { type filter hook output priority 0; }"
+            subprocess.run([*nft, "add chain inet", table, chain], check=True, timeout=10)
+            subprocess.run([*nft, "add rule inet", table, f"c {rule} drop"], check=True, timeout=10)
+            yield
+        finally:
+            subprocess.run([*nft, "delete", "table", "inet", table], check=True, timeout=10)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.kill()
+        for helper in self.helpers:
+            stop(helper)
+
+
+def make_lab(
+    workdir: Path, turn: bool = False, tls: bool = False, signal_secret: str | None = None
+) -> Iterator[Lab]:
+    """A lab; with `turn`, a coturn in the namespace whose credentials the server hands out
+    (all of UDP, TCP and, with `tls`, TLS; `signal_secret` makes the server's secret differ)."""
+    with netns.isolated_loopback("e2e") as namespace, contextlib.ExitStack() as stack:
+        prefix = tuple(netns.in_namespace(namespace))
+        args: list[str] = []
+        env: dict[str, str] = {}
+        client_env: dict[str, str] = {}
+        endpoint: TurnEndpoint | None = None
+        if turn:
+            secret = secrets.token_urlsafe(16)
+            cert = key = None
+            if tls:
+                (workdir / "tls").mkdir()
+                cert, key = certs.self_signed(workdir / "tls", ips=(netns.HOST_ADDRESS,))
+                client_env["SSL_CERT_FILE"] = str(cert)
+            settings = TurnSettings(
+                listening_ips=(netns.HOST_ADDRESS,),
+                realm="fileshare.test",
+                secrets=(secret,),
+                cert=cert,
+                pkey=key,
+                max_bps=0,  # tests measure correctness, not the production bandwidth cap
+                test_allow=(netns.HOST_ADDRESS,),  # the namespace's only address
+            )
+            endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
+            for url in endpoint.urls:
+                args += ["--turn-urls", url]
+            env = {"FILESHARE_TURN_SECRET": signal_secret or secret}  # env: not in `ps`
+        server = asyncio.run(start_signal(workdir / "signal.log", *args, env=env, prefix=prefix))
+        lab = Lab(namespace, workdir, server)
+        lab.turn = endpoint
+        lab.client_env = client_env
+        try:
+            yield lab
+        finally:
+            lab.close()
+            stop(server.proc)
