@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import struct
 from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from signaling import schema
+from turn import stun
 
 Transport = Literal["udp", "tcp", "tls"]
 PROBE_SECONDS: Final = 1.5
-_MAGIC: Final = 0x2112A442
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +59,8 @@ class _StunProbe(asyncio.DatagramProtocol):
 
 
 async def _udp_answers(host: str, port: int, timeout: float) -> bool:
-    transaction = os.urandom(12)
-    request = struct.pack(">HHI", 0x0001, 0, _MAGIC) + transaction  # Binding request
+    request = stun.Message(stun.BINDING, stun.REQUEST)
+    transaction = request.tid
     loop = asyncio.get_running_loop()
     transport, probe = await loop.create_datagram_endpoint(
         lambda: _StunProbe(transaction), remote_addr=(host, port)
@@ -70,7 +68,7 @@ async def _udp_answers(host: str, port: int, timeout: float) -> bool:
     try:
         async with asyncio.timeout(timeout):
             while True:  # a few tries: one lost datagram must not cost the UDP path
-                transport.sendto(request)
+                transport.sendto(request.encode())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(probe.answered), timeout / 3)
                     return True
@@ -130,7 +128,7 @@ class RelayUnavailable(Exception):
 
 async def diagnose(turn: TurnUrl, timeout: float = 5.0) -> str:
     """Ask the TURN server for an allocation ourselves, to say in one line why it gave none."""
-    from aioice import stun
+    from aioice import stun as aioice_stun
     from aioice.turn import create_turn_endpoint
 
     try:
@@ -145,14 +143,14 @@ async def diagnose(turn: TurnUrl, timeout: float = 5.0) -> str:
             ),
             timeout,
         )
-    except stun.TransactionFailed as exc:
+    except aioice_stun.TransactionFailed as exc:
         code = exc.response.attributes.get("ERROR-CODE", (0, ""))
         if code[0] == 401:
             return f"the TURN server {turn.host}:{turn.port} refused the credentials (401)"
         return (
             f"the TURN server {turn.host}:{turn.port} refused the allocation ({code[0]} {code[1]})"
         )
-    except (OSError, TimeoutError, stun.TransactionTimeout) as exc:
+    except (OSError, TimeoutError, aioice_stun.TransactionTimeout) as exc:
         return f"the TURN server {turn.host}:{turn.port} is unreachable ({type(exc).__name__})"
     transport.close()
     return f"the TURN server {turn.host}:{turn.port} gave no relay address to aiortc"
