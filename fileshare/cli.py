@@ -186,8 +186,6 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _fail(events, EXIT_INTERRUPTED, "interrupted", "interrupted")
     except (BadCode, ValueError, FileNotFoundError, UnsafeName) as exc:
-        if isinstance(exc, TransferError):
-            raise
         return _fail(events, EXIT_USAGE, "usage", str(exc))
     except AuthenticationFailed as exc:
         return _fail(events, EXIT_AUTH, "authentication_failed", str(exc))
