@@ -113,6 +113,9 @@ async def test_killed_receiver_resumes_with_the_same_command(lab: Lab, tmp_path:
     await wait_progress(first, 0.3)
     first.kill()  # kill -9: no goodbye, no flush
     assert list(out.glob("*.part")), "the partial file is kept for the resume"
+    state = b"".join(p.read_bytes() for p in (lab.workdir / "state").iterdir() if p.is_file())
+    secret_words = "-".join(code.split("-")[1:]).encode()
+    assert secret_words not in state  # the state database holds no part of the code in clear
     second = lab.receive(code, out)
     assert await second.wait() == 0, second.err.read_text()
     assert await sender.wait() == 0, sender.err.read_text()
