@@ -1,0 +1,141 @@
+"""Running `netsim.link` plans: two namespaces joined by one veth, impairments applied to
+each end, `netsim.delayer` processes started and stopped by their PIDs.
+
+    [a] NAMEa 198.51.100.1/24 --- 198.51.100.2/24 NAMEb [b]
+
+Names carry netns.RUN_PREFIX and a counter; the veth is created inside the namespaces (never
+in ours), and removing the namespaces removes everything, however the block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from netsim import link, netns
+from netsim.processes import find_program, stop
+
+A_IP: Final = "198.51.100.1"
+B_IP: Final = "198.51.100.2"
+_counter = itertools.count(1)
+_queues = itertools.count(1)
+
+
+def _run(command: link.Command) -> None:
+    argv = [*netns.in_namespace(command.namespace), find_program(command.program), *command.args]
+    proc = subprocess.run(
+        argv, input=command.stdin, capture_output=True, text=True, timeout=30, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+
+
+def netem_available() -> bool:
+    """Whether this kernel has `sch_netem` (loaded, loadable, or built in): tried on the
+    loopback of a namespace of our own, so no real interface is touched."""
+    with contextlib.suppress(OSError), open("/proc/modules") as modules:
+        if any(line.split()[0] == "sch_netem" for line in modules):
+            return True
+    with netns.isolated_loopback("nq") as name:
+        try:
+            _run(link.Command(name, "tc", ("qdisc", "add", "dev", "lo", "root", "netem")))
+        except RuntimeError:
+            return False
+        return True
+
+
+@dataclass
+class Pair:
+    """A built veth pair: namespaces, interfaces, and the delayers started on it."""
+
+    a: str
+    b: str
+    a_if: str
+    b_if: str
+    netem: bool
+    delayers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def apply(self, a_to_b: link.LinkSpec, b_to_a: link.LinkSpec) -> str:
+        """Impair both directions; returns the mechanism used."""
+        used = link.mechanism(self.netem)
+        for spec, namespace, ifname in ((a_to_b, self.a, self.a_if), (b_to_a, self.b, self.b_if)):
+            plan = link.apply(
+                spec, namespace, ifname, netns.RUN_PREFIX, next(_queues), netem_available=self.netem
+            )
+            used = plan.mechanism
+            for command in plan.commands:
+                _run(command)
+            for delayer in plan.delayers:
+                self.delayers.append(start_delayer(delayer))
+        return used
+
+    def run(self, command: link.Command) -> None:
+        _run(command)
+
+
+def start_delayer(delayer: link.Delayer) -> subprocess.Popen[bytes]:
+    """Start `python -m netsim.delayer` in the namespace; returns once it is bound."""
+    argv = [
+        *netns.in_namespace(delayer.namespace),
+        sys.executable,
+        "-m",
+        "netsim.delayer",
+        *delayer.args(),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "ready", or EOF if it failed
+    if line.strip() != b"ready":
+        stop(proc)
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise RuntimeError(f"delayer did not start: {err.strip()}")
+    return proc
+
+
+@contextlib.contextmanager
+def veth_pair(label: str = "lk") -> Iterator[Pair]:
+    number = next(_counter)
+    base = f"{netns.RUN_PREFIX}{label}{number}"
+    if len(base) > 14:
+        raise ValueError(f"label too long for interface names: {base!r}")
+    names = [f"{netns.RUN_PREFIX}-{label}{number}-{side}" for side in ("a", "b")]
+    created: list[str] = []
+    pair: Pair | None = None
+    try:
+        netem = netem_available()
+        for name in names:
+            subprocess.run(
+                [find_program("ip"), "netns", "add", name], check=True, capture_output=True
+            )
+            created.append(name)
+        a, b = names
+        a_if, b_if = f"{base}a", f"{base}b"
+        ip = find_program("ip")
+        for args in (
+            (a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b),
+            (a, "addr", "add", f"{A_IP}/24", "dev", a_if),
+            (b, "addr", "add", f"{B_IP}/24", "dev", b_if),
+            (a, "link", "set", "lo", "up"),
+            (b, "link", "set", "lo", "up"),
+            (a, "link", "set", a_if, "up"),
+            (b, "link", "set", b_if, "up"),
+        ):
+            subprocess.run([ip, "-n", *args], check=True, capture_output=True, timeout=30)
+        pair = Pair(a, b, a_if, b_if, netem)
+        yield pair
+    finally:
+        if pair is not None:
+            for proc in pair.delayers:
+                stop(proc)
+        for name in reversed(created):
+            subprocess.run(
+                [find_program("ip"), "netns", "delete", name],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
