@@ -40,7 +40,7 @@ lint: deps
 	$(VENV)/bin/mypy
 
 lab: deps
-	$(PY) -m netsim.demo
+	$(PY) -m netsim lab
 
 # Locust against one instance, then three behind haproxy sharing a redis-server (bounded time);
 # e.g. LOADTEST_ARGS='--run-time 60 --users 60' or '--host wss://signal.example.org/ws'.

@@ -1,0 +1,64 @@
+"""`netsim`: the test-bed's command. `netsim lab` runs the lab (what `make lab` runs);
+`netsim clean` removes what runs that died left behind (their namespaces, and with them their
+links and nft tables). Only names of this project's pattern are ever touched."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from netsim import demo
+from netsim.processes import find_program
+
+_OURS = re.compile(r"^fs(\d+)-")
+
+
+def namespaces() -> list[str]:
+    listing = subprocess.run(
+        [find_program("ip"), "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split()[0] for line in listing.splitlines() if line.strip()]
+
+
+def leftovers(names: list[str]) -> list[str]:
+    """Our namespaces whose creating process is gone."""
+    dead = []
+    for name in names:
+        match = _OURS.match(name)
+        if match and not Path(f"/proc/{match[1]}").exists():
+            dead.append(name)
+    return dead
+
+
+def clean(dry_run: bool) -> int:
+    found = leftovers(namespaces())
+    for name in found:
+        print(f"{'would remove' if dry_run else 'removing'} namespace {name}")
+        if not dry_run:
+            subprocess.run([find_program("ip"), "netns", "delete", name], check=False)
+    if not found:
+        print("nothing left behind")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="netsim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("lab", help="run the lab and print its results")
+    cleaner = sub.add_parser("clean", help="remove namespaces of runs that died")
+    cleaner.add_argument("--dry-run", action="store_true", help="only say what would go")
+    args = parser.parse_args(argv)
+    if args.command == "clean":
+        if os.geteuid() != 0:
+            print("netsim clean: needs root (network namespaces)", file=sys.stderr)
+            return 2
+        return clean(args.dry_run)
+    return demo.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
