@@ -155,25 +155,12 @@ async def main_async(args: argparse.Namespace) -> int:
     for mode in targets:
         prefix = args.out / mode / "locust"
         started = time.monotonic()
-        if args.host:
+        async with contextlib.AsyncExitStack() as services:
+            # a remote deployment (--host) is loaded as it is; otherwise start the topology
+            url = args.host or (await services.enter_async_context(stack(mode))).url
             result = await run_locust(
-                args.host,
-                prefix,
-                users=args.users,
-                run_time=args.run_time,
-                mix=args.mix,
-                extra=extra,
+                url, prefix, users=args.users, run_time=args.run_time, mix=args.mix, extra=extra
             )
-        else:
-            async with stack(mode) as target:
-                result = await run_locust(
-                    target.url,
-                    prefix,
-                    users=args.users,
-                    run_time=args.run_time,
-                    mix=args.mix,
-                    extra=extra,
-                )
         label = {
             "memory": "one instance, in-memory store",
             "redis": "3 instances + redis + haproxy",

@@ -22,7 +22,6 @@ from netsim.processes import find_program, stop
 
 A_IP: Final = "198.51.100.1"
 B_IP: Final = "198.51.100.2"
-_counter = itertools.count(1)
 _queues = itertools.count(1)
 
 
@@ -99,43 +98,22 @@ def start_delayer(delayer: link.Delayer) -> subprocess.Popen[bytes]:
 
 @contextlib.contextmanager
 def veth_pair(label: str = "lk") -> Iterator[Pair]:
-    number = next(_counter)
-    base = f"{netns.RUN_PREFIX}{label}{number}"
-    if len(base) > 14:
-        raise ValueError(f"label too long for interface names: {base!r}")
-    names = [f"{netns.RUN_PREFIX}-{label}{number}-{side}" for side in ("a", "b")]
-    created: list[str] = []
-    pair: Pair | None = None
-    try:
-        netem = netem_available()
-        for name in names:
-            subprocess.run(
-                [find_program("ip"), "netns", "add", name], check=True, capture_output=True
-            )
-            created.append(name)
-        a, b = names
+    netem = netem_available()
+    with netns.namespace_group(label, ("a", "b"), ifname_suffix=1) as (base, names):
+        a, b = names["a"], names["b"]
         a_if, b_if = f"{base}a", f"{base}b"
         ip = find_program("ip")
         for args in (
             (a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b),
             (a, "addr", "add", f"{A_IP}/24", "dev", a_if),
             (b, "addr", "add", f"{B_IP}/24", "dev", b_if),
-            (a, "link", "set", "lo", "up"),
-            (b, "link", "set", "lo", "up"),
             (a, "link", "set", a_if, "up"),
             (b, "link", "set", b_if, "up"),
         ):
             subprocess.run([ip, "-n", *args], check=True, capture_output=True, timeout=30)
         pair = Pair(a, b, a_if, b_if, netem)
-        yield pair
-    finally:
-        if pair is not None:
+        try:
+            yield pair
+        finally:
             for proc in pair.delayers:
                 stop(proc)
-        for name in reversed(created):
-            subprocess.run(
-                [find_program("ip"), "netns", "delete", name],
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )

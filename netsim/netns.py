@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from netsim.processes import find_program
@@ -31,12 +31,37 @@ def in_namespace(name: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def isolated_loopback(label: str = "lo") -> Iterator[str]:
-    name = f"{RUN_PREFIX}-{label}{next(_names)}"
-    _ip("netns", "add", name)
+def namespace_group(
+    label: str, roles: Sequence[str], ifname_suffix: int = 2
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Namespaces `<RUN_PREFIX>-<label><n>-<role>` with `lo` up, all deleted when the block ends
+    (their veths and nft tables with them), however it ends. Also yields a short base for
+    interface names: base + `ifname_suffix` characters must fit Linux's 15."""
+    number = next(_names)
+    base = f"{RUN_PREFIX}{label}{number}"
+    if len(base) + ifname_suffix > 15:
+        raise ValueError(f"label too long for interface names: {base!r}")
+    names = {role: f"{RUN_PREFIX}-{label}{number}-{role}" for role in roles}
+    created: list[str] = []
     try:
-        _ip("-n", name, "link", "set", "lo", "up")
+        for name in names.values():
+            _ip("netns", "add", name)
+            created.append(name)
+            _ip("-n", name, "link", "set", "lo", "up")
+        yield base, names
+    finally:
+        for name in reversed(created):
+            subprocess.run(
+                [find_program("ip"), "netns", "delete", name],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+
+
+@contextlib.contextmanager
+def isolated_loopback(label: str = "lo") -> Iterator[str]:
+    with namespace_group(label, ("ns",)) as (_, names):
+        name = names["ns"]
         _ip("-n", name, "addr", "add", f"{HOST_ADDRESS}/32", "dev", "lo")
         yield name
-    finally:
-        _ip("netns", "delete", name)

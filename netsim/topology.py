@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import itertools
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ ROUTER_WAN_IP: Final = "203.0.113.2"
 INTERNET_NET: Final = 25
 PRIVATE_LAN: Final = ("10.201.0.1", "10.201.0.2", 24)
 PUBLIC_LAN: Final = ("203.0.113.129", "203.0.113.130", 25)
-_counter = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -73,24 +71,13 @@ def nat_network(
     """Internet (with the server's two addresses), one router with `profile`, one host.
 
     Names carry netns.RUN_PREFIX and a counter, so parallel workers and tests never collide."""
-    number = next(_counter)
-    base = f"{netns.RUN_PREFIX}{label}{number}"
-    if len(base) > 13:  # interface names get two more characters; Linux allows 15
-        raise ValueError(f"label too long for interface names: {base!r}")
-    names = {role: f"{netns.RUN_PREFIX}-{label}{number}-{role}" for role in ("inet", "rtr", "host")}
-    created: list[str] = []
-    try:
-        for name in names.values():
-            _run(find_program("ip"), "netns", "add", name)
-            created.append(name)
+    with netns.namespace_group(label, ("inet", "rtr", "host")) as (base, names):
         inet, rtr, host = names["inet"], names["rtr"], names["host"]
         wan_if, lan_if = f"{base}wn", f"{base}ln"
         inet_if, host_if = f"{base}in", f"{base}hs"
         _veth(rtr, wan_if, inet, inet_if)
         _veth(rtr, lan_if, host, host_if)
         router_lan, host_ip, lan_len = PUBLIC_LAN if profile is nat.NatProfile.OPEN else PRIVATE_LAN
-        for ns in created:
-            _ip(ns, "link", "set", "lo", "up")
         for address in (INTERNET_IP, *SERVER_IPS):
             _ip(inet, "addr", "add", f"{address}/{INTERNET_NET}", "dev", inet_if)
         _ip(rtr, "addr", "add", f"{ROUTER_WAN_IP}/{INTERNET_NET}", "dev", wan_if)
@@ -127,12 +114,3 @@ def nat_network(
             wan_ip=host_ip if profile is nat.NatProfile.OPEN else ROUTER_WAN_IP,
             ruleset=text,
         )
-    finally:
-        # Veths die with their namespaces. KeyboardInterrupt lands here too.
-        for name in reversed(created):
-            subprocess.run(
-                [find_program("ip"), "netns", "delete", name],
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
