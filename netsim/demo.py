@@ -5,7 +5,6 @@ report of what each step took. Everything it starts it stops, also on failure an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -139,7 +138,7 @@ def main() -> int:
     try:
         asyncio.run(run(workdir, steps))
         if os.geteuid() == 0:
-            with contextlib.contextmanager(make_lab)(workdir, turn=True) as lab:
+            with make_lab(workdir, turn=True) as lab:
                 asyncio.run(transfers(lab, workdir, steps))
         else:
             steps.append(Step("transfers", 0.0, False, "need root for network namespaces"))

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +68,73 @@ class Client:
             self.proc.wait(10)
 
 
-class Lab:
-    """A namespace with a signaling server; runs `fileshare` clients in it."""
+@dataclass
+class Servers:
+    """The signaling server and, optionally, coturn, as clients need them."""
 
-    def __init__(self, namespace: str, workdir: Path, server: SignalProcess) -> None:
+    signal: SignalProcess
+    turn: TurnEndpoint | None = None
+    client_env: dict[str, str] = field(default_factory=dict)  # e.g. SSL_CERT_FILE
+
+
+@contextlib.contextmanager
+def running_servers(
+    namespace: str,
+    workdir: Path,
+    signal_host: str,
+    turn_ips: tuple[str, ...] = (),
+    tls: bool = False,
+    signal_secret: str | None = None,
+    test_allow: tuple[str, ...] = (),
+) -> Iterator[Servers]:
+    """fileshare-signal on `signal_host` in `namespace`; with `turn_ips`, a coturn there whose
+    credentials the server hands out (UDP, TCP and, with `tls`, TLS; `signal_secret` makes the
+    server's secret differ; `test_allow`: emulated-internet peers coturn relays to)."""
+    prefix = tuple(netns.in_namespace(namespace))
+    with contextlib.ExitStack() as stack:
+        args: list[str] = []
+        env: dict[str, str] = {}
+        client_env: dict[str, str] = {}
+        endpoint: TurnEndpoint | None = None
+        if turn_ips:
+            secret = secrets.token_urlsafe(16)
+            cert = key = None
+            if tls:
+                (workdir / "tls").mkdir(exist_ok=True)
+                cert, key = certs.self_signed(workdir / "tls", ips=turn_ips)
+                client_env["SSL_CERT_FILE"] = str(cert)
+            settings = TurnSettings(
+                listening_ips=turn_ips,
+                realm="fileshare.test",
+                secrets=(secret,),
+                cert=cert,
+                pkey=key,
+                max_bps=0,  # tests measure correctness, not the production bandwidth cap
+                test_allow=test_allow,
+            )
+            endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
+            for url in endpoint.urls:
+                args += ["--turn-urls", url]
+            env = {"FILESHARE_TURN_SECRET": signal_secret or secret}  # env: not in `ps`
+        server = asyncio.run(
+            start_signal(workdir / "signal.log", *args, env=env, prefix=prefix, host=signal_host)
+        )
+        stack.callback(stop, server.proc)
+        yield Servers(server, endpoint, client_env)
+
+
+class Lab:
+    """Runs `fileshare` clients (or another client program) as processes in namespaces,
+    against `servers`; by default in `namespace`."""
+
+    def __init__(self, namespace: str, workdir: Path, servers: Servers) -> None:
         self.namespace = namespace
         self.workdir = workdir
-        self.server = server
+        self.server = servers.signal
+        self.turn = servers.turn
+        self.client_env = servers.client_env
         self.clients: list[Client] = []
         self.helpers: list[subprocess.Popen[bytes]] = []
-        self.turn: TurnEndpoint | None = None  # coturn in the namespace (make_lab(turn=True))
-        self.client_env: dict[str, str] = {}  # for every client (e.g. SSL_CERT_FILE)
 
     def run(
         self,
@@ -90,8 +146,10 @@ class Lab:
         env: dict[str, str] | None = None,
         answer: str | None = None,
         json_events: bool = True,
+        namespace: str | None = None,
     ) -> Client:
-        """`answer` is typed on standard input (e.g. to --verify's question)."""
+        """`answer` is typed on standard input (e.g. to --verify's question); `namespace`:
+        the host to run on (default: the lab's)."""
         index = len(self.clients)
         out = self.workdir / f"{name}-{index}.out"
         err = self.workdir / f"{name}-{index}.err"
@@ -104,7 +162,7 @@ class Lab:
         with out.open("wb") as out_file, err.open("wb") as err_file:
             proc = subprocess.Popen(
                 [
-                    *netns.in_namespace(self.namespace),
+                    *netns.in_namespace(namespace or self.namespace),
                     sys.executable,
                     "-m",
                     *program,
@@ -184,43 +242,25 @@ class Lab:
             stop(helper)
 
 
+@contextlib.contextmanager
 def make_lab(
     workdir: Path, turn: bool = False, tls: bool = False, signal_secret: str | None = None
 ) -> Iterator[Lab]:
-    """A lab; with `turn`, a coturn in the namespace whose credentials the server hands out
-    (all of UDP, TCP and, with `tls`, TLS; `signal_secret` makes the server's secret differ)."""
-    with netns.isolated_loopback("e2e") as namespace, contextlib.ExitStack() as stack:
-        prefix = tuple(netns.in_namespace(namespace))
-        args: list[str] = []
-        env: dict[str, str] = {}
-        client_env: dict[str, str] = {}
-        endpoint: TurnEndpoint | None = None
-        if turn:
-            secret = secrets.token_urlsafe(16)
-            cert = key = None
-            if tls:
-                (workdir / "tls").mkdir()
-                cert, key = certs.self_signed(workdir / "tls", ips=(netns.HOST_ADDRESS,))
-                client_env["SSL_CERT_FILE"] = str(cert)
-            settings = TurnSettings(
-                listening_ips=(netns.HOST_ADDRESS,),
-                realm="fileshare.test",
-                secrets=(secret,),
-                cert=cert,
-                pkey=key,
-                max_bps=0,  # tests measure correctness, not the production bandwidth cap
-                test_allow=(netns.HOST_ADDRESS,),  # the namespace's only address
-            )
-            endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
-            for url in endpoint.urls:
-                args += ["--turn-urls", url]
-            env = {"FILESHARE_TURN_SECRET": signal_secret or secret}  # env: not in `ps`
-        server = asyncio.run(start_signal(workdir / "signal.log", *args, env=env, prefix=prefix))
-        lab = Lab(namespace, workdir, server)
-        lab.turn = endpoint
-        lab.client_env = client_env
+    """A lab in one isolated namespace; with `turn`, a coturn there too (see running_servers)."""
+    with (
+        netns.isolated_loopback("e2e") as namespace,
+        running_servers(
+            namespace,
+            workdir,
+            "127.0.0.1",
+            turn_ips=(netns.HOST_ADDRESS,) if turn else (),
+            tls=tls,
+            signal_secret=signal_secret,
+            test_allow=(netns.HOST_ADDRESS,),  # the namespace's only address
+        ) as servers,
+    ):
+        lab = Lab(namespace, workdir, servers)
         try:
             yield lab
         finally:
             lab.close()
-            stop(server.proc)

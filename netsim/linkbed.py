@@ -25,7 +25,7 @@ B_IP: Final = "198.51.100.2"
 _queues = itertools.count(1)
 
 
-def _run(command: link.Command) -> None:
+def run(command: link.Command) -> None:
     argv = [*netns.in_namespace(command.namespace), find_program(command.program), *command.args]
     proc = subprocess.run(
         argv, input=command.stdin, capture_output=True, text=True, timeout=30, check=False
@@ -42,7 +42,7 @@ def netem_available() -> bool:
             return True
     with netns.isolated_loopback("nq") as name:
         try:
-            _run(link.Command(name, "tc", ("qdisc", "add", "dev", "lo", "root", "netem")))
+            run(link.Command(name, "tc", ("qdisc", "add", "dev", "lo", "root", "netem")))
         except RuntimeError:
             return False
         return True
@@ -68,13 +68,13 @@ class Pair:
             )
             used = plan.mechanism
             for command in plan.commands:
-                _run(command)
+                run(command)
             for delayer in plan.delayers:
                 self.delayers.append(start_delayer(delayer))
         return used
 
     def run(self, command: link.Command) -> None:
-        _run(command)
+        run(command)
 
 
 def start_delayer(delayer: link.Delayer) -> subprocess.Popen[bytes]:

@@ -10,19 +10,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import subprocess
 from collections.abc import Iterator, Sequence
 from typing import Final
+
+import pyroute2
 
 from netsim.processes import find_program
 
 RUN_PREFIX: Final = f"fs{os.getpid()}"
 HOST_ADDRESS: Final = "198.51.100.10"
 _names = itertools.count(1)
-
-
-def _ip(*args: str) -> None:
-    subprocess.run([find_program("ip"), *args], check=True, capture_output=True, timeout=30)
 
 
 def in_namespace(name: str) -> list[str]:
@@ -45,23 +42,21 @@ def namespace_group(
     created: list[str] = []
     try:
         for name in names.values():
-            _ip("netns", "add", name)
+            pyroute2.netns.create(name)
             created.append(name)
-            _ip("-n", name, "link", "set", "lo", "up")
+            with pyroute2.NetNS(name) as ns:
+                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
         yield base, names
     finally:
         for name in reversed(created):
-            subprocess.run(
-                [find_program("ip"), "netns", "delete", name],
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
+            with contextlib.suppress(OSError):
+                pyroute2.netns.remove(name)
 
 
 @contextlib.contextmanager
 def isolated_loopback(label: str = "lo") -> Iterator[str]:
     with namespace_group(label, ("ns",)) as (_, names):
         name = names["ns"]
-        _ip("-n", name, "addr", "add", f"{HOST_ADDRESS}/32", "dev", "lo")
+        with pyroute2.NetNS(name) as ns:
+            ns.addr("add", index=ns.link_lookup(ifname="lo")[0], address=HOST_ADDRESS, prefixlen=32)
         yield name

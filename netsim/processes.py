@@ -76,20 +76,21 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 @dataclass
 class SignalEndpoint:
-    """A signaling server listening on loopback."""
+    """A signaling server's address (loopback, or the emulated internet's server address)."""
 
     port: int
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"ws://{self.host}:{self.port}/ws"
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SignalProcess(SignalEndpoint):
     proc: subprocess.Popen[bytes]
     log_path: Path
@@ -104,8 +105,9 @@ async def start_signal(
     env: dict[str, str] | None = None,
     timeout: float = 15.0,
     prefix: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> SignalProcess:
-    """`fileshare-signal` on a free loopback port (inside a namespace when `prefix` is
+    """`fileshare-signal` on a free port of `host` (inside a namespace when `prefix` is
     netns.in_namespace(...)); returns once it logs where it listens."""
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
@@ -115,7 +117,7 @@ async def start_signal(
                 "-m",
                 "signaling",
                 "--host",
-                "127.0.0.1",
+                host,
                 "--port",
                 "0",
                 "--log-json",
@@ -131,7 +133,7 @@ async def start_signal(
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
                 if entry.get("event") == "listening":
-                    return SignalProcess(int(entry["port"]), proc, log_path)
+                    return SignalProcess(int(entry["port"]), host, proc=proc, log_path=log_path)
         await asyncio.sleep(0.05)
     stop(proc)
     raise RuntimeError(f"fileshare-signal did not start:\n{log_path.read_text()}")

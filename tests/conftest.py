@@ -46,7 +46,7 @@ def require_root() -> None:
         pytest.skip("this test needs root (network namespaces)")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunningServer(SignalEndpoint):
     server: SignalingServer
     runner: web.AppRunner
@@ -71,7 +71,7 @@ async def start_server() -> AsyncIterator[StartServer]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        started = RunningServer(port, server, runner)
+        started = RunningServer(port, server=server, runner=runner)
         running.append(started)
         return started
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netsim import nat, netns, topology
+from netsim import nat, netns, world
 from netsim.nat import Behaviour, Filtering, Mapping, NatProfile
 from netsim.processes import find_program
 from tests.conftest import require_binary, require_root
@@ -171,31 +171,32 @@ def _namespaces() -> set[str]:
 
 
 SETTINGS = TurnSettings(
-    listening_ips=topology.SERVER_IPS, realm="fileshare.test", secrets=("nat-test",), max_bps=0
+    listening_ips=world.SERVER_IPS, realm="fileshare.test", secrets=("nat-test",), max_bps=0
 )
 
 
 def natdiscovery(
     profile: NatProfile, workdir: Path, *flags: str, hairpin: bool = False
-) -> tuple[topology.NatNet, str]:
+) -> tuple[world.Site, str]:
     """Build the network, run coturn on the internet and natdiscovery on the host; check
     that nothing is left behind; return the network's names and natdiscovery's output."""
     require_root()
     require_binary("nft")
     require_binary("turnserver")
     program = require_binary("turnutils_natdiscovery")
-    with topology.nat_network(profile, hairpin=hairpin) as net:
-        names = {net.internet, net.router, net.host}
+    with world.build([world.SiteSpec("a", profile, hairpin=hairpin)]) as net:
+        site = net.sites["a"]
+        names = {net.internet, site.router, site.link, *site.hosts}
         assert names <= _namespaces()
         with running_turn(SETTINGS, workdir, netns.in_namespace(net.internet)) as turn:
-            command = [*netns.in_namespace(net.host), program, *flags, net.server_ips[0]]
+            command = [*netns.in_namespace(site.hosts[0]), program, *flags, world.SERVER_IPS[0]]
             proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
         pid = turn.pid
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert not names & _namespaces()
     assert not Path(f"/proc/{pid}").exists()
-    return net, output
+    return site, output
 
 
 @pytest.mark.nat
@@ -209,7 +210,7 @@ def test_profile_as_natdiscovery_sees_it(profile: NatProfile, tmp_path: Path) ->
         assert found.timeouts >= 2 and not found.reflexive, report
     else:
         # The server saw the router's public address, or the host's own when there is no NAT.
-        assert found.reflexive and set(found.reflexive) == {net.wan_ip}, report
+        assert found.reflexive and set(found.reflexive) == {net.public_ip}, report
 
 
 @pytest.mark.nat

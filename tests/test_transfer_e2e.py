@@ -21,7 +21,8 @@ from tests.e2e import Client, Lab, make_lab, sha256, start_mitm_relay, tree
 def lab(tmp_path: Path) -> Iterator[Lab]:
     require_root()
     require_binary("ip")
-    yield from make_lab(tmp_path)
+    with make_lab(tmp_path) as lab:
+        yield lab
 
 
 async def transfer(lab: Lab, out: Path, *paths: Path, code_in_argv: bool = False) -> None:
@@ -218,7 +219,8 @@ def turn_lab(tmp_path: Path) -> Iterator[Lab]:
     require_root()
     require_binary("ip")
     require_binary("turnserver")
-    yield from make_lab(tmp_path, turn=True)
+    with make_lab(tmp_path, turn=True) as lab:
+        yield lab
 
 
 async def test_relay_only_goes_through_coturn(turn_lab: Lab, tmp_path: Path) -> None:
@@ -314,7 +316,8 @@ def tls_turn_lab(tmp_path: Path) -> Iterator[Lab]:
     require_root()
     require_binary("ip")
     require_binary("turnserver")
-    yield from make_lab(tmp_path, turn=True, tls=True)
+    with make_lab(tmp_path, turn=True, tls=True) as lab:
+        yield lab
 
 
 @pytest.mark.parametrize(
@@ -346,7 +349,8 @@ def wrong_secret_lab(tmp_path: Path) -> Iterator[Lab]:
     """The signaling server signs TURN credentials with a secret coturn does not know."""
     require_root()
     require_binary("turnserver")
-    yield from make_lab(tmp_path, turn=True, signal_secret="not-the-turn-secret")
+    with make_lab(tmp_path, turn=True, signal_secret="not-the-turn-secret") as lab:
+        yield lab
 
 
 async def test_refused_turn_credentials_are_one_clear_line(

@@ -1,0 +1,284 @@
+"""The emulated internet and its sites, built with pyroute2 (netlink) in namespaces of our own.
+
+    [host j] --- [router: NAT] --- [link: impairments] --- [internet: servers]
+
+Each site is a LAN (a bridge in its router, one veth per host) behind a router with a NAT
+profile (`netsim.nat`), joined to the internet through a link namespace of its own that
+routes and impairs (`netsim.link`: egress towards the internet is the uplink, egress towards
+the router the downlink), so impairments never touch the NAT's conntrack or rules. The internet
+holds the servers' two addresses (RFC 5780) on its loopback.
+
+Addresses (documentation ranges only; `addresses` is the plan, sans-I/O):
+- servers 203.0.113.10 and .11; site i: internet/link 192.0.2.4i/30, link/router
+  198.51.100.4i/30 (the router's public address is .4i+2);
+- LAN 10.0.(i+1).0/24 behind a NAT, or public 203.0.113.(128+16i)/28 for `open`.
+The internet has a blackhole default route (a silent drop for what is not there: coturn drops a
+whole allocation when one send fails with "network unreachable"). Nothing here is connected to
+a real interface, and every name carries netns.RUN_PREFIX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from pyroute2 import NetNS
+
+from netsim import link, linkbed, nat, netns
+from netsim.processes import find_program, stop
+
+SERVER_IPS: Final = ("203.0.113.10", "203.0.113.11")
+MAX_SITES: Final = 8
+MAX_HOSTS: Final = 9
+_SITE_NAME: Final = re.compile(r"[a-z][a-z0-9]{0,11}")
+CLEAN: Final = link.LinkSpec()
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One site: `hosts` machines on a LAN behind a router with `nat`; `uplink` impairs what
+    the site sends to the internet, `downlink` what it receives."""
+
+    name: str
+    nat: nat.NatProfile = nat.NatProfile.PORT_RESTRICTED
+    hosts: int = 1
+    uplink: link.LinkSpec = CLEAN
+    downlink: link.LinkSpec = CLEAN
+    hairpin: bool = False
+    udp_timeout: int = 30
+
+    def __post_init__(self) -> None:
+        if not _SITE_NAME.fullmatch(self.name):
+            raise ValueError(f"site name {self.name!r}: a-z then a-z0-9, at most 12")
+        if not 1 <= self.hosts <= MAX_HOSTS:
+            raise ValueError(f"site {self.name}: 1 to {MAX_HOSTS} hosts")
+        if self.nat is nat.NatProfile.ONE_TO_ONE and self.hosts != 1:
+            raise ValueError(f"site {self.name}: one_to_one maps exactly one host")
+
+
+@dataclass(frozen=True)
+class SiteAddresses:
+    internet: str  # the internet's end of the internet/link /30
+    link_internet: str  # the link's end of it
+    link_wan: str  # the link's end of the link/router /30
+    wan: str  # the router's public address
+    lan_gateway: str
+    lan_prefix: int
+    hosts: tuple[str, ...]
+
+    @property
+    def routed(self) -> tuple[str, ...]:
+        """Networks the internet reaches through this site's link."""
+        wan = ipaddress.ip_interface(f"{self.wan}/30").network
+        lan = ipaddress.ip_interface(f"{self.lan_gateway}/{self.lan_prefix}").network
+        return (str(wan), str(lan)) if lan.is_global or _documentation(lan) else (str(wan),)
+
+
+def _documentation(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    return any(
+        network.subnet_of(ipaddress.IPv4Network(doc))  # type: ignore[arg-type]
+        for doc in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+    )
+
+
+def addresses(index: int, spec: SiteSpec) -> SiteAddresses:
+    """The plan for site number `index` (0-based)."""
+    if not 0 <= index < MAX_SITES:
+        raise ValueError(f"at most {MAX_SITES} sites")
+    transit = 4 * index
+    if spec.nat is nat.NatProfile.OPEN:
+        base = ipaddress.IPv4Address("203.0.113.128") + 16 * index
+        gateway, prefix = base + 1, 28
+    else:
+        base = ipaddress.IPv4Address(f"10.0.{index + 1}.0")
+        gateway, prefix = base + 1, 24
+    return SiteAddresses(
+        internet=f"192.0.2.{transit + 1}",
+        link_internet=f"192.0.2.{transit + 2}",
+        link_wan=f"198.51.100.{transit + 1}",
+        wan=f"198.51.100.{transit + 2}",
+        lan_gateway=str(gateway),
+        lan_prefix=prefix,
+        hosts=tuple(str(gateway + 1 + j) for j in range(spec.hosts)),
+    )
+
+
+@dataclass
+class Site:
+    spec: SiteSpec
+    plan: SiteAddresses
+    router: str
+    link: str
+    hosts: list[str]
+    up_if: str  # in `link`, towards the internet
+    down_if: str  # in `link`, towards the router
+    wan_if: str  # in `router`
+    ruleset: str
+
+    @property
+    def public_ip(self) -> str:
+        """What the internet sees of host 0."""
+        return self.plan.hosts[0] if self.spec.nat is nat.NatProfile.OPEN else self.plan.wan
+
+
+@dataclass
+class World:
+    internet: str
+    sites: dict[str, Site]
+    netem: bool
+    delayers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _queues: int = 0
+
+    @property
+    def mechanism(self) -> str:
+        return link.mechanism(self.netem)
+
+    def host(self, site: str, index: int = 0) -> str:
+        return self.sites[site].hosts[index]
+
+    def impair(self, site: str, uplink: link.LinkSpec, downlink: link.LinkSpec) -> None:
+        """Give the site's link these impairments (replacing a rate; adding loss and delay)."""
+        where = self.sites[site]
+        for spec, ifname in ((uplink, where.up_if), (downlink, where.down_if)):
+            self._queues += 1
+            plan = link.apply(
+                spec, where.link, ifname, netns.RUN_PREFIX, self._queues, netem_available=self.netem
+            )
+            for command in plan.commands:
+                linkbed.run(command)
+            self.delayers.extend(linkbed.start_delayer(d) for d in plan.delayers)
+
+    def cut(self, site: str) -> None:
+        """The site's link drops everything, both ways (the NAT keeps its state)."""
+        where = self.sites[site]
+        linkbed.run(link.cut(where.link, where.up_if, netns.RUN_PREFIX))
+
+    def restore(self, site: str) -> None:
+        where = self.sites[site]
+        linkbed.run(link.restore(where.link, where.up_if, netns.RUN_PREFIX))
+
+    def rebind(self, site: str) -> None:
+        """The router forgets its mappings (conntrack and the cone maps): new ports."""
+        where = self.sites[site]
+        linkbed.run(link.rebind(where.router))
+        if "map mappings" in where.ruleset:
+            flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), "mappings")
+            linkbed.run(link.Command(where.router, "nft", flush))
+
+
+def _up(ns: NetNS, ifname: str, address: str | None = None, prefix: int = 32) -> None:
+    index = ns.link_lookup(ifname=ifname)[0]
+    if address is not None:
+        ns.addr("add", index=index, address=address, prefixlen=prefix)
+    ns.link("set", index=index, state="up")
+
+
+def _veth(a: NetNS, a_name: str, b_name: str, b_namespace: str) -> None:
+    """A veth pair made in `a`'s namespace with its peer born in `b_namespace` (never ours)."""
+    a.link("add", ifname=a_name, kind="veth", peer={"ifname": b_name, "net_ns_fd": b_namespace})
+
+
+def _forwarding(namespace: str) -> None:
+    """Route; and keep bridged frames out of the ip hooks where the host has br_netfilter
+    loaded (per namespace since Linux 5.3): else LAN traffic would pass the NAT's rules
+    (masqueraded by hairpinning) and a hairpinned packet could not leave by its port."""
+    tables = ("iptables", "ip6tables", "arptables")
+    bridge_off = [f"net.bridge.bridge-nf-call-{t}=0" for t in tables]
+    argv = [find_program("sysctl"), "-qew", "net.ipv4.ip_forward=1", *bridge_off]
+    subprocess.run(
+        [*netns.in_namespace(namespace), *argv], check=True, capture_output=True, timeout=30
+    )
+
+
+def _build_site(
+    index: int, spec: SiteSpec, base: str, names: dict[str, str], inet: NetNS
+) -> tuple[Site, list[NetNS]]:
+    plan = addresses(index, spec)
+    router, link_ns = names[f"{spec.name}-rtr"], names[f"{spec.name}-lnk"]
+    hosts = [names[f"{spec.name}-h{j}"] for j in range(spec.hosts)]
+    rtr, lnk = NetNS(router), NetNS(link_ns)
+    opened = [rtr, lnk]
+    inet_if, up_if, down_if = f"{base}i{index}", f"{base}u{index}", f"{base}d{index}"
+    wan_if, bridge = f"{base}w{index}", f"{base}b{index}"
+    _veth(inet, inet_if, up_if, link_ns)
+    _veth(lnk, down_if, wan_if, router)
+    _up(inet, inet_if, plan.internet, 30)
+    _up(lnk, up_if, plan.link_internet, 30)
+    _up(lnk, down_if, plan.link_wan, 30)
+    _up(rtr, wan_if, plan.wan, 30)
+    rtr.link("add", ifname=bridge, kind="bridge")
+    _up(rtr, bridge, plan.lan_gateway, plan.lan_prefix)
+    bridge_index = rtr.link_lookup(ifname=bridge)[0]
+    for j, (host, host_ip) in enumerate(zip(hosts, plan.hosts, strict=True)):
+        port, host_if = f"{base}p{index}{j}", f"{base}h{index}{j}"
+        _veth(rtr, port, host_if, host)
+        rtr.link("set", index=rtr.link_lookup(ifname=port)[0], master=bridge_index, state="up")
+        hns = NetNS(host)
+        opened.append(hns)
+        _up(hns, host_if, host_ip, plan.lan_prefix)
+        hns.route("add", dst="0.0.0.0/0", gateway=plan.lan_gateway)
+    for network in plan.routed:
+        inet.route("add", dst=network, gateway=plan.link_internet)
+    if len(plan.routed) > 1:
+        lnk.route("add", dst=plan.routed[1], gateway=plan.wan)
+    lnk.route("add", dst="0.0.0.0/0", gateway=plan.internet)
+    rtr.route("add", dst="0.0.0.0/0", gateway=plan.link_wan)
+    _forwarding(router)
+    _forwarding(link_ns)
+    text = nat.ruleset(
+        spec.nat,
+        netns.RUN_PREFIX,
+        wan_if,
+        bridge,
+        plan.wan,
+        hairpin=spec.hairpin,
+        udp_timeout=spec.udp_timeout,
+        lan_ip=plan.hosts[0] if spec.nat is nat.NatProfile.ONE_TO_ONE else None,
+    )
+    linkbed.run(link.Command(router, "nft", ("-f", "-"), stdin=text))
+    site = Site(spec, plan, router, link_ns, hosts, up_if, down_if, wan_if, text)
+    return site, opened
+
+
+@contextlib.contextmanager
+def build(specs: Sequence[SiteSpec], label: str = "w") -> Iterator[World]:
+    """The internet and `specs`' sites, impairments applied; all of it (namespaces, links,
+    tables, delayer processes) removed when the block ends, however it ends."""
+    if not 1 <= len(specs) <= MAX_SITES:
+        raise ValueError(f"1 to {MAX_SITES} sites")
+    if len({s.name for s in specs}) != len(specs):
+        raise ValueError("site names must differ")
+    roles = ["inet"]
+    for spec in specs:
+        roles += [f"{spec.name}-rtr", f"{spec.name}-lnk"]
+        roles += [f"{spec.name}-h{j}" for j in range(spec.hosts)]
+    netem = linkbed.netem_available()
+    with (
+        netns.namespace_group(label, roles, ifname_suffix=3) as (base, names),
+        contextlib.ExitStack() as handles,
+    ):
+        inet = NetNS(names["inet"])
+        handles.callback(inet.close)
+        for address in SERVER_IPS:
+            _up(inet, "lo", address, 32)
+        inet.route("add", dst="0.0.0.0/0", type="blackhole")
+        sites: dict[str, Site] = {}
+        for index, spec in enumerate(specs):
+            site, opened = _build_site(index, spec, base, names, inet)
+            for handle in opened:
+                handles.callback(handle.close)
+            sites[spec.name] = site
+        world = World(names["inet"], sites, netem)
+        try:
+            for spec in specs:
+                if spec.uplink != CLEAN or spec.downlink != CLEAN:
+                    world.impair(spec.name, spec.uplink, spec.downlink)
+            yield world
+        finally:
+            for proc in world.delayers:
+                stop(proc)
