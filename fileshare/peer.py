@@ -25,7 +25,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from fileshare import crypto, ice
+from fileshare import crypto, ice, nomination
 from fileshare.crypto import Role, SessionKeys
 from fileshare.ice import TurnUrl
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
@@ -238,6 +238,11 @@ class Peer:
             reason = await ice.diagnose(self._turn) if self._turn else "no TURN server"
             raise ice.RelayUnavailable(f"--relay-only, but {reason}")
 
+    def _prefer_direct(self, pc: RTCPeerConnection) -> None:
+        """Before ICE starts (setRemoteDescription schedules it): see `nomination`."""
+        if not self.relay_only:
+            nomination.prefer_direct(nomination.ice_connection(pc))
+
     async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
         client = self.inbox.client
         opened: asyncio.Future[Pipe] = asyncio.get_running_loop().create_future()
@@ -252,6 +257,7 @@ class Peer:
             answer = await self.inbox.expect("answer", self.timeout)
             answer_sdp = str(answer.get("sdp", ""))
             await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+            self._prefer_direct(pc)
         else:
 
             @pc.on("datachannel")
@@ -269,6 +275,7 @@ class Peer:
             epoch = offer.get("epoch")
             self.epoch = epoch if isinstance(epoch, int) and epoch >= 0 else self.epoch
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            self._prefer_direct(pc)
             await pc.setLocalDescription(await pc.createAnswer())
             answer_sdp = pc.localDescription.sdp
             await self._check_relay(answer_sdp)
@@ -296,8 +303,7 @@ def describe_path(pc: RTCPeerConnection) -> dict[str, str]:
     aiortc does not expose the selected pair, so this reads aioice's nominated pair.
     """
     try:
-        ice = pc.sctp.transport.transport  # type: ignore[union-attr]
-        pair = ice._connection._nominated[1]
+        pair = nomination.ice_connection(pc)._nominated[1]
         local, remote = pair.local_candidate, pair.remote_candidate
     except (AttributeError, KeyError, IndexError):
         return {"local": "unknown", "remote": "unknown", "protocol": "unknown"}

@@ -1,6 +1,7 @@
-"""`netsim`: the test-bed's command. `netsim lab` runs the lab (what `make lab` runs);
-`netsim clean` removes what runs that died left behind (their namespaces, and with them their
-links and nft tables). Only names of this project's pattern are ever touched."""
+"""`netsim`: the test-bed's command. `netsim run [SCENARIO...]` runs the scenario matrix (what
+`make lab` runs) and reports; `netsim list` shows it; `netsim clean` removes what runs that died
+left behind (their namespaces, and with them their links and nft tables). Only names of this
+project's pattern are ever touched."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netsim import demo
+from netsim import matrix
 from netsim.processes import find_program
 
 _OURS = re.compile(r"^fs(\d+)-")
@@ -48,16 +49,31 @@ def clean(dry_run: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netsim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("lab", help="run the lab and print its results")
+    runner = sub.add_parser("run", help="run scenarios (default: the default matrix) and report")
+    lister = sub.add_parser("list", help="list the scenarios")
+    for command in (runner, lister):
+        command.add_argument("scenarios", nargs="*", help="names or name prefixes")
+        command.add_argument("--full", action="store_true", help="the full matrix")
+        command.add_argument(
+            "--file", type=Path, default=None, help="a scenario file (TOML; default: built in)"
+        )
+    runner.add_argument(
+        "--out", type=Path, default=Path("netsim-results"), help="where reports and logs go"
+    )
+    runner.add_argument(
+        "--backend", choices=["netns", "docker"], default="netns", help="where hosts live"
+    )
     cleaner = sub.add_parser("clean", help="remove namespaces of runs that died")
     cleaner.add_argument("--dry-run", action="store_true", help="only say what would go")
     args = parser.parse_args(argv)
+    if args.command == "list":
+        return matrix.list_scenarios(args.file, args.scenarios, args.full)
+    if os.geteuid() != 0:
+        print(f"netsim {args.command}: needs root (network namespaces)", file=sys.stderr)
+        return 2
     if args.command == "clean":
-        if os.geteuid() != 0:
-            print("netsim clean: needs root (network namespaces)", file=sys.stderr)
-            return 2
         return clean(args.dry_run)
-    return demo.main()
+    return matrix.main(args.file, args.scenarios, args.full, args.out, args.backend)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ def running_servers(
                 test_allow=test_allow,
             )
             endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
+            args += ["--stun-urls", endpoint.stun_url]
             for url in endpoint.urls:
                 args += ["--turn-urls", url]
             env = {"FILESHARE_TURN_SECRET": signal_secret or secret}  # env: not in `ps`

@@ -1,0 +1,67 @@
+"""A direct path whenever one exists, even when TURN is offered.
+
+aioice's controlling agent nominates aggressively: the first pair whose check answers carries
+the connection for good (aiortc has no ICE restart). A relay pair can answer first, e.g. while
+two NATs are still opening their mappings to each other, and then every byte goes through the
+TURN server although a direct path works. So the checks of pairs that use a relay wait while a
+direct pair may still succeed, for at most `grace` seconds after checking began; when every
+direct pair has failed they start at once. The cost: when only the relay works, it is chosen up
+to `grace` seconds later.
+
+aiortc exposes none of this, so it is a wrapper around aioice's `Connection.check_start`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aioice.ice import CandidatePair, Connection
+
+DIRECT_GRACE_SECONDS: Final = 3.0
+_POLL_SECONDS: Final = 0.05
+_PENDING: Final = (
+    CandidatePair.State.FROZEN,
+    CandidatePair.State.WAITING,
+    CandidatePair.State.IN_PROGRESS,
+)
+
+
+def relayed(pair: CandidatePair) -> bool:
+    return "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
+
+
+def direct_pending(pairs: list[CandidatePair]) -> bool:
+    """Whether a pair without a relay is still being (or yet to be) checked."""
+    return any(not relayed(p) and p.state in _PENDING for p in pairs)
+
+
+def prefer_direct(connection: Connection, grace: float = DIRECT_GRACE_SECONDS) -> None:
+    """Hold relay checks back on `connection` (see the module's docstring)."""
+    original: Callable[[CandidatePair], Awaitable[None]] = connection.check_start
+    loop = asyncio.get_running_loop()
+    deadline: list[float] = []  # set by the first check
+
+    def hold(pair: CandidatePair) -> bool:
+        return (
+            connection.ice_controlling
+            and relayed(pair)
+            and loop.time() < deadline[0]
+            and direct_pending(connection._check_list)
+        )
+
+    async def check_start(pair: CandidatePair) -> None:
+        if not deadline:
+            deadline.append(loop.time() + grace)
+        while hold(pair):  # noqa: ASYNC110 (aioice signals no state change to wait on)
+            await asyncio.sleep(_POLL_SECONDS)
+        await original(pair)
+
+    setattr(connection, "check_start", check_start)  # noqa: B010 (an instance attribute)
+
+
+def ice_connection(pc: Any) -> Connection:
+    """The aioice connection under an aiortc peer connection's data channel transport."""
+    connection: Connection = pc.sctp.transport.transport._connection
+    return connection

@@ -1,0 +1,64 @@
+"""A run of the scenario matrix: choose the scenarios, run them one after another (they measure
+throughput and timing, so never two at once on a shared machine), show progress, and write the
+reports. Exit status 1 when any expectation failed."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from netsim import linkbed, report, runner, scenario
+from netsim.link import mechanism
+from netsim.results import RunReport, Status
+
+
+def _suite(path: Path | None) -> scenario.Suite:
+    return scenario.load(path or scenario.DEFAULT_FILE)
+
+
+def list_scenarios(path: Path | None, names: list[str], full: bool) -> int:
+    console = Console()
+    try:
+        chosen = _suite(path).select(names, full)
+    except (OSError, ValueError) as exc:
+        console.print(f"netsim: {exc}", markup=False)
+        return 2
+    for item in chosen:
+        extra = " (full)" if item.full else ""
+        line = f"{item.name:44} {item.kind.value:12} {item.description}{extra}"
+        print(line)
+    return 0
+
+
+def main(path: Path | None, names: list[str], full: bool, out: Path, backend: str) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    try:
+        chosen = _suite(path).select(names, full)
+    except (OSError, ValueError) as exc:
+        console.print(f"netsim: {exc}", markup=False)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    run = RunReport(
+        started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        backend=backend,
+        link_mechanism=mechanism(linkbed.netem_available()),
+    )
+    console.print(f"netsim: {len(chosen)} scenario(s); {report.header(run)}", markup=False)
+    for number, item in enumerate(chosen, 1):
+        console.print(f"[{number}/{len(chosen)}] {item.name}: {item.description}", markup=False)
+        result = runner.run_one(item, out / "logs")
+        run.results.append(result)
+        mark = "ok" if result.status is Status.PASSED else result.status.value.upper()
+        console.print(
+            f"    {mark} in {result.duration_s:.1f} s  {report.figures(result)}", markup=False
+        )
+    run.duration_s = round(time.monotonic() - started, 1)
+    report.print_table(run, console)
+    written = report.write_all(run, out)
+    console.print("reports: " + ", ".join(str(p) for p in written.values()), markup=False)
+    return 0 if run.ok else 1

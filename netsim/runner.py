@@ -1,0 +1,280 @@
+"""Running scenarios: for each, the emulated network (`netsim.world`), the servers on its
+internet (signaling and a coturn with two addresses), the two peers as processes through the
+client adapter (`netsim.lab`), the fault at its moment, then every expectation checked and
+every figure recorded (`netsim.results`). Everything a scenario started is stopped and
+removed when it ends, however it ends; the logs of a scenario that did not pass are kept."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from netsim import calibration, capture, expectations, world
+from netsim.lab import Client, Lab, running_servers, sha256
+from netsim.results import ScenarioResult, Status
+from netsim.scenario import FaultKind, Kind, Scenario
+
+MIB: Final = 2**20
+# Peers coturn may relay to: the emulated internet only (it denies documentation ranges).
+EMULATED_INTERNET: Final = ("198.51.100.0-198.51.100.255", "203.0.113.0-203.0.113.255")
+MARKER: Final = b"FILESHARE-NETSIM-MARKER-"
+SHORT_CUT_SECONDS: Final = 15.0  # under the client's stall timeout: the connection survives
+
+
+@dataclass(frozen=True)
+class Payload:
+    path: Path
+    size: int
+    marker: bytes
+    name_token: bytes
+
+
+def make_payload(directory: Path, scenario: Scenario) -> Payload:
+    """A file of the scenario's size made of a repeated marker (so that a clear-text leak of
+    any part of it would show), under a name with a token of its own."""
+    token = os.urandom(6).hex()
+    marker = MARKER + token.encode() + b"|"
+    size = max(1, round(scenario.file_mib * MIB))
+    name_token = f"secret-name-{token}".encode()
+    path = directory / f"{name_token.decode()}.bin"
+    block = marker * (MIB // len(marker) + 1)
+    with path.open("wb") as f:
+        left = size
+        while left:
+            piece = block[: min(left, MIB)]
+            f.write(piece)
+            left -= len(piece)
+    return Payload(path, size, marker, name_token)
+
+
+def _path_of(client: Client) -> dict[str, Any]:
+    event = client.first("connected")
+    return dict(event["path"]) if event else {}
+
+
+def _connected(client: Client) -> list[dict[str, Any]]:
+    return [e for e in client.events() if e["event"] == "connected"]
+
+
+async def _fault_when(
+    sender: Client, share: float, strike: Callable[[], None], timeout: float
+) -> bool:
+    """Call `strike` once the sender has `share` of its bytes acknowledged; False if the
+    transfer ended (or stalled) before."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and sender.proc.poll() is None:
+        progress = [e for e in sender.events() if e["event"] == "progress"]
+        if progress and progress[-1]["done"] >= share * max(progress[-1]["total"], 1):
+            strike()
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+class ScenarioRun:
+    """One transfer scenario in a built world, with its servers running."""
+
+    def __init__(self, scenario: Scenario, net: world.World, lab: Lab, workdir: Path) -> None:
+        self.scenario = scenario
+        self.net = net
+        self.lab = lab
+        self.workdir = workdir
+        self.result = ScenarioResult(scenario.name, scenario.kind.value, scenario.description)
+
+    def _args(self) -> tuple[str, ...]:
+        return ("--relay-only",) if self.scenario.relay_only else ()
+
+    async def transfer(self, payload: Payload) -> None:
+        sc, lab, result = self.scenario, self.lab, self.result
+        send_ns = self.net.host(sc.sender.site, sc.sender.host)
+        recv_ns = self.net.host(sc.receiver.site, sc.receiver.host)
+        out = self.workdir / "received"
+        out.mkdir()
+        sender = lab.run("send", *self._args(), str(payload.path), name="send", namespace=send_ns)
+        code = (await sender.wait_event("code", 60))["code"]
+        receiver = lab.run(
+            "receive",
+            "--out",
+            str(out),
+            *self._args(),
+            name="recv",
+            state="recv-state",
+            env={"FILESHARE_CODE": code},
+            namespace=recv_ns,
+        )
+        if sc.fault is not None:
+            struck = await _fault_when(sender, sc.fault.at, self._striker(), sc.timeout_s)
+            result.check("fault struck mid-transfer", struck, f"at {sc.fault.at:.0%}", struck)
+        sender_exit = await sender.wait(sc.timeout_s)
+        receiver_exit = await receiver.wait(60)
+        result.check("sender exit", sender_exit == 0, 0, sender_exit)
+        result.check("receiver exit", receiver_exit == 0, 0, receiver_exit)
+        arrived = out / payload.path.name
+        same = arrived.exists() and sha256(arrived) == sha256(payload.path)
+        result.check("file arrived intact", same, "same SHA-256", "same" if same else "differs")
+        self._judge_path(sender, receiver)
+        self._figures(sender, payload)
+
+    def _striker(self) -> Callable[[], None]:
+        fault = self.scenario.fault
+        assert fault is not None
+        if fault.kind is FaultKind.REBIND:
+            return lambda: self.net.rebind(fault.site)
+
+        def cut() -> None:
+            self.net.cut(fault.site)
+            self.result.metrics["cut_seconds"] = fault.seconds
+            loop = asyncio.get_running_loop()
+            loop.call_later(fault.seconds, self.net.restore, fault.site)
+
+        return cut
+
+    def _judge_path(self, sender: Client, receiver: Client) -> None:
+        sc, result = self.scenario, self.result
+        mine, theirs = _path_of(sender), _path_of(receiver)
+        if not mine or not theirs:
+            result.check("connected", False, "a connected event on both sides", "missing")
+            return
+        observed = expectations.category(
+            mine.get("local", "?"), mine.get("remote", "?"), theirs.get("remote", "?")
+        )
+        a, b = (sc.site(e.site).nat for e in (sc.sender, sc.receiver))
+        result.metrics.update(nat_a=a.value, nat_b=b.value, path=observed)
+        result.metrics["expected_path"] = sc.expected_path
+        result.metrics["pair"] = f"{mine.get('local')}->{mine.get('remote')}"
+        turn = mine.get("turn") or theirs.get("turn")
+        if turn:
+            result.metrics["transport"] = turn
+        if sc.fault is None or sc.kind is Kind.PATH:
+            result.check("path", observed == sc.expected_path, sc.expected_path, observed)
+        wanted = sc.expect_transports or (
+            expectations.turn_transports(a, b) if observed == "relay" else ()
+        )
+        if wanted and observed == "relay":
+            result.check("TURN transport", turn in wanted, " or ".join(wanted), turn)
+
+    def _figures(self, sender: Client, payload: Payload) -> None:
+        sc, result = self.scenario, self.result
+        done = sender.first("done")
+        connected = _connected(sender)
+        if done is None or not connected:
+            return
+        seconds = max(done["ts"] - connected[0]["ts"], 1e-3)
+        goodput = payload.size * 8 / seconds / 1e6
+        result.metrics.update(bytes=payload.size, seconds=round(seconds, 2))
+        result.metrics["goodput_mbit"] = round(goodput, 2)
+        result.metrics["total_chunks"] = done["chunks"]
+        result.metrics["resent_chunks"] = done["chunksSent"] - done["chunks"]
+        result.metrics["connections"] = len(connected)
+        if sc.link_rate_mbit:
+            result.metrics["rate_mbit"] = sc.link_rate_mbit
+            result.metrics["ratio"] = round(goodput / sc.link_rate_mbit, 3)
+            up = sc.sites[0].uplink
+            result.metrics["rtt_ms"] = sum(
+                s.uplink.delay_ms + s.downlink.delay_ms for s in sc.sites
+            )
+            result.metrics["loss_percent"] = up.loss_percent
+        if sc.fault is not None and sc.fault.kind is FaultKind.CUT:
+            survived = len(connected) == 1
+            short = sc.fault.seconds < SHORT_CUT_SECONDS
+            result.check(
+                "short cut survived in place" if short else "long cut: new peer connection",
+                survived == short,
+                "1 connection" if short else "2 or more connections",
+                f"{len(connected)} connection(s)",
+            )
+        if sc.fault is not None and sc.fault.kind is FaultKind.REBIND:
+            result.metrics["outcome"] = "survived" if len(connected) == 1 else "resumed"
+
+
+def _encryption_checks(result: ScenarioResult, pcap: Path, payload: Payload) -> None:
+    needles = {
+        "file content (marker)": payload.marker,
+        "file name": payload.name_token,
+        **{f"file size ({k})": v for k, v in capture.size_forms(payload.size).items()},
+    }
+    found = capture.find(pcap, needles)
+    result.metrics["captured_bytes"] = pcap.stat().st_size
+    result.check(
+        "capture saw the transfer",
+        pcap.stat().st_size > payload.size,
+        f"> {payload.size} bytes",
+        pcap.stat().st_size,
+    )
+    for name, count in found.items():
+        result.check(f"no {name} in clear", count == 0, 0, count)
+
+
+@contextlib.contextmanager
+def _workdir(root: Path, name: str) -> Iterator[Path]:
+    path = root / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    yield path
+
+
+def run_one(scenario: Scenario, root: Path) -> ScenarioResult:
+    """Run `scenario`; never raises for what happens inside it (an error is a result)."""
+    started = time.monotonic()
+    with _workdir(root, scenario.name) as workdir:
+        result = ScenarioResult(scenario.name, scenario.kind.value, scenario.description)
+        try:
+            result = _run(scenario, workdir)
+        except Exception as exc:
+            result.status = Status.ERROR
+            result.error = f"{type(exc).__name__}: {exc}"
+        result.duration_s = round(time.monotonic() - started, 2)
+        if result.status is Status.PASSED:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            result.logs_dir = str(workdir)
+        return result
+
+
+def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
+    with world.build(scenario.sites) as net:
+        if scenario.kind is Kind.CALIBRATION:
+            result = ScenarioResult(scenario.name, scenario.kind.value, scenario.description)
+            site = net.sites[scenario.sender.site]
+            result.metrics["mechanism"] = net.mechanism
+            with calibration.serving(net.internet):
+                calibration.measure(
+                    result,
+                    net.host(site.spec.name),
+                    site.plan.internet,
+                    site.spec.uplink,
+                    site.spec.downlink,
+                )
+            return result
+        with running_servers(
+            net.internet,
+            workdir,
+            world.SERVER_IPS[0],
+            turn_ips=world.SERVER_IPS,
+            tls=True,
+            test_allow=EMULATED_INTERNET,
+        ) as servers:
+            lab = Lab(net.internet, workdir, servers)
+            try:
+                run = ScenarioRun(scenario, net, lab, workdir)
+                payload = make_payload(workdir, scenario)
+                if scenario.kind is Kind.ENCRYPTION:
+                    pcap = workdir / "internet.pcap"
+                    with capture.capturing(net.internet, pcap):
+                        asyncio.run(run.transfer(payload))
+                    _encryption_checks(run.result, pcap, payload)
+                    if run.result.status is Status.PASSED:
+                        pcap.unlink()
+                else:
+                    asyncio.run(run.transfer(payload))
+                payload.path.unlink()
+                return run.result
+            finally:
+                lab.close()

@@ -1,0 +1,349 @@
+"""Scenarios as data (sans-I/O): what network to build, which peers transfer what, which fault
+to inject, and what must be observed. Built in Python or loaded from a TOML file:
+
+    [[scenario]]
+    name = "cone-x-cone"
+    kind = "path"                       # lan, path, resume, rebind, encryption, throughput,
+    sites = [                           # calibration
+      { name = "a", nat = "port_restricted" },
+      { name = "b", nat = "port_restricted", downlink = { delay_ms = 20, loss_percent = 1 } },
+    ]
+    sender = "a"                        # "site" or "site:host-index"; default: the first site
+    receiver = "b"                      # default: the second site (or host 1 of a lone site)
+    file_mib = 2
+    expect_path = "srflx"               # default: the grid (netsim.expectations)
+    fault = { kind = "cut", at = 0.5, seconds = 5 }
+    full = false                        # true: only in `netsim run --full`
+
+    [[grid]]                            # every pair of these NATs, expected paths from the grid
+    nats = ["full_cone", "symmetric"]
+
+    [[throughput]]                      # rate x RTT x loss x path
+    rates_mbit = [10, 50]
+    rtt_ms = [10, 80]
+    loss_percent = [0, 1, 3]
+    paths = ["direct", "relay"]
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final
+
+from netsim import expectations, link
+from netsim.nat import NatProfile
+from netsim.world import SiteSpec
+
+_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+class Kind(enum.Enum):
+    LAN = "lan"
+    PATH = "path"
+    RESUME = "resume"
+    REBIND = "rebind"
+    ENCRYPTION = "encryption"
+    THROUGHPUT = "throughput"
+    CALIBRATION = "calibration"
+
+
+class FaultKind(enum.Enum):
+    CUT = "cut"  # the site's link drops everything for `seconds`, then comes back
+    REBIND = "rebind"  # the site's router forgets its mappings
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: FaultKind
+    site: str
+    at: float = 0.5  # share of the file acknowledged when it strikes
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.at < 1:
+            raise ValueError("fault.at: a share of the transfer, between 0 and 1")
+        if self.kind is FaultKind.CUT and not 0 < self.seconds <= 600:
+            raise ValueError("fault.seconds: 0 to 600 for a cut")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    site: str
+    host: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.site}:{self.host}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: Kind
+    sites: tuple[SiteSpec, ...]
+    sender: Endpoint
+    receiver: Endpoint
+    description: str = ""
+    file_mib: float = 2.0
+    relay_only: bool = False
+    expect_path: str | None = None  # host, srflx or relay
+    expect_transports: tuple[str, ...] = ()  # of the TURN leg, e.g. ("tcp", "tls")
+    fault: Fault | None = None
+    full: bool = False
+    timeout_s: float = 180.0
+    link_rate_mbit: float | None = None  # throughput: the bottleneck the goodput is compared to
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise ValueError(f"scenario name {self.name!r}: a-z0-9 then a-z0-9_.-")
+        names = {s.name: s for s in self.sites}
+        for end in (self.sender, self.receiver):
+            if end.site not in names or not 0 <= end.host < names[end.site].hosts:
+                raise ValueError(f"{self.name}: no host {end} among its sites")
+        if self.sender == self.receiver and self.kind is not Kind.CALIBRATION:
+            raise ValueError(f"{self.name}: sender and receiver are the same host")
+        if self.fault is not None and self.fault.site not in names:
+            raise ValueError(f"{self.name}: fault on unknown site {self.fault.site!r}")
+        if self.expect_path not in (None, *expectations.PATHS):
+            raise ValueError(f"{self.name}: expect_path is one of {expectations.PATHS}")
+        if not 0 < self.file_mib <= 4096:
+            raise ValueError(f"{self.name}: file_mib 0 to 4096")
+
+    @property
+    def expected_path(self) -> str:
+        if self.expect_path is not None:
+            return self.expect_path
+        if self.relay_only:
+            return "relay"
+        a, b = (self.site(e.site) for e in (self.sender, self.receiver))
+        if a is b:
+            return "host"
+        return expectations.path(a.nat, b.nat)
+
+    def site(self, name: str) -> SiteSpec:
+        return next(s for s in self.sites if s.name == name)
+
+
+def _link(data: Mapping[str, Any] | None, where: str) -> link.LinkSpec:
+    if data is None:
+        return link.LinkSpec()
+    allowed = {f.name for f in fields(link.LinkSpec)}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValueError(f"{where}: unknown link settings {sorted(unknown)}")
+    return link.LinkSpec(**data)
+
+
+def _site(data: Mapping[str, Any], where: str) -> SiteSpec:
+    known = {"name", "nat", "hosts", "uplink", "downlink", "hairpin", "udp_timeout"}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown site settings {sorted(unknown)}")
+    try:
+        profile = NatProfile(data.get("nat", "port_restricted"))
+    except ValueError:
+        choices = ", ".join(p.value for p in NatProfile)
+        raise ValueError(f"{where}: nat is one of {choices}") from None
+    return SiteSpec(
+        name=data["name"],
+        nat=profile,
+        hosts=data.get("hosts", 1),
+        uplink=_link(data.get("uplink"), f"{where}.uplink"),
+        downlink=_link(data.get("downlink"), f"{where}.downlink"),
+        hairpin=data.get("hairpin", False),
+        udp_timeout=data.get("udp_timeout", 30),
+    )
+
+
+def _endpoint(text: str | None, default: Endpoint) -> Endpoint:
+    if text is None:
+        return default
+    site, _, host = text.partition(":")
+    return Endpoint(site, int(host) if host else 0)
+
+
+def _defaults(sites: tuple[SiteSpec, ...]) -> tuple[Endpoint, Endpoint]:
+    first = Endpoint(sites[0].name)
+    if len(sites) > 1:
+        second = Endpoint(sites[1].name)
+    else:  # a lone site: its second host, if it has one (calibration needs only the first)
+        second = Endpoint(sites[0].name, 1 if sites[0].hosts > 1 else 0)
+    return first, second
+
+
+_SCENARIO_KEYS: Final = {
+    "name",
+    "kind",
+    "description",
+    "sites",
+    "sender",
+    "receiver",
+    "file_mib",
+    "relay_only",
+    "expect_path",
+    "expect_transports",
+    "fault",
+    "full",
+    "timeout_s",
+}
+
+
+def scenario(data: Mapping[str, Any]) -> Scenario:
+    """One `[[scenario]]` table; a clear ValueError naming what is wrong."""
+    where = f"scenario {data.get('name', '?')!r}"
+    unknown = set(data) - _SCENARIO_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {sorted(unknown)}")
+    try:
+        sites = tuple(_site(s, f"{where} site {i}") for i, s in enumerate(data["sites"]))
+        sender, receiver = _defaults(sites)
+        fault = data.get("fault")
+        return Scenario(
+            name=data["name"],
+            kind=Kind(data.get("kind", "path")),
+            description=data.get("description", ""),
+            sites=sites,
+            sender=_endpoint(data.get("sender"), sender),
+            receiver=_endpoint(data.get("receiver"), receiver),
+            file_mib=float(data.get("file_mib", 2.0)),
+            relay_only=data.get("relay_only", False),
+            expect_path=data.get("expect_path"),
+            expect_transports=tuple(data.get("expect_transports", ())),
+            fault=None
+            if fault is None
+            else Fault(
+                FaultKind(fault["kind"]),
+                fault.get("site", sites[0].name),
+                float(fault.get("at", 0.5)),
+                float(fault.get("seconds", 0.0)),
+            ),
+            full=data.get("full", False),
+            timeout_s=float(data.get("timeout_s", 180.0)),
+        )
+    except KeyError as exc:
+        raise ValueError(f"{where}: missing {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def grid(nats: Iterable[str], full: bool = False, file_mib: float = 1.0) -> list[Scenario]:
+    """Every unordered pair of these NAT profiles, one site each."""
+    profiles = [NatProfile(n) for n in nats]
+    found = []
+    for a, b in itertools.combinations_with_replacement(profiles, 2):
+        sites = (SiteSpec("a", a), SiteSpec("b", b))
+        found.append(
+            Scenario(
+                name=f"grid-{a.value}-x-{b.value}",
+                kind=Kind.PATH,
+                description=f"{a.value} x {b.value}",
+                sites=sites,
+                sender=Endpoint("a"),
+                receiver=Endpoint("b"),
+                file_mib=file_mib,
+                full=full,
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class ThroughputMatrix:
+    rates_mbit: tuple[float, ...]
+    rtt_ms: tuple[float, ...]
+    loss_percent: tuple[float, ...]
+    paths: tuple[str, ...] = ("direct", "relay")
+    file_mib: float = 8.0
+    full: bool = False
+
+    def scenarios(self) -> list[Scenario]:
+        """The sender's link is the bottleneck (rate and loss on its uplink); the RTT is split
+        evenly over the four directions of the two links."""
+        found = []
+        for rate, rtt, loss, path in itertools.product(
+            self.rates_mbit, self.rtt_ms, self.loss_percent, self.paths
+        ):
+            if path not in ("direct", "relay"):
+                raise ValueError(f"throughput path {path!r}: direct or relay")
+            quarter = rtt / 4
+            up = link.LinkSpec(rate_kbit=round(rate * 1000), delay_ms=quarter, loss_percent=loss)
+            plain = link.LinkSpec(delay_ms=quarter)
+            sites = (
+                SiteSpec("a", NatProfile.PORT_RESTRICTED, uplink=up, downlink=plain),
+                SiteSpec("b", NatProfile.PORT_RESTRICTED, uplink=plain, downlink=plain),
+            )
+            found.append(
+                Scenario(
+                    name=f"throughput-{rate:g}mbit-{rtt:g}ms-{loss:g}loss-{path}",
+                    kind=Kind.THROUGHPUT,
+                    description=f"{rate:g} Mbit/s, {rtt:g} ms RTT, {loss:g} % loss, {path}",
+                    sites=sites,
+                    sender=Endpoint("a"),
+                    receiver=Endpoint("b"),
+                    file_mib=self.file_mib,
+                    relay_only=path == "relay",
+                    full=self.full,
+                    link_rate_mbit=rate,
+                )
+            )
+        return found
+
+
+def _throughput(data: Mapping[str, Any]) -> ThroughputMatrix:
+    known = {"rates_mbit", "rtt_ms", "loss_percent", "paths", "file_mib", "full"}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"throughput: unknown settings {sorted(unknown)}")
+    return ThroughputMatrix(
+        rates_mbit=tuple(data["rates_mbit"]),
+        rtt_ms=tuple(data["rtt_ms"]),
+        loss_percent=tuple(data.get("loss_percent", (0,))),
+        paths=tuple(data.get("paths", ("direct", "relay"))),
+        file_mib=float(data.get("file_mib", 8.0)),
+        full=data.get("full", False),
+    )
+
+
+@dataclass
+class Suite:
+    scenarios: list[Scenario] = field(default_factory=list)
+
+    def select(self, names: Iterable[str] = (), full: bool = False) -> list[Scenario]:
+        """By name (or name prefix); else the default matrix, or everything with `full`."""
+        wanted = list(names)
+        if not wanted:
+            return [s for s in self.scenarios if full or not s.full]
+        chosen = [s for s in self.scenarios if any(s.name.startswith(w) for w in wanted)]
+        missing = [w for w in wanted if not any(s.name.startswith(w) for s in self.scenarios)]
+        if missing:
+            raise ValueError(f"no scenario named {', '.join(missing)}")
+        return chosen
+
+
+def parse(data: Mapping[str, Any]) -> Suite:
+    unknown = set(data) - {"scenario", "grid", "throughput"}
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}")
+    found = [scenario(s) for s in data.get("scenario", ())]
+    for g in data.get("grid", ()):
+        found += grid(g["nats"], g.get("full", False), float(g.get("file_mib", 1.0)))
+    for t in data.get("throughput", ()):
+        found += _throughput(t).scenarios()
+    names = [s.name for s in found]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"scenario names used twice: {', '.join(duplicated)}")
+    return Suite(found)
+
+
+def load(path: Path) -> Suite:
+    with path.open("rb") as f:
+        return parse(tomllib.load(f))
+
+
+DEFAULT_FILE: Final = Path(__file__).with_name("scenarios.toml")
