@@ -253,22 +253,24 @@ def _netem(spec: LinkSpec, namespace: str, ifname: str) -> tuple[Command, ...]:
     return (Command(namespace, "tc", tuple(args)),)
 
 
-def cut(namespace: str, ifname: str, prefix: str) -> Command:
+def cut(namespace: str, ifname: str, prefix: str, udp_only: bool = False) -> Command:
     """Everything in and out of `ifname` is dropped (the link stays up: `ip link set down`
-    would make a router's masquerade forget its mappings). Drops happen before conntrack
-    confirms a connection, so a cut leaves no half-made entries."""
+    would make a router's masquerade forget its mappings); with `udp_only`, only UDP (peer
+    paths die, TCP such as signaling lives on). Drops happen before conntrack confirms a
+    connection, so a cut leaves no half-made entries."""
     _check(namespace, ifname, prefix)
     table = cut_table(prefix, ifname)
+    what = " meta l4proto udp" if udp_only else ""
     text = "\n".join(
         [
             f"table inet {table} {{",
             "\tchain ingress {",
             "\t\ttype filter hook prerouting priority raw; policy accept;",
-            f'\t\tiifname "{ifname}" drop',
+            f'\t\tiifname "{ifname}"{what} drop',
             "\t}",
             "\tchain egress {",
             "\t\ttype filter hook postrouting priority filter; policy accept;",
-            f'\t\toifname "{ifname}" drop',
+            f'\t\toifname "{ifname}"{what} drop',
             "\t}",
             "}",
             "",

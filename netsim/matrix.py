@@ -49,16 +49,24 @@ def main(path: Path | None, names: list[str], full: bool, out: Path, backend: st
         link_mechanism=mechanism(linkbed.netem_available()),
     )
     console.print(f"netsim: {len(chosen)} scenario(s); {report.header(run)}", markup=False)
-    for number, item in enumerate(chosen, 1):
-        console.print(f"[{number}/{len(chosen)}] {item.name}: {item.description}", markup=False)
-        result = runner.run_one(item, out / "logs")
-        run.results.append(result)
-        mark = "ok" if result.status is Status.PASSED else result.status.value.upper()
-        console.print(
-            f"    {mark} in {result.duration_s:.1f} s  {report.figures(result)}", markup=False
-        )
+    interrupted = False
+    try:
+        for number, item in enumerate(chosen, 1):
+            line = f"[{number}/{len(chosen)}] {item.name}: {item.description}"
+            console.print(line, markup=False)
+            result = runner.run_one(item, out / "logs")
+            run.results.append(result)
+            mark = "ok" if result.status is Status.PASSED else result.status.value.upper()
+            console.print(
+                f"    {mark} in {result.duration_s:.1f} s  {report.figures(result)}", markup=False
+            )
+    except KeyboardInterrupt:  # everything of the scenario under way is gone by now
+        interrupted = True
+        console.print("netsim: interrupted; reporting what ran", markup=False)
     run.duration_s = round(time.monotonic() - started, 1)
     report.print_table(run, console)
     written = report.write_all(run, out)
     console.print("reports: " + ", ".join(str(p) for p in written.values()), markup=False)
+    if interrupted:
+        return 130
     return 0 if run.ok else 1

@@ -64,6 +64,7 @@ class Fault:
     site: str
     at: float = 0.5  # share of the file acknowledged when it strikes
     seconds: float = 0.0
+    udp_only: bool = False  # a cut of UDP alone: the peers' paths die, signaling lives
 
     def __post_init__(self) -> None:
         if not 0 < self.at < 1:
@@ -176,6 +177,7 @@ def _defaults(sites: tuple[SiteSpec, ...]) -> tuple[Endpoint, Endpoint]:
     return first, second
 
 
+_FAULT_KEYS: Final = {"kind", "site", "at", "seconds", "udp_only"}
 _SCENARIO_KEYS: Final = {
     "name",
     "kind",
@@ -203,6 +205,8 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
         sites = tuple(_site(s, f"{where} site {i}") for i, s in enumerate(data["sites"]))
         sender, receiver = _defaults(sites)
         fault = data.get("fault")
+        if fault is not None and set(fault) - _FAULT_KEYS:
+            raise ValueError(f"unknown fault settings {sorted(set(fault) - _FAULT_KEYS)}")
         return Scenario(
             name=data["name"],
             kind=Kind(data.get("kind", "path")),
@@ -221,6 +225,7 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
                 fault.get("site", sites[0].name),
                 float(fault.get("at", 0.5)),
                 float(fault.get("seconds", 0.0)),
+                bool(fault.get("udp_only", False)),
             ),
             full=data.get("full", False),
             timeout_s=float(data.get("timeout_s", 180.0)),

@@ -153,10 +153,10 @@ class World:
                 linkbed.run(command)
             self.delayers.extend(linkbed.start_delayer(d) for d in plan.delayers)
 
-    def cut(self, site: str) -> None:
-        """The site's link drops everything, both ways (the NAT keeps its state)."""
+    def cut(self, site: str, udp_only: bool = False) -> None:
+        """The site's link drops everything (or all UDP), both ways; the NAT keeps its state."""
         where = self.sites[site]
-        linkbed.run(link.cut(where.link, where.up_if, netns.RUN_PREFIX))
+        linkbed.run(link.cut(where.link, where.up_if, netns.RUN_PREFIX, udp_only))
 
     def restore(self, site: str) -> None:
         where = self.sites[site]
@@ -267,6 +267,7 @@ def build(specs: Sequence[SiteSpec], label: str = "w") -> Iterator[World]:
         for address in SERVER_IPS:
             _up(inet, "lo", address, 32)
         inet.route("add", dst="0.0.0.0/0", type="blackhole")
+        _forwarding(names["inet"])  # between sites
         sites: dict[str, Site] = {}
         for index, spec in enumerate(specs):
             site, opened = _build_site(index, spec, base, names, inet)
