@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
-APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump
+APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump \
+	docker.io debootstrap dpkg-dev rsync openssh-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 

@@ -1,7 +1,7 @@
 """`netsim`: the test-bed's command. `netsim run [SCENARIO...]` runs the scenario matrix (what
 `make lab` runs) and reports; `netsim list` shows it; `netsim clean` removes what runs that died
-left behind (their namespaces, and with them their links and nft tables). Only names of this
-project's pattern are ever touched."""
+left behind (their namespaces, and with them their links and nft tables; and their containers if
+our Docker engine is up). Only names of this project's pattern are ever touched."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netsim import matrix
+from netsim import docker_host, matrix
 from netsim.processes import find_program
 
 _OURS = re.compile(r"^fs(\d+)-")
@@ -41,6 +41,12 @@ def clean(dry_run: bool) -> int:
         print(f"{'would remove' if dry_run else 'removing'} namespace {name}")
         if not dry_run:
             subprocess.run([find_program("ip"), "netns", "delete", name], check=False)
+    if docker_host.running():  # not started just for this: the next run's start cleans anyway
+        with docker_host.engine() as client:
+            dead = docker_host.remove_dead_runs(client, dry_run)
+        for prefix in dead:
+            print(f"{'would remove' if dry_run else 'removed'} Docker containers {prefix}*")
+        found += dead
     if not found:
         print("nothing left behind")
     return 0

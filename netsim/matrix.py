@@ -4,6 +4,7 @@ reports. Exit status 1 when any expectation failed."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from netsim import linkbed, report, runner, scenario
+from netsim import docker_backend, docker_host, linkbed, report, runner, scenario
 from netsim.link import mechanism
 from netsim.results import RunReport, Status
 
@@ -42,6 +43,17 @@ def main(path: Path | None, names: list[str], full: bool, out: Path, backend: st
         console.print(f"netsim: {exc}", markup=False)
         return 2
     out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if backend == "docker":
+            try:
+                stack.enter_context(docker_backend.active([out]))
+            except docker_host.EngineUnavailable as exc:
+                console.print(f"netsim: no Docker backend here: {exc}", markup=False)
+                return 2
+        return _run(chosen, out, backend, console)
+
+
+def _run(chosen: list[scenario.Scenario], out: Path, backend: str, console: Console) -> int:
     started = time.monotonic()
     run = RunReport(
         started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

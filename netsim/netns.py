@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import Iterator, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import pyroute2
 
@@ -22,8 +22,51 @@ HOST_ADDRESS: Final = "198.51.100.10"
 _names = itertools.count(1)
 
 
+class Backend(Protocol):
+    """What a named namespace is: a plain one, or a container's (netsim.docker_backend)."""
+
+    def create(self, name: str) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+    def prefix(self, name: str) -> list[str]: ...
+
+
+class Plain:
+    """Namespaces of our own (the default backend)."""
+
+    def create(self, name: str) -> None:
+        pyroute2.netns.create(name)
+
+    def remove(self, name: str) -> None:
+        pyroute2.netns.remove(name)
+
+    def prefix(self, name: str) -> list[str]:
+        return net_only(name)
+
+
+_backend: Backend = Plain()
+
+
+@contextlib.contextmanager
+def using(backend: Backend) -> Iterator[None]:
+    """Namespaces created in the block are `backend`'s, and programs run in them its way."""
+    global _backend
+    previous, _backend = _backend, backend
+    try:
+        yield
+    finally:
+        _backend = previous
+
+
 def in_namespace(name: str) -> list[str]:
     """The command prefix that runs a program inside the namespace."""
+    return _backend.prefix(name)
+
+
+def net_only(name: str) -> list[str]:
+    """A host program on the namespace's network only, whatever the backend: for what needs
+    the host's files, e.g. writing /proc/sys (read-only in a container)."""
     return [find_program("ip"), "netns", "exec", name]
 
 
@@ -42,7 +85,7 @@ def namespace_group(
     created: list[str] = []
     try:
         for name in names.values():
-            pyroute2.netns.create(name)
+            _backend.create(name)
             created.append(name)
             with pyroute2.NetNS(name) as ns:
                 ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
@@ -50,7 +93,7 @@ def namespace_group(
     finally:
         for name in reversed(created):
             with contextlib.suppress(OSError):
-                pyroute2.netns.remove(name)
+                _backend.remove(name)
 
 
 @contextlib.contextmanager

@@ -190,9 +190,7 @@ def _forwarding(namespace: str) -> None:
     tables = ("iptables", "ip6tables", "arptables")
     bridge_off = [f"net.bridge.bridge-nf-call-{t}=0" for t in tables]
     argv = [find_program("sysctl"), "-qew", "net.ipv4.ip_forward=1", *bridge_off]
-    subprocess.run(
-        [*netns.in_namespace(namespace), *argv], check=True, capture_output=True, timeout=30
-    )
+    subprocess.run([*netns.net_only(namespace), *argv], check=True, capture_output=True, timeout=30)
 
 
 def _build_site(
