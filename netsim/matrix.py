@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ def list_scenarios(path: Path | None, names: list[str], full: bool) -> int:
 
 
 def main(path: Path | None, names: list[str], full: bool, out: Path, backend: str) -> int:
+    if not sys.stdout.isatty() and isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows in CI logs as it happens
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
         chosen = _suite(path).select(names, full)

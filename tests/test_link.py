@@ -7,21 +7,15 @@ under xdist; delayers and probes are stopped by their PIDs and the namespaces de
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from netsim import link, linkbed, netns
+from netsim import calibration, link, linkbed, netns
 from netsim.delayer import Schedule
-from netsim.processes import stop
 from tests.conftest import require_binary, require_root
-
-PORT = 9000
 
 
 def test_fallback_commands() -> None:
@@ -150,34 +144,12 @@ def pair() -> Iterator[linkbed.Pair]:
     require_root()
     for program in ("nft", "tc", "iptables", "conntrack"):
         require_binary(program)
-    with linkbed.veth_pair() as built:
-        server = subprocess.Popen(
-            [
-                *netns.in_namespace(built.b),
-                sys.executable,
-                "-m",
-                "netsim.linkprobe",
-                "serve",
-                "--port",
-                str(PORT),
-            ],
-            stdout=subprocess.PIPE,
-        )
-        try:
-            assert server.stdout is not None
-            assert server.stdout.readline().strip() == b"ready"
-            yield built
-        finally:
-            stop(server)
+    with linkbed.veth_pair() as built, calibration.serving(built.b):
+        yield built
 
 
 def probe(pair: linkbed.Pair, mode: str, *args: str) -> dict[str, Any]:
-    argv = [*netns.in_namespace(pair.a), sys.executable, "-m", "netsim.linkprobe", mode]
-    argv += ["--to", linkbed.B_IP, "--port", str(PORT), *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    return calibration.probe(pair.a, linkbed.B_IP, mode, *args)
 
 
 def both(spec: link.LinkSpec, pair: linkbed.Pair) -> str:
