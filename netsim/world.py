@@ -9,8 +9,9 @@ the router the downlink), so impairments never touch the NAT's conntrack or rule
 holds the servers' two addresses (RFC 5780) on its loopback.
 
 Addresses (documentation ranges only; `addresses` is the plan, sans-I/O):
-- servers 203.0.113.10 and .11; site i: internet/link 192.0.2.4i/30, link/router
-  198.51.100.4i/30 (the router's public address is .4i+2);
+- servers 203.0.113.10 and .11; site i: link/router 198.51.100.4i/30 (the router's public
+  address is .4i+2), internet/link 198.51.100.(128+4i)/30 (not 192.0.2.0/24: some real
+  networks use it, as this machine's does, and a test-bed's addresses should never look alike);
 - LAN 10.0.(i+1).0/24 behind a NAT, or public 203.0.113.(128+16i)/28 for `open`.
 The internet has a blackhole default route (a silent drop for what is not there: coturn drops a
 whole allocation when one send fails with "network unreachable"). Nothing here is connected to
@@ -98,8 +99,8 @@ def addresses(index: int, spec: SiteSpec) -> SiteAddresses:
         base = ipaddress.IPv4Address(f"10.0.{index + 1}.0")
         gateway, prefix = base + 1, 24
     return SiteAddresses(
-        internet=f"192.0.2.{transit + 1}",
-        link_internet=f"192.0.2.{transit + 2}",
+        internet=f"198.51.100.{128 + transit + 1}",
+        link_internet=f"198.51.100.{128 + transit + 2}",
         link_wan=f"198.51.100.{transit + 1}",
         wan=f"198.51.100.{transit + 2}",
         lan_gateway=str(gateway),
