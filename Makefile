@@ -10,7 +10,7 @@ APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps lab test lint loadtest bench bench-signaling clean
+.PHONY: all deps lab test lint loadtest bench bench-signaling clean deploy-test
 
 all: test
 
@@ -39,6 +39,12 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	cd ansible && ../$(VENV)/bin/ansible-lint
+
+# ansible/site.yml deployed over SSH onto systemd containers (own dockerd, internal network),
+# proven (TLS front, STUN/TURN, a relay-only transfer), run again (no change) and torn down.
+deploy-test: deps
+	$(PY) -m pytest -p no:cacheprovider -s tests/test_deploy.py
 
 lab: deps
 	$(PY) -m netsim run $(LAB_ARGS)

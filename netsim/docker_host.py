@@ -9,6 +9,11 @@ ever on a network its test-bed created, and those should be `internal=True`. Net
 without a subnet take one from 198.18.0.0/15 (RFC 2544, for benchmark labs), never from the
 private ranges a real network may use.
 
+Containers: `start_container` puts one on a network and removes the default route Docker gives
+it even on an internal network; `systemd_options()` boots systemd in it; `put_files` writes
+files before it starts; `netns_prefix` runs a host program (this venv's clients) inside its
+network namespace; `remove_prefixed` / `remove_dead_runs` clean up by the `fs<pid>-` names.
+
 Several users may share the engine at once (pytest-xdist workers): each holds a shared lock for
 as long as it uses it, and the last one out stops the daemon, by the PID in our pidfile, and only
 if that process is the dockerd serving our socket.
@@ -18,14 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import re
 import signal
 import subprocess
+import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import docker
 import docker.errors
@@ -157,6 +164,65 @@ def engine() -> Iterator[docker.DockerClient]:
                 pid = _our_pid()
                 if pid is not None:
                     _stop(pid)
+
+
+def systemd_options(extra_caps: Sequence[str] = ()) -> dict[str, Any]:
+    """Options under which systemd boots as a container's PID 1 here, `--privileged` being
+    refused: SYS_ADMIN (its mounts and its units' sandboxing) without a seccomp filter, its
+    own /run, the host's cgroup tree, and the signal that makes it shut down cleanly.
+    No CAP_SYS_RESOURCE is to be had: a service cannot raise its file limit past the host's."""
+    return {
+        "cap_add": ["SYS_ADMIN", *extra_caps],
+        "security_opt": ["seccomp=unconfined"],
+        "tmpfs": {"/run": "", "/run/lock": ""},
+        "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+        "cgroupns": "host",
+        "stop_signal": "SIGRTMIN+3",
+    }
+
+
+def put_files(container: Container, files: Mapping[str, tuple[bytes, int]]) -> None:
+    """Write `path -> (content, mode)` (owned by root) into a container, running or not;
+    missing folders are made 0755."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path, (content, mode) in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode = len(content), mode
+            tar.addfile(info, io.BytesIO(content))
+    container.put_archive("/", buffer.getvalue())
+
+
+def remove_default_route(container: Container) -> None:
+    """Docker gives containers of an internal network a default route to the bridge anyway:
+    without it, nothing past the container's own network is even tried."""
+    subprocess.run(
+        [*netns_prefix(container), "ip", "route", "del", "default"],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+
+
+def start_container(
+    client: docker.DockerClient,
+    image: str,
+    name: str,
+    network: str,
+    command: list[str],
+    files: Mapping[str, tuple[bytes, int]] | None = None,
+    **options: Any,
+) -> Container:
+    """A container on `network` only, with `files` written before it starts, and no default
+    route once it runs. `options` go to docker's containers.create (e.g. systemd_options())."""
+    container = client.containers.create(
+        image, command, name=name, network=network, detach=True, **options
+    )
+    if files:
+        put_files(container, files)
+    container.start()
+    remove_default_route(container)
+    return container
 
 
 def netns_prefix(container: Container) -> list[str]:
