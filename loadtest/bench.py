@@ -1,10 +1,11 @@
 """`make bench-signaling`: the capacity of the signaling server on this machine, next to a bare
 aiohttp WebSocket echo server as the ceiling, in one run.
 
-Two cores: everything server-side (the instance, or three instances with redis-server and
+Two cores: everything server-side (the instance, or one or three instances with redis-server and
 haproxy, or the echo server) is pinned to CPU 0 and this load generator to CPU 1, so neither
-steals the other's core and "server CPU" below is a share of one core. The per-address limits of
-the server are raised by flags (all load comes from a few loopback addresses); they are printed.
+steals the other's core and "server CPU" below is a share of one core (split by process for the
+clusters); "load CPU" is the generator's share of its core. The per-address limits of the server
+are raised by flags (all load comes from a few loopback addresses); they are printed.
 """
 
 from __future__ import annotations
@@ -69,6 +70,25 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def children_named(name: str) -> list[int]:
+    """Pids of this process's children running `name` (redis-server, haproxy)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        command, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1]
+        if command == name and int(rest.split()[1]) == os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+Processes = dict[str, list[int]]  # server-side processes by role, for the CPU split
+
+
 # --- what one side of the comparison does -----------------------------------------------------
 
 
@@ -99,11 +119,17 @@ class Signaling:
 
     async def pair(self, n: int) -> tuple[leanws.LeanSocket, leanws.LeanSocket]:
         a = await leanws.connect(self.port, SOURCES[n % len(SOURCES)])
+        b = await leanws.connect(self.port, SOURCES[(n + 1) % len(SOURCES)])
+        await self.join(a, b)
+        return a, b
+
+    @staticmethod
+    async def join(a: leanws.LeanSocket, b: leanws.LeanSocket) -> None:
+        """A creates a session, B joins it, A hears of it."""
         a.send(schema.encode(schema.CreateSession(v=schema.VERSION, id=1)))
         created = _reply.decode(await a.recv())
         if not isinstance(created, schema.SessionCreated):
             raise RuntimeError(f"create refused: {created}")
-        b = await leanws.connect(self.port, SOURCES[(n + 1) % len(SOURCES)])
         b.send(
             schema.encode(
                 schema.JoinSession(
@@ -115,7 +141,6 @@ class Signaling:
         if not isinstance(joined, schema.SessionJoined):
             raise RuntimeError(f"join refused: {joined}")
         await a.recv()  # peer_joined
-        return a, b
 
     def receiver(self, a: leanws.LeanSocket, b: leanws.LeanSocket) -> leanws.LeanSocket:
         return b
@@ -136,9 +161,9 @@ class Echo:
 
     async def pair(self, n: int) -> tuple[leanws.LeanSocket, leanws.LeanSocket]:
         a = await leanws.connect(self.port, SOURCES[n % len(SOURCES)])
+        b = await leanws.connect(self.port, SOURCES[(n + 1) % len(SOURCES)])
         a.send(schema.encode(schema.CreateSession(v=schema.VERSION, id=1)))
         await a.recv()
-        b = await leanws.connect(self.port, SOURCES[(n + 1) % len(SOURCES)])
         b.send(schema.encode(schema.JoinSession(v=schema.VERSION, sessionId="1234", token=_TOKEN)))
         await b.recv()
         return a, b
@@ -186,10 +211,12 @@ class Setup:
     sessions_per_second: float
     relay_p99_ms: float
     errors: int
-    server_cpu: float
+    server_cpu: float  # all server-side processes, in cores
+    cpu_split: dict[str, float]  # the same by role (instances, redis-server, haproxy)
+    load_cpu: float  # this load generator
 
 
-async def setup_rate(ex: Exchange, pids: list[int], concurrency: int, seconds: float) -> Setup:
+async def setup_rate(ex: Exchange, processes: Processes, concurrency: int, seconds: float) -> Setup:
     """Sessions set up, hand-shaken (offer, answer, 8+8 candidates) and left, back to back by
     `concurrency` workers for `seconds`."""
     latencies: list[float] = []
@@ -207,16 +234,49 @@ async def setup_rate(ex: Exchange, pids: list[int], concurrency: int, seconds: f
                 errors += 1
             n += concurrency
 
-    cpu0, t0 = cpu_seconds(pids), time.monotonic()
+    cpu0 = {role: cpu_seconds(pids) for role, pids in processes.items()}
+    load0, t0 = cpu_seconds([os.getpid()]), time.monotonic()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.monotonic() - t0
+    split = {role: (cpu_seconds(pids) - cpu0[role]) / elapsed for role, pids in processes.items()}
     return Setup(
         concurrency,
         done / elapsed,
         percentile(latencies, 99) * 1000,
         errors,
-        (cpu_seconds(pids) - cpu0) / elapsed,
+        sum(split.values()),
+        split,
+        (cpu_seconds([os.getpid()]) - load0) / elapsed,
     )
+
+
+@dataclass
+class Latency:
+    sessions: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+async def session_latency(port: int, count: int) -> Latency:
+    """One session at a time, its two connections open already: create, join, and one relayed
+    candidate, from the create request to the candidate's arrival."""
+    frame = _relay_frame("ice_candidate", payloads.candidates(1)[0])
+    took = []
+    for n in range(count):
+        a = await leanws.connect(port, SOURCES[n % len(SOURCES)])
+        b = await leanws.connect(port, SOURCES[(n + 1) % len(SOURCES)])
+        try:
+            started = time.perf_counter()
+            await Signaling.join(a, b)
+            a.send(frame)
+            await b.recv()
+            took.append(time.perf_counter() - started)
+            await Signaling(port).end(a, b)
+        finally:
+            a.abort()
+            b.abort()
+    return Latency(count, *(percentile(took, q) * 1000 for q in (50, 95, 99)))
 
 
 async def open_pairs(
@@ -316,7 +376,7 @@ class Throughput:
 
 
 async def max_rate(
-    ex: Exchange, pids: list[int], pairs_count: int, window: int, seconds: float
+    ex: Exchange, pid: int, pairs_count: int, window: int, seconds: float
 ) -> Throughput:
     """Messages delivered per second with `window` in flight per sender: the server's ceiling."""
     pairs = await open_pairs(ex, pairs_count)
@@ -334,10 +394,10 @@ async def max_rate(
                 await into.recv()
             delivered += window
 
-    cpu0, t0 = cpu_seconds(pids), time.monotonic()
+    cpu0, t0 = cpu_seconds([pid]), time.monotonic()
     await asyncio.gather(*(pump(a, b) for a, b in pairs))
     elapsed = time.monotonic() - t0
-    cpu = (cpu_seconds(pids) - cpu0) / elapsed
+    cpu = (cpu_seconds([pid]) - cpu0) / elapsed
     close_pairs(pairs)
     return Throughput(delivered / elapsed, cpu)
 
@@ -364,17 +424,34 @@ async def echo_server() -> AsyncIterator[tuple[int, int]]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-async def measure_one(ex: Exchange, pids: list[int], args: argparse.Namespace) -> dict[str, Any]:
+PHASES = ("setup", "idle", "fixed", "max", "latency", "cluster")
+CLUSTER_SIZES = (1, 3)  # instances behind haproxy, sharing one redis-server
+
+
+def ladder(results: list[Setup]) -> dict[str, Any]:
+    good = [s for s in results if s.relay_p99_ms < P99_TARGET * 1000 and not s.errors]
+    best = max(good, key=lambda s: s.sessions_per_second) if good else None
+    return {"setup": [asdict(s) for s in results], "best_setup": best and asdict(best)}
+
+
+async def measure_one(
+    ex: Exchange, processes: Processes, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The single-server phases chosen, against the signaling instance or the echo server."""
     out: dict[str, Any] = {}
-    ladder = [await setup_rate(ex, pids, c, args.step_seconds) for c in args.concurrency]
-    out["setup"] = [asdict(s) for s in ladder]
-    good = [s for s in ladder if s.relay_p99_ms < P99_TARGET * 1000 and not s.errors]
-    out["best_setup"] = asdict(max(good, key=lambda s: s.sessions_per_second)) if good else None
-    if args.sessions:
-        result = await idle(ex, pids[0], args.sessions)
+    (pid,) = processes["server"]
+    if "setup" in args.phases:
+        out |= ladder(
+            [await setup_rate(ex, processes, c, args.step_seconds) for c in args.concurrency]
+        )
+    if "idle" in args.phases and args.sessions:
+        result = await idle(ex, pid, args.sessions)
         out["idle"] = {**asdict(result), "bytes_per_socket": result.bytes_per_socket}
-    out["fixed_rate"] = asdict(await fixed_rate(ex, args.rate_pairs, args.rate, args.rate_seconds))
-    out["max_rate"] = asdict(await max_rate(ex, pids, 100, 16, args.step_seconds))
+    if "fixed" in args.phases:
+        rate = await fixed_rate(ex, args.rate_pairs, args.rate, args.rate_seconds)
+        out["fixed_rate"] = asdict(rate)
+    if "max" in args.phases:
+        out["max_rate"] = asdict(await max_rate(ex, pid, 100, 16, args.step_seconds))
     return out
 
 
@@ -383,10 +460,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.sched_setaffinity(0, {CLIENT_CPU})
 
     @contextlib.asynccontextmanager
-    async def pinned_stack(mode: str) -> AsyncIterator[Any]:
+    async def pinned_stack(mode: str, count: int = 1) -> AsyncIterator[Any]:
         os.sched_setaffinity(0, {SERVER_CPU})
         try:
-            async with stack(mode, LIMIT_FLAGS) as target:
+            async with stack(mode, LIMIT_FLAGS, count) as target:
                 os.sched_setaffinity(0, {CLIENT_CPU})
                 yield target
         finally:
@@ -402,41 +479,54 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             os.sched_setaffinity(0, {CLIENT_CPU})
 
-    print("signaling, one instance (memory store) ...", flush=True)
-    async with pinned_stack("memory") as target:
-        server = target.servers[0]
-        results["signaling"] = await measure_one(Signaling(server.port), [server.proc.pid], args)
-    print("bare aiohttp echo server ...", flush=True)
-    async with pinned_echo() as (port, pid):
-        results["echo"] = await measure_one(Echo(port), [pid], args)
-    if args.cluster:
-        print("signaling, 3 instances + redis + haproxy ...", flush=True)
-        async with pinned_stack("redis") as target:
-            port = int(target.url.rsplit(":", 1)[1].split("/")[0])
-            pids = [s.proc.pid for s in target.servers]
-            ladder = [
-                await setup_rate(Signaling(port), pids, c, args.step_seconds)
-                for c in args.concurrency
-            ]
-            good = [s for s in ladder if s.relay_p99_ms < P99_TARGET * 1000 and not s.errors]
-            results["cluster"] = {
-                "setup": [asdict(s) for s in ladder],
-                "best_setup": asdict(max(good, key=lambda s: s.sessions_per_second))
-                if good
-                else None,
-            }
+    single = {"setup", "idle", "fixed", "max"} & set(args.phases)
+    if single or "latency" in args.phases:
+        print("signaling, one instance (memory store) ...", flush=True)
+        async with pinned_stack("memory") as target:
+            server = target.servers[0]
+            processes = {"server": [server.proc.pid]}
+            results["signaling"] = await measure_one(Signaling(server.port), processes, args)
+            if "latency" in args.phases:
+                latency = await session_latency(server.port, args.latency_sessions)
+                results["signaling"]["latency"] = asdict(latency)
+    if single:
+        print("bare aiohttp echo server ...", flush=True)
+        async with pinned_echo() as (port, pid):
+            results["echo"] = await measure_one(Echo(port), {"server": [pid]}, args)
+    if "cluster" in args.phases:
+        results["clusters"] = {}
+        for count in CLUSTER_SIZES:
+            print(f"signaling, {count} instance(s) + redis + haproxy ...", flush=True)
+            async with pinned_stack("redis", count) as target:
+                port = int(target.url.rsplit(":", 1)[1].split("/")[0])
+                processes = {
+                    "instances": [s.proc.pid for s in target.servers],
+                    "redis-server": children_named("redis-server"),
+                    "haproxy": children_named("haproxy"),
+                }
+                results["clusters"][str(count)] = ladder(
+                    [
+                        await setup_rate(Signaling(port), processes, c, args.step_seconds)
+                        for c in args.concurrency
+                    ]
+                )
+                latency = await session_latency(port, args.latency_sessions)
+                results["clusters"][str(count)]["latency"] = asdict(latency)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     parser.add_argument("--sessions", type=int, default=10000, help="idle sessions (x2 sockets)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--step-seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=2000.0, help="messages/s, fixed-rate run")
     parser.add_argument("--rate-pairs", type=int, default=500)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
-    parser.add_argument("--no-cluster", dest="cluster", action="store_false")
+    parser.add_argument(
+        "--latency-sessions", type=int, default=300, help="sessions timed one at a time"
+    )
     parser.add_argument("--out", type=Path, default=Path("loadtest/results/bench.json"))
     args = parser.parse_args(argv)
     if len(os.sched_getaffinity(0)) < 2:
@@ -461,71 +551,80 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(r: dict[str, Any]) -> str:
-    """The four figures, for the signaling server and the echo ceiling, and their ratios."""
-    sig, echo, cluster = r["signaling"], r["echo"], r.get("cluster")
+    """The figures measured, for the signaling server and the echo ceiling, and their ratios."""
+    sig, echo = r.get("signaling", {}), r.get("echo", {})
+    clusters: dict[str, Any] = r.get("clusters", {})
     out = [
         "FileShare signaling capacity: servers pinned to CPU 0, load generator to CPU 1",
         "server flags raised for the benchmark: " + " ".join(r["server_flags"]),
-        "",
-        "setup ladder (sessions: create, join, offer, answer, 8+8 candidates, leave):",
     ]
-    for label, res in (("signaling", sig), ("echo", echo), ("3+redis", cluster)):
-        for st in res["setup"] if res else ():
+    runs = [("signaling", sig), ("echo", echo)]
+    runs += [(f"{count}+redis", res) for count, res in clusters.items()]
+    if any("setup" in res for _, res in runs):
+        out += ["", "setup ladder (sessions: create, join, offer, answer, 8+8 candidates, leave):"]
+    for label, res in runs:
+        for st in res.get("setup", ()):
+            split = st["cpu_split"]
+            roles = (
+                " (" + ", ".join(f"{role} {cpu:.2f}" for role, cpu in split.items()) + ")"
+                if len(split) > 1
+                else ""
+            )
             out.append(
                 f"  {label:<9} c={st['concurrency']:<3} {st['sessions_per_second']:7.0f}/s"
                 f"  relay p99 {st['relay_p99_ms']:7.2f} ms  errors {st['errors']}"
-                f"  server CPU {st['server_cpu']:.2f}"
+                f"  load CPU {st['load_cpu']:.2f}  server CPU {st['server_cpu']:.2f}{roles}"
             )
 
-    def best(res: dict[str, Any] | None) -> float:
-        return float(res["best_setup"]["sessions_per_second"]) if res and res["best_setup"] else 0.0
+    def best(res: dict[str, Any]) -> float:
+        return float(res["best_setup"]["sessions_per_second"]) if res.get("best_setup") else 0.0
 
-    out.append("")
-    out.append(f"{'':44}{'signaling':>12}{'echo':>12}{'ratio':>8}")
-
-    def row(name: str, a: float, b: float, unit: str) -> None:
+    def row(name: str, a: float, b: float) -> None:
         ratio = a / b if b else float("nan")
-        out.append(f"{name:<44}{a:>10.1f}{unit:>2}{b:>10.1f}{unit:>2}{ratio:>8.2f}")
+        out.append(f"{name:<44}{a:>12.1f}{b:>12.1f}{ratio:>8.2f}")
 
-    row("sessions/s at relay p99 < 50 ms", best(sig), best(echo), "")
-    if "idle" in sig:
+    if echo:
+        out += ["", f"{'':44}{'signaling':>12}{'echo':>12}{'ratio':>8}"]
+    if "setup" in echo:
+        row("sessions/s at relay p99 < 50 ms", best(sig), best(echo))
+    if "idle" in echo:
         row(
             f"idle sockets held ({sig['idle']['sockets']})",
             sig["idle"]["sockets"],
             echo["idle"]["sockets"],
-            "",
         )
         row(
             "memory per idle socket, bytes",
             sig["idle"]["bytes_per_socket"],
             echo["idle"]["bytes_per_socket"],
-            "",
         )
-    fr_s, fr_e = sig["fixed_rate"], echo["fixed_rate"]
-    for q in ("p50", "p95", "p99"):
-        row(
-            f"relay {q} at {fr_s['offered_per_second']:.0f} msg/s, ms",
-            fr_s[f"{q}_ms"],
-            fr_e[f"{q}_ms"],
-            "",
+    if "fixed_rate" in echo:
+        fr_s, fr_e = sig["fixed_rate"], echo["fixed_rate"]
+        for q in ("p50", "p95", "p99"):
+            row(
+                f"relay {q} at {fr_s['offered_per_second']:.0f} msg/s, ms",
+                fr_s[f"{q}_ms"],
+                fr_e[f"{q}_ms"],
+            )
+    if "max_rate" in echo:
+        ms, me = sig["max_rate"], echo["max_rate"]
+        row("max relay rate, msg/s", ms["messages_per_second"], me["messages_per_second"])
+        row("  server CPU during it (cores)", ms["server_cpu"], me["server_cpu"])
+    timed = [("one instance, memory store", sig)]
+    timed += [(f"{count} instance(s) + redis + haproxy", res) for count, res in clusters.items()]
+    if any("latency" in res for _, res in timed):
+        out += ["", "one session at a time (create, join, one candidate relayed), p50 / p95 / p99:"]
+    for label, res in timed:
+        if "latency" in res:
+            lat = " / ".join(f"{res['latency'][q]:6.2f}" for q in ("p50_ms", "p95_ms", "p99_ms"))
+            out.append(f"  {label:<34} {lat} ms")
+    if clusters:
+        sizes = ", ".join(
+            f"{count} instance(s) + redis + haproxy {best(res):.0f}/s"
+            for count, res in clusters.items()
         )
-    row(
-        "max relay rate, msg/s",
-        sig["max_rate"]["messages_per_second"],
-        echo["max_rate"]["messages_per_second"],
-        "",
-    )
-    row(
-        "  server CPU during it (cores)",
-        sig["max_rate"]["server_cpu"],
-        echo["max_rate"]["server_cpu"],
-        "",
-    )
-    if cluster:
-        out.append(
-            f"3 instances + redis + haproxy: {best(cluster):.0f} sessions/s at relay "
-            f"p99 < 50 ms (one instance: {best(sig):.0f}/s), all on the server CPU"
-        )
+        single = f" (one instance, memory store: {best(sig):.0f}/s)" if "setup" in sig else ""
+        out += ["", f"sessions/s at relay p99 < 50 ms, all on the server CPU: {sizes}{single}"]
     return "\n".join(out)
 
 

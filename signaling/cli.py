@@ -8,8 +8,6 @@ import resource
 import signal
 import sys
 
-from aiohttp import web
-
 from signaling import config as config_module
 from signaling.logs import setup_logging
 from signaling.server import SignalingServer, log, open_backend
@@ -18,12 +16,7 @@ from signaling.server import SignalingServer, log, open_backend
 async def serve(cfg: config_module.Config) -> None:
     store, bus = open_backend(cfg)
     server = SignalingServer(cfg, store, bus)
-    runner = web.AppRunner(server.app(), handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=cfg.drain_seconds)
-    await site.start()
-    sockets = runner.addresses
-    port = sockets[0][1] if sockets else cfg.port
+    port = await server.start(cfg.host, cfg.port)
     log.info(
         "listening on %s:%s (instance %s, store %s)",
         cfg.host,
@@ -38,9 +31,7 @@ async def serve(cfg: config_module.Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    await site.stop()
-    await server.drain()
-    await runner.cleanup()
+    await server.stop()
     log.info("stopped")
 
 

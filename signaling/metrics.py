@@ -38,7 +38,7 @@ class Metrics:
         )
         self.relay_latency = Histogram(
             p + "relay_latency_seconds",
-            "From a relayed message's arrival to its write to the other peer",
+            "From a relayed message's arrival to its hand-off to the other peer's socket",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -1,10 +1,11 @@
-"""The aiohttp shell around the session rules: WebSocket connections, HTTP probes and metrics.
+"""The signaling service over `signaling.websocket`: connections, the session flow, HTTP probes
+and metrics (aiohttp serves every request that is not a WebSocket upgrade).
 
-Each connection has its own reader and a bounded outbound queue drained by its own writer, so a
-slow or hostile client can only fill its own queue (and is then dropped): it never stalls others.
-The writer task and the queue exist only while frames are queued, and the message rate bucket
-only once the client sent something: an idle connection holds no more than it must (memory per
-idle socket is a capacity figure, see loadtest/README.md).
+A connection's messages are handled in order by a task that exists only while some are waiting;
+frames out leave with the next write to its socket, or wait in its bounded queue while the client
+reads slowly (and a client that fills it is dropped): a slow or hostile client never stalls the
+others. An idle connection holds no task, no queue and no rate bucket: memory per idle socket is
+a capacity figure (loadtest/README.md).
 """
 
 from __future__ import annotations
@@ -16,27 +17,28 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
-from signaling import schema, sessions
+from signaling import frames, handshake, schema, sessions
 from signaling.config import Config
 from signaling.limits import ConnectionLimiter, TokenBucket
 from signaling.metrics import Metrics
 from signaling.schema import ErrorCode, PeerId, ProtocolError
 from signaling.sessions import SessionRecord
 from signaling.store import Bus, Change, MemoryBus, MemoryStore, SessionStore, peer_channel
+from signaling.websocket import OPEN, Endpoint, WebSocket
 from turn import credentials
 
 log = logging.getLogger("fileshare.signal")
 
-CLOSE_RESTART: Final = 1012  # "service restart": come back (to another instance)
-CLOSE_TRY_LATER: Final = 1013
+CLOSE_RESTART: Final = frames.CLOSE_RESTART
+CLOSE_TRY_LATER: Final = frames.CLOSE_TRY_LATER
 CLOSE_REPLACED: Final = 4000  # the same peer rejoined on a newer connection
 SWEEP_SECONDS: Final = 1.0
+WEBSOCKET_PATHS: Final = ("/ws", "/")
 
 
 class BusEvent(msgspec.Struct, array_like=True):
@@ -52,25 +54,70 @@ _bus_encode = msgspec.msgpack.Encoder().encode
 _bus_decode = msgspec.msgpack.Decoder(BusEvent).decode
 
 
-@dataclass(eq=False, slots=True)
-class Connection:
-    id: str
-    ip: str
-    ws: web.WebSocketResponse
-    server: SignalingServer = field(repr=False)
-    bucket: TokenBucket | None = None  # from the first message on
-    queue: deque[tuple[bytes, float]] | None = field(default=None, repr=False)  # while writing
-    session_id: str | None = None
-    peer_id: PeerId | None = None
-    deadline_hint: float = 0.0
-    last_touch: float = 0.0
-    refused_messages: int = 0
-    closing: bool = False
-    writer: asyncio.Task[None] | None = field(default=None, repr=False)  # while writing
+class Connection(WebSocket):
+    """A client of the service: its WebSocket, and its place in a session."""
+
+    __slots__ = (
+        "bucket",
+        "deadline_hint",
+        "id",
+        "inbox",
+        "ip",
+        "last_touch",
+        "peer_id",
+        "refused_messages",
+        "server",
+        "session_id",
+        "worker",
+    )
+
+    def __init__(self, server: SignalingServer) -> None:
+        super().__init__(server.endpoint)
+        self.server = server
+        self.id = ""  # given when admitted
+        self.ip = ""
+        self.bucket: TokenBucket | None = None  # from the first message until idle again
+        self.session_id: str | None = None
+        self.peer_id: PeerId | None = None
+        self.deadline_hint = 0.0
+        self.last_touch = 0.0
+        self.refused_messages = 0
+        self.inbox: deque[tuple[bytes, float]] | None = None  # messages waiting for the worker
+        self.worker: asyncio.Task[None] | None = None  # while the inbox has messages
+
+    @property
+    def closing(self) -> bool:
+        """Nothing more is sent to it or read from it."""
+        return self.state != OPEN
+
+    def on_request(self, request: handshake.Request) -> bytes | None:
+        return self.server.refusal()
+
+    def on_open(self, request: handshake.Request) -> None:
+        self.server.admit(self, request)
+
+    def on_message(self, data: bytes) -> None:
+        self.server.receive(self, data)
+
+    def on_violation(self, code: int, reason: str) -> None:
+        self.server.violation(self, code, reason)
+
+    def on_slow(self) -> None:
+        self.server.slow(self)
+
+    def on_lost(self) -> None:
+        self.server.lost(self)
 
     def on_bus(self, data: bytes) -> None:
         """The bus handler of this connection's peer channel (a bound method: no closure)."""
         self.server._on_bus(self, data)
+
+    def tick(self) -> None:
+        """Besides the heartbeat: a rate bucket that filled up again is forgotten, since a new
+        one starts full."""
+        super().tick()
+        if self.bucket is not None and self.bucket.full(time.monotonic()):
+            self.bucket = None
 
 
 class SignalingServer:
@@ -83,36 +130,79 @@ class SignalingServer:
         self.limiter = ConnectionLimiter(
             config.connections_per_second, config.connection_burst, config.max_connections_per_ip
         )
+        self.endpoint = Endpoint(
+            WEBSOCKET_PATHS,
+            max_message_bytes=config.hard_message_bytes,
+            send_queue_frames=config.send_queue_frames,
+            heartbeat_seconds=config.heartbeat_seconds,
+        )
         self.connections: set[Connection] = set()
         self.draining = False
         self._conn_ids = itertools.count(1)
+        self._listener: asyncio.AbstractServer | None = None
+        self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
 
-    # --- application ---------------------------------------------------------------------------
+    # --- start and stop ------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/", self.handle_ws)
-        app.router.add_get("/ws", self.handle_ws)
-        app.router.add_get("/healthz", self.handle_healthz)
-        app.router.add_get("/readyz", self.handle_readyz)
-        app.router.add_get("/metrics", self.handle_metrics)
-        app.on_startup.append(self._on_startup)
-        app.on_cleanup.append(self._on_cleanup)
-        return app
-
-    async def _on_startup(self, _: web.Application) -> None:
+    async def start(self, host: str, port: int) -> int:
+        """Listen: WebSocket upgrades on WEBSOCKET_PATHS here, every other request through
+        aiohttp. Returns the port (`port` 0 picks a free one)."""
+        self._runner = web.AppRunner(
+            self.http_app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.config.drain_seconds,
+        )
+        await self._runner.setup()
+        self.endpoint.http = self._runner.server
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            lambda: Connection(self), host, port, backlog=1024
+        )
+        self.endpoint.wheel.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
+        port_taken: int = self._listener.sockets[0].getsockname()[1]
+        return port_taken
 
-    async def _on_cleanup(self, _: web.Application) -> None:
+    async def stop(self) -> None:
+        """Stop listening, drain the WebSocket clients, then end HTTP and the store."""
+        if self._listener is not None:
+            self._listener.close()
+        await self.drain()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.endpoint.wheel.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.bus.close()
         await self.store.close()
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new upgrades, and ask every client to reconnect (1012), after the
+        frames already queued for it."""
+        self.draining = True
+        log.info("draining %d connections", len(self.connections))
+        await self.endpoint.close_all(
+            CLOSE_RESTART, b"server restarting, reconnect", self.config.drain_seconds
+        )
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.config.drain_seconds)
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def http_app(self) -> web.Application:
+        """Probes and metrics. Every answer closes its connection, so a WebSocket upgrade is
+        always the first request on a connection, where `signaling.websocket` sees it."""
+        app = web.Application()
+        app.router.add_get("/healthz", self.handle_healthz)
+        app.router.add_get("/readyz", self.handle_readyz)
+        app.router.add_get("/metrics", self.handle_metrics)
+        app.on_response_prepare.append(_close_after)
+        return app
 
     async def handle_healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "instance": self.config.instance_id})
@@ -128,141 +218,109 @@ class SignalingServer:
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    def client_ip(self, request: web.Request) -> str:
-        peer = request.remote or "unknown"
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded and peer in self.config.trusted_proxies:
-            return forwarded.split(",")[-1].strip() or peer
-        return peer
-
     # --- connections ---------------------------------------------------------------------------
 
-    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
-        if self.draining:
-            return web.json_response(
-                {"code": ErrorCode.SHUTTING_DOWN, "message": "server is restarting"}, status=503
-            )
-        ip = self.client_ip(request)
-        ws = web.WebSocketResponse(
-            heartbeat=self.config.heartbeat_seconds,
-            max_msg_size=self.config.hard_message_bytes,
-            compress=False,
-            decode_text=False,
+    def refusal(self) -> bytes | None:
+        """The answer to an upgrade request while draining: come back elsewhere."""
+        if not self.draining:
+            return None
+        body = msgspec.json.encode(
+            {"code": ErrorCode.SHUTTING_DOWN, "message": "server is restarting"}
         )
-        await ws.prepare(request)
-        refusal = self.limiter.admit(ip, time.monotonic())
+        return handshake.response(503, body, "application/json; charset=utf-8")
+
+    def client_ip(self, peer: str, request: handshake.Request) -> str:
+        """The peer's address, or behind a trusted proxy the address that proxy appended last:
+        earlier X-Forwarded-For entries (and lines) come from the client and prove nothing."""
+        forwarded = request.values("x-forwarded-for")
+        if forwarded and peer in self.config.trusted_proxies:
+            return forwarded[-1].split(",")[-1].strip() or peer
+        return peer
+
+    def admit(self, conn: Connection, request: handshake.Request) -> None:
+        peer = conn.transport.get_extra_info("peername")
+        conn.ip = self.client_ip(str(peer[0]) if peer else "unknown", request)
+        refusal = self.limiter.admit(conn.ip, time.monotonic())
         if refusal is not None:
             self.metrics.rejections.labels(refusal).inc()
             message = "too many connections from your address, try again later"
-            await ws.send_frame(
-                schema.error(ErrorCode.TOO_MANY_CONNECTIONS, message), WSMsgType.TEXT
-            )
-            await ws.close(code=CLOSE_TRY_LATER, message=b"too many connections")
-            return ws
-        conn = Connection(f"{self.config.instance_id}:{next(self._conn_ids)}", ip, ws, self)
+            conn.send(schema.error(ErrorCode.TOO_MANY_CONNECTIONS, message))
+            conn.close(CLOSE_TRY_LATER, b"too many connections")
+            return
+        conn.id = f"{self.config.instance_id}:{next(self._conn_ids)}"
         self.connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        try:
-            await self._read_loop(conn)
-        finally:
-            conn.closing = True  # nothing more is sent to it
-            self.connections.discard(conn)
-            self.metrics.connections.dec()
-            self.limiter.release(ip)
-            await self._detach(conn, dropped=True)
-            await self._stop_writer(conn)
-            if task is not None:
-                self._handlers.discard(task)
-        return ws
 
-    async def _read_loop(self, conn: Connection) -> None:
-        async for msg in conn.ws:
-            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+    def lost(self, conn: Connection) -> None:
+        if conn not in self.connections:  # refused at the door
+            return
+        self.connections.discard(conn)
+        self.metrics.connections.dec()
+        self.limiter.release(conn.ip)
+        self._spawn(self._cleanup(conn))
+
+    async def _cleanup(self, conn: Connection) -> None:
+        if conn.worker is not None:  # let it finish the message in hand
+            await asyncio.wait([conn.worker])
+        await self._detach(conn, dropped=True)
+
+    def violation(self, conn: Connection, code: int, reason: str) -> None:
+        self.metrics.rejections.labels(
+            "too_large" if code == frames.CLOSE_TOO_BIG else "ws_error"
+        ).inc()
+        log.info("connection %s closed by protocol error: %s", conn.id, reason)
+
+    def slow(self, conn: Connection) -> None:
+        self.metrics.rejections.labels(ErrorCode.SLOW_CONSUMER.value).inc()
+        log.info("dropping slow connection %s", conn.id)
+
+    def receive(self, conn: Connection, data: bytes) -> None:
+        """Queue a message for the connection's worker, starting one if none runs."""
+        if conn.inbox is None:
+            conn.inbox = deque()
+            conn.worker = asyncio.create_task(self._work(conn, conn.inbox))
+        conn.inbox.append((data, time.time()))
+
+    async def _work(self, conn: Connection, inbox: deque[tuple[bytes, float]]) -> None:
+        """Handle the messages in order, then end (the next message starts a new worker). Once
+        the connection closes the rest is dropped, unless the server is draining: what a client
+        sent before a restart is still relayed."""
+        try:
+            while inbox and (not conn.closing or self.draining):
+                data, received_at = inbox.popleft()
                 try:
-                    await self._on_frame(conn, msg.data)
+                    await self._on_frame(conn, data, received_at)
                 except ProtocolError as exc:
                     self._refuse(conn, exc)
                 except Exception:
                     log.exception("internal error on connection %s", conn.id)
                     self._refuse(conn, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error"))
-            elif msg.type == WSMsgType.ERROR:
-                too_big = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
-                reason = "too_large" if too_big else "ws_error"
-                self.metrics.rejections.labels(reason).inc()
-                log.info("connection %s closed by protocol error: %s", conn.id, reason)
+        finally:
+            conn.inbox = conn.worker = None
 
     def _refuse(self, conn: Connection, exc: ProtocolError) -> None:
         self.metrics.rejections.labels(exc.code.value).inc()
         self._send(conn, schema.error(exc.code, exc.message, exc.request_id))
 
     def _send(self, conn: Connection, frame: bytes, received_at: float = 0.0) -> None:
-        """Queue a frame, starting the writer if none runs; a client whose queue is full is too
-        slow to keep and is dropped."""
+        """Send a frame (the socket layer queues it while the client reads slowly, and drops
+        a client that falls too far behind)."""
         if conn.closing:
             return
-        if conn.queue is None:
-            conn.queue = deque()
-        elif len(conn.queue) >= self.config.send_queue_frames:
-            self.metrics.rejections.labels(ErrorCode.SLOW_CONSUMER.value).inc()
-            log.info("dropping slow connection %s", conn.id)
-            self._close_soon(conn, CLOSE_TRY_LATER, b"slow consumer")
-            return
-        conn.queue.append((frame, received_at))
-        if conn.writer is None:
-            conn.writer = asyncio.create_task(self._write_queued(conn))
-
-    def _close_soon(self, conn: Connection, code: int, reason: bytes) -> None:
-        if conn.closing:
-            return
-        conn.closing = True
-        if conn.writer is not None:
-            conn.writer.cancel()
-        self._spawn(self._close_ws(conn, code, reason))
-
-    @staticmethod
-    async def _close_ws(conn: Connection, code: int, reason: bytes) -> None:
-        await conn.ws.close(code=code, message=reason)
+        conn.send(frame)
+        if received_at:
+            self.metrics.relay_latency.observe(time.time() - received_at)
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
-        """Run side work that must not block the caller (a bus handler, a queue push)."""
+        """Run side work that must not block the caller (a bus handler, a cleanup)."""
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _write_queued(self, conn: Connection) -> None:
-        """Send the queued frames in order, then end (the next frame starts a new writer)."""
-        latency = self.metrics.relay_latency
-        queue = conn.queue
-        try:
-            while queue:
-                frame, received_at = queue.popleft()
-                await conn.ws.send_frame(frame, WSMsgType.TEXT)
-                if received_at:
-                    latency.observe(time.time() - received_at)
-        except (ConnectionError, RuntimeError):
-            conn.closing = True  # the connection is gone: its reader ends and cleans up
-        finally:
-            if conn.queue is queue and not queue:  # (a cancelled writer leaves the rest unsent)
-                conn.queue = None
-            conn.writer = None
-
-    async def _stop_writer(self, conn: Connection) -> None:
-        if conn.writer is None:
-            return
-        conn.writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
-            await conn.writer
-
     # --- messages ------------------------------------------------------------------------------
 
-    async def _on_frame(self, conn: Connection, data: bytes) -> None:
-        if conn.closing:
-            return
-        received_at = time.time()
+    async def _on_frame(self, conn: Connection, data: bytes, received_at: float) -> None:
         self.metrics.messages_received.inc()
         if conn.bucket is None:
             conn.bucket = TokenBucket(self.config.messages_per_second, self.config.message_burst)
@@ -270,7 +328,7 @@ class SignalingServer:
             conn.refused_messages += 1
             if conn.refused_messages >= self.config.flood_close_after:
                 self.metrics.rejections.labels("flood").inc()
-                self._close_soon(conn, WSCloseCode.POLICY_VIOLATION, b"message flood")
+                conn.close(frames.CLOSE_POLICY, b"message flood")
                 return
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages, slow down")
         msg = schema.decode_client(data, self.config.max_message_bytes)
@@ -320,15 +378,12 @@ class SignalingServer:
         for _ in range(8):
             session_id = sessions.new_session_id()
             created = sessions.create(session_id, conn.ip, conn.id, now, msg.access)
-            if await self.store.insert(created.record):
+            outcome = await self.store.create(created.record, self.config.max_sessions_per_ip)
+            if outcome != "taken":
                 break
         else:
             raise ProtocolError(ErrorCode.INTERNAL_ERROR, "could not allocate a session", msg.id)
-        until = now + self.policy.lifetime_seconds
-        if not await self.store.claim_ip_slot(
-            conn.ip, session_id, until, self.config.max_sessions_per_ip
-        ):
-            await self.store.delete(session_id)
+        if outcome == "limited":
             raise ProtocolError(
                 ErrorCode.SESSION_LIMIT, "your address has too many open sessions", msg.id
             )
@@ -490,8 +545,7 @@ class SignalingServer:
 
     async def _end_session(self, record: SessionRecord, reason: str) -> None:
         """Delete the session everywhere and tell whoever is still connected to it."""
-        await self.store.delete(record.id)
-        await self.store.release_ip_slot(record.owner_ip, record.id)
+        await self.store.remove(record)
         self.metrics.sessions_closed.labels(reason).inc()
         log.info("session %s ended: %s", record.id, reason)
         frame = schema.encode(schema.SessionClosed(v=schema.VERSION, reason=reason))
@@ -515,7 +569,7 @@ class SignalingServer:
     def _kick(self, conn: Connection) -> None:
         """Another connection took this peer's place; stop routing to this one and close it."""
         self._detach_soon(conn)
-        self._close_soon(conn, CLOSE_REPLACED, b"replaced by a newer connection")
+        conn.close(CLOSE_REPLACED, b"replaced by a newer connection")
 
     def _ice_servers(self, session_id: str, now: float) -> list[schema.IceServer]:
         servers = []
@@ -563,24 +617,6 @@ class SignalingServer:
             else:
                 conn.deadline_hint = record.deadline(self.policy)
 
-    # --- shutdown ------------------------------------------------------------------------------
-
-    async def drain(self) -> None:
-        """SIGTERM: refuse new work, flush what is queued, then ask every client to reconnect."""
-        self.draining = True
-        log.info("draining %d connections", len(self.connections))
-        writers = [c.writer for c in self.connections if c.writer is not None]
-        if writers:
-            await asyncio.wait(writers, timeout=self.config.drain_seconds)
-        closes = [
-            c.ws.close(code=CLOSE_RESTART, message=b"server restarting, reconnect")
-            for c in list(self.connections)
-        ]
-        await asyncio.gather(*closes, return_exceptions=True)
-        handlers = list(self._handlers)
-        if handlers:
-            await asyncio.wait(handlers, timeout=self.config.drain_seconds)
-
 
 Admission = sessions.Joined | sessions.Refused
 
@@ -604,6 +640,11 @@ def _touch(now: float) -> Callable[[SessionRecord], Change[None]]:
         return Change(None)
 
     return change
+
+
+async def _close_after(_: web.Request, response: web.StreamResponse) -> None:
+    response.force_close()
+    response.headers["Connection"] = "close"  # (aiohttp wrote its headers before this hook)
 
 
 def open_backend(config: Config) -> tuple[SessionStore, Bus]:

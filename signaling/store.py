@@ -16,6 +16,7 @@ from signaling.sessions import SessionPolicy, SessionRecord
 
 T = TypeVar("T")
 Write = Literal["save", "delete", "none"]
+Creation = Literal["created", "taken", "limited"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +28,13 @@ class Change(Generic[T]):
 
 
 Handler = Callable[[bytes], None]
+PURGE_ROUNDS = 10  # MemoryStore.purge checks every session once in this many calls
 
 
 class SessionStore(Protocol):
-    async def insert(self, record: SessionRecord) -> bool:
-        """Store a new session; False if its id is taken."""
+    async def create(self, record: SessionRecord, limit: int) -> Creation:
+        """Store a new session and count it against its owner's address, in one step:
+        "taken" if its id is in use, "limited" if the address has `limit` live sessions."""
 
     async def get(self, session_id: str) -> SessionRecord | None: ...
 
@@ -40,12 +43,8 @@ class SessionStore(Protocol):
     ) -> Change[T] | None:
         """Apply `change` atomically to a live session; None if there is none."""
 
-    async def delete(self, session_id: str) -> None: ...
-
-    async def claim_ip_slot(self, ip: str, session_id: str, until: float, limit: int) -> bool:
-        """Count one more live session for `ip`, unless it already has `limit`."""
-
-    async def release_ip_slot(self, ip: str, session_id: str) -> None: ...
+    async def remove(self, record: SessionRecord) -> None:
+        """Delete the session and free its place among its owner's sessions."""
 
     async def ping(self) -> bool: ...
 
@@ -75,6 +74,8 @@ class MemoryStore:
         self._clock = clock
         self._records: dict[str, SessionRecord] = {}
         self._ip_slots: dict[str, dict[str, float]] = {}
+        self._unchecked: list[str] = []  # the rest of the current purge round
+        self._step = 0  # sessions checked per purge call in this round
 
     def _retained(self, session_id: str) -> SessionRecord | None:
         record = self._records.get(session_id)
@@ -83,11 +84,19 @@ class MemoryStore:
             return None
         return record
 
-    async def insert(self, record: SessionRecord) -> bool:
+    async def create(self, record: SessionRecord, limit: int) -> Creation:
         if self._retained(record.id) is not None:
-            return False
+            return "taken"
+        slots = self._ip_slots.setdefault(record.owner_ip, {})
+        if len(slots) >= limit:  # sessions that ended or expired no longer count
+            now = self._clock()
+            for sid in [s for s, end in slots.items() if end <= now or self._retained(s) is None]:
+                del slots[sid]
+            if len(slots) >= limit:
+                return "limited"
+        slots[record.id] = record.created_at + self._policy.lifetime_seconds
         self._records[record.id] = record
-        return True
+        return "created"
 
     async def get(self, session_id: str) -> SessionRecord | None:
         return self._retained(session_id)
@@ -103,32 +112,30 @@ class MemoryStore:
             self._records.pop(session_id, None)
         return result
 
-    async def delete(self, session_id: str) -> None:
-        self._records.pop(session_id, None)
-
-    async def claim_ip_slot(self, ip: str, session_id: str, until: float, limit: int) -> bool:
-        now = self._clock()
-        slots = self._ip_slots.setdefault(ip, {})
-        for sid in [s for s, end in slots.items() if end <= now or self._retained(s) is None]:
-            del slots[sid]
-        if len(slots) >= limit:
-            return False
-        slots[session_id] = until
-        return True
-
-    async def release_ip_slot(self, ip: str, session_id: str) -> None:
-        slots = self._ip_slots.get(ip)
+    async def remove(self, record: SessionRecord) -> None:
+        self._records.pop(record.id, None)
+        slots = self._ip_slots.get(record.owner_ip)
         if slots is not None:
-            slots.pop(session_id, None)
+            slots.pop(record.id, None)
             if not slots:
-                del self._ip_slots[ip]
+                del self._ip_slots[record.owner_ip]
 
     def purge(self) -> None:
-        """Forget expired sessions (Redis does this by itself through key expiry)."""
-        for sid in list(self._records):
-            self._retained(sid)
-        for ip in [ip for ip, slots in self._ip_slots.items() if not slots]:
-            del self._ip_slots[ip]
+        """Forget expired sessions (Redis does this by itself through key expiry), a
+        PURGE_ROUNDS-th of them a call: checking all at once would stall the event loop for
+        every session held (expired ones are never served in the meantime, see `_retained`)."""
+        if not self._unchecked:
+            self._unchecked = list(self._records)
+            self._step = -(-len(self._unchecked) // PURGE_ROUNDS)
+            for ip, slots in list(self._ip_slots.items()):
+                for sid in [s for s in slots if s not in self._records]:
+                    del slots[sid]
+                if not slots:
+                    del self._ip_slots[ip]
+        if self._unchecked:
+            for sid in self._unchecked[-self._step :]:
+                self._retained(sid)
+            del self._unchecked[-self._step :]
 
     def __len__(self) -> int:
         return len(self._records)

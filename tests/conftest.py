@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from netsim.processes import (
     MissingProgram,
@@ -49,7 +48,6 @@ def require_root() -> None:
 @dataclass(kw_only=True)
 class RunningServer(SignalEndpoint):
     server: SignalingServer
-    runner: web.AppRunner
 
 
 TEST_DEFAULTS = Config(port=0, heartbeat_seconds=5.0)
@@ -66,18 +64,13 @@ async def start_server() -> AsyncIterator[StartServer]:
         cfg = replace(TEST_DEFAULTS, **overrides)
         store, bus = open_backend(cfg)
         server = SignalingServer(cfg, store, bus)
-        runner = web.AppRunner(server.app(), handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        started = RunningServer(port, server=server, runner=runner)
+        started = RunningServer(await server.start("127.0.0.1", 0), server=server)
         running.append(started)
         return started
 
     yield start
     for item in running:
-        await item.runner.cleanup()
+        await item.server.stop()
 
 
 @pytest.fixture

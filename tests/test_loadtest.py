@@ -4,6 +4,7 @@ measures speed); a noisy machine only makes the run slower."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,35 @@ if peer.ws.sock is not None:
 def test_a_peer_killed_while_closing_dies() -> None:
     """locust stops a user by killing its greenlet; a Peer must let that through at once."""
     subprocess.run([sys.executable, "-c", KILLED_WHILE_CLOSING], check=True, timeout=60)
+
+
+def test_capacity_benchmark_runs_every_phase(tmp_path: Path) -> None:
+    """`make bench-signaling` in miniature: every phase runs and is reported (no timing is
+    asserted: that is what the real run measures)."""
+    require_binary("redis-server")
+    require_binary("haproxy")
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "loadtest.bench", "--sessions", "40", "--concurrency", "2"),
+            *("--step-seconds", "0.5", "--rate", "100", "--rate-pairs", "10"),
+            *("--rate-seconds", "0.5", "--latency-sessions", "5", "--out", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=True,
+    )
+    results = json.loads(out.read_text())
+    for server in ("signaling", "echo"):
+        assert results[server]["idle"]["sockets"] == 80
+        assert results[server]["setup"][0]["errors"] == 0
+        assert results[server]["max_rate"]["messages_per_second"] > 0
+    assert results["signaling"]["latency"]["sessions"] == 5
+    for count in ("1", "3"):
+        cluster = results["clusters"][count]
+        assert set(cluster["setup"][0]["cpu_split"]) == {"instances", "redis-server", "haproxy"}
+        assert cluster["latency"]["p50_ms"] > 0
+    text = out.with_suffix(".txt").read_text()
+    assert "memory per idle socket" in text and "3 instance(s) + redis + haproxy" in text
+    assert done.stdout.rstrip().endswith(text.rstrip().splitlines()[-1])

@@ -132,3 +132,22 @@ async def test_readyz_follows_the_store(start_process: StartProcess, redis_url: 
             assert resp.status == 503
         async with http.get(url + "/healthz") as resp:
             assert resp.status == 200  # alive, just not ready
+
+
+async def test_a_burst_of_sessions_waits_for_redis_connections(
+    start_server: StartServer, redis_url: str
+) -> None:
+    """More commands in flight than the Redis pool has connections: they wait, none fails
+    (redis-py's default pool refused them with MaxConnectionsError)."""
+    server = await start_server(
+        redis_url=redis_url,
+        max_connections_per_ip=1000,
+        connections_per_second=1000,
+        connection_burst=1000,
+        max_sessions_per_ip=1000,
+    )
+    clients = await asyncio.gather(*(SignalClient.connect(server.url) for _ in range(300)))
+    created = await asyncio.gather(*(client.create() for client in clients))
+    assert len({c.sessionId for c in created}) == 300
+    for client in clients:
+        await client.close()
