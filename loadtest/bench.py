@@ -107,6 +107,13 @@ def _relay_frame(kind: str, payload: dict[str, Any]) -> bytes:
     return schema.encode(cls(v=schema.VERSION, payload=payloads.stamped(payload)))
 
 
+async def _two_sockets(port: int, n: int) -> tuple[leanws.LeanSocket, leanws.LeanSocket]:
+    """Both peers of session `n`, from neighbouring source addresses."""
+    a = await leanws.connect(port, SOURCES[n % len(SOURCES)])
+    b = await leanws.connect(port, SOURCES[(n + 1) % len(SOURCES)])
+    return a, b
+
+
 _reply = msgspec.json.Decoder(schema.ServerMessage)
 _TOKEN = secrets.token_urlsafe(16)  # echo only: the echo server checks nothing
 
@@ -118,8 +125,7 @@ class Signaling:
         self.port = port
 
     async def pair(self, n: int) -> tuple[leanws.LeanSocket, leanws.LeanSocket]:
-        a = await leanws.connect(self.port, SOURCES[n % len(SOURCES)])
-        b = await leanws.connect(self.port, SOURCES[(n + 1) % len(SOURCES)])
+        a, b = await _two_sockets(self.port, n)
         await self.join(a, b)
         return a, b
 
@@ -160,8 +166,7 @@ class Echo:
         self.port = port
 
     async def pair(self, n: int) -> tuple[leanws.LeanSocket, leanws.LeanSocket]:
-        a = await leanws.connect(self.port, SOURCES[n % len(SOURCES)])
-        b = await leanws.connect(self.port, SOURCES[(n + 1) % len(SOURCES)])
+        a, b = await _two_sockets(self.port, n)
         a.send(schema.encode(schema.CreateSession(v=schema.VERSION, id=1)))
         await a.recv()
         b.send(schema.encode(schema.JoinSession(v=schema.VERSION, sessionId="1234", token=_TOKEN)))
@@ -264,8 +269,7 @@ async def session_latency(port: int, count: int) -> Latency:
     frame = _relay_frame("ice_candidate", payloads.candidates(1)[0])
     took = []
     for n in range(count):
-        a = await leanws.connect(port, SOURCES[n % len(SOURCES)])
-        b = await leanws.connect(port, SOURCES[(n + 1) % len(SOURCES)])
+        a, b = await _two_sockets(port, n)
         try:
             started = time.perf_counter()
             await Signaling.join(a, b)

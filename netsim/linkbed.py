@@ -10,6 +10,7 @@ in ours), and removing the namespaces removes everything, however the block ends
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def run(command: link.Command) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
 
 
+@functools.cache  # the kernel does not change under a run: probed once per process
 def netem_available() -> bool:
     """Whether this kernel has `sch_netem` (loaded, loadable, or built in): tried on the
     loopback of a namespace of our own, so no real interface is touched."""

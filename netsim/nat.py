@@ -104,6 +104,22 @@ def _check(
         raise ValueError("udp_timeout: 1 to 86400 seconds")
 
 
+# The cone profiles' `mappings` map: its key type, what learns a key, what looks one up.
+_CONE_KEYS: Final = {
+    NatProfile.FULL_CONE: ("inet_service", "udp sport", "udp dport"),
+    NatProfile.ADDRESS_RESTRICTED: (
+        "inet_service . ipv4_addr",
+        "udp sport . ip daddr",
+        "udp dport . ip saddr",
+    ),
+}
+
+
+def keeps_mappings(profile: NatProfile) -> bool:
+    """Whether the router holds mappings of its own (the `mappings` map) besides conntrack's."""
+    return profile in _CONE_KEYS
+
+
 def table_name(prefix: str) -> str:
     return f"{prefix}_nat"
 
@@ -155,14 +171,7 @@ def ruleset(
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    cone_key = {
-        NatProfile.FULL_CONE: ("inet_service", "udp sport", "udp dport"),
-        NatProfile.ADDRESS_RESTRICTED: (
-            "inet_service . ipv4_addr",
-            "udp sport . ip daddr",
-            "udp dport . ip saddr",
-        ),
-    }.get(profile)
+    cone_key = _CONE_KEYS.get(profile)
     if cone_key is not None:
         key_type, learn_key, lookup_key = cone_key
         lines += [

@@ -9,7 +9,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,9 +17,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from turn.launcher import stop_process
+
 
 class MissingProgram(RuntimeError):
     """A program the project needs is not installed (`make lab` or `make test` installs it)."""
+
+
+stop = stop_process  # one way to stop our children (SIGTERM, then SIGKILL), by their PID
 
 
 def find_program(name: str) -> str:
@@ -28,17 +32,6 @@ def find_program(name: str) -> str:
     if path is None:
         raise MissingProgram(f"{name} is not installed (make lab / make test install it)")
     return path
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL if it does not go; only ever our own child."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @contextlib.contextmanager

@@ -236,25 +236,26 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
         raise ValueError(f"{where}: {exc}") from None
 
 
+def _a_to_b(a: SiteSpec, b: SiteSpec, **settings: Any) -> Scenario:
+    """A generated scenario: host 0 of site `a` sends to host 0 of site `b`."""
+    return Scenario(sites=(a, b), sender=Endpoint(a.name), receiver=Endpoint(b.name), **settings)
+
+
 def grid(nats: Iterable[str], full: bool = False, file_mib: float = 1.0) -> list[Scenario]:
     """Every unordered pair of these NAT profiles, one site each."""
     profiles = [NatProfile(n) for n in nats]
-    found = []
-    for a, b in itertools.combinations_with_replacement(profiles, 2):
-        sites = (SiteSpec("a", a), SiteSpec("b", b))
-        found.append(
-            Scenario(
-                name=f"grid-{a.value}-x-{b.value}",
-                kind=Kind.PATH,
-                description=f"{a.value} x {b.value}",
-                sites=sites,
-                sender=Endpoint("a"),
-                receiver=Endpoint("b"),
-                file_mib=file_mib,
-                full=full,
-            )
+    return [
+        _a_to_b(
+            SiteSpec("a", a),
+            SiteSpec("b", b),
+            name=f"grid-{a.value}-x-{b.value}",
+            kind=Kind.PATH,
+            description=f"{a.value} x {b.value}",
+            file_mib=file_mib,
+            full=full,
         )
-    return found
+        for a, b in itertools.combinations_with_replacement(profiles, 2)
+    ]
 
 
 @dataclass(frozen=True)
@@ -278,18 +279,13 @@ class ThroughputMatrix:
             quarter = rtt / 4
             up = link.LinkSpec(rate_kbit=round(rate * 1000), delay_ms=quarter, loss_percent=loss)
             plain = link.LinkSpec(delay_ms=quarter)
-            sites = (
-                SiteSpec("a", NatProfile.PORT_RESTRICTED, uplink=up, downlink=plain),
-                SiteSpec("b", NatProfile.PORT_RESTRICTED, uplink=plain, downlink=plain),
-            )
             found.append(
-                Scenario(
+                _a_to_b(
+                    SiteSpec("a", NatProfile.PORT_RESTRICTED, uplink=up, downlink=plain),
+                    SiteSpec("b", NatProfile.PORT_RESTRICTED, uplink=plain, downlink=plain),
                     name=f"throughput-{rate:g}mbit-{rtt:g}ms-{loss:g}loss-{path}",
                     kind=Kind.THROUGHPUT,
                     description=f"{rate:g} Mbit/s, {rtt:g} ms RTT, {loss:g} % loss, {path}",
-                    sites=sites,
-                    sender=Endpoint("a"),
-                    receiver=Endpoint("b"),
                     file_mib=self.file_mib,
                     relay_only=path == "relay",
                     full=self.full,

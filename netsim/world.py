@@ -167,7 +167,7 @@ class World:
         """The router forgets its mappings (conntrack and the cone maps): new ports."""
         where = self.sites[site]
         linkbed.run(link.rebind(where.router))
-        if "map mappings" in where.ruleset:
+        if nat.keeps_mappings(where.spec.nat):
             flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), "mappings")
             linkbed.run(link.Command(where.router, "nft", flush))
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,6 +107,19 @@ async def wait_progress(client: Client, fraction: float, timeout: float = 60) ->
     raise AssertionError("the transfer made no progress")
 
 
+async def resumed_intact(sender: Client, receiver: Client, src: Path, out: Path) -> dict[str, Any]:
+    """Both ends finish, the file is whole, the receiver resumed a partial copy; returns the
+    sender's `done` event."""
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert sha256(out / src.name) == sha256(src)
+    resumed = receiver.first("file")
+    assert resumed is not None and resumed["resumed"] > 0
+    done = sender.first("done")
+    assert done is not None
+    return done
+
+
 async def test_killed_receiver_resumes_with_the_same_command(lab: Lab, tmp_path: Path) -> None:
     src = big_file(tmp_path / "big.bin", 64)
     out = tmp_path / "out"
@@ -117,14 +131,7 @@ async def test_killed_receiver_resumes_with_the_same_command(lab: Lab, tmp_path:
     state = b"".join(p.read_bytes() for p in (lab.workdir / "state").iterdir() if p.is_file())
     secret_words = "-".join(code.split("-")[1:]).encode()
     assert secret_words not in state  # the state database holds no part of the code in clear
-    second = lab.receive(code, out)
-    assert await second.wait() == 0, second.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
-    assert sha256(out / "big.bin") == sha256(src)
-    resumed = second.first("file")
-    assert resumed is not None and resumed["resumed"] > 0
-    done = sender.first("done")
-    assert done is not None
+    done = await resumed_intact(sender, lab.receive(code, out), src, out)
     sent_twice = done["chunksSent"] - done["chunks"]
     # At most what was written since the last durable flush plus what was in flight.
     bound = (FLUSH_BYTES + 4 * HIGH_WATER) // CHUNK_SIZE
@@ -298,14 +305,8 @@ async def test_restarted_sender_with_a_new_code_resumes(lab: Lab, tmp_path: Path
     assert [e["name"] for e in listing.events()] == ["big.bin"]  # resumable, and says so
     sender, new_code = await lab.send(src)
     assert new_code != code
-    receiver = lab.receive(new_code, out)
-    assert await receiver.wait() == 0, receiver.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
-    assert sha256(out / "big.bin") == sha256(src)
-    resumed = receiver.first("file")
-    assert resumed is not None and resumed["resumed"] > 0
-    done = sender.first("done")
-    assert done is not None and done["chunksSent"] < done["chunks"]
+    done = await resumed_intact(sender, lab.receive(new_code, out), src, out)
+    assert done["chunksSent"] < done["chunks"]
     listing = lab.run("transfers", name="list", json_events=False)
     assert await listing.wait() == 0
     assert "No unfinished transfers" in listing.out.read_text()

@@ -76,7 +76,7 @@ class TurnEndpoint:
         return self.log_path.read_text(errors="replace")
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     """SIGTERM, then SIGKILL if it does not go; only ever our own child, by its PID."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
