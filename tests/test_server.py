@@ -315,6 +315,45 @@ async def test_failed_joins_are_limited_per_address(start_server: StartServer) -
         await client.close()
 
 
+async def scan(server: RunningServer, connections: int, guesses: int) -> tuple[int, float]:
+    """One address guessing code-session ids as fast as it can: `guesses` joins pipelined on
+    each of `connections` sockets. Returns how many were looked up, and the seconds it took."""
+    sockets = [await RawWebSocket.connect(server.port) for _ in range(connections)]
+    frames = b"".join(
+        RawWebSocket.frame(b'{"v":1,"type":"join_session","sessionId":"%d"}' % (10000000 + i))
+        for i in range(guesses)
+    )
+    started = time.perf_counter()
+    await asyncio.gather(*(sock.send_raw(frames) for sock in sockets))
+    codes: list[str] = []
+    for sock in sockets:
+        for _ in range(guesses):
+            codes.append(json.loads((await sock.recv_frame())[1])["code"])
+    elapsed = time.perf_counter() - started
+    for sock in sockets:
+        sock.abort()
+    assert set(codes) <= {"session_not_found", "joins_limited"}, set(codes)
+    return codes.count("session_not_found"), elapsed
+
+
+async def test_scanning_is_expensive(start_server: StartServer) -> None:
+    """Finding 6, measured side by side: one address with 10 connections, 150 pipelined join
+    guesses each (within the message rate limit), without the failed-join limit (as on
+    6cf1116) and with the defaults. Prints guesses per second looked up."""
+    before = await start_server(failed_join_burst=1e9, failed_joins_per_minute=1e9)
+    looked_up_before, seconds_before = await scan(before, 10, 150)
+    now = await start_server()
+    looked_up_now, seconds_now = await scan(now, 10, 150)
+    config = now.server.config
+    print(
+        f"\nscanning from one address: before {looked_up_before} guesses in {seconds_before:.2f} s "
+        f"({looked_up_before / seconds_before:.0f}/s); now {looked_up_now} in {seconds_now:.2f} s, "
+        f"then {config.failed_joins_per_minute:g}/min ({config.failed_joins_per_minute / 60:.2f}/s)"
+    )
+    assert looked_up_before == 1500
+    assert looked_up_now == config.failed_join_burst
+
+
 async def test_third_peer_is_refused(server: RunningServer) -> None:
     a, b, created, _ = await pair(server.url)
     c = await SignalClient.connect(server.url)
