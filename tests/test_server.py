@@ -626,6 +626,27 @@ async def test_credential_minting_is_limited_per_address(start_server: StartServ
         await client.close()
 
 
+async def test_create_leave_loop_mints_no_credential_farm(start_server: StartServer) -> None:
+    """Finding 5, as reproduced: a create/leave loop on one connection minted a credential per
+    session (238 in 10 s). Now a lone creator gets none, and pairing with itself from the same
+    address buys `credential_burst` of them, then `credentials_per_minute`."""
+    server = await turn_server(start_server)
+    a = await SignalClient.connect(server.url)
+    b = await SignalClient.connect(server.url)
+    minted: set[str] = set()
+    for _ in range(40):
+        created = await a.create()
+        joined = await b.join(created.sessionId, created.token)
+        assert isinstance(await a.next_event(), schema.PeerJoined)
+        minted |= {s.username for s in (*created.iceServers, *joined.iceServers) if s.username}
+        await a.leave()
+        assert isinstance(await b.next_event(), schema.SessionClosed)
+    print(f"\n40 create/join/leave rounds from one address minted {len(minted)} credentials")
+    assert len(minted) <= server.server.config.credential_burst + 1  # (+1: refill meanwhile)
+    await a.close()
+    await b.close()
+
+
 async def test_logs_hold_no_secrets(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
