@@ -156,8 +156,9 @@ class ScenarioRun:
         observed = expectations.category(
             mine.get("local", "?"), mine.get("remote", "?"), theirs.get("remote", "?")
         )
-        a, b = (sc.site(e.site).nat for e in (sc.sender, sc.receiver))
-        result.metrics.update(nat_a=a.value, nat_b=b.value, path=observed)
+        a, b = (sc.site(e.site).router for e in (sc.sender, sc.receiver))
+        result.metrics.update(nat_a=a.name, nat_b=b.name, path=observed)
+        result.metrics.update(behaviour_a=a.behaviours, behaviour_b=b.behaviours)
         result.metrics["expected_path"] = sc.expected_path
         result.metrics["pair"] = f"{mine.get('local')}->{mine.get('remote')}"
         turn = mine.get("turn") or theirs.get("turn")
@@ -166,7 +167,7 @@ class ScenarioRun:
         if sc.fault is None or sc.kind is Kind.PATH:
             result.check("path", observed == sc.expected_path, sc.expected_path, observed)
         wanted = sc.expect_transports or (
-            expectations.turn_transports(a, b) if observed == "relay" else ()
+            expectations.turn_transports(*sc.edges) if observed == "relay" else ()
         )
         if wanted and observed == "relay":
             result.check("TURN transport", turn in wanted, " or ".join(wanted), turn)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
-from netsim import expectations, link
+from netsim import expectations, link, nat
 from netsim.nat import NatProfile
 from netsim.world import SiteSpec
 
@@ -124,7 +124,13 @@ class Scenario:
         a, b = (self.site(e.site) for e in (self.sender, self.receiver))
         if a is b:
             return "host"
-        return expectations.path(a.nat, b.nat)
+        return expectations.path(*self.edges)
+
+    @property
+    def edges(self) -> tuple[expectations.Edge, expectations.Edge]:
+        """What lies between the sender and the internet, and the receiver."""
+        a, b = (self.site(e.site) for e in (self.sender, self.receiver))
+        return expectations.edge(a.router), expectations.edge(b.router)
 
     def site(self, name: str) -> SiteSpec:
         return next(s for s in self.sites if s.name == name)
@@ -141,24 +147,29 @@ def _link(data: Mapping[str, Any] | None, where: str) -> link.LinkSpec:
 
 
 def _site(data: Mapping[str, Any], where: str) -> SiteSpec:
-    known = {"name", "nat", "hosts", "uplink", "downlink", "hairpin", "udp_timeout"}
+    known = {"name", "nat", "hosts", "uplink", "downlink"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{where}: unknown site settings {sorted(unknown)}")
-    try:
-        profile = NatProfile(data.get("nat", "port_restricted"))
-    except ValueError:
-        choices = ", ".join(p.value for p in NatProfile)
-        raise ValueError(f"{where}: nat is one of {choices}") from None
     return SiteSpec(
         name=data["name"],
-        nat=profile,
+        nat=_nat(data.get("nat", "port_restricted"), where),
         hosts=data.get("hosts", 1),
         uplink=_link(data.get("uplink"), f"{where}.uplink"),
         downlink=_link(data.get("downlink"), f"{where}.downlink"),
-        hairpin=data.get("hairpin", False),
-        udp_timeout=data.get("udp_timeout", 30),
     )
+
+
+def _nat(data: object, where: str) -> nat.Nat | NatProfile:
+    """A preset's name (kept as the preset), a NAT's behaviours (`adm-eif`) or a table."""
+    try:
+        if isinstance(data, str):
+            return NatProfile(data) if data in nat.PRESETS else nat.named(data)
+        if isinstance(data, dict):
+            return nat.from_table(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    raise ValueError(f"{where}: nat is a name or a table")
 
 
 def _endpoint(text: str | None, default: Endpoint) -> Endpoint:
@@ -242,15 +253,15 @@ def _a_to_b(a: SiteSpec, b: SiteSpec, **settings: Any) -> Scenario:
 
 
 def grid(nats: Iterable[str], full: bool = False, file_mib: float = 1.0) -> list[Scenario]:
-    """Every unordered pair of these NAT profiles, one site each."""
-    profiles = [NatProfile(n) for n in nats]
+    """Every unordered pair of these NATs (presets or behaviours), one site each."""
+    profiles = [_nat(n, "grid") for n in nats]
     return [
         _a_to_b(
             SiteSpec("a", a),
             SiteSpec("b", b),
-            name=f"grid-{a.value}-x-{b.value}",
+            name=f"grid-{nat.resolve(a).name}-x-{nat.resolve(b).name}",
             kind=Kind.PATH,
-            description=f"{a.value} x {b.value}",
+            description=f"{nat.resolve(a).name} x {nat.resolve(b).name}",
             file_mib=file_mib,
             full=full,
         )

@@ -31,6 +31,7 @@ from typing import Final
 from pyroute2 import NetNS
 
 from netsim import link, linkbed, nat, netns
+from netsim.nat import Nat, NatProfile
 from netsim.processes import find_program, stop
 
 SERVER_IPS: Final = ("203.0.113.10", "203.0.113.11")
@@ -46,20 +47,23 @@ class SiteSpec:
     the site sends to the internet, `downlink` what it receives."""
 
     name: str
-    nat: nat.NatProfile = nat.NatProfile.PORT_RESTRICTED
+    nat: Nat | NatProfile = NatProfile.PORT_RESTRICTED
     hosts: int = 1
     uplink: link.LinkSpec = CLEAN
     downlink: link.LinkSpec = CLEAN
-    hairpin: bool = False
-    udp_timeout: int = 30
 
     def __post_init__(self) -> None:
         if not _SITE_NAME.fullmatch(self.name):
             raise ValueError(f"site name {self.name!r}: a-z then a-z0-9, at most 12")
         if not 1 <= self.hosts <= MAX_HOSTS:
             raise ValueError(f"site {self.name}: 1 to {MAX_HOSTS} hosts")
-        if self.nat is nat.NatProfile.ONE_TO_ONE and self.hosts != 1:
+        if self.router.translation is nat.Translation.ONE_TO_ONE and self.hosts != 1:
             raise ValueError(f"site {self.name}: one_to_one maps exactly one host")
+
+    @property
+    def router(self) -> Nat:
+        """The site's NAT behaviour (a preset's, where `nat` names one)."""
+        return nat.resolve(self.nat)
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def addresses(index: int, spec: SiteSpec) -> SiteAddresses:
     if not 0 <= index < MAX_SITES:
         raise ValueError(f"at most {MAX_SITES} sites")
     transit = 4 * index
-    if spec.nat is nat.NatProfile.OPEN:
+    if not spec.router.translates:
         base = ipaddress.IPv4Address("203.0.113.128") + 16 * index
         gateway, prefix = base + 1, 28
     else:
@@ -124,7 +128,7 @@ class Site:
     @property
     def public_ip(self) -> str:
         """What the internet sees of host 0."""
-        return self.plan.hosts[0] if self.spec.nat is nat.NatProfile.OPEN else self.plan.wan
+        return self.plan.wan if self.spec.router.translates else self.plan.hosts[0]
 
 
 @dataclass
@@ -167,8 +171,8 @@ class World:
         """The router forgets its mappings (conntrack and the cone maps): new ports."""
         where = self.sites[site]
         linkbed.run(link.rebind(where.router))
-        if nat.keeps_mappings(where.spec.nat):
-            flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), "mappings")
+        for name in where.spec.router.maps:
+            flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), name)
             linkbed.run(link.Command(where.router, "nft", flush))
 
 
@@ -229,15 +233,14 @@ def _build_site(
     rtr.route("add", dst="0.0.0.0/0", gateway=plan.link_wan)
     _forwarding(router)
     _forwarding(link_ns)
+    one_to_one = spec.router.translation is nat.Translation.ONE_TO_ONE
     text = nat.ruleset(
-        spec.nat,
+        spec.router,
         netns.RUN_PREFIX,
         wan_if,
         bridge,
         plan.wan,
-        hairpin=spec.hairpin,
-        udp_timeout=spec.udp_timeout,
-        lan_ip=plan.hosts[0] if spec.nat is nat.NatProfile.ONE_TO_ONE else None,
+        lan_ip=plan.hosts[0] if one_to_one else None,
     )
     linkbed.run(link.Command(router, "nft", ("-f", "-"), stdin=text))
     site = Site(spec, plan, router, link_ns, hosts, up_if, down_if, wan_if, text)

@@ -13,7 +13,7 @@ from aioice.candidate import Candidate
 from aioice.ice import CandidatePair
 
 from fileshare import nomination
-from netsim import capture, expectations, scenario
+from netsim import capture, expectations, nat, scenario
 from netsim.nat import NatProfile
 from netsim.scenario import FaultKind, Kind
 
@@ -45,11 +45,17 @@ def test_select_by_prefix_and_unknown_names() -> None:
         suite.select(["nothing-like-this"])
 
 
-def test_expectations_grid_is_symmetric_and_fails_direct_only_where_it_must() -> None:
+def _edge(profile: NatProfile) -> expectations.Edge:
+    return expectations.edge(profile.behaviour)
+
+
+def test_the_rule_gives_the_presets_their_known_paths() -> None:
+    """The rule, applied to the presets, gives what the old per-pair table said: direct fails
+    only for symmetric x symmetric and symmetric x port-restricted; UDP blocked relays."""
     relayed = set()
     for a, b in itertools.product(NatProfile, repeat=2):
-        assert expectations.path(a, b) == expectations.path(b, a)
-        if expectations.path(a, b) == "relay":
+        assert expectations.path(_edge(a), _edge(b)) == expectations.path(_edge(b), _edge(a))
+        if expectations.path(_edge(a), _edge(b)) == "relay":
             relayed.add(frozenset((a, b)))
     hard = {
         frozenset({NatProfile.SYMMETRIC}),
@@ -57,8 +63,43 @@ def test_expectations_grid_is_symmetric_and_fails_direct_only_where_it_must() ->
     }
     blocked = {frozenset({NatProfile.UDP_BLOCKED, p}) for p in NatProfile}
     assert relayed == hard | blocked
-    assert expectations.path(NatProfile.OPEN, NatProfile.OPEN) == "host"
-    assert expectations.turn_transports(NatProfile.UDP_BLOCKED, NatProfile.OPEN) == ("tcp", "tls")
+    assert expectations.path(_edge(NatProfile.OPEN), _edge(NatProfile.OPEN)) == "host"
+    transports = expectations.turn_transports(_edge(NatProfile.UDP_BLOCKED), _edge(NatProfile.OPEN))
+    assert transports == ("tcp", "tls")
+
+
+def test_the_rule_over_mapping_and_filtering() -> None:
+    """Direct where one side filters endpoint-independently, or has EIM with ADF, or both
+    have EIM; else the relay."""
+    rows = {}
+    combos = [nat.Nat(m, f) for m, f in itertools.product(nat.Mapping, nat.Filtering)]
+    for a, b in itertools.product(combos, repeat=2):
+        found = expectations.path(expectations.edge(a), expectations.edge(b))
+        rows[a.name, b.name] = found
+        assert found == expectations.path(expectations.edge(b), expectations.edge(a))
+    assert rows["apdm-eif", "apdm-apdf"] == "srflx"  # EIF lets anything in
+    assert rows["apdm-apdf", "eim-adf"] == "srflx"  # ADF: the EIM side sent to that address
+    assert rows["apdm-apdf", "adm-adf"] == "relay"  # ADM sent from another port
+    assert rows["eim-apdf", "eim-apdf"] == "srflx"  # both EIM: the exact endpoints match
+    assert rows["eim-apdf", "adm-apdf"] == "relay"
+    assert rows["adm-adf", "adm-adf"] == "relay"
+    # Relay exactly where both filter on the address with a non-EIM mapping or on the
+    # address and port, except two EIMs filtering on address and port.
+    hard = {"adm-adf", "adm-apdf", "apdm-adf", "apdm-apdf", "eim-apdf"}
+    relayed = {pair for pair, found in rows.items() if found == "relay"}
+    assert relayed == set(itertools.product(hard, repeat=2)) - {("eim-apdf", "eim-apdf")}
+
+
+def test_stacked_nats_act_as_the_stricter() -> None:
+    home, carrier = NatProfile.FULL_CONE.behaviour, NatProfile.SYMMETRIC.behaviour
+    behind = expectations.edge(home, carrier)
+    assert behind.mapping is nat.APDM and behind.filtering is nat.APDF
+    cone = _edge(NatProfile.PORT_RESTRICTED)
+    assert expectations.path(behind, cone) == "relay"
+    assert expectations.path(expectations.edge(home, home), cone) == "srflx"
+    hairpinning = nat.renamed(NatProfile.PORT_RESTRICTED.behaviour, hairpinning=True)
+    assert expectations.shared_carrier(cone, cone, hairpinning) == "srflx"
+    assert expectations.shared_carrier(cone, cone, NatProfile.PORT_RESTRICTED.behaviour) == "relay"
 
 
 @pytest.mark.parametrize(
@@ -110,7 +151,10 @@ fault = { kind = "rebind", site = "office", at = 0.25 }
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[[scenario]]\nname = "x"\nsites = [{ name = "a", nat = "cgnat" }]', "nat is one of"),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", nat = "cgnat" }]',
+            "one of open, one_to_one",
+        ),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a", nta = "open" }]', "unknown site"),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a" }]\nspeed = 1', "unknown settings"),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a" }]', "same host"),
