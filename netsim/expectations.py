@@ -52,6 +52,14 @@ class Edge:
         return all(n.udp for n in self.nats)
 
     @property
+    def behaviours(self) -> str:
+        """As reports show it: `EIM/APDF`, with `, UDP blocked` or `(open)` where so."""
+        text = f"{self.mapping.short}/{self.filtering.short}"
+        if self.public:
+            text += " (public address)"
+        return text if self.udp else f"{text}, UDP blocked"
+
+    @property
     def public(self) -> bool:
         """The peer's own address is public: its host candidate is reachable."""
         return not any(n.translates for n in self.nats)

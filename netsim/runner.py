@@ -156,8 +156,9 @@ class ScenarioRun:
         observed = expectations.category(
             mine.get("local", "?"), mine.get("remote", "?"), theirs.get("remote", "?")
         )
-        a, b = (sc.site(e.site).router for e in (sc.sender, sc.receiver))
-        result.metrics.update(nat_a=a.name, nat_b=b.name, path=observed)
+        a, b = sc.edges
+        result.metrics.update(path=observed)
+        result.metrics.update(nat_a=sc.nat_label(sc.sender), nat_b=sc.nat_label(sc.receiver))
         result.metrics.update(behaviour_a=a.behaviours, behaviour_b=b.behaviours)
         result.metrics["expected_path"] = sc.expected_path
         result.metrics["pair"] = f"{mine.get('local')}->{mine.get('remote')}"

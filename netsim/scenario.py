@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from netsim import expectations, link, nat
 from netsim.nat import NatProfile
-from netsim.world import SiteSpec
+from netsim.world import Carrier, SiteSpec
 
 _NAME: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
@@ -124,16 +124,30 @@ class Scenario:
         a, b = (self.site(e.site) for e in (self.sender, self.receiver))
         if a is b:
             return "host"
+        if a.carrier is not None and a.carrier == b.carrier:
+            return expectations.shared_carrier(*self.edges, a.carrier.router)
         return expectations.path(*self.edges)
 
     @property
     def edges(self) -> tuple[expectations.Edge, expectations.Edge]:
         """What lies between the sender and the internet, and the receiver."""
-        a, b = (self.site(e.site) for e in (self.sender, self.receiver))
-        return expectations.edge(a.router), expectations.edge(b.router)
+        return _edge(self.site(self.sender.site)), _edge(self.site(self.receiver.site))
+
+    def nat_label(self, end: Endpoint) -> str:
+        """The NAT(s) in front of a peer as reports name them: `port_restricted`, or
+        `port_restricted/cgn:symmetric` behind a carrier."""
+        site = self.site(end.site)
+        label = site.router.name
+        return label if site.carrier is None else f"{label}/cgn:{site.carrier.router.name}"
 
     def site(self, name: str) -> SiteSpec:
         return next(s for s in self.sites if s.name == name)
+
+
+def _edge(site: SiteSpec) -> expectations.Edge:
+    if site.carrier is None:
+        return expectations.edge(site.router)
+    return expectations.edge(site.router, site.carrier.router)
 
 
 def _link(data: Mapping[str, Any] | None, where: str) -> link.LinkSpec:
@@ -146,8 +160,8 @@ def _link(data: Mapping[str, Any] | None, where: str) -> link.LinkSpec:
     return link.LinkSpec(**data)
 
 
-def _site(data: Mapping[str, Any], where: str) -> SiteSpec:
-    known = {"name", "nat", "hosts", "uplink", "downlink"}
+def _site(data: Mapping[str, Any], where: str, carriers: Mapping[str, Carrier]) -> SiteSpec:
+    known = {"name", "nat", "hosts", "uplink", "downlink", "carrier"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{where}: unknown site settings {sorted(unknown)}")
@@ -157,7 +171,25 @@ def _site(data: Mapping[str, Any], where: str) -> SiteSpec:
         hosts=data.get("hosts", 1),
         uplink=_link(data.get("uplink"), f"{where}.uplink"),
         downlink=_link(data.get("downlink"), f"{where}.downlink"),
+        carrier=None if "carrier" not in data else _carrier(carriers, data["carrier"]),
     )
+
+
+def _carrier(carriers: Mapping[str, Carrier], name: str) -> Carrier:
+    if name not in carriers:
+        raise ValueError(f"no carrier named {name!r} in the scenario's `carriers`")
+    return carriers[name]
+
+
+def _carriers(data: Any, where: str) -> dict[str, Carrier]:
+    """`carriers = [{ name = "isp", nat = "symmetric" }]`: NATs that sites name as theirs."""
+    found = {}
+    for i, item in enumerate(data):
+        unknown = set(item) - {"name", "nat"}
+        if unknown:
+            raise ValueError(f"{where} carrier {i}: unknown settings {sorted(unknown)}")
+        found[item["name"]] = Carrier(item["name"], _nat(item.get("nat", "port_restricted"), where))
+    return found
 
 
 def _nat(data: object, where: str) -> nat.Nat | NatProfile:
@@ -193,6 +225,7 @@ _SCENARIO_KEYS: Final = {
     "name",
     "kind",
     "description",
+    "carriers",
     "sites",
     "sender",
     "receiver",
@@ -213,7 +246,8 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
     if unknown:
         raise ValueError(f"{where}: unknown settings {sorted(unknown)}")
     try:
-        sites = tuple(_site(s, f"{where} site {i}") for i, s in enumerate(data["sites"]))
+        carriers = _carriers(data.get("carriers", ()), where)
+        sites = tuple(_site(s, f"{where} site {i}", carriers) for i, s in enumerate(data["sites"]))
         sender, receiver = _defaults(sites)
         fault = data.get("fault")
         if fault is not None and set(fault) - _FAULT_KEYS:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from netsim import nat, netns, world
+from netsim import expectations, nat, netns, world
 from netsim.nat import ADF, ADM, APDF, APDM, EIF, EIM, Behaviour, Nat, NatProfile
 from netsim.processes import find_program
 from tests.conftest import require_binary, require_root
@@ -494,3 +494,54 @@ def test_mappings_live_as_long_as_rfc_4787_asks() -> None:
         entry = next(line for line in listing.splitlines() if "dport=3000" in line)
         match = re.match(r"udp\s+\d+\s+(\d+)", entry)
         assert match and int(match.group(1)) > 120, entry
+
+
+# --- carrier-grade NAT --------------------------------------------------------------------------
+
+HOME = NatProfile.FULL_CONE
+STACKED: list[tuple[Nat | NatProfile, Nat | NatProfile]] = [
+    (NatProfile.FULL_CONE, NatProfile.FULL_CONE),
+    (NatProfile.FULL_CONE, NatProfile.ADDRESS_RESTRICTED),
+    (NatProfile.PORT_RESTRICTED, NatProfile.SYMMETRIC),
+    (NatProfile.SYMMETRIC, NatProfile.FULL_CONE),
+]
+
+
+@pytest.mark.nat
+def test_stacked_nats_as_natdiscovery_sees_them(tmp_path: Path) -> None:
+    """A home router behind a carrier NAT (RFC 6598 addresses between them) looks like the
+    stricter of the two; the server sees the carrier's public address."""
+    specs = [
+        world.SiteSpec(f"s{i}", home, carrier=world.Carrier(f"isp{i}", carrier))
+        for i, (home, carrier) in enumerate(STACKED)
+    ]
+    found = natdiscovery(specs, tmp_path, "-m", "-f")
+    for spec in specs:
+        assert spec.carrier is not None
+        site, output = found[spec.name]
+        edge = expectations.edge(spec.router, spec.carrier.router)
+        report = f"{spec}: natdiscovery said:\n{output}"
+        assert site.plan.wan.startswith("100.64.")
+        assert nat.parse_natdiscovery(output).behaviour == Behaviour(edge.mapping, edge.filtering)
+        assert set(nat.parse_natdiscovery(output).reflexive) == {site.public_ip}, report
+        assert site.public_ip == world.carrier_addresses(int(spec.carrier.name[3:])).public
+
+
+@pytest.mark.nat
+@pytest.mark.parametrize("hairpinning", [True, False])
+def test_two_sites_behind_one_carrier(hairpinning: bool) -> None:
+    """Two homes behind one carrier reach each other through the carrier's public address
+    only where the carrier hairpins, and then from the sender's carrier mapping (REQ-9)."""
+    carrier = world.Carrier(
+        "isp", nat.renamed(NatProfile.FULL_CONE.behaviour, hairpinning=hairpinning)
+    )
+    specs = [world.SiteSpec(name, HOME, carrier=carrier) for name in ("a", "b")]
+    with live(specs) as (net, sockets):
+        first = sockets.enter_context(udp_socket(net.host("a"), port=44000))
+        second = sockets.enter_context(udp_socket(net.host("b"), port=44001))
+        server = sockets.enter_context(udp_socket(net.internet, world.SERVER_IPS[0], 3000))
+        first_public = seen_from(server, first, b"one")
+        second_public = seen_from(server, second, b"two")
+        assert first_public[0] == second_public[0] == net.carriers["isp"].plan.public
+        seen = [source for _ in range(5) for source in _hairpin(first, second, second_public)]
+        assert (set(seen) == {first_public}) if hairpinning else not seen

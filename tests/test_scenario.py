@@ -30,11 +30,22 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     assert by_name["symmetric-x-symmetric"].expected_path == "relay"
     assert by_name["portrestricted-x-symmetric"].expected_path == "relay"
     assert by_name["udp-blocked"].expected_path == "relay"
+    assert by_name["cgnat-x-cone"].expected_path == "srflx"
+    behind = by_name["cgnat-x-cone"].sites[0]
+    assert behind.carrier is not None and behind.carrier.router.name == "port_restricted"
     long_cut = by_name["resume-long-cut"].fault
     assert long_cut is not None and long_cut.kind is FaultKind.CUT and long_cut.seconds > 30
     full = suite.select(full=True)
     assert len(full) > len(default)
-    assert sum(s.name.startswith("grid-") for s in full) == 28  # 7 profiles, unordered pairs
+    grid = [s for s in full if s.name.startswith("grid-")]
+    assert len(grid) == 66  # 9 mapping x filtering, open, UDP blocked: unordered pairs
+    assert {s.sites[0].router.name for s in grid} == {
+        *(nat.Nat(m, f).name for m, f in itertools.product(nat.Mapping, nat.Filtering)),
+        "open",
+        "udp_blocked",
+    }
+    shared = {s.name: s.expected_path for s in full if s.name.startswith("cgnat-shared")}
+    assert shared == {"cgnat-shared-hairpin": "srflx", "cgnat-shared-no-hairpin": "relay"}
     assert sum(s.kind is Kind.THROUGHPUT for s in full) == 4 + 2 * 2 * 3 * 2
 
 
@@ -148,6 +159,29 @@ fault = { kind = "rebind", site = "office", at = 0.25 }
     assert found.expected_path == "srflx"
 
 
+def test_nats_and_carriers_in_a_file(tmp_path: Path) -> None:
+    suite = _toml(
+        tmp_path,
+        """
+[[scenario]]
+name = "stacked"
+carriers = [{ name = "isp", nat = { preset = "symmetric", hairpinning = true } }]
+sites = [
+  {name = "a", nat = {mapping = "adm", filtering = "eif", mapping_timeout = 20}, carrier = "isp"},
+  { name = "b", nat = "eim-adf" },
+]
+""",
+    )
+    (found,) = suite.scenarios
+    a, b = found.sites
+    assert a.router == nat.Nat(nat.ADM, nat.EIF, mapping_timeout=20)
+    assert a.carrier is not None and a.carrier.router.hairpinning
+    assert b.router == nat.Nat(nat.EIM, nat.ADF)
+    assert found.nat_label(found.sender) == "adm-eif-20s/cgn:apdm-apdf-hairpin"
+    assert found.edges[0].mapping is nat.APDM and found.edges[0].filtering is nat.APDF
+    assert found.expected_path == "srflx"  # the receiver's EIM + ADF lets the checks in
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -156,6 +190,14 @@ fault = { kind = "rebind", site = "office", at = 0.25 }
             "one of open, one_to_one",
         ),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a", nta = "open" }]', "unknown site"),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", nat = { mapping = "eim", x = 1 } }]',
+            "unknown NAT settings",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2, carrier = "isp" }]',
+            "no carrier named 'isp'",
+        ),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a" }]\nspeed = 1', "unknown settings"),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a" }]', "same host"),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\nsender = "b"', "no host"),
