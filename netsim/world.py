@@ -130,27 +130,25 @@ def addresses(index: int, spec: SiteSpec, carrier: int | None = None) -> SiteAdd
     else:
         base = ipaddress.IPv4Address(f"10.0.{index + 1}.0")
         gateway, prefix = base + 1, 24
-    hosts = tuple(str(gateway + 1 + j) for j in range(spec.hosts))
-    if carrier is not None:
-        inside = carrier_addresses(carrier).inside
-        return SiteAddresses(
-            internet=inside,
-            link_internet=f"100.64.{carrier}.{10 + index}",
-            link_wan=f"100.64.128.{transit + 1}",
-            wan=f"100.64.128.{transit + 2}",
-            lan_gateway=str(gateway),
-            lan_prefix=prefix,
-            hosts=hosts,
-            upstream_prefix=24,
+    if carrier is None:  # the link's next hop up is the internet, on a /30 of its own
+        up, link_up, up_prefix = f"198.51.100.{129 + transit}", f"198.51.100.{130 + transit}", 30
+        router_side = "198.51.100"
+    else:  # the link sits on the carrier's LAN
+        up, link_up, up_prefix = (
+            carrier_addresses(carrier).inside,
+            f"100.64.{carrier}.{10 + index}",
+            24,
         )
+        router_side = "100.64.128"
     return SiteAddresses(
-        internet=f"198.51.100.{128 + transit + 1}",
-        link_internet=f"198.51.100.{128 + transit + 2}",
-        link_wan=f"198.51.100.{transit + 1}",
-        wan=f"198.51.100.{transit + 2}",
+        internet=up,
+        link_internet=link_up,
+        link_wan=f"{router_side}.{transit + 1}",
+        wan=f"{router_side}.{transit + 2}",
         lan_gateway=str(gateway),
         lan_prefix=prefix,
-        hosts=hosts,
+        hosts=tuple(str(gateway + 1 + j) for j in range(spec.hosts)),
+        upstream_prefix=up_prefix,
     )
 
 

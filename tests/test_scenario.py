@@ -44,6 +44,9 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
         "open",
         "udp_blocked",
     }
+    pause = next(s for s in full if s.name == "mapping-timeout-pause")
+    assert pause.fault is not None and pause.fault.kind is FaultKind.PAUSE
+    assert all(pause.fault.seconds > site.router.mapping_timeout == 20 for site in pause.sites)
     shared = {s.name: s.expected_path for s in full if s.name.startswith("cgnat-shared")}
     assert shared == {"cgnat-shared-hairpin": "srflx", "cgnat-shared-no-hairpin": "relay"}
     assert sum(s.kind is Kind.THROUGHPUT for s in full) == 4 + 2 * 2 * 3 * 2
@@ -216,6 +219,11 @@ sites = [
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
             'fault = { kind = "cut", seconds = 0 }',
             "fault.seconds",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'fault = { kind = "pause" }',
+            "fault.seconds: 0 to 600 for a pause",
         ),
         (
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2, uplink = { lag = 1 } }]',
