@@ -28,9 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from netsim.nat import EIF, EIM, Filtering, Mapping, Nat, Translation
+from netsim.nat import APDF, EIF, EIM, Filtering, Mapping, Nat, Translation
 
 PATHS: Final = ("host", "srflx", "relay")
+# A dual-stack site's IPv6: no translation, a stateful firewall (RFC 6092, netsim.nat.firewall6).
+IPV6_FIREWALL: Final = Nat(EIM, APDF, Translation.NONE, name="ipv6-firewall")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,12 @@ def path(a: Edge, b: Edge) -> str:
     if not (lets_in(a, b) or lets_in(b, a)):
         return "relay"
     return "host" if a.public and b.public else "srflx"
+
+
+def either_family(ipv4: str, ipv6: str) -> str:
+    """Two dual-stack peers: ICE pairs candidates of each family, and the better path wins
+    (host candidates are checked first)."""
+    return min(ipv4, ipv6, key=PATHS.index)
 
 
 def shared_carrier(a: Edge, b: Edge, carrier: Nat) -> str:

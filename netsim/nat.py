@@ -232,13 +232,13 @@ _IFNAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _PREFIX: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,40}")
 
 
-def _check(prefix: str, wan_if: str, lan_if: str, wan_ip: str, lan_ip: str | None) -> None:
+def _check(prefix: str, ifnames: tuple[str, ...], addresses: tuple[str | None, ...]) -> None:
     if not _PREFIX.fullmatch(prefix):
         raise ValueError(f"bad table prefix {prefix!r} (letters, digits, _)")
-    for name in (wan_if, lan_if):
+    for name in ifnames:
         if not _IFNAME.fullmatch(name):
             raise ValueError(f"bad interface name {name!r}")
-    for address in (wan_ip, lan_ip):
+    for address in addresses:
         if address is not None:
             try:
                 ipaddress.IPv4Address(address)
@@ -265,7 +265,7 @@ def ruleset(
     """The nft ruleset (one `table ip PREFIX_nat`) for a router with `wan_if` (address
     `wan_ip`) towards the internet and `lan_if` towards its hosts; `lan_ip` is the host
     behind a one_to_one NAT (published as `wan_ip`), and only there."""
-    _check(prefix, wan_if, lan_if, wan_ip, lan_ip)
+    _check(prefix, (wan_if, lan_if), (wan_ip, lan_ip))
     if (nat.translation is Translation.ONE_TO_ONE) != (lan_ip is not None):
         raise ValueError("lan_ip is for one_to_one, and one_to_one needs it")
     wan, lan, timeout = f'"{wan_if}"', f'"{lan_if}"', nat.mapping_timeout
@@ -362,6 +362,47 @@ def ruleset(
     chain("forward", "type filter hook forward priority filter", *forward)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def firewall6(prefix: str, wan_if: str, timeout: int = DEFAULT_MAPPING_TIMEOUT) -> str:
+    """The IPv6 side of a dual-stack router (one `table ip6 PREFIX_fw6`): no translation, a
+    stateful firewall as RFC 6092 recommends for home routers: what a host starts opens the
+    way back for exactly that flow (address-and-port-dependent filtering, REC-8/REC-11),
+    unsolicited inbound packets are dropped silently, ICMPv6 errors of a flow pass as related,
+    and idle UDP state lives `timeout` seconds (REC-14: at least 2 minutes). The router itself
+    answers neighbour discovery on its WAN (RFC 4890) and nothing else new from there."""
+    _check(prefix, (wan_if,), ())
+    if not 1 <= timeout <= 86400:
+        raise ValueError("timeout: 1 to 86400 seconds")
+    wan = f'"{wan_if}"'
+    return (
+        "\n".join(
+            [
+                f"table ip6 {prefix}_fw6 {{",
+                "\tct timeout udp_timeout {",
+                "\t\tprotocol udp",
+                "\t\tl3proto ip6",
+                f"\t\tpolicy = {{ unreplied : {timeout}, replied : {timeout} }}",
+                "\t}",
+                "\tchain timeouts {",
+                "\t\ttype filter hook prerouting priority mangle; policy accept;",
+                '\t\tmeta l4proto udp ct timeout set "udp_timeout"',
+                "\t}",
+                "\tchain router_in {",
+                "\t\ttype filter hook input priority filter; policy accept;",
+                f"\t\tiifname {wan} meta l4proto ipv6-icmp accept",
+                f"\t\tiifname {wan} ct state new drop",
+                "\t}",
+                "\tchain forward {",
+                "\t\ttype filter hook forward priority filter; policy accept;",
+                f"\t\tiifname {wan} ct state established,related accept",
+                f"\t\tiifname {wan} drop",
+                "\t}",
+                "}",
+            ]
+        )
+        + "\n"
+    )
 
 
 @dataclass(frozen=True)

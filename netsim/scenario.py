@@ -127,7 +127,11 @@ class Scenario:
             return "host"
         if a.carrier is not None and a.carrier == b.carrier:
             return expectations.shared_carrier(*self.edges, a.carrier.router)
-        return expectations.path(*self.edges)
+        ipv4 = expectations.path(*self.edges)
+        if not (a.ipv6 and b.ipv6):
+            return ipv4
+        firewall = expectations.edge(expectations.IPV6_FIREWALL)
+        return expectations.either_family(ipv4, expectations.path(firewall, firewall))
 
     @property
     def edges(self) -> tuple[expectations.Edge, expectations.Edge]:
@@ -136,10 +140,12 @@ class Scenario:
 
     def nat_label(self, end: Endpoint) -> str:
         """The NAT(s) in front of a peer as reports name them: `port_restricted`, or
-        `port_restricted/cgn:symmetric` behind a carrier."""
+        `port_restricted/cgn:symmetric` behind a carrier, `symmetric+ipv6` on a dual stack."""
         site = self.site(end.site)
         label = site.router.name
-        return label if site.carrier is None else f"{label}/cgn:{site.carrier.router.name}"
+        if site.carrier is not None:
+            label += f"/cgn:{site.carrier.router.name}"
+        return f"{label}+ipv6" if site.ipv6 else label
 
     def site(self, name: str) -> SiteSpec:
         return next(s for s in self.sites if s.name == name)
@@ -162,7 +168,7 @@ def _link(data: Mapping[str, Any] | None, where: str) -> link.LinkSpec:
 
 
 def _site(data: Mapping[str, Any], where: str, carriers: Mapping[str, Carrier]) -> SiteSpec:
-    known = {"name", "nat", "hosts", "uplink", "downlink", "carrier"}
+    known = {"name", "nat", "hosts", "uplink", "downlink", "carrier", "ipv6"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{where}: unknown site settings {sorted(unknown)}")
@@ -173,6 +179,7 @@ def _site(data: Mapping[str, Any], where: str, carriers: Mapping[str, Carrier]) 
         uplink=_link(data.get("uplink"), f"{where}.uplink"),
         downlink=_link(data.get("downlink"), f"{where}.downlink"),
         carrier=None if "carrier" not in data else _carrier(carriers, data["carrier"]),
+        ipv6=bool(data.get("ipv6", False)),
     )
 
 

@@ -35,6 +35,8 @@ from netsim.nat import Nat, NatProfile
 from netsim.processes import find_program, stop
 
 SERVER_IPS: Final = ("203.0.113.10", "203.0.113.11")
+SERVER_IPS6: Final = ("2001:db8::10", "2001:db8::11")  # documentation prefix only (RFC 3849)
+_NODAD: Final = 0x02  # IFA_F_NODAD: an address usable at once (no duplicate detection wait)
 MAX_SITES: Final = 8
 MAX_CARRIERS: Final = 4
 MAX_HOSTS: Final = 9
@@ -73,6 +75,7 @@ class SiteSpec:
     uplink: link.LinkSpec = CLEAN
     downlink: link.LinkSpec = CLEAN
     carrier: Carrier | None = None
+    ipv6: bool = False  # dual stack: IPv6 besides, no NAT, a stateful firewall (RFC 6092)
 
     def __post_init__(self) -> None:
         if not _SITE_NAME.fullmatch(self.name):
@@ -83,6 +86,8 @@ class SiteSpec:
             raise ValueError(f"site {self.name}: one_to_one maps exactly one host")
         if self.carrier is not None and not self.router.translates:
             raise ValueError(f"site {self.name}: behind a carrier, the site's router translates")
+        if self.carrier is not None and self.ipv6:
+            raise ValueError(f"site {self.name}: IPv6 behind a carrier is not modelled")
 
     @property
     def router(self) -> Nat:
@@ -153,6 +158,37 @@ def addresses(index: int, spec: SiteSpec, carrier: int | None = None) -> SiteAdd
 
 
 @dataclass(frozen=True)
+class SiteAddresses6:
+    """A dual-stack site's IPv6 plan: every address global (2001:db8::/32), nothing
+    translated; each /64 is routed to the next hop down."""
+
+    internet: str  # 2001:db8:ff:i::1/64, the internet's end of the internet/link net
+    link_internet: str  # ::2 of it
+    link_wan: str  # 2001:db8:fe:i::1/64, the link's end of the link/router net
+    wan: str  # ::2 of it
+    lan_gateway: str  # 2001:db8:(i+1)::1/64
+    hosts: tuple[str, ...]
+
+    @property
+    def lan(self) -> str:
+        return str(ipaddress.ip_interface(f"{self.lan_gateway}/64").network)
+
+
+def addresses6(index: int, spec: SiteSpec) -> SiteAddresses6:
+    if not 0 <= index < MAX_SITES:
+        raise ValueError(f"at most {MAX_SITES} sites")
+    lan = f"2001:db8:{index + 1}::"
+    return SiteAddresses6(
+        internet=f"2001:db8:ff:{index}::1",
+        link_internet=f"2001:db8:ff:{index}::2",
+        link_wan=f"2001:db8:fe:{index}::1",
+        wan=f"2001:db8:fe:{index}::2",
+        lan_gateway=f"{lan}1",
+        hosts=tuple(f"{lan}{2 + j:x}" for j in range(spec.hosts)),
+    )
+
+
+@dataclass(frozen=True)
 class CarrierAddresses:
     internet: str  # the internet's end of the internet/carrier /30
     public: str  # the carrier NAT's public address
@@ -180,6 +216,7 @@ class Site:
     wan_if: str  # in `router`
     ruleset: str
     public_ip: str  # what the internet sees of host 0
+    plan6: SiteAddresses6 | None = None  # dual stack
 
 
 @dataclass
@@ -243,6 +280,11 @@ def _up(ns: NetNS, ifname: str, address: str | None = None, prefix: int = 32) ->
     ns.link("set", index=index, state="up")
 
 
+def _add6(ns: NetNS, ifname: str, address: str, prefix: int = 64) -> None:
+    index = ns.link_lookup(ifname=ifname)[0]
+    ns.addr("add", index=index, address=address, prefixlen=prefix, flags=_NODAD)
+
+
 def _veth(a: NetNS, a_name: str, b_name: str, b_namespace: str) -> None:
     """A veth pair made in `a`'s namespace with its peer born in `b_namespace` (never ours)."""
     a.link("add", ifname=a_name, kind="veth", peer={"ifname": b_name, "net_ns_fd": b_namespace})
@@ -254,7 +296,8 @@ def _forwarding(namespace: str) -> None:
     (masqueraded by hairpinning) and a hairpinned packet could not leave by its port."""
     tables = ("iptables", "ip6tables", "arptables")
     bridge_off = [f"net.bridge.bridge-nf-call-{t}=0" for t in tables]
-    argv = [find_program("sysctl"), "-qew", "net.ipv4.ip_forward=1", *bridge_off]
+    forward = ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+    argv = [find_program("sysctl"), "-qew", *forward, *bridge_off]
     subprocess.run([*netns.net_only(namespace), *argv], check=True, capture_output=True, timeout=30)
 
 
@@ -322,8 +365,9 @@ def _build_site(
     rtr.link("add", ifname=bridge, kind="bridge")
     _up(rtr, bridge, plan.lan_gateway, plan.lan_prefix)
     bridge_index = rtr.link_lookup(ifname=bridge)[0]
-    for j, (host, host_ip) in enumerate(zip(hosts, plan.hosts, strict=True)):
-        port, host_if = f"{base}p{index}{j}", f"{base}h{index}{j}"
+    host_ifs = [f"{base}h{index}{j}" for j in range(spec.hosts)]
+    for j, (host, host_ip, host_if) in enumerate(zip(hosts, plan.hosts, host_ifs, strict=True)):
+        port = f"{base}p{index}{j}"
         _veth(rtr, port, host_if, host)
         rtr.link("set", index=rtr.link_lookup(ifname=port)[0], master=bridge_index, state="up")
         hns = NetNS(host)
@@ -349,8 +393,40 @@ def _build_site(
     )
     _nft(router, text)
     public = upstream.public_ip or (plan.wan if spec.router.translates else plan.hosts[0])
-    site = Site(spec, plan, router, link_ns, hosts, up_if, down_if, wan_if, text, public)
+    plan6 = None
+    if spec.ipv6:
+        plan6 = addresses6(index, spec)
+        host_ends = list(zip(opened[2:], host_ifs, strict=True))
+        _dual_stack(plan6, inet, lnk, rtr, host_ends, (inet_if, up_if, down_if, wan_if, bridge))
+        firewall = nat.firewall6(netns.RUN_PREFIX, wan_if, spec.router.mapping_timeout)
+        _nft(router, firewall)
+        text += firewall
+    site = Site(spec, plan, router, link_ns, hosts, up_if, down_if, wan_if, text, public, plan6)
     return site, opened
+
+
+def _dual_stack(
+    plan: SiteAddresses6,
+    inet: NetNS,
+    lnk: NetNS,
+    rtr: NetNS,
+    hosts: Sequence[tuple[NetNS, str]],
+    ifnames: tuple[str, str, str, str, str],
+) -> None:
+    """IPv6 on a site's links beside IPv4: global addresses, routes down to the LAN."""
+    inet_if, up_if, down_if, wan_if, bridge = ifnames
+    _add6(inet, inet_if, plan.internet)
+    _add6(lnk, up_if, plan.link_internet)
+    _add6(lnk, down_if, plan.link_wan)
+    _add6(rtr, wan_if, plan.wan)
+    _add6(rtr, bridge, plan.lan_gateway)
+    inet.route("add", dst=plan.lan, gateway=plan.link_internet)
+    lnk.route("add", dst=plan.lan, gateway=plan.wan)
+    lnk.route("add", dst="::/0", gateway=plan.internet)
+    rtr.route("add", dst="::/0", gateway=plan.link_wan)
+    for (hns, host_if), address in zip(hosts, plan.hosts, strict=True):
+        _add6(hns, host_if, address)
+        hns.route("add", dst="::/0", gateway=plan.lan_gateway)
 
 
 @contextlib.contextmanager
@@ -379,7 +455,10 @@ def build(specs: Sequence[SiteSpec], label: str = "w") -> Iterator[World]:
         handles.callback(inet.close)
         for address in SERVER_IPS:
             _up(inet, "lo", address, 32)
+        for address in SERVER_IPS6:
+            _add6(inet, "lo", address, 128)
         inet.route("add", dst="0.0.0.0/0", type="blackhole")
+        inet.route("add", dst="::/0", type="blackhole")
         _forwarding(names["inet"])  # between sites
         built: dict[str, tuple[CarrierSite, _Upstream]] = {}
         for index, carrier in enumerate(carriers.values()):

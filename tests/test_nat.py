@@ -337,7 +337,8 @@ def udp_socket(namespace: str, address: str = "0.0.0.0", port: int = 0) -> socke
                     raise OSError(ctypes.get_errno(), "setns")
             finally:
                 os.close(fd)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.bind((address, port))
             sock.settimeout(0.05)
             made.append(sock)
@@ -367,12 +368,12 @@ def received(sock: socket.socket, seconds: float = 0.5) -> list[tuple[bytes, tup
 
 def seen_from(server: socket.socket, client: socket.socket, marker: bytes) -> tuple[str, int]:
     """Where `server` sees `client` come from (its public mapping towards the server)."""
-    target = server.getsockname()
+    target = server.getsockname()[:2]
     for _ in range(10):
         client.sendto(marker, target)
         for data, source in received(server, 0.3):
             if data == marker:
-                return source
+                return source[0], source[1]
     raise AssertionError(f"{marker!r} never reached {target}")
 
 
@@ -545,3 +546,48 @@ def test_two_sites_behind_one_carrier(hairpinning: bool) -> None:
         assert first_public[0] == second_public[0] == net.carriers["isp"].plan.public
         seen = [source for _ in range(5) for source in _hairpin(first, second, second_public)]
         assert (set(seen) == {first_public}) if hairpinning else not seen
+
+
+# --- IPv6: dual stack, a stateful firewall (RFC 6092) -------------------------------------------
+
+
+def test_firewall6_ruleset() -> None:
+    body = lines(nat.firewall6("fs42", "wan0", 300))
+    assert body[0] == "table ip6 fs42_fw6 {"
+    assert "l3proto ip6" in body and "policy = { unreplied : 300, replied : 300 }" in body
+    forward = body[body.index("chain forward {") :]
+    assert forward[2:4] == [
+        'iifname "wan0" ct state established,related accept',
+        'iifname "wan0" drop',
+    ]
+    assert 'iifname "wan0" meta l4proto ipv6-icmp accept' in body  # neighbour discovery
+    assert "nat" not in " ".join(body).replace("fs42_fw6", "")  # no translation
+    with pytest.raises(ValueError, match="interface"):
+        nat.firewall6("fs42", 'wan"0')
+
+
+@pytest.mark.nat
+def test_dual_stack_site_behind_a_stateful_ipv6_firewall() -> None:
+    """IPv6 beside a symmetric IPv4 NAT: the host's own global address is what the internet
+    sees, a reply to what it sent comes in, nothing unsolicited does, and not another port of
+    the same peer either (address-and-port-dependent filtering)."""
+    with live([world.SiteSpec("a", NatProfile.SYMMETRIC, ipv6=True)]) as (net, sockets):
+        site = net.sites["a"]
+        assert site.plan6 is not None
+        host = sockets.enter_context(udp_socket(net.host("a"), "::", 45000))
+        server = sockets.enter_context(udp_socket(net.internet, world.SERVER_IPS6[0], 3000))
+        other_port = sockets.enter_context(udp_socket(net.internet, world.SERVER_IPS6[0], 3001))
+        stranger = sockets.enter_context(udp_socket(net.internet, world.SERVER_IPS6[1], 4000))
+        target = (site.plan6.hosts[0], 45000)
+        for _ in range(3):
+            stranger.sendto(b"unsolicited", target)
+        assert not received(host, 0.5)
+        assert seen_from(server, host, b"hello") == target  # no translation
+        for sender, marker in ((server, b"reply"), (other_port, b"other"), (stranger, b"x")):
+            for _ in range(3):
+                sender.sendto(marker, target)
+        arrived = {data for data, _ in received(host, 0.8)}
+        assert arrived == {b"reply"}
+        four = sockets.enter_context(udp_socket(net.host("a"), port=45001))
+        server4 = sockets.enter_context(udp_socket(net.internet, world.SERVER_IPS[0], 3000))
+        assert seen_from(server4, four, b"v4")[0] == site.public_ip  # IPv4 still NATed

@@ -31,6 +31,9 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     assert by_name["portrestricted-x-symmetric"].expected_path == "relay"
     assert by_name["udp-blocked"].expected_path == "relay"
     assert by_name["cgnat-x-cone"].expected_path == "srflx"
+    dual = by_name["dualstack-symmetric"]
+    assert all(site.ipv6 for site in dual.sites) and dual.expected_path == "host"
+    assert dual.nat_label(dual.sender) == "symmetric+ipv6"
     behind = by_name["cgnat-x-cone"].sites[0]
     assert behind.carrier is not None and behind.carrier.router.name == "port_restricted"
     long_cut = by_name["resume-long-cut"].fault
@@ -102,6 +105,15 @@ def test_the_rule_over_mapping_and_filtering() -> None:
     hard = {"adm-adf", "adm-apdf", "apdm-adf", "apdm-apdf", "eim-apdf"}
     relayed = {pair for pair, found in rows.items() if found == "relay"}
     assert relayed == set(itertools.product(hard, repeat=2)) - {("eim-apdf", "eim-apdf")}
+
+
+def test_dual_stack_takes_the_better_family() -> None:
+    assert expectations.either_family("relay", "host") == "host"
+    assert expectations.either_family("srflx", "relay") == "srflx"
+    firewall = expectations.edge(expectations.IPV6_FIREWALL)
+    assert expectations.path(firewall, firewall) == "host"  # no NAT: checks cross the firewalls
+    # a stateful firewall filters like a port-restricted cone
+    assert expectations.path(firewall, _edge(NatProfile.SYMMETRIC)) == "relay"
 
 
 def test_stacked_nats_act_as_the_stricter() -> None:
