@@ -367,10 +367,10 @@ def ruleset(
 def firewall6(prefix: str, wan_if: str, timeout: int = DEFAULT_MAPPING_TIMEOUT) -> str:
     """The IPv6 side of a dual-stack router (one `table ip6 PREFIX_fw6`): no translation, a
     stateful firewall as RFC 6092 recommends for home routers: what a host starts opens the
-    way back for exactly that flow (address-and-port-dependent filtering, REC-8/REC-11),
-    unsolicited inbound packets are dropped silently, ICMPv6 errors of a flow pass as related,
-    and idle UDP state lives `timeout` seconds (REC-14: at least 2 minutes). The router itself
-    answers neighbour discovery on its WAN (RFC 4890) and nothing else new from there."""
+    way back for exactly that flow (address-and-port-dependent filtering), unsolicited
+    inbound packets are dropped silently, ICMPv6 errors of a flow pass as related, and idle
+    UDP state lives `timeout` seconds (the site's mapping timeout). The router itself answers
+    neighbour discovery on its WAN (RFC 4890) and nothing else new from there."""
     _check(prefix, (wan_if,), ())
     if not 1 <= timeout <= 86400:
         raise ValueError("timeout: 1 to 86400 seconds")

@@ -455,10 +455,11 @@ def build(specs: Sequence[SiteSpec], label: str = "w") -> Iterator[World]:
         handles.callback(inet.close)
         for address in SERVER_IPS:
             _up(inet, "lo", address, 32)
-        for address in SERVER_IPS6:
-            _add6(inet, "lo", address, 128)
         inet.route("add", dst="0.0.0.0/0", type="blackhole")
-        inet.route("add", dst="::/0", type="blackhole")
+        if any(spec.ipv6 for spec in specs):  # IPv6 only where asked (a container may lack it)
+            for address in SERVER_IPS6:
+                _add6(inet, "lo", address, 128)
+            inet.route("add", dst="::/0", type="blackhole")
         _forwarding(names["inet"])  # between sites
         built: dict[str, tuple[CarrierSite, _Upstream]] = {}
         for index, carrier in enumerate(carriers.values()):
