@@ -259,6 +259,65 @@ _PUBLIC_KEY: Final = {
 }
 
 
+@dataclass
+class _Rules:
+    """What a NAT adds to the router's table besides timeouts and the input guard."""
+
+    maps: list[tuple[str, str]]  # name, key type (the value is always an endpoint)
+    pre: list[str]
+    post: list[str]
+    learn: list[str]
+
+
+def _one_to_one(nat: Nat, wan: str, lan: str, wan_ip: str, lan_ip: str | None) -> _Rules:
+    pre = [f"iifname {wan} ip daddr {wan_ip} dnat to {lan_ip}"]
+    post = [f"oifname {wan} ip saddr {lan_ip} snat to {wan_ip}"]
+    if nat.hairpinning:
+        pre.append(f"iifname {lan} ip daddr {wan_ip} dnat to {lan_ip}")
+        post.append(f"iifname {lan} oifname {lan} snat to {wan_ip}")
+    return _Rules([], pre, post, [])
+
+
+def _napt(nat: Nat, wan: str, lan: str, wan_ip: str) -> _Rules:
+    """The maps that make conntrack's APDF NAT behave as `nat` says (module docstring)."""
+    rules = _Rules([("owners", "inet_service")], [], [], [])
+    learns = [f"update @owners {{ udp sport : {_INTERNAL} }}"]
+    public_key = _PUBLIC_KEY.get(nat.mapping)
+    udp_out = f"oifname {wan} meta l4proto udp"
+    if public_key is not None:
+        rules.maps.append(("public", public_key[0]))
+        # the host's endpoint as it was before srcnat (and the destination, for ADM)
+        key = _INTERNAL + (" . ip daddr" if nat.mapping is ADM else "")
+        learns.append(f"update @public {{ {key} : ip saddr . udp sport }}")
+        rules.post.append(f"{udp_out} snat ip to {public_key[1]} map @public")
+    if nat.filtering is ADF:
+        rules.maps.append(("inbound", "inet_service . ipv4_addr"))
+        learns.append(f"update @inbound {{ udp sport . ip daddr : {_INTERNAL} }}")
+    low, high = nat.port_range
+    fresh = f"snat ip to {wan_ip}:{low}-{high} fully-random"
+    if nat.port_assignment is PortAssignment.PRESERVE:
+        rules.post.append(f"{udp_out} udp sport @owners {fresh}")  # held: no port overloading
+        rules.post.append(f"{udp_out} snat ip to {wan_ip}:{low}-{high}")  # kept when free
+    else:
+        rules.post.append(f"{udp_out} {fresh}")
+    random = " fully-random" if nat.mapping is APDM else ""
+    rules.post.append(f"oifname {wan} masquerade{random}")  # TCP and the rest (RFC 5382)
+    inbound = {EIF: "udp dport map @owners", ADF: "udp dport . ip saddr map @inbound"}
+    if nat.filtering in inbound:
+        rules.pre.append(f"iifname {wan} meta l4proto udp dnat ip to {inbound[nat.filtering]}")
+    if nat.hairpinning:
+        to_us = f"iifname {lan} ip daddr {wan_ip} meta l4proto udp"
+        rules.pre.append(f"{to_us} dnat ip to udp dport map @owners")
+        back = f"iifname {lan} oifname {lan}"
+        if nat.mapping is EIM:
+            rules.post.append(
+                f"{back} meta l4proto udp snat ip to ip saddr . udp sport map @public"
+            )
+        rules.post.append(f"{back} snat ip to {wan_ip}")  # a new mapping, as for any destination
+    rules.learn.append(f"{udp_out} ct direction original " + " ".join(learns))
+    return rules
+
+
 def ruleset(
     nat: Nat, prefix: str, wan_if: str, lan_if: str, wan_ip: str, lan_ip: str | None = None
 ) -> str:
@@ -269,19 +328,18 @@ def ruleset(
     if (nat.translation is Translation.ONE_TO_ONE) != (lan_ip is not None):
         raise ValueError("lan_ip is for one_to_one, and one_to_one needs it")
     wan, lan, timeout = f'"{wan_if}"', f'"{lan_if}"', nat.mapping_timeout
+    if nat.translation is Translation.NAPT:
+        rules = _napt(nat, wan, lan, wan_ip)
+    elif nat.translation is Translation.ONE_TO_ONE:
+        rules = _one_to_one(nat, wan, lan, wan_ip, lan_ip)
+    else:
+        rules = _Rules([], [], [], [])
     lines = [f"table ip {table_name(prefix)} {{"]
 
-    def chain(name: str, hook: str, *rules: str) -> None:
+    def chain(name: str, hook: str, *body: str) -> None:
         lines.append(f"\tchain {name} {{")
         lines.append(f"\t\t{hook}; policy accept;")
-        lines.extend(f"\t\t{rule}" for rule in rules)
-        lines.append("\t}")
-
-    def learned(name: str, key: str, value: str) -> None:
-        lines.append(f"\tmap {name} {{")
-        lines.append(f"\t\ttype {key} : {value}")
-        lines.append("\t\tflags dynamic,timeout")
-        lines.append(f"\t\ttimeout {timeout}s")
+        lines.extend(f"\t\t{rule}" for rule in body)
         lines.append("\t}")
 
     lines += [
@@ -291,6 +349,12 @@ def ruleset(
         f"\t\tpolicy = {{ unreplied : {timeout}, replied : {timeout} }}",
         "\t}",
     ]
+    for name, key in rules.maps:
+        lines.append(f"\tmap {name} {{")
+        lines.append(f"\t\ttype {key} : {_ENDPOINT}")
+        lines.append("\t\tflags dynamic,timeout")
+        lines.append(f"\t\ttimeout {timeout}s")
+        lines.append("\t}")
     # After conntrack made the entry, before it confirms it: the kernel sets a policy only
     # on an unconfirmed entry (at priority raw there is none yet, and the policy is ignored).
     chain(
@@ -300,59 +364,11 @@ def ruleset(
     )
     # Unsolicited traffic to the router itself dies before conntrack confirms it (no ICMP).
     chain("router_in", "type filter hook input priority filter", f"iifname {wan} ct state new drop")
-
-    pre: list[str] = []
-    post: list[str] = []
-    learn: list[str] = []
-    napt = nat.translation is Translation.NAPT
-    if nat.translation is Translation.ONE_TO_ONE:
-        pre.append(f"iifname {wan} ip daddr {wan_ip} dnat to {lan_ip}")
-        post.append(f"oifname {wan} ip saddr {lan_ip} snat to {wan_ip}")
-        if nat.hairpinning:
-            pre.append(f"iifname {lan} ip daddr {wan_ip} dnat to {lan_ip}")
-            post.append(f"iifname {lan} oifname {lan} snat to {wan_ip}")
-    elif napt:
-        public_key = _PUBLIC_KEY.get(nat.mapping)
-        learned("owners", "inet_service", _ENDPOINT)
-        learns = [f"update @owners {{ udp sport : {_INTERNAL} }}"]
-        if public_key is not None:
-            learned("public", public_key[0], _ENDPOINT)
-            # the host's endpoint as it was before srcnat (and the destination, for ADM)
-            key = _INTERNAL + (" . ip daddr" if nat.mapping is ADM else "")
-            learns.append(f"update @public {{ {key} : ip saddr . udp sport }}")
-        if nat.filtering is ADF:
-            learned("inbound", "inet_service . ipv4_addr", _ENDPOINT)
-            learns.append(f"update @inbound {{ udp sport . ip daddr : {_INTERNAL} }}")
-        udp_out = f"oifname {wan} meta l4proto udp"
-        if public_key is not None:
-            post.append(f"{udp_out} snat ip to {public_key[1]} map @public")
-        low, high = nat.port_range
-        fresh = f"snat ip to {wan_ip}:{low}-{high} fully-random"
-        if nat.port_assignment is PortAssignment.PRESERVE:
-            post.append(f"{udp_out} udp sport @owners {fresh}")  # held: no port overloading
-            post.append(f"{udp_out} snat ip to {wan_ip}:{low}-{high}")  # kept when free
-        else:
-            post.append(f"{udp_out} {fresh}")
-        random = " fully-random" if nat.mapping is APDM else ""
-        post.append(f"oifname {wan} masquerade{random}")  # TCP and the rest (RFC 5382)
-        if nat.filtering is EIF:
-            pre.append(f"iifname {wan} meta l4proto udp dnat ip to udp dport map @owners")
-        elif nat.filtering is ADF:
-            by_peer = "udp dport . ip saddr map @inbound"
-            pre.append(f"iifname {wan} meta l4proto udp dnat ip to {by_peer}")
-        if nat.hairpinning:
-            to_us = f"iifname {lan} ip daddr {wan_ip} meta l4proto udp"
-            pre.append(f"{to_us} dnat ip to udp dport map @owners")
-            back = f"iifname {lan} oifname {lan}"
-            if public_key is not None and nat.mapping is EIM:
-                post.append(f"{back} meta l4proto udp snat ip to ip saddr . udp sport map @public")
-            post.append(f"{back} snat ip to {wan_ip}")  # a new mapping, as for any destination
-        learn.append(f"oifname {wan} meta l4proto udp ct direction original " + " ".join(learns))
-    if pre or post:
-        chain("prerouting", "type nat hook prerouting priority dstnat", *pre)
-        chain("postrouting", "type nat hook postrouting priority srcnat", *post)
-    if learn:
-        chain("learn", "type filter hook postrouting priority 200", *learn)
+    if rules.pre or rules.post:
+        chain("prerouting", "type nat hook prerouting priority dstnat", *rules.pre)
+        chain("postrouting", "type nat hook postrouting priority srcnat", *rules.post)
+    if rules.learn:
+        chain("learn", "type filter hook postrouting priority 200", *rules.learn)
     forward = []
     if nat.translates or nat.filtering is not EIF:
         forward.append(f"iifname {wan} ct state new ct status dnat accept")
