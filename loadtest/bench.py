@@ -38,7 +38,8 @@ LIMIT_FLAGS = (
     *("--max-connections-per-ip", "1000000", "--connections-per-second", "1000000"),
     *("--connection-burst", "1000000", "--max-sessions-per-ip", "1000000"),
     *("--messages-per-second", "1000000", "--message-burst", "1000000"),
-    *("--send-queue-frames", "4096"),
+    *("--send-queue-bytes", "4194304", "--frames-per-second", "1000000"),
+    *("--frame-burst", "1000000"),
 )
 SOURCES = [f"127.0.0.{i}" for i in range(2, 12)]  # loopback sources: ephemeral ports x 10
 P99_TARGET = 0.050
