@@ -51,6 +51,7 @@ class Limits:
     ping_after: int = 2  # a connection silent for a whole interval is pinged,
     dead_after: int = 3  # and dropped if nothing came back half an interval later
     close_ticks: int = 2  # the client has this long to end a closing connection
+    frame_layer: str = "own"  # or "websockets": the library's, for the measurement of both
 
 
 def head_ticks(seconds: float, tick_seconds: float) -> int:
@@ -246,7 +247,14 @@ class WebSocketCore:
         self._head = None
         self._put(answer)
         self.state, self.quiet = OPEN, 0
-        self._reader = frames.FrameReader(self.limits.max_message_bytes, self.limits.max_fragments)
+        if self.limits.frame_layer == "websockets":
+            from signaling.libframes import LibraryReader
+
+            self._reader = LibraryReader(self.limits.max_message_bytes, self.limits.max_fragments)  # type: ignore[assignment]
+        else:
+            self._reader = frames.FrameReader(
+                self.limits.max_message_bytes, self.limits.max_fragments
+            )
         self.on_open(request)
         if rest:  # frames the client sent without waiting for the answer
             self.receive(rest, now)
