@@ -429,8 +429,7 @@ async def echo_server() -> AsyncIterator[tuple[int, int]]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-PHASES = ("setup", "idle", "fixed", "max", "latency", "cluster", "layers")
-FRAME_LAYERS = ("own", "websockets")
+PHASES = ("setup", "idle", "fixed", "max", "latency", "cluster")
 CLUSTER_SIZES = (1, 3)  # instances behind haproxy, sharing one redis-server
 
 
@@ -466,12 +465,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.sched_setaffinity(0, {CLIENT_CPU})
 
     @contextlib.asynccontextmanager
-    async def pinned_stack(
-        mode: str, count: int = 1, extra: tuple[str, ...] = ()
-    ) -> AsyncIterator[Any]:
+    async def pinned_stack(mode: str, count: int = 1) -> AsyncIterator[Any]:
         os.sched_setaffinity(0, {SERVER_CPU})
         try:
-            async with stack(mode, LIMIT_FLAGS + extra, count) as target:
+            async with stack(mode, LIMIT_FLAGS, count) as target:
                 os.sched_setaffinity(0, {CLIENT_CPU})
                 yield target
         finally:
@@ -487,8 +484,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             os.sched_setaffinity(0, {CLIENT_CPU})
 
-    if "layers" in args.phases:
-        results["layers"] = await compare_layers(args, pinned_stack, pinned_echo)
     single = {"setup", "idle", "fixed", "max"} & set(args.phases)
     if single or "latency" in args.phases:
         print("signaling, one instance (memory store) ...", flush=True)
@@ -525,30 +520,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-async def compare_layers(args: argparse.Namespace, pinned_stack: Any, pinned_echo: Any) -> Any:
-    """Memory per idle socket and the relay ceiling of each frame layer and of the echo server,
-    in alternating rounds (the machine's load drifts: only figures side by side compare)."""
-    rounds: list[dict[str, Any]] = []
-    for n in range(args.rounds):
-        this: dict[str, Any] = {}
-        for layer in FRAME_LAYERS:
-            print(f"round {n + 1}: signaling, frame layer {layer} ...", flush=True)
-            async with pinned_stack("memory", 1, ("--frame-layer", layer)) as target:
-                server = target.servers[0]
-                this[layer] = await measure_layer(Signaling(server.port), server.proc.pid, args)
-        print(f"round {n + 1}: echo ...", flush=True)
-        async with pinned_echo() as (port, pid):
-            this["echo"] = await measure_layer(Echo(port), pid, args)
-        rounds.append(this)
-    return rounds
-
-
-async def measure_layer(ex: Exchange, pid: int, args: argparse.Namespace) -> dict[str, float]:
-    result = await idle(ex, pid, args.sessions)
-    rate = await max_rate(ex, pid, 100, 16, args.step_seconds)
-    return {"bytes_per_socket": result.bytes_per_socket, "relay": rate.messages_per_second}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
@@ -560,9 +531,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-seconds", type=float, default=10.0)
     parser.add_argument(
         "--latency-sessions", type=int, default=300, help="sessions timed one at a time"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating rounds of the frame-layer comparison"
     )
     parser.add_argument("--out", type=Path, default=Path("loadtest/results/bench.json"))
     args = parser.parse_args(argv)
@@ -595,8 +563,6 @@ def render(r: dict[str, Any]) -> str:
         "FileShare signaling capacity: servers pinned to CPU 0, load generator to CPU 1",
         "server flags raised for the benchmark: " + " ".join(r["server_flags"]),
     ]
-    if r.get("layers"):
-        out += render_layers(r["layers"])
     runs = [("signaling", sig), ("echo", echo)]
     runs += [(f"{count}+redis", res) for count, res in clusters.items()]
     if any("setup" in res for _, res in runs):
@@ -669,30 +635,3 @@ def render(r: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def render_layers(rounds: list[dict[str, Any]]) -> list[str]:
-    """Each round's figures, and the medians of the ratios taken within a round."""
-    out = ["", "frame layers, alternating rounds (idle bytes per socket; max relay msg/s):"]
-    for n, r in enumerate(rounds, 1):
-        cells = "  ".join(
-            f"{name} {r[name]['bytes_per_socket']:6.0f} B {r[name]['relay']:8.0f}/s"
-            for name in (*FRAME_LAYERS, "echo")
-        )
-        out.append(f"  round {n}: {cells}")
-
-    def median(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
-
-    for layer in FRAME_LAYERS:
-        extra = median(
-            [r[layer]["bytes_per_socket"] - r["own"]["bytes_per_socket"] for r in rounds]
-        )
-        vs_echo = median([r[layer]["relay"] / r["echo"]["relay"] for r in rounds])
-        vs_own = median([r[layer]["relay"] / r["own"]["relay"] for r in rounds])
-        held = median([r[layer]["bytes_per_socket"] for r in rounds])
-        out.append(
-            f"  {layer:<10} bytes/socket {held:6.0f}"
-            f" (+{extra:.0f} vs own)  relay {vs_echo:.2f} of echo, {vs_own:.2f} of own"
-        )
-    return out

@@ -79,7 +79,6 @@ class Config:
     )
     log_json: bool = _opt(False, "write logs as JSON lines")
     log_level: str = _opt("info", "debug, info, warning or error")
-    frame_layer: str = _opt("own", "own or websockets (the library's), for the benchmark")
     log_lines_per_second: float = _opt(20.0, "log lines per second, beyond a burst of 200")
     turn_secret: str = field(default="", repr=False, metadata={"hidden": True})
 

@@ -85,7 +85,7 @@ class LogBudget:
     burst: float
     every: float = 10.0
     suppressed: int = 0
-    reported: float = 0.0
+    reported: float = float("-inf")  # when the last summary was given
     bucket: TokenBucket = field(init=False)
 
     def __post_init__(self) -> None:

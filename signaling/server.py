@@ -144,7 +144,6 @@ class SignalingServer:
                 frame_burst=config.frame_burst,
                 control_per_second=config.control_frames_per_second,
                 control_burst=config.control_frame_burst,
-                frame_layer=config.frame_layer,
             ),
             heartbeat_seconds=config.heartbeat_seconds,
             head_timeout_seconds=config.head_timeout_seconds,

@@ -94,16 +94,19 @@ class Endpoint:
 class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
     """One client connection, from its first byte to its end: the transport side of the core."""
 
-    __slots__ = ("_corked", "_http", "_slot", "endpoint", "transport")
+    __slots__ = ("_http", "_slot", "endpoint", "transport")
 
     transport: asyncio.Transport
 
     def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__(endpoint.limits)
+        super().__init__()
         self.endpoint = endpoint
         self._slot: set[WebSocket] | None = None
         self._http: asyncio.Protocol | None = None  # aiohttp's, for a request it serves
-        self._corked = False
+
+    @property
+    def limits(self) -> Limits:
+        return self.endpoint.limits
 
     # --- hooks for the server ---------------------------------------------------------------
 
@@ -117,15 +120,14 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
     # --- carrying the core's output ---------------------------------------------------------
 
     def on_output(self) -> None:
+        out = self._out
         if self.queued > self.limits.flush_bytes:
             self.send_out()
-        elif not self._corked:
-            self._corked = True
+        elif out is not None and len(out) == 1:  # the first frame since the last write
             self.endpoint.cork(self)
 
     def send_out(self) -> None:
         """Write what the core has for the transport, unless it pushes back."""
-        self._corked = False
         out = self.take_output()
         if out and not self.transport.is_closing():
             self.transport.writelines(out)
@@ -134,8 +136,6 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         """After an input: carry out what the core decided."""
         action = self.action
         if action == KEEP:
-            if self._out is not None:
-                self.on_output()
             return
         if action == HAND_OFF:
             self._hand_off()
@@ -230,7 +230,7 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         """Not a WebSocket path: aiohttp serves the request, from its first byte, with this
         protocol in front of it (still counted, and timed by the head wheel)."""
         self.action = KEEP
-        data, self.handed = self.handed, b""
+        data, self._head = bytes(self._head or b""), None
         http = self.endpoint.http
         if http is None:
             self.refuse(handshake.Refused(404, "not found").response())

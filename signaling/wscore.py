@@ -30,7 +30,7 @@ KEEP: Final = 0
 CLOSE: Final = 1  # close it (after the output)
 LINGER: Final = 2  # send end-of-stream, and close when the client does (or the next tick)
 ABORT: Final = 3  # drop it, output and all
-HAND_OFF: Final = 4  # give it, with `handed` (the bytes read), to the HTTP server
+HAND_OFF: Final = 4  # give it, with the bytes read (the head so far), to the HTTP server
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,6 @@ class Limits:
     ping_after: int = 2  # a connection silent for a whole interval is pinged,
     dead_after: int = 3  # and dropped if nothing came back half an interval later
     close_ticks: int = 2  # the client has this long to end a closing connection
-    frame_layer: str = "own"  # or "websockets": the library's, for the measurement of both
 
 
 def head_ticks(seconds: float, tick_seconds: float) -> int:
@@ -63,35 +62,34 @@ class WebSocketCore:
     carry the output to a transport (`signaling.websocket`)."""
 
     __slots__ = (
-        "_controls",
-        "_frames",
         "_head",
         "_out",
         "_paused",
         "_pinged",
+        "_rates",
         "_reader",
         "action",
-        "handed",
-        "limits",
         "queued",
         "quiet",
         "state",
     )
 
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+    @property
+    def limits(self) -> Limits:
+        """Given by the subclass: the shell shares one among all its connections."""
+        raise NotImplementedError
+
+    def __init__(self) -> None:
         self.state = HEAD
         self.quiet = 0  # ticks since the client was last heard (or since the state began)
         self.action = KEEP
-        self.handed = b""  # for HAND_OFF: what was read of the request
         self.queued = 0  # bytes of frames in `_out`
         self._paused = False  # the transport pushes back
         self._pinged = False  # our ping awaits its pong (which is not counted as a control frame)
-        self._head: bytearray | None = None
+        self._head: bytearray | None = None  # the head so far (for HAND_OFF: all that was read)
         self._reader: frames.FrameReader | None = None
         self._out: list[bytes] | None = None
-        self._frames: TokenBucket | None = None  # from the first frame until idle again
-        self._controls: TokenBucket | None = None
+        self._rates: _Rates | None = None  # from the first frame until idle again
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -109,7 +107,7 @@ class WebSocketCore:
         """A limit or a rule of the protocol refused the client (`reason`: one metric label)."""
 
     def on_output(self) -> None:
-        """Frames were queued outside of an input (a send): the shell writes them."""
+        """Bytes were queued: the shell writes them (now, or at the end of the loop's turn)."""
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -133,13 +131,10 @@ class WebSocketCore:
             if self.quiet == limits.ping_after:
                 self._pinged = True
                 self._write(frames.PING)
-                self.on_output()
             elif self.quiet >= limits.dead_after:
                 self.action = ABORT
-            if self._frames is not None and self._frames.full(now):
-                self._frames = None
-            if self._controls is not None and self._controls.full(now):
-                self._controls = None
+            if self._rates is not None and self._rates.idle(now):
+                self._rates = None
         elif state == HEAD:
             if self.quiet >= limits.head_ticks:
                 self.on_rejected("head_timeout", "request head not complete in time")
@@ -177,7 +172,6 @@ class WebSocketCore:
         """A text message, unless the connection is closing."""
         if self.state == OPEN:
             self._write(frames.encode(payload))
-            self.on_output()
 
     def close(self, code: int, reason: bytes = b"") -> None:
         """Send the close frame, after every queued frame. The connection ends when the client
@@ -188,7 +182,6 @@ class WebSocketCore:
         if self._reader is not None:
             self._reader.skip_data()
         self._put(frames.close_frame(code, reason))
-        self.on_output()
 
     def _write(self, frame: bytes) -> None:
         if self.queued + len(frame) <= self.limits.send_queue_bytes or not self.queued:
@@ -204,6 +197,7 @@ class WebSocketCore:
         else:
             self._out.append(data)
         self.queued += len(data)
+        self.on_output()
 
     # --- the opening handshake --------------------------------------------------------------
 
@@ -228,8 +222,7 @@ class WebSocketCore:
             return
         rest = bytes(head[end + len(handshake.END_OF_HEAD) :])
         if request.line.path not in self.limits.paths:
-            self.state, self.quiet, self._head = HTTP, 0, None
-            self.handed, self.action = bytes(head), HAND_OFF
+            self.state, self.quiet, self.action = HTTP, 0, HAND_OFF
             return
         self._upgrade(request, rest, now)
 
@@ -247,14 +240,7 @@ class WebSocketCore:
         self._head = None
         self._put(answer)
         self.state, self.quiet = OPEN, 0
-        if self.limits.frame_layer == "websockets":
-            from signaling.libframes import LibraryReader
-
-            self._reader = LibraryReader(self.limits.max_message_bytes, self.limits.max_fragments)  # type: ignore[assignment]
-        else:
-            self._reader = frames.FrameReader(
-                self.limits.max_message_bytes, self.limits.max_fragments
-            )
+        self._reader = frames.FrameReader(self.limits.max_message_bytes, self.limits.max_fragments)
         self.on_open(request)
         if rest:  # frames the client sent without waiting for the answer
             self.receive(rest, now)
@@ -265,9 +251,10 @@ class WebSocketCore:
         reader = self._reader
         assert reader is not None
         limits = self.limits
-        if self._frames is None:
-            self._frames = TokenBucket(limits.frames_per_second, limits.frame_burst)
-        bucket = self._frames
+        if self._rates is None:
+            self._rates = _Rates(limits)
+        rates = self._rates
+        bucket = rates.frames
         parsed = reader.frames
         events = reader.feed(data, int(bucket.level(now)))
         bucket.take(now, reader.frames - parsed)
@@ -283,15 +270,10 @@ class WebSocketCore:
                 self._fail(event.label, event.code, event.reason)
             elif isinstance(event, frames.Pong) and self._pinged:
                 self._pinged = False  # the answer to our ping: hearing it was all it was for
-            elif not self._control_allowed(now):
+            elif not rates.controls.take(now):
                 self._fail("control_flood", frames.CLOSE_POLICY, "too many control frames")
             elif isinstance(event, frames.Ping):
                 self._write(frames.encode(event.data, frames.OP_PONG))
-
-    def _control_allowed(self, now: float) -> bool:
-        if self._controls is None:
-            self._controls = TokenBucket(self.limits.control_per_second, self.limits.control_burst)
-        return self._controls.take(now)
 
     def _fail(self, label: str, code: int, reason: str) -> None:
         self.on_rejected(label, reason)
@@ -311,3 +293,17 @@ class WebSocketCore:
         head = len(self._head) if self._head is not None else 0
         reading = self._reader.buffered() if self._reader is not None else 0
         return head + reading + self.queued
+
+
+class _Rates:
+    """A talking client's token buckets: frames, and control frames."""
+
+    __slots__ = ("controls", "frames")
+
+    def __init__(self, limits: Limits) -> None:
+        self.frames = TokenBucket(limits.frames_per_second, limits.frame_burst)
+        self.controls = TokenBucket(limits.control_per_second, limits.control_burst)
+
+    def idle(self, now: float) -> bool:
+        """Both full again: forgetting them changes nothing."""
+        return self.frames.full(now) and self.controls.full(now)

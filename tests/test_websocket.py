@@ -266,10 +266,10 @@ async def test_an_idle_connection_holds_no_task_queue_or_bucket(start_server: St
         assert (conn.worker, conn.inbox, conn.bucket, conn._out) == (None, None, None, None)
         # Frame buckets come back for a moment with each pong, and go at the next tick.
         for _ in range(400):
-            if (conn._frames, conn._controls) == (None, None):
+            if conn._rates is None:
                 break
             await asyncio.sleep(0.005)
-        assert (conn._frames, conn._controls) == (None, None)
+        assert conn._rates is None
     await a.close()
     await b.close()
 
