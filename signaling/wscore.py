@@ -53,6 +53,9 @@ class Limits:
     close_ticks: int = 2  # the client has this long to end a closing connection
 
 
+FREE_FRAMES: Final = 64  # frames between two ticks that need no rate buckets
+
+
 def head_ticks(seconds: float, tick_seconds: float) -> int:
     return max(1, math.ceil(seconds / tick_seconds))
 
@@ -135,6 +138,8 @@ class WebSocketCore:
                 self.action = ABORT
             if self._rates is not None and self._rates.idle(now):
                 self._rates = None
+            if self._reader is not None:
+                self._reader.frames = 0  # frames are counted from one tick to the next
         elif state == HEAD:
             if self.quiet >= limits.head_ticks:
                 self.on_rejected("head_timeout", "request head not complete in time")
@@ -251,13 +256,14 @@ class WebSocketCore:
         reader = self._reader
         assert reader is not None
         limits = self.limits
-        if self._rates is None:
-            self._rates = _Rates(limits)
-        rates = self._rates
-        bucket = rates.frames
-        parsed = reader.frames
-        events = reader.feed(data, int(bucket.level(now)))
-        bucket.take(now, reader.frames - parsed)
+        rates, parsed = self._rates, reader.frames
+        # Without buckets yet, the frames since the last tick count against the burst.
+        budget = int(rates.frames.level(now)) if rates else int(limits.frame_burst) - parsed
+        events = reader.feed(data, budget)
+        if rates is not None:
+            rates.frames.take(now, reader.frames - parsed)
+        elif reader.frames >= min(FREE_FRAMES, limits.frame_burst // 2):
+            rates = self._rates = self._rates_from(now)
         for event in events:
             if isinstance(event, frames.Close):
                 self._closed_by_client(event.code)
@@ -270,10 +276,19 @@ class WebSocketCore:
                 self._fail(event.label, event.code, event.reason)
             elif isinstance(event, frames.Pong) and self._pinged:
                 self._pinged = False  # the answer to our ping: hearing it was all it was for
-            elif not rates.controls.take(now):
+            elif not (rates or (rates := self._rates_from(now))).controls.take(now):
                 self._fail("control_flood", frames.CLOSE_POLICY, "too many control frames")
             elif isinstance(event, frames.Ping):
                 self._write(frames.encode(event.data, frames.OP_PONG))
+
+    def _rates_from(self, now: float) -> _Rates:
+        """Buckets for a client that talks more than a quiet one, charged with the frames it
+        sent since the last tick (a connection that only answers heartbeats and sets up a
+        session never needs them: memory per idle socket)."""
+        rates = self._rates = _Rates(self.limits)
+        assert self._reader is not None
+        rates.frames.take(now, min(self._reader.frames, self.limits.frame_burst))
+        return rates
 
     def _fail(self, label: str, code: int, reason: str) -> None:
         self.on_rejected(label, reason)

@@ -12,12 +12,13 @@ import time
 
 import aiohttp
 
-from signaling import logs
+from fileshare.signal_client import payload_of
+from signaling import logs, schema
 from signaling.limits import LogBudget
 from signaling.server import Connection
 from tests.conftest import RunningServer, StartServer
 from tests.rawws import RawWebSocket, http_exchange, upgrade_request
-from tests.test_server import assert_serving, metric
+from tests.test_server import assert_serving, metric, pair
 
 frame = RawWebSocket.frame
 
@@ -188,3 +189,18 @@ async def test_origin_allow_list(start_server: StartServer) -> None:
     assert await metric(server, 'fileshare_signal_rejections_total{reason="origin"}') == 1
     ok.abort()
     cli.abort()
+
+
+async def test_a_full_inbox_pauses_reading_and_resumes(start_server: StartServer) -> None:
+    """Messages waiting for the worker are bounded in bytes: over the bound the socket is not
+    read (TCP pushes back on the client) until the worker catches up."""
+    server = await start_server(inbox_bytes=1)  # every message pauses, every handling resumes
+    a, b, _, _ = await pair(server.url)
+    for n in range(20):
+        await a.relay("signal", {"n": n})
+    for n in range(20):
+        relayed = await b.next_event()
+        assert isinstance(relayed, schema.Relayed) and payload_of(relayed) == {"n": n}
+    assert all(c.inbox_bytes == 0 for c in server.server.connections)
+    await a.close()
+    await b.close()

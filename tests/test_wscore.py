@@ -149,6 +149,17 @@ def test_frames_per_second_stop_the_parse_at_the_burst() -> None:
     assert close_code(core.drain()) == frames.CLOSE_POLICY
 
 
+def test_a_quiet_client_needs_no_rate_buckets() -> None:
+    """Setting up a session and answering heartbeats allocates nothing (memory per socket)."""
+    core = opened()
+    core.receive(frame(b"{}") * 20, 0.0)
+    for tick in range(30):
+        core.advance(float(tick))
+        if tick % 2:
+            core.receive(frame(b"", opcode=0xA), float(tick))  # our pings' pongs
+    assert core._rates is None and core.rejections == []
+
+
 def test_frames_refill_with_time() -> None:
     core = opened(Limits(frozenset({"/ws"}), frames_per_second=10, frame_burst=20))
     for n in range(200):
