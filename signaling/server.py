@@ -54,16 +54,30 @@ _bus_encode = msgspec.msgpack.Encoder().encode
 _bus_decode = msgspec.msgpack.Decoder(BusEvent).decode
 
 
+class Inbox(deque[tuple[bytes, float]]):
+    """A connection's messages waiting for its worker (with their arrival times), and their
+    bytes: over `--inbox-bytes` the socket is not read until the worker catches up."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+
+def _peer(conn: Connection) -> str:
+    peer = conn.transport.get_extra_info("peername")
+    return str(peer[0]) if peer else "unknown"
+
+
 class Connection(WebSocket):
     """A client of the service: its WebSocket, and its place in a session."""
 
     __slots__ = (
         "bucket",
-        "counted",
         "deadline_hint",
         "id",
         "inbox",
-        "inbox_bytes",
         "ip",
         "last_touch",
         "peer_id",
@@ -77,16 +91,14 @@ class Connection(WebSocket):
         super().__init__(server.endpoint)
         self.server = server
         self.id = ""  # given when admitted
-        self.ip = ""
-        self.counted = False  # in the limiter's count of its address
+        self.ip = ""  # once counted in the limiter for its address
         self.bucket: TokenBucket | None = None  # from the first message until idle again
         self.session_id: str | None = None
         self.peer_id: PeerId | None = None
         self.deadline_hint = 0.0
         self.last_touch = 0.0
         self.refused_messages = 0
-        self.inbox: deque[tuple[bytes, float]] | None = None  # messages waiting for the worker
-        self.inbox_bytes = 0  # over the limit, the socket is not read until the worker catches up
+        self.inbox: Inbox | None = None  # messages waiting for the worker
         self.worker: asyncio.Task[None] | None = None  # while the inbox has messages
 
     @property
@@ -237,11 +249,10 @@ class SignalingServer:
         """A new connection, before its first byte: counted against its address (all of them,
         upgraded or not), or refused with 429. A trusted proxy's connections are counted once
         their head names the client (`admit_request`)."""
-        peer = conn.transport.get_extra_info("peername")
-        conn.ip = str(peer[0]) if peer else "unknown"
-        if conn.ip in self.config.trusted_proxies:
+        peer = _peer(conn)
+        if peer in self.config.trusted_proxies:
             return None
-        return self._count(conn)
+        return self._count(conn, peer)
 
     def admit_request(self, conn: Connection, request: handshake.Request) -> bytes | None:
         """An upgrade request: refused (before any 101) while draining, from an Origin not
@@ -256,17 +267,16 @@ class SignalingServer:
         if allowed and origins and any(origin not in allowed for origin in origins):
             self.rejected(conn, "origin", "origin not allowed")
             return handshake.Refused(403, "origin not allowed").response()
-        if conn.counted:
+        if conn.ip:
             return None
-        conn.ip = self.client_ip(conn.ip, request)
-        return self._count(conn)
+        return self._count(conn, self.client_ip(_peer(conn), request))
 
-    def _count(self, conn: Connection) -> bytes | None:
-        refusal = self.limiter.admit(conn.ip, time.monotonic())
+    def _count(self, conn: Connection, ip: str) -> bytes | None:
+        refusal = self.limiter.admit(ip, time.monotonic())
         if refusal is None:
-            conn.counted = True
+            conn.ip = ip
             return None
-        self.rejected(conn, refusal, "too many connections")
+        self.rejected(conn, refusal, "too many connections", ip)
         body = msgspec.json.encode(
             {
                 "code": ErrorCode.TOO_MANY_CONNECTIONS,
@@ -292,8 +302,7 @@ class SignalingServer:
         self.metrics.connections_total.inc()
 
     def lost(self, conn: Connection) -> None:
-        if conn.counted:
-            conn.counted = False
+        if conn.ip:
             self.limiter.release(conn.ip)
         if conn not in self.connections:  # never upgraded
             return
@@ -306,31 +315,32 @@ class SignalingServer:
             await asyncio.wait([conn.worker])
         await self._detach(conn, dropped=True)
 
-    def rejected(self, conn: Connection, reason: str, detail: str) -> None:
+    def rejected(self, conn: Connection, reason: str, detail: str, ip: str = "") -> None:
         """A limit refused a client: counted by reason, and logged (the log is rate-limited,
         and the address is escaped like every logged value)."""
         self.metrics.rejections.labels(reason).inc()
-        log.info("refused %s (%s): %s", conn.id or conn.ip, reason, detail)
+        log.info("refused %s (%s): %s", conn.id or ip or conn.ip or _peer(conn), reason, detail)
 
     def receive(self, conn: Connection, data: bytes) -> None:
         """Queue a message for the connection's worker, starting one if none runs."""
-        if conn.inbox is None:
-            conn.inbox = deque()
-            conn.worker = asyncio.create_task(self._work(conn, conn.inbox))
-        conn.inbox.append((data, time.time()))
-        limit, held = self.config.inbox_bytes, conn.inbox_bytes
-        conn.inbox_bytes = held + len(data)
-        if held <= limit < conn.inbox_bytes and not conn.transport.is_closing():
+        inbox = conn.inbox
+        if inbox is None:
+            inbox = conn.inbox = Inbox()
+            conn.worker = asyncio.create_task(self._work(conn, inbox))
+        inbox.append((data, time.time()))
+        limit, held = self.config.inbox_bytes, inbox.size
+        inbox.size = held + len(data)
+        if held <= limit < inbox.size and not conn.transport.is_closing():
             conn.transport.pause_reading()
 
-    async def _work(self, conn: Connection, inbox: deque[tuple[bytes, float]]) -> None:
+    async def _work(self, conn: Connection, inbox: Inbox) -> None:
         """Handle the messages in order, then end (the next message starts a new worker). Once
         the connection closes the rest is dropped, unless the server is draining: what a client
         sent before a restart is still relayed."""
         try:
             while inbox and (not conn.closing or self.draining):
                 data, received_at = inbox.popleft()
-                self._taken(conn, len(data))
+                self._taken(conn, inbox, len(data))
                 try:
                     await self._on_frame(conn, data, received_at)
                 except ProtocolError as exc:
@@ -340,13 +350,13 @@ class SignalingServer:
                     self._refuse(conn, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error"))
         finally:
             conn.inbox = conn.worker = None
-            self._taken(conn, conn.inbox_bytes)
+            self._taken(conn, inbox, inbox.size)
 
-    def _taken(self, conn: Connection, size: int) -> None:
+    def _taken(self, conn: Connection, inbox: Inbox, size: int) -> None:
         """`size` bytes left the inbox: read the socket again once it is under its limit."""
-        limit, held = self.config.inbox_bytes, conn.inbox_bytes
-        conn.inbox_bytes = held - size
-        if held > limit >= conn.inbox_bytes and not conn.transport.is_closing():
+        limit, held = self.config.inbox_bytes, inbox.size
+        inbox.size = held - size
+        if held > limit >= inbox.size and not conn.transport.is_closing():
             conn.transport.resume_reading()
 
     def _refuse(self, conn: Connection, exc: ProtocolError) -> None:

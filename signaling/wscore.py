@@ -68,11 +68,9 @@ class WebSocketCore:
         "_head",
         "_out",
         "_paused",
-        "_pinged",
         "_rates",
         "_reader",
         "action",
-        "queued",
         "quiet",
         "state",
     )
@@ -86,12 +84,10 @@ class WebSocketCore:
         self.state = HEAD
         self.quiet = 0  # ticks since the client was last heard (or since the state began)
         self.action = KEEP
-        self.queued = 0  # bytes of frames in `_out`
         self._paused = False  # the transport pushes back
-        self._pinged = False  # our ping awaits its pong (which is not counted as a control frame)
         self._head: bytearray | None = None  # the head so far (for HAND_OFF: all that was read)
         self._reader: frames.FrameReader | None = None
-        self._out: list[bytes] | None = None
+        self._out: _Output | None = None
         self._rates: _Rates | None = None  # from the first frame until idle again
 
     # --- hooks ------------------------------------------------------------------------------
@@ -117,12 +113,13 @@ class WebSocketCore:
     def receive(self, data: bytes, now: float) -> None:
         state = self.state
         if state == OPEN:
+            pinged = self.quiet >= self.limits.ping_after  # nothing came since our ping
             self.quiet = 0
-            self._read_frames(data, now)
+            self._read_frames(data, now, pinged)
         elif state == HEAD:
             self._read_head(data, now)
         elif state == CLOSING:
-            self._read_frames(data, now)  # for the client's close frame
+            self._read_frames(data, now, False)  # for the client's close frame
         # Refused, handed off or closed: what the client still sends is not ours.
 
     def advance(self, now: float) -> None:
@@ -132,7 +129,6 @@ class WebSocketCore:
         limits, state = self.limits, self.state
         if state == OPEN:
             if self.quiet == limits.ping_after:
-                self._pinged = True
                 self._write(frames.PING)
             elif self.quiet >= limits.dead_after:
                 self.action = ABORT
@@ -162,7 +158,7 @@ class WebSocketCore:
         is ending (the transport then takes them as its last)."""
         if self._out is None or (self._paused and self.action == KEEP and self.state != DONE):
             return None
-        out, self._out, self.queued = self._out, None, 0
+        out, self._out = self._out, None
         return out
 
     def refuse(self, response: bytes) -> None:
@@ -189,20 +185,26 @@ class WebSocketCore:
         self._put(frames.close_frame(code, reason))
 
     def _write(self, frame: bytes) -> None:
-        if self.queued + len(frame) <= self.limits.send_queue_bytes or not self.queued:
+        queued = self.queued
+        if queued + len(frame) <= self.limits.send_queue_bytes or not queued:
             self._put(frame)
             return
-        self._out, self.queued = None, 0
+        self._out = None
         self.on_rejected("slow_consumer", "send queue full")
         self.close(frames.CLOSE_TRY_LATER, b"slow consumer")
 
     def _put(self, data: bytes) -> None:
-        if self._out is None:
-            self._out = [data]
-        else:
-            self._out.append(data)
-        self.queued += len(data)
+        out = self._out
+        if out is None:
+            out = self._out = _Output()
+        out.append(data)
+        out.size += len(data)
         self.on_output()
+
+    @property
+    def queued(self) -> int:
+        """Bytes waiting to be written."""
+        return self._out.size if self._out is not None else 0
 
     # --- the opening handshake --------------------------------------------------------------
 
@@ -252,7 +254,8 @@ class WebSocketCore:
 
     # --- frames -----------------------------------------------------------------------------
 
-    def _read_frames(self, data: bytes, now: float) -> None:
+    def _read_frames(self, data: bytes, now: float, pinged: bool) -> None:
+        """`pinged`: our ping is unanswered, and its pong costs no control-frame token."""
         reader = self._reader
         assert reader is not None
         limits = self.limits
@@ -274,8 +277,8 @@ class WebSocketCore:
                 self.on_message(event.data)
             elif isinstance(event, frames.Failure):
                 self._fail(event.label, event.code, event.reason)
-            elif isinstance(event, frames.Pong) and self._pinged:
-                self._pinged = False  # the answer to our ping: hearing it was all it was for
+            elif isinstance(event, frames.Pong) and pinged:
+                pinged = False  # the answer to our ping: hearing it was all it was for
             elif not (rates or (rates := self._rates_from(now))).controls.take(now):
                 self._fail("control_flood", frames.CLOSE_POLICY, "too many control frames")
             elif isinstance(event, frames.Ping):
@@ -322,3 +325,13 @@ class _Rates:
     def idle(self, now: float) -> bool:
         """Both full again: forgetting them changes nothing."""
         return self.frames.full(now) and self.controls.full(now)
+
+
+class _Output(list[bytes]):
+    """Frames waiting to be written, and their bytes (only while there are some)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
