@@ -94,7 +94,7 @@ class Endpoint:
 class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
     """One client connection, from its first byte to its end: the transport side of the core."""
 
-    __slots__ = ("_http", "_slot", "endpoint", "transport")
+    __slots__ = ("_slot", "endpoint", "transport")
 
     transport: asyncio.Transport
 
@@ -102,7 +102,6 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         super().__init__()
         self.endpoint = endpoint
         self._slot: set[WebSocket] | None = None
-        self._http: asyncio.Protocol | None = None  # aiohttp's, for a request it serves
 
     @property
     def limits(self) -> Limits:
@@ -167,20 +166,14 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
             self._act()
 
     def data_received(self, data: bytes) -> None:
-        if self._http is not None:
-            self._http.data_received(data)
-            return
         state = self.state
         self.receive(data, time.monotonic())
         if state == HEAD and self.state != HEAD:
             self._head_done()
         self._act()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         """The client ended its side: so does the server (the transport closes)."""
-        if self._http is not None:
-            return self._http.eof_received()
-        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == HEAD:
@@ -188,20 +181,13 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         opened = self.state in (OPEN, wscore.CLOSING, wscore.CLOSED)
         self.state = wscore.CLOSED if opened else DONE
         self._leave_wheel()
-        self._head = self._reader = self._out = None
-        if self._http is not None:
-            self._http.connection_lost(exc)
-            self._http = None
+        self._input = self._out = None
         self.on_end(opened)
 
     def pause_writing(self) -> None:
-        if self._http is not None:
-            self._http.pause_writing()
         self.pause()
 
     def resume_writing(self) -> None:
-        if self._http is not None:
-            self._http.resume_writing()
         self.resume()
         self.send_out()
 
@@ -230,15 +216,43 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         """Not a WebSocket path: aiohttp serves the request, from its first byte, with this
         protocol in front of it (still counted, and timed by the head wheel)."""
         self.action = KEEP
-        data, self._head = bytes(self._head or b""), None
+        data, self._input = bytes(self._head or b""), None
         http = self.endpoint.http
         if http is None:
             self.refuse(handshake.Refused(404, "not found").response())
             self._act()
             return
-        self._http = protocol = http()
+        protocol = http()
+        self.transport.set_protocol(_HttpFront(self, protocol))
         protocol.connection_made(self.transport)
         protocol.data_received(data)
+
+
+class _HttpFront(asyncio.Protocol):
+    """In front of aiohttp's protocol for one request: passes everything on, and tells the
+    connection when it ends (so that it is counted until then; the head wheel times it)."""
+
+    __slots__ = ("http", "ws")
+
+    def __init__(self, ws: WebSocket, http: asyncio.Protocol) -> None:
+        self.ws = ws
+        self.http = http
+
+    def data_received(self, data: bytes) -> None:
+        self.http.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.http.eof_received()
+
+    def pause_writing(self) -> None:
+        self.http.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.http.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.http.connection_lost(exc)
+        self.ws.connection_lost(exc)
 
 
 __all__ = ["HTTP", "OPEN", "Endpoint", "Limits", "WebSocket"]

@@ -65,11 +65,10 @@ class WebSocketCore:
     carry the output to a transport (`signaling.websocket`)."""
 
     __slots__ = (
-        "_head",
+        "_input",
         "_out",
         "_paused",
         "_rates",
-        "_reader",
         "action",
         "quiet",
         "state",
@@ -85,8 +84,8 @@ class WebSocketCore:
         self.quiet = 0  # ticks since the client was last heard (or since the state began)
         self.action = KEEP
         self._paused = False  # the transport pushes back
-        self._head: bytearray | None = None  # the head so far (for HAND_OFF: all that was read)
-        self._reader: frames.FrameReader | None = None
+        # The request head so far (for HAND_OFF: all that was read), then the frame reader:
+        self._input: bytearray | frames.FrameReader | None = None
         self._out: _Output | None = None
         self._rates: _Rates | None = None  # from the first frame until idle again
 
@@ -163,7 +162,7 @@ class WebSocketCore:
 
     def refuse(self, response: bytes) -> None:
         """Answer over HTTP, no upgrade: the client reads the answer, then goes."""
-        self.state, self.quiet, self._head = DONE, 0, None
+        self.state, self.quiet, self._input = DONE, 0, None
         self._put(response)
         self.action = LINGER
 
@@ -209,11 +208,11 @@ class WebSocketCore:
     # --- the opening handshake --------------------------------------------------------------
 
     def _read_head(self, data: bytes, now: float) -> None:
-        if self._head is None:
-            self._head = bytearray(data)
-        else:
-            self._head += data
         head = self._head
+        if head is None:
+            head = self._input = bytearray(data)
+        else:
+            head += data
         end = head.find(handshake.END_OF_HEAD)
         if (end < 0 and len(head) > handshake.MAX_HEAD) or end > handshake.MAX_HEAD:
             self.on_rejected("head_too_large", "request head too large")
@@ -244,10 +243,10 @@ class WebSocketCore:
         if refusal is not None:
             self.refuse(refusal)
             return
-        self._head = None
+        self._input = None
         self._put(answer)
         self.state, self.quiet = OPEN, 0
-        self._reader = frames.FrameReader(self.limits.max_message_bytes, self.limits.max_fragments)
+        self._input = frames.FrameReader(self.limits.max_message_bytes, self.limits.max_fragments)
         self.on_open(request)
         if rest:  # frames the client sent without waiting for the answer
             self.receive(rest, now)
@@ -302,8 +301,18 @@ class WebSocketCore:
         5.5.1), and close the TCP connection: the server closes it first (section 7.1.1)."""
         if self.state == OPEN:
             self._put(frames.close_frame(code))
-        self.state, self.quiet, self._reader = CLOSED, 0, None
+        self.state, self.quiet, self._input = CLOSED, 0, None
         self.action = CLOSE
+
+    @property
+    def _head(self) -> bytearray | None:
+        head = self._input
+        return head if isinstance(head, bytearray) else None
+
+    @property
+    def _reader(self) -> frames.FrameReader | None:
+        reader = self._input
+        return reader if isinstance(reader, frames.FrameReader) else None
 
     def buffered(self) -> int:
         """Bytes this connection holds for its client: its head or frames being read, and the
