@@ -615,6 +615,13 @@ def render(r: dict[str, Any]) -> str:
         ms, me = sig["max_rate"], echo["max_rate"]
         row("max relay rate, msg/s", ms["messages_per_second"], me["messages_per_second"])
         row("  server CPU during it (cores)", ms["server_cpu"], me["server_cpu"])
+        # What a relayed message costs the server, whatever share of its core it got: the
+        # figure that still compares when the machine is busy with other work.
+        row(
+            "  server CPU per relayed message, µs",
+            1e6 * ms["server_cpu"] / ms["messages_per_second"],
+            1e6 * me["server_cpu"] / me["messages_per_second"],
+        )
     timed = [("one instance, memory store", sig)]
     timed += [(f"{count} instance(s) + redis + haproxy", res) for count, res in clusters.items()]
     if any("latency" in res for _, res in timed):
