@@ -213,7 +213,9 @@ class WebSocketCore:
             head = self._input = bytearray(data)
         else:
             head += data
-        end = head.find(handshake.END_OF_HEAD)
+        # Only the new bytes (and the 3 before them) can complete the head: a head dripped in
+        # byte by byte is not searched again from its start each time.
+        end = head.find(handshake.END_OF_HEAD, max(0, len(head) - len(data) - 3))
         if (end < 0 and len(head) > handshake.MAX_HEAD) or end > handshake.MAX_HEAD:
             self.on_rejected("head_too_large", "request head too large")
             self.refuse(handshake.Refused(431, "request head too large").response())

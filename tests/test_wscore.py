@@ -314,3 +314,10 @@ def test_arbitrary_frames_never_raise_and_stay_bounded(
 
 def test_head_state_is_the_start() -> None:
     assert Recorder().state == HEAD
+
+
+def test_a_head_dripped_byte_by_byte_still_completes() -> None:
+    core = Recorder()
+    for byte in upgrade_request(80):
+        core.receive(bytes([byte]), 0.0)
+    assert core.state == OPEN and core.drain().startswith(b"HTTP/1.1 101 ")
