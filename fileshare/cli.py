@@ -29,7 +29,7 @@ from fileshare.protocol import MAX_CHUNK, TransferError
 from fileshare.signal_client import ConnectionClosed, SignalError
 from fileshare.state import TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events
-from signaling import schema
+from fsproto import schema
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5

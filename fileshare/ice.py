@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from signaling import schema
-from turn import stun
+from fsproto import schema, stun
 
 Transport = Literal["udp", "tcp", "tls"]
 PROBE_SECONDS: Final = 1.5

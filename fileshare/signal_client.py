@@ -10,8 +10,8 @@ from typing import Any, TypeGuard
 import aiohttp
 import msgspec
 
-from signaling import schema
-from signaling.schema import PeerId
+from fsproto import schema
+from fsproto.schema import PeerId
 
 Event = schema.ServerMessage | schema.Relayed
 

@@ -22,11 +22,12 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from signaling import frames, handshake, schema, sessions
+from fsproto import schema
+from fsproto.schema import ErrorCode, PeerId, ProtocolError
+from signaling import frames, handshake, sessions
 from signaling.config import Config
 from signaling.limits import ConnectionLimiter, TokenBucket
 from signaling.metrics import Metrics
-from signaling.schema import ErrorCode, PeerId, ProtocolError
 from signaling.sessions import SessionRecord
 from signaling.store import Bus, Change, MemoryBus, MemoryStore, SessionStore, peer_channel
 from signaling.websocket import OPEN, Endpoint, WebSocket

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
-from signaling import schema
+from fsproto import schema
 from signaling.server import CLOSE_RESTART
 from tests.conftest import StartProcess, StartServer
 from tests.test_server import exchange, pair

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
-from signaling import schema
+from fsproto import schema
 from signaling.server import CLOSE_REPLACED, CLOSE_TRY_LATER
 from signaling.store import MemoryBus
 from tests.conftest import RunningServer, StartServer

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from fsproto import stun
 from netsim import certs, netns
 from tests.conftest import require_binary, require_root
-from turn import credentials, stun
+from turn import credentials
 from turn.config import (
     DENIED_IPV4,
     DENIED_IPV6,
