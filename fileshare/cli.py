@@ -227,6 +227,19 @@ def _no_server(exc: ServerUnreachable) -> str:
     )
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from fileshare import doctor
+
+    try:
+        findings = asyncio.run(doctor.check(args.server, _ice_servers(args)))
+    except KeyboardInterrupt:
+        print("fileshare: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    verdict = doctor.verdict(findings)
+    print(doctor.as_json(findings, verdict) if args.json else doctor.render(findings, verdict))
+    return EXIT_OK if verdict.works else EXIT_NETWORK
+
+
 def _transfers(args: argparse.Namespace) -> int:
     with TransferStore(default_state_path()) as store:
         records = store.resumable()
@@ -259,13 +272,34 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    network = argparse.ArgumentParser(add_help=False)  # where the servers are
+    network.add_argument(
         "--server",
         default=os.environ.get("FILESHARE_SERVER") or defaults.server or DEFAULT_SERVER,
         help="signaling server URL (default: %(default)s)",
     )
-    common.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    network.add_argument("--json", action="store_true", help="JSON on stdout")
+    network.add_argument(
+        "--stun",
+        action="append",
+        default=list(defaults.stun),
+        metavar="URL",
+        help="a STUN server of your own, e.g. stun:stun.example.org:3478",
+    )
+    network.add_argument(
+        "--turn",
+        action="append",
+        default=list(defaults.turn),
+        metavar="URL",
+        help="a TURN server of your own, e.g. turn:turn.example.org:3478"
+        "?transport=udp (password in FILESHARE_TURN_PASSWORD)",
+    )
+    network.add_argument(
+        "--turn-user",
+        default=os.environ.get("FILESHARE_TURN_USER") or defaults.turn_user,
+        help="user name for --turn",
+    )
+    common = argparse.ArgumentParser(add_help=False, parents=[network])
     common.add_argument(
         "--verify",
         action="store_true",
@@ -278,26 +312,6 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         help="seconds to wait for each step of connecting (default: 60)",
     )
     common.add_argument("--no-qr", action="store_true", help="do not print a QR code")
-    common.add_argument(
-        "--stun",
-        action="append",
-        default=list(defaults.stun),
-        metavar="URL",
-        help="a STUN server of your own, e.g. stun:stun.example.org:3478",
-    )
-    common.add_argument(
-        "--turn",
-        action="append",
-        default=list(defaults.turn),
-        metavar="URL",
-        help="a TURN server of your own, e.g. turn:turn.example.org:3478"
-        "?transport=udp (password in FILESHARE_TURN_PASSWORD)",
-    )
-    common.add_argument(
-        "--turn-user",
-        default=os.environ.get("FILESHARE_TURN_USER") or defaults.turn_user,
-        help="user name for --turn",
-    )
     common.add_argument(
         "--relay-only",
         action="store_true",
@@ -332,6 +346,12 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         help="replace existing files instead of saving under a new name",
     )
     sub.add_parser("transfers", parents=[common], help="list unfinished transfers that can resume")
+    sub.add_parser(
+        "doctor",
+        parents=[network],
+        help="check the signaling, STUN and TURN servers and this network's NAT, and say "
+        "which transfers will work (exit 4 when none can)",
+    )
     return parser
 
 
@@ -347,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
     if args.command == "transfers":
         return _transfers(args)
+    if args.command == "doctor":
+        return _doctor(args)
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import itertools
 import logging
 import time
@@ -34,6 +35,16 @@ from signaling.websocket import OPEN, Endpoint, WebSocket
 from turn import credentials
 
 log = logging.getLogger("fileshare.signal")
+
+
+def _release() -> str:
+    try:
+        return importlib.metadata.version("fileshare")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+RELEASE: Final = _release()
 
 CLOSE_RESTART: Final = frames.CLOSE_RESTART
 CLOSE_TRY_LATER: Final = frames.CLOSE_TRY_LATER
@@ -206,7 +217,16 @@ class SignalingServer:
         return app
 
     async def handle_healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "alive", "instance": self.config.instance_id})
+        """Alive; with the release and the server's clock for `fileshare doctor`."""
+        return web.json_response(
+            {
+                "status": "alive",
+                "instance": self.config.instance_id,
+                "version": RELEASE,
+                "protocol": schema.VERSION,
+                "time": round(time.time(), 3),
+            }
+        )
 
     async def handle_readyz(self, _: web.Request) -> web.Response:
         if self.draining:
