@@ -74,7 +74,8 @@ class Findings:
 
 @dataclass
 class Verdict:
-    kind: str  # direct | mostly_relayed | relay_only | no_path | unknown_nat | no_server
+    # direct | mostly_relayed | relay_only | unknown_nat | no_ice_servers | no_path | no_server
+    kind: str
     headline: str
     notes: list[str] = field(default_factory=list)
 
@@ -97,6 +98,13 @@ def verdict(f: Findings) -> Verdict:
         return Verdict(
             "no_server",
             f"no signaling server at {f.signaling.url}: no transfer can start",
+            notes,
+        )
+    if not f.stun and not f.turn:
+        return Verdict(
+            "no_ice_servers",
+            "no STUN or TURN server is named (by the signaling server or the config): only "
+            "peers that reach each other's addresses, e.g. on one network, can connect",
             notes,
         )
     if nat is None or not nat.udp:
@@ -186,24 +194,29 @@ async def _health(check: SignalingCheck) -> None:
 
 
 async def _signaling(url: str) -> tuple[SignalingCheck, list[schema.IceServer]]:
+    """Reachable? Then a session (left at once) for the STUN/TURN servers it hands out, the RTT,
+    the version and the clock."""
     check = SignalingCheck(url)
     host, port = _endpoint(url)
+    handed: list[schema.IceServer] = []
     try:
         async with await SignalClient.connect(url, timeout=STEP_SECONDS) as client:
-            created = await client.create()
+            handed = list((await client.create()).iceServers)
             with contextlib.suppress(SignalError, TimeoutError):
                 await client.leave()
     except ServerUnreachable as exc:
-        check.error = f"{exc.reason}"
+        check.error = exc.reason
         return check, []
-    except (SignalError, OSError, TimeoutError, aiohttp.ClientError) as exc:
+    except SignalError as exc:  # it answers, but gives us no session (nor its servers)
+        check.error = f"refused a session: {exc.message} ({exc.code})"
+    except (OSError, TimeoutError, aiohttp.ClientError) as exc:
         check.error = str(exc) or type(exc).__name__
         return check, []
     check.reachable = True
     check.rtt_ms = await _rtt_ms(host, port)
     with contextlib.suppress(OSError, TimeoutError, aiohttp.ClientError):
         await _health(check)
-    return check, list(created.iceServers)
+    return check, handed
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -355,6 +368,8 @@ def render(f: Findings, v: Verdict) -> str:
     show = display_name
     if s.reachable:
         parts = [f"version {show(s.version or 'unknown')}"]
+        if s.error:
+            parts.append(show(s.error))
         if s.rtt_ms is not None:
             parts.append(f"RTT {s.rtt_ms:.1f} ms")
         if s.clock_offset_s is not None:

@@ -7,6 +7,7 @@ make test runs three profiles; FILESHARE_FULL=1 runs every one."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import struct
@@ -15,12 +16,13 @@ from typing import Any, Literal
 
 import pytest
 
-from fileshare.doctor import Findings, SignalingCheck, TurnCheck, Verdict, verdict
+from fileshare import doctor
+from fileshare.doctor import Findings, SignalingCheck, StunCheck, TurnCheck, Verdict, verdict
 from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
 from fsproto import stun
 from netsim import nat, world
 from netsim.lab import Lab, running_servers
-from tests.conftest import require_binary, require_root
+from tests.conftest import StartServer, require_binary, require_root
 
 EI, AD, APD, NONE = (
     Behaviour.ENDPOINT_INDEPENDENT,
@@ -42,6 +44,7 @@ def findings(
     transports = ("udp", "tcp", "tls")
     return Findings(
         SignalingCheck(URL, reachable=reachable, clock_offset_s=offset),
+        stun=[StunCheck("stun:x")],
         nat=NatFindings(udp=udp, mapping=mapping, filtering=filtering),
         turn=[
             TurnCheck(t, f"turn:x?transport={t}", ok=t in turn, error="refused") for t in transports
@@ -78,6 +81,7 @@ def findings(
         ),
         (findings(mapping=None, filtering=None), "unknown_nat", "the NAT's behaviour is unknown"),
         (findings(reachable=False), "no_server", f"no signaling server at {URL}"),
+        (Findings(SignalingCheck(URL, reachable=True)), "no_ice_servers", "only peers that reach"),
     ],
 )
 def test_the_verdict_in_plain_words(given: Findings, kind: str, headline: str) -> None:
@@ -93,6 +97,22 @@ def test_the_verdict_notes_what_a_user_must_know() -> None:
     assert any("-120 s off the server's" in n for n in notes)
     assert "peers behind symmetric NATs will be relayed" in notes
     assert verdict(findings(mapping=EI, filtering=EI)).notes == []
+
+
+async def test_doctor_against_a_real_signaling_server(start_server: StartServer) -> None:
+    """In process: version, clock and RTT from a real server; one that names no STUN/TURN
+    server, and one that refuses sessions (still reachable, and says why)."""
+    server = await start_server()
+    found = await doctor.check(server.url, [])
+    assert found.signaling.reachable and found.signaling.error is None
+    assert found.signaling.version == importlib.metadata.version("fileshare")
+    assert found.signaling.rtt_ms is not None and found.signaling.rtt_ms < 1000
+    offset = found.signaling.clock_offset_s
+    assert offset is not None and abs(offset) < 2
+    assert verdict(found).kind == "no_ice_servers"
+    stingy = await start_server(max_sessions_per_ip=0)
+    refused = await doctor.check(stingy.url, [])
+    assert refused.signaling.reachable and "refused a session" in (refused.signaling.error or "")
 
 
 # --- the probe, sans-I/O: a scripted NAT and server ----------------------------------------------
