@@ -69,8 +69,9 @@ def _imports(bin_dir: Path, *modules: str) -> dict[str, str]:
 
 def test_the_bare_install_is_the_client(venvs: dict[str, Path]) -> None:
     client = venvs["client"]
-    found = _imports(client, "fileshare.cli", "fileshare.app", "fsproto.stun", *TEST_BED)
-    assert found["fileshare.cli"] == found["fileshare.app"] == found["fsproto.stun"] == "ok"
+    product = ("fileshare.cli", "fileshare.app", "fileshare.doctor", "fsproto.stun")
+    found = _imports(client, *product, *TEST_BED)
+    assert all(found[name] == "ok" for name in product), found
     assert all(found[name] != "ok" for name in TEST_BED), found
     server = _imports(client, "signaling.server", "turn.config")
     assert server == {"signaling.server": "prometheus_client", "turn.config": "jinja2"}
