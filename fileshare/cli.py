@@ -262,7 +262,7 @@ def _transfers(args: argparse.Namespace) -> int:
 
 def build_parser(defaults: config.UserConfig | None = None) -> argparse.ArgumentParser:
     """The parser, its defaults taken from the user's config file (flags and FILESHARE_*
-    variables win; configured STUN and TURN servers come before those given as flags)."""
+    variables win; --stun and --turn replace the file's lists, see `main`)."""
     defaults = defaults or config.UserConfig()
     parser = argparse.ArgumentParser(
         prog="fileshare",
@@ -282,14 +282,12 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
     network.add_argument(
         "--stun",
         action="append",
-        default=list(defaults.stun),
         metavar="URL",
-        help="a STUN server of your own, e.g. stun:stun.example.org:3478",
+        help="a STUN server of your own, e.g. stun:stun.example.org:3478 (repeatable)",
     )
     network.add_argument(
         "--turn",
         action="append",
-        default=list(defaults.turn),
         metavar="URL",
         help="a TURN server of your own, e.g. turn:turn.example.org:3478"
         "?transport=udp (password in FILESHARE_TURN_PASSWORD)",
@@ -363,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     parser = build_parser(defaults)
     args = parser.parse_args(argv)
+    args.stun = args.stun or list(defaults.stun)  # flags replace the config file's lists
+    args.turn = args.turn or list(defaults.turn)
     if args.command == "send" and not 1 <= args.chunk_size <= MAX_CHUNK:
         parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
     if args.command == "transfers":

@@ -117,3 +117,16 @@ def test_a_garbage_config_file_stops_the_cli_in_one_line(tmp_path: Path) -> None
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "\x1b" not in done.stderr
     assert done.stderr.startswith(f"fileshare: config file {tmp_path / 'config.toml'}: ")
+
+
+def test_the_config_lists_and_the_flags_that_replace_them(tmp_path: Path) -> None:
+    """doctor probes the configured STUN server; --stun replaces the file's list."""
+    server = f"ws://127.0.0.1:{closed_port()}/ws"
+    configured, flagged = f"stun:127.0.0.1:{closed_port()}", f"stun:127.0.0.1:{closed_port()}"
+    (tmp_path / "config.toml").write_text(f'server = "{server}"\nstun = ["{configured}"]\n')
+    for extra, expected in (((), configured), (("--stun", flagged), flagged)):
+        done = fileshare(tmp_path, "doctor", "--json", *extra)
+        report = json.loads(done.stdout)
+        assert done.returncode == 4 and report["verdict"]["kind"] == "no_server", done.stderr
+        assert [s["url"] for s in report["findings"]["stun"]] == [expected]
+        assert report["findings"]["signaling"]["url"] == server
