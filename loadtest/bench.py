@@ -27,11 +27,11 @@ from typing import Any, Protocol
 import msgspec
 import uvloop
 
+from fsproto import schema
 from loadtest import leanws, payloads
 from loadtest.report import percentile
 from loadtest.stack import stack
 from loadtest.wsclient import RELAY_CLASSES
-from signaling import schema
 
 SERVER_CPU, CLIENT_CPU = 0, 1
 LIMIT_FLAGS = (

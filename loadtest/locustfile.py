@@ -40,10 +40,11 @@ from locust.env import Environment
 from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 from locust.user.task import LOCUST_STATE_STOPPING
 
+from fsproto import schema
 from loadtest import payloads
 from loadtest.report import Tally
 from loadtest.wsclient import Closed, Peer, Refused, readable
-from signaling import schema, sessions
+from signaling import sessions
 
 TALLY = Tally()
 CLOSE_FLOOD = 1008

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import itertools
 import logging
 import time
@@ -22,17 +23,28 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from signaling import frames, handshake, logs, schema, sessions
+from fsproto import schema
+from fsproto.schema import ErrorCode, PeerId, ProtocolError
+from signaling import frames, handshake, logs, sessions
 from signaling.config import Config
 from signaling.limits import AddressBuckets, ConnectionLimiter, TokenBucket
 from signaling.metrics import Metrics
-from signaling.schema import ErrorCode, PeerId, ProtocolError
 from signaling.sessions import SessionRecord
 from signaling.store import Bus, Change, MemoryBus, MemoryStore, SessionStore, peer_channel
 from signaling.websocket import OPEN, Endpoint, Limits, WebSocket
 from turn import credentials
 
 log = logging.getLogger("fileshare.signal")
+
+
+def _release() -> str:
+    try:
+        return importlib.metadata.version("fileshare")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+RELEASE: Final = _release()
 
 CLOSE_RESTART: Final = frames.CLOSE_RESTART
 CLOSE_TRY_LATER: Final = frames.CLOSE_TRY_LATER
@@ -238,7 +250,16 @@ class SignalingServer:
         return app
 
     async def handle_healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "alive", "instance": self.config.instance_id})
+        """Alive; with the release and the server's clock for `fileshare doctor`."""
+        return web.json_response(
+            {
+                "status": "alive",
+                "instance": self.config.instance_id,
+                "version": RELEASE,
+                "protocol": schema.VERSION,
+                "time": round(time.time(), 3),
+            }
+        )
 
     async def handle_readyz(self, _: web.Request) -> web.Response:
         if self.draining:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ import msgspec
 import pytest
 
 from fileshare.signal_client import SignalClient, SignalError, payload_of
-from signaling import schema
+from fsproto import schema
 from signaling.server import CLOSE_REPLACED
 from signaling.store import MemoryBus
 from tests.conftest import RunningServer, StartServer
@@ -553,6 +554,10 @@ async def test_health_ready_and_metrics(server: RunningServer) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(server.http + "/healthz") as resp:
             assert resp.status == 200
+            health = await resp.json()
+        # fileshare doctor reads the release and the clock (its offset) from here.
+        assert health["version"] == importlib.metadata.version("fileshare")
+        assert health["protocol"] == 1 and abs(health["time"] - time.time()) < 5
         async with http.get(server.http + "/readyz") as resp:
             assert resp.status == 200 and (await resp.json())["status"] == "ready"
         async with http.get(server.http + "/metrics") as resp:

@@ -13,7 +13,8 @@ import time
 import aiohttp
 
 from fileshare.signal_client import payload_of
-from signaling import logs, schema
+from fsproto import schema
+from signaling import logs
 from signaling.limits import LogBudget
 from signaling.server import Connection
 from tests.conftest import RunningServer, StartServer

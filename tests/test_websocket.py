@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from fileshare.signal_client import SignalClient
-from signaling import schema
+from fsproto import schema
 from signaling.server import Connection
 from signaling.websocket import OPEN, Endpoint, Limits, WebSocket
 from tests.conftest import RunningServer, StartServer
