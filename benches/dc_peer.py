@@ -39,8 +39,24 @@ def _say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def send(total: int) -> None:
+async def trace(pc: RTCPeerConnection) -> None:
+    """Every half second on stderr: the sender's congestion state (for tuning by eye)."""
+    while True:
+        await asyncio.sleep(0.5)
+        sctp = pc.sctp
+        cc = getattr(sctp, "_cc", None)
+        if sctp is None or cc is None:
+            continue
+        state = {k: v for k, v in vars(cc).items() if isinstance(v, int | float | str)}
+        rate = cc.pacing_rate()
+        state.update(flight=sctp._flight_size, pacing=rate or 0.0, bw=getattr(cc, "bandwidth", 0))
+        state.update(cpu=time.process_time())
+        print(json.dumps(state), file=sys.stderr, flush=True)
+
+
+async def send(total: int, tracing: bool) -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    tracer = asyncio.ensure_future(trace(pc)) if tracing else None
     channel = pc.createDataChannel("probe", ordered=True)
     opened, drained, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
     channel.on("open", opened.set)
@@ -66,6 +82,8 @@ async def send(total: int) -> None:
         index += 1
     await asyncio.wait_for(done.wait(), 600)
     _say(bytes=sent, seconds=time.perf_counter() - started, sha256=digest.hexdigest())
+    if tracer is not None:
+        tracer.cancel()
     await pc.close()
 
 
@@ -111,12 +129,13 @@ def main() -> int:
     parser.add_argument("role", choices=["send", "receive"])
     parser.add_argument("--bytes", type=int, default=64 * 2**20)
     parser.add_argument("--sctp", choices=["stock", "reno", "bbr"], default="bbr")
+    parser.add_argument("--trace", action="store_true", help="the sender's state on stderr")
     args = parser.parse_args()
     if args.sctp != "stock":
         from fileshare import sctp
 
         sctp.install(args.sctp)
-    asyncio.run(send(args.bytes) if args.role == "send" else receive(args.bytes))
+    asyncio.run(send(args.bytes, args.trace) if args.role == "send" else receive(args.bytes))
     return 0
 
 

@@ -108,7 +108,7 @@ def simulate(
             if rng.random() < loss:
                 lost.append((now + rtt + 0.005, MTU))
                 continue
-            stamp = cc.stamp(False)
+            stamp = cc.stamp(now, False)
             heapq.heappush(in_transit, _Event(link_free + rtt, seq, MTU, now, stamp, True))
         now += tick
     return delivered / seconds
@@ -154,10 +154,10 @@ def test_bbr_timeout_shrinks_the_window_but_keeps_the_model() -> None:
 def test_bbr_probes_rtt_after_ten_seconds_without_a_lower_sample() -> None:
     bbr = Bbr()
     simulate(bbr, RATE, 0.04, 0.0, 3)
-    stamp = bbr.stamp(False)
+    stamp = bbr.stamp(13.9, False)
     bbr.on_ack(ack(14.0, MTU, rtt=0.06, newest=stamp))
     assert mode(bbr) == "probe_rtt" and bbr.cwnd == MIN_CWND
-    bbr.on_ack(ack(14.5, MTU, rtt=0.06, newest=bbr.stamp(False)))
+    bbr.on_ack(ack(14.5, MTU, rtt=0.06, newest=bbr.stamp(14.4, False)))
     assert mode(bbr) in ("probe_bw", "startup") and bbr.cwnd > MIN_CWND
 
 
@@ -170,7 +170,7 @@ def test_pacer_releases_a_burst_then_waits() -> None:
     assert pacer.allowance(0.0, None) == float("inf")
     rate = 1e6
     assert pacer.allowance(1.0, rate) == max(rate * Pacer.QUANTUM, Pacer.MIN_BURST)
-    pacer.spend(5000)
+    pacer.spend(int(rate * Pacer.QUANTUM) + 5000)
     assert pacer.allowance(1.0, rate) < 0
     assert pacer.wait(rate) == pytest.approx((MTU - pacer.allowance(1.0, rate)) / rate)
     assert pacer.allowance(1.01, rate) > 0

@@ -280,7 +280,7 @@ async def _transmit(self: Transport) -> None:
             schunk._retransmit = False
             schunk._sent_count += 1
             schunk._sent_time = now
-            schunk._cc_stamp = cc.stamp(False)
+            schunk._cc_stamp = cc.stamp(now, False)
             allowance -= schunk._book_size
             self._pacer.spend(schunk._book_size)
             await self._send_chunk(schunk)
@@ -298,7 +298,7 @@ async def _transmit(self: Transport) -> None:
         self._flight_size_increase(schunk)
         schunk._sent_count += 1
         schunk._sent_time = now
-        schunk._cc_stamp = cc.stamp(not outbound)
+        schunk._cc_stamp = cc.stamp(now, not outbound)
         allowance -= schunk._book_size
         self._pacer.spend(schunk._book_size)
         await self._send_chunk(schunk)

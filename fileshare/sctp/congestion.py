@@ -28,6 +28,8 @@ class Stamp:
 
     delivered: int  # bytes acknowledged before this chunk was sent
     delivered_time: float  # when that count last grew
+    first_sent_time: float  # when the latest acknowledged chunk had been sent
+    sent_time: float  # when this chunk was sent
     app_limited: bool  # the sender had nothing more to send then
 
 
@@ -48,7 +50,7 @@ class Controller(Protocol):
     def pacing_rate(self) -> float | None:
         """Bytes per second to pace at, or None to send as the window opens."""
 
-    def stamp(self, app_limited: bool) -> Stamp: ...
+    def stamp(self, now: float, app_limited: bool) -> Stamp: ...
 
     def on_ack(self, ack: Ack) -> None: ...
 
@@ -71,8 +73,8 @@ class Reno:
     def pacing_rate(self) -> float | None:
         return None
 
-    def stamp(self, app_limited: bool) -> Stamp:
-        return Stamp(self._delivered, 0.0, app_limited)
+    def stamp(self, now: float, app_limited: bool) -> Stamp:
+        return Stamp(self._delivered, 0.0, 0.0, now, app_limited)
 
     def on_ack(self, ack: Ack) -> None:
         self._delivered += ack.acked_bytes
@@ -164,6 +166,7 @@ class Bbr:
         self._round_lost = 0
         self._lossy_rounds = 0
         self._flight = 0
+        self._first_sent_time = 0.0
 
     @property
     def bandwidth(self) -> float:
@@ -195,8 +198,8 @@ class Bbr:
             return STARTUP_GAIN * self.cwnd / max(self.min_rtt, 1e-3)
         return self._pacing_gain() * self.bandwidth
 
-    def stamp(self, app_limited: bool) -> Stamp:
-        return Stamp(self._delivered, self._delivered_time, app_limited)
+    def stamp(self, now: float, app_limited: bool) -> Stamp:
+        return Stamp(self._delivered, self._delivered_time, self._first_sent_time, now, app_limited)
 
     def on_ack(self, ack: Ack) -> None:
         now = ack.now
@@ -210,13 +213,11 @@ class Bbr:
             self._next_round_delivered = self._delivered
             self._round += 1
             round_start = True
-        if ack.newest is not None and ack.acked_bytes:
-            interval = now - ack.newest.delivered_time
-            if interval > 0 and ack.newest.delivered_time:
-                rate = (self._delivered - ack.newest.delivered) / interval
-                if not ack.newest.app_limited or rate >= self.bandwidth:
-                    self._bw.update(self._round, rate)
-        self._delivered_time = now
+        if ack.acked_bytes:
+            if ack.newest is not None:
+                self._sample(ack.newest, now)
+                self._first_sent_time = ack.newest.sent_time
+            self._delivered_time = now
         if ack.rtt is not None and ack.rtt > 0:
             expired = now - self._min_rtt_stamp > MIN_RTT_WINDOW
             if self.min_rtt is None or ack.rtt <= self.min_rtt or expired:
@@ -228,6 +229,19 @@ class Bbr:
             self._end_round()
         self._update_mode(now)
         self._update_cwnd(ack.acked_bytes)
+
+    def _sample(self, newest: Stamp, now: float) -> None:
+        """A delivery-rate sample over the longer of the send and the ack intervals (so acks
+        that bunch up cannot make the path look faster than the sender was), kept when it
+        spans at least a minimum RTT (BBR's rule against short, noisy samples)."""
+        if not newest.delivered_time or not newest.first_sent_time:
+            return
+        interval = max(now - newest.delivered_time, newest.sent_time - newest.first_sent_time)
+        if interval <= 0 or (self.min_rtt is not None and interval < self.min_rtt):
+            return
+        rate = (self._delivered - newest.delivered) / interval
+        if not newest.app_limited or rate >= self.bandwidth:
+            self._bw.update(self._round, rate)
 
     def _end_round(self) -> None:
         sent = self._round_acked + self._round_lost
@@ -279,7 +293,7 @@ class Bbr:
         target = int(gain * self.bdp()) + 3 * MTU
         if self.filled_pipe:
             self.cwnd = min(self.cwnd + acked, target)
-        else:
+        elif self.cwnd < target or not self.bandwidth:
             self.cwnd += acked
         self.cwnd = max(self.cwnd, MIN_CWND)
 
@@ -301,7 +315,7 @@ class Pacer:
     The bucket holds a couple of milliseconds' worth so one timer wakes the sender per burst,
     not per packet."""
 
-    QUANTUM = 0.002  # seconds of sending per burst
+    QUANTUM = 0.02  # seconds of sending per burst: a busy event loop wakes late
     MIN_BURST = 2 * MTU
 
     def __init__(self) -> None:
