@@ -193,3 +193,10 @@ def test_subtract_and_holes() -> None:
     assert association.subtract([(1, 2)], []) == [(1, 2)]
     assert association.holes([(2, 3), (6, 7)], 7) == [(0, 1), (4, 5)]
     assert association.holes([(0, 3)], 3) == []
+
+
+def test_gap_blocks_from_held_tsns_across_the_wrap() -> None:
+    assert association.gap_blocks(100, set()) == []
+    assert association.gap_blocks(100, {102, 103, 105, 110, 104}) == [(2, 5), (10, 10)]
+    top = 2**32 - 1
+    assert association.gap_blocks(top - 1, {top, 1, 2}) == [(1, 1), (3, 4)]
