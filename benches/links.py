@@ -27,13 +27,11 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from benches import links_report
+from benches import links_report, wormhole
 from benches.links_report import Profile, Sample
 from netsim import link, nat, netns, world
 from netsim.lab import Lab, running_servers
@@ -52,7 +50,7 @@ QUICK = (Profile(20, 80, 1.0), Profile(100, 20, 0.5), Profile(20, 20, 0.0))
 TOOLS = ("fileshare-reno", "fileshare-bbr", "tcp-cubic", "tcp-bbr", "wormhole")
 SECONDS = 10.0  # the transfer size is what the link carries in this time
 CAP = 40.0  # no run lasts longer (a collapsed one is counted by what it moved)
-MAILBOX_PORT, TRANSIT_PORT, IPERF_PORT = 4000, 4001, 5201
+IPERF_PORT = 5201
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -72,8 +70,10 @@ def process_cpu(pid: int) -> float:
 class Bench:
     """One world (one link profile), its servers, and the tools run in it."""
 
-    def __init__(self, net: world.World, lab: Lab, workdir: Path, profile: Profile) -> None:
-        self.net, self.lab, self.workdir, self.profile = net, lab, workdir, profile
+    def __init__(
+        self, net: world.World, lab: Lab, relay: wormhole.Relay, workdir: Path, profile: Profile
+    ) -> None:
+        self.net, self.lab, self.relay, self.workdir = net, lab, relay, workdir
         self.sender = net.host("a")
         self.receiver = net.host("b")
         self.receiver_ip = net.sites["b"].public_ip
@@ -124,7 +124,7 @@ class Bench:
             env={**env, "FILESHARE_CODE": code},
             namespace=self.receiver,
         )
-        capped = not _wait_all([sender.proc, receiver.proc], CAP + 30)
+        capped = not wormhole.wait_all([sender.proc, receiver.proc], CAP + 30)
         for client in (sender, receiver):
             client.kill()
         connected = sender.first("connected")
@@ -138,7 +138,7 @@ class Bench:
             moved = int(progress[-1]["done"]) if progress else 0
             end = float(progress[-1]["ts"]) if progress else float(connected["ts"]) + CAP
         seconds = max(end - float(connected["ts"]), 1e-3)
-        _remove(out)
+        wormhole.remove(out)
         return moved * 8 / seconds / 1e6, moved, capped or done is None
 
     def _tcp(self, tool: str) -> tuple[float, int, bool]:
@@ -178,103 +178,11 @@ class Bench:
         return received["bits_per_second"] / 1e6, int(received["bytes"]), False
 
     def _wormhole(self, tool: str) -> tuple[float, int, bool]:
-        server_ip = world.SERVER_IPS[0]
-        common = [
-            str(Path(sys.executable).parent / "wormhole"),
-            "--relay-url",
-            f"ws://{server_ip}:{MAILBOX_PORT}/v1",
-            "--transit-helper",
-            f"tcp:{server_ip}:{TRANSIT_PORT}",
-        ]
-        code = f"{self._runs}-bench-links"
         out = self.workdir / f"wh{self._runs}"
-        out.mkdir()
-        send_args = ("--hide-progress", "--code", code, str(self.payload))
-        receive_args = ("--hide-progress", "--accept-file", "-o", str(out / "file"), code)
-        sender = subprocess.Popen(
-            [*netns.in_namespace(self.sender), *common, "send", *send_args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        run = wormhole.transfer(
+            self.relay, self.sender, self.receiver, self.payload, out, f"{self._runs}-bench", CAP
         )
-        receiver = subprocess.Popen(
-            [*netns.in_namespace(self.receiver), *common, "receive", *receive_args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        started = _when_line(receiver, b"Receiving")
-        capped = not _wait_all([receiver], CAP + 30)
-        ended = time.monotonic()
-        stop(sender)
-        stop(receiver)
-        arrived = out / "file"
-        moved = arrived.stat().st_size if arrived.exists() else 0
-        _remove(out)
-        if started[0] is None:
-            raise RuntimeError("magic-wormhole never started receiving")
-        return moved * 8 / max(ended - started[0], 1e-3) / 1e6, moved, capped
-
-
-def _when_line(proc: subprocess.Popen[bytes], needle: bytes) -> list[float | None]:
-    """The monotonic time `needle` first shows in the process's stderr (filled in later)."""
-    seen: list[float | None] = [None]
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if seen[0] is None and needle in line:
-                seen[0] = time.monotonic()
-
-    threading.Thread(target=read, daemon=True).start()
-    return seen
-
-
-def _wait_all(procs: list[subprocess.Popen[bytes]], cap: float) -> bool:
-    """Whether all exited within `cap` seconds."""
-    deadline = time.monotonic() + cap
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            return False
-    return True
-
-
-def _remove(path: Path) -> None:
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
-
-
-@contextmanager
-def wormhole_servers(namespace: str, workdir: Path) -> Iterator[None]:
-    """magic-wormhole's mailbox and transit relay on the emulated internet (twistd)."""
-    twistd = str(Path(sys.executable).parent / "twistd")
-    ip = world.SERVER_IPS[0]
-    procs = []
-    try:
-        for name, plugin, port in (
-            ("mailbox", "wormhole-mailbox", MAILBOX_PORT),
-            ("transit", "transitrelay", TRANSIT_PORT),
-        ):
-            argv = [twistd, "-n", "--pidfile=", f"--logfile={workdir / name}.log", plugin]
-            argv.append(f"--port=tcp:{port}:interface={ip}")
-            if plugin == "wormhole-mailbox":
-                argv.append(f"--channel-db={workdir / 'mailbox.sqlite'}")
-            procs.append(
-                subprocess.Popen(
-                    [*netns.in_namespace(namespace), *argv],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    cwd=workdir,
-                )
-            )
-        time.sleep(1.5)  # twistd is up well within this
-        yield
-    finally:
-        for proc in procs:
-            stop(proc)
+        return run.moved * 8 / run.seconds / 1e6, run.moved, run.capped
 
 
 def site_specs(profile: Profile) -> list[world.SiteSpec]:
@@ -299,11 +207,11 @@ def run_profile(
     with (
         world.build(site_specs(profile), label="bl") as net,
         running_servers(net.internet, workdir, world.SERVER_IPS[0]) as servers,
-        wormhole_servers(net.internet, workdir),
+        wormhole.servers(net.internet, world.SERVER_IPS[0], workdir) as relay,
     ):
         lab = Lab(net.internet, workdir, servers)
         try:
-            bench = Bench(net, lab, workdir, profile)
+            bench = Bench(net, lab, relay, workdir, profile)
             for round_index in range(runs):
                 order = tools[round_index % len(tools) :] + tools[: round_index % len(tools)]
                 for tool in order:
