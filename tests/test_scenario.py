@@ -35,7 +35,9 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     full = suite.select(full=True)
     assert len(full) > len(default)
     assert sum(s.name.startswith("grid-") for s in full) == 28  # 7 profiles, unordered pairs
-    assert sum(s.kind is Kind.THROUGHPUT for s in full) == 4 + 2 * 2 * 3 * 2
+    lossy = by_name["lossy-long-link"].sites[0].uplink  # a transfer over it must complete
+    assert (lossy.rate_kbit, lossy.delay_ms, lossy.loss_percent) == (20000, 40, 1)
+    assert sum(s.kind is Kind.THROUGHPUT for s in full) == 5 + 2 * 2 * 3 * 2
 
 
 def test_select_by_prefix_and_unknown_names() -> None:
