@@ -15,6 +15,7 @@ from fileshare.sctp.congestion import (
     INITIAL_CWND,
     MIN_CWND,
     MTU,
+    RTT_FLOOR,
     Ack,
     Bbr,
     Controller,
@@ -200,3 +201,9 @@ def test_gap_blocks_from_held_tsns_across_the_wrap() -> None:
     assert association.gap_blocks(100, {102, 103, 105, 110, 104}) == [(2, 5), (10, 10)]
     top = 2**32 - 1
     assert association.gap_blocks(top - 1, {top, 1, 2}) == [(1, 1), (3, 4)]
+
+
+def test_bbr_window_on_a_near_zero_delay_path_allows_event_loop_latency() -> None:
+    bbr = Bbr()
+    simulate(bbr, RATE, 0.0005, 0.0, 3)
+    assert bbr.cwnd >= 2 * bbr.bandwidth * RTT_FLOOR

@@ -139,6 +139,10 @@ LOSS_THRESHOLD = 0.2  # a round losing more than this fraction is congested ...
 LOSS_ROUNDS = 2  # ... when it happens this many rounds in a row
 LOSS_BACKOFF = 0.85
 MIN_CWND = 4 * MTU
+# The round trip the window is sized for is never taken below this: a userspace sender's acks
+# arrive in bursts of event-loop latency, so on a near-zero-delay path a window of 2 x (bw x
+# min RTT) starves the pipe while the bandwidth estimate can never grow.
+RTT_FLOOR = 0.01
 
 Mode = Literal["startup", "drain", "probe_bw", "probe_rtt"]
 
@@ -180,7 +184,7 @@ class Bbr:
     def bdp(self) -> int:
         if self.min_rtt is None or not self.bandwidth:
             return INITIAL_CWND
-        return int(self.bandwidth * self.min_rtt)
+        return int(self.bandwidth * max(self.min_rtt, RTT_FLOOR))
 
     def _pacing_gain(self) -> float:
         if self.mode == "startup":
