@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump \
-	docker.io debootstrap dpkg-dev rsync openssh-client
+	docker.io debootstrap dpkg-dev rsync openssh-client iperf3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps lab test lint loadtest bench bench-signaling clean deploy-test
+.PHONY: all deps lab test lint loadtest bench bench-links bench-signaling clean deploy-test
 
 all: test
 
@@ -57,6 +57,11 @@ loadtest: deps
 # fileshare against a bare aiortc DataChannel, 256 MiB, then a 1 GiB run for peak memory (root).
 bench: deps
 	$(PY) -m benches.transfer $(BENCH_ARGS)
+
+# fileshare (Reno, BBR) against kernel TCP (iperf3 cubic, bbr) and magic-wormhole per emulated
+# link, medians of 3, with a Markdown report and plot (root); BENCH_LINKS_ARGS=--quick for 1 run.
+bench-links: deps
+	$(PY) -m benches.links $(BENCH_LINKS_ARGS)
 
 # Capacity of one instance (and three with redis) on this machine, against a bare echo server.
 bench-signaling: deps

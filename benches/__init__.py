@@ -1,1 +1,2 @@
-"""Benchmarks of the product (`make bench`); tools, not part of the installed package."""
+"""Benchmarks of the product (`make bench`, `make bench-links`): tools that run it and measure
+it, not part of the installed package."""

@@ -1,4 +1,5 @@
-"""`make bench`: fileshare against a bare aiortc DataChannel, in one run, on one machine.
+"""`make bench`: fileshare against a bare aiortc DataChannel and magic-wormhole, in one run,
+on one machine, with CPU-seconds per GiB (sender + receiver, from RUSAGE_CHILDREN).
 
 Both run as two processes inside one isolated network namespace (only `lo`), through the same
 signaling server, with uvloop. Throughput is payload bytes over the time from the first data to
@@ -17,9 +18,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from benches import wormhole
+from benches.links import children_cpu
 from netsim import netns
 from netsim.processes import SignalProcess, start_signal, stop
 
@@ -31,9 +36,27 @@ class Run:
     seconds: float
     sender_rss: int
     receiver_rss: int
+    cpu_seconds: float = 0.0
 
     def rate(self, size: int) -> float:
         return size / MIB / self.seconds
+
+    def cpu_per_gib(self, size: int) -> float:
+        return self.cpu_seconds / (size / 2**30)
+
+
+def _with_cpu(run: Callable[[], Run]) -> Run:
+    before = children_cpu()
+    result = run()
+    result.cpu_seconds = children_cpu() - before
+    return result
+
+
+def magic_wormhole(relay: wormhole.Relay, namespace: str, source: Path, out: Path) -> Run:
+    moved = wormhole.transfer(relay, namespace, namespace, source, out, "1-bench", 600)
+    if moved.capped or moved.moved != source.stat().st_size:
+        raise RuntimeError("the magic-wormhole run failed")
+    return Run(moved.seconds, 0, 0)
 
 
 class PeakRss:
@@ -172,7 +195,7 @@ def _median(runs: list[Run]) -> Run:
 def _line(label: str, run: Run, size: int) -> None:
     print(
         f"  {label:<26}{run.rate(size):7.2f} MB/s  peak RSS sender {run.sender_rss / MIB:6.1f} MB,"
-        f" receiver {run.receiver_rss / MIB:6.1f} MB"
+        f" receiver {run.receiver_rss / MIB:6.1f} MB, CPU {run.cpu_per_gib(size):6.1f} s/GiB"
     )
 
 
@@ -202,11 +225,16 @@ def main() -> int:
         server = asyncio.run(_server(workdir, namespace))
         try:
             source = _random_file(workdir / "bench.bin", size)
-            bares, ours_runs = [], []
-            for _ in range(args.repeat):  # alternate, so drift on a shared machine hits both
-                bares.append(bare(namespace, server, size))
-                ours_runs.append(fileshare(namespace, server, source, workdir))
-            base, ours = _median(bares), _median(ours_runs)
+            bares, ours_runs, holes = [], [], []
+            with wormhole.servers(namespace, "127.0.0.1", workdir) as relay:
+                for i in range(args.repeat):  # alternate, so drift on a shared machine hits all
+                    bares.append(_with_cpu(partial(bare, namespace, server, size)))
+                    ours_runs.append(
+                        _with_cpu(partial(fileshare, namespace, server, source, workdir))
+                    )
+                    out = workdir / f"wormhole{i}"
+                    holes.append(_with_cpu(partial(magic_wormhole, relay, namespace, source, out)))
+            base, ours, hole = _median(bares), _median(ours_runs), _median(holes)
             for chunk in (int(c) for c in args.chunk_sizes.split(",") if c):
                 run = fileshare(namespace, server, source, workdir, "--chunk-size", str(chunk))
                 sweep.append((chunk, run))
@@ -225,8 +253,13 @@ def main() -> int:
     print("  fileshare runs (MB/s): " + " ".join(f"{r.rate(size):.2f}" for r in ours_runs))
     _line("bare aiortc DataChannel", base, size)
     _line("fileshare", ours, size)
+    print("  magic-wormhole runs (MB/s): " + " ".join(f"{r.rate(size):.2f}" for r in holes))
+    _line("magic-wormhole", hole, size)
     ratio = ours.rate(size) / base.rate(size)
     print(f"  {'ratio fileshare / bare':<26}{ratio:7.2f}   (target >= 0.9)")
+    print(f"  {'ratio fileshare / wormhole':<26}{ours.rate(size) / hole.rate(size):7.2f}")
+    cpu_ratio = ours.cpu_per_gib(size) / hole.cpu_per_gib(size)
+    print(f"  {'CPU per GiB, fileshare / wormhole':<26}{cpu_ratio:7.2f}")
     for chunk, run in sweep:
         _line(f"fileshare, chunk {chunk}", run, size)
     if big is not None:

@@ -25,7 +25,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from fileshare import crypto, ice, nomination
+from fileshare import crypto, ice, nomination, sctp
 from fileshare.crypto import Role, SessionKeys
 from fileshare.ice import TurnUrl
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
@@ -222,6 +222,7 @@ class Peer:
         assert self.keys is not None
         servers, turn = await ice.arrange(self.ice_servers)
         self._turn = turn
+        sctp.install()  # the tuned SCTP sender/receiver ($FILESHARE_CONGESTION picks it)
         pc = RTCPeerConnection(rtc_configuration(servers, self.relay_only))
         try:
             link = await asyncio.wait_for(self._connect(pc, self.keys), self.timeout)

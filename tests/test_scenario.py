@@ -52,7 +52,9 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     assert all(pause.fault.seconds > site.router.mapping_timeout == 20 for site in pause.sites)
     shared = {s.name: s.expected_path for s in full if s.name.startswith("cgnat-shared")}
     assert shared == {"cgnat-shared-hairpin": "srflx", "cgnat-shared-no-hairpin": "relay"}
-    assert sum(s.kind is Kind.THROUGHPUT for s in full) == 4 + 2 * 2 * 3 * 2
+    lossy = by_name["lossy-long-link"].sites[0].uplink  # a transfer over it must complete
+    assert (lossy.rate_kbit, lossy.delay_ms, lossy.loss_percent) == (20000, 40, 1)
+    assert sum(s.kind is Kind.THROUGHPUT for s in full) == 5 + 2 * 2 * 3 * 2
 
 
 def test_select_by_prefix_and_unknown_names() -> None:

@@ -1,0 +1,143 @@
+"""One aiortc DataChannel peer moving N bytes, nothing else: the probe for profiles and the
+interop check between a tuned and a stock aiortc (`--sctp stock` leaves aiortc untouched).
+
+    python -m benches.dc_peer send --bytes N [--sctp stock|reno|bbr]
+    python -m benches.dc_peer receive --bytes N [--sctp ...]
+
+The sender prints its offer as one JSON line and reads the answer from stdin; the receiver
+reads the offer from stdin and prints its answer. Both end with {"bytes", "seconds", "sha256"}.
+No ICE servers: host candidates only, so traffic stays where the processes are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+import time
+
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+
+MESSAGE = 64 * 1024
+HIGH_WATER = 4 * 2**20
+LOW_WATER = 1 * 2**20
+
+
+def _pattern(index: int) -> bytes:
+    """Message `index`: distinct bytes, so a reordering or a loss shows in the digest."""
+    return index.to_bytes(8, "big") * (MESSAGE // 8)
+
+
+async def _line() -> dict[str, str]:
+    raw = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    return dict(json.loads(raw))
+
+
+def _say(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def trace(pc: RTCPeerConnection) -> None:
+    """Every half second on stderr: the sender's congestion state (for tuning by eye)."""
+    while True:
+        await asyncio.sleep(0.5)
+        sctp = pc.sctp
+        cc = getattr(sctp, "_cc", None)
+        if sctp is None or cc is None:
+            continue
+        state = {k: v for k, v in vars(cc).items() if isinstance(v, int | float | str)}
+        rate = cc.pacing_rate()
+        state.update(flight=sctp._flight_size, pacing=rate or 0.0, bw=getattr(cc, "bandwidth", 0))
+        state.update(cpu=time.process_time())
+        print(json.dumps(state), file=sys.stderr, flush=True)
+
+
+async def send(total: int, tracing: bool) -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    tracer = asyncio.ensure_future(trace(pc)) if tracing else None
+    channel = pc.createDataChannel("probe", ordered=True)
+    opened, drained, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    channel.on("open", opened.set)
+    channel.on("bufferedamountlow", drained.set)
+    channel.on("message", lambda _: done.set())
+    await pc.setLocalDescription(await pc.createOffer())
+    _say(sdp=pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription((await _line())["sdp"], "answer"))
+    await opened.wait()
+    channel.bufferedAmountLowThreshold = LOW_WATER
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    sent = index = 0
+    while sent < total:
+        if channel.bufferedAmount > HIGH_WATER:
+            drained.clear()
+            await drained.wait()
+            continue
+        piece = _pattern(index)[: total - sent]
+        digest.update(piece)
+        channel.send(piece)
+        sent += len(piece)
+        index += 1
+    await asyncio.wait_for(done.wait(), 600)
+    _say(bytes=sent, seconds=time.perf_counter() - started, sha256=digest.hexdigest())
+    if tracer is not None:
+        tracer.cancel()
+    await pc.close()
+
+
+class Sink:
+    """What the receiver holds: a count and a digest; says "done" once it has `total`."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.received = 0
+        self.started = 0.0
+        self.digest = hashlib.sha256()
+        self.finished = asyncio.Event()
+
+    def attach(self, channel: RTCDataChannel) -> None:
+        channel.on("message", lambda message: self.take(channel, message))
+
+    def take(self, channel: RTCDataChannel, message: bytes | str) -> None:
+        assert isinstance(message, bytes)
+        self.started = self.started or time.perf_counter()
+        self.digest.update(message)
+        self.received += len(message)
+        if self.received >= self.total and not self.finished.is_set():
+            self.finished.set()
+            channel.send("done")
+
+
+async def receive(total: int) -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sink = Sink(total)
+    pc.on("datachannel", sink.attach)
+    await pc.setRemoteDescription(RTCSessionDescription((await _line())["sdp"], "offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    _say(sdp=pc.localDescription.sdp)
+    await asyncio.wait_for(sink.finished.wait(), 600)
+    seconds = time.perf_counter() - sink.started
+    _say(bytes=sink.received, seconds=seconds, sha256=sink.digest.hexdigest())
+    await asyncio.sleep(0.5)  # let "done" leave
+    await pc.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["send", "receive"])
+    parser.add_argument("--bytes", type=int, default=64 * 2**20)
+    parser.add_argument("--sctp", choices=["stock", "reno", "bbr"], default="bbr")
+    parser.add_argument("--trace", action="store_true", help="the sender's state on stderr")
+    args = parser.parse_args()
+    if args.sctp != "stock":
+        from fileshare import sctp
+
+        sctp.install(args.sctp)
+    asyncio.run(send(args.bytes, args.trace) if args.role == "send" else receive(args.bytes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

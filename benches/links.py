@@ -1,0 +1,266 @@
+"""`make bench-links`: fileshare (Reno and BBR), kernel TCP (iperf3, cubic and bbr) and
+magic-wormhole over the same emulated links, side by side, alternating, medians of N.
+
+Per link profile one netsim world: two open sites (direct path), the sender's uplink limited
+in rate with loss and half the round trip, its downlink carrying the other half (acks see
+delay, never loss). Each tool moves data from a host of site `a` to one of site `b`:
+- fileshare: the CLI as two processes, signaling server on the emulated internet;
+  FILESHARE_CONGESTION picks the controller; goodput from `connected` to `done`;
+- iperf3 -C cubic|bbr for `seconds` (its own receiver-side figure);
+- magic-wormhole with its own mailbox and transit relay on the emulated internet (never the
+  public ones); goodput from "Receiving file" to the receiver's exit. Its TCP is the kernel
+  default, bbr here (a namespace cannot make cubic the default).
+CPU-seconds of each run's processes (sender + receiver) come from RUSAGE_CHILDREN; the link
+emulator's (netsim.delayer) share of a core from /proc, so a CPU-bound emulator is reported.
+A run that exceeds its cap is stopped and counted by what it moved (marked capped).
+
+    python -m benches.links [--quick] [--runs 3] [--profiles 20/80/1,100/0/0] [--report DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benches import links_report, wormhole
+from benches.links_report import Profile, Sample
+from netsim import link, nat, netns, world
+from netsim.lab import Lab, running_servers
+from netsim.processes import find_program, stop
+
+PROFILES = (
+    Profile(20, 20, 0.0),
+    Profile(20, 80, 0.0),
+    Profile(20, 80, 0.5),
+    Profile(20, 80, 1.0),
+    Profile(20, 80, 3.0),
+    Profile(100, 0, 0.0),
+    Profile(100, 20, 0.5),
+)
+QUICK = (Profile(20, 80, 1.0), Profile(100, 20, 0.5), Profile(20, 20, 0.0))
+TOOLS = ("fileshare-reno", "fileshare-bbr", "tcp-cubic", "tcp-bbr", "wormhole")
+SECONDS = 10.0  # the transfer size is what the link carries in this time
+CAP = 40.0  # no run lasts longer (a collapsed one is counted by what it moved)
+IPERF_PORT = 5201
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Bench:
+    """One world (one link profile), its servers, and the tools run in it."""
+
+    def __init__(
+        self, net: world.World, lab: Lab, relay: wormhole.Relay, workdir: Path, profile: Profile
+    ) -> None:
+        self.net, self.lab, self.relay, self.workdir = net, lab, relay, workdir
+        self.sender = net.host("a")
+        self.receiver = net.host("b")
+        self.receiver_ip = net.sites["b"].public_ip
+        self.size = int(profile.rate_mbit * 1e6 / 8 * SECONDS)
+        self.payload = workdir / "payload.bin"
+        with self.payload.open("wb") as f:
+            for _ in range(0, self.size, 2**20):
+                f.write(os.urandom(2**20))
+        self.size = self.payload.stat().st_size
+        self._runs = 0
+
+    def measure(self, tool: str) -> Sample:
+        """Run `tool` once; the sample carries its goodput, CPU and the emulator's load."""
+        delayers = [p.pid for p in self.net.delayers]
+        emulator_before = sum(process_cpu(pid) for pid in delayers)
+        cpu_before, started = children_cpu(), time.monotonic()
+        self._runs += 1
+        run = self._fileshare if tool.startswith("fileshare") else self._tcp
+        if tool == "wormhole":
+            run = self._wormhole
+        goodput, moved, capped = run(tool)
+        wall = time.monotonic() - started
+        emulator = (sum(process_cpu(pid) for pid in delayers) - emulator_before) / wall
+        return Sample(
+            tool=tool,
+            goodput_mbit=goodput,
+            cpu_seconds=children_cpu() - cpu_before,
+            moved_bytes=moved,
+            capped=capped,
+            emulator_core=emulator / max(1, len(delayers)) if delayers else 0.0,
+        )
+
+    def _fileshare(self, tool: str) -> tuple[float, int, bool]:
+        env = {"FILESHARE_CONGESTION": tool.split("-", 1)[1]}
+        out = self.workdir / f"out{self._runs}"
+        out.mkdir()
+        state = f"state{self._runs}"
+        sender = self.lab.run(
+            "send", str(self.payload), name="send", state=state, env=env, namespace=self.sender
+        )
+        code = asyncio.run(sender.wait_event("code", 60))["code"]
+        receiver = self.lab.run(
+            "receive",
+            "--out",
+            str(out),
+            name="recv",
+            state=state + "r",
+            env={**env, "FILESHARE_CODE": code},
+            namespace=self.receiver,
+        )
+        capped = not wormhole.wait_all([sender.proc, receiver.proc], CAP + 30)
+        for client in (sender, receiver):
+            client.kill()
+        connected = sender.first("connected")
+        done = sender.first("done")
+        if connected is None:
+            raise RuntimeError(f"fileshare never connected: {sender.err.read_text()[-800:]}")
+        if done is not None:
+            moved, end = self.size, float(done["ts"])
+        else:
+            progress = [e for e in sender.events() if e["event"] == "progress"]
+            moved = int(progress[-1]["done"]) if progress else 0
+            end = float(progress[-1]["ts"]) if progress else float(connected["ts"]) + CAP
+        seconds = max(end - float(connected["ts"]), 1e-3)
+        wormhole.remove(out)
+        return moved * 8 / seconds / 1e6, moved, capped or done is None
+
+    def _tcp(self, tool: str) -> tuple[float, int, bool]:
+        iperf = find_program("iperf3")
+        server = subprocess.Popen(
+            [*netns.in_namespace(self.receiver), iperf, "-s", "-1", "-p", str(IPERF_PORT)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.3)
+            client = subprocess.run(
+                [
+                    *netns.in_namespace(self.sender),
+                    iperf,
+                    "-c",
+                    self.receiver_ip,
+                    "-p",
+                    str(IPERF_PORT),
+                    "-t",
+                    str(SECONDS),
+                    "-C",
+                    tool.split("-", 1)[1],
+                    "-J",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=SECONDS + 30,
+                check=False,
+            )
+        finally:
+            stop(server)
+        report = json.loads(client.stdout)
+        if "error" in report:
+            raise RuntimeError(f"iperf3: {report['error']}")
+        received = report["end"]["sum_received"]
+        return received["bits_per_second"] / 1e6, int(received["bytes"]), False
+
+    def _wormhole(self, tool: str) -> tuple[float, int, bool]:
+        out = self.workdir / f"wh{self._runs}"
+        run = wormhole.transfer(
+            self.relay, self.sender, self.receiver, self.payload, out, f"{self._runs}-bench", CAP
+        )
+        return run.moved * 8 / run.seconds / 1e6, run.moved, run.capped
+
+
+def site_specs(profile: Profile) -> list[world.SiteSpec]:
+    half = profile.rtt_ms / 2
+    uplink = link.LinkSpec(
+        rate_kbit=profile.rate_mbit * 1000, delay_ms=half, loss_percent=profile.loss_percent
+    )
+    return [
+        world.SiteSpec(
+            "a", nat=nat.NatProfile.OPEN, uplink=uplink, downlink=link.LinkSpec(delay_ms=half)
+        ),
+        world.SiteSpec("b", nat=nat.NatProfile.OPEN),
+    ]
+
+
+def run_profile(
+    profile: Profile, runs: int, tools: tuple[str, ...], root: Path, say: Callable[[str], None]
+) -> list[Sample]:
+    workdir = root / profile.slug
+    workdir.mkdir()
+    samples: list[Sample] = []
+    with (
+        world.build(site_specs(profile), label="bl") as net,
+        running_servers(net.internet, workdir, world.SERVER_IPS[0]) as servers,
+        wormhole.servers(net.internet, world.SERVER_IPS[0], workdir) as relay,
+    ):
+        lab = Lab(net.internet, workdir, servers)
+        try:
+            bench = Bench(net, lab, relay, workdir, profile)
+            for round_index in range(runs):
+                order = tools[round_index % len(tools) :] + tools[: round_index % len(tools)]
+                for tool in order:
+                    sample = bench.measure(tool)
+                    samples.append(sample)
+                    say(f"  {profile.label:<28} {links_report.describe(sample)}")
+        finally:
+            lab.close()
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 run, 3 profiles")
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs per tool")
+    parser.add_argument(
+        "--profiles", default="", help="RATE/RTT/LOSS,... e.g. 20/80/1,100/0/0 (Mbit/s, ms, %%)"
+    )
+    parser.add_argument("--tools", default=",".join(TOOLS), help="a subset of " + ",".join(TOOLS))
+    parser.add_argument("--report", default="bench-links-report", help="where report.md goes")
+    args = parser.parse_args()
+    profiles: tuple[Profile, ...] = QUICK if args.quick else PROFILES
+    if args.profiles:
+        profiles = tuple(Profile.parse(p) for p in args.profiles.split(","))
+    runs = 1 if args.quick else args.runs
+    tools = tuple(t for t in args.tools.split(",") if t)
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+    results: dict[Profile, list[Sample]] = {}
+    cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="fs-links-") as tmp:
+        for profile in profiles:
+            results[profile] = run_profile(
+                profile, runs, tools, Path(tmp), lambda line: print(line, flush=True)
+            )
+    load_after = os.getloadavg()[0]
+    summary = links_report.summarise(results, runs, cores, (load_before, load_after))
+    print(summary.text())
+    report = Path(args.report)
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "report.md").write_text(summary.markdown("goodput.png"))
+    links_report.plot(summary, report / "goodput.png")
+    print(f"report: {report / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

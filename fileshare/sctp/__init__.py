@@ -1,0 +1,84 @@
+"""A small layer over aiortc's SCTP association, pinned to the aiortc release it was written
+against (see `association` for what it changes and `congestion` for the controllers).
+
+`install()` checks the aiortc version and the exact source of every function it replaces,
+and refuses (`IncompatibleAiortc`) if either moved: a new aiortc must be read again, not
+patched blind. It is idempotent per process; the controller is chosen once, at install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import aiortc
+from aiortc.rtcsctptransport import RTCSctpTransport
+
+from fileshare.sctp import association, congestion
+
+AIORTC_VERSION = "1.16.0"
+# sha256 of inspect.getsource() of each RTCSctpTransport function replaced, wrapped or relied
+# on (_handle_data calls _send_sack after each packet) in AIORTC_VERSION.
+PINNED_SOURCES = {
+    "__init__": "294b0e510843850977697fc56059d70ae4f55e28ed88f1d66046e69e648d2c31",
+    "_mark_received": "2ac68b6a3934ca87cf9d9383d4dd764a8fbef83c9d06f9a0435bedde7df46499",
+    "_receive_data_chunk": "790c2bb8cd0f5dd735cb051ac669ccc5749a25965fb19a6aeb740fc861563048",
+    "_send_sack": "ac92513522fa60e7f298fd0e5849dd8b9aa9ac969cf840aa653f96c2de690d43",
+    "_receive_sack_chunk": "4b35ccf1372cdec8705f378a04de43d9c4ad5675afae09781eddd69ecdb473b1",
+    "_transmit": "aa8941d5f8f020e8b4e438e02084533dd78399da498638a013025252e5fe8115",
+    "_t3_expired": "0e759bf4b1b2d8c8afa3d656a8f34839c974d0104cb66f895a9a9d266f6499af",
+    "_handle_data": "8661b724e20776bbf9af6f68a828cfb952d2deb617d7a9e0f143d641bdae95e2",
+}
+ENV = "FILESHARE_CONGESTION"  # reno | bbr | stock (stock: leave aiortc untouched)
+DEFAULT: congestion.Kind = "bbr"
+
+_installed: str | None = None
+
+
+class IncompatibleAiortc(RuntimeError):
+    """aiortc is not the release this layer was written for."""
+
+
+def source_digest(function: Callable[..., Any]) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+
+
+def check(version: str, functions: dict[str, Callable[..., Any]]) -> None:
+    """Raise unless `version` and the source of each of `functions` are the pinned ones."""
+    if version != AIORTC_VERSION:
+        raise IncompatibleAiortc(
+            f"fileshare.sctp was written for aiortc {AIORTC_VERSION}, found {version}"
+        )
+    changed = [
+        name for name, pinned in PINNED_SOURCES.items() if source_digest(functions[name]) != pinned
+    ]
+    if changed:
+        raise IncompatibleAiortc(
+            f"aiortc {version}'s RTCSctpTransport changed underneath: {', '.join(changed)}"
+        )
+
+
+def install(kind: str | None = None) -> str:
+    """Patch RTCSctpTransport with `kind` (default: $FILESHARE_CONGESTION, else bbr)."""
+    global _installed
+    chosen = kind or os.environ.get(ENV) or DEFAULT
+    if chosen not in ("reno", "bbr", "stock"):
+        raise ValueError(f"{ENV} must be reno, bbr or stock, not {chosen!r}")
+    if _installed is not None:
+        if _installed != chosen:
+            raise RuntimeError(f"fileshare.sctp is installed as {_installed}, not {chosen}")
+        return chosen
+    if chosen == "stock":
+        _installed = chosen
+        return chosen
+    originals = {name: getattr(RTCSctpTransport, name) for name in PINNED_SOURCES}
+    check(aiortc.__version__, originals)
+    association.ORIGINALS.update(originals)
+    RTCSctpTransport.__init__ = association.make_init(originals["__init__"], chosen)  # type: ignore[method-assign,arg-type]
+    for name, replacement in association.REPLACEMENTS.items():
+        setattr(RTCSctpTransport, name, replacement)
+    _installed = chosen
+    return chosen

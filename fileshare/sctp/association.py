@@ -1,0 +1,379 @@
+"""The methods this layer gives aiortc's `RTCSctpTransport`: the same association, with
+- the sender's congestion control behind `congestion.Controller` (Reno or BBR) and paced;
+- SACK handling that costs what changed (new gap blocks, holes), not the whole window;
+- fast retransmit only for chunks sent before a chunk the peer has since acknowledged, so a
+  retransmission in flight is not sent again and again while older SACKs arrive;
+- a receiver that SACKs every second packet or after `SACK_DELAY` (RFC 9260 6.2), at once
+  while gaps or duplicates exist (6.7);
+- a receiver that reassembles a message only when a chunk can have completed one.
+Everything on the wire stays RFC 9260 SCTP; what is changed is each side's own timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiortc import rtcsctptransport as stock
+from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, SackChunk
+from aiortc.utils import uint32_gt, uint32_gte
+
+from fileshare.sctp import congestion
+
+SACK_DELAY = 0.02  # seconds; RFC 9260 6.2 allows up to 200 ms (500 ms at most)
+SACK_EVERY = 2  # packets with DATA per SACK
+MISSES_TO_RETRANSMIT = 3
+TSN_MODULO = 2**32
+
+Transport = Any  # an RTCSctpTransport with this layer's attributes (aiortc has no stubs for them)
+
+
+def gap_ranges(gaps: list[tuple[int, int]], shift: int, size: int) -> list[tuple[int, int]]:
+    """Gap Ack Blocks (offsets from the cumulative TSN) as sorted, disjoint, inclusive index
+    ranges into a sent queue of `size` chunks whose first chunk is `shift` past the cumulative
+    TSN. A peer's blocks may overlap, be unsorted or point past what was sent: all are clipped."""
+    ranges: list[tuple[int, int]] = []
+    for start, end in sorted(gaps):
+        first, last = max(start - shift, 0), min(end - shift, size - 1)
+        if first > last:
+            continue
+        if ranges and first <= ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], last))
+        else:
+            ranges.append((first, last))
+    return ranges
+
+
+def subtract(ranges: list[tuple[int, int]], known: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of `ranges` outside `known` (both sorted, disjoint, inclusive)."""
+    out: list[tuple[int, int]] = []
+    k = 0
+    for first, last in ranges:
+        while k < len(known) and known[k][1] < first:
+            k += 1
+        cursor, j = first, k
+        while j < len(known) and known[j][0] <= last:
+            if known[j][0] > cursor:
+                out.append((cursor, known[j][0] - 1))
+            cursor = max(cursor, known[j][1] + 1)
+            j += 1
+        if cursor <= last:
+            out.append((cursor, last))
+    return out
+
+
+def holes(ranges: list[tuple[int, int]], upto: int) -> list[tuple[int, int]]:
+    """Index ranges from 0 to `upto` (inclusive) that `ranges` do not cover."""
+    out: list[tuple[int, int]] = []
+    cursor = 0
+    for first, last in ranges:
+        if first > upto:
+            break
+        if first > cursor:
+            out.append((cursor, first - 1))
+        cursor = last + 1
+    if cursor <= upto:
+        out.append((cursor, upto))
+    return out
+
+
+def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[..., None]:
+    def __init__(self: Transport, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._cc = congestion.controller(kind)
+        self._cwnd = self._cc.cwnd
+        self._pacer = congestion.Pacer()
+        self._pace_handle = None
+        self._gap_acked = []  # the previous SACK's gap blocks, as (first, last) TSNs
+        self._sack_packets = 0
+        self._sack_handle = None
+
+    return __init__
+
+
+def _mark_received(self: Transport, tsn: int) -> bool:
+    """Stock semantics at a cost proportional to what changed: stock aiortc sorts and filters
+    every TSN held out of order on each packet, which under loss (hundreds held for a round
+    trip) made the receiver the bottleneck."""
+    misordered: set[int] = self._sack_misordered
+    if uint32_gte(self._last_received_tsn, tsn) or tsn in misordered:
+        self._sack_duplicates.append(tsn)
+        return True
+    last = self._last_received_tsn
+    if tsn != (last + 1) % TSN_MODULO:
+        misordered.add(tsn)
+        return False
+    last = tsn
+    while misordered:
+        following = (last + 1) % TSN_MODULO
+        if following not in misordered:
+            break
+        misordered.discard(following)
+        last = following
+    self._last_received_tsn = last
+    if self._sack_duplicates:  # as stock: only those above the cumulative TSN are kept
+        self._sack_duplicates = [t for t in self._sack_duplicates if uint32_gt(t, last)]
+    return False
+
+
+async def _receive_data_chunk(self: Transport, chunk: DataChunk) -> None:
+    """Stock logic, but reassembly is scanned only when this chunk can complete a message: a
+    chunk that lands after all others and is not a message's last fragment completes none."""
+    self._sack_needed = True
+    if self._mark_received(chunk.tsn):
+        return
+    stream = self._get_inbound_stream(chunk.stream_id)
+    appended = not stream.reassembly or uint32_gt(chunk.tsn, stream.reassembly[-1].tsn)
+    stream.add_chunk(chunk)
+    self._advertised_rwnd -= len(chunk.user_data)
+    if not appended or chunk.flags & stock.SCTP_DATA_LAST_FRAG:
+        for message in stream.pop_messages():
+            self._advertised_rwnd += len(message[2])
+            await self._receive(*message)
+    await self._reset_deferred_streams()
+
+
+async def _send_sack(self: Transport) -> None:
+    """Called by the stock `_handle_data` after each packet that needs a SACK: SACK now, or
+    arm the delayed-SACK timer. The SACK is stock aiortc's, its gap blocks made cheaper."""
+    self._sack_packets += 1
+    urgent = (
+        self._sack_packets >= SACK_EVERY
+        or self._sack_misordered
+        or self._sack_duplicates
+        or self._association_state != RTCSctpTransport.State.ESTABLISHED
+    )
+    if urgent:
+        await _sack_now(self)
+    elif self._sack_handle is None:
+        self._sack_handle = self._loop.call_later(SACK_DELAY, _sack_timer, self)
+
+
+async def _sack_now(self: Transport) -> None:
+    if self._sack_handle is not None:
+        self._sack_handle.cancel()
+        self._sack_handle = None
+    self._sack_packets = 0
+    sack = SackChunk()
+    sack.cumulative_tsn = self._last_received_tsn
+    sack.advertised_rwnd = max(0, self._advertised_rwnd)
+    sack.duplicates = self._sack_duplicates[:]
+    sack.gaps = gap_blocks(self._last_received_tsn, self._sack_misordered)
+    await self._send_chunk(sack)
+    self._sack_duplicates.clear()
+    self._sack_needed = False
+
+
+def gap_blocks(cumulative: int, held: set[int]) -> list[tuple[int, int]]:
+    """Gap Ack Blocks (offsets from `cumulative`) for the TSNs `held` above it: one sort
+    in C and one pass, where stock aiortc called a helper per TSN."""
+    blocks: list[list[int]] = []
+    for offset in sorted((tsn - cumulative) % TSN_MODULO for tsn in held):
+        if blocks and offset == blocks[-1][1] + 1:
+            blocks[-1][1] = offset
+        else:
+            blocks.append([offset, offset])
+    return [(first, last) for first, last in blocks]
+
+
+def _sack_timer(self: Transport) -> None:
+    self._sack_handle = None
+    if self._sack_needed and self._association_state == RTCSctpTransport.State.ESTABLISHED:
+        _background(_sack_now(self))
+
+
+async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
+    """RFC 9260 6.2.1 / 7.2.4, with work proportional to what the SACK changed."""
+    if uint32_gt(self._last_sacked_tsn, chunk.cumulative_tsn):
+        return
+    now = self._loop.time()
+    cc: congestion.Controller = self._cc
+    self._last_sacked_tsn = chunk.cumulative_tsn
+    cwnd_full = self._flight_size >= self._cwnd
+    queue = self._sent_queue
+    done = done_bytes = 0
+    newest: DataChunk | None = None  # the latest sent of the chunks newly acknowledged
+    newest_time = -1.0
+
+    def acked(schunk: DataChunk) -> None:
+        nonlocal done_bytes, newest, newest_time
+        if not schunk._acked:
+            done_bytes += schunk._book_size
+            if schunk._sent_time is not None and schunk._sent_time >= newest_time:
+                newest, newest_time = schunk, schunk._sent_time
+        self._flight_size_decrease(schunk)
+
+    while queue and uint32_gte(chunk.cumulative_tsn, queue[0].tsn):
+        schunk = queue.popleft()
+        done += 1
+        acked(schunk)
+
+    loss = False
+    lost_bytes = 0
+    if chunk.gaps and queue:
+        shift = (queue[0].tsn - chunk.cumulative_tsn) % TSN_MODULO
+        ranges = gap_ranges(chunk.gaps, shift, len(queue))
+        base = queue[0].tsn
+        known = [
+            ((first - base) % TSN_MODULO, (last - base) % TSN_MODULO)
+            for first, last in self._gap_acked
+            if not uint32_gt(base, last)
+        ]
+        known = [(0 if first >= 2**31 else first, last) for first, last in known]
+        for first, last in subtract(ranges, known):
+            for index in range(first, last + 1):
+                schunk = queue[index]
+                acked(schunk)
+                schunk._acked = True
+                schunk._retransmit = False
+        self._gap_acked = [
+            ((base + first) % TSN_MODULO, (base + last) % TSN_MODULO) for first, last in ranges
+        ]
+        if newest is not None and ranges:
+            for first, last in holes(ranges, ranges[-1][1]):
+                for index in range(first, last + 1):
+                    schunk = queue[index]
+                    if schunk._retransmit or (schunk._sent_time or 0.0) >= newest_time:
+                        continue  # pending already, or sent after what was acknowledged
+                    schunk._misses += 1
+                    if schunk._misses >= MISSES_TO_RETRANSMIT:
+                        schunk._misses = 0
+                        if not self._maybe_abandon(schunk):
+                            schunk._retransmit = True
+                        schunk._acked = False
+                        self._flight_size_decrease(schunk)
+                        lost_bytes += schunk._book_size
+                        loss = True
+    else:
+        self._gap_acked = []
+
+    rtt = None
+    if newest is not None and newest._sent_count == 1:
+        rtt = now - newest_time
+        self._update_rto(rtt)
+    in_recovery = self._fast_recovery_exit is not None
+    cc.on_ack(
+        congestion.Ack(
+            now=now,
+            acked_bytes=done_bytes,
+            rtt=rtt,
+            flight_size=self._flight_size,
+            cwnd_full=cwnd_full,
+            in_recovery=in_recovery,
+            newest=getattr(newest, "_cc_stamp", None),
+        )
+    )
+    if loss:
+        cc.on_loss(now, lost_bytes, new_recovery=not in_recovery)
+        if not in_recovery:
+            self._fast_recovery_exit = queue[-1].tsn
+            self._fast_recovery_transmit = True
+    elif in_recovery and uint32_gte(chunk.cumulative_tsn, self._fast_recovery_exit):
+        self._fast_recovery_exit = None
+    self._cwnd = cc.cwnd
+
+    if not queue:
+        self._t3_cancel()
+    elif done:
+        self._t3_restart()
+    self._update_advanced_peer_ack_point()
+    await self._data_channel_flush()
+    await self._transmit()
+
+
+async def _transmit(self: Transport) -> None:
+    """Stock `_transmit` with the controller's window, pacing and delivery stamps."""
+    if self._forward_tsn_chunk is not None:
+        await self._send_chunk(self._forward_tsn_chunk)
+        self._forward_tsn_chunk = None
+        if not self._t3_handle:
+            self._t3_start()
+    cc: congestion.Controller = self._cc
+    now = self._loop.time()
+    rate = cc.pacing_rate()
+    allowance = self._pacer.allowance(now, rate)
+    cwnd = self._cwnd = cc.cwnd
+    if rate is None:  # unpaced: stock aiortc's burst limit (RFC 9260 7.2.1 Max.Burst)
+        burst = (2 if self._fast_recovery_exit is not None else 4) * stock.USERDATA_MAX_LENGTH
+        cwnd = min(self._flight_size + burst, cwnd)
+
+    retransmit_earliest = True
+    for schunk in self._sent_queue:
+        if schunk._retransmit:
+            if self._fast_recovery_transmit:
+                self._fast_recovery_transmit = False
+            elif self._flight_size >= cwnd:
+                return
+            elif allowance <= 0:
+                _pace_later(self, rate)
+                return
+            self._flight_size_increase(schunk)
+            schunk._misses = 0
+            schunk._retransmit = False
+            schunk._sent_count += 1
+            schunk._sent_time = now
+            schunk._cc_stamp = cc.stamp(now, False)
+            allowance -= schunk._book_size
+            self._pacer.spend(schunk._book_size)
+            await self._send_chunk(schunk)
+            if retransmit_earliest:
+                self._t3_restart()
+        retransmit_earliest = False
+
+    outbound = self._outbound_queue
+    while outbound and self._flight_size < cwnd:
+        if allowance <= 0:
+            _pace_later(self, rate)
+            return
+        schunk = outbound.popleft()
+        self._sent_queue.append(schunk)
+        self._flight_size_increase(schunk)
+        schunk._sent_count += 1
+        schunk._sent_time = now
+        schunk._cc_stamp = cc.stamp(now, not outbound)
+        allowance -= schunk._book_size
+        self._pacer.spend(schunk._book_size)
+        await self._send_chunk(schunk)
+        if not self._t3_handle:
+            self._t3_start()
+
+
+def _pace_later(self: Transport, rate: float | None) -> None:
+    if self._pace_handle is None and rate:
+        self._pace_handle = self._loop.call_later(self._pacer.wait(rate), _pace_wake, self)
+
+
+def _pace_wake(self: Transport) -> None:
+    self._pace_handle = None
+    if self._association_state == RTCSctpTransport.State.ESTABLISHED:
+        _background(self._transmit())
+
+
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` from a timer callback, holding a reference until it is done."""
+    task = asyncio.ensure_future(work)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+def _t3_expired(self: Transport) -> None:
+    ORIGINALS["_t3_expired"](self)  # marks everything for retransmission, resets the window
+    self._cc.on_timeout(self._loop.time())
+    self._cwnd = self._cc.cwnd
+
+
+ORIGINALS: dict[str, Callable[..., Any]] = {}
+
+# The functions this layer replaces (or wraps), each by its name on RTCSctpTransport.
+REPLACEMENTS: dict[str, Callable[..., Awaitable[None] | bool | None]] = {
+    "_mark_received": _mark_received,
+    "_receive_data_chunk": _receive_data_chunk,
+    "_send_sack": _send_sack,
+    "_receive_sack_chunk": _receive_sack_chunk,
+    "_transmit": _transmit,
+    "_t3_expired": _t3_expired,
+}

@@ -1,0 +1,342 @@
+"""Congestion control for the SCTP sender, sans I/O: the association feeds it sends, SACKs,
+losses and timeouts with their times, and reads back a congestion window and a pacing rate.
+
+Two controllers behind one interface:
+- `Reno`: RFC 9260 section 7.2 as stock aiortc does it (slow start, congestion avoidance,
+  halving on fast retransmit, one packet after a timeout). Loss is the congestion signal.
+- `Bbr`: a model of the path (bottleneck bandwidth from delivery-rate samples, minimum RTT)
+  in the manner of BBR v1: it paces at gain x bandwidth and caps the flight at gain x BDP.
+  A random loss does not shrink it; only loss sustained over several round trips lowers the
+  bandwidth estimate (a path that drops a fifth of what it is offered is congested).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+MTU = 1172  # aiortc's USERDATA_MAX_LENGTH: user data per DATA chunk, the unit of cwnd
+INITIAL_CWND = 4 * MTU  # RFC 9260 7.2.1: min(4 MTU, max(2 MTU, 4404 bytes))
+
+Kind = Literal["reno", "bbr"]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What the sender knew when a chunk left: the base of a delivery-rate sample."""
+
+    delivered: int  # bytes acknowledged before this chunk was sent
+    delivered_time: float  # when that count last grew
+    first_sent_time: float  # when the latest acknowledged chunk had been sent
+    sent_time: float  # when this chunk was sent
+    app_limited: bool  # the sender had nothing more to send then
+
+
+@dataclass(frozen=True)
+class Ack:
+    now: float
+    acked_bytes: int  # newly acknowledged (cumulatively or in gap blocks)
+    rtt: float | None  # from a chunk sent once (Karn's rule)
+    flight_size: int  # bytes outstanding after this SACK
+    cwnd_full: bool  # the flight filled the window before this SACK
+    in_recovery: bool  # a fast recovery is under way
+    newest: Stamp | None  # the stamp of the latest-sent chunk this SACK acknowledged
+
+
+class Controller(Protocol):
+    cwnd: int
+
+    def pacing_rate(self) -> float | None:
+        """Bytes per second to pace at, or None to send as the window opens."""
+
+    def stamp(self, now: float, app_limited: bool) -> Stamp: ...
+
+    def on_ack(self, ack: Ack) -> None: ...
+
+    def on_loss(self, now: float, lost_bytes: int, new_recovery: bool) -> None:
+        """Chunks missed three times; `new_recovery` for the first loss of a recovery."""
+
+    def on_timeout(self, now: float) -> None:
+        """T3-rtx expired: everything outstanding is to be sent again."""
+
+
+class Reno:
+    """Stock aiortc's behaviour, kept as the reference and the conservative choice."""
+
+    def __init__(self, ssthresh: int = 2**20) -> None:
+        self.cwnd = INITIAL_CWND
+        self.ssthresh = ssthresh
+        self._partial_bytes_acked = 0
+        self._delivered = 0
+
+    def pacing_rate(self) -> float | None:
+        return None
+
+    def stamp(self, now: float, app_limited: bool) -> Stamp:
+        return Stamp(self._delivered, 0.0, 0.0, now, app_limited)
+
+    def on_ack(self, ack: Ack) -> None:
+        self._delivered += ack.acked_bytes
+        if ack.in_recovery or not ack.acked_bytes or not ack.cwnd_full:
+            return
+        if self.cwnd <= self.ssthresh:
+            # slow start; L = 2 (RFC 9260 7.2.1) since the receiver may SACK every 2nd packet
+            self.cwnd += min(ack.acked_bytes, 2 * MTU)
+        else:
+            self._partial_bytes_acked += ack.acked_bytes
+            if self._partial_bytes_acked >= self.cwnd:
+                self._partial_bytes_acked -= self.cwnd
+                self.cwnd += MTU
+
+    def on_loss(self, now: float, lost_bytes: int, new_recovery: bool) -> None:
+        if not new_recovery:
+            return
+        self.ssthresh = max(self.cwnd // 2, 4 * MTU)
+        self.cwnd = self.ssthresh
+        self._partial_bytes_acked = 0
+
+    def on_timeout(self, now: float) -> None:
+        self.ssthresh = max(self.cwnd // 2, 4 * MTU)
+        self.cwnd = MTU
+        self._partial_bytes_acked = 0
+
+
+class WindowedMax:
+    """The largest value seen over the last `span` rounds."""
+
+    def __init__(self, span: int) -> None:
+        self.span = span
+        self._samples: deque[tuple[int, float]] = deque()  # (round, value), values decreasing
+
+    def update(self, round_count: int, value: float) -> None:
+        while self._samples and self._samples[-1][1] <= value:
+            self._samples.pop()
+        self._samples.append((round_count, value))
+        while self._samples[0][0] <= round_count - self.span:
+            self._samples.popleft()
+
+    def scale(self, factor: float) -> None:
+        self._samples = deque((r, v * factor) for r, v in self._samples)
+
+    def reset(self) -> None:
+        self._samples.clear()
+
+    @property
+    def value(self) -> float:
+        return self._samples[0][1] if self._samples else 0.0
+
+
+STARTUP_GAIN = 2.885  # 2/ln 2: doubles the delivery rate each round
+PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+CWND_GAIN = 2.0
+BW_WINDOW_ROUNDS = 10
+MIN_RTT_WINDOW = 10.0  # seconds
+PROBE_RTT_TIME = 0.2
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+LOSS_THRESHOLD = 0.2  # a round losing more than this fraction is congested ...
+LOSS_ROUNDS = 2  # ... when it happens this many rounds in a row
+LOSS_BACKOFF = 0.85
+MIN_CWND = 4 * MTU
+# The round trip the window is sized for is never taken below this: a userspace sender's acks
+# arrive in bursts of event-loop latency, so on a near-zero-delay path a window of 2 x (bw x
+# min RTT) starves the pipe while the bandwidth estimate can never grow.
+RTT_FLOOR = 0.01
+
+Mode = Literal["startup", "drain", "probe_bw", "probe_rtt"]
+
+
+class Bbr:
+    """A BBR-style model: see the module docstring."""
+
+    def __init__(self) -> None:
+        self.cwnd = INITIAL_CWND
+        self.mode: Mode = "startup"
+        self.min_rtt: float | None = None
+        self._min_rtt_stamp = 0.0
+        self._bw = WindowedMax(BW_WINDOW_ROUNDS)
+        self._delivered = 0
+        self._delivered_time = 0.0
+        self._round = 0
+        self._next_round_delivered = 0
+        self._full_bw = 0.0
+        self._full_bw_rounds = 0
+        self._cycle = 0
+        self._cycle_stamp = 0.0
+        self._probe_rtt_done: float | None = None
+        self._prior_cwnd = 0
+        self._round_acked = 0
+        self._round_lost = 0
+        self._lossy_rounds = 0
+        self._flight = 0
+        self._first_sent_time = 0.0
+
+    @property
+    def bandwidth(self) -> float:
+        """Bottleneck bandwidth estimate, bytes per second."""
+        return self._bw.value
+
+    @property
+    def filled_pipe(self) -> bool:
+        return self.mode != "startup"
+
+    def bdp(self) -> int:
+        if self.min_rtt is None or not self.bandwidth:
+            return INITIAL_CWND
+        return int(self.bandwidth * max(self.min_rtt, RTT_FLOOR))
+
+    def _pacing_gain(self) -> float:
+        if self.mode == "startup":
+            return STARTUP_GAIN
+        if self.mode == "drain":
+            return 1 / STARTUP_GAIN
+        if self.mode == "probe_bw":
+            return PROBE_GAINS[self._cycle]
+        return 1.0
+
+    def pacing_rate(self) -> float | None:
+        if not self.bandwidth:
+            if self.min_rtt is None:
+                return None  # nothing known yet: the initial window goes out at once
+            return STARTUP_GAIN * self.cwnd / max(self.min_rtt, 1e-3)
+        return self._pacing_gain() * self.bandwidth
+
+    def stamp(self, now: float, app_limited: bool) -> Stamp:
+        return Stamp(self._delivered, self._delivered_time, self._first_sent_time, now, app_limited)
+
+    def on_ack(self, ack: Ack) -> None:
+        now = ack.now
+        self._flight = ack.flight_size
+        if not self._delivered_time:
+            self._delivered_time = now
+        self._delivered += ack.acked_bytes
+        self._round_acked += ack.acked_bytes
+        round_start = False
+        if ack.newest is not None and ack.newest.delivered >= self._next_round_delivered:
+            self._next_round_delivered = self._delivered
+            self._round += 1
+            round_start = True
+        if ack.acked_bytes:
+            if ack.newest is not None:
+                self._sample(ack.newest, now)
+                self._first_sent_time = ack.newest.sent_time
+            self._delivered_time = now
+        if ack.rtt is not None and ack.rtt > 0:
+            expired = now - self._min_rtt_stamp > MIN_RTT_WINDOW
+            if self.min_rtt is None or ack.rtt <= self.min_rtt or expired:
+                if expired and self.min_rtt is not None and self.mode != "probe_rtt":
+                    self._enter_probe_rtt(now)
+                self.min_rtt = ack.rtt
+                self._min_rtt_stamp = now
+        if round_start:
+            self._end_round()
+        self._update_mode(now)
+        self._update_cwnd(ack.acked_bytes)
+
+    def _sample(self, newest: Stamp, now: float) -> None:
+        """A delivery-rate sample over the longer of the send and the ack intervals (so acks
+        that bunch up cannot make the path look faster than the sender was), kept when it
+        spans at least a minimum RTT (BBR's rule against short, noisy samples)."""
+        if not newest.delivered_time or not newest.first_sent_time:
+            return
+        interval = max(now - newest.delivered_time, newest.sent_time - newest.first_sent_time)
+        if interval <= 0 or (self.min_rtt is not None and interval < self.min_rtt):
+            return
+        rate = (self._delivered - newest.delivered) / interval
+        if not newest.app_limited or rate >= self.bandwidth:
+            self._bw.update(self._round, rate)
+
+    def _end_round(self) -> None:
+        sent = self._round_acked + self._round_lost
+        if sent and self._round_lost / sent > LOSS_THRESHOLD:
+            self._lossy_rounds += 1
+            if self._lossy_rounds >= LOSS_ROUNDS:
+                # sustained heavy loss: the path is congested, not merely lossy
+                self._bw.scale(LOSS_BACKOFF)
+                if self.mode == "startup":
+                    self.mode = "drain"
+                self._lossy_rounds = 0
+        else:
+            self._lossy_rounds = 0
+        self._round_acked = self._round_lost = 0
+        if self.mode == "startup" and self.bandwidth:
+            if self.bandwidth >= self._full_bw * FULL_BW_GROWTH:
+                self._full_bw = self.bandwidth
+                self._full_bw_rounds = 0
+            else:
+                self._full_bw_rounds += 1
+                if self._full_bw_rounds >= FULL_BW_ROUNDS:
+                    self.mode = "drain"
+
+    def _update_mode(self, now: float) -> None:
+        if self.mode == "drain" and self._flight <= self.bdp():
+            self.mode = "probe_bw"
+            self._cycle, self._cycle_stamp = 2, now
+        elif self.mode == "probe_bw" and self.min_rtt is not None:
+            if now - self._cycle_stamp > self.min_rtt:
+                self._cycle = (self._cycle + 1) % len(PROBE_GAINS)
+                self._cycle_stamp = now
+        elif self.mode == "probe_rtt" and now >= (self._probe_rtt_done or now):
+            self._min_rtt_stamp = now
+            self.mode = "probe_bw" if self._full_bw_rounds >= FULL_BW_ROUNDS else "startup"
+            self._cycle, self._cycle_stamp = 2, now
+            self.cwnd = max(self.cwnd, self._prior_cwnd)
+            self._probe_rtt_done = None
+
+    def _enter_probe_rtt(self, now: float) -> None:
+        self.mode = "probe_rtt"
+        self._prior_cwnd = self.cwnd
+        self._probe_rtt_done = now + max(PROBE_RTT_TIME, self.min_rtt or 0.0)
+
+    def _update_cwnd(self, acked: int) -> None:
+        if self.mode == "probe_rtt":
+            self.cwnd = MIN_CWND
+            return
+        gain = STARTUP_GAIN if self.mode in ("startup", "drain") else CWND_GAIN
+        target = int(gain * self.bdp()) + 3 * MTU
+        if self.filled_pipe:
+            self.cwnd = min(self.cwnd + acked, target)
+        elif self.cwnd < target or not self.bandwidth:
+            self.cwnd += acked
+        self.cwnd = max(self.cwnd, MIN_CWND)
+
+    def on_loss(self, now: float, lost_bytes: int, new_recovery: bool) -> None:
+        self._round_lost += lost_bytes
+
+    def on_timeout(self, now: float) -> None:
+        # everything outstanding is presumed lost: restart from a small window, keep the model
+        self._round_lost += self._flight
+        self.cwnd = MIN_CWND
+
+
+def controller(kind: Kind) -> Controller:
+    return Bbr() if kind == "bbr" else Reno()
+
+
+class Pacer:
+    """A token bucket in bytes: `allowance(now, rate)` is what may leave now; sends spend it.
+    The bucket holds a couple of milliseconds' worth so one timer wakes the sender per burst,
+    not per packet."""
+
+    QUANTUM = 0.02  # seconds of sending per burst: a busy event loop wakes late
+    MIN_BURST = 2 * MTU
+
+    def __init__(self) -> None:
+        self._tokens = 0.0
+        self._last = 0.0
+
+    def allowance(self, now: float, rate: float | None) -> float:
+        if rate is None:
+            return float("inf")
+        depth = max(rate * self.QUANTUM, self.MIN_BURST)
+        self._tokens = min(depth, self._tokens + (now - self._last) * rate)
+        self._last = now
+        return self._tokens
+
+    def spend(self, size: int) -> None:
+        self._tokens -= size
+
+    def wait(self, rate: float) -> float:
+        """Seconds until one packet's worth of tokens is back."""
+        return max(0.0, (min(MTU, self.MIN_BURST) - self._tokens) / rate)

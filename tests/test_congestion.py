@@ -1,0 +1,209 @@
+"""The congestion controllers and the SACK bookkeeping, sans I/O: events and times are fed in,
+windows and rates read out. A small discrete path model (a bottleneck with a rate, a delay and
+random loss) drives the controllers the way an association would."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from fileshare.sctp import association
+from fileshare.sctp.congestion import (
+    INITIAL_CWND,
+    MIN_CWND,
+    MTU,
+    RTT_FLOOR,
+    Ack,
+    Bbr,
+    Controller,
+    Pacer,
+    Reno,
+)
+
+
+def ack(now: float, acked: int, **fields: object) -> Ack:
+    values: dict[str, object] = {
+        "rtt": None,
+        "flight_size": 0,
+        "cwnd_full": True,
+        "in_recovery": False,
+        "newest": None,
+    }
+    values.update(fields)
+    return Ack(now=now, acked_bytes=acked, **values)  # type: ignore[arg-type]
+
+
+def test_reno_is_stock_aiortc_slow_start_avoidance_and_halving() -> None:
+    reno = Reno(ssthresh=10 * MTU)
+    assert reno.cwnd == INITIAL_CWND and reno.pacing_rate() is None
+    reno.on_ack(ack(0.1, 2 * MTU))
+    assert reno.cwnd == INITIAL_CWND + 2 * MTU  # slow start, L = 2
+    reno.on_ack(ack(0.2, 2 * MTU, cwnd_full=False))
+    assert reno.cwnd == INITIAL_CWND + 2 * MTU  # an unfilled window does not grow
+    reno.cwnd = 20 * MTU
+    for _ in range(20):
+        reno.on_ack(ack(0.3, MTU))
+    assert reno.cwnd == 21 * MTU  # one MTU per window acknowledged
+    reno.on_loss(0.4, MTU, new_recovery=True)
+    assert reno.cwnd == reno.ssthresh == 21 * MTU // 2
+    reno.on_loss(0.4, MTU, new_recovery=False)  # the same recovery: no second cut
+    assert reno.cwnd == 21 * MTU // 2
+    reno.on_timeout(0.5)
+    assert reno.cwnd == MTU
+
+
+@dataclass(order=True)
+class _Event:
+    time: float
+    seq: int
+    size: int = field(compare=False)
+    sent_time: float = field(compare=False)
+    stamp: object = field(compare=False)
+    sent_once: bool = field(compare=False)
+
+
+def simulate(
+    cc: Controller, rate: float, rtt: float, loss: float, seconds: float, seed: int = 1
+) -> float:
+    """Goodput (bytes/s) of an always-backlogged sender over a path with a bottleneck of
+    `rate` bytes/s, a round trip of `rtt` and `loss` random drops; losses are detected one
+    RTT later and resent. A 1 ms clock drives sending; acks come back as events."""
+    rng = random.Random(seed)
+    pacer = Pacer()
+    now, flight, delivered, seq, link_free = 0.0, 0, 0, 0, 0.0
+    in_transit: list[_Event] = []
+    lost: list[tuple[float, int]] = []
+    recovery_until = -1.0
+    tick = 0.001
+    while now < seconds:
+        while in_transit and in_transit[0].time <= now:
+            event = heapq.heappop(in_transit)
+            flight -= event.size
+            delivered += event.size
+            cc.on_ack(
+                Ack(
+                    now=event.time,
+                    acked_bytes=event.size,
+                    rtt=event.time - event.sent_time if event.sent_once else None,
+                    flight_size=flight,
+                    cwnd_full=flight + event.size >= cc.cwnd - MTU,
+                    in_recovery=event.time < recovery_until,
+                    newest=event.stamp,  # type: ignore[arg-type]
+                )
+            )
+        while lost and lost[0][0] <= now:
+            _, size = lost.pop(0)
+            flight -= size
+            cc.on_loss(now, size, new_recovery=now >= recovery_until)
+            recovery_until = max(recovery_until, now + rtt)
+        allowance = pacer.allowance(now, cc.pacing_rate())
+        while flight + MTU <= cc.cwnd and allowance > 0:
+            seq += 1
+            flight += MTU
+            allowance -= MTU
+            pacer.spend(MTU)
+            link_free = max(link_free, now) + MTU / rate  # serialised at the bottleneck
+            if rng.random() < loss:
+                lost.append((now + rtt + 0.005, MTU))
+                continue
+            stamp = cc.stamp(now, False)
+            heapq.heappush(in_transit, _Event(link_free + rtt, seq, MTU, now, stamp, True))
+        now += tick
+    return delivered / seconds
+
+
+RATE = 20e6 / 8  # 20 Mbit/s in bytes/s
+
+
+def test_bbr_learns_the_bottleneck_and_the_rtt() -> None:
+    bbr = Bbr()
+    goodput = simulate(bbr, RATE, 0.08, 0.0, 10)
+    assert bbr.mode == "probe_bw"
+    assert 0.8 * RATE < bbr.bandwidth < 1.3 * RATE
+    assert bbr.min_rtt is not None and 0.08 <= bbr.min_rtt < 0.1
+    assert bbr.cwnd <= 2 * bbr.bandwidth * bbr.min_rtt + 4 * MTU  # gain x BDP, not a full queue
+    assert goodput > 0.8 * RATE
+
+
+@pytest.mark.parametrize("loss", [0.005, 0.01, 0.03])
+def test_bbr_keeps_the_link_under_random_loss_where_reno_collapses(loss: float) -> None:
+    bbr_goodput = simulate(Bbr(), RATE, 0.08, loss, 10)
+    reno_goodput = simulate(Reno(), RATE, 0.08, loss, 10)
+    assert bbr_goodput > 0.75 * RATE
+    assert reno_goodput < 0.5 * bbr_goodput
+
+
+def test_bbr_backs_off_when_loss_is_sustained() -> None:
+    bbr = Bbr()
+    simulate(bbr, RATE, 0.04, 0.0, 3)
+    before = bbr.bandwidth
+    simulate(bbr, RATE, 0.04, 0.4, 3)  # a path dropping 40 %: congestion, not noise
+    assert bbr.bandwidth < 0.9 * before
+
+
+def test_bbr_timeout_shrinks_the_window_but_keeps_the_model() -> None:
+    bbr = Bbr()
+    simulate(bbr, RATE, 0.04, 0.0, 3)
+    bandwidth = bbr.bandwidth
+    bbr.on_timeout(3.0)
+    assert bbr.cwnd == MIN_CWND and bbr.bandwidth == bandwidth
+
+
+def test_bbr_probes_rtt_after_ten_seconds_without_a_lower_sample() -> None:
+    bbr = Bbr()
+    simulate(bbr, RATE, 0.04, 0.0, 3)
+    stamp = bbr.stamp(13.9, False)
+    bbr.on_ack(ack(14.0, MTU, rtt=0.06, newest=stamp))
+    assert mode(bbr) == "probe_rtt" and bbr.cwnd == MIN_CWND
+    bbr.on_ack(ack(14.5, MTU, rtt=0.06, newest=bbr.stamp(14.4, False)))
+    assert mode(bbr) in ("probe_bw", "startup") and bbr.cwnd > MIN_CWND
+
+
+def mode(bbr: Bbr) -> str:
+    return bbr.mode
+
+
+def test_pacer_releases_a_burst_then_waits() -> None:
+    pacer = Pacer()
+    assert pacer.allowance(0.0, None) == float("inf")
+    rate = 1e6
+    assert pacer.allowance(1.0, rate) == max(rate * Pacer.QUANTUM, Pacer.MIN_BURST)
+    pacer.spend(int(rate * Pacer.QUANTUM) + 5000)
+    assert pacer.allowance(1.0, rate) < 0
+    assert pacer.wait(rate) == pytest.approx((MTU - pacer.allowance(1.0, rate)) / rate)
+    assert pacer.allowance(1.01, rate) > 0
+
+
+def test_gap_ranges_clip_sort_and_merge_hostile_blocks() -> None:
+    # the sent queue starts 1 past the cumulative TSN and holds 10 chunks
+    assert association.gap_ranges([(2, 3), (5, 6)], 1, 10) == [(1, 2), (4, 5)]
+    assert association.gap_ranges([(5, 6), (2, 3)], 1, 10) == [(1, 2), (4, 5)]  # unsorted
+    assert association.gap_ranges([(2, 6), (4, 8)], 1, 10) == [(1, 7)]  # overlapping
+    assert association.gap_ranges([(9, 60000)], 1, 10) == [(8, 9)]  # past what was sent
+    assert association.gap_ranges([(7, 3)], 1, 10) == []  # inverted
+    many = [(i, i) for i in range(2, 70000, 2)]
+    assert len(association.gap_ranges(many, 1, 10)) == 5  # bounded by the queue
+
+
+def test_subtract_and_holes() -> None:
+    assert association.subtract([(0, 9)], [(2, 3), (6, 6)]) == [(0, 1), (4, 5), (7, 9)]
+    assert association.subtract([(4, 5), (8, 9)], [(0, 4), (9, 20)]) == [(5, 5), (8, 8)]
+    assert association.subtract([(1, 2)], []) == [(1, 2)]
+    assert association.holes([(2, 3), (6, 7)], 7) == [(0, 1), (4, 5)]
+    assert association.holes([(0, 3)], 3) == []
+
+
+def test_gap_blocks_from_held_tsns_across_the_wrap() -> None:
+    assert association.gap_blocks(100, set()) == []
+    assert association.gap_blocks(100, {102, 103, 105, 110, 104}) == [(2, 5), (10, 10)]
+    top = 2**32 - 1
+    assert association.gap_blocks(top - 1, {top, 1, 2}) == [(1, 1), (3, 4)]
+
+
+def test_bbr_window_on_a_near_zero_delay_path_allows_event_loop_latency() -> None:
+    bbr = Bbr()
+    simulate(bbr, RATE, 0.0005, 0.0, 3)
+    assert bbr.cwnd >= 2 * bbr.bandwidth * RTT_FLOOR
