@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump \
-	docker.io debootstrap dpkg-dev rsync openssh-client
+	docker.io debootstrap dpkg-dev rsync openssh-client redis-sentinel prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 

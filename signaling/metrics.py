@@ -43,5 +43,11 @@ class Metrics:
             registry=r,
         )
 
+        self.store_errors = Counter(
+            p + "store_errors",
+            "Operations that failed because the session store did not answer",
+            registry=r,
+        )
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -21,6 +21,7 @@ from typing import Final
 
 import msgspec
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from signaling import frames, handshake, schema, sessions
 from signaling.config import Config
@@ -263,7 +264,10 @@ class SignalingServer:
     async def _cleanup(self, conn: Connection) -> None:
         if conn.worker is not None:  # let it finish the message in hand
             await asyncio.wait([conn.worker])
-        await self._detach(conn, dropped=True)
+        try:
+            await self._detach(conn, dropped=True)
+        except RedisError as exc:  # the peer learns of the drop from the sweep instead
+            self._store_failed("the cleanup of " + conn.id, exc)
 
     def violation(self, conn: Connection, code: int, reason: str) -> None:
         self.metrics.rejections.labels(
@@ -299,6 +303,11 @@ class SignalingServer:
         finally:
             conn.inbox = conn.worker = None
 
+    def _store_failed(self, during: str, exc: RedisError) -> None:
+        """A store outage is counted and logged in one line (no traceback: it is not a bug)."""
+        self.metrics.store_errors.inc()
+        log.warning("session store unavailable during %s: %s", during, exc.__class__.__name__)
+
     def _refuse(self, conn: Connection, exc: ProtocolError) -> None:
         self.metrics.rejections.labels(exc.code.value).inc()
         self._send(conn, schema.error(exc.code, exc.message, exc.request_id))
@@ -332,6 +341,19 @@ class SignalingServer:
                 return
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages, slow down")
         msg = schema.decode_client(data, self.config.max_message_bytes)
+        try:
+            await self._dispatch(conn, msg, received_at)
+        except RedisError as exc:  # failing over: the client may retry in a moment
+            self._store_failed("connection " + conn.id, exc)
+            raise ProtocolError(
+                ErrorCode.STORE_UNAVAILABLE,
+                "the session store is unavailable, try again in a few seconds",
+                getattr(msg, "id", None),
+            ) from None
+
+    async def _dispatch(
+        self, conn: Connection, msg: schema.ClientMessage, received_at: float
+    ) -> None:
         match msg:
             case schema.Offer() | schema.Answer() | schema.IceCandidate() | schema.Signal():
                 await self._relay(conn, msg, received_at)
@@ -595,6 +617,8 @@ class SignalingServer:
             await asyncio.sleep(SWEEP_SECONDS)
             try:
                 await self.sweep(time.time())
+            except RedisError as exc:
+                self._store_failed("the session sweep", exc)
             except Exception:
                 log.exception("session sweep failed")
 
