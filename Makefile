@@ -40,6 +40,7 @@ lint: deps
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	cd ansible && ../$(VENV)/bin/ansible-lint
+	$(VENV)/bin/actionlint
 
 # ansible/site.yml deployed over SSH onto systemd containers (own dockerd, internal network),
 # proven (TLS front, STUN/TURN, a relay-only transfer), run again (no change) and torn down.
