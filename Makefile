@@ -59,7 +59,8 @@ loadtest: deps
 bench: deps
 	$(PY) -m fileshare.bench $(BENCH_ARGS)
 
-# Capacity of one instance (and three with redis) on this machine, against a bare echo server.
+# Capacity of one instance (and three with redis) on this machine, against a bare echo server;
+# then 1, 2 and 3 instances each under a CPU quota of its own (cgroup) and the 3 : 1 ratio.
 bench-signaling: deps
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
 

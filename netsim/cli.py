@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netsim import docker_host, matrix, shards
+from netsim import cpuquota, docker_host, matrix, shards
 from netsim.processes import find_program
 
 _OURS = re.compile(r"^fs(\d+)-")
@@ -43,6 +43,11 @@ def clean(dry_run: bool) -> int:
         print(f"{'would remove' if dry_run else 'removing'} namespace {name}")
         if not dry_run:
             subprocess.run([find_program("ip"), "netns", "delete", name], check=False)
+    for group in cpuquota.leftovers():  # CPU quota groups of benchmarks that died
+        print(f"{'would remove' if dry_run else 'removing'} cgroup {group}")
+        if not dry_run:
+            cpuquota.remove(group)
+        found.append(str(group))
     if docker_host.running():  # not started just for this: the next run's start cleans anyway
         with docker_host.engine() as client:
             dead = docker_host.remove_dead_runs(client, dry_run)
