@@ -43,6 +43,9 @@ class Metrics:
             registry=r,
         )
 
+        self.ready = Gauge(
+            p + "ready", "1 while /readyz would answer 200 (checked at each scrape)", registry=r
+        )
         self.store_errors = Counter(
             p + "store_errors",
             "Operations that failed because the session store did not answer",

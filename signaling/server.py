@@ -208,14 +208,20 @@ class SignalingServer:
     async def handle_healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "instance": self.config.instance_id})
 
-    async def handle_readyz(self, _: web.Request) -> web.Response:
+    async def readiness(self) -> str:
+        """ "ready", or why not (draining, the store unreachable)."""
         if self.draining:
-            return web.json_response({"status": "draining"}, status=503)
+            return "draining"
         if not await self.store.ping():
-            return web.json_response({"status": "store unreachable"}, status=503)
-        return web.json_response({"status": "ready"})
+            return "store unreachable"
+        return "ready"
+
+    async def handle_readyz(self, _: web.Request) -> web.Response:
+        status = await self.readiness()
+        return web.json_response({"status": status}, status=200 if status == "ready" else 503)
 
     async def handle_metrics(self, _: web.Request) -> web.Response:
+        self.metrics.ready.set(await self.readiness() == "ready")
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
