@@ -440,10 +440,11 @@ async def scale_out(args: argparse.Namespace) -> dict[str, Any]:
     """What N machines would carry, on this one: 1, 2 and 3 instances behind haproxy sharing
     one redis-server, each instance in a cgroup with a CPU quota of its own (haproxy, Redis and
     this generator outside the quotas; the servers on CPU 0, the generator on CPU 1). The setup
-    ladder climbs until relay p99 passes twice the target."""
+    ladder climbs until relay p99 passes twice the target. The sizes take turns for
+    `--scale-rounds` rounds (a shared machine's load drifts) and each keeps its best round."""
     quota = cpuquota.Quota(args.quota_cpus)
     out: dict[str, Any] = {"quota_cpus": quota.cpus, "period_ms": quota.period_us / 1000}
-    for count in SCALE_SIZES:
+    for count in [size for _ in range(args.scale_rounds) for size in SCALE_SIZES]:
         print(f"signaling, {count} instance(s) of {quota.cpus} CPU + redis + haproxy ...")
         os.sched_setaffinity(0, {SERVER_CPU})
         try:
@@ -470,12 +471,21 @@ async def scale_out(args: argparse.Namespace) -> dict[str, Any]:
                         )
                         if steps[-1].relay_p99_ms > 2 * P99_TARGET * 1000:
                             break
-                    out[str(count)] = ladder(steps) | {
+                    result = ladder(steps) | {
                         "throttled_s": sum(g.throttled_seconds() for g in groups)
                     }
+                    if _best_rate(result) >= _best_rate(out.get(str(count), {})):
+                        out[str(count)] = result
         finally:
             os.sched_setaffinity(0, {CLIENT_CPU})
     return out
+
+
+def _best_rate(result: dict[str, Any]) -> tuple[int, float]:
+    """A round's rank: sessions/s within the p99 target first, then the most reached."""
+    if result.get("best_setup"):
+        return 1, float(result["best_setup"]["sessions_per_second"])
+    return 0, max((float(s["sessions_per_second"]) for s in result.get("setup", ())), default=-1)
 
 
 def ladder(results: list[Setup]) -> dict[str, Any]:
@@ -583,8 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         "--quota-cpus", type=float, default=0.2, help="CPU quota of each instance, scale phase"
     )
     parser.add_argument(
-        "--scale-concurrency", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64, 128]
+        "--scale-concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64]
     )
+    parser.add_argument("--scale-rounds", type=int, default=2, help="turns of 1, 2, 3 instances")
     parser.add_argument("--out", type=Path, default=Path("loadtest/results/bench.json"))
     args = parser.parse_args(argv)
     if len(os.sched_getaffinity(0)) < 2:
@@ -696,7 +707,7 @@ def render_scale(scale: dict[str, Any]) -> list[str]:
         f"scale-out: each instance limited to {scale['quota_cpus']} CPU (cgroup CFS quota, "
         f"period {scale['period_ms']:g} ms); redis-server, haproxy and the load outside quotas:",
     ]
-    best = {}
+    best, most = {}, {}
     for count in map(str, SCALE_SIZES):
         res = scale[count]
         for st in res["setup"]:
@@ -707,13 +718,15 @@ def render_scale(scale: dict[str, Any]) -> list[str]:
                 f"  load CPU {st['load_cpu']:.2f}  ({split})"
             )
         best[count] = res["best_setup"]["sessions_per_second"] if res["best_setup"] else 0.0
+        most[count] = max(st["sessions_per_second"] for st in res["setup"])
         out.append(f"  {count} instance(s): throttled {res['throttled_s']:.1f} s in all")
-    ratio = best["3"] / best["1"] if best["1"] else float("nan")
-    out.append(
-        "sessions/s at relay p99 < 50 ms: "
-        + ", ".join(f"{c} instance(s) {best[c]:.0f}/s" for c in best)
-        + f"; 3 : 1 = {ratio:.2f}x"
-    )
+    for label, figures in (("at relay p99 < 50 ms", best), ("at most, whatever p99", most)):
+        ratio = figures["3"] / figures["1"] if figures["1"] else float("nan")
+        out.append(
+            f"sessions/s {label}: "
+            + ", ".join(f"{c} instance(s) {figures[c]:.0f}/s" for c in figures)
+            + f"; 3 : 1 = {ratio:.2f}x"
+        )
     return out
 
 
