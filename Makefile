@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump \
-	docker.io debootstrap dpkg-dev rsync openssh-client iperf3
+	docker.io debootstrap dpkg-dev rsync openssh-client iperf3 redis-sentinel prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
@@ -40,6 +40,7 @@ lint: deps
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	cd ansible && ../$(VENV)/bin/ansible-lint
+	$(VENV)/bin/actionlint
 
 # ansible/site.yml deployed over SSH onto systemd containers (own dockerd, internal network),
 # proven (TLS front, STUN/TURN, a relay-only transfer), run again (no change) and torn down.
@@ -63,7 +64,8 @@ bench: deps
 bench-links: deps
 	$(PY) -m benches.links $(BENCH_LINKS_ARGS)
 
-# Capacity of one instance (and three with redis) on this machine, against a bare echo server.
+# Capacity of one instance (and three with redis) on this machine, against a bare echo server;
+# then 1, 2 and 3 instances each under a CPU quota of its own (cgroup) and the 3 : 1 ratio.
 bench-signaling: deps
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
 

@@ -43,6 +43,7 @@ class ErrorCode(enum.StrEnum):
     SLOW_CONSUMER = "slow_consumer"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL_ERROR = "internal_error"
+    STORE_UNAVAILABLE = "store_unavailable"  # Redis is failing over: retry in a few seconds
 
 
 class ProtocolError(Exception):

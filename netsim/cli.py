@@ -1,7 +1,9 @@
 """`netsim`: the test-bed's command. `netsim run [SCENARIO...]` runs the scenario matrix (what
-`make lab` runs) and reports; `netsim list` shows it; `netsim clean` removes what runs that died
-left behind (their namespaces, and with them their links and nft tables; and their containers if
-our Docker engine is up). Only names of this project's pattern are ever touched."""
+`make lab` runs) and reports (`--shard K/N`: a balanced slice of it, for one of N machines);
+`netsim merge DIR...` joins the slices' results into one run's reports; `netsim list` shows it;
+`netsim clean` removes what runs that died left behind (their namespaces, and with them their
+links and nft tables; and their containers if our Docker engine is up). Only names of this
+project's pattern are ever touched."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netsim import docker_host, matrix
+from netsim import cpuquota, docker_host, matrix, shards
 from netsim.processes import find_program
 
 _OURS = re.compile(r"^fs(\d+)-")
@@ -41,6 +43,11 @@ def clean(dry_run: bool) -> int:
         print(f"{'would remove' if dry_run else 'removing'} namespace {name}")
         if not dry_run:
             subprocess.run([find_program("ip"), "netns", "delete", name], check=False)
+    for group in cpuquota.leftovers():  # CPU quota groups of benchmarks that died
+        print(f"{'would remove' if dry_run else 'removing'} cgroup {group}")
+        if not dry_run:
+            cpuquota.remove(group)
+        found.append(str(group))
     if docker_host.running():  # not started just for this: the next run's start cleans anyway
         with docker_host.engine() as client:
             dead = docker_host.remove_dead_runs(client, dry_run)
@@ -69,17 +76,35 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument(
         "--backend", choices=["netns", "docker"], default="netns", help="where hosts live"
     )
+    runner.add_argument(
+        "--shard",
+        type=shards.parse_shard,
+        default=None,
+        metavar="K/N",
+        help="run only slice K of N of the matrix (balanced by netsim/durations.json)",
+    )
+    merger = sub.add_parser("merge", help="join the results of `run --shard` into one report")
+    merger.add_argument("dirs", nargs="+", type=Path, help="the shards' --out folders")
+    merger.add_argument("--out", type=Path, default=Path("netsim-results"), help="reports go here")
+    merger.add_argument(
+        "--durations",
+        type=Path,
+        default=None,
+        help="refresh this durations file (e.g. netsim/durations.json) from the results",
+    )
     cleaner = sub.add_parser("clean", help="remove namespaces of runs that died")
     cleaner.add_argument("--dry-run", action="store_true", help="only say what would go")
     args = parser.parse_args(argv)
     if args.command == "list":
         return matrix.list_scenarios(args.file, args.scenarios, args.full)
+    if args.command == "merge":  # reads and writes files only: no root needed
+        return matrix.merge(args.dirs, args.out, args.durations)
     if os.geteuid() != 0:
         print(f"netsim {args.command}: needs root (network namespaces)", file=sys.stderr)
         return 2
     if args.command == "clean":
         return clean(args.dry_run)
-    return matrix.main(args.file, args.scenarios, args.full, args.out, args.backend)
+    return matrix.main(args.file, args.scenarios, args.full, args.out, args.backend, args.shard)
 
 
 if __name__ == "__main__":

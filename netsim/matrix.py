@@ -7,13 +7,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import json
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from netsim import docker_backend, docker_host, linkbed, report, runner, scenario
+from netsim import docker_backend, docker_host, linkbed, report, runner, scenario, shards
 from netsim.link import mechanism
 from netsim.results import RunReport, Status
 
@@ -36,12 +37,24 @@ def list_scenarios(path: Path | None, names: list[str], full: bool) -> int:
     return 0
 
 
-def main(path: Path | None, names: list[str], full: bool, out: Path, backend: str) -> int:
+def main(
+    path: Path | None,
+    names: list[str],
+    full: bool,
+    out: Path,
+    backend: str,
+    shard: shards.Shard | None = None,
+) -> int:
     if not sys.stdout.isatty() and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows in CI logs as it happens
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
         chosen = _suite(path).select(names, full)
+        matrix = [item.name for item in chosen]
+        if shard is not None:
+            kinds = [(item.name, item.kind.value) for item in chosen]
+            mine = set(shards.pick(kinds, shard, shards.load_durations()))
+            chosen = [item for item in chosen if item.name in mine]
     except (OSError, ValueError) as exc:
         console.print(f"netsim: {exc}", markup=False)
         return 2
@@ -53,17 +66,27 @@ def main(path: Path | None, names: list[str], full: bool, out: Path, backend: st
             except docker_host.EngineUnavailable as exc:
                 console.print(f"netsim: no Docker backend here: {exc}", markup=False)
                 return 2
-        return _run(chosen, out, backend, console)
+        return _run(chosen, out, backend, console, matrix, shard)
 
 
-def _run(chosen: list[scenario.Scenario], out: Path, backend: str, console: Console) -> int:
+def _run(
+    chosen: list[scenario.Scenario],
+    out: Path,
+    backend: str,
+    console: Console,
+    matrix: list[str],
+    shard: shards.Shard | None,
+) -> int:
     started = time.monotonic()
     run = RunReport(
         started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         backend=backend,
         link_mechanism=mechanism(linkbed.netem_available()),
+        matrix=matrix,
+        shard=None if shard is None else {"index": shard.index, "count": shard.count},
     )
-    console.print(f"netsim: {len(chosen)} scenario(s); {report.header(run)}", markup=False)
+    part = "" if shard is None else f" (shard {shard} of a matrix of {len(matrix)})"
+    console.print(f"netsim: {len(chosen)} scenario(s){part}; {report.header(run)}", markup=False)
     interrupted = False
     try:
         for number, item in enumerate(chosen, 1):
@@ -79,9 +102,32 @@ def _run(chosen: list[scenario.Scenario], out: Path, backend: str, console: Cons
         interrupted = True
         console.print("netsim: interrupted; reporting what ran", markup=False)
     run.duration_s = round(time.monotonic() - started, 1)
+    if interrupted:
+        run.matrix = [r.name for r in run.results]  # what ran is what is reported
+    status = _report(run, out, console)
+    return 130 if interrupted else status
+
+
+def _report(run: RunReport, out: Path, console: Console) -> int:
     report.print_table(run, console)
     written = report.write_all(run, out)
     console.print("reports: " + ", ".join(str(p) for p in written.values()), markup=False)
-    if interrupted:
-        return 130
     return 0 if run.ok else 1
+
+
+def merge(dirs: list[Path], out: Path, durations: Path | None) -> int:
+    """`netsim merge`: the shards' report.json files joined into the reports of one run; with
+    `durations`, that file refreshed with the durations measured."""
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    try:
+        parts = [shards.report_from_json(json.loads((d / "report.json").read_text())) for d in dirs]
+        run = shards.merge(parts)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        console.print(f"netsim merge: {exc}", markup=False)
+        return 2
+    console.print(f"netsim: {len(dirs)} shards joined; {report.header(run)}", markup=False)
+    if durations is not None:
+        known = shards.load_durations(durations)
+        text = json.dumps(shards.updated_durations(run, known), indent=1) + "\n"
+        durations.write_text(text)
+    return _report(run, out, console)

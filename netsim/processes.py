@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from turn.launcher import stop_process
 
@@ -65,6 +66,131 @@ def redis_server(workdir: Path) -> Iterator[str]:
         yield f"unix://{sock}"
     finally:
         stop(proc)
+
+
+SENTINEL_SERVICE = "fileshare"
+
+
+@dataclass
+class SentinelGroup:
+    """A primary, its replica and three sentinels on loopback TCP ports (Sentinel hands out
+    host:port addresses, so no unix sockets here)."""
+
+    primary: subprocess.Popen[bytes]
+    replica: subprocess.Popen[bytes]
+    sentinels: list[subprocess.Popen[bytes]]
+    ports: dict[str, int]  # "primary", "replica", "sentinel0".."sentinel2"
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{self.ports[f'sentinel{i}']}" for i in range(3))
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}/0"
+
+
+def _start_redis(workdir: Path, name: str, port: int, *args: str) -> subprocess.Popen[bytes]:
+    (workdir / name).mkdir(exist_ok=True)
+    with (workdir / f"{name}.log").open("wb") as log_file:
+        proc = subprocess.Popen(
+            [find_program("redis-server"), *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=workdir / name,
+        )
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"{name} did not start:\n{(workdir / f'{name}.log').read_text()}")
+        time.sleep(0.02)
+
+
+def _data_node(port: int, workdir: Path, name: str) -> list[str]:
+    data = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return [*data, "--dir", str(workdir / name)]
+
+
+SENTINEL_CONFIG = """\
+port {port}
+bind 127.0.0.1
+dir {dir}
+sentinel monitor {service} 127.0.0.1 {primary} 2
+sentinel down-after-milliseconds {service} {down_after_ms}
+sentinel failover-timeout {service} 10000
+sentinel parallel-syncs {service} 1
+"""
+
+
+@contextlib.contextmanager
+def redis_sentinel_group(workdir: Path, down_after_ms: int = 500) -> Iterator[SentinelGroup]:
+    """Replication and three sentinels (quorum 2) that promote the replica `down_after_ms`
+    after the primary stops answering; yields once every sentinel knows the others, so a
+    failover can be agreed. Everything is stopped when the block ends, however it ends."""
+    find_program("redis-sentinel")
+    names = ("primary", "replica", "sentinel0", "sentinel1", "sentinel2")
+    ports = {name: free_port() for name in names}
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        started.append(
+            _start_redis(
+                workdir,
+                "primary",
+                ports["primary"],
+                *_data_node(ports["primary"], workdir, "primary"),
+            )
+        )
+        started.append(
+            _start_redis(
+                workdir,
+                "replica",
+                ports["replica"],
+                *_data_node(ports["replica"], workdir, "replica"),
+                "--replicaof",
+                "127.0.0.1",
+                str(ports["primary"]),
+            )
+        )
+        for name in names[2:]:
+            (workdir / name).mkdir(exist_ok=True)
+            config = workdir / name / "sentinel.conf"  # sentinel rewrites it: its own copy
+            config.write_text(
+                SENTINEL_CONFIG.format(
+                    port=ports[name],
+                    dir=workdir / name,
+                    service=SENTINEL_SERVICE,
+                    primary=ports["primary"],
+                    down_after_ms=down_after_ms,
+                )
+            )
+            started.append(_start_redis(workdir, name, ports[name], str(config), "--sentinel"))
+        group = SentinelGroup(started[0], started[1], started[2:], ports)
+        _wait_for_sentinels(group)
+        yield group
+    finally:
+        for proc in started:
+            stop(proc)
+
+
+def _wait_for_sentinels(group: SentinelGroup, timeout: float = 20.0) -> None:
+    """Sentinels find each other through the primary (a hello every 2 s); until each knows the
+    two others and the replica, a failover could not be agreed."""
+    import redis  # (the product's client; only this helper needs it)
+
+    deadline = time.monotonic() + timeout
+    for index in range(3):
+        client = redis.Redis(port=group.ports[f"sentinel{index}"], socket_timeout=1)
+        try:
+            while True:
+                state = cast("dict[str, Any]", client.sentinel_master(SENTINEL_SERVICE))
+                if int(state["num-other-sentinels"]) >= 2 and int(state["num-slaves"]) >= 1:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sentinels did not meet: {state}")
+                time.sleep(0.1)
+        finally:
+            client.close()
 
 
 @dataclass

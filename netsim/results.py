@@ -61,6 +61,8 @@ class RunReport:
     link_mechanism: str
     results: list[ScenarioResult] = field(default_factory=list)
     duration_s: float = 0.0
+    matrix: list[str] = field(default_factory=list)  # what the run set out to run, in order
+    shard: dict[str, int] | None = None  # {"index": K, "count": N} of `netsim run --shard K/N`
 
     @property
     def ok(self) -> bool:

@@ -24,7 +24,10 @@ class Config:
     host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 behind a firewall or TLS front)")
     port: int = _opt(8765, "TCP port to listen on (0 picks a free one and logs it)")
     redis_url: str = _opt(
-        "", "redis://host:port/db or unix:///path.sock; empty keeps sessions in this process"
+        "",
+        "redis://host:port/db, unix:///path.sock, or redis+sentinel://s1:26379,s2:26379/service/db"
+        " (the primary found through Sentinel, followed across failovers); empty keeps sessions"
+        " in this process",
     )
     instance_id: str = _opt("", "name of this instance among several (default: random)")
     max_message_bytes: int = _opt(65536, "largest client message answered with too_large")

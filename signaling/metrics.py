@@ -43,5 +43,14 @@ class Metrics:
             registry=r,
         )
 
+        self.ready = Gauge(
+            p + "ready", "1 while /readyz would answer 200 (checked at each scrape)", registry=r
+        )
+        self.store_errors = Counter(
+            p + "store_errors",
+            "Operations that failed because the session store did not answer",
+            registry=r,
+        )
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

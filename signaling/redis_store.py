@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from signaling import sentinel
 from signaling.sessions import SessionPolicy, SessionRecord
 from signaling.store import Change, Creation, Handler
 
@@ -74,15 +75,17 @@ def _slots_key(ip: str) -> str:
 
 def connect(url: str) -> aioredis.Redis:
     """A client whose commands wait for a free connection when POOL_CONNECTIONS are busy (a
-    burst of joins), where redis-py's default pool would fail them."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=POOL_CONNECTIONS,
-        timeout=POOL_WAIT_SECONDS,
-        socket_connect_timeout=5,
-        health_check_interval=15,
-    )
-    return aioredis.Redis.from_pool(pool)
+    burst of joins), where redis-py's default pool would fail them. A `redis+sentinel://` URL
+    gives a client of the primary that Sentinel names (`signaling.sentinel`)."""
+    options: dict[str, Any] = {
+        "max_connections": POOL_CONNECTIONS,
+        "timeout": POOL_WAIT_SECONDS,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 15,
+    }
+    if sentinel.is_sentinel_url(url):
+        return sentinel.connect(url, **options)
+    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
 
 
 class RedisStore:

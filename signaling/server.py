@@ -22,6 +22,7 @@ from typing import Final
 
 import msgspec
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from fsproto import schema
 from fsproto.schema import ErrorCode, PeerId, ProtocolError
@@ -261,14 +262,20 @@ class SignalingServer:
             }
         )
 
-    async def handle_readyz(self, _: web.Request) -> web.Response:
+    async def readiness(self) -> str:
+        """ "ready", or why not (draining, the store unreachable)."""
         if self.draining:
-            return web.json_response({"status": "draining"}, status=503)
+            return "draining"
         if not await self.store.ping():
-            return web.json_response({"status": "store unreachable"}, status=503)
-        return web.json_response({"status": "ready"})
+            return "store unreachable"
+        return "ready"
+
+    async def handle_readyz(self, _: web.Request) -> web.Response:
+        status = await self.readiness()
+        return web.json_response({"status": status}, status=200 if status == "ready" else 503)
 
     async def handle_metrics(self, _: web.Request) -> web.Response:
+        self.metrics.ready.set(await self.readiness() == "ready")
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -342,7 +349,10 @@ class SignalingServer:
     async def _cleanup(self, conn: Connection) -> None:
         if conn.worker is not None:  # let it finish the message in hand
             await asyncio.wait([conn.worker])
-        await self._detach(conn, dropped=True)
+        try:
+            await self._detach(conn, dropped=True)
+        except RedisError as exc:  # the peer learns of the drop from the sweep instead
+            self._store_failed("the cleanup of " + conn.id, exc)
 
     def rejected(self, conn: Connection, reason: str, detail: str, ip: str = "") -> None:
         """A limit refused a client: counted by reason, and logged (the log is rate-limited,
@@ -388,6 +398,11 @@ class SignalingServer:
         if held > limit >= inbox.size and not conn.transport.is_closing():
             conn.transport.resume_reading()
 
+    def _store_failed(self, during: str, exc: RedisError) -> None:
+        """A store outage is counted and logged in one line (no traceback: it is not a bug)."""
+        self.metrics.store_errors.inc()
+        log.warning("session store unavailable during %s: %s", during, exc.__class__.__name__)
+
     def _refuse(self, conn: Connection, exc: ProtocolError) -> None:
         self.metrics.rejections.labels(exc.code.value).inc()
         self._send(conn, schema.error(exc.code, exc.message, exc.request_id))
@@ -421,6 +436,19 @@ class SignalingServer:
                 return
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages, slow down")
         msg = schema.decode_client(data, self.config.max_message_bytes)
+        try:
+            await self._dispatch(conn, msg, received_at)
+        except RedisError as exc:  # failing over: the client may retry in a moment
+            self._store_failed("connection " + conn.id, exc)
+            raise ProtocolError(
+                ErrorCode.STORE_UNAVAILABLE,
+                "the session store is unavailable, try again in a few seconds",
+                getattr(msg, "id", None),
+            ) from None
+
+    async def _dispatch(
+        self, conn: Connection, msg: schema.ClientMessage, received_at: float
+    ) -> None:
         match msg:
             case schema.Offer() | schema.Answer() | schema.IceCandidate() | schema.Signal():
                 await self._relay(conn, msg, received_at)
@@ -730,6 +758,8 @@ class SignalingServer:
             logs.summarise()
             try:
                 await self.sweep(time.time())
+            except RedisError as exc:
+                self._store_failed("the session sweep", exc)
             except Exception:
                 log.exception("session sweep failed")
 

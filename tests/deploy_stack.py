@@ -48,6 +48,7 @@ HOSTS: dict[str, tuple[str, ...]] = {
     "signal2": ("signaling",),
     "turn1": ("turn",),
     "redis1": ("redis",),
+    "redis2": ("redis",),
 }
 SIGNALING_PORTS = (8001, 8002)
 RECAP = re.compile(r"^(\S+)\s*:\s*((?:\w+=\d+\s*)+)$")
@@ -247,6 +248,8 @@ def _inventory(
         "fileshare_stun_urls": [f"stun:{turn}:3478"],
         "fileshare_signaling_ports": list(SIGNALING_PORTS),
         "fileshare_redis_port": 6379,
+        # Sentinel calls a silent primary down after this; the test kills one.
+        "redis_sentinel_down_after_ms": 1000,
         "fileshare_monitoring_sources": [ips["lb1"]],
         "fileshare_coturn_prometheus_port": 0,
         "signaling_wheel": str(wheels[0]),

@@ -7,7 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import pytest
+import yaml
 
 ANSIBLE_DIR = Path(__file__).resolve().parent.parent / "ansible"
 PRODUCTION = ANSIBLE_DIR / "inventories" / "production"
@@ -60,3 +67,77 @@ def test_coturn_role_renders_the_one_turn_template() -> None:
     role_template = ANSIBLE_DIR / "roles" / "coturn" / "templates" / "turnserver.conf.j2"
     assert role_template.is_symlink()
     assert role_template.resolve() == ANSIBLE_DIR.parent / "turn" / "turnserver.conf.j2"
+
+
+# Names a role may read without declaring them: Ansible's own, and the facts it registers.
+ANSIBLE_NAMES = {"ansible_managed", "item", "inventory_hostname", "playbook_dir", "omit"}
+
+
+class _AnyName(dict[str, Any]):
+    def __contains__(self, _: object) -> bool:
+        return True
+
+    def get(self, _: str, default: Any = None) -> Any:
+        return print
+
+
+def _expressions(node: Any, key: str = "") -> Iterator[str]:
+    """Every Jinja text of a task file: templated strings, and the bare expressions of
+    `when`, `that`, `until`, `changed_when` and `failed_when`."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _expressions(value, str(name))
+    elif isinstance(node, list):
+        for value in node:
+            yield from _expressions(value, key)
+    elif isinstance(node, str):
+        if key in {"when", "that", "until", "changed_when", "failed_when"}:
+            yield "{{ " + node + " }}"
+        elif "{{" in node or "{%" in node:
+            yield node
+
+
+def _declared(role: Path) -> set[str]:
+    names: set[str] = set()
+    for folder in ("defaults", "vars"):
+        for path in role.glob(f"{folder}/*.yml"):
+            names.update(yaml.safe_load(path.read_text()) or {})
+    for path in [*role.glob("tasks/*.yml"), *role.glob("handlers/*.yml")]:
+        for task in _tasks(path):
+            names.update(str(v) for k, v in task.items() if k == "register")
+            names.update((task.get("vars") or {}).keys())
+            names.update([task.get("loop_control", {}).get("loop_var", "item")])
+    return names
+
+
+def _tasks(path: Path) -> list[dict[str, Any]]:
+    return [t for t in yaml.safe_load(path.read_text()) or [] if isinstance(t, dict)]
+
+
+def _dependencies(role: Path) -> list[Path]:
+    meta = yaml.safe_load((role / "meta" / "main.yml").read_text()) or {}
+    return [role.parent / (d["role"] if isinstance(d, dict) else d) for d in meta["dependencies"]]
+
+
+@pytest.mark.parametrize("role", sorted(p.name for p in (ANSIBLE_DIR / "roles").iterdir()))
+def test_role_reads_only_its_declared_inputs(role: str) -> None:
+    """A role stands alone: what it reads is declared in its defaults (or vars, or registered
+    by its tasks, or declared by a role it depends on in meta/); never the inventory's groups
+    or hostvars, nor a global setting."""
+    root = ANSIBLE_DIR / "roles" / role
+    known = _declared(root) | ANSIBLE_NAMES
+    for dependency in _dependencies(root):
+        known |= _declared(dependency)
+    env = jinja2.Environment(extensions=["jinja2.ext.do"])
+    env.filters, env.tests = _AnyName(), _AnyName()  # Ansible's filters and tests: all known
+    texts = [
+        text
+        for folder in ("tasks", "handlers", "vars", "defaults")
+        for path in root.glob(f"{folder}/*.yml")
+        for text in _expressions(yaml.safe_load(path.read_text()))
+    ]
+    texts += [path.read_text() for path in root.glob("templates/*.j2")]
+    read: set[str] = set()
+    for text in texts:
+        read |= jinja2.meta.find_undeclared_variables(env.parse(text))
+    assert not read - known, f"{role} reads undeclared inputs: {sorted(read - known)}"

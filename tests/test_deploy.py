@@ -2,7 +2,8 @@
 then proven from the outside: /readyz through the TLS front, STUN and TURN against the deployed
 coturn, a relay-only fileshare transfer through the whole stack, the firewalls; then a second
 run and a --check --diff run that change nothing, and a TURN secret rotation as a rolling update
-that keeps the service up.
+that keeps the service up; last, the Redis primary is killed while clients make sessions
+through the front, and Sentinel's failover is timed.
 
 One test, in order: each step needs the previous ones, and one stack is all 2 cores can hold.
 """
@@ -24,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -179,7 +181,7 @@ def test_site_yml_deploys_the_stack_and_is_idempotent(
 def check_stack(stack: Stack, started: float) -> None:
     first = stack.playbook("deploy")
     assert_ran(first, "the first deploy")
-    assert set(first.hosts) == {"lb1", "signal1", "signal2", "turn1", "redis1"}
+    assert set(first.hosts) == {"lb1", "signal1", "signal2", "turn1", "redis1", "redis2"}
     log(f"deployed ({first.total('changed')} changes)", started)
 
     status, body = get(stack, "/readyz")
@@ -219,6 +221,9 @@ def check_stack(stack: Stack, started: float) -> None:
 
     check_rolling_update(stack)
     log("TURN secret rotation as a rolling update: /readyz up, a held session got 1012", started)
+
+    recovered = check_redis_failover(stack)
+    log(f"Redis primary SIGKILLed under load: sessions again after {recovered:.1f} s", started)
 
 
 def check_firewalls(stack: Stack) -> None:
@@ -312,3 +317,167 @@ def check_rolling_update(stack: Stack) -> None:
     for secret_file in (stack.turn_secret_file, write_secret(stack.workdir / "new-secret", new)):
         probe = turn_probe(stack, secret_file)
         assert probe.returncode == 0, probe.stdout + probe.stderr
+
+
+# Polls each instance's /readyz from the lb host (the instances are closed to the controller)
+# every 0.1 s for the given seconds; prints one "time url status" line per change.
+READYZ_WATCH = """
+import sys, time, urllib.request
+until, urls, last = time.monotonic() + float(sys.argv[1]), sys.argv[2:], {}
+while time.monotonic() < until:
+    for url in urls:
+        try:
+            status = urllib.request.urlopen(url, timeout=1).status
+        except Exception as exc:
+            status = getattr(exc, "code", 0)
+        if last.get(url) != status:
+            last[url] = status
+            print(f"{time.time():.3f} {url} {status}", flush=True)
+    time.sleep(0.1)
+"""
+
+
+async def _next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    """The next message of this type (or an error, which ends the wait too)."""
+    while True:
+        event: dict[str, Any] = await ws.receive_json()
+        if event["type"] in (kind, "error"):
+            return event
+
+
+async def session_round(stack: Stack, context: ssl.SSLContext) -> str:
+    """One session made and used through the front: "ok", or what refused it."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.ws_connect(stack.url("/ws"), ssl=context) as a,
+            http.ws_connect(stack.url("/ws"), ssl=context) as b,
+        ):
+            await a.send_json({"v": 1, "type": "create_session", "id": 1})
+            created = await a.receive_json(timeout=10)
+            if created["type"] != "session_created":
+                return str(created.get("code"))
+            join = {"sessionId": created["sessionId"], "token": created["token"]}
+            await b.send_json({"v": 1, "type": "join_session", "id": 1, **join})
+            joined = await b.receive_json(timeout=10)
+            if joined["type"] != "session_joined":
+                return str(joined.get("code"))
+            await b.send_json({"v": 1, "type": "signal", "id": 2, "payload": {"n": 1}})
+            delivered = asyncio.create_task(_next_of(a, "signal"))
+            refused = asyncio.create_task(_next_of(b, "error"))  # b's relay refused
+            done, pending = await asyncio.wait(
+                {delivered, refused}, timeout=10, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            if not done:
+                return "TimeoutError"
+            event = done.pop().result()
+            if event["type"] != "signal":
+                return str(event.get("code"))
+            await a.send_json({"v": 1, "type": "leave_session", "id": 3})  # frees its place
+            left = await asyncio.wait_for(_next_of(a, "left"), 10)
+            return "ok" if left["type"] == "left" else str(left.get("code"))
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+        return exc.__class__.__name__
+
+
+async def sessions_through(
+    stack: Stack, seconds: float, users: int
+) -> list[tuple[float, float, str]]:
+    """`users` clients making sessions back to back: (start, end, outcome) of each."""
+    context = ssl.create_default_context(cafile=str(stack.ca))
+    rounds: list[tuple[float, float, str]] = []
+    until = time.monotonic() + seconds
+
+    async def user() -> None:
+        while time.monotonic() < until:
+            began = time.monotonic()
+            outcome = await session_round(stack, context)
+            rounds.append((began, time.monotonic(), outcome))
+            if outcome != "ok":
+                await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(user() for _ in range(users)))
+    return rounds
+
+
+def redis_roles(stack: Stack, timeout: float = 60) -> tuple[str, str]:
+    """(primary, replica) as the sentinels and the nodes themselves agree on them; waits for a
+    node that comes back (systemd restarts a killed one after 3 x down-after) to replicate."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, answer = stack.exec(
+            "redis1", "redis-cli", "-p", "26379", "sentinel", "get-master-addr-by-name", "fileshare"
+        )
+        primary = next(h for h in ("redis1", "redis2") if stack.ips[h] in answer.split())
+        replica = "redis2" if primary == "redis1" else "redis1"
+        _, info = stack.exec(
+            replica, "redis-cli", "-p", "26379", "sentinel", "replicas", "fileshare"
+        )
+        if stack.ips[replica] in info and "s_down" not in info:
+            return primary, replica
+        assert time.monotonic() < deadline, f"no replica of {primary}: {info}"
+        time.sleep(1)
+
+
+def check_redis_failover(stack: Stack) -> float:
+    """SIGKILL the Redis primary (by its PID) while clients make sessions through the front:
+    requests in the outage fail with a clear error (or their session is refused), Sentinel
+    promotes the replica, the instances follow it without a restart, /readyz of each shows the
+    outage and the recovery, and the old primary returns as a replica. Returns the seconds from
+    the kill to the first session made after it that worked."""
+    ips = stack.ips
+    primary, replica = redis_roles(stack)
+    pids = {host: main_pid(stack, host) for host in ("signal1", "signal2")}
+    redis_pid = stack.exec(primary, "systemctl", "show", "-P", "MainPID", "redis-server")[1]
+    urls = [f"http://{ips[h]}:{p}/readyz" for h in ("signal1", "signal2") for p in SIGNALING_PORTS]
+    watch = threading.Thread(
+        target=lambda: watched.append(
+            stack.exec("lb1", "python3", "-c", READYZ_WATCH, "25", *urls)[1]
+        )
+    )
+    watched: list[str] = []
+    watch.start()
+    killed_at = 0.0
+
+    async def load_and_kill() -> list[tuple[float, float, str]]:
+        nonlocal killed_at
+        load = asyncio.create_task(sessions_through(stack, 20.0, users=4))
+        await asyncio.sleep(5.0)
+        killed_at = time.monotonic()
+        code, output = stack.exec(primary, "kill", "-KILL", redis_pid.strip())
+        assert code == 0, output
+        wall_killed_at.append(time.time())
+        return await load
+
+    wall_killed_at: list[float] = []
+    rounds = asyncio.run(load_and_kill())
+    watch.join(60)
+    before = [o for _, end, o in rounds if end < killed_at]
+    after = [(began, end, o) for began, end, o in rounds if began >= killed_at]
+    assert before and set(before) == {"ok"}, before
+    failed = [o for _, _, o in after if o != "ok"]
+    assert set(failed) <= {"store_unavailable", "peer_unavailable", "session_not_found"}, failed
+    first_ok = min(end for _, end, o in after if o == "ok")
+    assert all(o == "ok" for began, _, o in after if began > first_ok + 2), after
+    recovered = first_ok - killed_at
+    # Each instance's /readyz went 503 after the kill and back to 200 (no restart: same PIDs).
+    changes = [line.split() for line in watched[0].splitlines()]
+    for url in urls:
+        seen = [
+            int(status)
+            for when, u, status in changes
+            if u == url and float(when) > wall_killed_at[0]
+        ]
+        assert seen and seen[0] != 200 and seen[-1] == 200, (url, watched[0])
+    assert {host: main_pid(stack, host) for host in pids} == pids, "an instance restarted"
+    assert redis_roles(stack) == (replica, primary)  # promoted; the old one back as replica
+    print(
+        f"redis failover: first session {recovered:.1f} s after the primary's SIGKILL; "
+        f"{len(failed)} of {len(after)} sessions after it refused ({sorted(set(failed))}); "
+        f"readyz changes: {watched[0].strip()!r}",
+        flush=True,
+    )
+    return recovered
