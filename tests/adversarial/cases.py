@@ -144,6 +144,7 @@ CASES = {
                 figure("guesses_per_second", high=20), figure("full_is_distinguishable", high=0)
             ),
             "6: join scanning, full vs not found",
+            store="redis",  # the production store: joins are compare-and-set scripts there
         ),
         Case("token_burn", figure("victim_joined", low=1), "6: wrong tokens burn a session"),
         Case(
