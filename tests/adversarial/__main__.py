@@ -10,24 +10,26 @@ import sys
 
 from tests.adversarial import fuzz
 from tests.adversarial.cases import CASES, P99_BOUND_MS, RSS_BOUND_MIB, problems
-from tests.adversarial.harness import MODES, Measurement, deployment, measure
-
-COLUMNS = "attack mode rss_MiB fds_peak p50_ms p99_ms max_ms outcome"
+from tests.adversarial.harness import MODES, PROBE_TIMEOUT, Measurement, deployment, measure
 
 
 def row(m: Measurement, found: list[str]) -> str:
     outcome = "ok" if not found else "FAIL: " + "; ".join(found)
     return (
         f"{m.attack:<18} {m.mode:<8} {m.rss_growth_mib:>7.1f} {m.fds_peak - m.fds_before:>8} "
-        f"{m.p50_ms:>7.1f} {m.p99_ms:>7.1f} {m.max_ms:>7.1f}  {outcome[:300]}"
+        f"{m.p50_ms:>7.1f} {m.p99_ms:>7.1f} {m.max_ms:>7.1f} {m.recovery_seconds:>9.1f}  "
+        f"{outcome[:300]}"
     )
 
 
 async def attacks(names: list[str], modes: list[str], seconds: float) -> int:
     print(f"bounds: RSS growth <= {RSS_BOUND_MIB:.0f} MiB, /healthz p99 <= {P99_BOUND_MS:.0f} ms")
     print(
+        f"(a /healthz probe unanswered after {PROBE_TIMEOUT:.0f} s counts as {PROBE_TIMEOUT:.0f} s)"
+    )
+    print(
         f"{'attack':<18} {'mode':<8} {'rss MiB':>7} {'fds +':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'max ms':>7}  outcome"
+        f"{'max ms':>7} {'recover s':>9}  outcome"
     )
     failures = 0
     for name in names:

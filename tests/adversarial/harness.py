@@ -25,7 +25,8 @@ from turn.launcher import TurnEndpoint, running_turn
 PROBER = "127.0.0.2"  # /healthz comes from another address than the attacker's
 MODES = ("direct", "haproxy")
 PROBE_INTERVAL = 0.02
-PROBE_TIMEOUT = 5.0
+PROBE_TIMEOUT = 5.0  # a probe with no answer counts as this long
+RECOVERY_LIMIT = 30.0
 TURN_SECRET = "adversarial-suite-secret"
 
 
@@ -121,6 +122,16 @@ async def healthz_latency(port: int) -> float:
     return PROBE_TIMEOUT
 
 
+async def recovery_seconds(port: int) -> float:
+    """Until /healthz answers again (what the server took in before the attacker stopped may
+    still be in its way); RECOVERY_LIMIT if it does not."""
+    started = time.monotonic()
+    while time.monotonic() - started < RECOVERY_LIMIT:
+        if await healthz_latency(port) < PROBE_TIMEOUT:
+            return time.monotonic() - started
+    return RECOVERY_LIMIT
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -167,6 +178,7 @@ class Measurement:
     log_tail: str
     tracebacks: int
     alive: bool
+    recovery_seconds: float  # after the attacker stopped, until /healthz answered again
     rejections: dict[str, float]
     outcome: Outcome = field(default_factory=Outcome)
 
@@ -213,10 +225,13 @@ async def measure(target: Deployment, attack: str, seconds: float) -> Measuremen
             rss_peak, fds_peak = max(rss_peak, rss_bytes(pid)), max(fds_peak, fd_count(pid))
         await asyncio.sleep(PROBE_INTERVAL)
     stdout, _ = await output
+    recovery = await recovery_seconds(target.port)
     alive = target.server.proc.poll() is None
     rss_after = rss_bytes(pid) if alive else 0
     fds_after = fd_count(pid) if alive else 0
-    rejected = rejections(await metrics_text(target.server.port)) if alive else {}
+    rejected = {}
+    if alive and recovery < RECOVERY_LIMIT:
+        rejected = rejections(await metrics_text(target.server.port))
     log = log_path.read_bytes()[log_before:]
     return Measurement(
         attack=attack,
@@ -233,6 +248,7 @@ async def measure(target: Deployment, attack: str, seconds: float) -> Measuremen
         log_tail=log[-2000:].decode(errors="replace"),
         tracebacks=log.count(b"Traceback"),
         alive=alive,
+        recovery_seconds=recovery,
         rejections={k: v - rejected_before.get(k, 0.0) for k, v in rejected.items()},
         outcome=Outcome.from_json(stdout) if attacker.returncode == 0 else Outcome(),
     )
