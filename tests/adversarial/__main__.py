@@ -14,7 +14,10 @@ from tests.adversarial.harness import MODES, PROBE_TIMEOUT, Measurement, deploym
 
 
 def row(m: Measurement, found: list[str]) -> str:
-    outcome = "ok" if not found else "FAIL: " + "; ".join(found)
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in m.outcome.figures.items())
+    outcome = (
+        ("ok" + (f" ({figures})" if figures else "")) if not found else "FAIL: " + "; ".join(found)
+    )
     return (
         f"{m.attack:<18} {m.mode:<8} {m.rss_growth_mib:>7.1f} {m.fds_peak - m.fds_before:>8} "
         f"{m.p50_ms:>7.1f} {m.p99_ms:>7.1f} {m.max_ms:>7.1f} {m.recovery_seconds:>9.1f}  "

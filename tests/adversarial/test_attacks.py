@@ -3,9 +3,9 @@ must produce and the resources it may spend while one attacker runs at full spee
 
 Bounds here: RSS growth at most RSS_BOUND_MIB (issue 11's 64 MiB, it is not noisy) and /healthz
 p99 at most CI_P99_BOUND_MS. The issue's 50 ms is what `make fuzz-signaling` holds the server to;
-here the bound is 250 ms because this CI machine has two cores shared by several jobs and the
-attacker, the server and the prober share them too: quiet runs show p99 of 10-70 ms under
-harmless attacks, stalls from real findings are seconds (pong flood: 6.8 s on 6cf1116).
+here the bound is 400 ms because this CI machine has two cores shared by several jobs and the
+attacker, the server and the prober share them too: runs show p99 of 10-320 ms under harmless
+attacks (load average 12); stalls from real findings last seconds (pong flood: 6.8 s, 6cf1116).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.adversarial.cases import CASES, Case, problems
 from tests.adversarial.harness import deployment, measure
 from tests.conftest import require_binary
 
-CI_P99_BOUND_MS = 250.0
+CI_P99_BOUND_MS = 400.0
 CI_SECONDS = 2.0
 
 # Findings of issue 11 whose fix had not landed on main when this suite was last run: each
@@ -35,10 +35,10 @@ PENDING: dict[str, str] = {
     "slow_head_metrics": "issue 11 finding 3: no per-address limit before the upgrade",
     "connection_flood": "issue 11 finding 3: over-limit clients get a 101, then a 1013",
     "malformed_http": "issue 11 finding 8: a traceback per malformed request",
-    "join_scan": "issue 11 finding 6: failed joins unlimited per address, full vs not found",
-    "token_burn": "issue 11 finding 6: three wrong tokens end a token session",
-    "turn_farming": "issue 11 finding 5: a TURN credential per created session",
     "slow_reader": "issue 11 finding 4: the send queue is bounded by frames, not bytes",
+    "join_scan": "new: the failed-join limit is checked before the store's round trip and charged"
+    " after it, so joins in flight on an address's concurrent connections all pass it (44 refused"
+    " joins answered in 2 s from 40 connections on Redis; budget 11)",
 }
 
 
