@@ -10,7 +10,7 @@ import sys
 
 from tests.adversarial import fuzz
 from tests.adversarial.cases import CASES, P99_BOUND_MS, RSS_BOUND_MIB, problems
-from tests.adversarial.harness import MODES, PROBE_TIMEOUT, Measurement, deployment, measure
+from tests.adversarial.harness import MODES, Measurement, Patience, deployment, measure
 
 
 def row(m: Measurement, found: list[str]) -> str:
@@ -27,9 +27,7 @@ def row(m: Measurement, found: list[str]) -> str:
 
 async def attacks(names: list[str], modes: list[str], seconds: float) -> int:
     print(f"bounds: RSS growth <= {RSS_BOUND_MIB:.0f} MiB, /healthz p99 <= {P99_BOUND_MS:.0f} ms")
-    print(
-        f"(a /healthz probe unanswered after {PROBE_TIMEOUT:.0f} s counts as {PROBE_TIMEOUT:.0f} s)"
-    )
+    print(f"(a /healthz probe unanswered after {Patience.probe:.0f} s counts as that long)")
     print(
         f"{'attack':<18} {'mode':<8} {'rss MiB':>7} {'fds +':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'max ms':>7} {'recover s':>9}  outcome"

@@ -25,8 +25,17 @@ from turn.launcher import TurnEndpoint, running_turn
 PROBER = "127.0.0.2"  # /healthz comes from another address than the attacker's
 MODES = ("direct", "haproxy")
 PROBE_INTERVAL = 0.02
-PROBE_TIMEOUT = 5.0  # a probe with no answer counts as this long
-RECOVERY_LIMIT = 30.0
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long the harness waits for the server: a probe with no answer after `probe` seconds
+    counts as that long; after the attack, /healthz must answer again within `recovery`."""
+
+    probe: float = 5.0
+    recovery: float = 30.0
+
+
 TURN_SECRET = "adversarial-suite-secret"
 
 
@@ -100,17 +109,17 @@ async def deployment(
                 port = stack.enter_context(haproxy(where, [server.port]))
             yield Deployment(server, port, mode, turn_port)
         finally:
-            stop(server.proc)
+            stop(server.proc, timeout=2.0)  # a server still digesting a flood is not drained
 
 
 # --- probes and samples -------------------------------------------------------------------------
 
 
-async def healthz_latency(port: int) -> float:
-    """Seconds from connecting to the end of a /healthz answer (PROBE_TIMEOUT if none)."""
+async def healthz_latency(port: int, timeout: float = Patience.probe) -> float:
+    """Seconds from connecting to the end of a /healthz answer (`timeout` if none)."""
     started = time.monotonic()
     with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(PROBE_TIMEOUT):
+        async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1", port, local_addr=(PROBER, 0)
             )
@@ -119,17 +128,17 @@ async def healthz_latency(port: int) -> float:
             writer.close()
             if answer.startswith(b"HTTP/1.1 200"):
                 return time.monotonic() - started
-    return PROBE_TIMEOUT
+    return timeout
 
 
-async def recovery_seconds(port: int) -> float:
+async def recovery_seconds(port: int, patience: Patience) -> float:
     """Until /healthz answers again (what the server took in before the attacker stopped may
-    still be in its way); RECOVERY_LIMIT if it does not."""
+    still be in its way); `patience.recovery` if it does not."""
     started = time.monotonic()
-    while time.monotonic() - started < RECOVERY_LIMIT:
-        if await healthz_latency(port) < PROBE_TIMEOUT:
+    while time.monotonic() - started < patience.recovery:
+        if await healthz_latency(port, patience.probe) < patience.probe:
             return time.monotonic() - started
-    return RECOVERY_LIMIT
+    return patience.recovery
 
 
 def rss_bytes(pid: int) -> int:
@@ -143,10 +152,10 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def metrics_text(port: int) -> str:
+async def metrics_text(port: int, timeout: float) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(PROBER, 0))
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-    answer = await asyncio.wait_for(reader.read(), PROBE_TIMEOUT)
+    answer = await asyncio.wait_for(reader.read(), timeout)
     writer.close()
     return answer.partition(b"\r\n\r\n")[2].decode()
 
@@ -174,6 +183,7 @@ class Measurement:
     fds_peak: int
     fds_after: int
     latencies: list[float]
+    patience: Patience
     log_bytes: int
     log_tail: str
     tracebacks: int
@@ -188,13 +198,15 @@ class Measurement:
 
     def latency_ms(self, q: float) -> float:
         if not self.latencies:
-            return PROBE_TIMEOUT * 1000
+            return self.patience.probe * 1000
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
     @property
     def p50_ms(self) -> float:
-        return statistics.median(self.latencies) * 1000 if self.latencies else PROBE_TIMEOUT * 1000
+        if not self.latencies:
+            return self.patience.probe * 1000
+        return statistics.median(self.latencies) * 1000
 
     @property
     def p99_ms(self) -> float:
@@ -205,13 +217,15 @@ class Measurement:
         return self.latency_ms(1.0)
 
 
-async def measure(target: Deployment, attack: str, seconds: float) -> Measurement:
+async def measure(
+    target: Deployment, attack: str, seconds: float, patience: Patience = Patience()
+) -> Measurement:
     """Run `attack` for `seconds` against `target` while probing and sampling the server."""
     pid, log_path = target.pid, target.server.log_path
     await asyncio.sleep(0.3)  # the server's start-up allocations settle
     rss_before, fds_before = rss_bytes(pid), fd_count(pid)
     log_before = log_path.stat().st_size
-    rejected_before = rejections(await metrics_text(target.server.port))
+    rejected_before = rejections(await metrics_text(target.server.port, patience.probe))
     rss_peak, fds_peak = rss_before, fds_before
     latencies: list[float] = []
     command = [sys.executable, "-m", "tests.adversarial.attacker", attack, str(target.port)]
@@ -220,18 +234,19 @@ async def measure(target: Deployment, attack: str, seconds: float) -> Measuremen
     )
     output = asyncio.create_task(attacker.communicate())
     while not output.done():
-        latencies.append(await healthz_latency(target.port))
+        latencies.append(await healthz_latency(target.port, patience.probe))
         with contextlib.suppress(OSError):
             rss_peak, fds_peak = max(rss_peak, rss_bytes(pid)), max(fds_peak, fd_count(pid))
         await asyncio.sleep(PROBE_INTERVAL)
     stdout, _ = await output
-    recovery = await recovery_seconds(target.port)
+    recovery = await recovery_seconds(target.port, patience)
     alive = target.server.proc.poll() is None
     rss_after = rss_bytes(pid) if alive else 0
     fds_after = fd_count(pid) if alive else 0
     rejected = {}
-    if alive and recovery < RECOVERY_LIMIT:
-        rejected = rejections(await metrics_text(target.server.port))
+    if alive and recovery < patience.recovery:
+        with contextlib.suppress(OSError, TimeoutError):  # unanswered: no rejection is seen
+            rejected = rejections(await metrics_text(target.server.port, patience.probe))
     log = log_path.read_bytes()[log_before:]
     return Measurement(
         attack=attack,
@@ -244,6 +259,7 @@ async def measure(target: Deployment, attack: str, seconds: float) -> Measuremen
         fds_peak=max(fds_peak, fds_after),
         fds_after=fds_after,
         latencies=latencies,
+        patience=patience,
         log_bytes=len(log),
         log_tail=log[-2000:].decode(errors="replace"),
         tracebacks=log.count(b"Traceback"),

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from tests.adversarial.cases import CASES, Case, problems
-from tests.adversarial.harness import deployment, measure
+from tests.adversarial.harness import Patience, deployment, measure
 from tests.conftest import require_binary
 
 CI_P99_BOUND_MS = 400.0
 CI_SECONDS = 2.0
+# A stall past the bound fails whether it lasts 1 s or 20 s: CI does not wait to see which.
+CI_PATIENCE = Patience(probe=1.0, recovery=5.0)
 
 # Findings of issue 11 whose fix had not landed on main when this suite was last run: each
 # fails here now and must pass once its fix lands (strict: an unexpected pass fails the run).
@@ -28,8 +30,6 @@ PENDING: dict[str, str] = {
     "fragment_flood": "issue 11 finding 1: empty continuation frames are kept without a bound",
     "fragment_count": "issue 11 finding 1: fragments per message are not bounded",
     "pong_flood": "issue 11 finding 2: control frames have no rate limit",
-    "ping_flood_unread": "issue 11 finding 2 (control frame rate): pings from a client that never"
-    " reads stall /healthz for 0.4-1 s before the slow-consumer close",
     "slow_head_ws": "issue 11 finding 3: no per-address limit before the upgrade",
     "slow_head_http-direct": "issue 11 finding 3: heads over 16 KB outside /ws are not timed",
     "slow_head_metrics": "issue 11 finding 3: no per-address limit before the upgrade",
@@ -42,6 +42,14 @@ PENDING: dict[str, str] = {
 }
 
 
+# Not strict: the stall (0.4-1 s in four runs on 6cf1116) straddles the CI bound on a loaded
+# machine; make fuzz-signaling (50 ms) sees it every time.
+FLAKY_UNTIL_FIXED: dict[str, str] = {
+    "ping_flood_unread": "issue 11 finding 2 (control frame rate): pings from a client that never"
+    " reads stall /healthz for 0.4-1 s before the slow-consumer close",
+}
+
+
 def cases() -> list[Any]:
     params = []
     for case in CASES.values():
@@ -50,6 +58,8 @@ def cases() -> list[Any]:
             reason = PENDING.get(f"{case.attack}-{mode}", PENDING.get(case.attack))
             if reason:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason))
+            elif case.attack in FLAKY_UNTIL_FIXED:
+                marks.append(pytest.mark.xfail(strict=False, reason=FLAKY_UNTIL_FIXED[case.attack]))
             params.append(pytest.param(case, mode, id=f"{case.attack}-{mode}", marks=marks))
     return params
 
@@ -63,7 +73,7 @@ async def test_attack(case: Case, mode: str) -> None:
     if case.turn:
         require_binary("turnserver")
     async with deployment(mode, case.store, case.turn, case.args) as target:
-        m = await measure(target, case.attack, CI_SECONDS)
+        m = await measure(target, case.attack, CI_SECONDS, CI_PATIENCE)
     found = problems(case, m, CI_P99_BOUND_MS)
     assert not found, (
         f"{case.attack} ({mode}): {found}; rss +{m.rss_growth_mib:.1f} MiB, "
