@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import socket
@@ -22,7 +23,10 @@ from tests.adversarial.attacks import Outcome
 from turn.config import TurnSettings
 from turn.launcher import TurnEndpoint, running_turn
 
-PROBER = "127.0.0.2"  # /healthz comes from another address than the attacker's
+# /healthz and /metrics come from other addresses than the attacker's, a new one for each
+# request: the server's per-address limits apply to every request, and the prober is not the
+# attacker (a real monitor is few requests a second; this one is fifty).
+_probers = (f"127.0.2.{n}" for n in itertools.cycle(range(1, 251)))
 MODES = ("direct", "haproxy")
 PROBE_INTERVAL = 0.02
 
@@ -121,7 +125,7 @@ async def healthz_latency(port: int, timeout: float = Patience.probe) -> float:
     with contextlib.suppress(OSError, TimeoutError):
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(PROBER, 0)
+                "127.0.0.1", port, local_addr=(next(_probers), 0)
             )
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
             answer = await reader.read()
@@ -153,7 +157,9 @@ def fd_count(pid: int) -> int:
 
 
 async def metrics_text(port: int, timeout: float) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(PROBER, 0))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, local_addr=(next(_probers), 0)
+    )
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
     answer = await asyncio.wait_for(reader.read(), timeout)
     writer.close()
