@@ -72,6 +72,8 @@ async def test_attack(case: Case, mode: str) -> None:
         require_binary("haproxy")
     if case.turn:
         require_binary("turnserver")
+    if case.store == "redis":
+        require_binary("redis-server")
     async with deployment(mode, case.store, case.turn, case.args) as target:
         m = await measure(target, case.attack, CI_SECONDS, CI_PATIENCE)
     found = problems(case, m, CI_P99_BOUND_MS)
