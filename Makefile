@@ -56,7 +56,7 @@ loadtest: deps
 
 # fileshare against a bare aiortc DataChannel, 256 MiB, then a 1 GiB run for peak memory (root).
 bench: deps
-	$(PY) -m fileshare.bench $(BENCH_ARGS)
+	$(PY) -m benches.transfer $(BENCH_ARGS)
 
 # Capacity of one instance (and three with redis) on this machine, against a bare echo server.
 bench-signaling: deps

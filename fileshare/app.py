@@ -25,7 +25,7 @@ from fileshare.protocol import Receiver, Sender
 from fileshare.signal_client import SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events, ReceiveSide, SendSide, collect_sources
-from signaling import schema
+from fsproto import schema
 
 ConfirmSas = Callable[[str], Awaitable[bool]]
 STATE_MAX_AGE: Final = 7 * 86400.0

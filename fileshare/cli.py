@@ -19,17 +19,17 @@ from typing import Any, Final, TextIO
 
 import aiohttp
 
-from fileshare import app
+from fileshare import app, config
 from fileshare.code import BadCode
 from fileshare.crypto import AuthenticationFailed
 from fileshare.ice import RelayUnavailable
 from fileshare.names import UnsafeName, display_name, human_size
 from fileshare.peer import PeerStopped, SessionEnded
 from fileshare.protocol import MAX_CHUNK, TransferError
-from fileshare.signal_client import ConnectionClosed, SignalError
+from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
 from fileshare.state import TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events
-from signaling import schema
+from fsproto import schema
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
@@ -205,6 +205,8 @@ def _run(args: argparse.Namespace) -> int:
             else exc.message
         )
         return _fail(events, EXIT_NETWORK, exc.code, message)
+    except ServerUnreachable as exc:
+        return _fail(events, EXIT_NETWORK, "no_server", _no_server(exc))
     except (
         SessionEnded,
         ConnectionClosed,
@@ -215,6 +217,27 @@ def _run(args: argparse.Namespace) -> int:
     ) as exc:
         return _fail(events, EXIT_NETWORK, "connection", str(exc) or type(exc).__name__)
     return EXIT_OK
+
+
+def _no_server(exc: ServerUnreachable) -> str:
+    return (
+        f"no signaling server at {display_name(exc.url)} ({display_name(exc.reason)}): "
+        "start one with `fileshare-signal`, or set FILESHARE_SERVER or `server` in "
+        f"{display_name(str(config.config_path()))}"
+    )
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from fileshare import doctor
+
+    try:
+        findings = asyncio.run(doctor.check(args.server, _ice_servers(args)))
+    except KeyboardInterrupt:
+        print("fileshare: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    verdict = doctor.verdict(findings)
+    print(doctor.as_json(findings, verdict) if args.json else doctor.render(findings, verdict))
+    return EXIT_OK if verdict.works else EXIT_NETWORK
 
 
 def _transfers(args: argparse.Namespace) -> int:
@@ -237,21 +260,44 @@ def _transfers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(defaults: config.UserConfig | None = None) -> argparse.ArgumentParser:
+    """The parser, its defaults taken from the user's config file (flags and FILESHARE_*
+    variables win; --stun and --turn replace the file's lists, see `main`)."""
+    defaults = defaults or config.UserConfig()
     parser = argparse.ArgumentParser(
         prog="fileshare",
         description="Send files directly between two machines, end-to-end encrypted.",
-        epilog="Environment: FILESHARE_SERVER (signaling URL), FILESHARE_STATE_DIR (resume state).",
+        epilog="Environment: FILESHARE_SERVER (signaling URL), FILESHARE_STATE_DIR (resume state), "
+        f"FILESHARE_CONFIG (config file; default {config.config_path()}).",
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    network = argparse.ArgumentParser(add_help=False)  # where the servers are
+    network.add_argument(
         "--server",
-        default=os.environ.get("FILESHARE_SERVER", DEFAULT_SERVER),
+        default=os.environ.get("FILESHARE_SERVER") or defaults.server or DEFAULT_SERVER,
         help="signaling server URL (default: %(default)s)",
     )
-    common.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    network.add_argument("--json", action="store_true", help="JSON on stdout")
+    network.add_argument(
+        "--stun",
+        action="append",
+        metavar="URL",
+        help="a STUN server of your own, e.g. stun:stun.example.org:3478 (repeatable)",
+    )
+    network.add_argument(
+        "--turn",
+        action="append",
+        metavar="URL",
+        help="a TURN server of your own, e.g. turn:turn.example.org:3478"
+        "?transport=udp (password in FILESHARE_TURN_PASSWORD)",
+    )
+    network.add_argument(
+        "--turn-user",
+        default=os.environ.get("FILESHARE_TURN_USER") or defaults.turn_user,
+        help="user name for --turn",
+    )
+    common = argparse.ArgumentParser(add_help=False, parents=[network])
     common.add_argument(
         "--verify",
         action="store_true",
@@ -264,24 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for each step of connecting (default: 60)",
     )
     common.add_argument("--no-qr", action="store_true", help="do not print a QR code")
-    common.add_argument(
-        "--stun",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="a STUN server of your own, e.g. stun:stun.example.org:3478",
-    )
-    common.add_argument(
-        "--turn",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="a TURN server of your own, e.g. turn:turn.example.org:3478"
-        "?transport=udp (password in FILESHARE_TURN_PASSWORD)",
-    )
-    common.add_argument(
-        "--turn-user", default=os.environ.get("FILESHARE_TURN_USER"), help="user name for --turn"
-    )
     common.add_argument(
         "--relay-only",
         action="store_true",
@@ -316,16 +344,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace existing files instead of saving under a new name",
     )
     sub.add_parser("transfers", parents=[common], help="list unfinished transfers that can resume")
+    sub.add_parser(
+        "doctor",
+        parents=[network],
+        help="check the signaling, STUN and TURN servers and this network's NAT, and say "
+        "which transfers will work (exit 4 when none can)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        defaults = config.load()
+    except config.ConfigError as exc:
+        print(f"fileshare: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser = build_parser(defaults)
     args = parser.parse_args(argv)
+    args.stun = args.stun or list(defaults.stun)  # flags replace the config file's lists
+    args.turn = args.turn or list(defaults.turn)
     if args.command == "send" and not 1 <= args.chunk_size <= MAX_CHUNK:
         parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
     if args.command == "transfers":
         return _transfers(args)
+    if args.command == "doctor":
+        return _doctor(args)
     with contextlib.suppress(ImportError):
         import uvloop
 

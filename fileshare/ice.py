@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from signaling import schema
-from turn import credentials, stun
+from fsproto import schema, stun, turnrest
 
 Transport = Literal["udp", "tcp", "tls"]
 PROBE_SECONDS: Final = 1.5
@@ -68,7 +67,7 @@ class ServerCredentials:
         """When the first TURN credential in hand expires; None without one (or if its
         username does not say)."""
         expiries = [
-            credentials.expiry_of(server.username)
+            turnrest.expiry_of(server.username)
             for server in self.servers
             if server.username and any(u.startswith(("turn:", "turns:")) for u in server.urls)
         ]

@@ -29,7 +29,7 @@ from fileshare import crypto, ice, nomination
 from fileshare.crypto import Role, SessionKeys
 from fileshare.ice import TurnUrl
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
-from signaling import schema
+from fsproto import schema
 
 CHANNEL_LABEL = "fileshare"
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)\s*$", re.MULTILINE)

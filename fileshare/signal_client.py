@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 from typing import Any, TypeGuard
 
 import aiohttp
 import msgspec
 
-from signaling import schema
-from signaling.schema import PeerId
+from fsproto import schema
+from fsproto.schema import PeerId
 
 Event = schema.ServerMessage | schema.Relayed
 
@@ -23,6 +24,15 @@ class SignalError(Exception):
         super().__init__(f"{message} ({code})")
         self.code = code
         self.message = message
+
+
+class ServerUnreachable(ConnectionError):
+    """No signaling server answers at `url` (refused, unreachable, timed out, or not one)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"no signaling server at {url} ({reason})")
+        self.url = url
+        self.reason = reason
 
 
 class ConnectionClosed(Exception):
@@ -44,9 +54,23 @@ class SignalClient:
 
     @classmethod
     async def connect(cls, url: str, timeout: float = 10.0) -> SignalClient:
+        """Open the WebSocket; ServerUnreachable when nothing (or not a signaling server)
+        answers at `url` within `timeout`."""
         http = aiohttp.ClientSession()
         try:
-            ws = await http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+            async with asyncio.timeout(timeout):
+                ws = await http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+        except aiohttp.WSServerHandshakeError as exc:
+            await http.close()
+            raise ServerUnreachable(url, f"HTTP {exc.status}: not a WebSocket endpoint") from exc
+        except aiohttp.ClientConnectorError as exc:
+            await http.close()
+            errno = exc.os_error.errno
+            reason = os.strerror(errno).lower() if errno else type(exc.os_error).__name__
+            raise ServerUnreachable(url, reason) from exc
+        except TimeoutError as exc:
+            await http.close()
+            raise ServerUnreachable(url, f"no answer in {timeout:g} s") from exc
         except BaseException:
             await http.close()
             raise

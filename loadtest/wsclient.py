@@ -1,5 +1,5 @@
 """A blocking signaling peer for locust's gevent users: websocket-client under the hood, messages
-built and parsed by `signaling.schema`, so the load speaks exactly the server's wire format.
+built and parsed by `fsproto.schema`, so the load speaks exactly the server's wire format.
 
 Every socket operation is bounded by the peer's timeout, and nothing here catches more than
 `Exception`: locust stops a user by raising GreenletExit (a BaseException) wherever it waits, and
@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import msgspec
 import websocket
 
+from fsproto import schema
 from loadtest import payloads
-from signaling import schema
 
 
 class Refused(Exception):

@@ -1,5 +1,13 @@
+"""`netsim` and `python -m netsim` (the `lab` extra)."""
+
 import sys
 
-from netsim.cli import main
+from fsproto.extras import run_role
 
-sys.exit(main())
+
+def main() -> int:
+    return run_role("netsim.cli", "lab", "netsim")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,13 @@
+"""`fileshare-signal` and `python -m signaling` (the `server` extra)."""
+
 import sys
 
-from signaling.cli import main
+from fsproto.extras import run_role
 
-sys.exit(main())
+
+def main() -> int:
+    return run_role("signaling.cli", "server", "fileshare-signal")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

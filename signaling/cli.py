@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"fileshare-signal: {exc}", file=sys.stderr)
         return 2
-    setup_logging(cfg.log_level, cfg.log_json)
+    setup_logging(cfg.log_level, cfg.log_json, cfg.log_lines_per_second)
     raise_open_files_limit()
     with contextlib.suppress(ImportError):
         import uvloop

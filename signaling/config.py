@@ -34,7 +34,9 @@ class Config:
     flood_close_after: int = _opt(500, "rate-limited messages after which a connection is closed")
     connections_per_second: float = _opt(10.0, "new connections per second per client address")
     connection_burst: float = _opt(40.0, "new connections a client address may open at once")
-    max_connections_per_ip: int = _opt(100, "concurrent connections per client address")
+    max_connections_per_ip: int = _opt(
+        20, "concurrent connections per client address, upgraded or not (over it: HTTP 429)"
+    )
     max_sessions_per_ip: int = _opt(50, "live sessions one client address may have created")
     failed_joins_per_minute: float = _opt(
         6.0, "refused joins and rejoins per minute per client address (IPv6: per /64)"
@@ -48,7 +50,28 @@ class Config:
     session_lifetime_seconds: float = _opt(86400.0, "no session lives longer than this")
     grace_seconds: float = _opt(60.0, "how long a dropped peer may take to rejoin its session")
     heartbeat_seconds: float = _opt(20.0, "ping interval; a client that misses a pong is dropped")
-    send_queue_frames: int = _opt(256, "frames queued for a slow client before it is dropped")
+    send_queue_bytes: int = _opt(
+        262144, "bytes queued for a slow client before it is dropped (code 1013)"
+    )
+    inbox_bytes: int = _opt(
+        131072, "bytes of a client's messages awaiting handling before its socket is not read"
+    )
+    max_fragments: int = _opt(64, "frames one message may be cut into (more: code 1008)")
+    frames_per_second: float = _opt(200.0, "sustained WebSocket frames per second per connection")
+    frame_burst: float = _opt(1000.0, "frames a connection may send at once (more: code 1008)")
+    control_frames_per_second: float = _opt(
+        1.0, "sustained pings and pongs per second from a client"
+    )
+    control_frame_burst: float = _opt(10.0, "pings and pongs a client may send at once")
+    head_timeout_seconds: float = _opt(
+        5.0, "every request head (WebSocket or HTTP) must arrive, and HTTP be answered, in this"
+    )
+    max_handshakes: int = _opt(1024, "request heads being read at once, all addresses (over: 503)")
+    allowed_origins: tuple[str, ...] = _opt(
+        (),
+        "Origin a browser's upgrade may carry (repeatable; none: any; no Origin: always allowed)",
+        repeat=True,
+    )
     drain_seconds: float = _opt(10.0, "on SIGTERM, how long to let clients' frames drain")
     stun_urls: tuple[str, ...] = _opt((), "STUN URL handed to clients (repeatable)", repeat=True)
     turn_urls: tuple[str, ...] = _opt(
@@ -65,6 +88,7 @@ class Config:
     )
     log_json: bool = _opt(False, "write logs as JSON lines")
     log_level: str = _opt("info", "debug, info, warning or error")
+    log_lines_per_second: float = _opt(20.0, "log lines per second, beyond a burst of 200")
     turn_secret: str = field(default="", repr=False, metadata={"hidden": True})
 
     def __post_init__(self) -> None:

@@ -27,6 +27,7 @@ CLOSE_TRY_LATER: Final = 1013
 
 MAX_CONTROL_PAYLOAD: Final = 125
 _MAX_REASON: Final = MAX_CONTROL_PAYLOAD - 2
+_PART_OVERHEAD: Final = 41  # a bytes object and its list slot, for a fragment of no bytes
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class Failure:
 
     code: int
     reason: str
+    label: str = "ws_error"  # the rejection it is counted as
 
 
 Event = Message | Ping | Pong | Close | Failure
@@ -74,10 +76,22 @@ class FrameReader:
     writing its close would lose ours. Data frames are then skipped unread and unbuffered,
     and no further failure is reported."""
 
-    __slots__ = ("_buffer", "_done", "_parts", "_size", "_skip", "_skipping", "_text", "limit")
+    __slots__ = (
+        "_buffer",
+        "_done",
+        "_parts",
+        "_size",
+        "_skip",
+        "_skipping",
+        "_text",
+        "frames",
+        "limit",
+        "max_fragments",
+    )
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_fragments: int = 64) -> None:
         self.limit = limit  # largest message, in bytes, fragments included
+        self.max_fragments = max_fragments  # frames per message: empty ones cost memory too
         self._buffer: bytearray | None = None  # an incomplete frame
         self._parts: list[bytes] | None = None  # a fragmented message in progress
         self._text = False
@@ -85,13 +99,22 @@ class FrameReader:
         self._skipping = False
         self._skip = 0  # bytes of a skipped frame still to come
         self._done = False
+        self.frames = 0  # frames parsed so far, for the caller's rate limit
 
     def skip_data(self) -> None:
         """From now on, only look for the close frame."""
         self._skipping = True
         self._parts, self._size = None, 0
 
-    def feed(self, data: bytes) -> list[Event]:
+    def buffered(self) -> int:
+        """Bytes held: an incomplete frame and the fragments of an unfinished message."""
+        held = len(self._buffer) if self._buffer is not None else 0
+        parts = len(self._parts) if self._parts is not None else 0
+        return held + self._size + parts * _PART_OVERHEAD
+
+    def feed(self, data: bytes, budget: int = 1 << 62) -> list[Event]:
+        """The events of the complete frames in `data`, at most `budget` frames: a client that
+        sends more fails with a Failure(CLOSE_POLICY), before the rest is even parsed."""
         if self._done:
             return []
         if self._skip:
@@ -104,7 +127,7 @@ class FrameReader:
         else:
             buf = data
         events: list[Event] = []
-        consumed = self._parse(buf, events)
+        consumed = self._parse(buf, events, budget)
         if consumed >= len(buf) or self._done:
             self._buffer = None
         elif buf is self._buffer:
@@ -113,10 +136,13 @@ class FrameReader:
             self._buffer = bytearray(memoryview(buf)[consumed:])
         return events
 
-    def _parse(self, buf: bytes | bytearray, events: list[Event]) -> int:
+    def _parse(self, buf: bytes | bytearray, events: list[Event], budget: int) -> int:
         """Append the events of every complete frame in `buf`; return the bytes consumed."""
         pos, end = 0, len(buf)
         while end - pos >= 2 and not self._done:
+            if budget <= 0 and not self._skipping:
+                events.append(Failure(CLOSE_POLICY, "too many frames", "frame_flood"))
+                self.skip_data()
             b0, b1 = buf[pos], buf[pos + 1]
             opcode, fin, length, head = b0 & 0x0F, bool(b0 & 0x80), b1 & 0x7F, pos + 2
             if length == 126:
@@ -140,16 +166,17 @@ class FrameReader:
                     events.append(Close(None, ""))
                     self._done = True
                 elif end - head >= need:
-                    pos = head + need
+                    pos, budget, self.frames = head + need, budget - 1, self.frames + 1
                     continue
                 else:
                     self._skip = need - (end - head)
+                    self.frames += 1
                 return end
             if end - head < need:
                 break
             body = buf[head + 4 : head + need] if masked else buf[head : head + need]
             payload = _unmask(body, buf[head : head + 4]) if masked else bytes(body)
-            pos = head + need
+            pos, budget, self.frames = head + need, budget - 1, self.frames + 1
             self._frame(opcode, fin, payload, events)
         return pos
 
@@ -179,7 +206,11 @@ class FrameReader:
         else:
             raise _Failed(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
         if self._size + length > self.limit:
-            raise _Failed(CLOSE_TOO_BIG, f"message over {self.limit} bytes")
+            raise _Failed(CLOSE_TOO_BIG, f"message over {self.limit} bytes", "too_large")
+        if self._parts is not None and len(self._parts) >= self.max_fragments:
+            raise _Failed(
+                CLOSE_POLICY, f"message in more than {self.max_fragments} fragments", "fragments"
+            )
 
     def _frame(self, opcode: int, fin: bool, payload: bytes, events: list[Event]) -> None:
         if opcode == OP_CLOSE:
@@ -222,9 +253,9 @@ class FrameReader:
 class _Failed(Exception):
     """Raised inside the reader, reported as a Failure event."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, label: str = "ws_error") -> None:
         super().__init__(reason)
-        self.event = Failure(code, reason)
+        self.event = Failure(code, reason, label)
 
 
 def _unmask(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:

@@ -29,6 +29,11 @@ class TokenBucket:
         self.tokens -= cost
         return True
 
+    def level(self, now: float) -> float:
+        """The tokens there are at `now`, none taken."""
+        self.take(now, 0.0)
+        return self.tokens
+
     def full(self, now: float) -> bool:
         """True once idle long enough that forgetting the bucket changes nothing."""
         return self.tokens < 0 or self.tokens + (now - self.stamp) * self.rate >= self.burst
@@ -119,3 +124,33 @@ class AddressBuckets:
 
     def tracked(self) -> int:
         return len(self._by_key)
+
+
+@dataclass(slots=True)
+class LogBudget:
+    """Log lines: `rate` a second and `burst` at once; the lines over it are only counted, and
+    their number is reported at most every `every` seconds (a flood costs a line, not a disk)."""
+
+    rate: float
+    burst: float
+    every: float = 10.0
+    suppressed: int = 0
+    reported: float = float("-inf")  # when the last summary was given
+    bucket: TokenBucket = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bucket = TokenBucket(self.rate, self.burst)
+
+    def admit(self, now: float) -> bool:
+        """Whether a line may be written now (else it is counted as suppressed)."""
+        if self.bucket.take(now):
+            return True
+        self.suppressed += 1
+        return False
+
+    def summary(self, now: float) -> int:
+        """The lines suppressed since the last summary, if one is due now (else 0)."""
+        if not self.suppressed or now - self.reported < self.every:
+            return 0
+        count, self.suppressed, self.reported = self.suppressed, 0, now
+        return count

@@ -1,5 +1,10 @@
-"""Log set-up: plain text or JSON lines. Callers never pass tokens, keys, secrets or SDP to a log;
-the JSON formatter also only ever writes the message and a few known fields."""
+"""Log set-up: plain text or JSON lines. Callers never pass tokens, keys, secrets or SDP to a log.
+
+Whatever a client chose (an address behind a proxy, a reason, a header) is escaped by one
+function, `printable`, applied to every message, so no log line carries control characters or
+terminal escapes; lines are rate-limited (`signaling.limits.LogBudget`) with a summary of what
+was suppressed; and aiohttp's tracebacks for requests it could not handle are cut to one line.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,25 @@ import logging
 import sys
 import time
 
+from signaling.limits import LogBudget
+
 _EXTRA_FIELDS = ("event", "port")
+MAX_MESSAGE = 1000  # characters of one message, once escaped
+BURST = 200.0
+
+
+def printable(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` with every character that is not printable (control characters, escapes, line
+    breaks) written as a Python escape, cut to `limit` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _Escaping(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": printable(record.getMessage()),
         }
         for name in _EXTRA_FIELDS:
             if hasattr(record, name):
@@ -27,14 +50,50 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(level: str, as_json: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class BudgetHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes at most the budget's lines, then a summary line of those it suppressed."""
+
+    def __init__(self, budget: LogBudget) -> None:
+        super().__init__(sys.stderr)
+        self.budget = budget
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("aiohttp") and record.exc_info:
+            record.exc_info = None  # a request aiohttp refused: the line says enough
+            record.exc_text = None
+        now = time.monotonic()
+        if self.budget.admit(now):
+            self.summarise(now)
+            super().emit(record)
+
+    def summarise(self, now: float) -> None:
+        """Write the summary line if one is due (also called by the server once a second)."""
+        count = self.budget.summary(now)
+        if count:
+            line = f"{count} log lines suppressed (over {self.budget.rate:g} a second)"
+            summary = logging.LogRecord(
+                "fileshare.signal", logging.WARNING, __file__, 0, line, None, None
+            )
+            super().emit(summary)
+
+
+def summarise() -> None:
+    """Write the summary of suppressed lines, if one is due (the server calls this every
+    second, so a flood that stopped is still reported)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BudgetHandler):
+            handler.summarise(time.monotonic())
+
+
+def setup_logging(level: str, as_json: bool, lines_per_second: float = 20.0) -> BudgetHandler:
+    handler = BudgetHandler(LogBudget(lines_per_second, BURST))
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter = _Escaping("%(asctime)s %(levelname)s %(name)s: %(message)s")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    return handler

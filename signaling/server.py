@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import itertools
 import logging
 import time
@@ -22,17 +23,28 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from signaling import frames, handshake, schema, sessions
+from fsproto import schema
+from fsproto.schema import ErrorCode, PeerId, ProtocolError
+from signaling import frames, handshake, logs, sessions
 from signaling.config import Config
 from signaling.limits import AddressBuckets, ConnectionLimiter, TokenBucket
 from signaling.metrics import Metrics
-from signaling.schema import ErrorCode, PeerId, ProtocolError
 from signaling.sessions import SessionRecord
 from signaling.store import Bus, Change, MemoryBus, MemoryStore, SessionStore, peer_channel
-from signaling.websocket import OPEN, Endpoint, WebSocket
+from signaling.websocket import OPEN, Endpoint, Limits, WebSocket
 from turn import credentials
 
 log = logging.getLogger("fileshare.signal")
+
+
+def _release() -> str:
+    try:
+        return importlib.metadata.version("fileshare")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+RELEASE: Final = _release()
 
 CLOSE_RESTART: Final = frames.CLOSE_RESTART
 CLOSE_TRY_LATER: Final = frames.CLOSE_TRY_LATER
@@ -52,6 +64,22 @@ class BusEvent(msgspec.Struct, array_like=True):
 
 _bus_encode = msgspec.msgpack.Encoder().encode
 _bus_decode = msgspec.msgpack.Decoder(BusEvent).decode
+
+
+class Inbox(deque[tuple[bytes, float]]):
+    """A connection's messages waiting for its worker (with their arrival times), and their
+    bytes: over `--inbox-bytes` the socket is not read until the worker catches up."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+
+def _peer(conn: Connection) -> str:
+    peer = conn.transport.get_extra_info("peername")
+    return str(peer[0]) if peer else "unknown"
 
 
 class Connection(WebSocket):
@@ -75,14 +103,14 @@ class Connection(WebSocket):
         super().__init__(server.endpoint)
         self.server = server
         self.id = ""  # given when admitted
-        self.ip = ""
+        self.ip = ""  # once counted in the limiter for its address
         self.bucket: TokenBucket | None = None  # from the first message until idle again
         self.session_id: str | None = None
         self.peer_id: PeerId | None = None
         self.deadline_hint = 0.0
         self.last_touch = 0.0
         self.refused_messages = 0
-        self.inbox: deque[tuple[bytes, float]] | None = None  # messages waiting for the worker
+        self.inbox: Inbox | None = None  # messages waiting for the worker
         self.worker: asyncio.Task[None] | None = None  # while the inbox has messages
 
     @property
@@ -90,22 +118,22 @@ class Connection(WebSocket):
         """Nothing more is sent to it or read from it."""
         return self.state != OPEN
 
+    def on_connect(self) -> bytes | None:
+        return self.server.admit_peer(self)
+
     def on_request(self, request: handshake.Request) -> bytes | None:
-        return self.server.refusal()
+        return self.server.admit_request(self, request)
 
     def on_open(self, request: handshake.Request) -> None:
-        self.server.admit(self, request)
+        self.server.opened(self)
 
     def on_message(self, data: bytes) -> None:
         self.server.receive(self, data)
 
-    def on_violation(self, code: int, reason: str) -> None:
-        self.server.violation(self, code, reason)
+    def on_rejected(self, reason: str, detail: str) -> None:
+        self.server.rejected(self, reason, detail)
 
-    def on_slow(self) -> None:
-        self.server.slow(self)
-
-    def on_lost(self) -> None:
+    def on_end(self, opened: bool) -> None:
         self.server.lost(self)
 
     def on_bus(self, data: bytes) -> None:
@@ -139,10 +167,19 @@ class SignalingServer:
             config.credentials_per_minute / 60, config.credential_burst
         )
         self.endpoint = Endpoint(
-            WEBSOCKET_PATHS,
-            max_message_bytes=config.hard_message_bytes,
-            send_queue_frames=config.send_queue_frames,
+            Limits(
+                frozenset(WEBSOCKET_PATHS),
+                max_message_bytes=config.hard_message_bytes,
+                max_fragments=config.max_fragments,
+                send_queue_bytes=config.send_queue_bytes,
+                frames_per_second=config.frames_per_second,
+                frame_burst=config.frame_burst,
+                control_per_second=config.control_frames_per_second,
+                control_burst=config.control_frame_burst,
+            ),
             heartbeat_seconds=config.heartbeat_seconds,
+            head_timeout_seconds=config.head_timeout_seconds,
+            max_handshakes=config.max_handshakes,
         )
         self.connections: set[Connection] = set()
         self.draining = False
@@ -169,7 +206,7 @@ class SignalingServer:
         self._listener = await loop.create_server(
             lambda: Connection(self), host, port, backlog=1024
         )
-        self.endpoint.wheel.start()
+        self.endpoint.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
         port_taken: int = self._listener.sockets[0].getsockname()[1]
         return port_taken
@@ -181,7 +218,7 @@ class SignalingServer:
         await self.drain()
         if self._runner is not None:
             await self._runner.cleanup()
-        self.endpoint.wheel.stop()
+        self.endpoint.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -213,7 +250,16 @@ class SignalingServer:
         return app
 
     async def handle_healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "alive", "instance": self.config.instance_id})
+        """Alive; with the release and the server's clock for `fileshare doctor`."""
+        return web.json_response(
+            {
+                "status": "alive",
+                "instance": self.config.instance_id,
+                "version": RELEASE,
+                "protocol": schema.VERSION,
+                "time": round(time.time(), 3),
+            }
+        )
 
     async def handle_readyz(self, _: web.Request) -> web.Response:
         if self.draining:
@@ -228,14 +274,47 @@ class SignalingServer:
 
     # --- connections ---------------------------------------------------------------------------
 
-    def refusal(self) -> bytes | None:
-        """The answer to an upgrade request while draining: come back elsewhere."""
-        if not self.draining:
+    def admit_peer(self, conn: Connection) -> bytes | None:
+        """A new connection, before its first byte: counted against its address (all of them,
+        upgraded or not), or refused with 429. A trusted proxy's connections are counted once
+        their head names the client (`admit_request`)."""
+        peer = _peer(conn)
+        if peer in self.config.trusted_proxies:
             return None
+        return self._count(conn, peer)
+
+    def admit_request(self, conn: Connection, request: handshake.Request) -> bytes | None:
+        """An upgrade request: refused (before any 101) while draining, from an Origin not
+        allowed, or from a client behind a trusted proxy over its address's limits."""
+        if self.draining:
+            body = msgspec.json.encode(
+                {"code": ErrorCode.SHUTTING_DOWN, "message": "server is restarting"}
+            )
+            return handshake.response(503, body, "application/json; charset=utf-8")
+        allowed = self.config.allowed_origins
+        origins = request.values("origin")
+        if allowed and origins and any(origin not in allowed for origin in origins):
+            self.rejected(conn, "origin", "origin not allowed")
+            return handshake.Refused(403, "origin not allowed").response()
+        if conn.ip:
+            return None
+        return self._count(conn, self.client_ip(_peer(conn), request))
+
+    def _count(self, conn: Connection, ip: str) -> bytes | None:
+        refusal = self.limiter.admit(ip, time.monotonic())
+        if refusal is None:
+            conn.ip = ip
+            return None
+        self.rejected(conn, refusal, "too many connections", ip)
         body = msgspec.json.encode(
-            {"code": ErrorCode.SHUTTING_DOWN, "message": "server is restarting"}
+            {
+                "code": ErrorCode.TOO_MANY_CONNECTIONS,
+                "message": "too many connections from your address, try again later",
+            }
         )
-        return handshake.response(503, body, "application/json; charset=utf-8")
+        return handshake.response(
+            429, body, "application/json; charset=utf-8", (("Retry-After", "1"),)
+        )
 
     def client_ip(self, peer: str, request: handshake.Request) -> str:
         """The peer's address, or behind a trusted proxy the address that proxy appended last:
@@ -245,27 +324,19 @@ class SignalingServer:
             return forwarded[-1].split(",")[-1].strip() or peer
         return peer
 
-    def admit(self, conn: Connection, request: handshake.Request) -> None:
-        peer = conn.transport.get_extra_info("peername")
-        conn.ip = self.client_ip(str(peer[0]) if peer else "unknown", request)
-        refusal = self.limiter.admit(conn.ip, time.monotonic())
-        if refusal is not None:
-            self.metrics.rejections.labels(refusal).inc()
-            message = "too many connections from your address, try again later"
-            conn.send(schema.error(ErrorCode.TOO_MANY_CONNECTIONS, message))
-            conn.close(CLOSE_TRY_LATER, b"too many connections")
-            return
+    def opened(self, conn: Connection) -> None:
         conn.id = f"{self.config.instance_id}:{next(self._conn_ids)}"
         self.connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
 
     def lost(self, conn: Connection) -> None:
-        if conn not in self.connections:  # refused at the door
+        if conn.ip:
+            self.limiter.release(conn.ip)
+        if conn not in self.connections:  # never upgraded
             return
         self.connections.discard(conn)
         self.metrics.connections.dec()
-        self.limiter.release(conn.ip)
         self._spawn(self._cleanup(conn))
 
     async def _cleanup(self, conn: Connection) -> None:
@@ -273,30 +344,32 @@ class SignalingServer:
             await asyncio.wait([conn.worker])
         await self._detach(conn, dropped=True)
 
-    def violation(self, conn: Connection, code: int, reason: str) -> None:
-        self.metrics.rejections.labels(
-            "too_large" if code == frames.CLOSE_TOO_BIG else "ws_error"
-        ).inc()
-        log.info("connection %s closed by protocol error: %s", conn.id, reason)
-
-    def slow(self, conn: Connection) -> None:
-        self.metrics.rejections.labels(ErrorCode.SLOW_CONSUMER.value).inc()
-        log.info("dropping slow connection %s", conn.id)
+    def rejected(self, conn: Connection, reason: str, detail: str, ip: str = "") -> None:
+        """A limit refused a client: counted by reason, and logged (the log is rate-limited,
+        and the address is escaped like every logged value)."""
+        self.metrics.rejections.labels(reason).inc()
+        log.info("refused %s (%s): %s", conn.id or ip or conn.ip or _peer(conn), reason, detail)
 
     def receive(self, conn: Connection, data: bytes) -> None:
         """Queue a message for the connection's worker, starting one if none runs."""
-        if conn.inbox is None:
-            conn.inbox = deque()
-            conn.worker = asyncio.create_task(self._work(conn, conn.inbox))
-        conn.inbox.append((data, time.time()))
+        inbox = conn.inbox
+        if inbox is None:
+            inbox = conn.inbox = Inbox()
+            conn.worker = asyncio.create_task(self._work(conn, inbox))
+        inbox.append((data, time.time()))
+        limit, held = self.config.inbox_bytes, inbox.size
+        inbox.size = held + len(data)
+        if held <= limit < inbox.size and not conn.transport.is_closing():
+            conn.transport.pause_reading()
 
-    async def _work(self, conn: Connection, inbox: deque[tuple[bytes, float]]) -> None:
+    async def _work(self, conn: Connection, inbox: Inbox) -> None:
         """Handle the messages in order, then end (the next message starts a new worker). Once
         the connection closes the rest is dropped, unless the server is draining: what a client
         sent before a restart is still relayed."""
         try:
             while inbox and (not conn.closing or self.draining):
                 data, received_at = inbox.popleft()
+                self._taken(conn, inbox, len(data))
                 try:
                     await self._on_frame(conn, data, received_at)
                 except ProtocolError as exc:
@@ -306,6 +379,14 @@ class SignalingServer:
                     self._refuse(conn, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error"))
         finally:
             conn.inbox = conn.worker = None
+            self._taken(conn, inbox, inbox.size)
+
+    def _taken(self, conn: Connection, inbox: Inbox, size: int) -> None:
+        """`size` bytes left the inbox: read the socket again once it is under its limit."""
+        limit, held = self.config.inbox_bytes, inbox.size
+        inbox.size = held - size
+        if held > limit >= inbox.size and not conn.transport.is_closing():
+            conn.transport.resume_reading()
 
     def _refuse(self, conn: Connection, exc: ProtocolError) -> None:
         self.metrics.rejections.labels(exc.code.value).inc()
@@ -646,6 +727,7 @@ class SignalingServer:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
+            logs.summarise()
             try:
                 await self.sweep(time.time())
             except Exception:

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from signaling.schema import PeerId
+from fsproto.schema import PeerId
 
 TOKEN_BYTES: Final = 16  # 128 bits
 SESSION_ID_DIGITS: Final = 8

@@ -4,57 +4,61 @@ with __slots__, and no task, timer, queue or buffer of its own while idle.
 aiohttp's server costs ~14 KB per idle WebSocket (request, handler task and its frames, reader,
 queue, heartbeat timer), and memory per idle socket is a capacity figure (loadtest/README.md).
 So a connection here reads its request head and takes a WebSocket upgrade on one of the
-endpoint's paths itself (`signaling.handshake`); anything else is handed, with the bytes already
-read, to aiohttp's own protocol (probes, metrics). Frames are parsed by `signaling.frames`; frames
-out leave at the end of the event loop's turn, one write per connection, while the transport
-takes them, and wait in a bounded queue while it pushes back; one `Wheel` ticks every connection
-for heartbeats and timeouts.
+endpoint's paths itself; any other well-formed request is handed, with the bytes already read,
+to aiohttp's own protocol (probes, metrics), which this protocol then fronts, so that every
+connection is timed and counted until it ends. What a connection does is decided by its sans-I/O
+core (`signaling.wscore`); this is the thin shell that carries the core's output to the
+transport. Frames out leave at the end of the event loop's turn, one write per connection; two
+`Wheel`s tick every connection: a fast one for request heads and HTTP requests, a slow one for
+heartbeats.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import Callable, Collection
-from typing import Final, cast
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import cast
 
-from signaling import frames, handshake
+from signaling import handshake, wscore
 from signaling.wheel import Wheel
-
-HEAD: Final = 0  # reading the request head
-OPEN: Final = 1
-CLOSING: Final = 2  # our close frame is sent: waiting for the client's (or its end of stream)
-CLOSED: Final = 3  # was open; the transport is closing or gone
-DONE: Final = 4  # never opened: refused over HTTP, or handed to aiohttp
-
-# In ticks of the wheel, one every half heartbeat interval:
-PING_AFTER: Final = 2  # a connection silent for a whole interval is pinged,
-DEAD_AFTER: Final = 3  # and dropped if nothing came back half an interval later
-HEAD_TICKS: Final = 3  # the request head must be complete by then
-CLOSE_TICKS: Final = 2  # the client has this long to end a closing connection
+from signaling.wscore import ABORT, CLOSE, DONE, HAND_OFF, HEAD, HTTP, KEEP, OPEN, Limits
 
 Http = Callable[[], asyncio.Protocol]
+HEAD_TICK_SECONDS = 0.5
 
 
 class Endpoint:
-    """What the connections of one server share: their paths and limits, the wheel that ticks
-    them, and aiohttp's protocol factory for every other request."""
+    """What the connections of one server share: their limits, the wheels that tick them, and
+    aiohttp's protocol factory for every other request."""
 
     def __init__(
         self,
-        paths: Collection[str],
-        max_message_bytes: int,
-        send_queue_frames: int,
+        limits: Limits,
         heartbeat_seconds: float,
+        head_timeout_seconds: float = 5.0,
+        max_handshakes: int = 1024,
     ) -> None:
-        self.paths = frozenset(paths)
-        self.max_message_bytes = max_message_bytes
-        self.send_queue_frames = send_queue_frames
+        self.limits = replace(
+            limits, head_ticks=wscore.head_ticks(head_timeout_seconds, HEAD_TICK_SECONDS)
+        )
+        self.max_handshakes = max_handshakes  # request heads being read, from all addresses
+        self.handshakes = 0
         self.wheel: Wheel[WebSocket] = Wheel(heartbeat_seconds / 2)
+        self.heads: Wheel[WebSocket] = Wheel(HEAD_TICK_SECONDS, slots=1)
         self.http: Http | None = None
         self._emptied: asyncio.Event | None = None  # while closing all
         self._corked: list[WebSocket] = []  # connections with frames written in this turn
+
+    def start(self) -> None:
+        self.wheel.start()
+        self.heads.start()
+
+    def stop(self) -> None:
+        self.wheel.stop()
+        self.heads.stop()
 
     def cork(self, ws: WebSocket) -> None:
         """`ws` has frames to send: they go at the end of this turn of the event loop, all in
@@ -77,258 +81,178 @@ class Endpoint:
         if len(self.wheel):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._emptied.wait(), timeout)
-        for ws in self.wheel:
+        for ws in (*self.wheel, *self.heads):
             ws.transport.abort()
 
     def left(self, ws: WebSocket, slot: set[WebSocket]) -> None:
-        """A connection ended or went to aiohttp."""
+        """A connection ended, or left the head wheel."""
         Wheel.remove(ws, slot)
         if self._emptied is not None and not len(self.wheel):
             self._emptied.set()
 
 
-class WebSocket(asyncio.Protocol):
-    """One client connection, from its first byte to its end. Subclasses give an upgrade and a
-    message their meaning through the `on_*` hooks."""
+class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
+    """One client connection, from its first byte to its end: the transport side of the core."""
 
-    __slots__ = (
-        "_head",
-        "_out",
-        "_pending",
-        "_reader",
-        "_slot",
-        "endpoint",
-        "quiet",
-        "state",
-        "transport",
-    )
+    __slots__ = ("_slot", "endpoint", "transport")
 
     transport: asyncio.Transport
 
     def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__()
         self.endpoint = endpoint
-        self.state = HEAD
-        self.quiet = 0  # wheel ticks since the client was last heard (or since the state began)
-        self._head: bytearray | None = None
-        self._reader: frames.FrameReader | None = None
-        self._pending: deque[bytes] | None = None  # only while the transport pushes back
-        self._out: list[bytes] | None = None  # only until the end of this turn of the loop
         self._slot: set[WebSocket] | None = None
 
-    # --- hooks ------------------------------------------------------------------------------
+    @property
+    def limits(self) -> Limits:
+        return self.endpoint.limits
 
-    def on_request(self, request: handshake.Request) -> bytes | None:
-        """A valid upgrade request: an HTTP answer refuses it, None accepts it."""
+    # --- hooks for the server ---------------------------------------------------------------
+
+    def on_connect(self) -> bytes | None:
+        """A new connection, before any byte: an HTTP answer refuses it, None takes it."""
         return None
 
-    def on_open(self, request: handshake.Request) -> None:
-        """The upgrade is answered: the connection is open."""
+    def on_end(self, opened: bool) -> None:
+        """The connection ended, however it ended (`opened`: it had been upgraded)."""
 
-    def on_message(self, data: bytes) -> None:
-        """A whole text or binary message."""
+    # --- carrying the core's output ---------------------------------------------------------
 
-    def on_violation(self, code: int, reason: str) -> None:
-        """The client broke the protocol; the connection is being closed with `code`."""
-
-    def on_slow(self) -> None:
-        """The client does not read: its send queue overflowed and was dropped, and the
-        connection is being closed (1013)."""
-
-    def on_lost(self) -> None:
-        """An open connection ended, however it ended."""
-
-    # --- sending ----------------------------------------------------------------------------
-
-    def send(self, payload: bytes) -> None:
-        """A text message, unless the connection is closing."""
-        if self.state == OPEN:
-            self._write(frames.encode(payload))
-
-    def close(self, code: int, reason: bytes = b"") -> None:
-        """Send the close frame, after every queued frame. The connection ends when the client
-        answers with its own (or ends the stream); one that does neither is aborted by the
-        wheel."""
-        if self.state != OPEN:
-            return
-        self.state, self.quiet = CLOSING, 0
-        if self._reader is not None:
-            self._reader.skip_data()
-        self._flush()
-        self._put(frames.close_frame(code, reason))
-
-    def _write(self, frame: bytes) -> None:
-        pending = self._pending
-        if pending is None:
-            self._put(frame)
-        elif len(pending) < self.endpoint.send_queue_frames:
-            pending.append(frame)
-        else:
-            pending.clear()
-            self.on_slow()
-            self.close(frames.CLOSE_TRY_LATER, b"slow consumer")
-
-    def _flush(self) -> None:
-        """Hand the queued frames to the transport, which takes more than its high-water mark
-        (a closing connection is bounded by the wheel's timeout instead)."""
-        pending, self._pending = self._pending, None
-        if pending and not self.transport.is_closing():
-            self.send_out()  # (what this turn wrote came first)
-            self.transport.writelines(pending)
-
-    def _put(self, data: bytes) -> None:
-        """Write at the end of this turn of the loop (see `Endpoint.cork`), unless the
-        transport is already going (the client vanished, and the news is on its way to
-        `connection_lost`)."""
-        if self._out is not None:
-            self._out.append(data)
-        elif not self.transport.is_closing():
-            self._out = [data]
+    def on_output(self) -> None:
+        out = self._out
+        if self.queued > self.limits.flush_bytes:
+            self.send_out()
+        elif out is not None and len(out) == 1:  # the first frame since the last write
             self.endpoint.cork(self)
 
     def send_out(self) -> None:
-        """Write what was sent in this turn of the loop."""
-        out, self._out = self._out, None
+        """Write what the core has for the transport, unless it pushes back."""
+        out = self.take_output()
         if out and not self.transport.is_closing():
             self.transport.writelines(out)
+
+    def _act(self) -> None:
+        """After an input: carry out what the core decided."""
+        action = self.action
+        if action == KEEP:
+            return
+        if action == HAND_OFF:
+            self._hand_off()
+            return
+        if action == ABORT:
+            self.transport.abort()
+            return
+        self.send_out()
+        self.action = KEEP  # carried out
+        if action == CLOSE:
+            self.transport.close()
+        elif self.transport.can_write_eof():
+            self.transport.write_eof()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
-        self._slot = self.endpoint.wheel.add(self)
+        endpoint = self.endpoint
+        self._slot = endpoint.heads.add(self)
+        endpoint.handshakes += 1
+        refusal = self.on_connect()
+        if refusal is None and endpoint.handshakes > endpoint.max_handshakes:
+            self.on_rejected("handshakes", "too many request heads in progress")
+            refusal = handshake.Refused(503, "busy, try again later").response()
+        if refusal is not None:
+            self.refuse(refusal)
+            self._head_done()
+            self._act()
 
     def data_received(self, data: bytes) -> None:
         state = self.state
-        if state == OPEN:
-            self.quiet = 0
-            self._read_frames(data)
-        elif state == HEAD:
-            self._read_head(data)
-        elif state == CLOSING:
-            self._read_frames(data)  # for the client's close frame
-        # Refused or closed: what the client still sends is dropped.
+        self.receive(data, time.monotonic())
+        if state == HEAD and self.state != HEAD:
+            self._head_done()
+        self._act()
 
     def eof_received(self) -> None:
         """The client ended its side: so does the server (the transport closes)."""
 
     def connection_lost(self, exc: Exception | None) -> None:
-        opened = self.state in (OPEN, CLOSING, CLOSED)
-        self.state = CLOSED if opened else DONE
+        if self.state == HEAD:
+            self._head_done()
+        opened = self.state in (OPEN, wscore.CLOSING, wscore.CLOSED)
+        self.state = wscore.CLOSED if opened else DONE
         self._leave_wheel()
-        self._head = self._reader = self._pending = self._out = None
-        if opened:
-            self.on_lost()
+        self._input = self._out = None
+        self.on_end(opened)
 
     def pause_writing(self) -> None:
-        if self._pending is None:
-            self._pending = deque()
+        self.pause()
 
     def resume_writing(self) -> None:
-        if self.state == OPEN:
-            self._flush()
+        self.resume()
+        self.send_out()
 
     # --- time -------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """The wheel's visit: heartbeat an open connection, time out every other state."""
-        self.quiet += 1
-        if self.state == OPEN:
-            if self.quiet == PING_AFTER:
-                self._write(frames.PING)
-            elif self.quiet >= DEAD_AFTER:
-                self.transport.abort()
-        elif self.quiet >= (HEAD_TICKS if self.state == HEAD else CLOSE_TICKS):
+        """A wheel's visit."""
+        self.advance(time.monotonic())
+        if self.action == ABORT:
             self.transport.abort()
+
+    def _head_done(self) -> None:
+        """The head is read (or the connection refused): it leaves the handshake count, and an
+        upgraded connection moves to the heartbeat wheel."""
+        self.endpoint.handshakes -= 1
+        if self.state in (OPEN, wscore.CLOSING, wscore.CLOSED):
+            self._leave_wheel()
+            self._slot = self.endpoint.wheel.add(self)
 
     def _leave_wheel(self) -> None:
         if self._slot is not None:
             self.endpoint.left(self, self._slot)
             self._slot = None
 
-    # --- the opening handshake --------------------------------------------------------------
-
-    def _read_head(self, data: bytes) -> None:
-        if self._head is None:
-            self._head = bytearray(data)
-        else:
-            self._head += data
-        head = self._head
-        end = head.find(handshake.END_OF_HEAD)
-        too_large = len(head) > handshake.MAX_HEAD if end < 0 else end > handshake.MAX_HEAD
-        if end < 0 and not too_large:
-            return
-        line_end = head.find(b"\r\n")
-        line = handshake.request_line(bytes(head[:line_end])) if line_end >= 0 else None
-        if line is None or line.path not in self.endpoint.paths:
-            self._hand_off(bytes(head))
-        elif too_large:
-            self._refuse(handshake.Refused(431, "request head too large").response())
-        else:
-            self._upgrade(bytes(head[:end]), bytes(head[end + len(handshake.END_OF_HEAD) :]))
-
-    def _upgrade(self, head: bytes, rest: bytes) -> None:
-        try:
-            request = handshake.parse(head)
-            answer = handshake.accept(request)
-        except handshake.Refused as refused:
-            self._refuse(refused.response())
-            return
-        refusal = self.on_request(request)
-        if refusal is not None:
-            self._refuse(refusal)
-            return
-        self._head = None
-        self.transport.write(answer)
-        self.state, self.quiet = OPEN, 0
-        self._reader = frames.FrameReader(self.endpoint.max_message_bytes)
-        self.on_open(request)
-        if rest:  # frames the client sent without waiting for the answer
-            self.data_received(rest)
-
-    def _refuse(self, response: bytes) -> None:
-        self.state, self.quiet, self._head = DONE, 0, None
-        self.transport.write(response)
-        self.transport.close()
-
-    def _hand_off(self, data: bytes) -> None:
-        """Not a WebSocket path: aiohttp serves the connection, from its first byte."""
+    def _hand_off(self) -> None:
+        """Not a WebSocket path: aiohttp serves the request, from its first byte, with this
+        protocol in front of it (still counted, and timed by the head wheel)."""
+        self.action = KEEP
+        data, self._input = bytes(self._head or b""), None
         http = self.endpoint.http
         if http is None:
-            self._refuse(handshake.Refused(404, "not found").response())
+            self.refuse(handshake.Refused(404, "not found").response())
+            self._act()
             return
-        self.state, self._head = DONE, None
-        self._leave_wheel()
         protocol = http()
-        self.transport.set_protocol(protocol)
+        self.transport.set_protocol(_HttpFront(self, protocol))
         protocol.connection_made(self.transport)
         protocol.data_received(data)
 
-    # --- frames -----------------------------------------------------------------------------
 
-    def _read_frames(self, data: bytes) -> None:
-        reader = self._reader
-        assert reader is not None
-        for event in reader.feed(data):
-            if isinstance(event, frames.Close):
-                self._closed_by_client(event.code)
-                return
-            if self.state != OPEN:  # closing: only the client's close frame matters
-                continue
-            if isinstance(event, frames.Message):
-                self.on_message(event.data)
-            elif isinstance(event, frames.Ping):
-                self._write(frames.encode(event.data, frames.OP_PONG))
-            elif isinstance(event, frames.Failure):
-                self.on_violation(event.code, event.reason)
-                self.close(event.code, event.reason.encode())
-            # a Pong: hearing from the client was all it was for
+class _HttpFront(asyncio.Protocol):
+    """In front of aiohttp's protocol for one request: passes everything on, and tells the
+    connection when it ends (so that it is counted until then; the head wheel times it)."""
 
-    def _closed_by_client(self, code: int | None) -> None:
-        """Answer an open connection's close with the client's own code (RFC 6455 section
-        5.5.1), and close the TCP connection: the server closes it first (section 7.1.1)."""
-        if self.state == OPEN:
-            self._flush()
-            self._put(frames.close_frame(code))
-        self.state, self.quiet, self._reader = CLOSED, 0, None
-        self.send_out()
-        self.transport.close()
+    __slots__ = ("http", "ws")
+
+    def __init__(self, ws: WebSocket, http: asyncio.Protocol) -> None:
+        self.ws = ws
+        self.http = http
+
+    def data_received(self, data: bytes) -> None:
+        self.http.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.http.eof_received()
+
+    def pause_writing(self) -> None:
+        self.http.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.http.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.http.connection_lost(exc)
+        self.ws.connection_lost(exc)
+
+
+__all__ = ["HTTP", "OPEN", "Endpoint", "Limits", "WebSocket"]

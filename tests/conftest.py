@@ -25,6 +25,8 @@ from signaling.config import Config
 from signaling.server import SignalingServer, open_backend
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# The developer's own ~/.config/fileshare/config.toml must not steer the tests' clients.
+os.environ["FILESHARE_CONFIG"] = "/nonexistent/fileshare-tests/config.toml"
 
 
 def require_binary(name: str) -> str:

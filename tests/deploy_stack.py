@@ -74,11 +74,11 @@ def _pip(*args: str, timeout: float = 900) -> None:
 
 
 def wheelhouse() -> Path:
-    """Wheels of the project's runtime dependencies for the targets' Python, built once per
-    dependency list and cached: the targets install from it without reaching PyPI."""
-    deps: list[str] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
-        "dependencies"
-    ]
+    """Wheels of the server role's dependencies (the client's and the `server` extra's) for the
+    targets' Python, built once per dependency list and cached: the targets install from it
+    without reaching PyPI."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps: list[str] = [*project["dependencies"], *project["optional-dependencies"]["server"]]
     key = images.hashed({"deps": deps, "python": sys.version_info[:2], "target": TARGET_PYTHON})
     target = WHEEL_CACHE / key
     if not target.exists():

@@ -133,12 +133,12 @@ def test_too_big_is_known_from_the_header_alone() -> None:
     """No payload is awaited (or held) for a frame that declares too much."""
     header = frame(b"", declared_length=2**40)[:14]
     events = feed(header)
-    assert events == [Failure(1009, f"message over {LIMIT} bytes")]
+    assert events == [Failure(1009, f"message over {LIMIT} bytes", "too_large")]
 
 
 def test_fragments_add_up_to_the_limit() -> None:
     events = feed(frame(b"x" * 600, fin=False), frame(b"x" * 401, opcode=0x0))
-    assert events == [Failure(1009, f"message over {LIMIT} bytes")]
+    assert events == [Failure(1009, f"message over {LIMIT} bytes", "too_large")]
     assert feed(frame(b"x" * 600, fin=False), frame(b"x" * 400, opcode=0x0)) == [
         Message(b"x" * 1000, True)
     ]
@@ -188,7 +188,7 @@ def test_after_a_failure_only_the_close_frame_counts() -> None:
     reader = FrameReader(LIMIT)
     big = frame(b"y" * 50_000)  # over the limit: skipped without being held
     events = reader.feed(big[:20])
-    assert events == [Failure(1009, f"message over {LIMIT} bytes")]
+    assert events == [Failure(1009, f"message over {LIMIT} bytes", "too_large")]
     for i in range(20, len(big), 7000):
         assert reader.feed(big[i : i + 7000]) == []
     rest = frame(b"ignored") + frame(b"p", opcode=0x9) + frame(close_payload(1009), opcode=0x8)

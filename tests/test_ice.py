@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 from fileshare import ice
-from signaling import schema
+from fsproto import schema
 
 CREDS = schema.IceServer(urls=[], username="1:s", credential="pw")
 

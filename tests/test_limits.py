@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signaling.limits import AddressBuckets, ConnectionLimiter, TokenBucket, address_key
+from signaling.limits import AddressBuckets, ConnectionLimiter, LogBudget, TokenBucket, address_key
+from signaling.logs import printable
 
 # --- TokenBucket --------------------------------------------------------------------------------
 
@@ -213,3 +214,20 @@ def test_address_buckets_forget_full_ones() -> None:
     assert buckets.tracked() == 1
     buckets.forget_idle(1.0)
     assert buckets.tracked() == 0
+
+
+def test_log_budget_suppresses_and_reports() -> None:
+    budget = LogBudget(rate=1.0, burst=3, every=10.0)
+    assert [budget.admit(0.0) for _ in range(5)] == [True, True, True, False, False]
+    assert budget.summary(0.0) == 2  # the first summary is due at once
+    assert not budget.admit(0.5)
+    assert budget.summary(5.0) == 0  # not again before `every`
+    assert budget.admit(5.0)  # refilled
+    assert budget.summary(10.0) == 1 and budget.summary(30.0) == 0
+
+
+def test_printable_escapes_every_control_character() -> None:
+    assert printable("ok 127.0.0.1") == "ok 127.0.0.1"
+    assert printable("\x1b]0;owned\x07\r\nX") == "\\x1b]0;owned\\x07\\r\\nX"
+    assert printable("\u202etxt.exe") == "\\u202etxt.exe"  # a bidirectional override
+    assert printable("a" * 50, limit=10) == "a" * 10 + "…"

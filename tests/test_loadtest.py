@@ -24,7 +24,7 @@ EXPECTED_REFUSALS = {
     "bad_message: bad_message",
     "too_large: too_large",
     "flood: close 1008",
-    "conn_flood: too_many_connections then close 1013",
+    "conn_flood: http 429",
 }
 
 

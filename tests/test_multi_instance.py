@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
-from signaling import schema
+from fsproto import schema
 from signaling.redis_store import RedisStore
 from signaling.server import CLOSE_RESTART
 from tests.conftest import StartProcess, StartServer

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from signaling import schema
-from signaling.schema import (
+from fsproto import schema
+from fsproto.schema import (
     CLIENT_TYPES,
     RELAY_TYPES,
     VERSION,

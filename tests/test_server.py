@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import time
@@ -12,12 +13,12 @@ import aiohttp
 import msgspec
 import pytest
 
-from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
-from signaling import schema
-from signaling.server import CLOSE_REPLACED, CLOSE_TRY_LATER
+from fileshare.signal_client import SignalClient, SignalError, payload_of
+from fsproto import schema
+from signaling.server import CLOSE_REPLACED
 from signaling.store import MemoryBus
 from tests.conftest import RunningServer, StartServer
-from tests.rawws import RawWebSocket
+from tests.rawws import RawWebSocket, http_exchange, upgrade_request
 from turn import credentials
 
 SDP = {"type": "offer", "sdp": "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n" * 20}
@@ -415,36 +416,42 @@ async def test_message_flood_is_limited_then_closed(start_server: StartServer) -
     await assert_serving(server)
 
 
+async def refused_upgrade(server: RunningServer) -> dict[str, Any]:
+    """An upgrade refused before any 101: the 429 answer's JSON body."""
+    status, headers, body = await http_exchange(server.port, upgrade_request(server.port))
+    assert (status, headers["retry-after"]) == (429, "1")
+    refusal: dict[str, Any] = json.loads(body)
+    return refusal
+
+
 async def test_concurrent_connections_per_address(start_server: StartServer) -> None:
+    """Every connection counts (upgraded or not), and one over the limit never gets a 101."""
     server = await start_server(max_connections_per_ip=3)
-    clients = [await SignalClient.connect(server.url) for _ in range(3)]
-    extra = await SignalClient.connect(server.url)
-    event = await extra.next_event()
-    assert isinstance(event, schema.Error) and event.code == "too_many_connections"
-    with pytest.raises(ConnectionClosed):
-        await extra.next_event()
-    assert extra.close_code == CLOSE_TRY_LATER
+    clients = [await SignalClient.connect(server.url) for _ in range(2)]
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)  # sends nothing
+    assert (await refused_upgrade(server))["code"] == "too_many_connections"
+    status, _, _ = await http_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 429
+    writer.close()
     await clients[0].close()
     await asyncio.sleep(0.1)
     again = await SignalClient.connect(server.url)
     assert isinstance(await again.request(schema.Ping(v=1)), schema.Pong)
-    assert (
-        await metric(server, 'fileshare_signal_rejections_total{reason="connections_per_ip"}') == 1
-    )
-    for client in (*clients[1:], extra, again):
+    for client in (*clients[1:], again):
         await client.close()
+    assert (
+        await metric(server, 'fileshare_signal_rejections_total{reason="connections_per_ip"}') == 2
+    )
 
 
 async def test_connection_rate_per_address(start_server: StartServer) -> None:
     server = await start_server(connections_per_second=1, connection_burst=2)
-    codes = []
-    for _ in range(4):
+    for _ in range(2):
         client = await SignalClient.connect(server.url)
-        await client.send_raw('{"v":1,"type":"ping"}')
-        pong = await client.next_event()
-        codes.append(pong.code if isinstance(pong, schema.Error) else kind(pong))
+        assert isinstance(await client.request(schema.Ping(v=1)), schema.Pong)
         await client.close()
-    assert codes[:2] == ["pong", "pong"] and "too_many_connections" in codes[2:]
+    assert (await refused_upgrade(server))["code"] == "too_many_connections"
+    await asyncio.sleep(1.0)
     assert await metric(server, 'fileshare_signal_rejections_total{reason="connection_rate"}') >= 1
 
 
@@ -509,7 +516,13 @@ async def test_dead_client_is_dropped_by_heartbeat(start_server: StartServer) ->
 
 
 async def test_slow_reader_is_dropped_without_stalling_others(start_server: StartServer) -> None:
-    server = await start_server(send_queue_frames=4, max_message_bytes=65536, message_burst=500)
+    server = await start_server(
+        send_queue_bytes=4 * 65536,
+        max_message_bytes=65536,
+        message_burst=500,
+        connections_per_second=1000,
+        connection_burst=1000,
+    )
     a = await SignalClient.connect(server.url)
     created = await a.create()
     slow = await RawWebSocket.connect(server.port, rcvbuf=4096)  # joins, then never reads
@@ -541,6 +554,10 @@ async def test_health_ready_and_metrics(server: RunningServer) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(server.http + "/healthz") as resp:
             assert resp.status == 200
+            health = await resp.json()
+        # fileshare doctor reads the release and the clock (its offset) from here.
+        assert health["version"] == importlib.metadata.version("fileshare")
+        assert health["protocol"] == 1 and abs(health["time"] - time.time()) < 5
         async with http.get(server.http + "/readyz") as resp:
             assert resp.status == 200 and (await resp.json())["status"] == "ready"
         async with http.get(server.http + "/metrics") as resp:

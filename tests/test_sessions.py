@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fsproto.schema import JoinSession, decode_client
 from signaling import sessions
-from signaling.schema import JoinSession, decode_client
 from signaling.sessions import (
     Created,
     Joined,

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from fsproto import stun
 from netsim import certs, netns
 from tests.conftest import require_binary, require_root
-from turn import credentials, stun
+from turn import credentials
 from turn.config import (
     DENIED_IPV4,
     DENIED_IPV6,
@@ -482,7 +483,8 @@ def test_launcher_starts_and_stops_cleanly_on_loopback(tmp_path: Path) -> None:
 # namespace): a Refresh and a CreatePermission on it, and a new Allocate with it.
 AFTER_EXPIRY = """
 import json, sys, time
-from turn import credentials, stun
+from fsproto import stun
+from turn import credentials
 host, secret = sys.argv[1], sys.argv[2]
 cred = credentials.issue(secret, "12345678", 2, time.time())
 def attempt(step):

@@ -15,7 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from turn import credentials, stun
+from fsproto import stun
+from turn import credentials
 from turn.config import TurnSettings, write_config
 from turn.launcher import TurnStartError, ping, ready_line, running_turn
 

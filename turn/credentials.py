@@ -11,6 +11,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from fsproto.turnrest import expiry_of
+
 
 @dataclass(frozen=True, slots=True)
 class TurnCredential:
@@ -28,14 +30,6 @@ def issue(secret: str, session_id: str, ttl_seconds: int, now: float) -> TurnCre
     expires_at = int(now) + ttl_seconds
     username = f"{expires_at}:{session_id}"
     return TurnCredential(username, _password(secret, username), expires_at)
-
-
-def expiry_of(username: str) -> int | None:
-    """The expiry (Unix time) a TURN REST username starts with; None for another scheme."""
-    expiry, sep, _ = username.partition(":")
-    if not sep or not (expiry.isascii() and expiry.isdigit()):
-        return None
-    return int(expiry)
 
 
 def verify(secret: str, username: str, password: str, now: float) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from turn import stun
+from fsproto import stun
 from turn.config import TurnSettings, write_config
 
 LOG_NAME = "turnserver.log"

@@ -23,9 +23,8 @@ from typing import Any
 
 import msgspec
 
-from signaling import schema
+from fsproto import schema, stun
 from tests.rawws import RawWebSocket, upgrade_request
-from turn import stun
 
 ATTACKER = "127.0.0.66"  # the one attacking address (all of 127/8 is loopback)
 VICTIM = "127.0.0.77"  # a legitimate user the attacks try to hurt

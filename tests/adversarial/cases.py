@@ -12,7 +12,9 @@ from tests.adversarial.harness import Measurement
 RSS_BOUND_MIB = 64.0
 P99_BOUND_MS = 50.0
 MAX_CONNECTIONS_PER_IP = 100  # signaling.config's default
-LOG_BYTES_PER_SECOND = 16 * 1024  # rate-limited logs: 4.6 GB/hour was finding 8
+# Rate-limited logs may start with a burst: 64 KiB, then 16 KiB/s (58 MB an hour; finding 8
+# was 4.6 GB an hour from one client).
+LOG_BURST_BYTES, LOG_BYTES_PER_SECOND = 64 * 1024, 16 * 1024
 
 
 Check = Callable[[Measurement], list[str]]
@@ -69,9 +71,9 @@ def refused_before_upgrade(m: Measurement) -> list[str]:
 
 def quiet_logs(m: Measurement) -> list[str]:
     problems = []
-    rate = m.log_bytes / m.seconds
-    if rate > LOG_BYTES_PER_SECOND:
-        problems.append(f"log grew {rate / 1024:.0f} KiB/s (bound {LOG_BYTES_PER_SECOND // 1024})")
+    budget = LOG_BURST_BYTES + LOG_BYTES_PER_SECOND * m.seconds
+    if m.log_bytes > budget:
+        problems.append(f"log grew {m.log_bytes / 1024:.0f} KiB in {m.seconds:.0f} s")
     if "\x1b" in m.log_tail:
         problems.append("an attacker's escape byte reached the log unescaped")
     return problems

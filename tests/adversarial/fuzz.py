@@ -15,7 +15,7 @@ import msgspec
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from signaling import schema
+from fsproto import schema
 from tests.adversarial.harness import healthz_latency
 from tests.rawws import RawWebSocket, upgrade_request
 

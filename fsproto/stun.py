@@ -32,6 +32,7 @@ CREATE_PERMISSION: Final = 0x008
 REQUEST, SUCCESS, ERROR = 0b00, 0b10, 0b11
 
 MAPPED_ADDRESS: Final = 0x0001
+CHANGE_REQUEST: Final = 0x0003  # RFC 5780: answer from the other address and/or port
 USERNAME: Final = 0x0006
 MESSAGE_INTEGRITY: Final = 0x0008
 ERROR_CODE: Final = 0x0009
@@ -45,7 +46,10 @@ REQUESTED_TRANSPORT: Final = 0x0019
 XOR_MAPPED_ADDRESS: Final = 0x0020
 SOFTWARE: Final = 0x8022
 FINGERPRINT: Final = 0x8028
+RESPONSE_ORIGIN: Final = 0x802B
 OTHER_ADDRESS: Final = 0x802C
+CHANGE_IP: Final = 0x04
+CHANGE_PORT: Final = 0x02
 
 UDP_PROTOCOL: Final = 17
 Address = tuple[str, int]
@@ -150,9 +154,12 @@ class Message:
         value = self.get(kind)
         if value is None:
             return None
-        if kind in (MAPPED_ADDRESS, OTHER_ADDRESS):
-            return _plain_address(value)
-        return _xor_address(value, self.tid)
+        try:
+            if kind in (MAPPED_ADDRESS, OTHER_ADDRESS, RESPONSE_ORIGIN):
+                return _plain_address(value)
+            return _xor_address(value, self.tid)
+        except (ValueError, IndexError, struct.error) as exc:
+            raise StunError(f"malformed address attribute 0x{kind:04x}") from exc
 
 
 def decode(data: bytes, key: bytes | None = None) -> Message:

@@ -1,8 +1,8 @@
 """The ceiling for `make bench`: a bare aiortc DataChannel moving N bytes, nothing else (no
 encryption beyond DTLS, no files, no acks), paced the same way fileshare paces itself.
 
-    python -m fileshare.bench_bare send --server URL --bytes N --message-size S
-    python -m fileshare.bench_bare receive --server URL --session ID --token TOKEN
+    python -m benches.bare send --server URL --bytes N --message-size S
+    python -m benches.bare receive --server URL --session ID --token TOKEN
 
 The sender prints {"session": ..., "token": ...}; the receiver prints {"bytes", "seconds"}.
 """
@@ -21,7 +21,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from fileshare.peer import rtc_configuration
 from fileshare.signal_client import SignalClient, payload_of
 from fileshare.transfer import HIGH_WATER, LOW_WATER
-from signaling import schema
+from fsproto import schema
 
 
 async def _relayed(client: SignalClient, kind: str) -> dict[str, str]:

@@ -78,15 +78,13 @@ def _events(proc: subprocess.Popen[str]) -> list[dict[str, object]]:
 
 def bare(namespace: str, server: SignalProcess, size: int) -> Run:
     url = server.url
-    sender = _spawn(
-        namespace, "fileshare.bench_bare", "send", "--server", url, "--bytes", str(size)
-    )
+    sender = _spawn(namespace, "benches.bare", "send", "--server", url, "--bytes", str(size))
     sender_rss = PeakRss(sender.pid)
     assert sender.stdout is not None
     ticket = json.loads(sender.stdout.readline())
     receiver = _spawn(
         namespace,
-        "fileshare.bench_bare",
+        "benches.bare",
         "receive",
         "--server",
         url,
@@ -102,7 +100,9 @@ def bare(namespace: str, server: SignalProcess, size: int) -> Run:
     receiver.wait(900)
     sender.wait(60)
     if not result or receiver.returncode or sender.returncode:
-        raise RuntimeError("the bare DataChannel run failed (run bench_bare by hand to see why)")
+        raise RuntimeError(
+            "the bare DataChannel run failed (run `python -m benches.bare` by hand to see why)"
+        )
     return Run(float(result[-1]["seconds"]), sender_rss.result(), receiver_rss.result())  # type: ignore[arg-type]
 
 

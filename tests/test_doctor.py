@@ -1,0 +1,291 @@
+"""`fileshare doctor`: the verdict by table, the RFC 5780 probe by feeding it bytes and ticks,
+and the real CLI behind NAT profiles of the test-bed (netsim's world, a real signaling server and
+a coturn on the two server addresses, doctor run as a process through netsim's lab).
+
+make test runs three profiles; FILESHARE_FULL=1 runs every one."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from fileshare import doctor
+from fileshare.doctor import Findings, SignalingCheck, StunCheck, TurnCheck, Verdict, verdict
+from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
+from fsproto import stun
+from netsim import nat, world
+from netsim.lab import Lab, running_servers
+from tests.conftest import StartServer, require_binary, require_root
+
+EI, AD, APD, NONE = (
+    Behaviour.ENDPOINT_INDEPENDENT,
+    Behaviour.ADDRESS_DEPENDENT,
+    Behaviour.ADDRESS_AND_PORT_DEPENDENT,
+    Behaviour.NONE,
+)
+URL = "ws://signal.test/ws"
+
+
+def findings(
+    udp: bool = True,
+    mapping: Behaviour | None = EI,
+    filtering: Behaviour | None = APD,
+    turn: tuple[str, ...] = ("udp", "tcp", "tls"),
+    reachable: bool = True,
+    offset: float = 0.0,
+) -> Findings:
+    transports = ("udp", "tcp", "tls")
+    return Findings(
+        SignalingCheck(URL, reachable=reachable, clock_offset_s=offset),
+        stun=[StunCheck("stun:x")],
+        nat=NatFindings(udp=udp, mapping=mapping, filtering=filtering),
+        turn=[
+            TurnCheck(t, f"turn:x?transport={t}", ok=t in turn, error="refused") for t in transports
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "kind", "headline"),
+    [
+        (
+            findings(mapping=NONE, filtering=NONE),
+            "direct",
+            "direct connections will work with most peers",
+        ),
+        (findings(), "direct", "direct connections will work with most peers"),
+        (findings(mapping=EI, filtering=EI, turn=()), "direct", "direct connections will work"),
+        (findings(mapping=APD), "mostly_relayed", "direct connections will work only with peers"),
+        (findings(mapping=AD, turn=()), "no_path", "and no relay answers"),
+        (
+            findings(udp=False, mapping=None, filtering=None, turn=("tcp", "tls")),
+            "relay_only",
+            "UDP is blocked: TURN over TCP will be used",
+        ),
+        (
+            findings(udp=False, mapping=None, turn=("tls",)),
+            "relay_only",
+            "UDP is blocked: TURN over TLS will be used",
+        ),
+        (
+            findings(udp=False, mapping=None, turn=()),
+            "no_path",
+            "UDP is blocked and no relay answers",
+        ),
+        (findings(mapping=None, filtering=None), "unknown_nat", "the NAT's behaviour is unknown"),
+        (findings(reachable=False), "no_server", f"no signaling server at {URL}"),
+        (Findings(SignalingCheck(URL, reachable=True)), "no_ice_servers", "only peers that reach"),
+    ],
+)
+def test_the_verdict_in_plain_words(given: Findings, kind: str, headline: str) -> None:
+    said = verdict(given)
+    assert said.kind == kind and headline in said.headline, said
+    assert said.works is (kind not in ("no_path", "no_server"))
+
+
+def test_the_verdict_notes_what_a_user_must_know() -> None:
+    notes = verdict(findings(turn=("tls",), offset=-120)).notes
+    assert "TURN over udp failed: refused" in notes
+    assert "relayed transfers will use TURN over TLS" in notes
+    assert any("-120 s off the server's" in n for n in notes)
+    assert "peers behind symmetric NATs will be relayed" in notes
+    assert verdict(findings(mapping=EI, filtering=EI)).notes == []
+
+
+async def test_doctor_against_a_real_signaling_server(start_server: StartServer) -> None:
+    """In process: version, clock and RTT from a real server; one that names no STUN/TURN
+    server, and one that refuses sessions (still reachable, and says why)."""
+    server = await start_server()
+    found = await doctor.check(server.url, [])
+    assert found.signaling.reachable and found.signaling.error is None
+    assert found.signaling.version == importlib.metadata.version("fileshare")
+    assert found.signaling.rtt_ms is not None and found.signaling.rtt_ms < 1000
+    offset = found.signaling.clock_offset_s
+    assert offset is not None and abs(offset) < 2
+    assert verdict(found).kind == "no_ice_servers"
+    stingy = await start_server(max_sessions_per_ip=0)
+    refused = await doctor.check(stingy.url, [])
+    assert refused.signaling.reachable and "refused a session" in (refused.signaling.error or "")
+
+
+# --- the probe, sans-I/O: a scripted NAT and server ----------------------------------------------
+
+PRIMARY, OTHER = ("203.0.113.10", 3478), ("203.0.113.11", 3479)
+LOCAL = ("10.0.1.2", 5000)
+
+
+def answer(request: bytes, mapped: tuple[str, int], other: bool) -> bytes:
+    ask = stun.decode(request)
+    reply = stun.Message(stun.BINDING, stun.SUCCESS, ask.tid)
+    reply.add(stun.XOR_MAPPED_ADDRESS, stun.xor_address(mapped, ask.tid))
+    if other:
+        ip = bytes(int(part) for part in OTHER[0].split("."))
+        reply.add(stun.OTHER_ADDRESS, struct.pack("!BBH", 0, 1, OTHER[1]) + ip)
+    return reply.encode()
+
+
+def run_probe(nat: str, hairpin: bool = False, other: bool = True) -> tuple[NatFindings, float]:
+    """Both probes against a scripted NAT and server; the merged findings, the longer time."""
+    mapping, took = play("mapping", nat, hairpin, other)
+    filtering, took_too = play("filtering", nat, hairpin, other)
+    return merge(mapping, filtering), max(took, took_too)
+
+
+def play(
+    kind: Literal["mapping", "filtering"], nat: str, hairpin: bool, other: bool
+) -> tuple[NatFindings, float]:
+    """Play a NAT (`none`, `eim-eif`, `eim-adf`, `eim-apdf`, `apdm`, `blocked`) and a server
+    with two addresses against one probe; returns its findings and the time it took."""
+    now = 0.0
+    probe = NatProbe(kind, PRIMARY, LOCAL, now, step_seconds=1.0)
+    servers = [PRIMARY, (OTHER[0], PRIMARY[1]), OTHER]
+    while not probe.done:
+        for data, to in probe.datagrams_to_send():
+            if nat == "blocked":
+                continue
+            if to not in servers:  # to our own public address: the hairpin test
+                if hairpin:
+                    probe.receive(data, now)
+                continue
+            change = stun.decode(data).get(stun.CHANGE_REQUEST)
+            flags = struct.unpack("!I", change)[0] if change else 0
+            if (flags and nat in ("eim-apdf", "apdm")) or (
+                flags & stun.CHANGE_IP and nat == "eim-adf"
+            ):
+                continue
+            if nat == "none":
+                mapped = LOCAL
+            else:
+                port = 40000 + servers.index(to) if nat == "apdm" else 40000
+                mapped = ("198.51.100.2", port)
+            probe.receive(answer(data, mapped, other), now)
+        due = probe.get_timer()
+        if due is not None:
+            now = max(now, due)
+            probe.handle_timer(now)
+    return probe.findings, now
+
+
+@pytest.mark.parametrize(
+    ("nat", "mapping", "filtering"),
+    [
+        ("none", NONE, NONE),
+        ("eim-eif", EI, EI),
+        ("eim-adf", EI, AD),
+        ("eim-apdf", EI, APD),
+        ("apdm", APD, APD),
+    ],
+)
+def test_the_probe_tells_mapping_and_filtering(
+    nat: str, mapping: Behaviour, filtering: Behaviour
+) -> None:
+    found, took = run_probe(nat)
+    assert found.udp and (found.mapping, found.filtering) == (mapping, filtering)
+    assert found.other == OTHER and found.hairpin is False
+    assert took <= 4 * 1.0  # at most four steps per probe, each bounded
+
+
+def test_the_probe_sees_hairpinning_and_a_silent_server() -> None:
+    assert run_probe("eim-eif", hairpin=True)[0].hairpin is True
+    blocked, took = run_probe("blocked")
+    assert not blocked.udp and blocked.mapping is None and took == 1.0
+    plain, _ = run_probe("eim-eif", other=False)  # no RFC 5780 on the server
+    assert plain.udp and plain.mapping is None and plain.other is None
+
+
+def test_the_probe_drops_what_is_not_its_answer() -> None:
+    probe = NatProbe("mapping", PRIMARY, LOCAL, 0.0)
+    ((request, _),) = probe.datagrams_to_send()
+    tid = stun.decode(request).tid
+    hostile = [
+        b"",
+        b"\x00" * 19,
+        os.urandom(1500),
+        stun.Message(stun.BINDING, stun.SUCCESS).encode(),  # another transaction
+        stun.Message(stun.BINDING, stun.SUCCESS, tid)
+        .add(stun.XOR_MAPPED_ADDRESS, b"\x00\x01")
+        .encode(),
+        stun.Message(stun.BINDING, stun.ERROR, tid).encode(),
+        stun.Message(stun.ALLOCATE, stun.SUCCESS, tid).encode(),
+    ]
+    for data in hostile:
+        probe.receive(data, 0.1)
+    assert not probe.findings.udp and probe.get_timer() == pytest.approx(0.1)
+
+
+# --- the real CLI behind the test-bed's NAT profiles ---------------------------------------------
+
+# profile -> what doctor must find (mapping, filtering as RFC 4787 words) and its verdict
+PROFILES = {
+    "open": ("no NAT", "no NAT", "direct"),
+    "one_to_one": ("endpoint-independent", "endpoint-independent", "direct"),
+    "full_cone": ("endpoint-independent", "endpoint-independent", "direct"),
+    "address_restricted": ("endpoint-independent", "address-dependent", "direct"),
+    "port_restricted": ("endpoint-independent", "address-and-port-dependent", "direct"),
+    "symmetric": ("address-and-port-dependent", "address-and-port-dependent", "mostly_relayed"),
+    "udp_blocked": (None, None, "relay_only"),
+}
+QUICK = ("open", "symmetric", "udp_blocked")
+CHOSEN = list(PROFILES) if os.environ.get("FILESHARE_FULL") == "1" else list(QUICK)
+
+
+def doctor_behind(profile: str, workdir: Path) -> tuple[dict[str, Any], world.Site, int]:
+    require_root()
+    require_binary("nft")
+    require_binary("turnserver")
+    spec = world.SiteSpec("a", nat.NatProfile(profile))
+    with (
+        world.build([spec]) as net,
+        running_servers(
+            net.internet, workdir, world.SERVER_IPS[0], turn_ips=world.SERVER_IPS, tls=True
+        ) as servers,
+    ):
+        lab = Lab(net.internet, workdir, servers)
+        try:
+            client = lab.run("doctor", name="doctor", namespace=net.host("a"))
+            code = asyncio.run(client.wait(timeout=60))
+            assert "Traceback" not in client.err.read_text()
+            report = json.loads(client.out.read_text())
+        finally:
+            lab.close()
+        return report, net.sites["a"], code
+
+
+@pytest.mark.nat
+@pytest.mark.parametrize("profile", CHOSEN)
+def test_doctor_behind_each_nat_profile(profile: str, tmp_path: Path) -> None:
+    report, site, code = doctor_behind(profile, tmp_path)
+    mapping, filtering, kind = PROFILES[profile]
+    found = report["findings"]
+    said = report["verdict"]
+    why = json.dumps(report, indent=1)
+    assert said["kind"] == kind and code == 0, why
+    assert found["signaling"]["reachable"] and found["signaling"]["version"], why
+    assert abs(found["signaling"]["clock_offset_s"]) < 2, why  # the same machine's clock
+    turn = {t["transport"]: t["ok"] for t in found["turn"]}
+    assert turn == {"udp": profile != "udp_blocked", "tcp": True, "tls": True}, why
+    behaviour = found["nat"]
+    assert (behaviour["mapping"], behaviour["filtering"]) == (mapping, filtering), why
+    if profile != "udp_blocked":
+        assert behaviour["mapped"][0] == site.public_ip, why
+        assert found["stun"][0]["mapped"].startswith(site.public_ip + ":"), why
+    assert found["mtu"] == 1500, why
+
+
+def test_doctor_renders_one_screen() -> None:
+    given = findings(mapping=APD)
+    given.nat.seen_from = {"203.0.113.10:3478": ("198.51.100.2", 40000)}  # type: ignore[union-attr]
+    given.signaling.version = "0.1.0\x1b[2J"
+    from fileshare.doctor import as_json, render
+
+    text = render(given, verdict(given))
+    assert "\x1b" not in text and "0.1.0\\x1b[2J" in text
+    assert len(text.splitlines()) <= 24
+    assert json.loads(as_json(given, Verdict("direct", "x")))["verdict"]["kind"] == "direct"
