@@ -194,16 +194,22 @@ async def _health(check: SignalingCheck) -> None:
 
 
 async def _signaling(url: str) -> tuple[SignalingCheck, list[schema.IceServer]]:
-    """Reachable? Then a session (left at once) for the STUN/TURN servers it hands out, the RTT,
-    the version and the clock."""
+    """Reachable? Then a session for the STUN/TURN servers it hands out, the RTT, the version
+    and the clock. The server gives TURN credentials only to a session whose two peers are
+    there, so doctor joins its own session as the second peer, then both leave."""
     check = SignalingCheck(url)
     host, port = _endpoint(url)
     handed: list[schema.IceServer] = []
     try:
-        async with await SignalClient.connect(url, timeout=STEP_SECONDS) as client:
-            handed = list((await client.create()).iceServers)
+        async with await SignalClient.connect(url, timeout=STEP_SECONDS) as creator:
+            created = await creator.create()
+            handed = list(created.iceServers)
+            async with await SignalClient.connect(url, timeout=STEP_SECONDS) as joiner:
+                handed = list((await joiner.join(created.sessionId, created.token)).iceServers)
+                with contextlib.suppress(SignalError, TimeoutError):
+                    await joiner.leave()
             with contextlib.suppress(SignalError, TimeoutError):
-                await client.leave()
+                await creator.leave()
     except ServerUnreachable as exc:
         check.error = exc.reason
         return check, []
