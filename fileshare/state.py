@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import platformdirs
 from fileshare.bitmap import ChunkBitmap
 
 STATE_FILE = "transfers.sqlite3"
+TICKET_KEY_FILE = "ticket.key"
+TICKET_KEY_BYTES = 32
 SCHEMA_VERSION = 1
 STATUSES = ("active", "done", "failed")
 
@@ -54,6 +57,41 @@ _COLUMNS = (
 )
 
 
+class StateError(Exception):
+    """The state database (or the ticket key) is unusable; the file is left as it is."""
+
+
+def install_key(directory: Path) -> bytes:
+    """This installation's random ticket key: 32 bytes in a 0600 file beside the database, made
+    on first use (written aside, then linked into place, so a racing process reads a whole key).
+    Rejoin tickets are sealed under it and the code, never under the code alone."""
+    path = directory / TICKET_KEY_FILE
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not os.path.lexists(path):
+        temp = directory / f".{TICKET_KEY_FILE}.{os.getpid()}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, os.urandom(TICKET_KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, path)
+        os.unlink(temp)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StateError(f"cannot read the ticket key {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        key = os.read(fd, TICKET_KEY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or len(key) != TICKET_KEY_BYTES:
+        raise StateError(f"the ticket key {path} is not a private {TICKET_KEY_BYTES}-byte file")
+    return key
+
+
 def default_state_path() -> Path:
     """Where the store lives: $FILESHARE_STATE_DIR (tests, portable installs) or the user's
     data directory."""
@@ -80,8 +118,13 @@ class TransferRecord:
 
 
 def _record(row: tuple[Any, ...]) -> TransferRecord:
-    """A row in _COLUMNS order; the STRICT table guarantees the column types."""
+    """A row in _COLUMNS order; the STRICT table guarantees the column types, and a bitmap that
+    does not fit its chunk count is a damaged database, said in one line."""
     file_id, name, size, chunk_size, chunk_count, checksum, target, part, bits, status, at = row
+    try:
+        bitmap = ChunkBitmap.from_bytes(chunk_count, bits)
+    except ValueError as exc:
+        raise StateError(f"the state database has a damaged record: {exc}") from None
     return TransferRecord(
         file_id=file_id,
         name=name,
@@ -91,7 +134,7 @@ def _record(row: tuple[Any, ...]) -> TransferRecord:
         checksum=checksum,
         target=target,
         part=part,
-        bitmap=ChunkBitmap.from_bytes(chunk_count, bits),
+        bitmap=bitmap,
         status=status,
         updated_at=at,
     )
@@ -127,6 +170,15 @@ class TransferStore:
                 raise sqlite3.OperationalError(f"cannot use WAL mode for {path}: {mode}")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._migrate()
+            problems = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problems != "ok":
+                raise sqlite3.DatabaseError(problems)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StateError(
+                f"the state database {path} is damaged ({exc}); it was left as it is: "
+                "move it away to start afresh"
+            ) from None
         except BaseException:
             self._conn.close()
             raise
@@ -136,7 +188,7 @@ class TransferStore:
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
+                raise StateError(
                     f"{self.path} has schema version {version}; this fileshare knows up to "
                     f"{SCHEMA_VERSION}: upgrade fileshare"
                 )

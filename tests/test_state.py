@@ -21,7 +21,13 @@ import platformdirs
 import pytest
 
 from fileshare.bitmap import ChunkBitmap
-from fileshare.state import TransferRecord, TransferStore, default_state_path
+from fileshare.state import (
+    StateError,
+    TransferRecord,
+    TransferStore,
+    default_state_path,
+    install_key,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHA = "ab" * 32
@@ -140,7 +146,7 @@ def test_newer_schema_is_refused(db: Path) -> None:
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA user_version = 2")
     conn.close()
-    with pytest.raises(RuntimeError, match="schema version 2"):
+    with pytest.raises(StateError, match="schema version 2"):
         TransferStore(db)
 
 
@@ -383,3 +389,38 @@ def test_cleanup_keeps_recent_active(store: TransferStore, tmp_path: Path) -> No
     assert store.cleanup(max_age_seconds=3600, now=time.time()) == []
     assert part.exists()
     assert len(store.resumable()) == 1
+
+
+# --- hostile or damaged state -------------------------------------------------------------------
+
+
+def test_a_garbage_database_is_one_clear_error_and_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "transfers.sqlite3"
+    garbage = os.urandom(8192)
+    path.write_bytes(garbage)
+    with pytest.raises(StateError, match="damaged") as caught:
+        TransferStore(path)
+    assert "\n" not in str(caught.value)
+    assert path.read_bytes() == garbage  # nothing lost: the user decides what to do with it
+
+
+def test_the_ticket_key_is_private_random_and_stable(tmp_path: Path) -> None:
+    key = install_key(tmp_path / "state")
+    assert len(key) == 32 and key == install_key(tmp_path / "state")
+    assert install_key(tmp_path / "other") != key
+    assert stat.S_IMODE((tmp_path / "state" / "ticket.key").stat().st_mode) == 0o600
+    (tmp_path / "state" / "ticket.key").chmod(0o644)
+    with pytest.raises(StateError, match="private"):
+        install_key(tmp_path / "state")
+
+
+def test_a_copied_database_and_the_code_do_not_open_a_ticket(tmp_path: Path) -> None:
+    """The ticket is sealed under the install key and the code: a thief with a copy of the
+    database and even the code itself (24 bits, searchable offline) cannot open it."""
+    from fileshare import crypto
+
+    code_secret = b"\x01\x02\x03"
+    sealed = crypto.seal_ticket(install_key(tmp_path) + code_secret, "42", b"reconnect key")
+    assert crypto.open_ticket(install_key(tmp_path) + code_secret, "42", sealed) == b"reconnect key"
+    assert crypto.open_ticket(code_secret, "42", sealed) is None
+    assert crypto.open_ticket(os.urandom(32) + code_secret, "42", sealed) is None
