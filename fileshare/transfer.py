@@ -375,7 +375,8 @@ class ReceiveSide:
             names.ensure_directory(self.out_dir, rel)
             return self.receiver.file_ready(m.fileId, ChunkBitmap(0))
         if plan.record is not None:
-            names.ensure_directory(self.out_dir, rel.parent)  # no symlink on the way
+            if rel.parent.parts:
+                names.ensure_directory(self.out_dir, rel.parent)  # no symlink on the way
             target, part = Path(plan.record.target), Path(plan.record.part)
         else:
             target = names.resolve_target(self.out_dir, rel, self.overwrite)

@@ -18,14 +18,6 @@ from tests.conftest import require_binary, require_root
 from tests.e2e import Client, Lab, make_lab, sha256, start_mitm_relay, tree
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_root()
-    require_binary("ip")
-    with make_lab(tmp_path) as lab:
-        yield lab
-
-
 async def transfer(lab: Lab, out: Path, *paths: Path, code_in_argv: bool = False) -> None:
     sender, code = await lab.send(*paths)
     receiver = lab.receive(code, out, code_in_argv=code_in_argv)
