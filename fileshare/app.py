@@ -3,7 +3,8 @@
 - A dropped link (aiortc cannot restart ICE) is replaced by a new peer connection, a new epoch,
   confirmed under the same session key; the protocol then sends only what is missing.
 - A receiver that restarts (same command again) rejoins its place in the session with a ticket it
-  sealed under the code, and both sides run the PAKE again: a new round with new keys.
+  sealed under a key from both the code and this installation's random ticket key, and both
+  sides run the PAKE again: a new round with new keys. Tickets go once a transfer ends.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from typing import Final
 from fileshare import crypto, ice
 from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
+from fileshare.names import human_size
 from fileshare.peer import Inbox, Link, Peer, PeerStopped, SessionEnded
-from fileshare.protocol import Receiver, Sender
+from fileshare.protocol import Receiver, Sender, TransferError
 from fileshare.signal_client import SignalClient, SignalError
-from fileshare.state import TransferStore, default_state_path
+from fileshare.state import TransferStore, default_state_path, install_key
 from fileshare.transfer import CHUNK_SIZE, Events, ReceiveSide, SendSide, collect_sources
 from fsproto import schema
 
-ConfirmSas = Callable[[str], Awaitable[bool]]
+Ask = Callable[[str], Awaitable[bool]]  # a yes/no question to the user
 STATE_MAX_AGE: Final = 7 * 86400.0
 WORK_GRACE_SECONDS: Final = 1.0
 
@@ -42,7 +44,7 @@ class Options:
     chunk_size: int = CHUNK_SIZE
     relay_only: bool = False
     extra_ice_servers: list[schema.IceServer] = field(default_factory=list)
-    confirm_sas: ConfirmSas | None = None
+    ask: Ask | None = None  # with --verify: asked once, before anything moves
     state_path: Path = field(default_factory=default_state_path)
 
 
@@ -67,13 +69,20 @@ async def _authenticate(
     events: Events,
     options: Options,
 ) -> tuple[Peer, SessionKeys]:
+    """The PAKE; the sender asks about the words now, the receiver once it knows the whole
+    transfer (one question for both)."""
     servers = _servers(options, given)
     peer = Peer(role, inbox, session_id, secret, servers, options.timeout, options.relay_only)
     keys = await peer.authenticate()
     events.emit("sas", words=keys.sas)
-    if options.confirm_sas is not None and not await options.confirm_sas(keys.sas):
-        raise Refused("the authentication words were not confirmed")
+    if role == "sender":
+        await _confirm(options, f"Do both sides show '{keys.sas}'?")
     return peer, keys
+
+
+async def _confirm(options: Options, question: str) -> None:
+    if options.ask is not None and not await options.ask(question):
+        raise Refused("the authentication words were not confirmed")
 
 
 async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]]) -> None:
@@ -86,8 +95,8 @@ async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]])
     for task in (work_task, watch_task):
         if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task  # both are retrieved, so neither is "never retrieved" at exit
     if work_task.done() and not work_task.cancelled():
         work_task.result()
         return
@@ -219,11 +228,12 @@ async def receive(
 ) -> list[Path]:
     code = parse_code(code_text)
     server = code.server or options.server
-    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     with TransferStore(options.state_path) as store:
-        await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time())
+        await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time(), out_dir)
+        ticket_key = install_key(options.state_path.parent)
         async with await SignalClient.connect(server) as client:
-            joined = await _join_or_rejoin(client, store, code.session_id, code.secret)
+            joined = await _join_or_rejoin(client, store, code.session_id, ticket_key + code.secret)
             inbox = Inbox(client)
             inbox.peer_present = joined.peerPresent
             given = ice.ServerCredentials(joined.iceServers)
@@ -238,8 +248,16 @@ async def receive(
                     options,
                 )
                 receiver = Receiver(_key_for(keys))
+
+                async def approve(count: int, total: int) -> None:
+                    await _confirm(
+                        options,
+                        f"Do both sides show '{keys.sas}'? "
+                        f"Receive {count} item(s), {human_size(total)}?",
+                    )
+
                 side = ReceiveSide(
-                    receiver, store, out_dir, overwrite, events, options.stall_seconds
+                    receiver, store, out_dir, overwrite, events, options.stall_seconds, approve
                 )
 
                 async def new_offer() -> None:
@@ -259,8 +277,14 @@ async def receive(
                     bytes=receiver.bytes_received,
                     failed=len(receiver.failed),
                 )
+                if receiver.failed:
+                    raise TransferError(
+                        "verify_failed",
+                        f"{len(receiver.failed)} file(s) did not arrive intact (checksum mismatch)",
+                    )
                 return side.saved
             except Exception as exc:
+                store.drop_ticket(code.session_id)  # a failed transfer is not rejoined
                 await _tell_peer(client, exc)
                 raise
             finally:
@@ -272,7 +296,7 @@ async def receive(
 async def _tell_peer(client: SignalClient, exc: Exception) -> None:
     """Say why we stop before leaving, so the peer reports the cause, not just our absence.
     (Errors of the peer's own making it knows already; nothing secret is in these messages.)"""
-    if isinstance(exc, PeerStopped | SessionEnded):
+    if isinstance(exc, PeerStopped | SessionEnded) or getattr(exc, "from_peer", False):
         return
     code = getattr(exc, "code", None) or type(exc).__name__
     with contextlib.suppress(Exception):
@@ -284,7 +308,9 @@ async def _tell_peer(client: SignalClient, exc: Exception) -> None:
 async def _join_or_rejoin(
     client: SignalClient, store: TransferStore, session_id: str, secret: bytes
 ) -> schema.SessionJoined:
-    """A receiver restarted with the same code takes its old place back with its ticket."""
+    """A receiver restarted with the same code takes its old place back with its ticket;
+    `secret` is this installation's ticket key and the code, so a copy of the state database
+    and the code together still do not open it."""
     sealed = store.ticket(session_id)
     ticket = crypto.open_ticket(secret, session_id, sealed) if sealed else None
     if ticket is not None:

@@ -3,6 +3,10 @@
 Exit codes: 0 done; 1 transfer failed; 2 bad usage or code; 3 authentication failed (wrong code
 or tampering); 4 signaling or connection failure; 5 not enough disk space; 130 interrupted.
 Errors are one line on stderr (and an `error` event with --json), never a traceback.
+
+Every string that came from a peer or a server (names, reasons, paths derived from names) is
+hostile: human output passes it through fileshare.untrusted.shown() and prints with Rich markup
+off; JSON events carry it raw, as json.dumps escapes every control and non-ASCII character.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -23,17 +28,19 @@ from fileshare import app, config
 from fileshare.code import BadCode
 from fileshare.crypto import AuthenticationFailed
 from fileshare.ice import RelayUnavailable
-from fileshare.names import UnsafeName, display_name, human_size
+from fileshare.names import UnsafeName, human_size
 from fileshare.peer import PeerStopped, SessionEnded
-from fileshare.protocol import MAX_CHUNK, TransferError
+from fileshare.protocol import CHUNK_SIZES, TransferError
 from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
-from fileshare.state import TransferStore, default_state_path
+from fileshare.state import StateError, TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events
+from fileshare.untrusted import ELLIPSIS, shown
 from fsproto import schema
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED: Final = 130
+MESSAGE_CHARS: Final = 1000  # of an error line; a server's or peer's message may be 256 KiB
 
 
 class JsonEvents:
@@ -48,7 +55,8 @@ class JsonEvents:
 
 
 class HumanEvents:
-    """A person's view: the code and QR code, the words to compare, a progress bar."""
+    """A person's view: the code and QR code, the words to compare, a progress bar. Markup and
+    emoji codes are off: `[link=…]` in a peer's file name is printed as the text it is."""
 
     def __init__(self, show_qr: bool) -> None:
         from rich.console import Console
@@ -59,8 +67,10 @@ class HumanEvents:
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
+        from rich.text import Text
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+        self.text = Text
         self.show_qr = show_qr
         self.progress = Progress(
             "[progress.description]{task.description}",
@@ -73,30 +83,36 @@ class HumanEvents:
         )
         self.task: Any = None
 
-    def emit(self, event: str, **f: Any) -> None:
+    def emit(self, event: str, **fields: Any) -> None:
+        f: dict[str, Any] = {k: shown(v) if isinstance(v, str) else v for k, v in fields.items()}
         match event:
             case "prepared":
                 self.console.print(f"Sending {f['files']} item(s), {human_size(f['bytes'])}")
             case "code":
-                self.console.print(f"Code: [bold]{f['code']}[/bold]")
+                self.console.print(self.text.assemble("Code: ", (f["code"], "bold")))
                 self.console.print(f"On the other machine: fileshare receive {f['code']}")
                 if self.show_qr:
                     import segno
 
-                    qr = segno.make(f["link"], error="m")
+                    qr = segno.make(fields["link"], error="m")
                     with contextlib.redirect_stdout(sys.stderr):
                         qr.terminal(compact=True)
             case "sas":
                 self.console.print(
-                    f"Authentication words: [bold]{f['words']}[/bold] "
-                    "(the same on both sides, or something is wrong)"
+                    self.text.assemble(
+                        "Authentication words: ",
+                        (f["words"], "bold"),
+                        " (the same on both sides, or something is wrong)",
+                    )
                 )
             case "connected":
-                p = f["path"]
+                p = {k: shown(v) for k, v in f["path"].items()}  # remote: the peer's candidate
                 via = f", TURN over {p['turn']}" if "turn" in p else ""
                 self.console.print(
                     f"Connected ({p['local']} -> {p['remote']} over {p['protocol']}{via})"
                 )
+            case "manifest":
+                self.console.print(f"Receiving {f['files']} item(s), {human_size(f['bytes'])}")
             case "reconnecting":
                 self.console.print(f"Connection lost, reconnecting ({f['reason']})")
             case "file":
@@ -105,7 +121,9 @@ class HumanEvents:
             case "saved":
                 self.console.print(f"Saved {f['path']}")
             case "file_failed":
-                self.console.print(f"[red]Failed[/red] {f['name']}: {f['reason']}")
+                self.console.print(
+                    self.text.assemble(("Failed", "red"), f" {f['name']}: {f['reason']}")
+                )
             case "progress":
                 if self.task is None:
                     self.progress.start()
@@ -121,9 +139,9 @@ def _events(args: argparse.Namespace) -> Events:
     return JsonEvents() if args.json else HumanEvents(show_qr=not args.no_qr)
 
 
-async def _ask(words: str) -> bool:
+async def _ask(question: str) -> bool:
     """The question goes to stderr, so stdout stays clean JSON with --json."""
-    print(f"Do both sides show '{words}'? [y/N] ", end="", file=sys.stderr, flush=True)
+    print(f"{shown(question)} [y/N] ", end="", file=sys.stderr, flush=True)
     answer = await asyncio.to_thread(sys.stdin.readline)
     return answer.strip().lower() in {"y", "yes"}
 
@@ -136,7 +154,7 @@ def _options(args: argparse.Namespace) -> app.Options:
         chunk_size=getattr(args, "chunk_size", CHUNK_SIZE),
         relay_only=args.relay_only,
         extra_ice_servers=_ice_servers(args),
-        confirm_sas=_ask if args.verify else None,
+        ask=_ask if args.verify else None,
         state_path=default_state_path(),
     )
 
@@ -156,9 +174,13 @@ def _ice_servers(args: argparse.Namespace) -> list[schema.IceServer]:
 
 
 def _fail(events: Events, code: int, kind: str, message: str) -> int:
-    events.emit("error", code=kind, message=message, exit=code)
+    """One line: `message` may quote a peer or a server (an abort, an error reply), so it is
+    cut to MESSAGE_CHARS and shown() neutralised."""
+    if len(message) > MESSAGE_CHARS:
+        message = message[:MESSAGE_CHARS] + ELLIPSIS
+    events.emit("error", code=kind[:64], message=message, exit=code)
     if not isinstance(events, JsonEvents):
-        print(f"fileshare: {message}", file=sys.stderr)
+        print(f"fileshare: {shown(message)}", file=sys.stderr)
     return code
 
 
@@ -185,6 +207,8 @@ def _run(args: argparse.Namespace) -> int:
             asyncio.run(app.receive(code, out, args.overwrite, events, _options(args)))
     except KeyboardInterrupt:
         return _fail(events, EXIT_INTERRUPTED, "interrupted", "interrupted")
+    except StateError as exc:
+        return _fail(events, EXIT_FAILED, "state", str(exc))
     except (BadCode, ValueError, FileNotFoundError, UnsafeName) as exc:
         return _fail(events, EXIT_USAGE, "usage", str(exc))
     except AuthenticationFailed as exc:
@@ -221,9 +245,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _no_server(exc: ServerUnreachable) -> str:
     return (
-        f"no signaling server at {display_name(exc.url)} ({display_name(exc.reason)}): "
+        f"no signaling server at {shown(exc.url)} ({shown(exc.reason)}): "
         "start one with `fileshare-signal`, or set FILESHARE_SERVER or `server` in "
-        f"{display_name(str(config.config_path()))}"
+        f"{shown(str(config.config_path()))}"
     )
 
 
@@ -241,22 +265,23 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _transfers(args: argparse.Namespace) -> int:
-    with TransferStore(default_state_path()) as store:
-        records = store.resumable()
+    """Names and targets came from peers (through the state database): shown() them."""
+    try:
+        with TransferStore(default_state_path()) as store:
+            records = store.resumable()
+    except StateError as exc:
+        events: Events = JsonEvents() if args.json else HumanEvents(show_qr=False)
+        return _fail(events, EXIT_FAILED, "state", str(exc))
     if args.json:
         for r in records:
             JsonEvents().emit(
-                "resumable",
-                name=display_name(r.name),
-                held=r.bitmap.held,
-                chunks=r.chunk_count,
-                target=r.target,
+                "resumable", name=r.name, held=r.bitmap.held, chunks=r.chunk_count, target=r.target
             )
         return EXIT_OK
     if not records:
         print("No unfinished transfers.")
     for r in records:
-        print(f"{display_name(r.name)}  {r.bitmap.held}/{r.chunk_count} chunks  -> {r.target}")
+        print(f"{shown(r.name)}  {r.bitmap.held}/{r.chunk_count} chunks  -> {shown(r.target)}")
     return EXIT_OK
 
 
@@ -328,7 +353,11 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         "--chunk-size",
         type=int,
         default=CHUNK_SIZE,
-        help=f"bytes of file data per message, 1 to {MAX_CHUNK} (default: %(default)s)",
+        choices=CHUNK_SIZES,
+        metavar="BYTES",
+        help="bytes of file data per message, one of "
+        + ", ".join(map(str, CHUNK_SIZES))
+        + " (16 to 256 KiB messages; default: %(default)s)",
     )
     receive = sub.add_parser("receive", parents=[common], help="receive with a code")
     receive.add_argument(
@@ -353,6 +382,20 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
     return parser
 
 
+class _OneLine(logging.Formatter):
+    """Log records (ours and the libraries') as one neutralised line: a message may quote a peer,
+    and a traceback is not for users."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"fileshare: {record.levelname.lower()}: {shown(record.getMessage(), 500)}"
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         defaults = config.load()
@@ -363,8 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.stun = args.stun or list(defaults.stun)  # flags replace the config file's lists
     args.turn = args.turn or list(defaults.turn)
-    if args.command == "send" and not 1 <= args.chunk_size <= MAX_CHUNK:
-        parser.error(f"--chunk-size must be between 1 and {MAX_CHUNK}")
+    _setup_logging()
     if args.command == "transfers":
         return _transfers(args)
     if args.command == "doctor":

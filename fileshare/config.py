@@ -22,7 +22,7 @@ from typing import Annotated, Final
 import msgspec
 import platformdirs
 
-from fileshare.names import display_name
+from fileshare.untrusted import shown
 
 MAX_BYTES: Final = 64 * 1024
 Url = Annotated[str, msgspec.Meta(max_length=2048)]
@@ -58,13 +58,13 @@ def parse(data: bytes, where: str = "config.toml") -> UserConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {where}: not UTF-8 (byte {exc.start})") from exc
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
-        raise ConfigError(f"config file {where}: {display_name(str(exc))}") from exc
+        raise ConfigError(f"config file {where}: {shown(str(exc))}") from exc
 
 
 def load(path: Path | None = None) -> UserConfig:
     """The user's config, or the defaults when there is no file."""
     path = path or config_path()
-    where = display_name(str(path))
+    where = shown(str(path))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -33,13 +33,17 @@ TAG_BYTES: Final = sodium.crypto_aead_chacha20poly1305_ietf_ABYTES
 
 
 class AuthenticationFailed(Exception):
-    """The peer did not prove knowledge of the code, or a handshake message was altered."""
+    """The peer did not prove knowledge of the code, or a handshake message was altered.
+    `from_peer`: the other side found it and told us (we need not tell it back)."""
 
-    def __init__(self, detail: str = "") -> None:
+    code = "authentication_failed"
+
+    def __init__(self, detail: str = "", from_peer: bool = False) -> None:
         super().__init__(
             "authentication failed: wrong code, or someone tampered with the connection"
             + (f" ({detail})" if detail else "")
         )
+        self.from_peer = from_peer
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
@@ -127,6 +131,8 @@ class Handshake:
             dh = sodium.crypto_scalarmult(bytes(self._dh), peer_x)
         except (SPAKEError, ValueError, nacl.exceptions.RuntimeError, TypeError):
             raise AuthenticationFailed("malformed handshake message") from None
+        except Exception as exc:  # spake2 raises its own (NotOnCurve, …) for a bad point
+            raise AuthenticationFailed(f"bad PAKE message ({type(exc).__name__})") from None
         mine_x = bytes(self._dh.public_key)
         if self.role == "sender":
             msgs = (self._pake_msg, peer_pake, mine_x, peer_x)
@@ -151,6 +157,34 @@ def confirmation_message(
     keys: SessionKeys, role: Role, offer_fp: str, answer_fp: str, epoch: int
 ) -> dict[str, str]:
     return {"kind": "confirm", "mac": _b64(keys.confirmation(role, offer_fp, answer_fp, epoch))}
+
+
+def _signal_key(keys: SessionKeys, role: Role) -> bytes:
+    return hkdf_sha256(keys.secret, b"", b"session description from " + role.encode())
+
+
+def seal_description(keys: SessionKeys, role: Role, epoch: int, sdp: str) -> str:
+    """An SDP (addresses, candidates, fingerprints) sealed under the PAKE's key: a joiner with a
+    wrong code, or the signaling server, learns nothing of this side's addresses."""
+    nonce = nacl.utils.random(12)
+    aad = role.encode() + struct.pack(">Q", epoch)
+    sealed = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
+        sdp.encode(), aad, nonce, _signal_key(keys, role)
+    )
+    return _b64(nonce + sealed)
+
+
+def open_description(keys: SessionKeys, peer_role: Role, epoch: int, sealed: object) -> str:
+    """The peer's SDP; AuthenticationFailed if it was not sealed under the same key."""
+    data = _unb64(sealed)
+    aad = peer_role.encode() + struct.pack(">Q", epoch)
+    try:
+        sdp = sodium.crypto_aead_chacha20poly1305_ietf_decrypt(
+            data[12:], aad, data[:12], _signal_key(keys, peer_role)
+        )
+        return sdp.decode()
+    except (nacl.exceptions.CryptoError, ValueError):
+        raise AuthenticationFailed("the session description is not sealed under our key") from None
 
 
 def short_authentication_string(data: bytes) -> str:
@@ -193,7 +227,9 @@ def _ticket_key(code_secret: bytes, session_id: str) -> bytes:
 
 
 def seal_ticket(code_secret: bytes, session_id: str, data: bytes) -> bytes:
-    """Encrypt what a restarted process needs to rejoin, under a key only the code gives."""
+    """Encrypt what a restarted process needs to rejoin. `code_secret` must hold more than the
+    code (the app passes this installation's random ticket key too): 24 bits alone fall to an
+    offline search of a copied state database."""
     nonce = nacl.utils.random(12)
     key = _ticket_key(code_secret, session_id)
     return nonce + sodium.crypto_aead_chacha20poly1305_ietf_encrypt(data, None, nonce, key)

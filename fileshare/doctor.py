@@ -24,9 +24,9 @@ import aiohttp
 import msgspec
 
 from fileshare import ice
-from fileshare.names import display_name
 from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
 from fileshare.signal_client import ServerUnreachable, SignalClient, SignalError
+from fileshare.untrusted import shown
 from fsproto import schema, stun
 
 STEP_SECONDS: Final = 3.0
@@ -371,7 +371,7 @@ async def check(server: str, extra: list[schema.IceServer]) -> Findings:
 def render(f: Findings, v: Verdict) -> str:
     """One screen for a person; everything a server said is neutralised."""
     s = f.signaling
-    show = display_name
+    show = shown
     if s.reachable:
         parts = [f"version {show(s.version or 'unknown')}"]
         if s.error:

@@ -12,6 +12,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from fileshare.untrusted import shown
+
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux and most file systems
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
 MAX_COMPONENTS = 64
@@ -21,36 +23,17 @@ MAX_RENAME_TRIES = 10_000
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _DRIVE = re.compile("^[A-Za-z]:")
-# Control characters, bidi overrides/isolates/marks (they reorder what a terminal shows), and
-# lone surrogates (printing one raises UnicodeEncodeError).
-_UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
 _NUMBERED = re.compile(r"^(.*) \((\d+)\)$", re.DOTALL)
 _MESSAGE_CHARS = 200  # a 4 kB name would drown the message
 
 
 class UnsafeName(ValueError):
-    """A name or path refused for safety; the message shows it through display_name()."""
+    """A name or path refused for safety; the message shows it through untrusted.shown()."""
 
     def __init__(self, name: str, problem: str) -> None:
-        shown = display_name(name)
-        if len(shown) > _MESSAGE_CHARS:
-            shown = shown[:_MESSAGE_CHARS] + "…"
-        super().__init__(f"unsafe name '{shown}': {problem}")
+        super().__init__(f"unsafe name '{shown(name, _MESSAGE_CHARS)}': {problem}")
         self.name = name
         self.problem = problem
-
-
-def display_name(name: str) -> str:
-    """The name with every character that could move the cursor, recolour the terminal or
-    reorder the text replaced by a visible escape such as \\x1b or \\u202e."""
-    return _UNPRINTABLE.sub(_escape, name)
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def check_relative_path(name: str) -> PurePosixPath:
@@ -85,6 +68,63 @@ def check_relative_path(name: str) -> PurePosixPath:
         if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
             raise UnsafeName(name, f"component longer than {MAX_COMPONENT_BYTES} bytes")
     return PurePosixPath(name)
+
+
+# The most a received name can grow by on disk: " (10000)" before its extension, then ".part".
+_GROWTH_BYTES = len(f" ({MAX_RENAME_TRIES})") + len(PART_SUFFIX)
+
+
+def check_fits(out_dir: Path, rel: PurePosixPath) -> None:
+    """Refuse, before anything is created, a name whose path under `out_dir` (with a rename
+    number and the .part suffix) would exceed PATH_MAX: it could only fail half-way, leaving
+    directories behind."""
+    full = os.path.join(os.path.abspath(out_dir), rel.as_posix())
+    if len(os.fsencode(full)) + _GROWTH_BYTES >= MAX_PATH_BYTES:
+        raise UnsafeName(
+            rel.as_posix(), f"path under the output directory over {MAX_PATH_BYTES} bytes"
+        )
+
+
+def is_own_state(out_dir: Path, rel: PurePosixPath, target: str, part: str) -> bool:
+    """Paths from the state database are trusted no more than a peer's: a resume record is used
+    only if its target is a plain name in the directory `rel` has under `out_dir`, and its .part
+    lies beside it. Anything else (a tampered database, another --out) is ignored."""
+    target_path = Path(target)
+    if Path(part) != part_path(target_path) or target_path.name in ("", ".", ".."):
+        return False
+    try:
+        check_relative_path(target_path.name)
+    except UnsafeName:
+        return False
+    return os.path.abspath(target_path.parent) == os.path.abspath(out_dir / rel.parent)
+
+
+def remove_part(out_dir: Path, part: Path) -> None:
+    """Unlink the .part file `part` (absolute) only if it lies under `out_dir` with no symlink on
+    the way (each directory opened with O_NOFOLLOW, relative to the last) and is a regular
+    file; UnsafeName otherwise. `out_dir` itself may be a symlink: the user chose it."""
+    rel = os.path.relpath(part, out_dir)
+    if not os.path.isabs(part) or rel.startswith("..") or not rel.endswith(PART_SUFFIX):
+        raise UnsafeName(str(part), "not a .part file under the output directory")
+    components = check_relative_path(rel).parts
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open(out_dir, flags)
+    try:
+        for component in components[:-1]:
+            try:
+                inner = os.open(component, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeName(str(part), "a directory on the way is a symlink") from None
+                raise
+            os.close(fd)
+            fd = inner
+        st = os.stat(components[-1], dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeName(str(part), "is not a regular file")
+        os.unlink(components[-1], dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def part_path(target: Path) -> Path:
@@ -139,7 +179,9 @@ def _free_name(directory: Path, name: str) -> Path:
         path = directory / candidate
         if not _taken(path):
             return path
-    raise FileExistsError(errno.EEXIST, f"no free name for {display_name(name)!r}", directory)
+    raise FileExistsError(
+        errno.EEXIST, f"no free name for '{shown(name, _MESSAGE_CHARS)}'", directory
+    )
 
 
 def _ensure_directory(path: Path) -> None:
@@ -286,10 +328,14 @@ class DiskFull(OSError):
         self.free = free
 
 
+def free_space(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
+
+
 def ensure_space(directory: Path, needed: int, margin: int = 16 * 2**20) -> None:
     """Refuse early rather than fail with ENOSPC mid-transfer; the margin keeps the disk usable.
     DiskFull.needed includes the margin, so the message compares like with like."""
-    free = shutil.disk_usage(directory).free
+    free = free_space(directory)
     if free < needed + margin:
         raise DiskFull(directory, needed + margin, free)
 

@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import re
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aiortc import (
     RTCConfiguration,
@@ -32,6 +32,13 @@ from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError,
 from fsproto import schema
 
 CHANNEL_LABEL = "fileshare"
+# Once our data channel is open, the peer's key confirmation (sent before ICE even started) is
+# overdue: a confirmation dropped on the way fails authentication after this, not a whole timeout.
+CONFIRM_GRACE_SECONDS = 5.0
+# What a peer relays to us, by kind; anything else is dropped, and a server flooding us keeps at
+# most STASHED_PER_KIND of each (the oldest go first), so it cannot make the inbox grow.
+KINDS: Final = frozenset({"hello", "confirm", "offer", "answer", "abort"})
+STASHED_PER_KIND: Final = 8
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)\s*$", re.MULTILINE)
 
 
@@ -61,8 +68,8 @@ class Inbox:
 
     def __init__(self, client: SignalClient) -> None:
         self.client = client
-        self._stash: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
-        self._changed = asyncio.Condition()
+        self._stash = {kind: deque[dict[str, Any]](maxlen=STASHED_PER_KIND) for kind in KINDS}
+        self._changed = asyncio.Event()
         self.peer_present = False
         self.arrivals = 0  # how many times the peer has (re)joined
         self._ended: Exception | None = None
@@ -88,12 +95,12 @@ class Inbox:
                             str(payload.get("kind", "")) if relay_type == "signal" else relay_type
                         )
                         if kind == "abort":
-                            self._ended = PeerStopped(
-                                str(payload.get("code", "error")), str(payload.get("message", ""))
-                            )
-                        self._stash[kind].append(payload)
+                            self._ended = _abort(payload)
+                        if kind in KINDS:
+                            self._stash[kind].append(payload)
                 case schema.PeerJoined():
-                    self._stash.clear()  # whatever came before belongs to the peer's last run
+                    for stashed in self._stash.values():  # it belongs to the peer's last run
+                        stashed.clear()
                     self.peer_present = True
                     self.arrivals += 1
                 case schema.PeerLeft():
@@ -102,18 +109,23 @@ class Inbox:
                     self._ended = SessionEnded(f"the session ended ({reason})")
                 case schema.Error(code=code, message=message):
                     self._ended = SignalError(code, message)
-            async with self._changed:
-                self._changed.notify_all()
+            self.notify()
+
+    def notify(self) -> None:
+        """Wake every until(): something it may wait for changed (also called from outside,
+        e.g. when a data channel opens)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def until(self, ready: Callable[[], bool], timeout: float | None) -> None:
-        """Wait until `ready()`; raises if the session ends first."""
-        async with asyncio.timeout(timeout), self._changed:
+        """Wait until `ready()`; raises at once if the session ends or the peer aborts first."""
+        async with asyncio.timeout(timeout):
             while not ready():
                 if self._ended is not None:
                     raise self._ended
                 await self._changed.wait()
 
-    async def expect(self, kind: str, timeout: float) -> dict[str, Any]:
+    async def expect(self, kind: str, timeout: float | None) -> dict[str, Any]:
         await self.until(lambda: bool(self._stash[kind]), timeout)
         return self._stash[kind].popleft()
 
@@ -122,6 +134,15 @@ class Inbox:
 
     async def wait_for_peer(self, timeout: float) -> None:
         await self.until(lambda: self.peer_present, timeout)
+
+
+def _abort(payload: dict[str, Any]) -> Exception:
+    """The peer's (or, before authentication, anyone's) reason for stopping: an authentication
+    failure stays one on this side too (exit 3 on both), anything else is the peer's stop."""
+    code, message = str(payload.get("code", "error")), str(payload.get("message", ""))
+    if code == crypto.AuthenticationFailed.code:
+        return crypto.AuthenticationFailed("the other side could not authenticate", from_peer=True)
+    return PeerStopped(code, message)
 
 
 class Pipe:
@@ -247,6 +268,7 @@ class Peer:
     async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
         client = self.inbox.client
         opened: asyncio.Future[Pipe] = asyncio.get_running_loop().create_future()
+        opened.add_done_callback(lambda _: self.inbox.notify())
         if self.role == "sender":
             channel = pc.createDataChannel(CHANNEL_LABEL, ordered=True)
             sender_pipe = Pipe(channel)
@@ -254,9 +276,12 @@ class Peer:
             await pc.setLocalDescription(await pc.createOffer())
             offer_sdp = pc.localDescription.sdp
             await self._check_relay(offer_sdp)
-            await client.relay("offer", {"type": "offer", "sdp": offer_sdp, "epoch": self.epoch})
+            sealed = crypto.seal_description(keys, self.role, self.epoch, offer_sdp)
+            await client.relay("offer", {"type": "offer", "sealed": sealed, "epoch": self.epoch})
             answer = await self.inbox.expect("answer", self.timeout)
-            answer_sdp = str(answer.get("sdp", ""))
+            answer_sdp = crypto.open_description(
+                keys, self.peer_role, self.epoch, answer.get("sealed")
+            )
             await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
             self._prefer_direct(pc)
         else:
@@ -272,25 +297,42 @@ class Peer:
                     channel.on("open", lambda: _resolve(opened, pipe))
 
             offer = await self.inbox.expect("offer", self.timeout)
-            offer_sdp = str(offer.get("sdp", ""))
             epoch = offer.get("epoch")
-            self.epoch = epoch if isinstance(epoch, int) and epoch >= 0 else self.epoch
+            self.epoch = epoch if isinstance(epoch, int) and 0 <= epoch < 2**32 else self.epoch
+            offer_sdp = crypto.open_description(
+                keys, self.peer_role, self.epoch, offer.get("sealed")
+            )
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             self._prefer_direct(pc)
             await pc.setLocalDescription(await pc.createAnswer())
             answer_sdp = pc.localDescription.sdp
             await self._check_relay(answer_sdp)
-            await client.relay("answer", {"type": "answer", "sdp": answer_sdp})
+            sealed = crypto.seal_description(keys, self.role, self.epoch, answer_sdp)
+            await client.relay("answer", {"type": "answer", "sealed": sealed})
         offer_fp, answer_fp = fingerprints(offer_sdp), fingerprints(answer_sdp)
         mine = crypto.confirmation_message(keys, self.role, offer_fp, answer_fp, self.epoch)
         await client.relay("signal", mine)
-        theirs = await self.inbox.expect("confirm", self.timeout)
+        theirs = await self._their_confirmation(opened)
         crypto.check_confirmation(
             keys, self.peer_role, theirs.get("mac"), offer_fp, answer_fp, self.epoch
         )
-        link = Link(pc, await opened, self.epoch)
+        await self.inbox.until(opened.done, self.timeout)  # an abort ends this wait at once
+        link = Link(pc, opened.result(), self.epoch)
         self.epoch += 1
         return link
+
+    async def _their_confirmation(self, opened: asyncio.Future[Pipe]) -> dict[str, Any]:
+        """The peer's key confirmation; if our channel opens first, it gets a short grace."""
+        inbox = self.inbox
+        await inbox.until(lambda: inbox.has("confirm") or opened.done(), self.timeout)
+        if not inbox.has("confirm"):
+            try:
+                await inbox.until(lambda: inbox.has("confirm"), CONFIRM_GRACE_SECONDS)
+            except TimeoutError:
+                raise crypto.AuthenticationFailed(
+                    "no key confirmation from the other side"
+                ) from None
+        return await inbox.expect("confirm", None)
 
 
 def _resolve(future: asyncio.Future[Pipe], pipe: Pipe) -> None:

@@ -5,17 +5,22 @@ and writes the bytes and tells the machines what happened.
 Wire format on the DataChannel: control messages are JSON text; data chunks are binary,
 `fileId (16 B) + chunkIndex (4 B, big-endian) + ChaCha20-Poly1305(chunk)`.
 
-Per file: sender `file_manifest` -> receiver `manifest_ack` (nothing held) or `resume_request`
+The whole transfer is announced up front: `transfer_start` (how many entries, how many bytes),
+every `file_manifest`, `transfer_end`. The receiver checks the announcement as a whole (counts and
+sums match, no two names alike, nothing over the bounds below) before it allocates anything in
+proportion to it, admits it once (space claimed for all of it, the user asked once), and refuses
+any entry outside it. Then per file: receiver `manifest_ack` (nothing held) or `resume_request`
 (the chunks it already holds) -> sender streams the missing chunks without waiting -> receiver
 sends batched `chunk_ack`s once chunks are durable -> receiver verifies the SHA-256 and answers
-`transfer_complete`. The sender announces the next file as soon as the current one is sent, so
-files pipeline. After a reconnect the sender simply announces every unfinished file again.
+`transfer_complete`. After a reconnect the sender announces every unfinished file again, and the
+receiver accepts only entries it admitted before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,11 +33,19 @@ from fileshare import crypto
 from fileshare.bitmap import ChunkBitmap
 from fileshare.names import UnsafeName, check_relative_path
 
-VERSION: Final = 1
+VERSION: Final = 2
 HEADER: Final = struct.Struct(">16sI")
-MAX_CHUNK: Final = 256 * 1024 - HEADER.size - crypto.TAG_BYTES  # within aiortc's 262144 limit
+# Bytes of file data per chunk: one message of 16 to 256 KiB (aiortc's limit is 262144) with its
+# header and tag. Only these sizes are accepted, so a peer cannot make a bitmap bit stand for one
+# byte; the bounds below then cap what an announcement can make the receiver hold in memory.
+CHUNK_SIZES: Final = tuple(
+    kib * 1024 - HEADER.size - crypto.TAG_BYTES for kib in (16, 32, 64, 128, 192, 256)
+)
+MAX_CHUNK: Final = CHUNK_SIZES[-1]
 MAX_FILE_SIZE: Final = 2**50
-MAX_FILES: Final = 1_000_000
+MAX_CHUNKS: Final = 2**26  # per transfer: at most 8 MiB of chunk bitmaps (4 TiB at 64 KiB)
+MAX_FILES: Final = 100_000  # entries (files and directories) per transfer
+MAX_NAME_BYTES: Final = 32 * 2**20  # all names of a transfer together
 
 Hex32 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
@@ -44,8 +57,10 @@ class _Control(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
 
 
 class TransferStart(_Control, tag="transfer_start"):
+    """Announces the entries that follow (directories included) and the sum of their sizes."""
+
     fileCount: Annotated[int, msgspec.Meta(ge=0, le=MAX_FILES)]
-    totalBytes: Annotated[int, msgspec.Meta(ge=0)]
+    totalBytes: Annotated[int, msgspec.Meta(ge=0, le=MAX_FILE_SIZE)]
     version: int = VERSION
 
 
@@ -53,8 +68,8 @@ class FileManifest(_Control, tag="file_manifest"):
     fileId: Hex32
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     size: Annotated[int, msgspec.Meta(ge=0, le=MAX_FILE_SIZE)]
-    chunkSize: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHUNK)]
-    chunkCount: Annotated[int, msgspec.Meta(ge=0)]
+    chunkSize: Annotated[int, msgspec.Meta(ge=CHUNK_SIZES[0], le=MAX_CHUNK)]
+    chunkCount: Annotated[int, msgspec.Meta(ge=0, le=MAX_CHUNKS)]
     checksum: Hex64
     kind: Literal["file", "dir"] = "file"
 
@@ -190,7 +205,6 @@ class Sender:
         self._by_id = {f.manifest.fileId: i for i, f in enumerate(self._files)}
         self._controls: deque[_Control] = deque()
         self._streaming: deque[int] = deque()  # files whose chunks are being sent, in order
-        self._next_announce = 0
         self.bytes_acked = 0
         self.chunks_sent = 0
         self.total_bytes = sum(m.size for m in manifests)
@@ -208,26 +222,19 @@ class Sender:
         return self._files[file_index].manifest
 
     def start(self) -> None:
-        """(Re)start on a fresh connection: announce every unfinished file again."""
+        """(Re)start on a fresh connection: announce every unfinished file, all up front."""
         self._controls.clear()
         self._streaming.clear()
+        unfinished = [f for f in self._files if not f.complete]
         for f in self._files:
-            f.announced = f.started = False
+            f.announced, f.started = not f.complete, False
             f.queue = iter(())
         self._controls.append(
-            TransferStart(fileCount=len(self._files), totalBytes=self.total_bytes)
+            TransferStart(
+                fileCount=len(unfinished), totalBytes=sum(f.manifest.size for f in unfinished)
+            )
         )
-        self._next_announce = 0
-        self._announce_next()
-
-    def _announce_next(self) -> None:
-        while self._next_announce < len(self._files):
-            f = self._files[self._next_announce]
-            self._next_announce += 1
-            if not f.complete:
-                f.announced = True
-                self._controls.append(f.manifest)
-                return
+        self._controls.extend(f.manifest for f in unfinished)
         self._controls.append(TransferEnd())
 
     def seal(self, chunk: ChunkToSend, data: bytes) -> bytes:
@@ -250,9 +257,6 @@ class Sender:
                 m = f.manifest
                 return ChunkToSend(file_index, index, index * m.chunkSize, chunk_length(m, index))
             self._streaming.popleft()
-            if not self._streaming:  # the file is on the wire: announce the next one
-                self._announce_next()
-                return self.next_item()
         return None
 
     def on_control(self, msg: Control) -> None:
@@ -323,10 +327,12 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
-class Prepare:
-    """Resolve the target, check space, open the .part and load what is held; then file_ready()."""
+class Admit:
+    """The whole announcement is checked: resolve every target, check and claim space for all of
+    it, ask the user once, open the .part files and load what is held; then file_ready() each."""
 
-    manifest: FileManifest
+    manifests: tuple[FileManifest, ...]
+    total_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +355,7 @@ class Finished:
     pass
 
 
-Action = Send | Prepare | Write | Verify | Finished
+Action = Send | Admit | Write | Verify | Finished
 
 
 @dataclass
@@ -369,6 +375,10 @@ class Receiver:
         self._key_for = key_for
         self._files: dict[str, _Incoming] = {}
         self._ended = False
+        self._admitted = False
+        self._expected: TransferStart | None = None  # between transfer_start and transfer_end
+        self._announced: list[FileManifest] = []
+        self._announced_bytes = self._announced_chunks = self._announced_name_bytes = 0
         self.file_count = 0
         self.total_bytes = 0
         self.bytes_received = 0
@@ -383,16 +393,19 @@ class Receiver:
 
     def on_control(self, msg: Control) -> list[Action]:
         match msg:
-            case TransferStart(fileCount=count, totalBytes=total, version=version):
+            case TransferStart(version=version):
                 if version != VERSION:
                     raise TransferError("unsupported_version", f"peer speaks version {version}")
-                self.file_count, self.total_bytes, self._ended = count, total, False
+                if self._expected is not None:
+                    raise TransferError("unexpected", "a second transfer_start before the end")
+                self._expected, self._announced, self._ended = msg, [], False
+                self._announced_bytes = self._announced_chunks = self._announced_name_bytes = 0
                 return []
             case FileManifest():
-                return self._on_manifest(msg)
+                self._on_manifest(msg)
+                return []
             case TransferEnd():
-                self._ended = True
-                return [Finished()] if self.done else []
+                return self._on_announced()
             case Error(code=code, message=message):
                 raise TransferError(f"peer_{code}"[:64], f"sender stopped: {message[:300]}")
             case Keepalive():
@@ -400,31 +413,68 @@ class Receiver:
             case _:
                 raise TransferError("unexpected", f"unexpected {type(msg).__name__} from sender")
 
-    def _on_manifest(self, m: FileManifest) -> list[Action]:
+    def _on_manifest(self, m: FileManifest) -> None:
+        """One entry of the announcement: checked on its own and against the running totals;
+        nothing is allocated for it until the whole announcement is in."""
+        expected = self._expected
+        if expected is None:
+            raise TransferError("bad_manifest", "a file manifest outside the announcement")
         try:
             check_relative_path(m.name)
         except UnsafeName as exc:
             raise TransferError("unsafe_name", str(exc)) from None
         if m.kind == "dir" and (m.size or m.chunkCount):
             raise TransferError("bad_manifest", "a directory entry carries data")
+        if m.chunkSize not in CHUNK_SIZES:
+            raise TransferError("bad_manifest", f"chunk size {m.chunkSize} is not a protocol size")
         if m.chunkCount != chunk_count(m.size, m.chunkSize):
             raise TransferError("bad_manifest", "chunk count does not match size and chunk size")
         if m.fileId != stable_file_id(m.name, m.size, m.checksum):
             raise TransferError("bad_manifest", "file id does not match the manifest")
-        known = self._files.get(m.fileId)
-        if known is not None:
-            if known.manifest != m:
-                raise TransferError("bad_manifest", "a file id was announced twice, differently")
-            if known.complete:
-                return [Send(TransferComplete(fileId=m.fileId, status="success"))]
-            if known.ready:  # re-announced after a reconnect: say what is held
-                return [self._held_reply(known)]
-            return []
-        incoming = _Incoming(
-            m, manifest_digest(m), self._key_for(bytes.fromhex(m.fileId)), ChunkBitmap(m.chunkCount)
-        )
-        self._files[m.fileId] = incoming
-        return [Prepare(m)]
+        if self._admitted:
+            known = self._files.get(m.fileId)
+            if known is None or known.manifest != m:
+                raise TransferError("outside_manifest", "an entry outside the admitted transfer")
+        self._announced.append(m)
+        self._announced_bytes += m.size
+        self._announced_chunks += m.chunkCount
+        self._announced_name_bytes += len(m.name.encode())
+        if len(self._announced) > expected.fileCount:
+            raise TransferError(
+                "bad_manifest", f"more than the {expected.fileCount} announced entries"
+            )
+        if self._announced_bytes > expected.totalBytes:
+            raise TransferError("bad_manifest", "entries larger than the announced total")
+        if self._announced_chunks > MAX_CHUNKS:
+            raise TransferError("too_large", f"more than {MAX_CHUNKS} chunks in one transfer")
+        if self._announced_name_bytes > MAX_NAME_BYTES:
+            raise TransferError("too_large", f"names longer than {MAX_NAME_BYTES} bytes together")
+
+    def _on_announced(self) -> list[Action]:
+        """transfer_end: the announcement is complete; check it as a whole."""
+        expected, manifests = self._expected, self._announced
+        if expected is None:
+            raise TransferError("unexpected", "transfer_end without transfer_start")
+        if len(manifests) != expected.fileCount or self._announced_bytes != expected.totalBytes:
+            raise TransferError("bad_manifest", "the entries do not add up to the announcement")
+        _check_names_apart(manifests)
+        self._expected, self._announced, self._ended = None, [], True
+        if self._admitted:  # a reconnect: say where each entry stands
+            actions: list[Action] = []
+            for m in manifests:
+                f = self._files[m.fileId]
+                if f.complete:
+                    actions.append(Send(TransferComplete(fileId=m.fileId, status="success")))
+                elif f.ready:
+                    actions.append(self._held_reply(f))
+            return [*actions, Finished()] if self.done else actions
+        self._admitted = True
+        self.file_count, self.total_bytes = len(manifests), expected.totalBytes
+        for m in manifests:
+            key = self._key_for(bytes.fromhex(m.fileId))
+            self._files[m.fileId] = _Incoming(m, manifest_digest(m), key, ChunkBitmap(0))
+        admit: list[Action] = [Admit(tuple(manifests), expected.totalBytes)]
+        return [*admit, Finished()] if not manifests else admit
 
     def file_ready(self, file_id: str, held: ChunkBitmap) -> list[Action]:
         """The shell prepared the file; `held` is what it already has on disk, durably."""
@@ -505,6 +555,25 @@ class Receiver:
     def pending(self) -> list[str]:
         """Files with chunks written but not yet acknowledged (the shell flushes these)."""
         return [fid for fid, f in self._files.items() if f.unacked]
+
+
+def _check_names_apart(manifests: list[FileManifest]) -> None:
+    """No two entries may land on the same name (Unicode normalisation makes "é" and "e\u0301"
+    look alike and, on some file systems, the same file), and no file may stand where another
+    entry needs a directory."""
+    seen: set[str] = set()
+    files: set[str] = set()
+    for m in manifests:
+        key = unicodedata.normalize("NFC", m.name)
+        if key in seen:
+            raise TransferError("bad_manifest", "two entries with the same name")
+        seen.add(key)
+        if m.kind == "file":
+            files.add(key)
+    for key in seen:
+        parts = key.split("/")
+        if any("/".join(parts[:i]) in files for i in range(1, len(parts))):
+            raise TransferError("bad_manifest", "an entry inside a file")
 
 
 def _to_ranges(indexes: list[int]) -> Ranges:

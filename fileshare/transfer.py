@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal, Protocol
 
 from aiortc import RTCDataChannel
@@ -26,9 +27,9 @@ from fileshare import names, protocol
 from fileshare.bitmap import ChunkBitmap
 from fileshare.peer import Pipe
 from fileshare.protocol import ChunkToSend, FileManifest, Receiver, Sender, TransferError
-from fileshare.state import TransferStore
+from fileshare.state import TransferRecord, TransferStore
 
-CHUNK_SIZE: Final = 64 * 1024 - protocol.HEADER.size - 16  # one 64 KiB message per chunk
+CHUNK_SIZE: Final = protocol.CHUNK_SIZES[2]  # one 64 KiB message per chunk
 HIGH_WATER: Final = 1024 * 1024
 LOW_WATER: Final = 256 * 1024
 FLUSH_BYTES: Final = 8 * 1024 * 1024
@@ -202,6 +203,25 @@ class SendSide:
         self.events.emit("progress", done=self.sender.bytes_acked, total=self.sender.total_bytes)
 
 
+# Asked once, with the number of entries and bytes, before anything of a transfer is created.
+Approve = Callable[[int, int], Awaitable[None]]
+
+
+@dataclass
+class _Plan:
+    """One admitted entry: where it goes, and the resume record it may continue."""
+
+    manifest: FileManifest
+    rel: PurePosixPath
+    record: TransferRecord | None = None
+
+    @property
+    def needed(self) -> int:
+        held = self.record.bitmap.ranges() if self.record is not None else []
+        m = self.manifest
+        return m.size - sum(protocol.chunk_length(m, i) for s, e in held for i in range(s, e))
+
+
 @dataclass
 class _Open:
     manifest: FileManifest
@@ -220,8 +240,10 @@ class ReceiveSide:
         overwrite: bool,
         events: Events,
         stall_seconds: float = 15.0,
+        approve: Approve | None = None,
     ) -> None:
         self.stall_seconds = stall_seconds
+        self.approve = approve
         self.receiver = receiver
         self.store = store
         self.out_dir = out_dir
@@ -286,8 +308,8 @@ class ReceiveSide:
             match action:
                 case protocol.Send(message=msg):
                     channel.send(protocol.encode(msg).decode())
-                case protocol.Prepare(manifest=m):
-                    await self._perform(channel, self._prepare(m))
+                case protocol.Admit(manifests=manifests, total_bytes=total):
+                    await self._perform(channel, await self._admit(manifests, total))
                 case protocol.Verify(file_id=file_id):
                     await self._perform(channel, await self._verify(file_id))
                 case protocol.Finished():
@@ -295,36 +317,103 @@ class ReceiveSide:
                 case protocol.Write():
                     raise AssertionError("writes come from on_chunk")
 
-    def _prepare(self, m: FileManifest) -> list[protocol.Action]:
+    def _plan(self, m: FileManifest) -> _Plan:
+        """Check an entry against the output directory and find what of it is held; creates
+        nothing. A resume record counts only for the same manifest and if its paths are where
+        this entry belongs (names.is_own_state); any other record is forgotten."""
         rel = names.check_relative_path(m.name)
-        shown = names.display_name(m.name)
+        names.check_fits(self.out_dir, rel)
+        record = self.store.get(m.fileId) if m.kind == "file" else None
+        if record is None:
+            return _Plan(m, rel)
+        same = (record.size, record.chunk_size, record.chunk_count, record.checksum) == (
+            m.size,
+            m.chunkSize,
+            m.chunkCount,
+            m.checksum,
+        )
+        if (
+            same
+            and record.status == "active"
+            and record.out_dir == os.path.abspath(self.out_dir)
+            and names.is_own_state(self.out_dir, rel, record.target, record.part)
+            and os.path.isfile(record.part)
+        ):
+            return _Plan(m, rel, record)
+        self.store.delete(m.fileId)
+        return _Plan(m, rel)
+
+    async def _admit(
+        self, manifests: tuple[FileManifest, ...], total: int
+    ) -> list[protocol.Action]:
+        """The whole transfer at once: every name checked, the space for all of it checked, the
+        user asked once, then each .part created with its space claimed (posix_fallocate, not a
+        sparse file, so a full disk is found now and not half-way)."""
+        try:
+            plans = [self._plan(m) for m in manifests]
+        except names.UnsafeName as exc:
+            raise TransferError("unsafe_name", str(exc)) from None
+        try:
+            names.ensure_space(self.out_dir, sum(p.needed for p in plans))
+        except names.DiskFull as exc:
+            raise TransferError("disk_full", str(exc)) from None
+        self.events.emit("manifest", files=len(plans), bytes=total)
+        if self.approve is not None:
+            await self.approve(len(plans), total)
+        created: list[_Open] = []
+        try:
+            return [a for plan in plans for a in self._create(plan, created)]
+        except names.UnsafeName as exc:
+            self._release(created)
+            raise TransferError("unsafe_name", str(exc)) from None
+        except BaseException:
+            self._release(created)
+            raise
+
+    def _create(self, plan: _Plan, created: list[_Open]) -> list[protocol.Action]:
+        m, rel = plan.manifest, plan.rel
         if m.kind == "dir":
             names.ensure_directory(self.out_dir, rel)
             return self.receiver.file_ready(m.fileId, ChunkBitmap(0))
-        record = self.store.get(m.fileId)
-        held = ChunkBitmap(m.chunkCount)
-        if record is not None and record.status == "active" and Path(record.part).exists():
-            target, part, held = Path(record.target), Path(record.part), record.bitmap
+        if plan.record is not None:
+            if rel.parent.parts:
+                names.ensure_directory(self.out_dir, rel.parent)  # no symlink on the way
+            target, part = Path(plan.record.target), Path(plan.record.part)
         else:
-            if record is not None:  # its partial file is gone: start over
-                self.store.delete(m.fileId)
             target = names.resolve_target(self.out_dir, rel, self.overwrite)
             part = names.part_path(target)
-        held_bytes = sum(protocol.chunk_length(m, i) for s, e in held.ranges() for i in range(s, e))
-        try:
-            names.ensure_space(target.parent, m.size - held_bytes)
-        except names.DiskFull as exc:
-            raise TransferError("disk_full", str(exc)) from None
         record = self.store.begin(
-            m.fileId, m.name, m.size, m.chunkSize, m.chunkCount, m.checksum, str(target), str(part)
+            m.fileId,
+            m.name,
+            m.size,
+            m.chunkSize,
+            m.chunkCount,
+            m.checksum,
+            str(target),
+            str(part),
+            os.path.abspath(self.out_dir),
         )
-        held = record.bitmap
         fd = names.open_part(part)
-        if not held.held:
-            os.ftruncate(fd, m.size)  # a stale .part of another version must not linger
-        self._open[m.fileId] = _Open(m, target, part, fd)
-        self.events.emit("file", name=shown, size=m.size, resumed=held.held, chunks=m.chunkCount)
-        return self.receiver.file_ready(m.fileId, held)
+        item = _Open(m, target, part, fd)
+        self._open[m.fileId] = item
+        if plan.record is None:
+            created.append(item)
+            os.ftruncate(fd, 0)  # a stale .part of another version must not linger
+        _claim_space(item, self.out_dir)
+        self.events.emit(
+            "file", name=m.name, size=m.size, resumed=record.bitmap.held, chunks=m.chunkCount
+        )
+        return self.receiver.file_ready(m.fileId, record.bitmap)
+
+    def _release(self, created: list[_Open]) -> None:
+        """An admission that failed half-way gives back what it created (resumed files stay)."""
+        for item in created:
+            self._open.pop(item.manifest.fileId, None)
+            with contextlib.suppress(OSError):
+                os.close(item.fd)
+            with contextlib.suppress(OSError):
+                item.part.unlink()
+            self.store.delete(item.manifest.fileId)
 
     async def _flush_all(self, channel: RTCDataChannel) -> None:
         for file_id in self.receiver.pending():
@@ -353,12 +442,26 @@ class ReceiveSide:
             self.store.finish(file_id, "failed")
             with contextlib.suppress(OSError):
                 item.part.unlink()
-            self.events.emit(
-                "file_failed", name=names.display_name(m.name), reason="checksum mismatch"
-            )
+            self.events.emit("file_failed", name=m.name, reason="checksum mismatch")
             return self.receiver.on_verified(file_id, "checksum mismatch")
         final = names.finalize(item.part, item.target, self.overwrite)
         self.store.finish(file_id, "done")
         self.saved.append(final)
-        self.events.emit("saved", name=names.display_name(m.name), path=str(final), size=m.size)
+        self.events.emit("saved", name=m.name, path=str(final), size=m.size)
         return self.receiver.on_verified(file_id)
+
+
+def _claim_space(item: _Open, out_dir: Path) -> None:
+    if not item.manifest.size:
+        return
+    try:
+        os.posix_fallocate(item.fd, 0, item.manifest.size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = names.free_space(out_dir)
+            raise TransferError(
+                "disk_full", str(names.DiskFull(out_dir, item.manifest.size, free))
+            ) from None
+        raise TransferError(
+            "disk", f"cannot claim space for {item.target}: {exc.strerror}"
+        ) from None

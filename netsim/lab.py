@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,6 +67,21 @@ class Client:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+
+def _copy_terminal(master: int, path: Path) -> None:
+    """Everything the program wrote to its terminal, until it closes (EIO)."""
+    with path.open("ab") as copy:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            copy.write(data)
+            copy.flush()
+    os.close(master)
 
 
 @dataclass
@@ -150,9 +166,11 @@ class Lab:
         answer: str | None = None,
         json_events: bool = True,
         namespace: str | None = None,
+        tty: bool = False,
     ) -> Client:
         """`answer` is typed on standard input (e.g. to --verify's question); `namespace`:
-        the host to run on (default: the lab's)."""
+        the host to run on (default: the lab's); `tty`: stdout and stderr are one pseudo-terminal
+        (TERM=dumb, so any escape sequence in it came from somewhere else), copied to `err`."""
         index = len(self.clients)
         out = self.workdir / f"{name}-{index}.out"
         err = self.workdir / f"{name}-{index}.err"
@@ -160,8 +178,10 @@ class Lab:
             **os.environ,
             "FILESHARE_STATE_DIR": str(self.workdir / state),
             **self.client_env,
+            **({"TERM": "dumb", "NO_COLOR": "1"} if tty else {}),
             **(env or {}),
         }
+        terminal = os.openpty() if tty else None
         with out.open("wb") as out_file, err.open("wb") as err_file:
             proc = subprocess.Popen(
                 [
@@ -175,11 +195,14 @@ class Lab:
                     server or self.server.url,
                     *args[1:],
                 ],
-                stdout=out_file,
-                stderr=err_file,
+                stdout=terminal[1] if terminal else out_file,
+                stderr=terminal[1] if terminal else err_file,
                 env=full_env,
                 stdin=subprocess.PIPE if answer is not None else subprocess.DEVNULL,
             )
+        if terminal is not None:
+            os.close(terminal[1])
+            threading.Thread(target=_copy_terminal, args=(terminal[0], err), daemon=True).start()
         if answer is not None:
             assert proc.stdin is not None
             proc.stdin.write(answer.encode())

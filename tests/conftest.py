@@ -23,6 +23,7 @@ from netsim.processes import (
 )
 from signaling.config import Config
 from signaling.server import SignalingServer, open_backend
+from tests.e2e import Lab, make_lab
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # The developer's own ~/.config/fileshare/config.toml must not steer the tests' clients.
@@ -45,6 +46,15 @@ def require_root() -> None:
         if IN_CI:
             pytest.fail("this test needs root (network namespaces)")
         pytest.skip("this test needs root (network namespaces)")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A namespace lab (tests.e2e) with a signaling server, for end-to-end CLI tests."""
+    require_root()
+    require_binary("ip")
+    with make_lab(tmp_path) as lab:
+        yield lab
 
 
 @dataclass(kw_only=True)
@@ -106,3 +116,22 @@ async def start_process(tmp_path: Path) -> AsyncIterator[StartProcess]:
     yield start
     for item in procs:
         stop(item.proc)
+
+
+# Output of CLI subprocesses (the labs write it beside the test's tmp_path) that means a bug.
+FORBIDDEN_OUTPUT = ("Traceback (most recent call last)", "Task exception was never retrieved")
+
+
+@pytest.fixture(autouse=True)
+def _no_traceback_in_cli_output(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Suite-wide: a client process that printed a traceback fails its test, whatever the test
+    asserted (tests.e2e's labs keep each client's stdout and stderr as *.out / *.err files)."""
+    uses_tmp = "tmp_path" in request.fixturenames
+    root: Path | None = request.getfixturevalue("tmp_path") if uses_tmp else None
+    yield
+    if root is None:
+        return
+    for path in [*root.rglob("*.err"), *root.rglob("*.out")]:
+        text = path.read_text(errors="replace")
+        for marker in FORBIDDEN_OUTPUT:
+            assert marker not in text, f"{path.name}: {text[text.index(marker) :][:2000]}"

@@ -2,12 +2,18 @@
 (DTLS would stop a third party): `python -m tests.hostile_sender MODE send ARGS...`.
 
 - tamper: chunk 2 of every file leaves with one flipped ciphertext bit;
-- traversal: the first file is announced as `../escape.txt`.
+- traversal: the first file is announced as `../escape.txt`;
+- names: the files are announced under the names in $HOSTILE_NAMES (a JSON list), in order;
+- checksum: the first file is announced with the SHA-256 of other bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -28,22 +34,39 @@ def tamper() -> None:
     Sender.seal = seal  # type: ignore[method-assign]
 
 
-def traversal() -> None:
+def _announce(change: Callable[[list[transfer.Source]], list[transfer.Source]]) -> None:
     honest_collect = transfer.collect_sources
 
     def collect(paths: list[Path], chunk_size: int = transfer.CHUNK_SIZE) -> list[transfer.Source]:
-        sources = honest_collect(paths, chunk_size)
-        first = sources[0].manifest
-        name = "../escape.txt"
-        evil = msgspec.structs.replace(
-            first, name=name, fileId=protocol.stable_file_id(name, first.size, first.checksum)
-        )
-        return [transfer.Source(sources[0].path, evil), *sources[1:]]
+        return change(honest_collect(paths, chunk_size))
 
     transfer.collect_sources = collect
     cli.app.collect_sources = collect  # type: ignore[attr-defined]
 
 
+def _renamed(source: transfer.Source, name: str, checksum: str | None = None) -> transfer.Source:
+    m = source.manifest
+    checksum = checksum or m.checksum
+    evil = msgspec.structs.replace(
+        m, name=name, checksum=checksum, fileId=protocol.stable_file_id(name, m.size, checksum)
+    )
+    return transfer.Source(source.path, evil)
+
+
+def traversal() -> None:
+    _announce(lambda sources: [_renamed(sources[0], "../escape.txt"), *sources[1:]])
+
+
+def names() -> None:
+    hostile = json.loads(os.environ["HOSTILE_NAMES"])
+    _announce(lambda sources: [_renamed(s, n) for s, n in zip(sources, hostile, strict=True)])
+
+
+def checksum() -> None:
+    other = hashlib.sha256(b"other bytes").hexdigest()
+    _announce(lambda sources: [_renamed(sources[0], sources[0].manifest.name, other)])
+
+
 if __name__ == "__main__":
-    {"tamper": tamper, "traversal": traversal}[sys.argv[1]]()
+    {"tamper": tamper, "traversal": traversal, "names": names, "checksum": checksum}[sys.argv[1]]()
     sys.exit(cli.main(sys.argv[2:]))

@@ -19,7 +19,6 @@ from fileshare.names import (
     DiskFull,
     UnsafeName,
     check_relative_path,
-    display_name,
     ensure_directory,
     ensure_space,
     finalize,
@@ -28,6 +27,7 @@ from fileshare.names import (
     part_path,
     resolve_target,
 )
+from fileshare.untrusted import shown
 
 MiB = 2**20
 
@@ -112,7 +112,7 @@ def test_rejections_name_the_problem(name: str, problem: str) -> None:
         "/".join(["a"] * 64),
         "/".join(["a" * 255] * 16),  # 4095 bytes
         "emoji 🎉.png",
-        "\u202egpj.exe",  # allowed on disk; display_name() neutralises it
+        "\u202egpj.exe",  # allowed on disk; shown() neutralises it
     ],
 )
 def test_acceptable_names_pass_unchanged(name: str) -> None:
@@ -158,11 +158,11 @@ def test_accepted_names_never_escape(name: str) -> None:
     assert "\\" not in name and "\x00" not in name
 
 
-# --- display_name -------------------------------------------------------------------------------
+# --- untrusted.shown ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("raw", "shown"),
+    ("raw", "expected"),
     [
         ("\x1b[2Jx", "\\x1b[2Jx"),
         ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),
@@ -177,22 +177,23 @@ def test_accepted_names_never_escape(name: str) -> None:
         ("", ""),
     ],
 )
-def test_display_name_neutralises_escapes(raw: str, shown: str) -> None:
-    assert display_name(raw) == shown
+def test_shown_neutralises_escapes(raw: str, expected: str) -> None:
+    assert shown(raw) == expected
 
 
 DANGEROUS = {
     *map(chr, range(0x20)),
     *map(chr, range(0x7F, 0xA0)),
     *"\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c",
+    *"\u200b\u200c\u200d\u2060\ufeff\u2028\u2029\u00ad",  # zero-width, separators
 }
 
 
 @given(st.text())
-def test_display_name_output_is_printable(raw: str) -> None:
-    shown = display_name(raw)
-    assert not DANGEROUS & set(shown)
-    shown.encode("utf-8")  # no lone surrogates left: printing cannot raise
+def test_shown_output_is_printable(raw: str) -> None:
+    text = shown(raw)
+    assert not DANGEROUS & set(text)
+    text.encode("utf-8")  # no lone surrogates left: printing cannot raise
 
 
 # --- resolve_target -----------------------------------------------------------------------------
@@ -608,3 +609,39 @@ def test_ensure_space_sees_real_usage(small_fs: tuple[Path, bool]) -> None:
 )
 def test_human_size(n: int, text: str) -> None:
     assert human_size(n) == text
+
+
+# --- paths under the output directory, and paths from the state database -------------------------
+
+
+def test_a_path_over_path_max_under_out_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    from fileshare.names import check_fits
+
+    rel = PurePosixPath("/".join(["d" * 254] * 16))  # 4079 bytes: fine alone, not under tmp_path
+    with pytest.raises(UnsafeName, match="over 4096 bytes"):
+        check_fits(tmp_path, rel)
+    assert not any(tmp_path.iterdir())
+    check_fits(tmp_path, PurePosixPath("a/b.txt"))
+
+
+@pytest.mark.parametrize(
+    ("target", "part", "own"),
+    [
+        ("{out}/sub/a.txt", "{out}/sub/a.txt.part", True),
+        ("{out}/sub/a (3).txt", "{out}/sub/a (3).txt.part", True),
+        ("/etc/a.txt", "/etc/a.txt.part", False),
+        ("{out}/a.txt", "{out}/a.txt.part", False),  # not where sub/a.txt belongs
+        ("{out}/sub/../../x", "{out}/sub/../../x.part", False),
+        ("{out}/sub/a.txt", "/tmp/elsewhere.part", False),
+        ("{out}/sub/", "{out}/sub/.part", False),
+    ],
+)
+def test_state_paths_are_trusted_only_where_the_entry_belongs(
+    tmp_path: Path, target: str, part: str, own: bool
+) -> None:
+    from fileshare.names import is_own_state
+
+    out = tmp_path / "out"
+    rel = PurePosixPath("sub/a.txt")
+    fill = {"out": str(out)}
+    assert is_own_state(out, rel, target.format(**fill), part.format(**fill)) is own

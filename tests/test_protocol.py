@@ -20,13 +20,14 @@ from fileshare.protocol import (
 )
 
 KEY = bytes(range(32))
+CS = protocol.CHUNK_SIZES[0]  # the smallest protocol chunk keeps these tests small
 
 
 def key_for(file_id: bytes) -> bytes:
     return hashlib.sha256(KEY + file_id).digest()
 
 
-def manifest(name: str, data: bytes, chunk_size: int = 64, kind: str = "file") -> FileManifest:
+def manifest(name: str, data: bytes, chunk_size: int = CS, kind: str = "file") -> FileManifest:
     checksum = hashlib.sha256(data).hexdigest()
     return FileManifest(
         fileId=protocol.stable_file_id(name, len(data), checksum),
@@ -68,10 +69,11 @@ class Wire:
             match action:
                 case protocol.Send(message=msg):
                     self.deliver_control(protocol.encode(msg), to_receiver=False)
-                case protocol.Prepare(manifest=m):
-                    self.disk.setdefault(m.name, bytearray(m.size))
-                    held = self.held.get(m.name, ChunkBitmap(m.chunkCount))
-                    self.run(self.receiver.file_ready(m.fileId, held))
+                case protocol.Admit(manifests=manifests):
+                    for m in manifests:
+                        self.disk.setdefault(m.name, bytearray(m.size))
+                        held = self.held.get(m.name, ChunkBitmap(m.chunkCount))
+                        self.run(self.receiver.file_ready(m.fileId, held))
                 case protocol.Write(file_id=fid, offset=offset, data=data):
                     name = self.receiver.file(fid).manifest.name
                     self.disk[name][offset : offset + len(data)] = data
@@ -113,8 +115,8 @@ class Wire:
 
 
 FILES = {
-    "a.bin": os.urandom(64 * 10 + 7),
-    "dir/b.bin": os.urandom(64 * 3),
+    "a.bin": os.urandom(CS * 10 + 7),
+    "dir/b.bin": os.urandom(CS * 3),
     "dir/sub/empty": b"",
     "c.bin": os.urandom(1),
 }
@@ -167,10 +169,10 @@ def test_restarted_receiver_resumes_from_its_durable_state() -> None:
 
 
 def test_tampered_chunk_is_refused() -> None:
-    wire = Wire({"a.bin": os.urandom(200)})
+    wire = Wire({"a.bin": os.urandom(3 * CS + 8)})
     wire.sender.start()
-    wire.deliver_control(protocol.encode(wire.sender.next_item()), True)  # type: ignore[arg-type]
-    wire.deliver_control(protocol.encode(wire.sender.next_item()), True)  # type: ignore[arg-type]
+    for _ in range(3):  # transfer_start, the manifest, transfer_end
+        wire.deliver_control(protocol.encode(wire.sender.next_item()), True)  # type: ignore[arg-type]
     chunk = wire.sender.next_item()
     assert isinstance(chunk, ChunkToSend)
     frame = bytearray(wire.sender.seal(chunk, wire.data_of(chunk)))
@@ -181,9 +183,9 @@ def test_tampered_chunk_is_refused() -> None:
 
 
 def started_wire() -> tuple[Wire, bytes]:
-    wire = Wire({"a.bin": os.urandom(200)})
+    wire = Wire({"a.bin": os.urandom(3 * CS + 8)})
     wire.sender.start()
-    for _ in range(2):  # transfer_start and the manifest
+    for _ in range(3):  # transfer_start, the manifest, transfer_end
         wire.deliver_control(protocol.encode(wire.sender.next_item()), True)  # type: ignore[arg-type]
     chunk = wire.sender.next_item()
     assert isinstance(chunk, ChunkToSend)
@@ -217,27 +219,34 @@ def test_bad_chunks_are_refused(mangle: object, reason: str) -> None:
     "name", ["../evil", "/etc/passwd", "a/../../b", "a\x00b", "x/./y", "C:\\x"]
 )
 def test_hostile_names_end_the_transfer(name: str) -> None:
-    receiver = Receiver(key_for)
+    receiver = started_receiver(1, 4)
     with pytest.raises(TransferError) as err:
         receiver.on_control(manifest(name, b"data"))
     assert err.value.code == "unsafe_name"
 
 
+def started_receiver(count: int, total: int) -> Receiver:
+    receiver = Receiver(key_for)
+    assert receiver.on_control(protocol.TransferStart(fileCount=count, totalBytes=total)) == []
+    return receiver
+
+
 def test_inconsistent_manifest_is_refused() -> None:
-    good = manifest("a.bin", b"x" * 100, chunk_size=10)
+    good = manifest("a.bin", b"x" * 100)
     for bad in (
         msgspec.structs.replace(good, chunkCount=3),
         msgspec.structs.replace(good, fileId="0" * 32),
         msgspec.structs.replace(good, kind="dir"),
+        msgspec.structs.replace(good, chunkSize=CS + 1, chunkCount=1),
     ):
         with pytest.raises(TransferError) as err:
-            Receiver(key_for).on_control(bad)
+            started_receiver(1, 100).on_control(bad)
         assert err.value.code == "bad_manifest"
 
 
 def test_corrupt_file_is_reported_failed() -> None:
-    wire = Wire({"a.bin": os.urandom(100)})
-    wire.files = {"a.bin": os.urandom(100)}  # the sender's bytes differ from its manifest
+    wire = Wire({"a.bin": os.urandom(CS + 100)})
+    wire.files = {"a.bin": os.urandom(CS + 100)}  # the sender's bytes differ from its manifest
     wire.sender.start()
     with pytest.raises(TransferError) as err:
         wire.pump()
@@ -265,3 +274,113 @@ def test_ack_ranges_outside_the_file_are_refused() -> None:
     fid = wire.manifests[0].fileId
     with pytest.raises(TransferError, match="outside"):
         wire.sender.on_control(protocol.ChunkAck(fileId=fid, ranges=[(0, 1000)]))
+
+
+# --- the announcement: bounded, whole, and nothing outside it ----------------------------------
+
+
+def wire_manifest(**fields: object) -> bytes:
+    base = {
+        "type": "file_manifest",
+        "fileId": "0" * 32,
+        "name": "a",
+        "size": 1,
+        "chunkSize": CS,
+        "chunkCount": 1,
+        "checksum": "0" * 64,
+    }
+    return msgspec.json.encode({**base, **fields})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        wire_manifest(size=2**50, chunkSize=1, chunkCount=2**50),  # a bit per byte
+        wire_manifest(size=2**50, chunkCount=protocol.chunk_count(2**50, CS)),  # 2^36 chunks
+        wire_manifest(chunkSize=protocol.MAX_CHUNK + 1),
+        wire_manifest(size=2**51),
+        b'{"type":"transfer_start","fileCount":100001,"totalBytes":0}',
+        b'{"type":"transfer_start","fileCount":1,"totalBytes":1125899906842625}',
+    ],
+)
+def test_claims_over_the_bounds_are_refused_when_decoded(raw: bytes) -> None:
+    with pytest.raises(TransferError) as err:
+        protocol.decode(raw)
+    assert err.value.code == "bad_message"
+
+
+def test_nothing_is_allocated_for_a_claim_before_the_announcement_is_whole() -> None:
+    """The issue's 245-byte manifest for 2^50 bytes cost 2 GiB of bitmaps; now the per-transfer
+    chunk bound refuses it, and an admissible claim allocates no bitmap until it is admitted."""
+    import tracemalloc
+
+    size = protocol.MAX_CHUNKS * CS // 2
+    data_claim = FileManifest(
+        fileId=protocol.stable_file_id("big", size, "0" * 64),
+        name="big",
+        size=size,
+        chunkSize=CS,
+        chunkCount=protocol.chunk_count(size, CS),
+        checksum="0" * 64,
+    )
+    receiver = started_receiver(2, 2 * size)
+    tracemalloc.start()
+    receiver.on_control(data_claim)
+    grown = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert grown < 64 * 1024, grown  # a manifest, not a bitmap of 2^25 bits (4 MiB)
+    second = msgspec.structs.replace(
+        data_claim, name="big2", fileId=protocol.stable_file_id("big2", size, "0" * 64)
+    )
+    receiver.on_control(second)
+    third = msgspec.structs.replace(
+        data_claim, name="big3", fileId=protocol.stable_file_id("big3", size, "0" * 64)
+    )
+    with pytest.raises(TransferError, match="more than the 2"):
+        receiver.on_control(third)
+
+
+def test_announcement_must_add_up() -> None:
+    a, b = manifest("a", b"1" * 10), manifest("b", b"2" * 5)
+    receiver = started_receiver(2, 15)
+    receiver.on_control(a)
+    with pytest.raises(TransferError, match="add up"):
+        receiver.on_control(protocol.TransferEnd())
+    receiver = started_receiver(1, 10)
+    receiver.on_control(a)
+    with pytest.raises(TransferError, match="more than the 1"):
+        receiver.on_control(b)
+    receiver = started_receiver(2, 12)
+    receiver.on_control(a)
+    with pytest.raises(TransferError, match="larger than the announced"):
+        receiver.on_control(b)
+    with pytest.raises(TransferError, match="outside the announcement"):
+        Receiver(key_for).on_control(a)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("caf\u00e9", "cafe\u0301"),  # NFC and NFD of the same name
+        ("a", "a/b"),  # an entry inside a file
+    ],
+)
+def test_entries_that_collide_are_refused(names: tuple[str, str]) -> None:
+    entries = [manifest(n, n.encode()) for n in names]
+    receiver = started_receiver(2, sum(m.size for m in entries))
+    for m in entries:
+        receiver.on_control(m)
+    with pytest.raises(TransferError) as err:
+        receiver.on_control(protocol.TransferEnd())
+    assert err.value.code == "bad_manifest"
+
+
+def test_admitted_once_and_nothing_outside_it_later() -> None:
+    wire = Wire(FILES)
+    wire.sender.start()
+    wire.pump(limit=2)
+    evil = manifest("evil.bin", b"evil")
+    wire.receiver.on_control(protocol.TransferStart(fileCount=1, totalBytes=4))
+    with pytest.raises(TransferError) as err:
+        wire.receiver.on_control(evil)
+    assert err.value.code == "outside_manifest"

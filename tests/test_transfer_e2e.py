@@ -18,14 +18,6 @@ from tests.conftest import require_binary, require_root
 from tests.e2e import Client, Lab, make_lab, sha256, start_mitm_relay, tree
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_root()
-    require_binary("ip")
-    with make_lab(tmp_path) as lab:
-        yield lab
-
-
 async def transfer(lab: Lab, out: Path, *paths: Path, code_in_argv: bool = False) -> None:
     sender, code = await lab.send(*paths)
     receiver = lab.receive(code, out, code_in_argv=code_in_argv)
@@ -156,11 +148,11 @@ async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> N
     assert len(epochs) >= 2
 
 
-@pytest.mark.parametrize("mode", ["swap-key", "swap-fingerprint"])
+@pytest.mark.parametrize("mode", ["swap-key", "tamper-sdp"])
 async def test_tampering_relay_fails_both_sides(lab: Lab, tmp_path: Path, mode: str) -> None:
     src = tmp_path / "secret.txt"
     src.write_text("secret")
-    relay = start_mitm_relay(lab, mode)
+    relay = f"{start_mitm_relay(lab)}/{mode}"
     sender, code = await lab.send(src, server=relay)
     out = tmp_path / "out"
     receiver = lab.receive(code, out, server=relay)
