@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from fileshare import crypto
+from fileshare import crypto, ice
 from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
 from fileshare.names import human_size
@@ -56,18 +56,22 @@ class PeerGone(ConnectionError):
     """The peer left the session (its process may come back: a new authentication round)."""
 
 
+def _servers(options: Options, given: ice.ServerCredentials) -> list[schema.IceServer]:
+    return [*options.extra_ice_servers, *given.servers]  # aiortc uses the first STUN, TURN URL
+
+
 async def _authenticate(
     inbox: Inbox,
     role: crypto.Role,
     session_id: str,
     secret: bytes,
-    servers: list[schema.IceServer],
+    given: ice.ServerCredentials,
     events: Events,
     options: Options,
 ) -> tuple[Peer, SessionKeys]:
     """The PAKE; the sender asks about the words now, the receiver once it knows the whole
     transfer (one question for both)."""
-    servers = [*options.extra_ice_servers, *servers]  # aiortc uses the first STUN and TURN URL
+    servers = _servers(options, given)
     peer = Peer(role, inbox, session_id, secret, servers, options.timeout, options.relay_only)
     keys = await peer.authenticate()
     events.emit("sas", words=keys.sas)
@@ -99,8 +103,23 @@ async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]])
     watch_task.result()
 
 
+async def _refresh_servers(peer: Peer, given: ice.ServerCredentials, options: Options) -> None:
+    """Before a new peer connection: TURN credentials from the signaling server if we have
+    none yet (they come once both peers are there) or ours are about to expire."""
+    if not given.due(time.time()):
+        return
+    try:
+        given.received((await peer.inbox.client.refresh_credentials()).iceServers)
+    except SignalError as exc:
+        given.refused(exc.code)
+    except TimeoutError:
+        given.refused("timeout")
+    peer.ice_servers = _servers(options, given)
+
+
 async def _epochs(
     peer: Peer,
+    given: ice.ServerCredentials,
     events: Events,
     options: Options,
     run: Callable[[Link], Awaitable[None]],
@@ -108,6 +127,7 @@ async def _epochs(
 ) -> None:
     """Connect, run, and on a dropped link connect again, with the same keys."""
     for attempt in range(options.reconnects + 1):
+        await _refresh_servers(peer, given, options)
         link = await peer.connect()
         events.emit("connected", epoch=link.epoch, path=link.path())
         try:
@@ -131,6 +151,7 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
         code = new_code(created.sessionId)
         events.emit("code", code=str(code), link=code.link(options.server))
         inbox = Inbox(client)
+        given = ice.ServerCredentials(created.iceServers)  # STUN only: TURN once the peer is in
         sender: Sender | None = None
         side: SendSide | None = None
         try:
@@ -142,7 +163,7 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
                     "sender",
                     created.sessionId,
                     code.secret,
-                    created.iceServers,
+                    given,
                     events,
                     options,
                 )
@@ -153,7 +174,7 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
                 else:
                     sender.rekey(key_for)
                 assert side is not None
-                if await _send_round(peer, side, inbox, arrivals, events, options):
+                if await _send_round(peer, given, side, inbox, arrivals, events, options):
                     break
             else:
                 raise ConnectionError("the receiver kept going away")
@@ -176,7 +197,13 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
 
 
 async def _send_round(
-    peer: Peer, side: SendSide, inbox: Inbox, arrivals: int, events: Events, options: Options
+    peer: Peer,
+    given: ice.ServerCredentials,
+    side: SendSide,
+    inbox: Inbox,
+    arrivals: int,
+    events: Events,
+    options: Options,
 ) -> bool:
     """One authentication round; False when the receiver left and may come back."""
 
@@ -185,7 +212,7 @@ async def _send_round(
         raise PeerGone("the receiver left; waiting for it to come back")
 
     try:
-        await _epochs(peer, events, options, lambda link: side.run(link.pipe), peer_gone)
+        await _epochs(peer, given, events, options, lambda link: side.run(link.pipe), peer_gone)
     except PeerGone as exc:
         events.emit("reconnecting", reason=str(exc), attempt=0)
         return False
@@ -209,13 +236,14 @@ async def receive(
             joined = await _join_or_rejoin(client, store, code.session_id, ticket_key + code.secret)
             inbox = Inbox(client)
             inbox.peer_present = joined.peerPresent
+            given = ice.ServerCredentials(joined.iceServers)
             try:
                 peer, keys = await _authenticate(
                     inbox,
                     "receiver",
                     code.session_id,
                     code.secret,
-                    joined.iceServers,
+                    given,
                     events,
                     options,
                 )
@@ -238,7 +266,7 @@ async def receive(
 
                 try:
                     await _epochs(
-                        peer, events, options, lambda link: side.run(link.pipe), new_offer
+                        peer, given, events, options, lambda link: side.run(link.pipe), new_offer
                     )
                 finally:
                     side.close()

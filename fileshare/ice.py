@@ -16,7 +16,7 @@ from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from signaling import schema
-from turn import stun
+from turn import credentials, stun
 
 Transport = Literal["udp", "tcp", "tls"]
 PROBE_SECONDS: Final = 1.5
@@ -46,6 +46,48 @@ def parse_turn_url(url: str, server: schema.IceServer) -> TurnUrl | None:
         transport = "tcp" if wanted == "tcp" else "udp"
         port = int(port_text or 3478)
     return TurnUrl(url, host.strip("[]"), port, transport, server)
+
+
+# Fresh credentials are asked for this long before the old ones expire: enough for a new peer
+# connection to allocate with them (coturn checks the expiry only when it allocates).
+REFRESH_MARGIN_SECONDS: Final = 120.0
+
+
+@dataclass(slots=True)
+class ServerCredentials:
+    """The signaling server's ICE servers, and whether to ask it for fresh ones (sans-I/O: told
+    the time and the answers). It hands out TURN credentials only while both peers are in the
+    session, for minutes; coturn keeps an allocation made in time past their expiry
+    (turn/README.md), so fresh ones matter only when a new peer connection allocates:
+    `due` is asked before each."""
+
+    servers: list[schema.IceServer]
+    settled: bool = False  # the server answered: ask again only when what it gave expires
+
+    def expires_at(self) -> int | None:
+        """When the first TURN credential in hand expires; None without one (or if its
+        username does not say)."""
+        expiries = [
+            credentials.expiry_of(server.username)
+            for server in self.servers
+            if server.username and any(u.startswith(("turn:", "turns:")) for u in server.urls)
+        ]
+        known = [e for e in expiries if e is not None]
+        return min(known) if known else None
+
+    def due(self, now: float) -> bool:
+        expiry = self.expires_at()
+        if expiry is None:
+            return not self.settled
+        return now >= expiry - REFRESH_MARGIN_SECONDS
+
+    def received(self, servers: list[schema.IceServer]) -> None:
+        self.servers, self.settled = servers, True
+
+    def refused(self, code: str) -> None:
+        """Keep what we have; without the other peer there was nothing to give yet, so ask
+        again next time, else not before what we have expires (rate limit, an older server)."""
+        self.settled = code != schema.ErrorCode.PEER_UNAVAILABLE
 
 
 class _StunProbe(asyncio.DatagramProtocol):

@@ -119,6 +119,12 @@ class SignalClient:
         assert isinstance(reply, schema.SessionJoined)
         return reply
 
+    async def refresh_credentials(self) -> schema.Credentials:
+        """Fresh ICE servers (a new TURN credential) for the session, once both peers are in."""
+        reply = await self.request(schema.RefreshCredentials(v=schema.VERSION))
+        assert isinstance(reply, schema.Credentials)
+        return reply
+
     async def leave(self) -> None:
         await self.request(schema.LeaveSession(v=schema.VERSION))
 

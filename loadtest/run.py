@@ -23,7 +23,7 @@ MIXES = {
     "hold": ("HoldUser",),
     "abuse": ("ChurnUser", "AbuseUser"),
 }
-ABUSE_KINDS = ("bad_token", "burn", "bad_message", "too_large", "flood", "conn_flood")
+ABUSE_KINDS = ("bad_token", "guess", "bad_message", "too_large", "flood", "conn_flood")
 # At the end of the run, users finish the task in hand (an abuse under way is judged; a hold is
 # cut short); locust kills those still busy after STOP_TIMEOUT seconds.
 STOP_TIMEOUT = 20

@@ -36,7 +36,14 @@ class Config:
     connection_burst: float = _opt(40.0, "new connections a client address may open at once")
     max_connections_per_ip: int = _opt(100, "concurrent connections per client address")
     max_sessions_per_ip: int = _opt(50, "live sessions one client address may have created")
-    max_failed_joins: int = _opt(3, "failed joins after which a session is destroyed")
+    failed_joins_per_minute: float = _opt(
+        6.0, "refused joins and rejoins per minute per client address (IPv6: per /64)"
+    )
+    failed_join_burst: float = _opt(10.0, "refused joins an address may make at once")
+    credentials_per_minute: float = _opt(
+        2.0, "TURN credentials minted per minute per client address (IPv6: per /64)"
+    )
+    credential_burst: float = _opt(10.0, "TURN credentials an address may get at once")
     session_idle_seconds: float = _opt(1800.0, "a session with no activity for this long ends")
     session_lifetime_seconds: float = _opt(86400.0, "no session lives longer than this")
     grace_seconds: float = _opt(60.0, "how long a dropped peer may take to rejoin its session")
@@ -50,7 +57,9 @@ class Config:
     turn_secret_file: str = _opt(
         "", "file holding coturn's static-auth-secret (or set FILESHARE_TURN_SECRET)"
     )
-    turn_ttl_seconds: int = _opt(3600, "lifetime of the TURN credentials handed out")
+    turn_ttl_seconds: int = _opt(
+        600, "longest lifetime of a TURN credential (never past its session's); clients refresh"
+    )
     trusted_proxies: tuple[str, ...] = _opt(
         (), "address of a proxy whose X-Forwarded-For is believed (repeatable)", repeat=True
     )
@@ -72,7 +81,6 @@ class Config:
             idle_seconds=self.session_idle_seconds,
             lifetime_seconds=self.session_lifetime_seconds,
             grace_seconds=self.grace_seconds,
-            max_failed_joins=self.max_failed_joins,
         )
 
 

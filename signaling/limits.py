@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 
@@ -14,12 +15,16 @@ class TokenBucket:
     tokens: float = -1.0
     stamp: float = 0.0
 
-    def take(self, now: float, cost: float = 1.0) -> bool:
+    def available(self, now: float) -> float:
+        """Tokens there are at `now` (refilled since the last call)."""
         if self.tokens < 0:
             self.tokens, self.stamp = self.burst, now
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
         self.stamp = max(self.stamp, now)
-        if self.tokens < cost:
+        return self.tokens
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        if self.available(now) < cost:
             return False
         self.tokens -= cost
         return True
@@ -69,3 +74,48 @@ class ConnectionLimiter:
 
     def tracked(self) -> int:
         return len(self._by_ip)
+
+
+def address_key(ip: str) -> str:
+    """What a per-address limit counts by: an IPv4 address, or an IPv6 /64 (one subscriber's
+    usual share: counting single IPv6 addresses would give each attacker 2**64 buckets)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip
+
+
+@dataclass(slots=True)
+class AddressBuckets:
+    """One token bucket per client address (see `address_key`), created full on first use
+    and forgotten once full again: memory tracks recent spenders only."""
+
+    rate: float
+    burst: float
+    _by_key: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def _bucket(self, ip: str) -> TokenBucket:
+        key = address_key(ip)
+        bucket = self._by_key.get(key)
+        if bucket is None:
+            bucket = self._by_key[key] = TokenBucket(self.rate, self.burst)
+        return bucket
+
+    def allows(self, ip: str, now: float) -> bool:
+        """Whether `ip` has a token left, without spending it."""
+        return self._bucket(ip).available(now) >= 1.0
+
+    def take(self, ip: str, now: float) -> bool:
+        return self._bucket(ip).take(now)
+
+    def forget_idle(self, now: float) -> None:
+        for key in [k for k, b in self._by_key.items() if b.full(now)]:
+            del self._by_key[key]
+
+    def tracked(self) -> int:
+        return len(self._by_key)

@@ -31,6 +31,8 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
+    JOINS_LIMITED = "joins_limited"  # this address failed too many joins: wait, then retry
+    CREDENTIALS_LIMITED = "credentials_limited"  # this address got too many TURN credentials
     NOT_JOINED = "not_joined"
     ALREADY_JOINED = "already_joined"
     SESSION_NOT_FOUND = "session_not_found"
@@ -95,6 +97,14 @@ class Ping(_Message, tag="ping"):
     id: RequestId | None = None
 
 
+class RefreshCredentials(_Message, tag="refresh_credentials"):
+    """Fresh ICE servers (TURN credentials) for the session, while both peers are present:
+    the creator asks once its peer has joined, either peer again before its TURN credential
+    (whose username starts with its expiry) runs out."""
+
+    id: RequestId | None = None
+
+
 class _Relay(_Message):
     payload: msgspec.Raw
     id: RequestId | None = None
@@ -117,7 +127,15 @@ class Signal(_Relay, tag="signal"):
 
 
 RelayMessage = Offer | Answer | IceCandidate | Signal
-ClientMessage = CreateSession | JoinSession | RejoinSession | LeaveSession | Ping | RelayMessage
+ClientMessage = (
+    CreateSession
+    | JoinSession
+    | RejoinSession
+    | LeaveSession
+    | Ping
+    | RefreshCredentials
+    | RelayMessage
+)
 
 
 # --- server to client ---------------------------------------------------------------------------
@@ -146,6 +164,13 @@ class SessionJoined(_Message, tag="session_joined"):
     peerPresent: bool
     rejoined: bool
     expiresAt: float
+    iceServers: list[IceServer]
+    re: int | None = None
+
+
+class Credentials(_Message, tag="credentials"):
+    """The reply to refresh_credentials."""
+
     iceServers: list[IceServer]
     re: int | None = None
 
@@ -190,7 +215,15 @@ class Error(_Message, tag="error"):
 
 
 ServerMessage = (
-    SessionCreated | SessionJoined | PeerJoined | PeerLeft | SessionClosed | Pong | Left | Error
+    SessionCreated
+    | SessionJoined
+    | Credentials
+    | PeerJoined
+    | PeerLeft
+    | SessionClosed
+    | Pong
+    | Left
+    | Error
 )
 
 _client_decoder = msgspec.json.Decoder(ClientMessage)
@@ -264,6 +297,7 @@ CLIENT_TYPES: Final = frozenset(
         RejoinSession,
         LeaveSession,
         Ping,
+        RefreshCredentials,
         *RelayMessage.__args__,
     )
 )

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from signaling import frames, handshake, schema, sessions
 from signaling.config import Config
-from signaling.limits import ConnectionLimiter, TokenBucket
+from signaling.limits import AddressBuckets, ConnectionLimiter, TokenBucket
 from signaling.metrics import Metrics
 from signaling.schema import ErrorCode, PeerId, ProtocolError
 from signaling.sessions import SessionRecord
@@ -129,6 +129,14 @@ class SignalingServer:
         self.metrics = Metrics()
         self.limiter = ConnectionLimiter(
             config.connections_per_second, config.connection_burst, config.max_connections_per_ip
+        )
+        # Per address: refused joins (scanning for sessions costs time) and TURN credentials
+        # minted (each is a share of coturn's allocation quota).
+        self.failed_joins = AddressBuckets(
+            config.failed_joins_per_minute / 60, config.failed_join_burst
+        )
+        self.credentials = AddressBuckets(
+            config.credentials_per_minute / 60, config.credential_burst
         )
         self.endpoint = Endpoint(
             WEBSOCKET_PATHS,
@@ -345,6 +353,8 @@ class SignalingServer:
                 await self._rejoin(conn, msg)
             case schema.LeaveSession():
                 await self._leave(conn, msg)
+            case schema.RefreshCredentials():
+                await self._refresh_credentials(conn, msg)
 
     def _joined(self, conn: Connection, request_id: int | None) -> tuple[str, PeerId]:
         if conn.session_id is None or conn.peer_id is None:
@@ -397,21 +407,21 @@ class SignalingServer:
             peerId="a",
             reconnectKey=created.reconnect_key,
             expiresAt=now + self.policy.lifetime_seconds,
-            iceServers=self._ice_servers(session_id, now),
+            iceServers=self._stun_servers(),  # TURN credentials once the peer is there
             re=msg.id,
         )
         self._send(conn, schema.encode(reply))
 
     async def _join(self, conn: Connection, msg: schema.JoinSession) -> None:
-        self._not_joined(conn, msg.id)
+        self._may_try_joining(conn, msg.id)
         now = time.time()
         result = await self.store.update(
             msg.sessionId, _apply(lambda r: sessions.join(r, msg.token, conn.id, now, self.policy))
         )
-        await self._admit(conn, msg.sessionId, msg.id, result, now)
+        await self._admit(conn, msg.sessionId, msg.id, result, msg.token, now)
 
     async def _rejoin(self, conn: Connection, msg: schema.RejoinSession) -> None:
-        self._not_joined(conn, msg.id)
+        self._may_try_joining(conn, msg.id)
         now = time.time()
         result = await self.store.update(
             msg.sessionId,
@@ -421,7 +431,17 @@ class SignalingServer:
                 )
             ),
         )
-        await self._admit(conn, msg.sessionId, msg.id, result, now)
+        await self._admit(conn, msg.sessionId, msg.id, result, msg.reconnectKey, now)
+
+    def _may_try_joining(self, conn: Connection, request_id: int | None) -> None:
+        """A connection outside any session, from an address with refused joins to spare."""
+        self._not_joined(conn, request_id)
+        if not self.failed_joins.allows(conn.ip, time.monotonic()):
+            raise ProtocolError(
+                ErrorCode.JOINS_LIMITED,
+                "too many failed joins from your address, try again in a minute",
+                request_id,
+            )
 
     async def _admit(
         self,
@@ -429,17 +449,17 @@ class SignalingServer:
         session_id: str,
         request_id: int | None,
         result: Change[tuple[Admission, SessionRecord]] | None,
+        secret: str | None,
         now: float,
     ) -> None:
         """Finish a join or rejoin: answer, and tell the other peer."""
-        outcome = None if result is None else result.value[0]
-        if outcome is None or isinstance(outcome, sessions.Refused):
-            if outcome is not None and outcome.burned and result is not None:
-                await self._end_session(result.value[1], "burned")
-            if outcome is not None and outcome.reason == "full":
+        outcome = sessions.refuse_absent(secret) if result is None else result.value[0]
+        if isinstance(outcome, sessions.Refused):
+            if outcome.reason == "full":  # said only to a holder of the token
                 raise ProtocolError(ErrorCode.SESSION_FULL, "the session has two peers", request_id)
             self.metrics.failed_joins.inc()
-            # Unknown session, expired session and wrong secret answer alike: no oracle.
+            self.failed_joins.take(conn.ip, time.monotonic())
+            # Unknown, expired, already joined (code) and wrong secret answer alike: no oracle.
             raise ProtocolError(ErrorCode.SESSION_NOT_FOUND, "no such session", request_id)
         assert result is not None
         record = result.value[1]
@@ -465,7 +485,7 @@ class SignalingServer:
             peerPresent=outcome.peer_present,
             rejoined=outcome.rejoined,
             expiresAt=record.created_at + self.policy.lifetime_seconds,
-            iceServers=self._ice_servers(session_id, now),
+            iceServers=self._ice_servers(conn, record, outcome.peer_id, now),
             re=request_id,
         )
         self._send(conn, schema.encode(reply))
@@ -476,6 +496,26 @@ class SignalingServer:
             peer_channel(session_id, sessions.other_peer(outcome.peer_id)),
             _bus_encode(BusEvent("presence", schema.encode(notice))),
         )
+
+    async def _refresh_credentials(self, conn: Connection, msg: schema.RefreshCredentials) -> None:
+        session_id, peer_id = self._joined(conn, msg.id)
+        now = time.time()
+        record = await self.store.get(session_id)
+        if record is None or not self._credential_seconds(conn, record, peer_id, now):
+            raise ProtocolError(
+                ErrorCode.PEER_UNAVAILABLE,
+                "credentials are given while both peers are here",
+                msg.id,
+            )
+        if self.config.turn_urls and not self.credentials.allows(conn.ip, time.monotonic()):
+            raise ProtocolError(
+                ErrorCode.CREDENTIALS_LIMITED,
+                "too many TURN credentials for your address, try again later",
+                msg.id,
+            )
+        servers = self._ice_servers(conn, record, peer_id, now)
+        reply = schema.Credentials(v=schema.VERSION, iceServers=servers, re=msg.id)
+        self._send(conn, schema.encode(reply))
 
     async def _leave(self, conn: Connection, msg: schema.LeaveSession) -> None:
         session_id, _ = self._joined(conn, msg.id)
@@ -571,22 +611,35 @@ class SignalingServer:
         self._detach_soon(conn)
         conn.close(CLOSE_REPLACED, b"replaced by a newer connection")
 
-    def _ice_servers(self, session_id: str, now: float) -> list[schema.IceServer]:
-        servers = []
-        if self.config.stun_urls:
-            servers.append(schema.IceServer(urls=list(self.config.stun_urls)))
-        if self.config.turn_urls:
-            cred = credentials.issue(
-                self.config.turn_secret, session_id, self.config.turn_ttl_seconds, now
-            )
-            servers.append(
-                schema.IceServer(
-                    urls=list(self.config.turn_urls),
-                    username=cred.username,
-                    credential=cred.password,
-                )
-            )
-        return servers
+    def _stun_servers(self) -> list[schema.IceServer]:
+        if not self.config.stun_urls:
+            return []
+        return [schema.IceServer(urls=list(self.config.stun_urls))]
+
+    def _credential_seconds(
+        self, conn: Connection, record: SessionRecord, peer_id: PeerId, now: float
+    ) -> int:
+        return sessions.credential_seconds(
+            record, peer_id, conn.id, now, self.policy, self.config.turn_ttl_seconds
+        )
+
+    def _ice_servers(
+        self, conn: Connection, record: SessionRecord, peer_id: PeerId, now: float
+    ) -> list[schema.IceServer]:
+        """STUN, and a TURN credential while both peers are in the session and the address
+        has credentials to spare (each costs a share of coturn's allocation quota)."""
+        servers = self._stun_servers()
+        seconds = self._credential_seconds(conn, record, peer_id, now)
+        if not (self.config.turn_urls and seconds):
+            return servers
+        if not self.credentials.take(conn.ip, time.monotonic()):
+            self.metrics.rejections.labels(ErrorCode.CREDENTIALS_LIMITED.value).inc()
+            return servers
+        cred = credentials.issue(self.config.turn_secret, record.id, seconds, now)
+        turn = schema.IceServer(
+            urls=list(self.config.turn_urls), username=cred.username, credential=cred.password
+        )
+        return [*servers, turn]
 
     # --- time ----------------------------------------------------------------------------------
 
@@ -600,7 +653,9 @@ class SignalingServer:
 
     async def sweep(self, now: float) -> None:
         """End sessions of local peers whose deadline passed; forget idle limiter state."""
-        self.limiter.forget_idle(time.monotonic())
+        clock = time.monotonic()
+        for limiter in (self.limiter, self.failed_joins, self.credentials):
+            limiter.forget_idle(clock)
         if isinstance(self.store, MemoryStore):
             self.store.purge()
         for conn in [c for c in self.connections if c.session_id and c.deadline_hint <= now]:
@@ -624,12 +679,14 @@ Admission = sessions.Joined | sessions.Refused
 def _apply(
     rule: Callable[[SessionRecord], Admission],
 ) -> Callable[[SessionRecord], Change[tuple[Admission, SessionRecord]]]:
-    """Run a join rule inside the store's atomic update; a burned session is deleted there."""
+    """Run a join rule inside the store's atomic update; a refusal writes nothing (so with
+    Redis it costs one read, as an unknown session does)."""
 
     def change(record: SessionRecord) -> Change[tuple[Admission, SessionRecord]]:
         outcome = rule(record)
-        burned = isinstance(outcome, sessions.Refused) and outcome.burned
-        return Change((outcome, record), "delete" if burned else "save")
+        return Change(
+            (outcome, record), "none" if isinstance(outcome, sessions.Refused) else "save"
+        )
 
     return change
 

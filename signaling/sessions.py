@@ -27,7 +27,6 @@ class SessionPolicy:
     idle_seconds: float
     lifetime_seconds: float
     grace_seconds: float
-    max_failed_joins: int
 
 
 class PeerSlot(msgspec.Struct):
@@ -42,7 +41,6 @@ class SessionRecord(msgspec.Struct):
     owner_ip: str
     created_at: float
     last_active: float
-    failed_joins: int = 0
     access: str = "token"
     peers: dict[str, PeerSlot] = msgspec.field(default_factory=dict)
 
@@ -117,8 +115,24 @@ class Joined:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
+    """`full` only to a joiner who holds the session's token; everyone else hears `not_found`,
+    so a scan cannot tell a live session from none. Refusals never change the record: a
+    stranger's guesses cannot end a session (128-bit secrets need no burning) and cost one
+    read of the store, as an unknown session does."""
+
     reason: Literal["not_found", "full"]
-    burned: bool = False  # the session was destroyed by this refusal
+
+
+# What a join to no session compares its secret with, so that it costs what a wrong one costs.
+_ABSENT_HASH: Final = hash_secret("no session has this secret")
+
+
+def refuse_absent(secret: str | None) -> Refused:
+    """The refusal of a join or rejoin to a session that does not exist, after the same work
+    as a wrong secret (a hash and a constant-time compare): timing tells the two apart no more
+    than the reply does."""
+    _matches(secret or "", _ABSENT_HASH)
+    return Refused("not_found")
 
 
 def other_peer(peer_id: PeerId) -> PeerId:
@@ -129,13 +143,16 @@ def join(
     record: SessionRecord, token: str | None, conn: str, now: float, policy: SessionPolicy
 ) -> Joined | Refused:
     """A second peer joins with the session's token (or, for a code session, its id alone).
-    A wrong token looks exactly like no session."""
+    A wrong token, and a code session already joined, look exactly like no session."""
+    token_ok = _matches(token or "", record.token_hash)  # always: the same work either way
     if record.end_reason(now, policy) is not None:
         return Refused("not_found")
-    if record.access != "code" and (token is None or not _matches(token, record.token_hash)):
-        record.failed_joins += 1
-        return Refused("not_found", burned=record.failed_joins >= policy.max_failed_joins)
-    if "b" in record.peers:
+    if record.access == "code":
+        if "b" in record.peers:
+            return Refused("not_found")
+    elif not token_ok:
+        return Refused("not_found")
+    elif "b" in record.peers:
         return Refused("full")
     key = new_secret()
     record.peers["b"] = PeerSlot(key_hash=hash_secret(key), conn=conn)
@@ -151,10 +168,9 @@ def rejoin(
     """A peer takes its own place back; a connection it left behind (or that died) is replaced."""
     slot = record.peers.get(peer_id)
     if record.end_reason(now, policy) is not None or slot is None:
-        return Refused("not_found")
+        return refuse_absent(key)
     if not _matches(key, slot.key_hash):
-        record.failed_joins += 1
-        return Refused("not_found", burned=record.failed_joins >= policy.max_failed_joins)
+        return Refused("not_found")
     replaced = slot.conn
     slot.conn, slot.left_at = conn, 0.0
     record.last_active = now
@@ -178,3 +194,22 @@ def drop(record: SessionRecord, peer_id: PeerId, conn: str, now: float) -> bool:
 
 def touch(record: SessionRecord, now: float) -> None:
     record.last_active = max(record.last_active, now)
+
+
+def credential_seconds(
+    record: SessionRecord,
+    peer_id: PeerId,
+    conn: str,
+    now: float,
+    policy: SessionPolicy,
+    longest: int,
+) -> int:
+    """How long a TURN credential handed to `peer_id` on `conn` may live from `now`: 0 unless
+    both peers are connected to the live session (a lone peer has nobody to relay to), at most
+    `longest`, never past the session's lifetime."""
+    slot, other = record.peers.get(peer_id), record.peers.get(other_peer(peer_id))
+    if record.end_reason(now, policy) is not None or slot is None or other is None:
+        return 0
+    if slot.conn != conn or not other.conn:
+        return 0
+    return max(0, min(longest, int(record.created_at + policy.lifetime_seconds - now)))

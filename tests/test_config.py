@@ -30,7 +30,9 @@ def test_defaults() -> None:
     assert config.max_message_bytes == 65536
     assert config.hard_message_bytes == 262144
     assert config.messages_per_second == 50.0
-    assert config.max_failed_joins == 3
+    assert config.failed_joins_per_minute == 6.0
+    assert config.credentials_per_minute == 2.0
+    assert config.turn_ttl_seconds == 600
     assert config.grace_seconds == 60.0
     assert config.stun_urls == ()
     assert config.turn_urls == ()
@@ -53,12 +55,13 @@ def test_default_instance_id_is_random() -> None:
 
 def test_policy_follows_config() -> None:
     config = load(
-        ["--session-idle-seconds", "5", "--max-failed-joins", "7"],
+        ["--session-idle-seconds", "5", "--failed-joins-per-minute", "7"],
         {"FILESHARE_SESSION_LIFETIME_SECONDS": "50", "FILESHARE_GRACE_SECONDS": "2.5"},
     )
     assert config.policy == SessionPolicy(
-        idle_seconds=5.0, lifetime_seconds=50.0, grace_seconds=2.5, max_failed_joins=7
+        idle_seconds=5.0, lifetime_seconds=50.0, grace_seconds=2.5
     )
+    assert config.failed_joins_per_minute == 7.0
 
 
 def test_env_vars_parse() -> None:

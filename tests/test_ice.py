@@ -89,3 +89,46 @@ async def test_nothing_answers_keeps_the_first_choice() -> None:
     silent.close()
     assert chosen is not None and chosen.transport == "udp"
     assert servers[0].urls == [f"turn:127.0.0.1:{udp_port}"]
+
+
+# --- when to ask the signaling server for fresh TURN credentials --------------------------------
+
+STUN_ONLY = [schema.IceServer(urls=["stun:203.0.113.5:3478"])]
+
+
+def turn_until(expiry: int) -> list[schema.IceServer]:
+    turn = schema.IceServer(
+        urls=["turn:203.0.113.5:3478"], username=f"{expiry}:1234", credential="x"
+    )
+    return [*STUN_ONLY, turn]
+
+
+def test_a_creator_asks_once_its_peer_is_there() -> None:
+    """STUN only at creation: asked before the first connection; a refusal for want of the
+    peer is asked again, anything else (no TURN configured, a rate limit) settles it."""
+    given = ice.ServerCredentials(STUN_ONLY)
+    assert given.due(1000.0)
+    given.refused(schema.ErrorCode.PEER_UNAVAILABLE)
+    assert given.due(1000.0)
+    given.received(STUN_ONLY)  # a server without TURN
+    assert not given.due(1000.0) and not given.due(10**9)
+    limited = ice.ServerCredentials(STUN_ONLY)
+    limited.refused(schema.ErrorCode.CREDENTIALS_LIMITED)
+    assert not limited.due(1000.0)
+
+
+def test_credentials_are_refreshed_before_they_expire() -> None:
+    given = ice.ServerCredentials(turn_until(2000))  # a joiner's, from session_joined
+    assert given.expires_at() == 2000
+    assert not given.due(2000 - ice.REFRESH_MARGIN_SECONDS - 1)
+    assert given.due(2000 - ice.REFRESH_MARGIN_SECONDS)
+    given.refused(schema.ErrorCode.CREDENTIALS_LIMITED)  # keeps them, asks again next time
+    assert given.servers == turn_until(2000) and given.due(2000.0)
+    given.received(turn_until(2600))
+    assert not given.due(2000.0) and given.due(2600 - ice.REFRESH_MARGIN_SECONDS)
+
+
+def test_credentials_of_another_scheme_are_never_refreshed() -> None:
+    static = schema.IceServer(urls=["turn:203.0.113.5"], username="alice", credential="pw")
+    given = ice.ServerCredentials([static], settled=True)
+    assert given.expires_at() is None and not given.due(10**9)

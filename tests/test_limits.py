@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signaling.limits import ConnectionLimiter, TokenBucket
+from signaling.limits import AddressBuckets, ConnectionLimiter, TokenBucket, address_key
 
 # --- TokenBucket --------------------------------------------------------------------------------
 
@@ -172,3 +172,44 @@ def test_open_count_tracks_admit_and_release(max_open: int) -> None:
         assert limiter.admit("ip", 0.0) == "connections_per_ip"
         for _ in range(max_open):
             limiter.release("ip")
+
+
+# --- per-address buckets (failed joins, TURN credentials) ---------------------------------------
+
+
+def test_address_key_groups_an_ipv6_slash_64() -> None:
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert (
+        address_key("2001:db8:1:2::1")
+        == address_key("2001:db8:1:2:ffff::9")
+        == ("2001:db8:1:2::/64")
+    )
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("unknown") == "unknown"
+
+
+def test_failed_joins_per_address_are_a_token_bucket() -> None:
+    """Ten refused joins at once, then one every ten seconds (6 a minute); `allows` spends
+    nothing, so only refusals count."""
+    buckets = AddressBuckets(rate=6 / 60, burst=10)
+    for _ in range(10):
+        assert buckets.allows("192.0.2.1", 100.0)
+        assert buckets.take("192.0.2.1", 100.0)
+    assert not buckets.allows("192.0.2.1", 100.0)
+    assert buckets.allows("2001:db8::1", 100.0)  # another address: its own bucket
+    assert not buckets.allows("192.0.2.1", 109.9)
+    assert buckets.allows("192.0.2.1", 110.0)
+    assert buckets.allows("192.0.2.1", 110.0)  # asking twice spends nothing
+    assert buckets.take("192.0.2.1", 110.0)
+    assert not buckets.allows("192.0.2.1", 110.0)
+
+
+def test_address_buckets_forget_full_ones() -> None:
+    buckets = AddressBuckets(rate=1.0, burst=2)
+    buckets.take("192.0.2.1", 0.0)
+    buckets.allows("192.0.2.2", 0.0)
+    buckets.forget_idle(0.5)
+    assert buckets.tracked() == 1
+    buckets.forget_idle(1.0)
+    assert buckets.tracked() == 0

@@ -17,7 +17,7 @@ from tests.conftest import require_binary
 
 EXPECTED_REFUSALS = {
     "bad_token: session_not_found",
-    "burn: session_not_found",
+    "guess: session_not_found",
     "bad_message: bad_json",
     "bad_message: unsupported_version",
     "bad_message: unknown_type",

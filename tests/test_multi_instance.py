@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
 from signaling import schema
+from signaling.redis_store import RedisStore
 from signaling.server import CLOSE_RESTART
 from tests.conftest import StartProcess, StartServer
 from tests.test_server import exchange, pair
@@ -35,25 +39,75 @@ async def test_peers_on_different_instances(start_server: StartServer, redis_url
         await client.close()
 
 
-async def test_limits_and_burning_hold_across_instances(
+async def test_session_limit_holds_across_instances(
     start_server: StartServer, redis_url: str
 ) -> None:
-    one = await start_server(redis_url=redis_url, max_failed_joins=2, max_sessions_per_ip=1)
-    two = await start_server(redis_url=redis_url, max_failed_joins=2, max_sessions_per_ip=1)
+    one = await start_server(redis_url=redis_url, max_sessions_per_ip=1)
+    two = await start_server(redis_url=redis_url, max_sessions_per_ip=1)
     a = await SignalClient.connect(one.url)
     created = await a.create()
     other = await SignalClient.connect(two.url)
     with pytest.raises(SignalError) as err:
         await other.create()  # this address's one session lives on instance one
     assert err.value.code == "session_limit"
-    for guess in ("wrong1", "wrong2"):
+    for guess in ("wrong1", "wrong2", "wrong3"):  # wrong tokens no longer end it
         with pytest.raises(SignalError):
             await other.join(created.sessionId, guess)
-    closed = await a.next_event()
-    assert isinstance(closed, schema.SessionClosed) and closed.reason == "burned"
-    await other.create()  # the burned session no longer counts
+    await a.leave()
+    await other.create()  # the ended session no longer counts
     await a.close()
     await other.close()
+
+
+class CommandCounter:
+    """Counts the commands the server's real Redis client sends (scripts included)."""
+
+    def __init__(self, client: Redis) -> None:
+        self.count = 0
+        self._send: Callable[..., Awaitable[Any]] = client.execute_command
+        client.execute_command = self._counted  # type: ignore[method-assign]
+
+    async def _counted(self, *args: Any, **options: Any) -> Any:
+        self.count += 1
+        return await self._send(*args, **options)
+
+
+async def test_wrong_secret_costs_what_an_unknown_session_costs(
+    start_server: StartServer, redis_url: str
+) -> None:
+    """Finding 7: a wrong token took one more round trip (the failed join was written) than an
+    unknown session. Now every refusal is one read: counted on the real client, not timed."""
+    server = await start_server(redis_url=redis_url, failed_join_burst=100)
+    store = server.server.store
+    assert isinstance(store, RedisStore)
+    a = await SignalClient.connect(server.url)
+    created = await a.create()
+    code_owner = await SignalClient.connect(server.url)
+    code_session = await code_owner.create(access="code")
+    first = await SignalClient.connect(server.url)
+    await first.join(code_session.sessionId)
+    guesser = await SignalClient.connect(server.url)
+    counter = CommandCounter(store._r)
+    unknown = next(i for i in ("10000000", "10000001", "10000002")
+                   if i not in (created.sessionId, code_session.sessionId))  # fmt: skip
+    attempts: dict[str, Callable[[], Awaitable[object]]] = {
+        "unknown session": lambda: guesser.join(unknown, "A" * 22),
+        "wrong token": lambda: guesser.join(created.sessionId, "A" * 22),
+        "code session taken": lambda: guesser.join(code_session.sessionId),
+        "wrong reconnect key": lambda: guesser.rejoin(created.sessionId, "a", "A" * 22),
+        "unknown rejoin": lambda: guesser.rejoin(unknown, "a", "A" * 22),
+    }
+    costs = {}
+    for name, attempt in attempts.items():
+        before = counter.count
+        for _ in range(5):
+            with pytest.raises(SignalError) as err:
+                await attempt()
+            assert err.value.code == "session_not_found"
+        costs[name] = counter.count - before
+    assert set(costs.values()) == {5}, costs
+    for client in (a, code_owner, first, guesser):
+        await client.close()
 
 
 async def test_peer_rejoins_through_another_instance_after_a_kill(

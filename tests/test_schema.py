@@ -18,6 +18,7 @@ from signaling.schema import (
     Answer,
     ClientMessage,
     CreateSession,
+    Credentials,
     Error,
     ErrorCode,
     IceCandidate,
@@ -31,6 +32,7 @@ from signaling.schema import (
     Ping,
     Pong,
     ProtocolError,
+    RefreshCredentials,
     RejoinSession,
     Relayed,
     SessionClosed,
@@ -80,6 +82,7 @@ VALID_CLIENT: list[tuple[bytes, ClientMessage]] = [
     (frame(v=1, type="leave_session", id=0), LeaveSession(v=1, id=0)),
     (frame(v=1, type="ping", id=2**53), Ping(v=1, id=2**53)),
     (frame(v=1, type="ping"), Ping(v=1)),
+    (frame(v=1, type="refresh_credentials", id=4), RefreshCredentials(v=1, id=4)),
 ]
 
 
@@ -375,6 +378,7 @@ SERVER_MESSAGES: list[msgspec.Struct] = [
         expiresAt=2.0,
         iceServers=[],
     ),
+    Credentials(v=1, iceServers=ICE, re=6),
     PeerJoined(v=1, peerId="b", rejoined=False),
     PeerJoined(v=1, peerId="a", rejoined=True),
     PeerLeft(v=1, peerId="a", graceSeconds=60.0),

@@ -243,34 +243,115 @@ async def test_request_id_is_echoed_on_errors(server: RunningServer) -> None:
     await client.close()
 
 
-async def test_wrong_token_looks_like_unknown_session(server: RunningServer) -> None:
+def unused_id(*taken: str) -> str:
+    return next(i for i in ("10000000", "10000001", "10000002") if i not in taken)
+
+
+async def join_reply(client: RawWebSocket, session_id: str, token: str | None = None) -> bytes:
+    """The raw reply to a join with request id 9: what a scanner compares."""
+    msg = {"v": 1, "type": "join_session", "sessionId": session_id, "id": 9}
+    await client.send(json.dumps(msg if token is None else {**msg, "token": token}).encode())
+    opcode, reply = await client.recv_frame()
+    assert opcode == 0x1
+    return reply
+
+
+async def test_refusals_are_byte_identical(server: RunningServer) -> None:
+    """Finding 6: a wrong token, an unknown id and a code session already joined answer with
+    the same bytes, so scanning does not reveal which ids are live."""
     a = await SignalClient.connect(server.url)
-    created = await a.create()
-    b = await SignalClient.connect(server.url)
-    with pytest.raises(SignalError) as wrong:
-        await b.join(created.sessionId, "A" * 22)
-    with pytest.raises(SignalError) as unknown:
-        await b.join("00000000" if created.sessionId != "00000000" else "11111111", "A" * 22)
-    assert (wrong.value.code, wrong.value.message) == (unknown.value.code, unknown.value.message)
-    await a.close()
-    await b.close()
+    token_session = await a.create()
+    c, d = await SignalClient.connect(server.url), await SignalClient.connect(server.url)
+    code_session = await c.create(access="code")
+    await d.join(code_session.sessionId)
+    scanner = await RawWebSocket.connect(server.port)
+    replies = {
+        await join_reply(scanner, token_session.sessionId, "A" * 22),
+        await join_reply(scanner, unused_id(token_session.sessionId, code_session.sessionId)),
+        await join_reply(scanner, code_session.sessionId),
+        await join_reply(scanner, token_session.sessionId),  # no token at all
+    }
+    assert len(replies) == 1, replies
+    assert json.loads(replies.pop())["code"] == "session_not_found"
+    scanner.abort()
+    for client in (a, c, d):
+        await client.close()
 
 
-async def test_failed_joins_burn_the_session(start_server: StartServer) -> None:
-    server = await start_server(max_failed_joins=3)
+async def test_wrong_tokens_do_not_end_a_token_session(start_server: StartServer) -> None:
+    """Finding 6: three wrong tokens used to burn the session of anyone whose number was known."""
+    server = await start_server(failed_join_burst=20)
     a = await SignalClient.connect(server.url)
     created = await a.create()
     guesser = await SignalClient.connect(server.url)
-    for attempt in range(3):
+    for attempt in range(10):
         with pytest.raises(SignalError):
             await guesser.join(created.sessionId, f"guess{attempt}")
-    closed = await a.next_event()
-    assert isinstance(closed, schema.SessionClosed) and closed.reason == "burned"
-    with pytest.raises(SignalError) as err:  # even the right token is too late now
-        await guesser.join(created.sessionId, created.token)
-    assert err.value.code == "session_not_found"
-    await a.close()
-    await guesser.close()
+    b = await SignalClient.connect(server.url)
+    await b.join(created.sessionId, created.token)
+    assert isinstance(await a.next_event(), schema.PeerJoined)
+    for client in (a, b, guesser):
+        await client.close()
+
+
+async def test_failed_joins_are_limited_per_address(start_server: StartServer) -> None:
+    """Finding 6: refused joins spend a bucket per address (all its connections together);
+    once it is empty, joins are refused with `joins_limited` before any lookup, and a right
+    join from the same address waits too. Counted in the rejections metric."""
+    server = await start_server(failed_join_burst=4, failed_joins_per_minute=6)
+    a = await SignalClient.connect(server.url)
+    created = await a.create()
+    guessers = [await SignalClient.connect(server.url) for _ in range(2)]
+    for attempt in range(4):
+        with pytest.raises(SignalError) as err:
+            await guessers[attempt % 2].join(unused_id(created.sessionId))
+        assert err.value.code == "session_not_found"
+    for guesser in guessers:
+        with pytest.raises(SignalError) as err:
+            await guesser.join(created.sessionId, created.token)
+        assert err.value.code == "joins_limited"
+    assert await metric(server, 'fileshare_signal_rejections_total{reason="joins_limited"}') == 2
+    for client in (a, *guessers):
+        await client.close()
+
+
+async def scan(server: RunningServer, connections: int, guesses: int) -> tuple[int, float]:
+    """One address guessing code-session ids as fast as it can: `guesses` joins pipelined on
+    each of `connections` sockets. Returns how many were looked up, and the seconds it took."""
+    sockets = [await RawWebSocket.connect(server.port) for _ in range(connections)]
+    frames = b"".join(
+        RawWebSocket.frame(b'{"v":1,"type":"join_session","sessionId":"%d"}' % (10000000 + i))
+        for i in range(guesses)
+    )
+    started = time.perf_counter()
+    await asyncio.gather(*(sock.send_raw(frames) for sock in sockets))
+    codes: list[str] = []
+    for sock in sockets:
+        for _ in range(guesses):
+            codes.append(json.loads((await sock.recv_frame())[1])["code"])
+    elapsed = time.perf_counter() - started
+    for sock in sockets:
+        sock.abort()
+    assert set(codes) <= {"session_not_found", "joins_limited"}, set(codes)
+    return codes.count("session_not_found"), elapsed
+
+
+async def test_scanning_is_expensive(start_server: StartServer) -> None:
+    """Finding 6, measured side by side: one address with 10 connections, 150 pipelined join
+    guesses each (within the message rate limit), without the failed-join limit (as on
+    6cf1116) and with the defaults. Prints guesses per second looked up."""
+    before = await start_server(failed_join_burst=1e9, failed_joins_per_minute=1e9)
+    looked_up_before, seconds_before = await scan(before, 10, 150)
+    now = await start_server()
+    looked_up_now, seconds_now = await scan(now, 10, 150)
+    config = now.server.config
+    print(
+        f"\nscanning from one address: before {looked_up_before} guesses in {seconds_before:.2f} s "
+        f"({looked_up_before / seconds_before:.0f}/s); now {looked_up_now} in {seconds_now:.2f} s, "
+        f"then {config.failed_joins_per_minute:g}/min ({config.failed_joins_per_minute / 60:.2f}/s)"
+    )
+    assert looked_up_before == 1500
+    assert looked_up_now == config.failed_join_burst
 
 
 async def test_third_peer_is_refused(server: RunningServer) -> None:
@@ -474,17 +555,28 @@ async def test_health_ready_and_metrics(server: RunningServer) -> None:
         assert name in text
 
 
-async def test_turn_credentials_are_handed_to_joined_peers(start_server: StartServer) -> None:
-    secret = "test-turn-secret"
-    server = await start_server(
+TURN_SECRET = "test-turn-secret"
+
+
+async def turn_server(start_server: StartServer, **overrides: Any) -> RunningServer:
+    return await start_server(
         stun_urls=("stun:203.0.113.10:3478",),
         turn_urls=("turn:203.0.113.10:3478?transport=udp", "turn:203.0.113.10:3478?transport=tcp"),
-        turn_secret=secret,
-        turn_ttl_seconds=600,
+        turn_secret=TURN_SECRET,
+        **overrides,
     )
+
+
+async def test_turn_credentials_only_once_both_peers_are_there(start_server: StartServer) -> None:
+    """Finding 5: the creator gets STUN only; TURN credentials go to the joiner (its peer is
+    there) and, on request, to the creator after peer_joined, never to a lone peer."""
+    secret = TURN_SECRET
+    server = await turn_server(start_server, turn_ttl_seconds=600)
     before = time.time()
     a, b, created, joined = await pair(server.url)
-    for reply in (created, joined):
+    assert [s.urls for s in created.iceServers] == [["stun:203.0.113.10:3478"]]
+    refreshed = await a.refresh_credentials()
+    for reply in (joined, refreshed):
         stun, turn = reply.iceServers
         assert stun.urls == ["stun:203.0.113.10:3478"] and stun.username is None
         assert turn.username is not None and turn.credential is not None
@@ -494,6 +586,63 @@ async def test_turn_credentials_are_handed_to_joined_peers(start_server: StartSe
         assert credentials.verify(secret, turn.username, turn.credential, time.time())
         assert not credentials.verify(secret, turn.username, turn.credential, int(expiry) + 1)
         assert not credentials.verify("other", turn.username, turn.credential, time.time())
+    await b.close()
+    await a.next_event()  # peer_left: b is away
+    with pytest.raises(SignalError) as err:
+        await a.refresh_credentials()
+    assert err.value.code == "peer_unavailable"
+    lone = await SignalClient.connect(server.url)
+    with pytest.raises(SignalError) as err:
+        await lone.refresh_credentials()
+    assert err.value.code == "not_joined"
+    await a.close()
+    await lone.close()
+
+
+async def test_turn_credentials_end_with_the_session(start_server: StartServer) -> None:
+    server = await turn_server(start_server, turn_ttl_seconds=600, session_lifetime_seconds=30)
+    _, _, _, joined = await pair(server.url)
+    turn = joined.iceServers[1]
+    assert turn.username is not None
+    assert int(turn.username.split(":")[0]) <= time.time() + 30
+
+
+async def test_credential_minting_is_limited_per_address(start_server: StartServer) -> None:
+    """Finding 5: a create/join/leave loop minted a credential per session; now an address
+    gets `credential_burst` at once, then `credentials_per_minute`."""
+    server = await turn_server(start_server, credential_burst=3, credentials_per_minute=1)
+    a, b, _, joined = await pair(server.url)  # the join took one
+    assert len(joined.iceServers) == 2
+    for _ in range(2):
+        assert len((await a.refresh_credentials()).iceServers) == 2
+    with pytest.raises(SignalError) as err:
+        await a.refresh_credentials()
+    assert err.value.code == "credentials_limited"
+    c, d, _, late = await pair(server.url)
+    assert [s.urls for s in late.iceServers] == [["stun:203.0.113.10:3478"]]  # no TURN left
+    name = "fileshare_signal_rejections_total"
+    assert await metric(server, f'{name}{{reason="credentials_limited"}}') == 2
+    for client in (a, b, c, d):
+        await client.close()
+
+
+async def test_create_leave_loop_mints_no_credential_farm(start_server: StartServer) -> None:
+    """Finding 5, as reproduced: a create/leave loop on one connection minted a credential per
+    session (238 in 10 s). Now a lone creator gets none, and pairing with itself from the same
+    address buys `credential_burst` of them, then `credentials_per_minute`."""
+    server = await turn_server(start_server)
+    a = await SignalClient.connect(server.url)
+    b = await SignalClient.connect(server.url)
+    minted: set[str] = set()
+    for _ in range(40):
+        created = await a.create()
+        joined = await b.join(created.sessionId, created.token)
+        assert isinstance(await a.next_event(), schema.PeerJoined)
+        minted |= {s.username for s in (*created.iceServers, *joined.iceServers) if s.username}
+        await a.leave()
+        assert isinstance(await b.next_event(), schema.SessionClosed)
+    print(f"\n40 create/join/leave rounds from one address minted {len(minted)} credentials")
+    assert len(minted) <= server.server.config.credential_burst + 1  # (+1: refill meanwhile)
     await a.close()
     await b.close()
 
@@ -510,7 +659,7 @@ async def test_logs_hold_no_secrets(
     await a.next_event()
     text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
     assert "session" in text  # the server did log the flow
-    turn_password = created.iceServers[0].credential
+    turn_password = joined.iceServers[0].credential
     assert turn_password is not None
     for secret in (
         created.token,
@@ -565,7 +714,7 @@ async def test_code_session_is_joined_by_id_once(server: RunningServer) -> None:
     squatter = await SignalClient.connect(server.url)
     with pytest.raises(SignalError) as err:  # the one join was the one guess
         await squatter.join(created.sessionId)
-    assert err.value.code == "session_full"
+    assert err.value.code == "session_not_found"  # not "full": scanning finds no live ids
     await a.leave()  # a failed PAKE ends the session: nobody can try again
     with pytest.raises(SignalError) as err:
         await squatter.join(created.sessionId)

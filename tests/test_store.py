@@ -9,9 +9,7 @@ from signaling import sessions
 from signaling.sessions import SessionPolicy
 from signaling.store import PURGE_ROUNDS, MemoryStore
 
-POLICY = SessionPolicy(
-    idle_seconds=100, lifetime_seconds=1000, grace_seconds=10, max_failed_joins=3
-)
+POLICY = SessionPolicy(idle_seconds=100, lifetime_seconds=1000, grace_seconds=10)
 
 
 async def test_purge_takes_a_share_a_call() -> None:

@@ -66,6 +66,22 @@ DENIED_PEERS = [
     "ff02::1",
     "64:ff9b::a00:1",
     "2001:db8::99",
+    # Finding 9: IPv6 forms that embed or reach a private IPv4 address, and the rest of IANA's
+    # IPv6 special-purpose registry.
+    "::7f00:1",  # IPv4-compatible 127.0.0.1
+    "::a9fe:a9fe",  # IPv4-compatible 169.254.169.254
+    "::ffff:0:7f00:1",  # SIIT 127.0.0.1
+    "::ffff:0:a9fe:a9fe",  # SIIT 169.254.169.254
+    "64:ff9b:1::a00:1",  # local-use NAT64
+    "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo (client 127.0.0.1 obfuscated)
+    "2001:2::1",  # benchmarking
+    "100::1",  # discard-only
+    "100:0:0:1::1",  # dummy prefix
+    "3fff::1",  # documentation
+    "5f00::1",  # SRv6 SIDs
+    "fec0::1",  # site-local
 ]
 PUBLIC = ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "2a00:1450::1"]
 
@@ -205,11 +221,12 @@ def test_deny_list_is_the_computed_one_and_safe_for_coturn_461(tmp_path: Path) -
                  for n in map(ipaddress.IPv4Network, DENIED_IPV4)]  # fmt: skip
     for net in required:
         first, last = net.network_address, net.broadcast_address
-        assert any(
-            int(lo) <= int(first) and int(last) <= int(hi)
-            for lo, hi in ranges
-            if lo.version == first.version
-        ), net
+        for block in ipaddress.summarize_address_range(first if int(first) else first + 1, last):
+            assert any(
+                int(lo) <= int(block.network_address) and int(block.broadcast_address) <= int(hi)
+                for lo, hi in ranges
+                if lo.version == first.version
+            ), net
     for peer in DENIED_PEERS:
         if peer == "::":
             continue  # refused by coturn's own zero-address check, never by a line (see config)
@@ -459,3 +476,49 @@ def test_launcher_starts_and_stops_cleanly_on_loopback(tmp_path: Path) -> None:
         "turnserver.pid",
         "turndb",
     }
+
+
+# What an allocation made with a credential may do after the credential expired (run inside the
+# namespace): a Refresh and a CreatePermission on it, and a new Allocate with it.
+AFTER_EXPIRY = """
+import json, sys, time
+from turn import credentials, stun
+host, secret = sys.argv[1], sys.argv[2]
+cred = credentials.issue(secret, "12345678", 2, time.time())
+def attempt(step):
+    try:
+        return {"ok": True, "result": step()}
+    except stun.TurnError as exc:
+        return {"ok": False, "code": exc.code}
+with stun.Connection((host, 3478), "udp") as conn:
+    client = stun.TurnClient(conn)
+    client.allocate(cred.username, cred.password)
+    time.sleep(max(0.0, cred.expires_at - time.time()) + 3.0)
+    report = {"past_expiry": round(time.time() - cred.expires_at, 1)}
+    report["refresh"] = attempt(lambda: client.refresh(600))
+    report["permission"] = attempt(lambda: client.create_permission(host))
+    with stun.Connection((host, 3478), "udp") as other:
+        report["allocate"] = attempt(lambda: str(stun.TurnClient(other).allocate(
+            cred.username, cred.password)))
+    client.release()
+print(json.dumps(report))
+"""
+
+
+def test_an_allocation_outlives_its_credential(namespace: str, coturn: TurnEndpoint) -> None:
+    """Measured for issue 15 (turn/README.md): coturn 4.6.1 checks a TURN REST credential's
+    expiry when it authenticates an Allocate, not on later requests of the allocation it
+    made. So an expired credential allocates nothing new, while an allocation made in time
+    lives on as long as its client refreshes it (bounded by user-quota and max-bps)."""
+    done = subprocess.run(
+        [*netns.in_namespace(namespace), sys.executable, "-c", AFTER_EXPIRY, HOST, SECRET],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    report = json.loads(done.stdout)
+    print("coturn after a credential's expiry:", report)
+    assert report["past_expiry"] >= 2.5
+    assert report["refresh"] == {"ok": True, "result": 600}
+    assert report["permission"]["ok"]
+    assert report["allocate"] == {"ok": False, "code": 401}

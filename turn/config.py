@@ -41,15 +41,32 @@ DENIED_IPV4: Final = (
     "240.0.0.0/4",
     "255.255.255.255/32",
 )
-# `::` is not listed: coturn refuses the zero address by itself, and a `denied-peer-ip=::`
-# line would deny every peer in 4.6.1 (an all-zero bound means "no bound" there). For the same
-# reason no IPv6 range may start at `::` (it would swallow every IPv4 address too).
+# IPv6: every form that embeds or reaches an IPv4 address (IPv4-compatible ::/96, which Linux
+# may route through a sit tunnel; SIIT ::ffff:0:0:0/96; NAT64 64:ff9b::/96 and 64:ff9b:1::/48;
+# 6to4 2002::/16; Teredo 2001::/32, inside 2001::/23), and the rest of IANA's IPv6
+# special-purpose registry: discard-only 100::/64, dummy 100:0:0:1::/64, IETF protocol
+# assignments 2001::/23, documentation 2001:db8::/32 and 3fff::/20, AS112 2620:4f:8000::/48,
+# SRv6 SIDs 5f00::/16, unique-local fc00::/7, link-local fe80::/10, the old site-local
+# fec0::/10, multicast ff00::/8. No WebRTC peer lives in any of them.
+# ::/96 holds `::`, which coturn 4.6.1 would read as "no bound" (a `denied-peer-ip=::` line
+# denies every peer, an IPv6 range from `::` every IPv4 address too): so it is written as the
+# CIDR blocks from ::1 up (`_blocks`); `::` itself coturn refuses by its zero-address check.
 DENIED_IPV6: Final = (
-    "::1/128",
+    "::/96",
+    "::ffff:0:0:0/96",
     "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "100:0:0:1::/64",
+    "2001::/23",
     "2001:db8::/32",
+    "2002::/16",
+    "2620:4f:8000::/48",
+    "3fff::/20",
+    "5f00::/16",
     "fc00::/7",
     "fe80::/10",
+    "fec0::/10",
     "ff00::/8",
 )
 # Every IPv4-mapped IPv6 address: coturn before 4.9 checks `::ffff:127.0.0.1` neither against
@@ -66,14 +83,26 @@ def _text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return str(address)
 
 
-def _as_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _as_range(network: Network) -> str:
     first, last = network.network_address, network.broadcast_address
     if network.version == 6 and int(first) == 0:
         raise ValueError(f"{network}: coturn 4.6.1 would read a range from :: as deny-all")
     return _text(first) if first == last else f"{_text(first)}-{_text(last)}"
 
 
-def _cidr(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+def _blocks(network: Network) -> list[Network]:
+    """The network as CIDR blocks coturn 4.6.1 reads right: an IPv6 one from `::` without
+    `::` (::/96 becomes ::1/128, ::2/127, … ::128.0.0.0/97)."""
+    first, last = network.network_address, network.broadcast_address
+    if network.version == 4 or int(first) != 0:
+        return [network]
+    return list(ipaddress.summarize_address_range(first + 1, last))
+
+
+def _cidr(network: Network) -> str:
     return f"{_text(network.network_address)}/{network.prefixlen}"
 
 
@@ -88,11 +117,11 @@ def denied_peer_ranges() -> list[tuple[str, str]]:
     coturn tries the deny list from its last line to its first, so the catch-all mapped block
     comes first and the precise ranges win the log message."""
     v4 = [ipaddress.IPv4Network(n) for n in DENIED_IPV4]
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+    nets: list[Network] = [
         ipaddress.IPv6Network(IPV4_MAPPED),
         *v4,
         *(_mapped(n) for n in v4),
-        *(ipaddress.IPv6Network(n) for n in DENIED_IPV6),
+        *(block for n in DENIED_IPV6 for block in _blocks(ipaddress.IPv6Network(n))),
     ]
     return [(_cidr(n), _as_range(n)) for n in nets]
 

@@ -30,10 +30,18 @@ def issue(secret: str, session_id: str, ttl_seconds: int, now: float) -> TurnCre
     return TurnCredential(username, _password(secret, username), expires_at)
 
 
+def expiry_of(username: str) -> int | None:
+    """The expiry (Unix time) a TURN REST username starts with; None for another scheme."""
+    expiry, sep, _ = username.partition(":")
+    if not sep or not (expiry.isascii() and expiry.isdigit()):
+        return None
+    return int(expiry)
+
+
 def verify(secret: str, username: str, password: str, now: float) -> bool:
     """What coturn checks: the HMAC matches and the expiry in the username is still ahead."""
-    expiry, sep, _ = username.partition(":")
-    if not sep or not (expiry.isascii() and expiry.isdigit()) or int(expiry) <= now:
+    expiry = expiry_of(username)
+    if expiry is None or expiry <= now:
         return False
     try:
         expected = _password(secret, username).encode()

@@ -339,8 +339,15 @@ class TurnClient:
             CREATE_PERMISSION, lambda tid: [(XOR_PEER_ADDRESS, xor_address((peer, 9), tid))]
         )
 
+    def refresh(self, lifetime: int) -> int:
+        """Ask for `lifetime` more seconds of the allocation; returns the lifetime granted
+        (TurnError if the server refuses, e.g. 401 for a credential it no longer accepts)."""
+        answer = self._signed(REFRESH, lambda _: [(LIFETIME, struct.pack("!I", lifetime))])
+        granted = answer.get(LIFETIME)
+        return struct.unpack("!I", granted)[0] if granted is not None else 0
+
     def release(self) -> None:
         """Refresh with lifetime 0: the server frees the allocation at once."""
         if self.relayed is not None:
             self.relayed = None
-            self._signed(REFRESH, lambda _: [(LIFETIME, struct.pack("!I", 0))])
+            self.refresh(0)
