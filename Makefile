@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump \
-	docker.io debootstrap dpkg-dev rsync openssh-client
+	docker.io debootstrap dpkg-dev rsync openssh-client chromium fonts-liberation
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps lab test lint loadtest bench bench-signaling clean deploy-test
+.PHONY: all deps web vectors lab test lint loadtest bench bench-signaling clean deploy-test
 
 all: test
 
@@ -30,7 +30,23 @@ $(STAMP_PY): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-deps: $(STAMP_APT) $(STAMP_PY)
+STAMP_NPM := web/node_modules/.npm-stamp
+WEB_OUT := signaling/webapp
+
+$(STAMP_NPM): web/package-lock.json $(STAMP_APT)
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+# The browser client (Node.js and npm are on the machine: the nodesource build, not Debian's npm),
+# built into the signaling server's package (it serves it; the wheel carries it).
+web: $(STAMP_NPM)
+	cd web && npm run --silent build
+
+# The protocol vectors the browser client's tests check, written by the Python side.
+vectors: $(STAMP_PY)
+	$(PY) -m tests.protocol_vectors
+
+deps: $(STAMP_APT) $(STAMP_PY) web
 
 test: deps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
@@ -63,4 +79,4 @@ bench-signaling: deps
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache web/node_modules $(WEB_OUT)

@@ -91,6 +91,14 @@ def parse(head: bytes) -> Request:
     return Request(line, tuple(headers))
 
 
+def asks_upgrade(head: bytes) -> bool:
+    """Whether a request asks for a WebSocket (or is malformed: then the upgrade refuses it)."""
+    try:
+        return "websocket" in parse(head).tokens("upgrade")
+    except Refused:
+        return True
+
+
 def accept(request: Request) -> bytes:
     """Check an upgrade request; return the 101 answer, or raise Refused."""
     if request.line.method != "GET":

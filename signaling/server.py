@@ -26,6 +26,7 @@ from signaling import frames, handshake, schema, sessions
 from signaling.config import Config
 from signaling.limits import AddressBuckets, ConnectionLimiter, TokenBucket
 from signaling.metrics import Metrics
+from signaling.pages import Pages
 from signaling.schema import ErrorCode, PeerId, ProtocolError
 from signaling.sessions import SessionRecord
 from signaling.store import Bus, Change, MemoryBus, MemoryStore, SessionStore, peer_channel
@@ -143,7 +144,9 @@ class SignalingServer:
             max_message_bytes=config.hard_message_bytes,
             send_queue_frames=config.send_queue_frames,
             heartbeat_seconds=config.heartbeat_seconds,
+            pages=("/",),
         )
+        self.pages = Pages()
         self.connections: set[Connection] = set()
         self.draining = False
         self._conn_ids = itertools.count(1)
@@ -203,12 +206,13 @@ class SignalingServer:
     # --- HTTP ----------------------------------------------------------------------------------
 
     def http_app(self) -> web.Application:
-        """Probes and metrics. Every answer closes its connection, so a WebSocket upgrade is
-        always the first request on a connection, where `signaling.websocket` sees it."""
+        """Probes, metrics and the web app. Every answer closes its connection, so a WebSocket
+        upgrade is always the first request on a connection, where `signaling.websocket` sees it."""
         app = web.Application()
         app.router.add_get("/healthz", self.handle_healthz)
         app.router.add_get("/readyz", self.handle_readyz)
         app.router.add_get("/metrics", self.handle_metrics)
+        self.pages.add_routes(app)
         app.on_response_prepare.append(_close_after)
         return app
 

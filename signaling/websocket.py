@@ -47,8 +47,12 @@ class Endpoint:
         max_message_bytes: int,
         send_queue_frames: int,
         heartbeat_seconds: float,
+        pages: Collection[str] = (),
     ) -> None:
         self.paths = frozenset(paths)
+        # WebSocket paths that also serve a page: a request there without an upgrade goes to
+        # aiohttp (the web app at "/" shares its origin and path with the signaling socket).
+        self.pages = frozenset(pages)
         self.max_message_bytes = max_message_bytes
         self.send_queue_frames = send_queue_frames
         self.wheel: Wheel[WebSocket] = Wheel(heartbeat_seconds / 2)
@@ -263,6 +267,8 @@ class WebSocket(asyncio.Protocol):
             self._hand_off(bytes(head))
         elif too_large:
             self._refuse(handshake.Refused(431, "request head too large").response())
+        elif line.path in self.endpoint.pages and not handshake.asks_upgrade(bytes(head[:end])):
+            self._hand_off(bytes(head))
         else:
             self._upgrade(bytes(head[:end]), bytes(head[end + len(handshake.END_OF_HEAD) :]))
 

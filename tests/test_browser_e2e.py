@@ -1,0 +1,118 @@
+"""The web app in a real browser (Debian's Chromium through Playwright) against the CLI, in a
+namespace of our own: the page is served by the signaling server it signals through."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page
+
+from fileshare.wordlist import WORDS
+from tests.browser import chromium
+from tests.e2e import Lab, sha256, tree
+
+
+def page_url(lab: Lab) -> str:
+    return f"http://{lab.server.host}:{lab.server.port}/"
+
+
+@pytest.fixture
+async def page(lab: Lab, tmp_path: Path) -> AsyncIterator[Page]:
+    async with chromium(lab.namespace, tmp_path) as context:
+        page = await context.new_page()
+        await page.goto(page_url(lab))
+        await page.wait_for_selector("body[data-state=ready]")
+        yield page
+
+
+async def finished(page: Page, timeout: float = 120) -> str:
+    """The page's end state ("done" or "failed")."""
+    await page.wait_for_selector(
+        "body[data-state=done], body[data-state=failed]", timeout=timeout * 1000
+    )
+    return str(await page.evaluate("document.body.dataset.state"))
+
+
+async def browser_sends(page: Page, lab: Lab, out: Path, *paths: Path) -> None:
+    await page.set_input_files("#files", [str(p) for p in paths])
+    await page.wait_for_selector("#share:not([hidden])")
+    code = await page.text_content("#code")
+    assert code
+    receiver = lab.receive(code, out)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert receiver.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
+
+
+async def browser_receives(page: Page, lab: Lab, tmp_path: Path, *paths: Path) -> dict[str, str]:
+    """Name -> sha256 of what the page offered for saving."""
+    sender, code = await lab.send(*paths)
+    await page.goto(f"{page_url(lab)}#{code}")
+    await page.wait_for_selector("body[data-state=ready]")
+    assert await page.input_value("#code-input") == code
+    await page.click("#receive-button")
+    await page.wait_for_selector("#accept", state="visible")
+    assert sender.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
+    await page.click("#accept")
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert await sender.wait() == 0, sender.err.read_text()
+    saved = {}
+    for button in await page.query_selector_all("#saved button"):
+        async with page.expect_download() as info:
+            await button.click()
+        download = await info.value
+        target = tmp_path / "downloads" / download.suggested_filename
+        await download.save_as(target)
+        saved[download.suggested_filename] = sha256(target)
+    return saved
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+async def test_browser_sends_files_to_the_cli(page: Page, lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = [
+        random_file(src / "one.bin", 200_000),
+        random_file(src / "empty.txt", 0),
+        random_file(src / "three.bin", 65_500 * 3),
+    ]
+    out = tmp_path / "out"
+    await browser_sends(page, lab, out, *files)
+    assert tree(out) == tree(src)
+
+
+async def test_cli_sends_files_to_the_browser(page: Page, lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = [random_file(src / "a.bin", 300_001), random_file(src / "nothing", 0)]
+    (src / "folder" / "sub").mkdir(parents=True)
+    random_file(src / "folder" / "sub" / "deep.txt", 10)
+    saved = await browser_receives(page, lab, tmp_path, *files, src / "folder")
+    assert saved == {
+        "a.bin": sha256(files[0]),
+        "nothing": hashlib.sha256(b"").hexdigest(),
+        "deep.txt": sha256(src / "folder" / "sub" / "deep.txt"),
+    }
+
+
+async def test_wrong_code_fails_authentication_on_both_sides(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    src = random_file(tmp_path / "secret.bin", 1000)
+    sender, code = await lab.send(src)
+    number, *words = code.split("-")
+    wrong = "-".join([number, *words[:-1], next(w for w in WORDS if w != words[-1])])
+    await page.click("#tab-receive")
+    await page.fill("#code-input", wrong)
+    await page.click("#receive-button")
+    assert await finished(page, 60) == "failed"
+    assert await page.evaluate("document.body.dataset.error") == "authentication_failed"
+    assert await sender.wait() == 3
+    assert sender.first("error")["code"] == "authentication_failed"  # type: ignore[index]
