@@ -148,7 +148,7 @@ async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> N
     assert len(epochs) >= 2
 
 
-@pytest.mark.parametrize("mode", ["swap-key", "swap-fingerprint"])
+@pytest.mark.parametrize("mode", ["swap-key", "tamper-sdp"])
 async def test_tampering_relay_fails_both_sides(lab: Lab, tmp_path: Path, mode: str) -> None:
     src = tmp_path / "secret.txt"
     src.write_text("secret")
