@@ -12,6 +12,9 @@ rewrites the conversation the way a compromised server could.
 - inject-abort: an `abort` full of terminal escapes is injected to both peers once they meet;
 - inject-error: a server `error` full of terminal escapes is sent instead of `peer_joined`.
 
+Every other GET is fetched from the upstream server as is, so a browser that loads the web app
+from the relay signals through it (the page's /ws is on its own origin).
+
 It prints {"port": N} once it listens on 127.0.0.1.
 """
 
@@ -117,8 +120,16 @@ async def main() -> None:
             task.cancel()
         return client
 
+    async def page(request: web.Request) -> web.Response:
+        base = args.upstream.replace("ws", "http", 1).rsplit("/ws", 1)[0]
+        async with http.get(base + request.rel_url.raw_path_qs) as resp:
+            kept = ("Content-Type", "Content-Security-Policy", "Cache-Control")
+            headers = {k: resp.headers[k] for k in kept if k in resp.headers}
+            return web.Response(status=resp.status, body=await resp.read(), headers=headers)
+
     app = web.Application()
     app.router.add_get("/ws", handle)
+    app.router.add_get("/{path:.*}", page)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -13,7 +13,7 @@ from playwright.async_api import Page
 
 from fileshare.wordlist import WORDS
 from tests.browser import chromium
-from tests.e2e import Lab, sha256, tree
+from tests.e2e import Client, Lab, sha256, start_mitm_relay, tree
 
 
 def page_url(lab: Lab) -> str:
@@ -102,17 +102,59 @@ async def test_cli_sends_files_to_the_browser(page: Page, lab: Lab, tmp_path: Pa
     }
 
 
-async def test_wrong_code_fails_authentication_on_both_sides(
-    page: Page, lab: Lab, tmp_path: Path
-) -> None:
-    src = random_file(tmp_path / "secret.bin", 1000)
-    sender, code = await lab.send(src)
+def wrong(code: str) -> str:
+    """The same session, one word changed."""
     number, *words = code.split("-")
-    wrong = "-".join([number, *words[:-1], next(w for w in WORDS if w != words[-1])])
-    await page.click("#tab-receive")
-    await page.fill("#code-input", wrong)
-    await page.click("#receive-button")
+    return "-".join([number, *words[:-1], next(w for w in WORDS if w != words[-1])])
+
+
+async def assert_authentication_failed(page: Page, cli: Client) -> None:
     assert await finished(page, 60) == "failed"
     assert await page.evaluate("document.body.dataset.error") == "authentication_failed"
-    assert await sender.wait() == 3
-    assert sender.first("error")["code"] == "authentication_failed"  # type: ignore[index]
+    assert await page.query_selector_all("#saved li") == []
+    assert await cli.wait() == 3
+    assert cli.first("error")["code"] == "authentication_failed"  # type: ignore[index]
+
+
+async def test_wrong_code_typed_in_the_browser(page: Page, lab: Lab, tmp_path: Path) -> None:
+    sender, code = await lab.send(random_file(tmp_path / "secret.bin", 1000))
+    await page.click("#tab-receive")
+    await page.fill("#code-input", wrong(code))
+    await page.click("#receive-button")
+    await assert_authentication_failed(page, sender)
+
+
+async def test_wrong_code_typed_at_the_cli(page: Page, lab: Lab, tmp_path: Path) -> None:
+    await page.set_input_files("#files", [str(random_file(tmp_path / "secret.bin", 1000))])
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(wrong(str(await page.text_content("#code"))), out)
+    await assert_authentication_failed(page, receiver)
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.timeout(400)
+async def test_one_hundred_mib_each_way(page: Page, lab: Lab, tmp_path: Path) -> None:
+    big = random_file(tmp_path / "src" / "big.bin", 100 * 1024 * 1024)
+    out = tmp_path / "out"
+    await browser_sends(page, lab, out, big)
+    assert sha256(out / "big.bin") == sha256(big)
+    await page.goto(page_url(lab))
+    saved = await browser_receives(page, lab, tmp_path, big)
+    assert saved == {"big.bin": sha256(big)}
+
+
+async def test_a_tampering_relay_fails_both_sides_and_nothing_is_saved(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The relay alters the sealed SDPs; the page is loaded through it, so it signals there."""
+    relay = start_mitm_relay(lab, "tamper-sdp")
+    src = random_file(tmp_path / "secret.bin", 5000)
+    sender, code = await lab.send(src, server=relay)
+    async with chromium(lab.namespace, tmp_path) as context:
+        page = await context.new_page()
+        await page.goto(relay.replace("ws://", "http://").removesuffix("ws") + "#" + code)
+        await page.wait_for_selector("body[data-state=ready]")
+        await page.click("#receive-button")
+        await assert_authentication_failed(page, sender)
+        assert await page.is_hidden("#offer")
