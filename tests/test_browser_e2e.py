@@ -3,6 +3,7 @@ namespace of our own: the page is served by the signaling server it signals thro
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from playwright.async_api import Page
 
 from fileshare.wordlist import WORDS
 from tests.browser import chromium
+from tests.conftest import require_binary
 from tests.e2e import Client, Lab, sha256, start_mitm_relay, tree
 
 
@@ -158,3 +160,53 @@ async def test_a_tampering_relay_fails_both_sides_and_nothing_is_saved(
         await page.click("#receive-button")
         await assert_authentication_failed(page, sender)
         assert await page.is_hidden("#offer")
+
+
+async def page_progress(page: Page, fraction: float, timeout: float = 60) -> None:
+    """Polled from outside: the page's CSP forbids the eval wait_for_function uses."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value, top = await page.evaluate("[progress.value, progress.max]")
+            if top > 1 and value >= fraction * top:
+                return
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(300)
+async def test_link_cut_while_the_browser_receives(page: Page, lab: Lab, tmp_path: Path) -> None:
+    require_binary("nft")
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    sender, code = await lab.send(big, extra=("--stall-timeout", "2"))
+    await page.goto(f"{page_url(lab)}#{code}")
+    await page.click("#receive-button")
+    await page.click("#accept")
+    await page_progress(page, 0.2)
+    with lab.blocked("meta l4proto udp"):  # the ICE path is gone, signaling is not
+        await asyncio.sleep(4)
+    assert await finished(page, 200) == "done", await page.text_content("#status")
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert sender.first("reconnecting") is not None
+    done = sender.first("done")
+    assert done is not None and done["chunksSent"] < 2 * done["chunks"]  # only what was missing
+    async with page.expect_download() as info:
+        await page.click("#saved button")
+    target = tmp_path / "big.bin"
+    await (await info.value).save_as(target)
+    assert sha256(target) == sha256(big)
+
+
+@pytest.mark.timeout(300)
+async def test_link_cut_while_the_browser_sends(page: Page, lab: Lab, tmp_path: Path) -> None:
+    require_binary("nft")
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    await page.set_input_files("#files", [str(big)])
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(str(await page.text_content("#code")), out, "--stall-timeout", "2")
+    await page_progress(page, 0.2)
+    with lab.blocked("meta l4proto udp"):
+        await asyncio.sleep(4)
+    assert await receiver.wait(200) == 0, receiver.err.read_text()
+    assert await finished(page, 60) == "done", await page.text_content("#status")
+    assert receiver.first("reconnecting") is not None
+    assert sha256(out / "big.bin") == sha256(big)

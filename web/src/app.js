@@ -9,9 +9,10 @@ import { AuthenticationFailed } from "./crypto.js";
 import { iceServers, Peer } from "./link.js";
 import { makeManifest, Receiver, Sender } from "./protocol.js";
 import { Signal } from "./signal.js";
-import { runReceive, runSend, Store } from "./transfer.js";
+import { LinkLost, runReceive, runSend, Store } from "./transfer.js";
 
 const HASH_BLOCK = 4 * 1024 * 1024;
+const RECONNECTS = 20;
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 /** @param {string} tag @param {Record<string, string>} [attrs] @param {...(Node | string)} children */
@@ -127,6 +128,7 @@ async function send(entries) {
   $("send-pick").hidden = true;
   setState("preparing", "Preparing…");
   const manifests = [];
+  /** @type {File[]} */
   const files = [];
   for (const e of entries) {
     const checksum = e.file ? await fileChecksum(e.file) : toHex(sha256(new Uint8Array(0)));
@@ -150,15 +152,12 @@ async function send(entries) {
     showWords(keys.sas);
     setState("connecting", "Connecting…");
     await peer.refreshServers();
-    const { pc, channel } = await peer.connect();
     const sender = new Sender(manifests, (id) => keys.fileKey("sender", id));
     const since = Date.now();
-    setState("sending", "Sending…");
-    try {
+    await epochs(peer, async (channel) => {
+      setState("sending", "Sending…");
       await runSend(channel, sender, files, () => showProgress(sender.bytesAcked, total, since));
-    } finally {
-      pc.close();
-    }
+    });
     showProgress(total, total, since);
     setState("done", `Sent ${entries.length} item(s), ${humanSize(total)}.`);
   } catch (exc) {
@@ -217,7 +216,6 @@ async function receive(input) {
     const keys = await peer.authenticate();
     showWords(keys.sas);
     await peer.refreshServers();
-    const { pc, channel } = await peer.connect();
     const receiver = new Receiver((id) => keys.fileKey("sender", id));
     let since = Date.now();
     const approve = async (/** @type {any} */ manifests, /** @type {number} */ total) => {
@@ -239,14 +237,19 @@ async function receive(input) {
       }
       saved.append(item);
     };
-    try {
-      await runReceive(channel, receiver, store, approve, onFile, () =>
+    // A new offer means the sender lost the link and is rebuilding it: follow it.
+    const newOffer = () =>
+      signal.until(() => signal.has("offer"), null).then(() => {
+        throw new LinkLost("the sender reconnected");
+      });
+    await epochs(peer, async (channel) => {
+      const work = runReceive(channel, receiver, store, approve, onFile, () =>
         showProgress(receiver.bytesReceived, receiver.totalBytes, since),
       );
+      work.catch(() => undefined); // when the new offer wins, the old link's failure is moot
+      await Promise.race([work, newOffer()]);
       await drained(channel);
-    } finally {
-      pc.close();
-    }
+    });
     const failed = receiver.failed.length;
     setState(failed ? "failed" : "done", failed ? `${failed} file(s) did not arrive intact.` : `Received ${receiver.fileCount} item(s), ${humanSize(receiver.totalBytes)}: verified.`);
   } catch (exc) {
@@ -254,6 +257,24 @@ async function receive(input) {
     throw exc;
   } finally {
     await signal.leave();
+  }
+}
+
+/** Connect, run, and on a lost link connect again (a new epoch, confirmed under the same
+ * keys): the protocol then sends only what is missing.
+ * @param {Peer} peer @param {(channel: RTCDataChannel) => Promise<void>} run */
+async function epochs(peer, run) {
+  for (let attempt = 0; ; attempt++) {
+    const { pc, channel } = await peer.connect();
+    try {
+      await run(channel);
+      return;
+    } catch (exc) {
+      if (!(exc instanceof LinkLost) || attempt >= RECONNECTS) throw exc;
+      setState("reconnecting", `Reconnecting: ${exc.message}`);
+    } finally {
+      pc.close();
+    }
   }
 }
 
