@@ -10,7 +10,7 @@ APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps web vectors lab test lint loadtest bench bench-signaling clean deploy-test
+.PHONY: all deps web vectors screenshots lab test lint loadtest bench bench-signaling clean deploy-test
 
 all: test
 
@@ -47,6 +47,10 @@ vectors: $(STAMP_PY)
 	$(PY) -m tests.protocol_vectors
 
 deps: $(STAMP_APT) $(STAMP_PY) web
+
+# The web app's screens in the README (Chromium against a CLI in a namespace lab; root).
+screenshots: deps
+	$(PY) -m tests.web_screenshots docs/web
 
 test: deps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests

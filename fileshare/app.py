@@ -212,7 +212,12 @@ async def _send_round(
         raise PeerGone("the receiver left; waiting for it to come back")
 
     try:
-        await _epochs(peer, given, events, options, lambda link: side.run(link.pipe), peer_gone)
+        # Raced as a whole too: a receiver that leaves while a connection is being built (a
+        # reloaded browser tab) is answered with a new round, not an offer it cannot open.
+        await _race(
+            _epochs(peer, given, events, options, lambda link: side.run(link.pipe), peer_gone),
+            peer_gone,
+        )
     except PeerGone as exc:
         events.emit("reconnecting", reason=str(exc), attempt=0)
         return False

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page
 
+from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
 from tests.browser import chromium
 from tests.conftest import require_binary
@@ -210,3 +211,26 @@ async def test_link_cut_while_the_browser_sends(page: Page, lab: Lab, tmp_path: 
     assert await finished(page, 60) == "done", await page.text_content("#status")
     assert receiver.first("reconnecting") is not None
     assert sha256(out / "big.bin") == sha256(big)
+
+
+@pytest.mark.timeout(300)
+async def test_reload_during_a_receive_resumes(page: Page, lab: Lab, tmp_path: Path) -> None:
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    sender, code = await lab.send(big)
+    await page.goto(f"{page_url(lab)}#{code}")
+    await page.click("#receive-button")
+    await page.click("#accept")
+    await page_progress(page, 0.5)
+    await page.reload()  # accepted once: the page takes its place back and goes on
+    assert await finished(page, 200) == "done", await page.text_content("#status")
+    assert await sender.wait() == 0, sender.err.read_text()
+    done = sender.first("done")
+    assert done is not None
+    # Sent again: at most what was not yet flushed (and so not acknowledged) or in flight.
+    bound = (FLUSH_BYTES + HIGH_WATER) // CHUNK_SIZE + 16
+    assert done["chunksSent"] - done["chunks"] <= bound, done
+    async with page.expect_download() as info:
+        await page.click("#saved button")
+    target = tmp_path / "big.bin"
+    await (await info.value).save_as(target)
+    assert sha256(target) == sha256(big)

@@ -3,11 +3,11 @@
 
 import { sha256 } from "@noble/hashes/sha2.js";
 import { encode as qrEncode } from "uqr";
-import { toHex } from "./bytes.js";
+import { toHex, utf8 } from "./bytes.js";
 import { codeSecret, codeText, newCode, parseCode } from "./code.js";
 import { AuthenticationFailed } from "./crypto.js";
 import { iceServers, Peer } from "./link.js";
-import { makeManifest, Receiver, Sender } from "./protocol.js";
+import { encode, makeManifest, Receiver, Sender } from "./protocol.js";
 import { Signal } from "./signal.js";
 import { LinkLost, runReceive, runSend, Store } from "./transfer.js";
 
@@ -28,7 +28,7 @@ export function humanSize(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) (n /= 1024), i++;
-  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+  return `${i ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
 }
 
 /** @param {string} state @param {string} [text] */
@@ -202,6 +202,48 @@ function askToAccept(manifests, total) {
   });
 }
 
+// A receive in progress survives a reload of its tab: its place in the session (the server's
+// reconnect key) and the code live in this tab's sessionStorage, its data and the record of
+// which chunks are durable in the origin-private file system.
+const RESUME_KEY = "fileshare.receive";
+
+/** @typedef {{code: string, sessionId: string, peerId: string, reconnectKey: string,
+ *   accepted?: string}} ResumeState */
+
+/** @returns {ResumeState | null} */
+function resumeState() {
+  try {
+    return JSON.parse(sessionStorage.getItem(RESUME_KEY) ?? "null");
+  } catch {
+    return null;
+  }
+}
+
+/** @param {import("./protocol.js").FileManifest[]} manifests */
+const announcementDigest = (manifests) => toHex(sha256(utf8(manifests.map((m) => encode(m)).join("\n"))));
+
+/** Our place in the session: taken back after a reload, else joined (and recorded).
+ * @param {Signal} signal @param {import("./code.js").ShareCode} code @param {Store} store */
+async function joinOrRejoin(signal, code, store) {
+  const saved = resumeState();
+  if (saved && saved.code === codeText(code)) {
+    try {
+      const { peerId, reconnectKey, sessionId } = saved;
+      const joined = await signal.request({ type: "rejoin_session", sessionId, peerId, reconnectKey });
+      return { joined, saved };
+    } catch {
+      // the session is gone: a fresh join fails the same way, and says why
+    }
+  }
+  sessionStorage.removeItem(RESUME_KEY);
+  await store.call({ op: "clear" }); // partial data of an older transfer
+  const joined = await signal.request({ type: "join_session", sessionId: code.sessionId });
+  /** @type {ResumeState} */
+  const state = { code: codeText(code), sessionId: code.sessionId, peerId: joined.peerId, reconnectKey: joined.reconnectKey };
+  sessionStorage.setItem(RESUME_KEY, JSON.stringify(state));
+  return { joined, saved: state };
+}
+
 /** @param {string} input */
 async function receive(input) {
   const code = parseCode(input);
@@ -210,7 +252,7 @@ async function receive(input) {
   const signal = await Signal.connect();
   const store = new Store();
   try {
-    const joined = await signal.request({ type: "join_session", sessionId: code.sessionId });
+    const { joined, saved: place } = await joinOrRejoin(signal, code, store);
     signal.peerPresent = Boolean(joined.peerPresent);
     const peer = new Peer("receiver", signal, code.sessionId, codeSecret(code), iceServers(joined.iceServers));
     const keys = await peer.authenticate();
@@ -219,7 +261,11 @@ async function receive(input) {
     const receiver = new Receiver((id) => keys.fileKey("sender", id));
     let since = Date.now();
     const approve = async (/** @type {any} */ manifests, /** @type {number} */ total) => {
-      await askToAccept(manifests, total);
+      const digest = announcementDigest(manifests);
+      if (place.accepted !== digest) {
+        await askToAccept(manifests, total); // after a reload, accepted once is enough
+        sessionStorage.setItem(RESUME_KEY, JSON.stringify({ ...place, accepted: digest }));
+      }
       since = Date.now();
       setState("receiving", "Receiving…");
     };
@@ -256,6 +302,7 @@ async function receive(input) {
     await signal.abort(exc);
     throw exc;
   } finally {
+    sessionStorage.removeItem(RESUME_KEY); // over, either way: nothing to rejoin
     await signal.leave();
   }
 }
@@ -340,6 +387,14 @@ function main() {
   };
   takeCodeFromLink();
   window.addEventListener("hashchange", takeCodeFromLink);
+  const unfinished = resumeState();
+  if (unfinished && !codeInput.value) {
+    $("tab-receive").click();
+    codeInput.value = unfinished.code;
+    setState("ready", "");
+    guarded(receive(unfinished.code));
+    return;
+  }
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => undefined);
   setState("ready", "");
 }

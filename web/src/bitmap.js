@@ -45,6 +45,16 @@ export class ChunkBitmap {
     return out;
   }
 
+  /** What a flush recorded (bits beyond `count` ignored); empty if it does not fit `count`.
+   * @param {number} count @param {Uint8Array | null} bits */
+  static fromBits(count, bits) {
+    const map = new ChunkBitmap(count);
+    if (bits && bits.length === map.bits.length) {
+      for (let i = 0; i < count; i++) if (bits[i >> 3] & (1 << (i & 7))) map.add(i);
+    }
+    return map;
+  }
+
   /** @param {number} count @param {[number, number][]} ranges */
   static fromRanges(count, ranges) {
     const map = new ChunkBitmap(count);

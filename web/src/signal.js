@@ -106,6 +106,9 @@ export class Signal {
         if (typeof payload !== "object" || payload === null || Array.isArray(payload)) break;
         const kind = msg.type === "signal" ? String(payload.kind ?? "") : msg.type;
         if (kind === "abort") this.end(abortReason(payload));
+        // A hello starts a round: what came before it (an offer under the last round's keys,
+        // sent while this tab was reloading) belongs to a round that is over.
+        if (kind === "hello") this.stash.clear();
         const queue = this.stash.get(kind) ?? [];
         if (queue.length < MAX_STASHED) queue.push(payload);
         this.stash.set(kind, queue);

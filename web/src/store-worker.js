@@ -23,12 +23,20 @@ async function handle(msg) {
   switch (msg.op) {
     case "open": {
       const file = await (await incoming()).getFileHandle(`${msg.fileId}.part`, { create: true });
-      /** @type {SyncHandle} */
-      const access = await /** @type {any} */ (file).createSyncAccessHandle();
+      const access = await syncHandle(file);
       if (access.getSize() > msg.size) access.truncate(msg.size);
       handles.set(msg.fileId, access);
-      return null;
+      return readHeld(msg.fileId);
     }
+    case "clear":
+      for (const access of handles.values()) access.close();
+      handles.clear();
+      dir = null;
+      await navigator.storage
+        .getDirectory()
+        .then((root) => root.removeEntry("incoming", { recursive: true }))
+        .catch(() => undefined);
+      return null;
     case "write": {
       const access = handles.get(msg.fileId);
       if (!access) throw new Error("write to a file that is not open");
@@ -37,8 +45,9 @@ async function handle(msg) {
       while (at < data.length) at += access.write(data.subarray(at), { at: msg.offset + at });
       return null;
     }
-    case "flush":
+    case "flush": // the data first, then the record of what is held: a record never runs ahead
       for (const access of handles.values()) access.flush();
+      for (const [fileId, bits] of msg.held) await writeHeld(fileId, new Uint8Array(bits));
       return null;
     case "verify": {
       const access = handles.get(msg.fileId);
@@ -64,6 +73,31 @@ async function handle(msg) {
     default:
       throw new Error(`unknown operation ${msg.op}`);
   }
+}
+
+/** @param {FileSystemFileHandle} file @returns {Promise<SyncHandle>} */
+const syncHandle = (file) => /** @type {any} */ (file).createSyncAccessHandle();
+
+/** Which chunks of a file a flush made durable (a bitmap), or null. @param {string} fileId */
+async function readHeld(fileId) {
+  const dir = await incoming();
+  const file = await dir.getFileHandle(`${fileId}.held`).catch(() => null);
+  if (!file) return null;
+  const access = await syncHandle(file);
+  const bits = new Uint8Array(access.getSize());
+  access.read(bits, { at: 0 });
+  access.close();
+  return bits;
+}
+
+/** @param {string} fileId @param {Uint8Array} bits */
+async function writeHeld(fileId, bits) {
+  const file = await (await incoming()).getFileHandle(`${fileId}.held`, { create: true });
+  const access = await syncHandle(file);
+  access.truncate(0);
+  access.write(bits, { at: 0 });
+  access.flush();
+  access.close();
 }
 
 /** One operation at a time, in order: writes land before the flush that follows them. */

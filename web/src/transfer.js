@@ -179,8 +179,9 @@ export function runReceive(channel, receiver, store, approve, onFile, onProgress
           case "admit":
             await approve(action.manifests, action.totalBytes);
             for (const m of action.manifests) {
-              if (m.kind === "file") await store.call({ op: "open", fileId: m.fileId, size: m.size });
-              await perform(receiver.fileReady(m.fileId, new ChunkBitmap(m.chunkCount)));
+              const held =
+                m.kind === "file" ? await store.call({ op: "open", fileId: m.fileId, size: m.size }) : null;
+              await perform(receiver.fileReady(m.fileId, ChunkBitmap.fromBits(m.chunkCount, held)));
             }
             break;
           case "write":
@@ -211,7 +212,8 @@ export function runReceive(channel, receiver, store, approve, onFile, onProgress
       lastFlush = Date.now();
       const pending = receiver.pending();
       if (!pending.length) return;
-      await store.call({ op: "flush" });
+      const held = pending.map((id) => [id, receiver.file(id).received.bits.slice().buffer]);
+      await store.call({ op: "flush", held });
       for (const fileId of pending) await perform(receiver.onDurable(fileId));
     };
     /** @param {() => Promise<void>} step */
