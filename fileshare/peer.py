@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import re
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aiortc import (
     RTCConfiguration,
@@ -35,6 +35,10 @@ CHANNEL_LABEL = "fileshare"
 # Once our data channel is open, the peer's key confirmation (sent before ICE even started) is
 # overdue: a confirmation dropped on the way fails authentication after this, not a whole timeout.
 CONFIRM_GRACE_SECONDS = 5.0
+# What a peer relays to us, by kind; anything else is dropped, and a server flooding us keeps at
+# most STASHED_PER_KIND of each (the oldest go first), so it cannot make the inbox grow.
+KINDS: Final = frozenset({"hello", "confirm", "offer", "answer", "abort"})
+STASHED_PER_KIND: Final = 8
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)\s*$", re.MULTILINE)
 
 
@@ -64,7 +68,7 @@ class Inbox:
 
     def __init__(self, client: SignalClient) -> None:
         self.client = client
-        self._stash: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self._stash = {kind: deque[dict[str, Any]](maxlen=STASHED_PER_KIND) for kind in KINDS}
         self._changed = asyncio.Event()
         self.peer_present = False
         self.arrivals = 0  # how many times the peer has (re)joined
@@ -92,9 +96,11 @@ class Inbox:
                         )
                         if kind == "abort":
                             self._ended = _abort(payload)
-                        self._stash[kind].append(payload)
+                        if kind in KINDS:
+                            self._stash[kind].append(payload)
                 case schema.PeerJoined():
-                    self._stash.clear()  # whatever came before belongs to the peer's last run
+                    for stashed in self._stash.values():  # it belongs to the peer's last run
+                        stashed.clear()
                     self.peer_present = True
                     self.arrivals += 1
                 case schema.PeerLeft():

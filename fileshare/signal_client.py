@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 import aiohttp
 import msgspec
@@ -14,6 +14,12 @@ from signaling import schema
 from signaling.schema import PeerId
 
 Event = schema.ServerMessage | schema.Relayed
+Reply = TypeVar("Reply", bound=schema.ServerMessage)
+
+# The largest frame we read from the server (aiohttp closes with 1009 past it): the server's own
+# hard limit on a client's message, which is also the most it relays; a hostile server cannot
+# make us buffer more than this per frame.
+MAX_SERVER_MESSAGE_BYTES = 262144
 
 
 class SignalError(Exception):
@@ -26,10 +32,11 @@ class SignalError(Exception):
 
 
 class ConnectionClosed(Exception):
-    """The server closed the connection; `code` is the WebSocket close code."""
+    """The connection to the server ended; `code` is the WebSocket close code, `reason` ours
+    when we hung up on a server that broke the protocol."""
 
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"signaling connection closed (code {code})")
+    def __init__(self, code: int | None, reason: str | None = None) -> None:
+        super().__init__(reason or f"signaling connection closed (code {code})")
         self.code = code
 
 
@@ -46,7 +53,11 @@ class SignalClient:
     async def connect(cls, url: str, timeout: float = 10.0) -> SignalClient:
         http = aiohttp.ClientSession()
         try:
-            ws = await http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+            ws = await http.ws_connect(
+                url,
+                timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                max_msg_size=MAX_SERVER_MESSAGE_BYTES,
+            )
         except BaseException:
             await http.close()
             raise
@@ -57,11 +68,21 @@ class SignalClient:
         return self._ws.close_code
 
     async def _read(self) -> None:
+        """Every frame from the server is hostile: one that is not a valid message (or is too
+        large) ends the connection with a one-line reason, never a decoder's traceback."""
+        reason: str | None = None
         try:
             async for msg in self._ws:
+                if msg.type == aiohttp.WSMsgType.ERROR:
+                    reason = f"the signaling server broke the protocol ({msg.data})"
+                    break
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     continue
-                event = schema.decode_server(msg.data)
+                try:
+                    event = schema.decode_server(msg.data)
+                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                    reason = f"the signaling server sent an invalid message ({str(exc)[:200]})"
+                    break
                 request_id = getattr(event, "re", None)
                 waiter = None if request_id is None else self._pending.pop(request_id, None)
                 if waiter is not None and not waiter.done() and _is_reply(event):
@@ -69,7 +90,9 @@ class SignalClient:
                 else:
                     self._events.put_nowait(event)
         finally:
-            closed = ConnectionClosed(self._ws.close_code)
+            if reason is not None:
+                await self._ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR)
+            closed = ConnectionClosed(self._ws.close_code, reason)
             for waiter in self._pending.values():
                 if not waiter.done():
                     waiter.set_exception(closed)
@@ -88,6 +111,18 @@ class SignalClient:
             raise SignalError(reply.code, reply.message)
         return reply
 
+    async def _ask(self, msg: msgspec.Struct, expected: type[Reply]) -> Reply:
+        """request(), and a reply of another type than `expected` is a server breaking the
+        protocol: we hang up (ConnectionClosed), as for an invalid frame."""
+        reply = await self.request(msg)
+        if not isinstance(reply, expected):
+            await self._ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR)
+            raise ConnectionClosed(
+                self._ws.close_code,
+                f"the signaling server answered {type(msg).__name__} with {type(reply).__name__}",
+            )
+        return reply
+
     async def send(self, msg: msgspec.Struct) -> None:
         if self._ws.closed:
             raise ConnectionClosed(self._ws.close_code)
@@ -101,32 +136,25 @@ class SignalClient:
             await self._ws.send_bytes(data)
 
     async def create(self, access: schema.Access = "token") -> schema.SessionCreated:
-        reply = await self.request(schema.CreateSession(v=schema.VERSION, access=access))
-        assert isinstance(reply, schema.SessionCreated)
-        return reply
+        msg = schema.CreateSession(v=schema.VERSION, access=access)
+        return await self._ask(msg, schema.SessionCreated)
 
     async def join(self, session_id: str, token: str | None = None) -> schema.SessionJoined:
         msg = schema.JoinSession(v=schema.VERSION, sessionId=session_id, token=token)
-        reply = await self.request(msg)
-        assert isinstance(reply, schema.SessionJoined)
-        return reply
+        return await self._ask(msg, schema.SessionJoined)
 
     async def rejoin(self, session_id: str, peer_id: PeerId, key: str) -> schema.SessionJoined:
         msg = schema.RejoinSession(
             v=schema.VERSION, sessionId=session_id, peerId=peer_id, reconnectKey=key
         )
-        reply = await self.request(msg)
-        assert isinstance(reply, schema.SessionJoined)
-        return reply
+        return await self._ask(msg, schema.SessionJoined)
 
     async def refresh_credentials(self) -> schema.Credentials:
         """Fresh ICE servers (a new TURN credential) for the session, once both peers are in."""
-        reply = await self.request(schema.RefreshCredentials(v=schema.VERSION))
-        assert isinstance(reply, schema.Credentials)
-        return reply
+        return await self._ask(schema.RefreshCredentials(v=schema.VERSION), schema.Credentials)
 
     async def leave(self) -> None:
-        await self.request(schema.LeaveSession(v=schema.VERSION))
+        await self._ask(schema.LeaveSession(v=schema.VERSION), schema.Left)
 
     async def relay(self, kind: str, payload: dict[str, Any]) -> None:
         """Send an offer, answer, ice_candidate or signal payload to the other peer."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
 from tests.browser import chromium
 from tests.conftest import require_binary
-from tests.e2e import Client, Lab, sha256, start_mitm_relay, tree
+from tests.e2e import Client, Lab, sha256, tree
 
 
 def page_url(lab: Lab) -> str:
@@ -151,12 +153,22 @@ async def test_a_tampering_relay_fails_both_sides_and_nothing_is_saved(
     lab: Lab, tmp_path: Path
 ) -> None:
     """The relay alters the sealed SDPs; the page is loaded through it, so it signals there."""
-    relay = start_mitm_relay(lab, "tamper-sdp")
+    proc = lab.spawn(
+        sys.executable,
+        "-m",
+        "tests.mitm_relay",
+        "--upstream",
+        lab.server.url,
+        "--page-mode",
+        "tamper-sdp",
+    )
+    assert proc.stdout is not None
+    port = json.loads(proc.stdout.readline())["port"]
     src = random_file(tmp_path / "secret.bin", 5000)
-    sender, code = await lab.send(src, server=relay)
+    sender, code = await lab.send(src, server=f"ws://127.0.0.1:{port}/ws")
     async with chromium(lab.namespace, tmp_path) as context:
         page = await context.new_page()
-        await page.goto(relay.replace("ws://", "http://").removesuffix("ws") + "#" + code)
+        await page.goto(f"http://127.0.0.1:{port}/#{code}")
         await page.wait_for_selector("body[data-state=ready]")
         await page.click("#receive-button")
         await assert_authentication_failed(page, sender)
