@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump \
-	docker.io debootstrap dpkg-dev rsync openssh-client iperf3 redis-sentinel prometheus
+	docker.io debootstrap dpkg-dev rsync openssh-client iperf3 redis-sentinel prometheus \
+	chromium fonts-liberation
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps lab test lint loadtest bench bench-links bench-signaling fuzz-signaling clean deploy-test
+.PHONY: all deps web vectors screenshots lab test lint loadtest bench bench-links bench-signaling fuzz-signaling clean \
+	deploy-test
 
 all: test
 
@@ -30,7 +32,27 @@ $(STAMP_PY): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-deps: $(STAMP_APT) $(STAMP_PY)
+STAMP_NPM := web/node_modules/.npm-stamp
+WEB_OUT := signaling/webapp
+
+$(STAMP_NPM): web/package-lock.json $(STAMP_APT)
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+# The browser client (Node.js and npm are on the machine: the nodesource build, not Debian's npm),
+# built into the signaling server's package (it serves it; the wheel carries it).
+web: $(STAMP_NPM)
+	cd web && npm run --silent build
+
+# The protocol vectors the browser client's tests check, written by the Python side.
+vectors: $(STAMP_PY)
+	$(PY) -m tests.protocol_vectors
+
+deps: $(STAMP_APT) $(STAMP_PY) web
+
+# The web app's screens in the README (Chromium against a CLI in a namespace lab; root).
+screenshots: deps
+	$(PY) -m tests.web_screenshots docs/web
 
 test: deps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
@@ -76,4 +98,4 @@ fuzz-signaling: deps
 	PYTHONPATH=$(CURDIR) $(PY) -m tests.adversarial $(FUZZ_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache web/node_modules $(WEB_OUT)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from fileshare import crypto, ice
 from fileshare.code import new_code, parse_code
@@ -29,6 +29,7 @@ from fileshare.state import TransferStore, default_state_path, install_key
 from fileshare.transfer import CHUNK_SIZE, Events, ReceiveSide, SendSide, collect_sources
 from fsproto import schema
 
+T = TypeVar("T")
 Ask = Callable[[str], Awaitable[bool]]  # a yes/no question to the user
 STATE_MAX_AGE: Final = 7 * 86400.0
 WORK_GRACE_SECONDS: Final = 1.0
@@ -85,7 +86,7 @@ async def _confirm(options: Options, question: str) -> None:
         raise Refused("the authentication words were not confirmed")
 
 
-async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]]) -> None:
+async def _race(work: Awaitable[T], interrupt: Callable[[], Awaitable[None]]) -> T:
     """Run `work` unless `interrupt` completes first (then PeerGone or ConnectionError)."""
     work_task = asyncio.ensure_future(work)
     watch_task = asyncio.ensure_future(interrupt())
@@ -98,9 +99,9 @@ async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]])
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task  # both are retrieved, so neither is "never retrieved" at exit
     if work_task.done() and not work_task.cancelled():
-        work_task.result()
-        return
+        return work_task.result()
     watch_task.result()
+    raise ConnectionError("interrupted")
 
 
 async def _refresh_servers(peer: Peer, given: ice.ServerCredentials, options: Options) -> None:
@@ -124,11 +125,15 @@ async def _epochs(
     options: Options,
     run: Callable[[Link], Awaitable[None]],
     interrupt: Callable[[], Awaitable[None]],
+    race_connect: bool = False,
 ) -> None:
-    """Connect, run, and on a dropped link connect again, with the same keys."""
+    """Connect, run, and on a dropped link connect again, with the same keys. With
+    `race_connect`, building the connection is interrupted too (a sender whose receiver leaves
+    mid-connect, e.g. a reloaded browser tab, starts a new round instead of waiting for an
+    answer to an offer the receiver can no longer open)."""
     for attempt in range(options.reconnects + 1):
         await _refresh_servers(peer, given, options)
-        link = await peer.connect()
+        link = await (_race(peer.connect(), interrupt) if race_connect else peer.connect())
         events.emit("connected", epoch=link.epoch, path=link.path())
         try:
             await _race(run(link), interrupt)
@@ -212,7 +217,15 @@ async def _send_round(
         raise PeerGone("the receiver left; waiting for it to come back")
 
     try:
-        await _epochs(peer, given, events, options, lambda link: side.run(link.pipe), peer_gone)
+        await _epochs(
+            peer,
+            given,
+            events,
+            options,
+            lambda link: side.run(link.pipe),
+            peer_gone,
+            race_connect=True,
+        )
     except PeerGone as exc:
         events.emit("reconnecting", reason=str(exc), attempt=0)
         return False

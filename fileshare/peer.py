@@ -107,6 +107,10 @@ class Inbox:
                     self.peer_present = False
                 case schema.SessionClosed(reason=reason):
                     self._ended = SessionEnded(f"the session ended ({reason})")
+                case schema.Error(code=schema.ErrorCode.PEER_UNAVAILABLE):
+                    # Something we relayed found the peer away (e.g. a browser tab reloading
+                    # between our link dropping and its rejoin): it is gone, not the session.
+                    self.peer_present = False
                 case schema.Error(code=code, message=message):
                     self._ended = SignalError(code, message)
             self.notify()

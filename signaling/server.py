@@ -30,6 +30,7 @@ from signaling import frames, handshake, logs, sessions
 from signaling.config import Config
 from signaling.limits import AddressBuckets, ConnectionLimiter, TokenBucket
 from signaling.metrics import Metrics
+from signaling.pages import Pages
 from signaling.sessions import SessionRecord
 from signaling.store import Bus, Change, MemoryBus, MemoryStore, SessionStore, peer_channel
 from signaling.websocket import OPEN, Endpoint, Limits, WebSocket
@@ -52,6 +53,9 @@ CLOSE_TRY_LATER: Final = frames.CLOSE_TRY_LATER
 CLOSE_REPLACED: Final = 4000  # the same peer rejoined on a newer connection
 SWEEP_SECONDS: Final = 1.0
 WEBSOCKET_PATHS: Final = ("/ws", "/")
+# WebSocket paths that also serve a page: a request there without an upgrade goes to aiohttp (the
+# web app at "/" shares its origin and path with the signaling socket).
+PAGE_PATHS: Final = ("/",)
 
 
 class BusEvent(msgspec.Struct, array_like=True):
@@ -177,11 +181,13 @@ class SignalingServer:
                 frame_burst=config.frame_burst,
                 control_per_second=config.control_frames_per_second,
                 control_burst=config.control_frame_burst,
+                pages=frozenset(PAGE_PATHS),
             ),
             heartbeat_seconds=config.heartbeat_seconds,
             head_timeout_seconds=config.head_timeout_seconds,
             max_handshakes=config.max_handshakes,
         )
+        self.pages = Pages()
         self.connections: set[Connection] = set()
         self.draining = False
         self._conn_ids = itertools.count(1)
@@ -241,12 +247,13 @@ class SignalingServer:
     # --- HTTP ----------------------------------------------------------------------------------
 
     def http_app(self) -> web.Application:
-        """Probes and metrics. Every answer closes its connection, so a WebSocket upgrade is
-        always the first request on a connection, where `signaling.websocket` sees it."""
+        """Probes, metrics and the web app. Every answer closes its connection, so a WebSocket
+        upgrade is always the first request on a connection, where `signaling.websocket` sees it."""
         app = web.Application()
         app.router.add_get("/healthz", self.handle_healthz)
         app.router.add_get("/readyz", self.handle_readyz)
         app.router.add_get("/metrics", self.handle_metrics)
+        self.pages.add_routes(app)
         app.on_response_prepare.append(_close_after)
         return app
 

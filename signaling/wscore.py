@@ -39,6 +39,7 @@ class Limits:
     the heartbeat wheel (half a heartbeat interval each) time the other states."""
 
     paths: frozenset[str]
+    pages: frozenset[str] = frozenset()  # of `paths`: without an upgrade, a page (HAND_OFF)
     max_message_bytes: int = 262144  # a message (all its fragments) or a frame over it: 1009
     max_fragments: int = 64
     send_queue_bytes: int = 262144  # frames waiting for a slow reader over it: 1013
@@ -229,7 +230,10 @@ class WebSocketCore:
             self.refuse(refused.response())
             return
         rest = bytes(head[end + len(handshake.END_OF_HEAD) :])
-        if request.line.path not in self.limits.paths:
+        path = request.line.path
+        if path not in self.limits.paths or (
+            path in self.limits.pages and "websocket" not in request.tokens("upgrade")
+        ):
             self.state, self.quiet, self.action = HTTP, 0, HAND_OFF
             return
         self._upgrade(request, rest, now)

@@ -40,6 +40,17 @@ def require_binary(name: str) -> str:
         pytest.skip(str(exc))
 
 
+def require_webapp() -> None:
+    """The web app must be built (`make web`, part of `make deps`) for tests that load it."""
+    from signaling.pages import WEBAPP
+
+    if not (WEBAPP / "index.html").is_file():
+        message = f"the web app is not built in {WEBAPP}: run `make web`"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def require_root() -> None:
     """Namespaces need root; CI runs as root, so there a missing privilege is a failure."""
     if os.geteuid() != 0:

@@ -20,6 +20,10 @@ A client connects to /ws/MODE; one relay serves every mode, so cases can run sid
 - huge-text: that reply becomes an `error` whose message is 100,000 characters of escapes
   (160 kB: under the client's frame limit, so it must be shown cut short).
 
+With --page-mode MODE, /ws is relayed in that mode and every other GET is fetched from the
+upstream server as is, so a browser that loads the web app from the relay signals through it
+(the page's /ws is on its own origin).
+
 It prints {"port": N} once it listens on 127.0.0.1.
 """
 
@@ -127,11 +131,12 @@ def reflected(frame: str, mode: str) -> list[str]:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--page-mode", choices=MODES)
     args = parser.parse_args()
     http = ClientSession()
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
-        mode = request.match_info["mode"]
+        mode = request.match_info.get("mode", args.page_mode)
         if mode not in MODES:
             raise web.HTTPNotFound()
         client = web.WebSocketResponse()
@@ -157,8 +162,18 @@ async def main() -> None:
             task.cancel()
         return client
 
+    async def page(request: web.Request) -> web.Response:
+        base = args.upstream.replace("ws", "http", 1).rsplit("/ws", 1)[0]
+        async with http.get(base + request.rel_url.raw_path_qs) as resp:
+            kept = ("Content-Type", "Content-Security-Policy", "Cache-Control")
+            headers = {k: resp.headers[k] for k in kept if k in resp.headers}
+            return web.Response(status=resp.status, body=await resp.read(), headers=headers)
+
     app = web.Application()
     app.router.add_get("/ws/{mode}", handle)
+    if args.page_mode:  # the web app's own /ws, with the mode given at start
+        app.router.add_get("/ws", handle)
+        app.router.add_get("/{path:.*}", page)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -1,0 +1,248 @@
+"""The web app in a real browser (Debian's Chromium through Playwright) against the CLI, in a
+namespace of our own: the page is served by the signaling server it signals through."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page
+
+from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
+from fileshare.wordlist import WORDS
+from tests.browser import chromium
+from tests.conftest import require_binary
+from tests.e2e import Client, Lab, sha256, tree
+
+
+def page_url(lab: Lab) -> str:
+    return f"http://{lab.server.host}:{lab.server.port}/"
+
+
+@pytest.fixture
+async def page(lab: Lab, tmp_path: Path) -> AsyncIterator[Page]:
+    async with chromium(lab.namespace, tmp_path) as context:
+        page = await context.new_page()
+        await page.goto(page_url(lab))
+        await page.wait_for_selector("body[data-state=ready]")
+        yield page
+
+
+async def finished(page: Page, timeout: float = 120) -> str:
+    """The page's end state ("done" or "failed")."""
+    await page.wait_for_selector(
+        "body[data-state=done], body[data-state=failed]", timeout=timeout * 1000
+    )
+    return str(await page.evaluate("document.body.dataset.state"))
+
+
+async def browser_sends(page: Page, lab: Lab, out: Path, *paths: Path) -> None:
+    await page.set_input_files("#files", [str(p) for p in paths])
+    await page.wait_for_selector("#share:not([hidden])")
+    code = await page.text_content("#code")
+    assert code
+    receiver = lab.receive(code, out)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert receiver.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
+
+
+async def browser_receives(page: Page, lab: Lab, tmp_path: Path, *paths: Path) -> dict[str, str]:
+    """Name -> sha256 of what the page offered for saving."""
+    sender, code = await lab.send(*paths)
+    await page.goto(f"{page_url(lab)}#{code}")
+    await page.wait_for_selector("body[data-state=ready]")
+    assert await page.input_value("#code-input") == code
+    await page.click("#receive-button")
+    await page.wait_for_selector("#accept", state="visible")
+    assert sender.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
+    await page.click("#accept")
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert await sender.wait() == 0, sender.err.read_text()
+    saved = {}
+    for button in await page.query_selector_all("#saved button"):
+        async with page.expect_download() as info:
+            await button.click()
+        download = await info.value
+        target = tmp_path / "downloads" / download.suggested_filename
+        await download.save_as(target)
+        saved[download.suggested_filename] = sha256(target)
+    return saved
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+async def test_browser_sends_files_to_the_cli(page: Page, lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = [
+        random_file(src / "one.bin", 200_000),
+        random_file(src / "empty.txt", 0),
+        random_file(src / "three.bin", 65_500 * 3),
+    ]
+    out = tmp_path / "out"
+    await browser_sends(page, lab, out, *files)
+    assert tree(out) == tree(src)
+
+
+async def test_cli_sends_files_to_the_browser(page: Page, lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = [random_file(src / "a.bin", 300_001), random_file(src / "nothing", 0)]
+    (src / "folder" / "sub").mkdir(parents=True)
+    random_file(src / "folder" / "sub" / "deep.txt", 10)
+    saved = await browser_receives(page, lab, tmp_path, *files, src / "folder")
+    assert saved == {
+        "a.bin": sha256(files[0]),
+        "nothing": hashlib.sha256(b"").hexdigest(),
+        "deep.txt": sha256(src / "folder" / "sub" / "deep.txt"),
+    }
+
+
+def wrong(code: str) -> str:
+    """The same session, one word changed."""
+    number, *words = code.split("-")
+    return "-".join([number, *words[:-1], next(w for w in WORDS if w != words[-1])])
+
+
+async def assert_authentication_failed(page: Page, cli: Client) -> None:
+    assert await finished(page, 60) == "failed"
+    assert await page.evaluate("document.body.dataset.error") == "authentication_failed"
+    assert await page.query_selector_all("#saved li") == []
+    assert await cli.wait() == 3
+    assert cli.first("error")["code"] == "authentication_failed"  # type: ignore[index]
+
+
+async def test_wrong_code_typed_in_the_browser(page: Page, lab: Lab, tmp_path: Path) -> None:
+    sender, code = await lab.send(random_file(tmp_path / "secret.bin", 1000))
+    await page.click("#tab-receive")
+    await page.fill("#code-input", wrong(code))
+    await page.click("#receive-button")
+    await assert_authentication_failed(page, sender)
+
+
+async def test_wrong_code_typed_at_the_cli(page: Page, lab: Lab, tmp_path: Path) -> None:
+    await page.set_input_files("#files", [str(random_file(tmp_path / "secret.bin", 1000))])
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(wrong(str(await page.text_content("#code"))), out)
+    await assert_authentication_failed(page, receiver)
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.timeout(400)
+async def test_one_hundred_mib_each_way(page: Page, lab: Lab, tmp_path: Path) -> None:
+    big = random_file(tmp_path / "src" / "big.bin", 100 * 1024 * 1024)
+    out = tmp_path / "out"
+    await browser_sends(page, lab, out, big)
+    assert sha256(out / "big.bin") == sha256(big)
+    await page.goto(page_url(lab))
+    saved = await browser_receives(page, lab, tmp_path, big)
+    assert saved == {"big.bin": sha256(big)}
+
+
+async def test_a_tampering_relay_fails_both_sides_and_nothing_is_saved(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The relay alters the sealed SDPs; the page is loaded through it, so it signals there."""
+    proc = lab.spawn(
+        sys.executable,
+        "-m",
+        "tests.mitm_relay",
+        "--upstream",
+        lab.server.url,
+        "--page-mode",
+        "tamper-sdp",
+    )
+    assert proc.stdout is not None
+    port = json.loads(proc.stdout.readline())["port"]
+    src = random_file(tmp_path / "secret.bin", 5000)
+    sender, code = await lab.send(src, server=f"ws://127.0.0.1:{port}/ws")
+    async with chromium(lab.namespace, tmp_path) as context:
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/#{code}")
+        await page.wait_for_selector("body[data-state=ready]")
+        await page.click("#receive-button")
+        await assert_authentication_failed(page, sender)
+        assert await page.is_hidden("#offer")
+
+
+async def page_progress(page: Page, fraction: float, timeout: float = 60) -> None:
+    """Polled from outside: the page's CSP forbids the eval wait_for_function uses."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value, top = await page.evaluate("[progress.value, progress.max]")
+            if top > 1 and value >= fraction * top:
+                return
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(300)
+async def test_link_cut_while_the_browser_receives(page: Page, lab: Lab, tmp_path: Path) -> None:
+    require_binary("nft")
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    sender, code = await lab.send(big, extra=("--stall-timeout", "2"))
+    await page.goto(f"{page_url(lab)}#{code}")
+    await page.click("#receive-button")
+    await page.click("#accept")
+    await page_progress(page, 0.2)
+    with lab.blocked("meta l4proto udp"):  # the ICE path is gone, signaling is not
+        await asyncio.sleep(4)
+    assert await finished(page, 200) == "done", await page.text_content("#status")
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert sender.first("reconnecting") is not None
+    done = sender.first("done")
+    assert done is not None and done["chunksSent"] < 2 * done["chunks"]  # only what was missing
+    async with page.expect_download() as info:
+        await page.click("#saved button")
+    target = tmp_path / "big.bin"
+    await (await info.value).save_as(target)
+    assert sha256(target) == sha256(big)
+
+
+@pytest.mark.timeout(300)
+async def test_link_cut_while_the_browser_sends(page: Page, lab: Lab, tmp_path: Path) -> None:
+    require_binary("nft")
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    await page.set_input_files("#files", [str(big)])
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(str(await page.text_content("#code")), out, "--stall-timeout", "2")
+    await page_progress(page, 0.2)
+    with lab.blocked("meta l4proto udp"):
+        await asyncio.sleep(4)
+    assert await receiver.wait(200) == 0, receiver.err.read_text()
+    assert await finished(page, 60) == "done", await page.text_content("#status")
+    assert receiver.first("reconnecting") is not None
+    assert sha256(out / "big.bin") == sha256(big)
+
+
+@pytest.mark.timeout(300)
+async def test_reload_during_a_receive_resumes(page: Page, lab: Lab, tmp_path: Path) -> None:
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    sender, code = await lab.send(big)
+    await page.goto(f"{page_url(lab)}#{code}")
+    await page.click("#receive-button")
+    await page.click("#accept")
+    await page_progress(page, 0.5)
+    await page.reload()  # accepted once: the page takes its place back and goes on
+    assert await finished(page, 200) == "done", await page.text_content("#status")
+    assert await sender.wait() == 0, sender.err.read_text()
+    done = sender.first("done")
+    assert done is not None
+    # Sent again: at most what was not yet flushed (and so not acknowledged) or in flight.
+    bound = (FLUSH_BYTES + HIGH_WATER) // CHUNK_SIZE + 16
+    assert done["chunksSent"] - done["chunks"] <= bound, done
+    async with page.expect_download() as info:
+        await page.click("#saved button")
+    target = tmp_path / "big.bin"
+    await (await info.value).save_as(target)
+    assert sha256(target) == sha256(big)

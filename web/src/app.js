@@ -1,0 +1,402 @@
+// The page: Send and Receive screens over the modules that speak the CLI's protocol. Everything
+// a peer or server sends is shown with textContent, never parsed as HTML.
+
+import { sha256 } from "@noble/hashes/sha2.js";
+import { encode as qrEncode } from "uqr";
+import { toHex, utf8 } from "./bytes.js";
+import { codeSecret, codeText, newCode, parseCode } from "./code.js";
+import { AuthenticationFailed } from "./crypto.js";
+import { iceServers, Peer } from "./link.js";
+import { encode, makeManifest, Receiver, Sender } from "./protocol.js";
+import { Signal } from "./signal.js";
+import { LinkLost, runReceive, runSend, Store } from "./transfer.js";
+
+const HASH_BLOCK = 4 * 1024 * 1024;
+const RECONNECTS = 20;
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/** @param {string} tag @param {Record<string, string>} [attrs] @param {...(Node | string)} children */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const child of children) node.append(child); // strings become text nodes
+  return node;
+}
+
+/** @param {number} n */
+export function humanSize(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) (n /= 1024), i++;
+  return `${i ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
+}
+
+/** @param {string} state @param {string} [text] */
+function setState(state, text) {
+  document.body.dataset.state = state;
+  if (text !== undefined) $("status").textContent = text;
+}
+
+/** @param {unknown} exc */
+function showFailure(exc) {
+  const message =
+    exc instanceof AuthenticationFailed
+      ? "Authentication failed: wrong code, or someone tampered with the connection."
+      : String(exc instanceof Error ? exc.message : exc);
+  document.body.dataset.error = exc instanceof AuthenticationFailed ? "authentication_failed" : String(/** @type {any} */ (exc)?.code ?? "error");
+  setState("failed", message);
+}
+
+/** Progress with rate and time left. @param {number} done @param {number} total @param {number} since */
+function showProgress(done, total, since) {
+  const bar = /** @type {HTMLProgressElement} */ ($("progress"));
+  bar.max = Math.max(total, 1);
+  bar.value = total ? done : 1;
+  const seconds = (Date.now() - since) / 1000;
+  const rate = seconds > 0 ? done / seconds : 0;
+  const eta = rate > 0 ? Math.ceil((total - done) / rate) : null;
+  $("rate").textContent =
+    `${humanSize(done)} of ${humanSize(total)} · ${humanSize(rate)}/s` + (eta !== null && done < total ? ` · ${eta} s left` : "");
+}
+
+/** @param {string} words */
+function showWords(words) {
+  $("sas").textContent = words;
+  $("sas-box").hidden = false;
+}
+
+// --- send ------------------------------------------------------------------------------------
+
+/** @typedef {{name: string, file: File | null}} Entry */
+
+/** Files and folders from a drop, with their relative paths. @param {DataTransfer} dt */
+async function droppedEntries(dt) {
+  /** @type {Entry[]} */
+  const out = [];
+  /** @param {FileSystemEntry} entry @param {string} prefix */
+  const walk = async (entry, prefix) => {
+    const name = prefix + entry.name;
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => /** @type {FileSystemFileEntry} */ (entry).file(resolve, reject));
+      out.push({ name, file });
+    } else if (entry.isDirectory) {
+      out.push({ name, file: null });
+      const reader = /** @type {FileSystemDirectoryEntry} */ (entry).createReader();
+      for (;;) {
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (!batch.length) break;
+        for (const child of batch) await walk(child, `${name}/`);
+      }
+    }
+  };
+  for (const item of Array.from(dt.items)) {
+    const entry = item.webkitGetAsEntry();
+    if (entry) await walk(entry, "");
+  }
+  return out;
+}
+
+/** Picked files (a folder picker gives relative paths; their folders become entries too).
+ * @param {FileList} list */
+function pickedEntries(list) {
+  /** @type {Entry[]} */
+  const out = [];
+  const dirs = new Set();
+  for (const file of Array.from(list)) {
+    const name = file.webkitRelativePath || file.name;
+    const parts = name.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join("/");
+      if (!dirs.has(dir)) dirs.add(dir), out.push({ name: dir, file: null });
+    }
+    out.push({ name, file });
+  }
+  return out;
+}
+
+/** SHA-256 of a file read in slices (never whole in memory). @param {File} file */
+async function fileChecksum(file) {
+  const hash = sha256.create();
+  for (let at = 0; at < file.size; at += HASH_BLOCK) {
+    hash.update(new Uint8Array(await file.slice(at, at + HASH_BLOCK).arrayBuffer()));
+  }
+  return toHex(hash.digest());
+}
+
+/** @param {Entry[]} entries */
+async function send(entries) {
+  $("send-pick").hidden = true;
+  setState("preparing", "Preparing…");
+  const manifests = [];
+  /** @type {File[]} */
+  const files = [];
+  for (const e of entries) {
+    const checksum = e.file ? await fileChecksum(e.file) : toHex(sha256(new Uint8Array(0)));
+    manifests.push(makeManifest(e.name, e.file?.size ?? 0, checksum, e.file ? "file" : "dir"));
+    files.push(/** @type {File} */ (e.file));
+  }
+  const total = manifests.reduce((n, m) => n + m.size, 0);
+  const signal = await Signal.connect();
+  try {
+    const created = await signal.request({ type: "create_session", access: "code" });
+    const code = newCode(created.sessionId);
+    const link = `${location.origin}/#${codeText(code)}`;
+    $("code").textContent = codeText(code);
+    $("link").textContent = link;
+    drawQr(link);
+    $("share").hidden = false;
+    setState("waiting", `Waiting for the receiver: ${entries.length} item(s), ${humanSize(total)}`);
+    await signal.until(() => signal.peerPresent, null);
+    const peer = new Peer("sender", signal, created.sessionId, codeSecret(code), iceServers(created.iceServers));
+    const keys = await peer.authenticate();
+    showWords(keys.sas);
+    setState("connecting", "Connecting…");
+    await peer.refreshServers();
+    const sender = new Sender(manifests, (id) => keys.fileKey("sender", id));
+    const since = Date.now();
+    await epochs(peer, async (channel) => {
+      setState("sending", "Sending…");
+      await runSend(channel, sender, files, () => showProgress(sender.bytesAcked, total, since));
+    });
+    showProgress(total, total, since);
+    setState("done", `Sent ${entries.length} item(s), ${humanSize(total)}.`);
+  } catch (exc) {
+    await signal.abort(exc);
+    throw exc;
+  } finally {
+    await signal.leave();
+  }
+}
+
+/** @param {string} text */
+function drawQr(text) {
+  const { data, size } = qrEncode(text, { border: 2 });
+  const canvas = /** @type {HTMLCanvasElement} */ ($("qr"));
+  const scale = 4;
+  canvas.width = canvas.height = size * scale;
+  const ctx = /** @type {CanvasRenderingContext2D} */ (canvas.getContext("2d"));
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#000";
+  data.forEach((row, y) => row.forEach((dark, x) => dark && ctx.fillRect(x * scale, y * scale, scale, scale)));
+}
+
+// --- receive ---------------------------------------------------------------------------------
+
+/** Ask before accepting: the words, the names (as text) and the total size.
+ * @param {import("./protocol.js").FileManifest[]} manifests @param {number} total */
+function askToAccept(manifests, total) {
+  const list = $("manifest");
+  list.replaceChildren(
+    ...manifests.map((m) => el("li", {}, m.kind === "dir" ? `${m.name}/` : `${m.name} (${humanSize(m.size)})`)),
+  );
+  $("total").textContent = `${manifests.length} item(s), ${humanSize(total)}`;
+  $("offer").hidden = false;
+  setState("asking", "Check the words, then accept or decline.");
+  return new Promise((resolve, reject) => {
+    $("accept").onclick = () => (($("offer").hidden = true), resolve(undefined));
+    $("decline").onclick = () => {
+      $("offer").hidden = true;
+      reject(Object.assign(new Error("declined by the receiver"), { code: "declined" }));
+    };
+  });
+}
+
+// A receive in progress survives a reload of its tab: its place in the session (the server's
+// reconnect key) and the code live in this tab's sessionStorage, its data and the record of
+// which chunks are durable in the origin-private file system.
+const RESUME_KEY = "fileshare.receive";
+
+/** @typedef {{code: string, sessionId: string, peerId: string, reconnectKey: string,
+ *   accepted?: string}} ResumeState */
+
+/** @returns {ResumeState | null} */
+function resumeState() {
+  try {
+    return JSON.parse(sessionStorage.getItem(RESUME_KEY) ?? "null");
+  } catch {
+    return null;
+  }
+}
+
+/** @param {import("./protocol.js").FileManifest[]} manifests */
+const announcementDigest = (manifests) => toHex(sha256(utf8(manifests.map((m) => encode(m)).join("\n"))));
+
+/** Our place in the session: taken back after a reload, else joined (and recorded).
+ * @param {Signal} signal @param {import("./code.js").ShareCode} code @param {Store} store */
+async function joinOrRejoin(signal, code, store) {
+  const saved = resumeState();
+  if (saved && saved.code === codeText(code)) {
+    try {
+      const { peerId, reconnectKey, sessionId } = saved;
+      const joined = await signal.request({ type: "rejoin_session", sessionId, peerId, reconnectKey });
+      return { joined, saved };
+    } catch {
+      // the session is gone: a fresh join fails the same way, and says why
+    }
+  }
+  sessionStorage.removeItem(RESUME_KEY);
+  await store.call({ op: "clear" }); // partial data of an older transfer
+  const joined = await signal.request({ type: "join_session", sessionId: code.sessionId });
+  /** @type {ResumeState} */
+  const state = { code: codeText(code), sessionId: code.sessionId, peerId: joined.peerId, reconnectKey: joined.reconnectKey };
+  sessionStorage.setItem(RESUME_KEY, JSON.stringify(state));
+  return { joined, saved: state };
+}
+
+/** @param {string} input */
+async function receive(input) {
+  const code = parseCode(input);
+  $("receive-form").hidden = true;
+  setState("connecting", "Connecting…");
+  const signal = await Signal.connect();
+  const store = new Store();
+  try {
+    const { joined, saved: place } = await joinOrRejoin(signal, code, store);
+    signal.peerPresent = Boolean(joined.peerPresent);
+    const peer = new Peer("receiver", signal, code.sessionId, codeSecret(code), iceServers(joined.iceServers));
+    const keys = await peer.authenticate();
+    showWords(keys.sas);
+    await peer.refreshServers();
+    const receiver = new Receiver((id) => keys.fileKey("sender", id));
+    let since = Date.now();
+    const approve = async (/** @type {any} */ manifests, /** @type {number} */ total) => {
+      const digest = announcementDigest(manifests);
+      if (place.accepted !== digest) {
+        await askToAccept(manifests, total); // after a reload, accepted once is enough
+        sessionStorage.setItem(RESUME_KEY, JSON.stringify({ ...place, accepted: digest }));
+      }
+      since = Date.now();
+      setState("receiving", "Receiving…");
+    };
+    const saved = $("saved");
+    const onFile = (/** @type {string} */ fileId, /** @type {boolean} */ ok) => {
+      const m = receiver.file(fileId).manifest;
+      if (m.kind === "dir") return;
+      const item = el("li", {}, `${m.name} `);
+      if (ok) {
+        const button = el("button", { type: "button", "data-file-id": fileId }, "Save");
+        button.onclick = () => saveFile(store, fileId, m.name);
+        item.append(button);
+      } else {
+        item.append(el("strong", {}, "damaged: not saved"));
+      }
+      saved.append(item);
+    };
+    // A new offer means the sender lost the link and is rebuilding it: follow it.
+    const newOffer = () =>
+      signal.until(() => signal.has("offer"), null).then(() => {
+        throw new LinkLost("the sender reconnected");
+      });
+    await epochs(peer, async (channel) => {
+      const work = runReceive(channel, receiver, store, approve, onFile, () =>
+        showProgress(receiver.bytesReceived, receiver.totalBytes, since),
+      );
+      work.catch(() => undefined); // when the new offer wins, the old link's failure is moot
+      await Promise.race([work, newOffer()]);
+      await drained(channel);
+    });
+    const failed = receiver.failed.length;
+    setState(failed ? "failed" : "done", failed ? `${failed} file(s) did not arrive intact.` : `Received ${receiver.fileCount} item(s), ${humanSize(receiver.totalBytes)}: verified.`);
+  } catch (exc) {
+    await signal.abort(exc);
+    throw exc;
+  } finally {
+    sessionStorage.removeItem(RESUME_KEY); // over, either way: nothing to rejoin
+    await signal.leave();
+  }
+}
+
+/** Connect, run, and on a lost link connect again (a new epoch, confirmed under the same
+ * keys): the protocol then sends only what is missing.
+ * @param {Peer} peer @param {(channel: RTCDataChannel) => Promise<void>} run */
+async function epochs(peer, run) {
+  for (let attempt = 0; ; attempt++) {
+    const { pc, channel } = await peer.connect();
+    try {
+      await run(channel);
+      return;
+    } catch (exc) {
+      if (!(exc instanceof LinkLost) || attempt >= RECONNECTS) throw exc;
+      setState("reconnecting", `Reconnecting: ${exc.message}`);
+    } finally {
+      pc.close();
+    }
+  }
+}
+
+/** Let the last acknowledgements reach the sender before the connection closes.
+ * @param {RTCDataChannel} channel */
+async function drained(channel) {
+  for (let i = 0; i < 50 && channel.readyState === "open" && channel.bufferedAmount > 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+}
+
+/** Offer a verified file for saving: the disk-backed File from the origin-private file system.
+ * @param {Store} store @param {string} fileId @param {string} name */
+async function saveFile(store, fileId, name) {
+  const file = await store.file(fileId);
+  const base = name.split("/").pop() ?? "download";
+  const picker = /** @type {any} */ (window).showSaveFilePicker;
+  if (picker && !navigator.webdriver) {
+    const target = await picker({ suggestedName: base });
+    await file.stream().pipeTo(await target.createWritable());
+    return;
+  }
+  // A Blob over the disk-backed File refers to it, copies nothing; its type keeps the browser
+  // from guessing an extension.
+  const url = URL.createObjectURL(new Blob([file], { type: "application/octet-stream" }));
+  const a = el("a", { href: url, download: base });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+// --- wiring ----------------------------------------------------------------------------------
+
+/** @param {Promise<unknown>} work */
+const guarded = (work) => work.catch(showFailure);
+
+function main() {
+  $("tab-send").onclick = () => (($("send").hidden = false), ($("receive").hidden = true));
+  $("tab-receive").onclick = () => (($("send").hidden = true), ($("receive").hidden = false));
+  const picker = /** @type {HTMLInputElement} */ ($("files"));
+  const folder = /** @type {HTMLInputElement} */ ($("folder"));
+  for (const input of [picker, folder]) {
+    input.onchange = () => input.files?.length && guarded(send(pickedEntries(input.files)));
+  }
+  const drop = $("drop");
+  drop.ondragover = (e) => e.preventDefault();
+  drop.ondrop = (e) => {
+    e.preventDefault();
+    if (e.dataTransfer) guarded(droppedEntries(e.dataTransfer).then(send));
+  };
+  const codeInput = /** @type {HTMLInputElement} */ ($("code-input"));
+  $("receive-form").onsubmit = (e) => {
+    e.preventDefault();
+    guarded(receive(codeInput.value));
+  };
+  const takeCodeFromLink = () => {
+    if (location.hash.length <= 1) return;
+    codeInput.value = decodeURIComponent(location.hash.slice(1));
+    history.replaceState(null, "", location.pathname); // the code leaves the address bar
+    $("tab-receive").click();
+  };
+  takeCodeFromLink();
+  window.addEventListener("hashchange", takeCodeFromLink);
+  const unfinished = resumeState();
+  if (unfinished && !codeInput.value) {
+    $("tab-receive").click();
+    codeInput.value = unfinished.code;
+    setState("ready", "");
+    guarded(receive(unfinished.code));
+    return;
+  }
+  if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => undefined);
+  setState("ready", "");
+}
+
+main();

@@ -1,0 +1,115 @@
+// Received data goes to the origin-private file system, never whole into memory: a dedicated
+// worker holds one synchronous access handle per file (random-access writes, flush() for
+// durability before a chunk is acknowledged) and hashes a finished file by reading it back.
+// Files are named by their fileId: a peer's name never touches the file system here.
+
+import { sha256 } from "@noble/hashes/sha2.js";
+import { toHex } from "./bytes.js";
+
+const READ_BLOCK = 4 * 1024 * 1024;
+/** The worker-only part of the File System API (not in the DOM typings).
+ * @typedef {{write(d: Uint8Array, o: {at: number}): number, read(d: Uint8Array, o: {at: number}): number,
+ *   flush(): void, getSize(): number, truncate(n: number): void, close(): void}} SyncHandle */
+/** @type {Map<string, SyncHandle>} */
+const handles = new Map();
+/** @type {Promise<FileSystemDirectoryHandle> | null} */
+let dir = null;
+
+const incoming = () =>
+  (dir ??= navigator.storage.getDirectory().then((root) => root.getDirectoryHandle("incoming", { create: true })));
+
+/** @param {any} msg */
+async function handle(msg) {
+  switch (msg.op) {
+    case "open": {
+      const file = await (await incoming()).getFileHandle(`${msg.fileId}.part`, { create: true });
+      const access = await syncHandle(file);
+      if (access.getSize() > msg.size) access.truncate(msg.size);
+      handles.set(msg.fileId, access);
+      return readHeld(msg.fileId);
+    }
+    case "clear":
+      for (const access of handles.values()) access.close();
+      handles.clear();
+      dir = null;
+      await navigator.storage
+        .getDirectory()
+        .then((root) => root.removeEntry("incoming", { recursive: true }))
+        .catch(() => undefined);
+      return null;
+    case "write": {
+      const access = handles.get(msg.fileId);
+      if (!access) throw new Error("write to a file that is not open");
+      const data = new Uint8Array(msg.data);
+      let at = 0;
+      while (at < data.length) at += access.write(data.subarray(at), { at: msg.offset + at });
+      return null;
+    }
+    case "flush": // the data first, then the record of what is held: a record never runs ahead
+      for (const access of handles.values()) access.flush();
+      for (const [fileId, bits] of msg.held) await writeHeld(fileId, new Uint8Array(bits));
+      return null;
+    case "verify": {
+      const access = handles.get(msg.fileId);
+      if (!access) throw new Error("verify of a file that is not open");
+      const hash = sha256.create();
+      const block = new Uint8Array(READ_BLOCK);
+      const size = access.getSize();
+      for (let at = 0; at < size; ) {
+        const n = access.read(block, { at });
+        if (n <= 0) break;
+        hash.update(block.subarray(0, n));
+        at += n;
+      }
+      access.close();
+      handles.delete(msg.fileId);
+      return toHex(hash.digest());
+    }
+    case "remove":
+      handles.get(msg.fileId)?.close();
+      handles.delete(msg.fileId);
+      await (await incoming()).removeEntry(`${msg.fileId}.part`).catch(() => undefined);
+      return null;
+    default:
+      throw new Error(`unknown operation ${msg.op}`);
+  }
+}
+
+/** @param {FileSystemFileHandle} file @returns {Promise<SyncHandle>} */
+const syncHandle = (file) => /** @type {any} */ (file).createSyncAccessHandle();
+
+/** Which chunks of a file a flush made durable (a bitmap), or null. @param {string} fileId */
+async function readHeld(fileId) {
+  const dir = await incoming();
+  const file = await dir.getFileHandle(`${fileId}.held`).catch(() => null);
+  if (!file) return null;
+  const access = await syncHandle(file);
+  const bits = new Uint8Array(access.getSize());
+  access.read(bits, { at: 0 });
+  access.close();
+  return bits;
+}
+
+/** @param {string} fileId @param {Uint8Array} bits */
+async function writeHeld(fileId, bits) {
+  const file = await (await incoming()).getFileHandle(`${fileId}.held`, { create: true });
+  const access = await syncHandle(file);
+  access.truncate(0);
+  access.write(bits, { at: 0 });
+  access.flush();
+  access.close();
+}
+
+/** One operation at a time, in order: writes land before the flush that follows them. */
+let queue = Promise.resolve();
+self.onmessage = (event) => {
+  const msg = event.data;
+  queue = queue.then(async () => {
+    try {
+      const result = await handle(msg);
+      if (msg.seq !== undefined) self.postMessage({ seq: msg.seq, result });
+    } catch (exc) {
+      self.postMessage({ seq: msg.seq, error: String(exc instanceof Error ? exc.message : exc) });
+    }
+  });
+};
