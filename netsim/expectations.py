@@ -1,40 +1,115 @@
-"""Which path each pair of NATs must take: one table, like a grid, so that a new NAT profile or a
-new client version shows at once what changed.
+"""Which path two peers must end up on, derived from their NATs' behaviours by one rule
+(written once, here), so that a new NAT or a new client version shows at once what changed.
 
-- host: both peers on one LAN, host candidates;
+- host: both peers on one LAN, or both with public addresses: host candidates;
 - srflx: a direct path through the NATs (server-reflexive or peer-reflexive candidates);
 - relay: through the TURN server.
 
-A direct path fails only where neither side can predict the other's mapping and filtering lets
-nothing unpredicted in: a symmetric NAT (address-and-port-dependent mapping) against a
-port-restricted or symmetric one. Where UDP is blocked, only TURN over TCP or TLS is left.
+The rule. Each peer sends its checks to the other's server-reflexive address: the public port
+its NAT gave it towards the STUN server. A's check leaves A's NAT from the mapping A's NAT
+gives for B's address, the same public port only if A's mapping is endpoint-independent. It
+reaches B's NAT on B's STUN mapping, which lets it in
+
+- with endpoint-independent filtering, always;
+- with address-dependent filtering, if B has sent to A's address from that mapping: B's checks
+  to A leave from it only if B's mapping is endpoint-independent;
+- with address-and-port-dependent filtering, if B has sent to that exact address and port:
+  B's mapping and A's must both be endpoint-independent.
+
+A check let in is answered on the same flow (its reply passes both NATs), and the one who
+answered now knows the other's address (peer-reflexive): so a direct path exists as soon as
+one direction gets in. Where UDP is blocked only TURN over TCP or TLS is left. NATs stacked
+(a home router behind a carrier-grade NAT) act as one whose mapping and filtering are the
+stricter of the two.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
-from netsim.nat import NatProfile
+from netsim.nat import APDF, EIF, EIM, Filtering, Mapping, Nat, Translation
 
 PATHS: Final = ("host", "srflx", "relay")
+# A dual-stack site's IPv6: no translation, a stateful firewall (RFC 6092, netsim.nat.firewall6).
+IPV6_FIREWALL: Final = Nat(EIM, APDF, Translation.NONE, name="ipv6-firewall")
 
-_HARD: Final = {NatProfile.PORT_RESTRICTED, NatProfile.SYMMETRIC}
+
+@dataclass(frozen=True)
+class Edge:
+    """What lies between a peer and the internet: one NAT, or several stacked (innermost first)."""
+
+    nats: tuple[Nat, ...]
+
+    @property
+    def mapping(self) -> Mapping:
+        return max((n.mapping for n in self.nats), key=list(Mapping).index)
+
+    @property
+    def filtering(self) -> Filtering:
+        return max((n.filtering for n in self.nats), key=list(Filtering).index)
+
+    @property
+    def udp(self) -> bool:
+        return all(n.udp for n in self.nats)
+
+    @property
+    def behaviours(self) -> str:
+        """As reports show it: `EIM/APDF`, with `, UDP blocked` or `(open)` where so."""
+        text = f"{self.mapping.short}/{self.filtering.short}"
+        if self.public:
+            text += " (public address)"
+        return text if self.udp else f"{text}, UDP blocked"
+
+    @property
+    def public(self) -> bool:
+        """The peer's own address is public: its host candidate is reachable."""
+        return not any(n.translates for n in self.nats)
 
 
-def path(a: NatProfile, b: NatProfile) -> str:
+def edge(*nats: Nat) -> Edge:
+    return Edge(tuple(nats))
+
+
+def lets_in(sender: Edge, receiver: Edge) -> bool:
+    """Whether the sender's checks, sent to the receiver's server-reflexive address, get
+    through the receiver's NAT (while the receiver sends its checks the other way)."""
+    if receiver.filtering is EIF:
+        return True
+    if receiver.mapping is not EIM:
+        return False
+    return receiver.filtering is not Filtering.ADDRESS_AND_PORT_DEPENDENT or sender.mapping is EIM
+
+
+def path(a: Edge, b: Edge) -> str:
     """The path two peers on different sites, behind `a` and `b`, must end up on."""
-    if NatProfile.UDP_BLOCKED in (a, b):
+    if not (a.udp and b.udp):
         return "relay"
-    if a is b is NatProfile.OPEN:
-        return "host"  # public host candidates on both sides
-    if NatProfile.SYMMETRIC in (a, b) and {a, b} <= _HARD:
+    if not (lets_in(a, b) or lets_in(b, a)):
         return "relay"
-    return "srflx"
+    return "host" if a.public and b.public else "srflx"
 
 
-def turn_transports(a: NatProfile, b: NatProfile) -> tuple[str, ...]:
+def either_family(ipv4: str, ipv6: str) -> str:
+    """Two dual-stack peers: ICE pairs candidates of each family, and the better path wins
+    (host candidates are checked first)."""
+    return min(ipv4, ipv6, key=PATHS.index)
+
+
+def shared_carrier(a: Edge, b: Edge, carrier: Nat) -> str:
+    """Two sites behind one carrier NAT: their checks to each other's public (carrier)
+    addresses must turn around in the carrier (hairpinning), where they meet the carrier's
+    hairpin filtering (endpoint-independent: it lets in what its mappings own) and the home
+    NATs' own behaviour."""
+    if not carrier.hairpinning or carrier.translation is not Translation.NAPT:
+        return "relay"
+    hairpinned = Nat(carrier.mapping, EIF, udp=carrier.udp)
+    return path(edge(*a.nats, hairpinned), edge(*b.nats, hairpinned))
+
+
+def turn_transports(a: Edge, b: Edge) -> tuple[str, ...]:
     """The TURN transports a relayed pair may use: TCP or TLS where UDP is blocked."""
-    if NatProfile.UDP_BLOCKED in (a, b):
+    if not (a.udp and b.udp):
         return ("tcp", "tls")
     return ("udp",)
 

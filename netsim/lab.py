@@ -102,13 +102,15 @@ def running_servers(
     tls: bool = False,
     signal_secret: str | None = None,
     test_allow: tuple[str, ...] = (),
+    signal_args: tuple[str, ...] = (),
 ) -> Iterator[Servers]:
-    """fileshare-signal on `signal_host` in `namespace`; with `turn_ips`, a coturn there whose
-    credentials the server hands out (UDP, TCP and, with `tls`, TLS; `signal_secret` makes the
-    server's secret differ; `test_allow`: emulated-internet peers coturn relays to)."""
+    """fileshare-signal on `signal_host` in `namespace` (with `signal_args` too); with
+    `turn_ips`, a coturn there whose credentials the server hands out (UDP, TCP and, with
+    `tls`, TLS; `signal_secret` makes the server's secret differ; `test_allow`:
+    emulated-internet peers coturn relays to)."""
     prefix = tuple(netns.in_namespace(namespace))
     with contextlib.ExitStack() as stack:
-        args: list[str] = []
+        args: list[str] = [*signal_args]
         env: dict[str, str] = {}
         client_env: dict[str, str] = {}
         endpoint: TurnEndpoint | None = None

@@ -25,7 +25,7 @@ from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -36,6 +36,7 @@ from netsim.results import Check, Metric, RunReport, ScenarioResult, Status
 GRID_KINDS: Final = frozenset({"path", "lan", "udp_blocked"})
 THROUGHPUT: Final = "throughput"
 PLOT_NAME: Final = "throughput.png"
+GRID_PLOT_NAME: Final = "nat-grid.png"
 MEASURED: Final = "measured_"
 _CORNER: Final = "A ↓ · B →"
 
@@ -254,11 +255,20 @@ class GridEntry:
 
 @dataclass(frozen=True)
 class NatGrid:
-    """Observed paths by NAT pair (rows: peer A's NAT, columns: peer B's), in run order."""
+    """Observed paths by NAT pair (rows: peer A's NAT, columns: peer B's), in run order;
+    `behaviours`: each NAT's mapping and filtering (e.g. `EIM/APDF`) by its name."""
 
     rows: list[str]
     columns: list[str]
     cells: dict[tuple[str, str], list[GridEntry]]
+    behaviours: dict[str, str]
+
+    def label(self, name: str) -> str:
+        """A NAT's name with its behaviour beside it, where the name does not say it."""
+        behaviour = self.behaviours.get(name)
+        if behaviour is None or behaviour.replace("/", "-").lower() == name:
+            return name
+        return f"{name} ({behaviour})"
 
     def cell(self, row: str, column: str) -> str:
         """Several scenarios for one pair are each named, so none hides another."""
@@ -276,16 +286,20 @@ def nat_grid(report: RunReport) -> NatGrid:
     rows: dict[str, None] = {}  # ordered sets
     columns: dict[str, None] = {}
     cells: dict[tuple[str, str], list[GridEntry]] = {}
+    behaviours: dict[str, str] = {}
     for result in report.results:
         nat_a, nat_b = _text(result, "nat_a"), _text(result, "nat_b")
         if result.kind not in GRID_KINDS or nat_a is None or nat_b is None:
             continue
         rows[nat_a] = columns[nat_b] = None
+        for name, key in ((nat_a, "behaviour_a"), (nat_b, "behaviour_b")):
+            if (behaviour := _text(result, key)) is not None:
+                behaviours[name] = behaviour
         entry = GridEntry(
             result.name, result.status, _text(result, "path"), _text(result, "expected_path")
         )
         cells.setdefault((nat_a, nat_b), []).append(entry)
-    return NatGrid(list(rows), list(columns), cells)
+    return NatGrid(list(rows), list(columns), cells, behaviours)
 
 
 # --- terminal ---------------------------------------------------------------------------------
@@ -409,9 +423,13 @@ def _md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str
     return [line(headers), "|" + "---|" * len(headers), *(line(row) for row in rows), ""]
 
 
-def _grid_md(grid: NatGrid) -> list[str]:
-    rows = [[row, *(grid.cell(row, column) for column in grid.columns)] for row in grid.rows]
-    return ["## NAT grid", "", *_md_table([_CORNER, *grid.columns], rows)]
+def _grid_md(grid: NatGrid, plot: str | None) -> list[str]:
+    rows = [
+        [grid.label(row), *(grid.cell(row, column) for column in grid.columns)] for row in grid.rows
+    ]
+    headers = [_CORNER, *map(grid.label, grid.columns)]
+    image = [f"![observed path by mapping and filtering]({plot})", ""] if plot else []
+    return ["## NAT grid", "", *_md_table(headers, rows), *image]
 
 
 def _scenarios_md(report: RunReport) -> list[str]:
@@ -483,8 +501,8 @@ def _resume_md(results: list[ScenarioResult]) -> list[str]:
     return ["## Resume", "", *_md_table(headers, rows)] if rows else []
 
 
-def markdown(report: RunReport, plot: str | None = None) -> str:
-    """The report for people: `plot` is the throughput image's path relative to the file."""
+def markdown(report: RunReport, plot: str | None = None, grid_plot: str | None = None) -> str:
+    """The report for people: `plot` and `grid_plot` are the images' paths relative to it."""
     grid = nat_grid(report)
     throughput = _of_kind(report, THROUGHPUT)
     lines = [
@@ -494,7 +512,7 @@ def markdown(report: RunReport, plot: str | None = None) -> str:
         "",
         _md(header(report)),
         "",
-        *(_grid_md(grid) if grid.cells else []),
+        *(_grid_md(grid, grid_plot) if grid.cells else []),
         *_scenarios_md(report),
         *(_throughput_md(throughput, plot) if throughput else []),
         *_calibration_md(report.results),
@@ -554,6 +572,71 @@ def plot_throughput(report: RunReport, path: Path) -> bool:
     return True
 
 
+_PATH_COLOURS: Final = {"host": "#4c9f70", "srflx": "#8cc0e8", "relay": "#f2b36d"}
+_NO_PATH: Final = "#d9d9d9"
+_MAPPINGS: Final = ("EIM", "ADM", "APDM")
+_FILTERINGS: Final = ("EIF", "ADF", "APDF")
+
+
+def _grid_order(grid: NatGrid, name: str) -> tuple[int, str]:
+    """Mapping-major, then filtering (the 3 x 3 of RFC 4787), then everything else by name."""
+    mapping, _, filtering = grid.behaviours.get(name, "").partition("/")
+    if mapping in _MAPPINGS and filtering in _FILTERINGS:
+        return 3 * _MAPPINGS.index(mapping) + _FILTERINGS.index(filtering), name
+    return 99, name
+
+
+def plot_grid(report: RunReport, path: Path) -> bool:
+    """The NAT grid as a picture: A's NAT down, B's across, both ordered mapping x filtering;
+    each cell coloured by the path taken (grey: none observed), crossed and labelled with the
+    expectation where it differs. A pair appears in both of its cells. False (nothing
+    written) when the run had no grid scenario."""
+    grid = nat_grid(report)
+    if not grid.cells:
+        return False
+    names = sorted({*grid.rows, *grid.columns}, key=lambda n: _grid_order(grid, n))
+    size = len(names)
+    figure = Figure(figsize=(2.2 + 0.75 * size, 1.8 + 0.6 * size), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for (a, b), entries in grid.cells.items():
+        entry = entries[-1]
+        for row, column in {(a, b), (b, a)}:
+            x, y = names.index(column), names.index(row)
+            colour = _PATH_COLOURS.get(entry.observed or "", _NO_PATH)
+            axes.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=colour))
+            text = entry.observed or entry.status.value
+            if entry.mismatch:
+                text = f"✗ {text}\n(expected\n{entry.expected})"
+            axes.text(
+                x,
+                y,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="darkred" if entry.mismatch else "black",
+            )
+    labels = [grid.label(n).replace(" (", "\n(") for n in names]
+    axes.set_xlim(-0.5, size - 0.5)
+    axes.set_ylim(size - 0.5, -0.5)
+    axes.set_xticks(range(size), labels, rotation=90, fontsize=7)
+    axes.set_yticks(range(size), labels, fontsize=7)
+    blocks = [_grid_order(grid, n)[0] // 3 for n in names]  # mapping blocks, then the rest
+    for index in range(1, size):
+        if blocks[index] != blocks[index - 1]:
+            axes.axhline(index - 0.5, color="black", linewidth=1)
+            axes.axvline(index - 0.5, color="black", linewidth=1)
+    axes.set_xlabel("peer B's NAT")
+    axes.set_ylabel("peer A's NAT")
+    axes.set_title("netsim NAT grid: path taken")
+    handles: list[Artist] = [Patch(color=c, label=p) for p, c in _PATH_COLOURS.items()]
+    handles.append(Patch(color=_NO_PATH, label="no path"))
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    figure.savefig(path, format="png", dpi=110)
+    return True
+
+
 # --- files ------------------------------------------------------------------------------------
 
 
@@ -572,7 +655,14 @@ def write_all(report: RunReport, out_dir: Path) -> dict[str, Path]:
     plot.unlink(missing_ok=True)  # an earlier run's plot must not pass for this one's
     if plot_throughput(report, plot):
         written["plot"] = plot
-    written["markdown"].write_text(
-        markdown(report, PLOT_NAME if "plot" in written else None), encoding="utf-8"
+    grid_plot = out_dir / GRID_PLOT_NAME
+    grid_plot.unlink(missing_ok=True)
+    if plot_grid(report, grid_plot):
+        written["grid_plot"] = grid_plot
+    text = markdown(
+        report,
+        PLOT_NAME if "plot" in written else None,
+        GRID_PLOT_NAME if "grid_plot" in written else None,
     )
+    written["markdown"].write_text(text, encoding="utf-8")
     return written

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ MIB: Final = 2**20
 EMULATED_INTERNET: Final = ("198.51.100.0-198.51.100.255", "203.0.113.0-203.0.113.255")
 MARKER: Final = b"FILESHARE-NETSIM-MARKER-"
 SHORT_CUT_SECONDS: Final = 15.0  # under the client's stall timeout: the connection survives
+# A paused peer is silent: its peer waits this much longer than the pause before giving up.
+PAUSE_STALL_MARGIN_S: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,11 @@ class ScenarioRun:
         self.result = ScenarioResult(scenario.name, scenario.kind.value, scenario.description)
 
     def _args(self) -> tuple[str, ...]:
-        return ("--relay-only",) if self.scenario.relay_only else ()
+        args: tuple[str, ...] = ("--relay-only",) if self.scenario.relay_only else ()
+        fault = self.scenario.fault
+        if fault is not None and fault.kind is FaultKind.PAUSE:  # a peer that waits it out
+            args += ("--stall-timeout", str(fault.seconds + PAUSE_STALL_MARGIN_S))
+        return args
 
     async def transfer(self, payload: Payload) -> None:
         sc, lab, result = self.scenario, self.lab, self.result
@@ -116,7 +123,8 @@ class ScenarioRun:
             namespace=recv_ns,
         )
         if sc.fault is not None:
-            struck = await _fault_when(sender, sc.fault.at, self._striker(), sc.timeout_s)
+            striker = self._striker(receiver)
+            struck = await _fault_when(sender, sc.fault.at, striker, sc.timeout_s)
             shown = "before the end" if struck is None else f"at {struck:.0%} acknowledged"
             result.check(
                 "fault struck mid-transfer", struck is not None, f"at {sc.fault.at:.0%}", shown
@@ -133,11 +141,21 @@ class ScenarioRun:
         self._judge_path(sender, receiver)
         self._figures(sender, payload)
 
-    def _striker(self) -> Callable[[], None]:
+    def _striker(self, receiver: Client) -> Callable[[], None]:
         fault = self.scenario.fault
         assert fault is not None
         if fault.kind is FaultKind.REBIND:
             return lambda: self.net.rebind(fault.site)
+        if fault.kind is FaultKind.PAUSE:
+
+            def pause() -> None:
+                """Stop the receiver (a process we started, by its PID), continue it later."""
+                receiver.proc.send_signal(signal.SIGSTOP)
+                self.result.metrics["pause_seconds"] = fault.seconds
+                loop = asyncio.get_running_loop()
+                loop.call_later(fault.seconds, receiver.proc.send_signal, signal.SIGCONT)
+
+            return pause
 
         def cut() -> None:
             self.net.cut(fault.site, fault.udp_only)
@@ -156,8 +174,10 @@ class ScenarioRun:
         observed = expectations.category(
             mine.get("local", "?"), mine.get("remote", "?"), theirs.get("remote", "?")
         )
-        a, b = (sc.site(e.site).nat for e in (sc.sender, sc.receiver))
-        result.metrics.update(nat_a=a.value, nat_b=b.value, path=observed)
+        a, b = sc.edges
+        result.metrics.update(path=observed)
+        result.metrics.update(nat_a=sc.nat_label(sc.sender), nat_b=sc.nat_label(sc.receiver))
+        result.metrics.update(behaviour_a=a.behaviours, behaviour_b=b.behaviours)
         result.metrics["expected_path"] = sc.expected_path
         result.metrics["pair"] = f"{mine.get('local')}->{mine.get('remote')}"
         turn = mine.get("turn") or theirs.get("turn")
@@ -166,7 +186,7 @@ class ScenarioRun:
         if sc.fault is None or sc.kind is Kind.PATH:
             result.check("path", observed == sc.expected_path, sc.expected_path, observed)
         wanted = sc.expect_transports or (
-            expectations.turn_transports(a, b) if observed == "relay" else ()
+            expectations.turn_transports(*sc.edges) if observed == "relay" else ()
         )
         if wanted and observed == "relay":
             result.check("TURN transport", turn in wanted, " or ".join(wanted), turn)
@@ -203,6 +223,15 @@ class ScenarioRun:
             )
         if sc.fault is not None and sc.fault.kind is FaultKind.REBIND:
             result.metrics["outcome"] = "survived" if len(connected) == 1 else "resumed"
+        if sc.fault is not None and sc.fault.kind is FaultKind.PAUSE:
+            timeouts = [s.router.mapping_timeout for s in sc.sites]
+            result.metrics["mapping_timeout_s"] = min(timeouts)
+            result.check(
+                "paused past the mapping timeout, the mapping held (one connection)",
+                len(connected) == 1 and sc.fault.seconds > min(timeouts),
+                f"1 connection, pause > {min(timeouts)} s",
+                f"{len(connected)} connection(s), pause {sc.fault.seconds:g} s",
+            )
 
 
 def _encryption_checks(result: ScenarioResult, pcap: Path, payload: Payload) -> None:
@@ -249,6 +278,15 @@ def run_one(scenario: Scenario, root: Path) -> ScenarioResult:
         return result
 
 
+def _signal_args(scenario: Scenario) -> tuple[str, ...]:
+    """A paused peer answers no heartbeat either: the server waits out the pause too (else it
+    would end the session after its 20 s, whatever the NATs do)."""
+    fault = scenario.fault
+    if fault is None or fault.kind is not FaultKind.PAUSE:
+        return ()
+    return ("--heartbeat-seconds", str(fault.seconds + PAUSE_STALL_MARGIN_S))
+
+
 def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
     with world.build(scenario.sites) as net:
         if scenario.kind is Kind.CALIBRATION:
@@ -271,6 +309,7 @@ def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
             turn_ips=world.SERVER_IPS,
             tls=True,
             test_allow=EMULATED_INTERNET,
+            signal_args=_signal_args(scenario),
         ) as servers:
             lab = Lab(net.internet, workdir, servers)
             try:

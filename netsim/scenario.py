@@ -12,7 +12,7 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     receiver = "b"                      # default: the second site (or host 1 of a lone site)
     file_mib = 2
     expect_path = "srflx"               # default: the grid (netsim.expectations)
-    fault = { kind = "cut", at = 0.5, seconds = 5 }
+    fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, or pause (the receiver)
     full = false                        # true: only in `netsim run --full`
 
     [[grid]]                            # every pair of these NATs, expected paths from the grid
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
-from netsim import expectations, link
+from netsim import expectations, link, nat
 from netsim.nat import NatProfile
-from netsim.world import SiteSpec
+from netsim.world import Carrier, SiteSpec
 
 _NAME: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
@@ -56,6 +56,7 @@ class Kind(enum.Enum):
 class FaultKind(enum.Enum):
     CUT = "cut"  # the site's link drops everything for `seconds`, then comes back
     REBIND = "rebind"  # the site's router forgets its mappings
+    PAUSE = "pause"  # the receiver stops (SIGSTOP) for `seconds`: a disk that hangs, a prompt
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,8 @@ class Fault:
     def __post_init__(self) -> None:
         if not 0 < self.at < 1:
             raise ValueError("fault.at: a share of the transfer, between 0 and 1")
-        if self.kind is FaultKind.CUT and not 0 < self.seconds <= 600:
-            raise ValueError("fault.seconds: 0 to 600 for a cut")
+        if self.kind is not FaultKind.REBIND and not 0 < self.seconds <= 600:
+            raise ValueError(f"fault.seconds: 0 to 600 for a {self.kind.value}")
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,36 @@ class Scenario:
         a, b = (self.site(e.site) for e in (self.sender, self.receiver))
         if a is b:
             return "host"
-        return expectations.path(a.nat, b.nat)
+        if a.carrier is not None and a.carrier == b.carrier:
+            return expectations.shared_carrier(*self.edges, a.carrier.router)
+        ipv4 = expectations.path(*self.edges)
+        if not (a.ipv6 and b.ipv6):
+            return ipv4
+        firewall = expectations.edge(expectations.IPV6_FIREWALL)
+        return expectations.either_family(ipv4, expectations.path(firewall, firewall))
+
+    @property
+    def edges(self) -> tuple[expectations.Edge, expectations.Edge]:
+        """What lies between the sender and the internet, and the receiver."""
+        return _edge(self.site(self.sender.site)), _edge(self.site(self.receiver.site))
+
+    def nat_label(self, end: Endpoint) -> str:
+        """The NAT(s) in front of a peer as reports name them: `port_restricted`, or
+        `port_restricted/cgn:symmetric` behind a carrier, `symmetric+ipv6` on a dual stack."""
+        site = self.site(end.site)
+        label = site.router.name
+        if site.carrier is not None:
+            label += f"/cgn:{site.carrier.router.name}"
+        return f"{label}+ipv6" if site.ipv6 else label
 
     def site(self, name: str) -> SiteSpec:
         return next(s for s in self.sites if s.name == name)
+
+
+def _edge(site: SiteSpec) -> expectations.Edge:
+    if site.carrier is None:
+        return expectations.edge(site.router)
+    return expectations.edge(site.router, site.carrier.router)
 
 
 def _link(data: Mapping[str, Any] | None, where: str) -> link.LinkSpec:
@@ -140,25 +167,49 @@ def _link(data: Mapping[str, Any] | None, where: str) -> link.LinkSpec:
     return link.LinkSpec(**data)
 
 
-def _site(data: Mapping[str, Any], where: str) -> SiteSpec:
-    known = {"name", "nat", "hosts", "uplink", "downlink", "hairpin", "udp_timeout"}
+def _site(data: Mapping[str, Any], where: str, carriers: Mapping[str, Carrier]) -> SiteSpec:
+    known = {"name", "nat", "hosts", "uplink", "downlink", "carrier", "ipv6"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{where}: unknown site settings {sorted(unknown)}")
-    try:
-        profile = NatProfile(data.get("nat", "port_restricted"))
-    except ValueError:
-        choices = ", ".join(p.value for p in NatProfile)
-        raise ValueError(f"{where}: nat is one of {choices}") from None
     return SiteSpec(
         name=data["name"],
-        nat=profile,
+        nat=_nat(data.get("nat", "port_restricted"), where),
         hosts=data.get("hosts", 1),
         uplink=_link(data.get("uplink"), f"{where}.uplink"),
         downlink=_link(data.get("downlink"), f"{where}.downlink"),
-        hairpin=data.get("hairpin", False),
-        udp_timeout=data.get("udp_timeout", 30),
+        carrier=None if "carrier" not in data else _carrier(carriers, data["carrier"]),
+        ipv6=bool(data.get("ipv6", False)),
     )
+
+
+def _carrier(carriers: Mapping[str, Carrier], name: str) -> Carrier:
+    if name not in carriers:
+        raise ValueError(f"no carrier named {name!r} in the scenario's `carriers`")
+    return carriers[name]
+
+
+def _carriers(data: Any, where: str) -> dict[str, Carrier]:
+    """`carriers = [{ name = "isp", nat = "symmetric" }]`: NATs that sites name as theirs."""
+    found = {}
+    for i, item in enumerate(data):
+        unknown = set(item) - {"name", "nat"}
+        if unknown:
+            raise ValueError(f"{where} carrier {i}: unknown settings {sorted(unknown)}")
+        found[item["name"]] = Carrier(item["name"], _nat(item.get("nat", "port_restricted"), where))
+    return found
+
+
+def _nat(data: object, where: str) -> nat.Nat | NatProfile:
+    """A preset's name (kept as the preset), a NAT's behaviours (`adm-eif`) or a table."""
+    try:
+        if isinstance(data, str):
+            return NatProfile(data) if data in nat.PRESETS else nat.named(data)
+        if isinstance(data, dict):
+            return nat.from_table(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    raise ValueError(f"{where}: nat is a name or a table")
 
 
 def _endpoint(text: str | None, default: Endpoint) -> Endpoint:
@@ -182,6 +233,7 @@ _SCENARIO_KEYS: Final = {
     "name",
     "kind",
     "description",
+    "carriers",
     "sites",
     "sender",
     "receiver",
@@ -202,7 +254,8 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
     if unknown:
         raise ValueError(f"{where}: unknown settings {sorted(unknown)}")
     try:
-        sites = tuple(_site(s, f"{where} site {i}") for i, s in enumerate(data["sites"]))
+        carriers = _carriers(data.get("carriers", ()), where)
+        sites = tuple(_site(s, f"{where} site {i}", carriers) for i, s in enumerate(data["sites"]))
         sender, receiver = _defaults(sites)
         fault = data.get("fault")
         if fault is not None and set(fault) - _FAULT_KEYS:
@@ -242,15 +295,15 @@ def _a_to_b(a: SiteSpec, b: SiteSpec, **settings: Any) -> Scenario:
 
 
 def grid(nats: Iterable[str], full: bool = False, file_mib: float = 1.0) -> list[Scenario]:
-    """Every unordered pair of these NAT profiles, one site each."""
-    profiles = [NatProfile(n) for n in nats]
+    """Every unordered pair of these NATs (presets or behaviours), one site each."""
+    profiles = [_nat(n, "grid") for n in nats]
     return [
         _a_to_b(
             SiteSpec("a", a),
             SiteSpec("b", b),
-            name=f"grid-{a.value}-x-{b.value}",
+            name=f"grid-{nat.resolve(a).name}-x-{nat.resolve(b).name}",
             kind=Kind.PATH,
-            description=f"{a.value} x {b.value}",
+            description=f"{nat.resolve(a).name} x {nat.resolve(b).name}",
             file_mib=file_mib,
             full=full,
         )

@@ -31,50 +31,85 @@ from typing import Final
 from pyroute2 import NetNS
 
 from netsim import link, linkbed, nat, netns
+from netsim.nat import Nat, NatProfile
 from netsim.processes import find_program, stop
 
 SERVER_IPS: Final = ("203.0.113.10", "203.0.113.11")
+SERVER_IPS6: Final = ("2001:db8::10", "2001:db8::11")  # documentation prefix only (RFC 3849)
+_NODAD: Final = 0x02  # IFA_F_NODAD: an address usable at once (no duplicate detection wait)
 MAX_SITES: Final = 8
+MAX_CARRIERS: Final = 4
 MAX_HOSTS: Final = 9
 _SITE_NAME: Final = re.compile(r"[a-z][a-z0-9]{0,11}")
 CLEAN: Final = link.LinkSpec()
 
 
 @dataclass(frozen=True)
-class SiteSpec:
-    """One site: `hosts` machines on a LAN behind a router with `nat`; `uplink` impairs what
-    the site sends to the internet, `downlink` what it receives."""
+class Carrier:
+    """A carrier-grade NAT that sites sit behind: their routers' public side is in the shared
+    address space 100.64.0.0/10 (RFC 6598), and the carrier's router translates again."""
 
     name: str
-    nat: nat.NatProfile = nat.NatProfile.PORT_RESTRICTED
+    nat: Nat | NatProfile = NatProfile.PORT_RESTRICTED
+
+    def __post_init__(self) -> None:
+        if not _SITE_NAME.fullmatch(self.name):
+            raise ValueError(f"carrier name {self.name!r}: a-z then a-z0-9, at most 12")
+        if self.router.translation is not nat.Translation.NAPT:
+            raise ValueError(f"carrier {self.name}: a carrier NAT translates ports (NAPT)")
+
+    @property
+    def router(self) -> Nat:
+        return nat.resolve(self.nat)
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One site: `hosts` machines on a LAN behind a router with `nat` (behind a `carrier`'s
+    NAT too, if it has one); `uplink` impairs what the site sends to the internet,
+    `downlink` what it receives."""
+
+    name: str
+    nat: Nat | NatProfile = NatProfile.PORT_RESTRICTED
     hosts: int = 1
     uplink: link.LinkSpec = CLEAN
     downlink: link.LinkSpec = CLEAN
-    hairpin: bool = False
-    udp_timeout: int = 30
+    carrier: Carrier | None = None
+    ipv6: bool = False  # dual stack: IPv6 besides, no NAT, a stateful firewall (RFC 6092)
 
     def __post_init__(self) -> None:
         if not _SITE_NAME.fullmatch(self.name):
             raise ValueError(f"site name {self.name!r}: a-z then a-z0-9, at most 12")
         if not 1 <= self.hosts <= MAX_HOSTS:
             raise ValueError(f"site {self.name}: 1 to {MAX_HOSTS} hosts")
-        if self.nat is nat.NatProfile.ONE_TO_ONE and self.hosts != 1:
+        if self.router.translation is nat.Translation.ONE_TO_ONE and self.hosts != 1:
             raise ValueError(f"site {self.name}: one_to_one maps exactly one host")
+        if self.carrier is not None and not self.router.translates:
+            raise ValueError(f"site {self.name}: behind a carrier, the site's router translates")
+        if self.carrier is not None and self.ipv6:
+            raise ValueError(f"site {self.name}: IPv6 behind a carrier is not modelled")
+
+    @property
+    def router(self) -> Nat:
+        """The site's NAT behaviour (a preset's, where `nat` names one)."""
+        return nat.resolve(self.nat)
 
 
 @dataclass(frozen=True)
 class SiteAddresses:
-    internet: str  # the internet's end of the internet/link /30
+    internet: str  # the link's next hop up: the internet's end of the internet/link /30
     link_internet: str  # the link's end of it
     link_wan: str  # the link's end of the link/router /30
     wan: str  # the router's public address
     lan_gateway: str
     lan_prefix: int
     hosts: tuple[str, ...]
+    upstream_prefix: int = 30  # 24 behind a carrier: its links share the carrier's LAN
 
     @property
     def routed(self) -> tuple[str, ...]:
-        """Networks the internet reaches through this site's link."""
+        """Networks the next hop up (the internet, or the carrier) reaches through this
+        site's link."""
         wan = ipaddress.ip_interface(f"{self.wan}/30").network
         lan = ipaddress.ip_interface(f"{self.lan_gateway}/{self.lan_prefix}").network
         return (str(wan), str(lan)) if lan.is_global or _documentation(lan) else (str(wan),)
@@ -87,25 +122,85 @@ def _documentation(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bo
     )
 
 
-def addresses(index: int, spec: SiteSpec) -> SiteAddresses:
-    """The plan for site number `index` (0-based)."""
+def addresses(index: int, spec: SiteSpec, carrier: int | None = None) -> SiteAddresses:
+    """The plan for site number `index` (0-based), behind carrier number `carrier` if any:
+    then the link/router /30 is 100.64.128.4i/30 and the link sits on the carrier's LAN
+    100.64.c.0/24 (both in RFC 6598's shared address space)."""
     if not 0 <= index < MAX_SITES:
         raise ValueError(f"at most {MAX_SITES} sites")
     transit = 4 * index
-    if spec.nat is nat.NatProfile.OPEN:
+    if not spec.router.translates:
         base = ipaddress.IPv4Address("203.0.113.128") + 16 * index
         gateway, prefix = base + 1, 28
     else:
         base = ipaddress.IPv4Address(f"10.0.{index + 1}.0")
         gateway, prefix = base + 1, 24
+    if carrier is None:  # the link's next hop up is the internet, on a /30 of its own
+        up, link_up, up_prefix = f"198.51.100.{129 + transit}", f"198.51.100.{130 + transit}", 30
+        router_side = "198.51.100"
+    else:  # the link sits on the carrier's LAN
+        up, link_up, up_prefix = (
+            carrier_addresses(carrier).inside,
+            f"100.64.{carrier}.{10 + index}",
+            24,
+        )
+        router_side = "100.64.128"
     return SiteAddresses(
-        internet=f"198.51.100.{128 + transit + 1}",
-        link_internet=f"198.51.100.{128 + transit + 2}",
-        link_wan=f"198.51.100.{transit + 1}",
-        wan=f"198.51.100.{transit + 2}",
+        internet=up,
+        link_internet=link_up,
+        link_wan=f"{router_side}.{transit + 1}",
+        wan=f"{router_side}.{transit + 2}",
         lan_gateway=str(gateway),
         lan_prefix=prefix,
         hosts=tuple(str(gateway + 1 + j) for j in range(spec.hosts)),
+        upstream_prefix=up_prefix,
+    )
+
+
+@dataclass(frozen=True)
+class SiteAddresses6:
+    """A dual-stack site's IPv6 plan: every address global (2001:db8::/32), nothing
+    translated; each /64 is routed to the next hop down."""
+
+    internet: str  # 2001:db8:ff:i::1/64, the internet's end of the internet/link net
+    link_internet: str  # ::2 of it
+    link_wan: str  # 2001:db8:fe:i::1/64, the link's end of the link/router net
+    wan: str  # ::2 of it
+    lan_gateway: str  # 2001:db8:(i+1)::1/64
+    hosts: tuple[str, ...]
+
+    @property
+    def lan(self) -> str:
+        return str(ipaddress.ip_interface(f"{self.lan_gateway}/64").network)
+
+
+def addresses6(index: int, spec: SiteSpec) -> SiteAddresses6:
+    if not 0 <= index < MAX_SITES:
+        raise ValueError(f"at most {MAX_SITES} sites")
+    lan = f"2001:db8:{index + 1}::"
+    return SiteAddresses6(
+        internet=f"2001:db8:ff:{index}::1",
+        link_internet=f"2001:db8:ff:{index}::2",
+        link_wan=f"2001:db8:fe:{index}::1",
+        wan=f"2001:db8:fe:{index}::2",
+        lan_gateway=f"{lan}1",
+        hosts=tuple(f"{lan}{2 + j:x}" for j in range(spec.hosts)),
+    )
+
+
+@dataclass(frozen=True)
+class CarrierAddresses:
+    internet: str  # the internet's end of the internet/carrier /30
+    public: str  # the carrier NAT's public address
+    inside: str  # its address on its LAN (100.64.c.1/24), where its sites' links are
+
+
+def carrier_addresses(index: int) -> CarrierAddresses:
+    if not 0 <= index < MAX_CARRIERS:
+        raise ValueError(f"at most {MAX_CARRIERS} carriers")
+    transit = 192 + 4 * index
+    return CarrierAddresses(
+        f"198.51.100.{transit + 1}", f"198.51.100.{transit + 2}", f"100.64.{index}.1"
     )
 
 
@@ -120,11 +215,16 @@ class Site:
     down_if: str  # in `link`, towards the router
     wan_if: str  # in `router`
     ruleset: str
+    public_ip: str  # what the internet sees of host 0
+    plan6: SiteAddresses6 | None = None  # dual stack
 
-    @property
-    def public_ip(self) -> str:
-        """What the internet sees of host 0."""
-        return self.plan.hosts[0] if self.spec.nat is nat.NatProfile.OPEN else self.plan.wan
+
+@dataclass
+class CarrierSite:
+    spec: Carrier
+    plan: CarrierAddresses
+    namespace: str
+    ruleset: str
 
 
 @dataclass
@@ -132,6 +232,7 @@ class World:
     internet: str
     sites: dict[str, Site]
     netem: bool
+    carriers: dict[str, CarrierSite] = field(default_factory=dict)
     delayers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _queues: int = 0
 
@@ -167,8 +268,8 @@ class World:
         """The router forgets its mappings (conntrack and the cone maps): new ports."""
         where = self.sites[site]
         linkbed.run(link.rebind(where.router))
-        if nat.keeps_mappings(where.spec.nat):
-            flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), "mappings")
+        for name in where.spec.router.maps:
+            flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), name)
             linkbed.run(link.Command(where.router, "nft", flush))
 
 
@@ -177,6 +278,11 @@ def _up(ns: NetNS, ifname: str, address: str | None = None, prefix: int = 32) ->
     if address is not None:
         ns.addr("add", index=index, address=address, prefixlen=prefix)
     ns.link("set", index=index, state="up")
+
+
+def _add6(ns: NetNS, ifname: str, address: str, prefix: int = 64) -> None:
+    index = ns.link_lookup(ifname=ifname)[0]
+    ns.addr("add", index=index, address=address, prefixlen=prefix, flags=_NODAD)
 
 
 def _veth(a: NetNS, a_name: str, b_name: str, b_namespace: str) -> None:
@@ -190,31 +296,78 @@ def _forwarding(namespace: str) -> None:
     (masqueraded by hairpinning) and a hairpinned packet could not leave by its port."""
     tables = ("iptables", "ip6tables", "arptables")
     bridge_off = [f"net.bridge.bridge-nf-call-{t}=0" for t in tables]
-    argv = [find_program("sysctl"), "-qew", "net.ipv4.ip_forward=1", *bridge_off]
+    forward = ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+    argv = [find_program("sysctl"), "-qew", *forward, *bridge_off]
     subprocess.run([*netns.net_only(namespace), *argv], check=True, capture_output=True, timeout=30)
 
 
+def _nft(namespace: str, text: str) -> None:
+    linkbed.run(link.Command(namespace, "nft", ("-f", "-"), stdin=text))
+
+
+@dataclass
+class _Upstream:
+    """Where a site's link connects: the internet, or a carrier's LAN bridge."""
+
+    ns: NetNS
+    bridge: int | None = None
+    public_ip: str | None = None  # the carrier's, for sites behind it
+
+
+def _build_carrier(
+    index: int, spec: Carrier, base: str, names: dict[str, str], inet: NetNS
+) -> tuple[CarrierSite, _Upstream]:
+    """The carrier's router: towards the internet its public /30, inside a bridge that its
+    sites' links join (100.64.c.0/24), its NAT between them."""
+    plan = carrier_addresses(index)
+    namespace = names[f"cgn-{spec.name}"]
+    ns = NetNS(namespace)
+    inet_if, wan_if, bridge = f"{base}k{index}i", f"{base}k{index}w", f"{base}k{index}b"
+    _veth(inet, inet_if, wan_if, namespace)
+    _up(inet, inet_if, plan.internet, 30)
+    _up(ns, wan_if, plan.public, 30)
+    ns.link("add", ifname=bridge, kind="bridge")
+    _up(ns, bridge, plan.inside, 24)
+    ns.route("add", dst="0.0.0.0/0", gateway=plan.internet)
+    _forwarding(namespace)
+    text = nat.ruleset(spec.router, netns.RUN_PREFIX, wan_if, bridge, plan.public)
+    _nft(namespace, text)
+    upstream = _Upstream(ns, ns.link_lookup(ifname=bridge)[0], plan.public)
+    return CarrierSite(spec, plan, namespace, text), upstream
+
+
 def _build_site(
-    index: int, spec: SiteSpec, base: str, names: dict[str, str], inet: NetNS
+    index: int,
+    spec: SiteSpec,
+    base: str,
+    names: dict[str, str],
+    upstream: _Upstream,
+    carrier: int | None,
 ) -> tuple[Site, list[NetNS]]:
-    plan = addresses(index, spec)
+    plan = addresses(index, spec, carrier)
     router, link_ns = names[f"{spec.name}-rtr"], names[f"{spec.name}-lnk"]
     hosts = [names[f"{spec.name}-h{j}"] for j in range(spec.hosts)]
     rtr, lnk = NetNS(router), NetNS(link_ns)
     opened = [rtr, lnk]
     inet_if, up_if, down_if = f"{base}i{index}", f"{base}u{index}", f"{base}d{index}"
     wan_if, bridge = f"{base}w{index}", f"{base}b{index}"
+    inet = upstream.ns
     _veth(inet, inet_if, up_if, link_ns)
     _veth(lnk, down_if, wan_if, router)
-    _up(inet, inet_if, plan.internet, 30)
-    _up(lnk, up_if, plan.link_internet, 30)
+    if upstream.bridge is None:
+        _up(inet, inet_if, plan.internet, 30)
+    else:  # a port of the carrier's LAN bridge
+        inet.link("set", index=inet.link_lookup(ifname=inet_if)[0], master=upstream.bridge)
+        _up(inet, inet_if)
+    _up(lnk, up_if, plan.link_internet, plan.upstream_prefix)
     _up(lnk, down_if, plan.link_wan, 30)
     _up(rtr, wan_if, plan.wan, 30)
     rtr.link("add", ifname=bridge, kind="bridge")
     _up(rtr, bridge, plan.lan_gateway, plan.lan_prefix)
     bridge_index = rtr.link_lookup(ifname=bridge)[0]
-    for j, (host, host_ip) in enumerate(zip(hosts, plan.hosts, strict=True)):
-        port, host_if = f"{base}p{index}{j}", f"{base}h{index}{j}"
+    host_ifs = [f"{base}h{index}{j}" for j in range(spec.hosts)]
+    for j, (host, host_ip, host_if) in enumerate(zip(hosts, plan.hosts, host_ifs, strict=True)):
+        port = f"{base}p{index}{j}"
         _veth(rtr, port, host_if, host)
         rtr.link("set", index=rtr.link_lookup(ifname=port)[0], master=bridge_index, state="up")
         hns = NetNS(host)
@@ -229,19 +382,51 @@ def _build_site(
     rtr.route("add", dst="0.0.0.0/0", gateway=plan.link_wan)
     _forwarding(router)
     _forwarding(link_ns)
+    one_to_one = spec.router.translation is nat.Translation.ONE_TO_ONE
     text = nat.ruleset(
-        spec.nat,
+        spec.router,
         netns.RUN_PREFIX,
         wan_if,
         bridge,
         plan.wan,
-        hairpin=spec.hairpin,
-        udp_timeout=spec.udp_timeout,
-        lan_ip=plan.hosts[0] if spec.nat is nat.NatProfile.ONE_TO_ONE else None,
+        lan_ip=plan.hosts[0] if one_to_one else None,
     )
-    linkbed.run(link.Command(router, "nft", ("-f", "-"), stdin=text))
-    site = Site(spec, plan, router, link_ns, hosts, up_if, down_if, wan_if, text)
+    _nft(router, text)
+    public = upstream.public_ip or (plan.wan if spec.router.translates else plan.hosts[0])
+    plan6 = None
+    if spec.ipv6:
+        plan6 = addresses6(index, spec)
+        host_ends = list(zip(opened[2:], host_ifs, strict=True))
+        _dual_stack(plan6, inet, lnk, rtr, host_ends, (inet_if, up_if, down_if, wan_if, bridge))
+        firewall = nat.firewall6(netns.RUN_PREFIX, wan_if, spec.router.mapping_timeout)
+        _nft(router, firewall)
+        text += firewall
+    site = Site(spec, plan, router, link_ns, hosts, up_if, down_if, wan_if, text, public, plan6)
     return site, opened
+
+
+def _dual_stack(
+    plan: SiteAddresses6,
+    inet: NetNS,
+    lnk: NetNS,
+    rtr: NetNS,
+    hosts: Sequence[tuple[NetNS, str]],
+    ifnames: tuple[str, str, str, str, str],
+) -> None:
+    """IPv6 on a site's links beside IPv4: global addresses, routes down to the LAN."""
+    inet_if, up_if, down_if, wan_if, bridge = ifnames
+    _add6(inet, inet_if, plan.internet)
+    _add6(lnk, up_if, plan.link_internet)
+    _add6(lnk, down_if, plan.link_wan)
+    _add6(rtr, wan_if, plan.wan)
+    _add6(rtr, bridge, plan.lan_gateway)
+    inet.route("add", dst=plan.lan, gateway=plan.link_internet)
+    lnk.route("add", dst=plan.lan, gateway=plan.wan)
+    lnk.route("add", dst="::/0", gateway=plan.internet)
+    rtr.route("add", dst="::/0", gateway=plan.link_wan)
+    for (hns, host_if), address in zip(hosts, plan.hosts, strict=True):
+        _add6(hns, host_if, address)
+        hns.route("add", dst="::/0", gateway=plan.lan_gateway)
 
 
 @contextlib.contextmanager
@@ -252,7 +437,12 @@ def build(specs: Sequence[SiteSpec], label: str = "w") -> Iterator[World]:
         raise ValueError(f"1 to {MAX_SITES} sites")
     if len({s.name for s in specs}) != len(specs):
         raise ValueError("site names must differ")
-    roles = ["inet"]
+    carriers = {s.carrier.name: s.carrier for s in specs if s.carrier is not None}
+    if len(carriers) != len({s.carrier for s in specs if s.carrier is not None}):
+        raise ValueError("carriers of one name must be the same carrier")
+    if len(carriers) > MAX_CARRIERS:
+        raise ValueError(f"at most {MAX_CARRIERS} carriers")
+    roles = ["inet", *(f"cgn-{name}" for name in carriers)]
     for spec in specs:
         roles += [f"{spec.name}-rtr", f"{spec.name}-lnk"]
         roles += [f"{spec.name}-h{j}" for j in range(spec.hosts)]
@@ -266,14 +456,28 @@ def build(specs: Sequence[SiteSpec], label: str = "w") -> Iterator[World]:
         for address in SERVER_IPS:
             _up(inet, "lo", address, 32)
         inet.route("add", dst="0.0.0.0/0", type="blackhole")
+        if any(spec.ipv6 for spec in specs):  # IPv6 only where asked (a container may lack it)
+            for address in SERVER_IPS6:
+                _add6(inet, "lo", address, 128)
+            inet.route("add", dst="::/0", type="blackhole")
         _forwarding(names["inet"])  # between sites
+        built: dict[str, tuple[CarrierSite, _Upstream]] = {}
+        for index, carrier in enumerate(carriers.values()):
+            built[carrier.name] = _build_carrier(index, carrier, base, names, inet)
+            handles.callback(built[carrier.name][1].ns.close)
         sites: dict[str, Site] = {}
         for index, spec in enumerate(specs):
-            site, opened = _build_site(index, spec, base, names, inet)
+            if spec.carrier is None:
+                upstream, number = _Upstream(inet), None
+            else:
+                upstream = built[spec.carrier.name][1]
+                number = list(carriers).index(spec.carrier.name)
+            site, opened = _build_site(index, spec, base, names, upstream, number)
             for handle in opened:
                 handles.callback(handle.close)
             sites[spec.name] = site
-        world = World(names["inet"], sites, netem)
+        carrier_sites = {name: found[0] for name, found in built.items()}
+        world = World(names["inet"], sites, netem, carrier_sites)
         try:
             for spec in specs:
                 if spec.uplink != CLEAN or spec.downlink != CLEAN:

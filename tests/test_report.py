@@ -324,8 +324,44 @@ def test_plot_written_for_throughput(with_throughput: RunReport, tmp_path: Path)
 def test_no_plot_without_throughput(mixed: RunReport, tmp_path: Path) -> None:
     (tmp_path / "throughput.png").write_bytes(PNG_MAGIC)  # an earlier run's
     written = report.write_all(mixed, tmp_path)
-    assert set(written) == {"json", "junit", "markdown"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["junit.xml", "report.json", "report.md"]
+    assert set(written) == {"json", "junit", "markdown", "grid_plot"}
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["junit.xml", "nat-grid.png", "report.json", "report.md"]
+
+
+def _with_behaviours(a: str, b: str, found: str, expected: str, ba: str, bb: str) -> ScenarioResult:
+    result = path_result(a, b, found, expected)
+    result.metrics.update(behaviour_a=ba, behaviour_b=bb)
+    return result
+
+
+def test_grid_picture_orders_by_mapping_and_filtering(tmp_path: Path) -> None:
+    """Each NAT's behaviour beside its name; the picture orders NATs mapping-major, then
+    filtering, then the rest; a NAT named by its behaviours is not labelled twice."""
+    run = make_report(
+        [
+            _with_behaviours(
+                "udp_blocked", "apdm-eif", "relay", "relay", "EIM/APDF, UDP blocked", "APDM/EIF"
+            ),
+            _with_behaviours("port_restricted", "adm-adf", "relay", "srflx", "EIM/APDF", "ADM/ADF"),
+            _with_behaviours(
+                "eim-eif", "open", "srflx", "srflx", "EIM/EIF", "EIM/EIF (public address)"
+            ),
+        ]
+    )
+    grid = report.nat_grid(run)
+    assert grid.label("port_restricted") == "port_restricted (EIM/APDF)"
+    assert grid.label("adm-adf") == "adm-adf"
+    order = sorted({*grid.rows, *grid.columns}, key=lambda n: report._grid_order(grid, n))
+    assert order == ["eim-eif", "port_restricted", "adm-adf", "apdm-eif", "open", "udp_blocked"]
+    text = report.markdown(run, grid_plot="nat-grid.png")
+    assert "| port\\_restricted (EIM/APDF) |  | relay ✗ (expected srflx) |" in text
+    assert "![observed path by mapping and filtering](nat-grid.png)" in text
+    assert report.plot_grid(run, tmp_path / "g.png")
+    data = (tmp_path / "g.png").read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    assert not report.plot_grid(make_report([]), tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_no_plot_when_no_throughput_measured(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from aioice.candidate import Candidate
 from aioice.ice import CandidatePair
 
 from fileshare import nomination
-from netsim import capture, expectations, scenario
+from netsim import capture, expectations, nat, scenario
 from netsim.nat import NatProfile
 from netsim.scenario import FaultKind, Kind
 
@@ -30,11 +30,28 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     assert by_name["symmetric-x-symmetric"].expected_path == "relay"
     assert by_name["portrestricted-x-symmetric"].expected_path == "relay"
     assert by_name["udp-blocked"].expected_path == "relay"
+    assert by_name["cgnat-x-cone"].expected_path == "srflx"
+    dual = by_name["dualstack-symmetric"]
+    assert all(site.ipv6 for site in dual.sites) and dual.expected_path == "host"
+    assert dual.nat_label(dual.sender) == "symmetric+ipv6"
+    behind = by_name["cgnat-x-cone"].sites[0]
+    assert behind.carrier is not None and behind.carrier.router.name == "port_restricted"
     long_cut = by_name["resume-long-cut"].fault
     assert long_cut is not None and long_cut.kind is FaultKind.CUT and long_cut.seconds > 30
     full = suite.select(full=True)
     assert len(full) > len(default)
-    assert sum(s.name.startswith("grid-") for s in full) == 28  # 7 profiles, unordered pairs
+    grid = [s for s in full if s.name.startswith("grid-")]
+    assert len(grid) == 66  # 9 mapping x filtering, open, UDP blocked: unordered pairs
+    assert {s.sites[0].router.name for s in grid} == {
+        *(nat.Nat(m, f).name for m, f in itertools.product(nat.Mapping, nat.Filtering)),
+        "open",
+        "udp_blocked",
+    }
+    pause = next(s for s in full if s.name == "mapping-timeout-pause")
+    assert pause.fault is not None and pause.fault.kind is FaultKind.PAUSE
+    assert all(pause.fault.seconds > site.router.mapping_timeout == 20 for site in pause.sites)
+    shared = {s.name: s.expected_path for s in full if s.name.startswith("cgnat-shared")}
+    assert shared == {"cgnat-shared-hairpin": "srflx", "cgnat-shared-no-hairpin": "relay"}
     assert sum(s.kind is Kind.THROUGHPUT for s in full) == 4 + 2 * 2 * 3 * 2
 
 
@@ -45,11 +62,17 @@ def test_select_by_prefix_and_unknown_names() -> None:
         suite.select(["nothing-like-this"])
 
 
-def test_expectations_grid_is_symmetric_and_fails_direct_only_where_it_must() -> None:
+def _edge(profile: NatProfile) -> expectations.Edge:
+    return expectations.edge(profile.behaviour)
+
+
+def test_the_rule_gives_the_presets_their_known_paths() -> None:
+    """The rule, applied to the presets, gives what the old per-pair table said: direct fails
+    only for symmetric x symmetric and symmetric x port-restricted; UDP blocked relays."""
     relayed = set()
     for a, b in itertools.product(NatProfile, repeat=2):
-        assert expectations.path(a, b) == expectations.path(b, a)
-        if expectations.path(a, b) == "relay":
+        assert expectations.path(_edge(a), _edge(b)) == expectations.path(_edge(b), _edge(a))
+        if expectations.path(_edge(a), _edge(b)) == "relay":
             relayed.add(frozenset((a, b)))
     hard = {
         frozenset({NatProfile.SYMMETRIC}),
@@ -57,8 +80,52 @@ def test_expectations_grid_is_symmetric_and_fails_direct_only_where_it_must() ->
     }
     blocked = {frozenset({NatProfile.UDP_BLOCKED, p}) for p in NatProfile}
     assert relayed == hard | blocked
-    assert expectations.path(NatProfile.OPEN, NatProfile.OPEN) == "host"
-    assert expectations.turn_transports(NatProfile.UDP_BLOCKED, NatProfile.OPEN) == ("tcp", "tls")
+    assert expectations.path(_edge(NatProfile.OPEN), _edge(NatProfile.OPEN)) == "host"
+    transports = expectations.turn_transports(_edge(NatProfile.UDP_BLOCKED), _edge(NatProfile.OPEN))
+    assert transports == ("tcp", "tls")
+
+
+def test_the_rule_over_mapping_and_filtering() -> None:
+    """Direct where one side filters endpoint-independently, or has EIM with ADF, or both
+    have EIM; else the relay."""
+    rows = {}
+    combos = [nat.Nat(m, f) for m, f in itertools.product(nat.Mapping, nat.Filtering)]
+    for a, b in itertools.product(combos, repeat=2):
+        found = expectations.path(expectations.edge(a), expectations.edge(b))
+        rows[a.name, b.name] = found
+        assert found == expectations.path(expectations.edge(b), expectations.edge(a))
+    assert rows["apdm-eif", "apdm-apdf"] == "srflx"  # EIF lets anything in
+    assert rows["apdm-apdf", "eim-adf"] == "srflx"  # ADF: the EIM side sent to that address
+    assert rows["apdm-apdf", "adm-adf"] == "relay"  # ADM sent from another port
+    assert rows["eim-apdf", "eim-apdf"] == "srflx"  # both EIM: the exact endpoints match
+    assert rows["eim-apdf", "adm-apdf"] == "relay"
+    assert rows["adm-adf", "adm-adf"] == "relay"
+    # Relay exactly where both filter on the address with a non-EIM mapping or on the
+    # address and port, except two EIMs filtering on address and port.
+    hard = {"adm-adf", "adm-apdf", "apdm-adf", "apdm-apdf", "eim-apdf"}
+    relayed = {pair for pair, found in rows.items() if found == "relay"}
+    assert relayed == set(itertools.product(hard, repeat=2)) - {("eim-apdf", "eim-apdf")}
+
+
+def test_dual_stack_takes_the_better_family() -> None:
+    assert expectations.either_family("relay", "host") == "host"
+    assert expectations.either_family("srflx", "relay") == "srflx"
+    firewall = expectations.edge(expectations.IPV6_FIREWALL)
+    assert expectations.path(firewall, firewall) == "host"  # no NAT: checks cross the firewalls
+    # a stateful firewall filters like a port-restricted cone
+    assert expectations.path(firewall, _edge(NatProfile.SYMMETRIC)) == "relay"
+
+
+def test_stacked_nats_act_as_the_stricter() -> None:
+    home, carrier = NatProfile.FULL_CONE.behaviour, NatProfile.SYMMETRIC.behaviour
+    behind = expectations.edge(home, carrier)
+    assert behind.mapping is nat.APDM and behind.filtering is nat.APDF
+    cone = _edge(NatProfile.PORT_RESTRICTED)
+    assert expectations.path(behind, cone) == "relay"
+    assert expectations.path(expectations.edge(home, home), cone) == "srflx"
+    hairpinning = nat.renamed(NatProfile.PORT_RESTRICTED.behaviour, hairpinning=True)
+    assert expectations.shared_carrier(cone, cone, hairpinning) == "srflx"
+    assert expectations.shared_carrier(cone, cone, NatProfile.PORT_RESTRICTED.behaviour) == "relay"
 
 
 @pytest.mark.parametrize(
@@ -107,11 +174,45 @@ fault = { kind = "rebind", site = "office", at = 0.25 }
     assert found.expected_path == "srflx"
 
 
+def test_nats_and_carriers_in_a_file(tmp_path: Path) -> None:
+    suite = _toml(
+        tmp_path,
+        """
+[[scenario]]
+name = "stacked"
+carriers = [{ name = "isp", nat = { preset = "symmetric", hairpinning = true } }]
+sites = [
+  {name = "a", nat = {mapping = "adm", filtering = "eif", mapping_timeout = 20}, carrier = "isp"},
+  { name = "b", nat = "eim-adf" },
+]
+""",
+    )
+    (found,) = suite.scenarios
+    a, b = found.sites
+    assert a.router == nat.Nat(nat.ADM, nat.EIF, mapping_timeout=20)
+    assert a.carrier is not None and a.carrier.router.hairpinning
+    assert b.router == nat.Nat(nat.EIM, nat.ADF)
+    assert found.nat_label(found.sender) == "adm-eif-20s/cgn:apdm-apdf-hairpin"
+    assert found.edges[0].mapping is nat.APDM and found.edges[0].filtering is nat.APDF
+    assert found.expected_path == "srflx"  # the receiver's EIM + ADF lets the checks in
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[[scenario]]\nname = "x"\nsites = [{ name = "a", nat = "cgnat" }]', "nat is one of"),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", nat = "cgnat" }]',
+            "one of open, one_to_one",
+        ),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a", nta = "open" }]', "unknown site"),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", nat = { mapping = "eim", x = 1 } }]',
+            "unknown NAT settings",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2, carrier = "isp" }]',
+            "no carrier named 'isp'",
+        ),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a" }]\nspeed = 1', "unknown settings"),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a" }]', "same host"),
         ('[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\nsender = "b"', "no host"),
@@ -130,6 +231,11 @@ fault = { kind = "rebind", site = "office", at = 0.25 }
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
             'fault = { kind = "cut", seconds = 0 }',
             "fault.seconds",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'fault = { kind = "pause" }',
+            "fault.seconds: 0 to 600 for a pause",
         ),
         (
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2, uplink = { lag = 1 } }]',
