@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ from fileshare import crypto, ice
 from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
 from fileshare.names import human_size
-from fileshare.peer import Inbox, Link, Peer, PeerStopped, SessionEnded
+from fileshare.peer import Inbox, Link, Membership, Peer, PeerStopped, SessionEnded
 from fileshare.protocol import Receiver, Sender, TransferError
-from fileshare.signal_client import SignalClient, SignalError
+from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, Backoff
+from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path, install_key
 from fileshare.transfer import CHUNK_SIZE, Events, ReceiveSide, SendSide, collect_sources
 from signaling import schema
@@ -40,6 +42,7 @@ class Options:
     timeout: float = 60.0
     wait_for_peer: float = 3600.0
     reconnects: int = 20
+    give_up_after: float = DEFAULT_GIVE_UP_SECONDS  # a signaling outage longer than this fails
     stall_seconds: float = 15.0
     chunk_size: int = CHUNK_SIZE
     relay_only: bool = False
@@ -109,10 +112,10 @@ async def _refresh_servers(peer: Peer, given: ice.ServerCredentials, options: Op
     if not given.due(time.time()):
         return
     try:
-        given.received((await peer.inbox.client.refresh_credentials()).iceServers)
+        given.received((await peer.inbox.refresh_credentials()).iceServers)
     except SignalError as exc:
         given.refused(exc.code)
-    except TimeoutError:
+    except (TimeoutError, ConnectionClosed):
         given.refused("timeout")
     peer.ice_servers = _servers(options, given)
 
@@ -125,10 +128,25 @@ async def _epochs(
     run: Callable[[Link], Awaitable[None]],
     interrupt: Callable[[], Awaitable[None]],
 ) -> None:
-    """Connect, run, and on a dropped link connect again, with the same keys."""
+    """Connect, run, and on a dropped link connect again, with the same keys. A new peer
+    connection waits for both sides to be on the signaling server (either may be riding out
+    an outage); a connection attempt that times out counts as a dropped link."""
+    inbox = peer.inbox
     for attempt in range(options.reconnects + 1):
-        await _refresh_servers(peer, given, options)
-        link = await peer.connect()
+        try:
+            await _race(inbox.wait_for_peer(None), interrupt)
+        except PeerGone:
+            raise
+        except ConnectionError:
+            pass  # the receiver's interrupt, a new offer: the sender is there, go and answer it
+        try:
+            await _refresh_servers(peer, given, options)
+            link = await peer.connect()
+        except TimeoutError:
+            if attempt == options.reconnects:
+                raise
+            events.emit("reconnecting", reason="connecting timed out", attempt=attempt + 1)
+            continue
         events.emit("connected", epoch=link.epoch, path=link.path())
         try:
             await _race(run(link), interrupt)
@@ -146,11 +164,15 @@ async def _epochs(
 async def send(paths: list[Path], events: Events, options: Options) -> None:
     sources = await asyncio.to_thread(collect_sources, paths, options.chunk_size)
     events.emit("prepared", files=len(sources), bytes=sum(s.manifest.size for s in sources))
+    instance = secrets.token_urlsafe(16)
     async with await SignalClient.connect(options.server) as client:
-        created = await client.create(access="code")
+        created = await client.create(access="code", instance=instance)
         code = new_code(created.sessionId)
         events.emit("code", code=str(code), link=code.link(options.server))
-        inbox = Inbox(client)
+        membership = Membership(
+            options.server, created.sessionId, created.peerId, created.reconnectKey, instance
+        )
+        inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
         given = ice.ServerCredentials(created.iceServers)  # STUN only: TURN once the peer is in
         sender: Sender | None = None
         side: SendSide | None = None
@@ -186,13 +208,13 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
                 chunksSent=sender.chunks_sent,
             )
         except Exception as exc:
-            await _tell_peer(client, exc)
+            await _tell_peer(inbox.client, exc)
             raise
         finally:
             if side is not None:
                 side.close()
             with contextlib.suppress(Exception):
-                await client.leave()  # ends the session: after a failure nobody may retry
+                await inbox.client.leave()  # ends the session: after a failure nobody may retry
             await inbox.close()
 
 
@@ -208,7 +230,8 @@ async def _send_round(
     """One authentication round; False when the receiver left and may come back."""
 
     async def peer_gone() -> None:
-        await inbox.until(lambda: not inbox.peer_present or inbox.arrivals != arrivals, None)
+        # Not on its absence alone: a receiver whose signaling blips keeps its data channel.
+        await inbox.until(lambda: inbox.left_for_good or inbox.arrivals != arrivals, None)
         raise PeerGone("the receiver left; waiting for it to come back")
 
     try:
@@ -232,9 +255,13 @@ async def receive(
         await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time())
         ticket_key = install_key(options.state_path.parent)
+        instance = secrets.token_urlsafe(16)
         async with await SignalClient.connect(server) as client:
-            joined = await _join_or_rejoin(client, store, code.session_id, ticket_key + code.secret)
-            inbox = Inbox(client)
+            joined, key = await _join_or_rejoin(
+                client, store, code.session_id, ticket_key + code.secret, instance
+            )
+            membership = Membership(server, code.session_id, joined.peerId, key, instance)
+            inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
             inbox.peer_present = joined.peerPresent
             given = ice.ServerCredentials(joined.iceServers)
             try:
@@ -285,11 +312,11 @@ async def receive(
                 return side.saved
             except Exception as exc:
                 store.drop_ticket(code.session_id)  # a failed transfer is not rejoined
-                await _tell_peer(client, exc)
+                await _tell_peer(inbox.client, exc)
                 raise
             finally:
                 with contextlib.suppress(Exception):
-                    await client.leave()
+                    await inbox.client.leave()
                 await inbox.close()
 
 
@@ -306,18 +333,19 @@ async def _tell_peer(client: SignalClient, exc: Exception) -> None:
 
 
 async def _join_or_rejoin(
-    client: SignalClient, store: TransferStore, session_id: str, secret: bytes
-) -> schema.SessionJoined:
+    client: SignalClient, store: TransferStore, session_id: str, secret: bytes, instance: str
+) -> tuple[schema.SessionJoined, str]:
     """A receiver restarted with the same code takes its old place back with its ticket;
     `secret` is this installation's ticket key and the code, so a copy of the state database
-    and the code together still do not open it."""
+    and the code together still do not open it. Returns the reply and the reconnect key."""
     sealed = store.ticket(session_id)
     ticket = crypto.open_ticket(secret, session_id, sealed) if sealed else None
     if ticket is not None:
         saved = json.loads(ticket)
         with contextlib.suppress(SignalError):
-            return await client.rejoin(session_id, saved["peerId"], saved["reconnectKey"])
-    joined = await client.join(session_id)
+            key = saved["reconnectKey"]
+            return await client.rejoin(session_id, saved["peerId"], key, instance), key
+    joined = await client.join(session_id, instance=instance)
     data = json.dumps({"peerId": joined.peerId, "reconnectKey": joined.reconnectKey}).encode()
     store.save_ticket(session_id, crypto.seal_ticket(secret, session_id, data), time.time())
-    return joined
+    return joined, joined.reconnectKey

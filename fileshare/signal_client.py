@@ -14,6 +14,9 @@ from signaling import schema
 from signaling.schema import PeerId
 
 Event = schema.ServerMessage | schema.Relayed
+# A WebSocket ping this often, and no pong within half of it, closes a connection that a dead
+# path would otherwise keep "open" for TCP's minutes: the reconnect starts within seconds.
+HEARTBEAT_SECONDS = 10.0
 
 
 class SignalError(Exception):
@@ -44,9 +47,16 @@ class SignalClient:
 
     @classmethod
     async def connect(cls, url: str, timeout: float = 10.0) -> SignalClient:
-        http = aiohttp.ClientSession()
+        http = aiohttp.ClientSession(  # a dead path fails the attempt, not hangs it
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout)
+        )
         try:
-            ws = await http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+            ws = await http.ws_connect(
+                url,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
+                heartbeat=HEARTBEAT_SECONDS,
+                receive_timeout=None,
+            )
         except BaseException:
             await http.close()
             raise
@@ -100,20 +110,34 @@ class SignalClient:
         else:
             await self._ws.send_bytes(data)
 
-    async def create(self, access: schema.Access = "token") -> schema.SessionCreated:
-        reply = await self.request(schema.CreateSession(v=schema.VERSION, access=access))
+    async def create(
+        self, access: schema.Access = "token", instance: str | None = None
+    ) -> schema.SessionCreated:
+        """`instance`: this process's nonce (see schema.JoinSession)."""
+        msg = schema.CreateSession(v=schema.VERSION, access=access, instance=instance)
+        reply = await self.request(msg)
         assert isinstance(reply, schema.SessionCreated)
         return reply
 
-    async def join(self, session_id: str, token: str | None = None) -> schema.SessionJoined:
-        msg = schema.JoinSession(v=schema.VERSION, sessionId=session_id, token=token)
+    async def join(
+        self, session_id: str, token: str | None = None, instance: str | None = None
+    ) -> schema.SessionJoined:
+        msg = schema.JoinSession(
+            v=schema.VERSION, sessionId=session_id, token=token, instance=instance
+        )
         reply = await self.request(msg)
         assert isinstance(reply, schema.SessionJoined)
         return reply
 
-    async def rejoin(self, session_id: str, peer_id: PeerId, key: str) -> schema.SessionJoined:
+    async def rejoin(
+        self, session_id: str, peer_id: PeerId, key: str, instance: str | None = None
+    ) -> schema.SessionJoined:
         msg = schema.RejoinSession(
-            v=schema.VERSION, sessionId=session_id, peerId=peer_id, reconnectKey=key
+            v=schema.VERSION,
+            sessionId=session_id,
+            peerId=peer_id,
+            reconnectKey=key,
+            instance=instance,
         )
         reply = await self.request(msg)
         assert isinstance(reply, schema.SessionJoined)
@@ -133,7 +157,7 @@ class SignalClient:
         cls = _RELAY_CLASSES[kind]
         await self.send(cls(v=schema.VERSION, payload=msgspec.Raw(msgspec.json.encode(payload))))
 
-    async def next_event(self, timeout: float = 10.0) -> Event:
+    async def next_event(self, timeout: float | None = 10.0) -> Event:
         """The next message that is not a reply; raises ConnectionClosed once the server hung up."""
         event = await asyncio.wait_for(self._events.get(), timeout)
         if isinstance(event, ConnectionClosed):

@@ -33,6 +33,7 @@ class PeerSlot(msgspec.Struct):
     key_hash: str
     conn: str  # "" while the peer is away
     left_at: float = 0.0
+    instance: str = ""  # the client process's nonce, "" for clients that send none
 
 
 class SessionRecord(msgspec.Struct):
@@ -90,7 +91,14 @@ class Created:
     reconnect_key: str
 
 
-def create(session_id: str, owner_ip: str, conn: str, now: float, access: str = "token") -> Created:
+def create(
+    session_id: str,
+    owner_ip: str,
+    conn: str,
+    now: float,
+    access: str = "token",
+    instance: str = "",
+) -> Created:
     token, key = new_secret(), new_secret()
     record = SessionRecord(
         id=session_id,
@@ -99,7 +107,7 @@ def create(session_id: str, owner_ip: str, conn: str, now: float, access: str = 
         created_at=now,
         last_active=now,
         access=access,
-        peers={"a": PeerSlot(key_hash=hash_secret(key), conn=conn)},
+        peers={"a": PeerSlot(key_hash=hash_secret(key), conn=conn, instance=instance)},
     )
     return Created(record, token, key)
 
@@ -111,6 +119,8 @@ class Joined:
     peer_present: bool
     rejoined: bool
     replaced_conn: str  # a stale connection of the same peer that must be dropped
+    resumed: bool = False  # a rejoin from the same client process (only signaling was lost)
+    tell_resumed: bool = False  # the other peer gave an instance, so it understands `resumed`
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +150,12 @@ def other_peer(peer_id: PeerId) -> PeerId:
 
 
 def join(
-    record: SessionRecord, token: str | None, conn: str, now: float, policy: SessionPolicy
+    record: SessionRecord,
+    token: str | None,
+    conn: str,
+    now: float,
+    policy: SessionPolicy,
+    instance: str = "",
 ) -> Joined | Refused:
     """A second peer joins with the session's token (or, for a code session, its id alone).
     A wrong token, and a code session already joined, look exactly like no session."""
@@ -155,7 +170,7 @@ def join(
     elif "b" in record.peers:
         return Refused("full")
     key = new_secret()
-    record.peers["b"] = PeerSlot(key_hash=hash_secret(key), conn=conn)
+    record.peers["b"] = PeerSlot(key_hash=hash_secret(key), conn=conn, instance=instance)
     record.last_active = now
     return Joined(
         "b", key, peer_present=bool(record.peers["a"].conn), rejoined=False, replaced_conn=""
@@ -163,20 +178,34 @@ def join(
 
 
 def rejoin(
-    record: SessionRecord, peer_id: PeerId, key: str, conn: str, now: float, policy: SessionPolicy
+    record: SessionRecord,
+    peer_id: PeerId,
+    key: str,
+    conn: str,
+    now: float,
+    policy: SessionPolicy,
+    instance: str = "",
 ) -> Joined | Refused:
-    """A peer takes its own place back; a connection it left behind (or that died) is replaced."""
+    """A peer takes its own place back; a connection it left behind (or that died) is replaced.
+    The same `instance` as before means the same process: it resumes, it did not restart."""
     slot = record.peers.get(peer_id)
     if record.end_reason(now, policy) is not None or slot is None:
         return refuse_absent(key)
     if not _matches(key, slot.key_hash):
         return Refused("not_found")
     replaced = slot.conn
-    slot.conn, slot.left_at = conn, 0.0
+    resumed = bool(instance) and hmac.compare_digest(instance, slot.instance)
+    slot.conn, slot.left_at, slot.instance = conn, 0.0, instance
     record.last_active = now
     other = record.peers.get(other_peer(peer_id))
     return Joined(
-        peer_id, "", peer_present=bool(other and other.conn), rejoined=True, replaced_conn=replaced
+        peer_id,
+        "",
+        peer_present=bool(other and other.conn),
+        rejoined=True,
+        replaced_conn=replaced,
+        resumed=resumed,
+        tell_resumed=bool(other and other.instance),
     )
 
 

@@ -126,6 +126,27 @@ async def test_reconnect_within_grace(start_server: StartServer) -> None:
     await b2.close()
 
 
+async def test_rejoin_tells_a_signaling_blip_from_a_restart(server: RunningServer) -> None:
+    """The same instance nonce rejoining is a resume (the peer keeps its data channel); a new
+    one is a restart. The raw frame shows the field is absent for a restart (v1 decoders)."""
+    a = await SignalClient.connect(server.url)
+    created = await a.create(access="code", instance="sender-process")
+    b = await SignalClient.connect(server.url)
+    joined = await b.join(created.sessionId, instance="receiver-process")
+    assert isinstance(await a.next_event(), schema.PeerJoined)
+    for instance, resumed in (("receiver-process", True), ("restarted-receiver", False)):
+        await b.close()
+        assert isinstance(await a.next_event(), schema.PeerLeft)
+        b = await SignalClient.connect(server.url)
+        await b.rejoin(created.sessionId, "b", joined.reconnectKey, instance)
+        back = await a.next_event()
+        assert isinstance(back, schema.PeerJoined) and back.rejoined
+        assert back.resumed is resumed
+        assert (b'"resumed"' in schema.encode(back)) is resumed
+    await a.close()
+    await b.close()
+
+
 async def test_rejoin_replaces_a_stale_connection(server: RunningServer) -> None:
     a, b, created, joined = await pair(server.url)
     b2 = await SignalClient.connect(server.url)

@@ -196,6 +196,34 @@ def test_rejoin_after_drop() -> None:
     assert record.last_active == T0 + 5
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "resumed"),
+    [("proc1", "proc1", True), ("proc1", "proc2", False), ("", "", False), ("proc1", "", False)],
+)
+def test_rejoin_from_the_same_process_resumes(before: str, after: str, resumed: bool) -> None:
+    """Same instance nonce: only the signaling connection was lost; a new one: a restart."""
+    created = create("12345678", "192.0.2.1", "conn-a", T0, instance="other")
+    record = created.record
+    joined_b = join(record, created.token, "conn-b", T0 + 1, POLICY, instance=before)
+    assert isinstance(joined_b, Joined)
+    assert drop(record, "b", "conn-b", T0 + 2)
+    result = rejoin(record, "b", joined_b.reconnect_key, "conn-b2", T0 + 3, POLICY, after)
+    assert isinstance(result, Joined)
+    assert (result.resumed, result.tell_resumed) == (resumed, True)
+    assert record.peers["b"].instance == after
+
+
+def test_resumed_is_not_told_to_a_peer_that_gave_no_instance() -> None:
+    """An older client decodes server messages strictly: it never gets the new field."""
+    created = new_session()  # peer a gave no instance
+    record = created.record
+    joined_b = join(record, created.token, "conn-b", T0 + 1, POLICY, instance="proc1")
+    assert isinstance(joined_b, Joined)
+    result = rejoin(record, "b", joined_b.reconnect_key, "conn-b2", T0 + 3, POLICY, "proc1")
+    assert isinstance(result, Joined)
+    assert result.resumed and not result.tell_resumed
+
+
 def test_rejoin_reports_absent_peer() -> None:
     created = new_session()
     assert drop(created.record, "a", "conn-a", T0 + 1)
