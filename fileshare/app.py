@@ -253,7 +253,7 @@ async def receive(
     server = code.server or options.server
     with TransferStore(options.state_path) as store:
         await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time())
+        await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time(), out_dir)
         ticket_key = install_key(options.state_path.parent)
         instance = secrets.token_urlsafe(16)
         async with await SignalClient.connect(server) as client:

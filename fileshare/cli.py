@@ -35,12 +35,13 @@ from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS
 from fileshare.signal_client import ConnectionClosed, SignalError
 from fileshare.state import StateError, TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events
-from fileshare.untrusted import shown
+from fileshare.untrusted import ELLIPSIS, shown
 from signaling import schema
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED: Final = 130
+MESSAGE_CHARS: Final = 1000  # of an error line; a server's or peer's message may be 256 KiB
 
 
 class JsonEvents:
@@ -177,8 +178,11 @@ def _ice_servers(args: argparse.Namespace) -> list[schema.IceServer]:
 
 
 def _fail(events: Events, code: int, kind: str, message: str) -> int:
-    """One line: `message` may quote a peer or a server (an abort, an error reply)."""
-    events.emit("error", code=kind, message=message, exit=code)
+    """One line: `message` may quote a peer or a server (an abort, an error reply), so it is
+    cut to MESSAGE_CHARS and shown() neutralised."""
+    if len(message) > MESSAGE_CHARS:
+        message = message[:MESSAGE_CHARS] + ELLIPSIS
+    events.emit("error", code=kind[:64], message=message, exit=code)
     if not isinstance(events, JsonEvents):
         print(f"fileshare: {shown(message)}", file=sys.stderr)
     return code

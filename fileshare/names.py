@@ -99,6 +99,34 @@ def is_own_state(out_dir: Path, rel: PurePosixPath, target: str, part: str) -> b
     return os.path.abspath(target_path.parent) == os.path.abspath(out_dir / rel.parent)
 
 
+def remove_part(out_dir: Path, part: Path) -> None:
+    """Unlink the .part file `part` (absolute) only if it lies under `out_dir` with no symlink on
+    the way (each directory opened with O_NOFOLLOW, relative to the last) and is a regular
+    file; UnsafeName otherwise. `out_dir` itself may be a symlink: the user chose it."""
+    rel = os.path.relpath(part, out_dir)
+    if not os.path.isabs(part) or rel.startswith("..") or not rel.endswith(PART_SUFFIX):
+        raise UnsafeName(str(part), "not a .part file under the output directory")
+    components = check_relative_path(rel).parts
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open(out_dir, flags)
+    try:
+        for component in components[:-1]:
+            try:
+                inner = os.open(component, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeName(str(part), "a directory on the way is a symlink") from None
+                raise
+            os.close(fd)
+            fd = inner
+        st = os.stat(components[-1], dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeName(str(part), "is not a regular file")
+        os.unlink(components[-1], dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def part_path(target: Path) -> Path:
     """Where a file is received before it is verified and renamed."""
     return target.with_name(target.name + PART_SUFFIX)

@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import re
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from aiortc import (
@@ -40,6 +40,10 @@ CHANNEL_LABEL = "fileshare"
 # Once our data channel is open, the peer's key confirmation (sent before ICE even started) is
 # overdue: a confirmation dropped on the way fails authentication after this, not a whole timeout.
 CONFIRM_GRACE_SECONDS = 5.0
+# What a peer relays to us, by kind; anything else is dropped, and a server flooding us keeps at
+# most STASHED_PER_KIND of each (the oldest go first), so it cannot make the inbox grow.
+KINDS: Final = frozenset({"hello", "confirm", "offer", "answer", "abort"})
+STASHED_PER_KIND: Final = 8
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)\s*$", re.MULTILINE)
 
 
@@ -94,7 +98,7 @@ class Inbox:
         self.membership = membership
         self._events = events
         self._backoff = backoff or Backoff()
-        self._stash: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self._stash = {kind: deque[dict[str, Any]](maxlen=STASHED_PER_KIND) for kind in KINDS}
         self._changed = asyncio.Event()
         self.peer_present = False
         self.connected = True  # to the signaling server
@@ -114,7 +118,10 @@ class Inbox:
             try:
                 event = await self.client.next_event(timeout=None)
             except ConnectionClosed as exc:
-                await self._reconnect(str(exc))
+                if exc.broken:  # a server that breaks the protocol gets no second chance
+                    self._ended = SessionEnded(f"lost the signaling server ({exc})")
+                else:
+                    await self._reconnect(str(exc))
                 self.notify()
                 continue
             match event:
@@ -126,11 +133,13 @@ class Inbox:
                         )
                         if kind == "abort":
                             self._ended = _abort(payload)
-                        self._stash[kind].append(payload)
+                        if kind in KINDS:
+                            self._stash[kind].append(payload)
                 case schema.PeerJoined(resumed=True):
                     self.peer_present = True  # its signaling came back: same process, same state
                 case schema.PeerJoined():
-                    self._stash.clear()  # whatever came before belongs to the peer's last run
+                    for stashed in self._stash.values():  # it belongs to the peer's last run
+                        stashed.clear()
                     self.peer_present = True
                     self.arrivals += 1
                 case schema.PeerLeft(graceSeconds=grace):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 import aiohttp
 import msgspec
@@ -14,6 +14,12 @@ from signaling import schema
 from signaling.schema import PeerId
 
 Event = schema.ServerMessage | schema.Relayed
+Reply = TypeVar("Reply", bound=schema.ServerMessage)
+
+# The largest frame we read from the server (aiohttp closes with 1009 past it): the server's own
+# hard limit on a client's message, which is also the most it relays; a hostile server cannot
+# make us buffer more than this per frame.
+MAX_SERVER_MESSAGE_BYTES = 262144
 # A WebSocket ping this often, and no pong within half of it, closes a connection that a dead
 # path would otherwise keep "open" for TCP's minutes: the reconnect starts within seconds.
 HEARTBEAT_SECONDS = 10.0
@@ -29,11 +35,14 @@ class SignalError(Exception):
 
 
 class ConnectionClosed(Exception):
-    """The server closed the connection; `code` is the WebSocket close code."""
+    """The connection to the server ended; `code` is the WebSocket close code, `reason` ours
+    when we hung up on a server that broke the protocol (`broken`: worth no reconnect) or that
+    stopped answering our heartbeat."""
 
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"signaling connection closed (code {code})")
+    def __init__(self, code: int | None, reason: str | None = None, broken: bool = False) -> None:
+        super().__init__(reason or f"signaling connection closed (code {code})")
         self.code = code
+        self.broken = broken
 
 
 class SignalClient:
@@ -56,6 +65,7 @@ class SignalClient:
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
                 heartbeat=HEARTBEAT_SECONDS,
                 receive_timeout=None,
+                max_msg_size=MAX_SERVER_MESSAGE_BYTES,
             )
         except BaseException:
             await http.close()
@@ -67,11 +77,26 @@ class SignalClient:
         return self._ws.close_code
 
     async def _read(self) -> None:
+        """Every frame from the server is hostile: one that is not a valid message (or is too
+        large) ends the connection with a one-line reason, never a decoder's traceback."""
+        reason: str | None = None
+        broken = True
         try:
             async for msg in self._ws:
+                if msg.type == aiohttp.WSMsgType.ERROR:
+                    if isinstance(msg.data, aiohttp.ServerTimeoutError):  # the heartbeat's
+                        reason = f"no answer from the signaling server for {HEARTBEAT_SECONDS} s"
+                        broken = False
+                        break
+                    reason = f"the signaling server broke the protocol ({msg.data})"
+                    break
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     continue
-                event = schema.decode_server(msg.data)
+                try:
+                    event = schema.decode_server(msg.data)
+                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                    reason = f"the signaling server sent an invalid message ({str(exc)[:200]})"
+                    break
                 request_id = getattr(event, "re", None)
                 waiter = None if request_id is None else self._pending.pop(request_id, None)
                 if waiter is not None and not waiter.done() and _is_reply(event):
@@ -79,7 +104,9 @@ class SignalClient:
                 else:
                     self._events.put_nowait(event)
         finally:
-            closed = ConnectionClosed(self._ws.close_code)
+            if reason is not None and broken:
+                await self._ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR)
+            closed = ConnectionClosed(self._ws.close_code, reason, broken and reason is not None)
             for waiter in self._pending.values():
                 if not waiter.done():
                     waiter.set_exception(closed)
@@ -96,6 +123,18 @@ class SignalClient:
         reply = await asyncio.wait_for(waiter, timeout)
         if isinstance(reply, schema.Error):
             raise SignalError(reply.code, reply.message)
+        return reply
+
+    async def _ask(self, msg: msgspec.Struct, expected: type[Reply]) -> Reply:
+        """request(), and a reply of another type than `expected` is a server breaking the
+        protocol: we hang up (ConnectionClosed), as for an invalid frame."""
+        reply = await self.request(msg)
+        if not isinstance(reply, expected):
+            await self._ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR)
+            raise ConnectionClosed(
+                self._ws.close_code,
+                f"the signaling server answered {type(msg).__name__} with {type(reply).__name__}",
+            )
         return reply
 
     async def send(self, msg: msgspec.Struct) -> None:
@@ -115,9 +154,7 @@ class SignalClient:
     ) -> schema.SessionCreated:
         """`instance`: this process's nonce (see schema.JoinSession)."""
         msg = schema.CreateSession(v=schema.VERSION, access=access, instance=instance)
-        reply = await self.request(msg)
-        assert isinstance(reply, schema.SessionCreated)
-        return reply
+        return await self._ask(msg, schema.SessionCreated)
 
     async def join(
         self, session_id: str, token: str | None = None, instance: str | None = None
@@ -125,9 +162,7 @@ class SignalClient:
         msg = schema.JoinSession(
             v=schema.VERSION, sessionId=session_id, token=token, instance=instance
         )
-        reply = await self.request(msg)
-        assert isinstance(reply, schema.SessionJoined)
-        return reply
+        return await self._ask(msg, schema.SessionJoined)
 
     async def rejoin(
         self, session_id: str, peer_id: PeerId, key: str, instance: str | None = None
@@ -139,18 +174,14 @@ class SignalClient:
             reconnectKey=key,
             instance=instance,
         )
-        reply = await self.request(msg)
-        assert isinstance(reply, schema.SessionJoined)
-        return reply
+        return await self._ask(msg, schema.SessionJoined)
 
     async def refresh_credentials(self) -> schema.Credentials:
         """Fresh ICE servers (a new TURN credential) for the session, once both peers are in."""
-        reply = await self.request(schema.RefreshCredentials(v=schema.VERSION))
-        assert isinstance(reply, schema.Credentials)
-        return reply
+        return await self._ask(schema.RefreshCredentials(v=schema.VERSION), schema.Credentials)
 
     async def leave(self) -> None:
-        await self.request(schema.LeaveSession(v=schema.VERSION))
+        await self._ask(schema.LeaveSession(v=schema.VERSION), schema.Left)
 
     async def relay(self, kind: str, payload: dict[str, Any]) -> None:
         """Send an offer, answer, ice_candidate or signal payload to the other peer."""

@@ -18,12 +18,13 @@ from typing import Any
 
 import platformdirs
 
+from fileshare import names
 from fileshare.bitmap import ChunkBitmap
 
 STATE_FILE = "transfers.sqlite3"
 TICKET_KEY_FILE = "ticket.key"
 TICKET_KEY_BYTES = 32
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("active", "done", "failed")
 
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
@@ -50,10 +51,13 @@ CREATE TABLE tickets (
     created_at  REAL NOT NULL
 ) STRICT;
 """
+# Version 2: the absolute output directory a transfer was received into ('' for older rows,
+# whose files cleanup() therefore never touches).
+_SCHEMA_2 = "ALTER TABLE transfers ADD COLUMN out_dir TEXT NOT NULL DEFAULT ''"
 
 _COLUMNS = (
     "file_id, name, size, chunk_size, chunk_count, checksum, target, part, bitmap, status, "
-    "updated_at"
+    "updated_at, out_dir"
 )
 
 
@@ -115,12 +119,15 @@ class TransferRecord:
     bitmap: ChunkBitmap
     status: str
     updated_at: float
+    out_dir: str
 
 
 def _record(row: tuple[Any, ...]) -> TransferRecord:
     """A row in _COLUMNS order; the STRICT table guarantees the column types, and a bitmap that
     does not fit its chunk count is a damaged database, said in one line."""
-    file_id, name, size, chunk_size, chunk_count, checksum, target, part, bits, status, at = row
+    file_id, name, size, chunk_size, chunk_count, checksum, target, part, bits, status, at, out = (
+        row
+    )
     try:
         bitmap = ChunkBitmap.from_bytes(chunk_count, bits)
     except ValueError as exc:
@@ -137,6 +144,7 @@ def _record(row: tuple[Any, ...]) -> TransferRecord:
         bitmap=bitmap,
         status=status,
         updated_at=at,
+        out_dir=out,
     )
 
 
@@ -196,6 +204,8 @@ class TransferStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+            if version < 2:
+                db.execute(_SCHEMA_2)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextlib.contextmanager
@@ -264,11 +274,15 @@ class TransferStore:
         checksum: str,
         target: str,
         part: str,
+        out_dir: str,
     ) -> TransferRecord:
-        """Start receiving a file, or resume it: an active row for the same file_id with the
-        same size, chunk size, chunk count and checksum is returned unchanged (with its own
-        target and part, which the caller must then use). Anything else starts afresh."""
+        """Start receiving a file into the absolute directory `out_dir`, or resume it: an active
+        row for the same file_id with the same size, chunk size, chunk count and checksum is
+        returned unchanged (with its own target and part, which the caller must check and then
+        use). Anything else starts afresh."""
         _check_file_id(file_id)
+        if not os.path.isabs(out_dir):
+            raise ValueError(f"out_dir must be absolute: {out_dir!r}")
         if not _SHA256.fullmatch(checksum):
             raise ValueError(f"checksum must be 64 lowercase hex characters: {checksum!r}")
         if size < 0 or chunk_size <= 0 or chunk_count < 0:
@@ -298,10 +312,11 @@ class TransferStore:
                 bitmap=ChunkBitmap(chunk_count),
                 status="active",
                 updated_at=time.time(),
+                out_dir=out_dir,
             )
             db.execute(
                 f"INSERT OR REPLACE INTO transfers ({_COLUMNS}) "  # noqa: S608
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.file_id,
                     record.name,
@@ -314,6 +329,7 @@ class TransferStore:
                     record.bitmap.to_bytes(),
                     record.status,
                     record.updated_at,
+                    record.out_dir,
                 ),
             )
         return record
@@ -361,16 +377,23 @@ class TransferStore:
             ).fetchall()
         return [_record(row) for row in rows]
 
-    def cleanup(self, max_age_seconds: float, now: float) -> list[TransferRecord]:
-        """Remove finished transfers and active ones idle for `max_age_seconds`, deleting their
-        .part files. A .part path is only unlinked (never followed) if it ends in ".part" and no
-        transfer that stays refers to it. Returns the removed records."""
+    def cleanup(self, max_age_seconds: float, now: float, out_dir: Path) -> list[TransferRecord]:
+        """Remove finished transfers and active ones idle for `max_age_seconds` that were
+        received into `out_dir` (the --out of this run), deleting their .part files. Every path
+        in the database is hostile: a .part file is only unlinked if the record is its own
+        (names.is_own_state: beside its target, where its name puts it under `out_dir`), no
+        directory on the way is a symlink, it is a regular file, and no transfer that stays
+        refers to it; a record that fails the checks (or from schema 1, with no directory) is
+        dropped and its paths left alone. Records of other output directories wait for a run
+        into theirs. Returns the removed records."""
         cutoff = now - max_age_seconds
+        here = os.path.abspath(out_dir)
         with self._write() as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM transfers "  # noqa: S608
-                "WHERE status != 'active' OR updated_at < ? ORDER BY updated_at",
-                (cutoff,),
+                "WHERE (status != 'active' OR updated_at < ?) AND out_dir IN (?, '') "
+                "ORDER BY updated_at",
+                (cutoff, here),
             ).fetchall()
             removed = [_record(row) for row in rows]
             kept_parts = {
@@ -383,13 +406,22 @@ class TransferStore:
             # Files first: if we die in between, the rows remain and the next cleanup retries.
             done: list[TransferRecord] = []
             for record in removed:
-                if record.part.endswith(".part") and record.part not in kept_parts:
+                if record.part not in kept_parts and record.out_dir and _own_part(here, record):
                     try:
-                        os.unlink(record.part)
-                    except (FileNotFoundError, IsADirectoryError):
-                        pass  # gone already, or a directory that is not ours
+                        names.remove_part(Path(here), Path(record.part))
+                    except (FileNotFoundError, names.UnsafeName):
+                        pass  # gone already, or not a file of ours: leave it
                     except OSError:
                         continue  # cannot remove it now: keep the row, try again next time
                 done.append(record)
             db.executemany("DELETE FROM transfers WHERE file_id = ?", [(r.file_id,) for r in done])
         return done
+
+
+def _own_part(out_dir: str, record: TransferRecord) -> bool:
+    """The record's .part is where a transfer of its name into `out_dir` would have put it."""
+    try:
+        rel = names.check_relative_path(record.name)
+    except names.UnsafeName:
+        return False
+    return names.is_own_state(Path(out_dir), rel, record.target, record.part)

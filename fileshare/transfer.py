@@ -335,6 +335,7 @@ class ReceiveSide:
         if (
             same
             and record.status == "active"
+            and record.out_dir == os.path.abspath(self.out_dir)
             and names.is_own_state(self.out_dir, rel, record.target, record.part)
             and os.path.isfile(record.part)
         ):
@@ -382,7 +383,15 @@ class ReceiveSide:
             target = names.resolve_target(self.out_dir, rel, self.overwrite)
             part = names.part_path(target)
         record = self.store.begin(
-            m.fileId, m.name, m.size, m.chunkSize, m.chunkCount, m.checksum, str(target), str(part)
+            m.fileId,
+            m.name,
+            m.size,
+            m.chunkSize,
+            m.chunkCount,
+            m.checksum,
+            str(target),
+            str(part),
+            os.path.abspath(self.out_dir),
         )
         fd = names.open_part(part)
         item = _Open(m, target, part, fd)

@@ -31,11 +31,10 @@ def tree(root: Path) -> dict[str, str]:
     return found
 
 
-def start_mitm_relay(lab: Lab, mode: str) -> str:
-    """tests.mitm_relay in the namespace, in front of the real server; returns its URL."""
-    proc = lab.spawn(
-        sys.executable, "-m", "tests.mitm_relay", "--upstream", lab.server.url, "--mode", mode
-    )
+def start_mitm_relay(lab: Lab) -> str:
+    """tests.mitm_relay in the namespace, in front of the real server; returns its base URL, to
+    which a client appends "/MODE"."""
+    proc = lab.spawn(sys.executable, "-m", "tests.mitm_relay", "--upstream", lab.server.url)
     assert proc.stdout is not None
     port = json.loads(proc.stdout.readline())["port"]
     return f"ws://127.0.0.1:{port}/ws"

@@ -1,7 +1,9 @@
 """A hostile signaling relay for tests: it sits between the clients and the real server and
 rewrites the conversation the way a compromised server could.
 
-    python -m tests.mitm_relay --upstream ws://127.0.0.1:PORT/ws --mode MODE
+    python -m tests.mitm_relay --upstream ws://127.0.0.1:PORT/ws
+
+A client connects to /ws/MODE; one relay serves every mode, so cases can run side by side.
 
 - swap-key: the X25519 key in every hello is replaced;
 - tamper-sdp: one character of every sealed offer and answer is changed;
@@ -10,7 +12,13 @@ rewrites the conversation the way a compromised server could.
 - replay-confirm: each client's key confirmation also comes back to itself, first;
 - drop-confirm: no key confirmation is delivered;
 - inject-abort: an `abort` full of terminal escapes is injected to both peers once they meet;
-- inject-error: a server `error` full of terminal escapes is sent instead of `peer_joined`.
+- inject-error: a server `error` full of terminal escapes is sent instead of `peer_joined`;
+- frame-garbage, frame-wrong-type, frame-wrong-reply, frame-oversized: the reply to a client's
+  first request (session_created, session_joined) becomes bytes that are not JSON, a message
+  whose fields have the wrong types, a valid message of another type (pong), or a 32 MiB frame
+  (compressible, so also a deflate bomb);
+- huge-text: that reply becomes an `error` whose message is 100,000 characters of escapes
+  (160 kB: under the client's frame limit, so it must be shown cut short).
 
 It prints {"port": N} once it listens on 127.0.0.1.
 """
@@ -36,11 +44,38 @@ MODES = (
     "drop-confirm",
     "inject-abort",
     "inject-error",
+    "frame-garbage",
+    "frame-wrong-type",
+    "frame-wrong-reply",
+    "frame-oversized",
+    "huge-text",
 )
 # A SPAKE2 message for side A that is not a point on the curve (spake2 raises NotOnCurve).
 NOT_ON_CURVE = bytes.fromhex("42388cc390cdce2745d9dc2927044c13bb5b4962cd334667125df390fac7c5d3d3")
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x9b\u202egpj.exe\u2067[link=mailto:x]y[/link]"
 FAKE_PEER = "a"  # relayed frames name a peer slot
+OVERSIZED_BYTES = 32 * 2**20
+FIRST_REPLIES = ("session_created", "session_joined")
+
+
+def _broken_reply(message: dict[str, Any], mode: str) -> str:
+    """What frame-* and huge-text modes send instead of the reply `message`."""
+    if mode == "frame-garbage":
+        return "\x00\x1b[2J{not json"
+    if mode == "frame-wrong-type":
+        return json.dumps({**message, "sessionId": 12345, "iceServers": "\x1b]0;pwned\x07"})
+    if mode == "frame-wrong-reply":
+        return json.dumps({"v": 1, "type": "pong", **_re(message)})
+    if mode == "frame-oversized":
+        return json.dumps({**message, "pad": "A" * OVERSIZED_BYTES})
+    text = HOSTILE * (100_000 // len(HOSTILE))  # 160 kB as JSON
+    return json.dumps(
+        {"v": 1, "type": "error", "code": "internal", "message": text, **_re(message)}
+    )
+
+
+def _re(message: dict[str, Any]) -> dict[str, Any]:
+    return {"re": message["re"]} if "re" in message else {}
 
 
 def _kind(message: dict[str, Any]) -> str:
@@ -71,6 +106,9 @@ def downstream(frame: str, mode: str) -> list[str]:
         abort = {"kind": "abort", "code": HOSTILE[:40], "message": HOSTILE}
         relayed = {"v": 1, "type": "signal", "peerId": FAKE_PEER, "payload": abort}
         return [json.dumps(message), json.dumps(relayed)]
+    elif mode.startswith("frame-") or mode == "huge-text":
+        if message.get("type") in FIRST_REPLIES:
+            return [_broken_reply(message, mode)]
     elif mode == "inject-error" and message.get("type") == "peer_joined":
         return [json.dumps({"v": 1, "type": "error", "code": "internal", "message": HOSTILE})]
     return [json.dumps(message)]
@@ -89,11 +127,13 @@ def reflected(frame: str, mode: str) -> list[str]:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream", required=True)
-    parser.add_argument("--mode", choices=MODES, required=True)
     args = parser.parse_args()
     http = ClientSession()
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
+        mode = request.match_info["mode"]
+        if mode not in MODES:
+            raise web.HTTPNotFound()
         client = web.WebSocketResponse()
         await client.prepare(request)
         async with http.ws_connect(args.upstream) as server:
@@ -101,14 +141,14 @@ async def main() -> None:
             async def down() -> None:
                 async for msg in server:
                     if msg.type == WSMsgType.TEXT:
-                        for out in downstream(msg.data, args.mode):
+                        for out in downstream(msg.data, mode):
                             await client.send_str(out)
 
             task = asyncio.create_task(down())
             async for msg in client:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     text = msg.data if msg.type == WSMsgType.TEXT else msg.data.decode()
-                    for back in reflected(text, args.mode):
+                    for back in reflected(text, mode):
                         await client.send_str(back)
                     if msg.type == WSMsgType.TEXT:
                         await server.send_str(msg.data)
@@ -118,7 +158,7 @@ async def main() -> None:
         return client
 
     app = web.Application()
-    app.router.add_get("/ws", handle)
+    app.router.add_get("/ws/{mode}", handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -617,7 +617,7 @@ def test_human_size(n: int, text: str) -> None:
 def test_a_path_over_path_max_under_out_is_refused_before_anything_is_made(tmp_path: Path) -> None:
     from fileshare.names import check_fits
 
-    rel = PurePosixPath("/".join(["d" * 250] * 16))  # 4015 bytes: fine alone, not under tmp_path
+    rel = PurePosixPath("/".join(["d" * 254] * 16))  # 4079 bytes: fine alone, not under tmp_path
     with pytest.raises(UnsafeName, match="over 4096 bytes"):
         check_fits(tmp_path, rel)
     assert not any(tmp_path.iterdir())

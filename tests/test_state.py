@@ -20,6 +20,7 @@ from typing import Any
 import platformdirs
 import pytest
 
+from fileshare import state
 from fileshare.bitmap import ChunkBitmap
 from fileshare.state import (
     StateError,
@@ -69,6 +70,7 @@ def begin(
         "checksum": SHA,
         "target": str(base / f"{file_id}.bin"),
         "part": str(base / f"{file_id}.bin.part"),
+        "out_dir": str(base),
     }
     args.update(kw)
     return store.begin(file_id, **args)
@@ -120,7 +122,7 @@ def test_wal_and_full_sync_and_schema_version(store: TransferStore, db: Path) ->
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         columns = [row[1] for row in conn.execute("PRAGMA table_info(transfers)")]
     finally:
         conn.close()
@@ -137,6 +139,7 @@ def test_wal_and_full_sync_and_schema_version(store: TransferStore, db: Path) ->
         "bitmap",
         "status",
         "updated_at",
+        "out_dir",
     ]
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -144,10 +147,33 @@ def test_wal_and_full_sync_and_schema_version(store: TransferStore, db: Path) ->
 def test_newer_schema_is_refused(db: Path) -> None:
     TransferStore(db).close()
     conn = sqlite3.connect(db)
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute("PRAGMA user_version = 3")
     conn.close()
-    with pytest.raises(StateError, match="schema version 2"):
+    with pytest.raises(StateError, match="schema version 3"):
         TransferStore(db)
+
+
+def test_a_version_1_database_gains_out_dir_and_its_files_are_never_cleaned(
+    db: Path, tmp_path: Path
+) -> None:
+    """Rows from before the output directory was recorded have none: dropped when stale, their
+    .part files left alone (no directory to check them against)."""
+    part = make_part(tmp_path, "old.part")
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(state._SCHEMA)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO transfers VALUES (?, 'old', 1, 1, 1, ?, ?, ?, x'00', 'failed', 0)",
+            (FID, SHA, str(tmp_path / "old"), str(part)),
+        )
+    conn.close()
+    with TransferStore(db) as store:
+        record = store.get(FID)
+        assert record is not None and record.out_dir == ""
+        removed = store.cleanup(max_age_seconds=1, now=time.time(), out_dir=tmp_path)
+        assert [r.file_id for r in removed] == [FID] and store.get(FID) is None
+    assert part.exists()
 
 
 # --- round trips --------------------------------------------------------------------------------
@@ -280,7 +306,7 @@ CHILD = textwrap.dedent(
     from fileshare.state import TransferStore
 
     store = TransferStore(Path(sys.argv[1]))
-    store.begin(sys.argv[2], "f", 3_000_000, 3, 1_000_000, "ab" * 32, "/t", "/t.part")
+    store.begin(sys.argv[2], "f", 3_000_000, 3, 1_000_000, "ab" * 32, "/t", "/t.part", "/")
     held = ChunkBitmap(1_000_000)
     for i in range(0, 1_000_000, 3):
         held.add(i)
@@ -336,47 +362,52 @@ def make_part(directory: Path, name: str, data: bytes = b"partial") -> Path:
 def test_cleanup_removes_finished_and_stale(
     store: TransferStore, tmp_path: Path, clock: Iterator[int]
 ) -> None:
+    out = tmp_path / "out"
+    (out / "dir").mkdir(parents=True)
     outside = tmp_path / "outside"
     outside.mkdir()
     victim = make_part(outside, "victim", b"precious")
-    shared_part = make_part(tmp_path, "shared.part")
-    (tmp_path / "adir.part").mkdir()
+    shared_part = make_part(out / "dir", "shared.part")
+    (out / "dir" / "adir.part").mkdir()
 
     cases = {
-        "done": make_part(tmp_path, "done.part"),
-        "failed": make_part(tmp_path, "failed.part"),
-        "stale": make_part(tmp_path, "stale.part"),
-        "link": tmp_path / "link.part",
-        "notpart": make_part(tmp_path, "notpart.bin"),
-        "gone": tmp_path / "gone.part",
-        "adir": tmp_path / "adir.part",
+        "done": make_part(out / "dir", "done.part"),
+        "failed": make_part(out / "dir", "failed.part"),
+        "stale": make_part(out / "dir", "stale.part"),
+        "link": out / "dir" / "link.part",
+        "gone": out / "dir" / "gone.part",
+        "adir": out / "dir" / "adir.part",
         "oldshared": shared_part,
     }
-    (tmp_path / "link.part").symlink_to(victim)
+    (out / "dir" / "link.part").symlink_to(victim)
     ids = {key: fid(n) for n, key in enumerate([*cases, "fresh", "newshared"])}
-    for key, part in cases.items():  # updated_at 1000 … 1007
-        begin(store, file_id=ids[key], part=str(part))
-    fresh_part = make_part(tmp_path, "fresh.part")
-    begin(store, file_id=ids["fresh"], part=str(fresh_part))  # 1008
-    begin(store, file_id=ids["newshared"], part=str(shared_part))  # 1009
-    store.finish(ids["done"], "done")  # 1010
-    store.finish(ids["failed"], "failed")  # 1011
 
-    removed = store.cleanup(max_age_seconds=100, now=1108)  # cutoff 1008: fresh one stays
+    def start(key: str, part: Path) -> None:
+        target = str(part)[: -len(".part")]
+        begin(store, file_id=ids[key], target=target, part=str(part), out_dir=str(out))
+
+    for key, part in cases.items():  # updated_at 1000 … 1006
+        start(key, part)
+    fresh_part = make_part(out / "dir", "fresh.part")
+    start("fresh", fresh_part)  # 1007
+    start("newshared", shared_part)  # 1008
+    store.finish(ids["done"], "done")  # 1009
+    store.finish(ids["failed"], "failed")  # 1010
+
+    removed = store.cleanup(max_age_seconds=100, now=1107, out_dir=out)  # cutoff 1007
     assert {r.file_id for r in removed} == {ids[k] for k in cases}
     assert [r.file_id for r in store.resumable()] == [ids["newshared"], ids["fresh"]]
     assert not cases["done"].exists()
     assert not cases["failed"].exists()
     assert not cases["stale"].exists()
-    assert not os.path.lexists(cases["link"])  # the link itself is gone …
-    assert victim.read_bytes() == b"precious"  # … never what it pointed at
-    assert cases["notpart"].read_bytes() == b"partial"  # not a .part name: left alone
+    assert os.path.islink(cases["link"])  # not a regular file: neither it …
+    assert victim.read_bytes() == b"precious"  # … nor what it points at is touched
     assert cases["adir"].is_dir()  # not a file of ours
     assert shared_part.exists()  # still the .part of a transfer that stays
     assert fresh_part.exists()
 
-    assert store.cleanup(max_age_seconds=100, now=1108) == []
-    later = store.cleanup(max_age_seconds=100, now=10_000)
+    assert store.cleanup(max_age_seconds=100, now=1107, out_dir=out) == []
+    later = store.cleanup(max_age_seconds=100, now=10_000, out_dir=out)
     assert {r.file_id for r in later} == {ids["newshared"], ids["fresh"]}
     assert not shared_part.exists()
     assert not fresh_part.exists()
@@ -385,10 +416,70 @@ def test_cleanup_removes_finished_and_stale(
 
 def test_cleanup_keeps_recent_active(store: TransferStore, tmp_path: Path) -> None:
     part = make_part(tmp_path, "x.part")
-    begin(store, part=str(part))
-    assert store.cleanup(max_age_seconds=3600, now=time.time()) == []
+    begin(store, target=str(tmp_path / "x"), part=str(part), name="x", out_dir=str(tmp_path))
+    assert store.cleanup(max_age_seconds=3600, now=time.time(), out_dir=tmp_path) == []
     assert part.exists()
     assert len(store.resumable()) == 1
+
+
+def test_cleanup_treats_every_database_path_as_hostile(tmp_path: Path) -> None:
+    """A modified database: stale records whose .part paths point outside the output directory,
+    through a symlinked directory, at a non-.part name, or that claim another output directory,
+    lose their rows (or wait for their own directory) and never a byte outside `out`."""
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (out / "link").symlink_to(outside, target_is_directory=True)
+    precious = {
+        "escape": make_part(outside, "escape.part"),
+        "linked": make_part(outside, "linked.part"),
+        "elsewhere": make_part(outside, "elsewhere.part"),
+        "notpart": make_part(out / "sub", "notpart.bin"),
+    }
+    db = tmp_path / "state" / "transfers.sqlite3"
+    with TransferStore(db) as store:
+        begin(store, file_id=fid(0), name="escape", out_dir=str(out))
+        begin(store, file_id=fid(1), name="link/linked", out_dir=str(out))
+        begin(store, file_id=fid(2), name="elsewhere", out_dir=str(outside))
+        begin(store, file_id=fid(3), name="sub/notpart", out_dir=str(out))
+        begin(store, file_id=fid(4), name="../x", out_dir=str(out))
+    rows = {
+        fid(0): (str(out / "escape"), str(precious["escape"])),  # part not beside target
+        fid(1): (str(out / "link" / "linked"), str(out / "link" / "linked.part")),
+        fid(2): (str(outside / "elsewhere"), str(precious["elsewhere"])),
+        fid(3): (str(out / "sub" / "notpart"), str(precious["notpart"])),
+        fid(4): (str(out / "escape"), str(out / "escape.part")),
+    }
+    with sqlite3.connect(db) as conn:
+        for file_id, (target, part) in rows.items():
+            conn.execute(
+                "UPDATE transfers SET target = ?, part = ?, status = 'failed' WHERE file_id = ?",
+                (target, part, file_id),
+            )
+    with TransferStore(db) as store:
+        removed = store.cleanup(max_age_seconds=100, now=time.time(), out_dir=out)
+        assert {r.file_id for r in removed} == {fid(0), fid(1), fid(3), fid(4)}
+        assert store.get(fid(2)) is not None  # another directory's: left for a run into it
+    for path in precious.values():
+        assert path.read_bytes() == b"partial"
+
+
+def test_remove_part_never_follows_a_symlinked_directory(tmp_path: Path) -> None:
+    from fileshare import names
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    (out / "d").symlink_to(outside, target_is_directory=True)
+    victim = make_part(outside, "v.part")
+    for part in (out / "d" / "v.part", victim, out / "v.bin", Path("v.part")):
+        with pytest.raises(names.UnsafeName):
+            names.remove_part(out, part)
+    assert victim.exists()
+    mine = make_part(out, "m.part")
+    names.remove_part(out, mine)
+    assert not mine.exists()
 
 
 # --- hostile or damaged state -------------------------------------------------------------------

@@ -144,7 +144,7 @@ async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> N
 async def test_tampering_relay_fails_both_sides(lab: Lab, tmp_path: Path, mode: str) -> None:
     src = tmp_path / "secret.txt"
     src.write_text("secret")
-    relay = start_mitm_relay(lab, mode)
+    relay = f"{start_mitm_relay(lab)}/{mode}"
     sender, code = await lab.send(src, server=relay)
     out = tmp_path / "out"
     receiver = lab.receive(code, out, server=relay)
