@@ -489,7 +489,7 @@ class SignalingServer:
             reconnectKey=outcome.reconnect_key,
             peerPresent=outcome.peer_present,
             rejoined=outcome.rejoined,
-            expiresAt=record.created_at + self.policy.lifetime_seconds,
+            expiresAt=record.lifetime_end(self.policy),
             iceServers=self._ice_servers(conn, record, outcome.peer_id, now),
             re=request_id,
         )

@@ -24,9 +24,14 @@ RETAIN_SECONDS: Final = 30.0
 
 @dataclass(frozen=True, slots=True)
 class SessionPolicy:
+    """`lifetime_seconds` bounds a session until its second peer joins, `max_seconds` one whose
+    two peers have met (a long transfer keeps it); idleness ends a session only while one of
+    its peers is away: two connected peers are a transfer in progress, whatever they say."""
+
     idle_seconds: float
     lifetime_seconds: float
     grace_seconds: float
+    max_seconds: float = 3 * 86400.0
 
 
 class PeerSlot(msgspec.Struct):
@@ -48,9 +53,18 @@ class SessionRecord(msgspec.Struct):
     def retain_until(self, policy: SessionPolicy) -> float:
         return self.deadline(policy) + RETAIN_SECONDS
 
+    def lifetime_end(self, policy: SessionPolicy) -> float:
+        """When the session expires whatever happens: later once both peers have joined."""
+        paired = len(self.peers) == 2
+        return self.created_at + (policy.max_seconds if paired else policy.lifetime_seconds)
+
+    def _idle_end(self, policy: SessionPolicy) -> float:
+        both_here = len(self.peers) == 2 and all(s.conn for s in self.peers.values())
+        return float("inf") if both_here else self.last_active + policy.idle_seconds
+
     def deadline(self, policy: SessionPolicy) -> float:
         """When the session ends unless something happens before."""
-        end = min(self.created_at + policy.lifetime_seconds, self.last_active + policy.idle_seconds)
+        end = min(self.lifetime_end(policy), self._idle_end(policy))
         for slot in self.peers.values():
             if not slot.conn:
                 end = min(end, slot.left_at + policy.grace_seconds)
@@ -58,9 +72,9 @@ class SessionRecord(msgspec.Struct):
 
     def end_reason(self, now: float, policy: SessionPolicy) -> str | None:
         """Why the session is over at `now`, or None while it lives."""
-        if now >= self.created_at + policy.lifetime_seconds:
+        if now >= self.lifetime_end(policy):
             return "expired"
-        if now >= self.last_active + policy.idle_seconds:
+        if now >= self._idle_end(policy):
             return "idle"
         if any(not s.conn and now >= s.left_at + policy.grace_seconds for s in self.peers.values()):
             return "peer_timeout"
@@ -218,6 +232,7 @@ def drop(record: SessionRecord, peer_id: PeerId, conn: str, now: float) -> bool:
     if slot is None or not conn or slot.conn != conn:
         return False
     slot.conn, slot.left_at = "", now
+    touch(record, now)  # idleness counts from here: until now, two peers held the session
     return True
 
 
@@ -241,4 +256,4 @@ def credential_seconds(
         return 0
     if slot.conn != conn or not other.conn:
         return 0
-    return max(0, min(longest, int(record.created_at + policy.lifetime_seconds - now)))
+    return max(0, min(longest, int(record.lifetime_end(policy) - now)))
