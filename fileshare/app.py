@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from fileshare import crypto, ice
 from fileshare.code import new_code, parse_code
@@ -34,6 +34,7 @@ from signaling import schema
 Ask = Callable[[str], Awaitable[bool]]  # a yes/no question to the user
 STATE_MAX_AGE: Final = 7 * 86400.0
 WORK_GRACE_SECONDS: Final = 1.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -88,7 +89,7 @@ async def _confirm(options: Options, question: str) -> None:
         raise Refused("the authentication words were not confirmed")
 
 
-async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]]) -> None:
+async def _race(work: Awaitable[T], interrupt: Callable[[], Awaitable[None]]) -> T:
     """Run `work` unless `interrupt` completes first (then PeerGone or ConnectionError)."""
     work_task = asyncio.ensure_future(work)
     watch_task = asyncio.ensure_future(interrupt())
@@ -101,9 +102,9 @@ async def _race(work: Awaitable[None], interrupt: Callable[[], Awaitable[None]])
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task  # both are retrieved, so neither is "never retrieved" at exit
     if work_task.done() and not work_task.cancelled():
-        work_task.result()
-        return
-    watch_task.result()
+        return work_task.result()
+    watch_task.result()  # an interrupt ends by raising why
+    raise ConnectionError("interrupted")
 
 
 async def _refresh_servers(peer: Peer, given: ice.ServerCredentials, options: Options) -> None:
@@ -127,10 +128,12 @@ async def _epochs(
     options: Options,
     run: Callable[[Link], Awaitable[None]],
     interrupt: Callable[[], Awaitable[None]],
+    connecting_interrupt: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Connect, run, and on a dropped link connect again, with the same keys. A new peer
     connection waits for both sides to be on the signaling server (either may be riding out
-    an outage); a connection attempt that times out counts as a dropped link."""
+    an outage); a connection attempt that times out counts as a dropped link, and one that
+    `connecting_interrupt` ends (the sender's: the receiver restarted) ends the epochs."""
     inbox = peer.inbox
     for attempt in range(options.reconnects + 1):
         try:
@@ -141,7 +144,10 @@ async def _epochs(
             pass  # the receiver's interrupt, a new offer: the sender is there, go and answer it
         try:
             await _refresh_servers(peer, given, options)
-            link = await peer.connect()
+            if connecting_interrupt is None:
+                link = await peer.connect()
+            else:
+                link = await _race(peer.connect(), connecting_interrupt)
         except TimeoutError:
             if attempt == options.reconnects:
                 raise
@@ -235,7 +241,9 @@ async def _send_round(
         raise PeerGone("the receiver left; waiting for it to come back")
 
     try:
-        await _epochs(peer, given, events, options, lambda link: side.run(link.pipe), peer_gone)
+        await _epochs(
+            peer, given, events, options, lambda link: side.run(link.pipe), peer_gone, peer_gone
+        )
     except PeerGone as exc:
         events.emit("reconnecting", reason=str(exc), attempt=0)
         return False

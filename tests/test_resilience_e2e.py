@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
+
+import pytest
 
 from netsim import netns
 from tests.conftest import require_binary
@@ -43,7 +46,21 @@ async def wait_for(client: Client, name: str, prefix: str = "", timeout: float =
     raise AssertionError(f"no {name} {prefix!r} event; stderr: {client.err.read_text()[-2000:]}")
 
 
-def finished_intact(sender: Client, receiver: Client, src: Path, out: Path) -> None:
+@contextlib.asynccontextmanager
+async def transfer_under_way(
+    lab: Lab, tmp_path: Path, rate: str, mib: int
+) -> AsyncIterator[tuple[Client, Client]]:
+    """A `mib` MiB transfer through a loopback of `rate`, yielded once data moves (for the
+    fault); afterwards both ends must have exited 0 with the file intact and no traceback."""
+    out = tmp_path / "out"
+    with throttled(lab, rate):
+        src = big_file(tmp_path / "big.bin", mib)
+        sender, code = await lab.send(src)
+        receiver = lab.receive(code, out)
+        await wait_progress(receiver, 0.05)
+        yield sender, receiver
+        assert await receiver.wait(240) == 0, receiver.err.read_text()[-3000:]
+        assert await sender.wait(60) == 0, sender.err.read_text()[-3000:]
     assert sha256(out / src.name) == sha256(src)
     for client in (sender, receiver):
         text = client.err.read_text() + client.out.read_text()
@@ -57,21 +74,25 @@ async def test_signaling_outage_keeps_the_data_channel(lab: Lab, tmp_path: Path)
     require_binary("nft")
     require_binary("tc")
     port = urlparse(lab.server.url).port
-    out = tmp_path / "out"
-    with throttled(lab, "24mbit"):
-        src = big_file(tmp_path / "big.bin", 112)
-        sender, code = await lab.send(src)
-        receiver = lab.receive(code, out)
-        await wait_progress(receiver, 0.05)
+    async with transfer_under_way(lab, tmp_path, "24mbit", 112) as (sender, receiver):
         with lab.blocked(f"tcp dport {port}"):
             for client in (sender, receiver):
                 await wait_for(client, "reconnecting", "signaling", timeout=30)
             await asyncio.sleep(5)  # attempts into the outage fail and back off
         for client in (sender, receiver):
             await client.wait_event("signaling_restored", timeout=40)
-        assert await receiver.wait(180) == 0, receiver.err.read_text()
-        assert await sender.wait(60) == 0, sender.err.read_text()
-    finished_intact(sender, receiver, src, out)
     for client in (sender, receiver):
         connected = [e for e in client.events() if e["event"] == "connected"]
         assert len(connected) == 1, connected  # no data channel was torn down for the blip
+
+
+@pytest.mark.parametrize("side", ["receiver", "sender"])
+async def test_a_suspended_process_carries_on(lab: Lab, tmp_path: Path, side: str) -> None:
+    """Ctrl-Z for 20 s, then `fg` (SIGSTOP, SIGCONT), on either side, mid-transfer: both
+    processes finish with exit 0, the file intact, no traceback anywhere."""
+    require_binary("tc")
+    async with transfer_under_way(lab, tmp_path, "48mbit", 96) as (sender, receiver):
+        stopped = receiver if side == "receiver" else sender
+        stopped.proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(20)
+        stopped.proc.send_signal(signal.SIGCONT)
