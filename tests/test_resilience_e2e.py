@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -79,8 +80,10 @@ async def test_signaling_outage_keeps_the_data_channel(lab: Lab, tmp_path: Path)
             for client in (sender, receiver):
                 await wait_for(client, "reconnecting", "signaling", timeout=30)
             await asyncio.sleep(5)  # attempts into the outage fail and back off
+        unblocked = time.time()
         for client in (sender, receiver):
-            await client.wait_event("signaling_restored", timeout=40)
+            back = await client.wait_event("signaling_restored", timeout=40)
+            print(f"signaling back {back['ts'] - unblocked:.1f} s after the outage ended")
     for client in (sender, receiver):
         connected = [e for e in client.events() if e["event"] == "connected"]
         assert len(connected) == 1, connected  # no data channel was torn down for the blip
@@ -96,3 +99,12 @@ async def test_a_suspended_process_carries_on(lab: Lab, tmp_path: Path, side: st
         stopped.proc.send_signal(signal.SIGSTOP)
         await asyncio.sleep(20)
         stopped.proc.send_signal(signal.SIGCONT)
+        woken = time.time()
+    print(f"data moving again {moving_after(receiver, woken) - woken:.1f} s after SIGCONT")
+
+
+def moving_after(receiver: Client, moment: float) -> float:
+    """When the receiver first reported more bytes than it held at `moment`."""
+    progress = [e for e in receiver.events() if e["event"] == "progress"]
+    held = max((e["done"] for e in progress if e["ts"] <= moment), default=0)
+    return float(next(e["ts"] for e in progress if e["ts"] > moment and e["done"] > held))
