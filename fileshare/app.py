@@ -132,8 +132,8 @@ async def _epochs(
 ) -> None:
     """Connect, run, and on a dropped link connect again, with the same keys. A new peer
     connection waits for both sides to be on the signaling server (either may be riding out
-    an outage); a connection attempt that times out counts as a dropped link, and one that
-    `connecting_interrupt` ends (the sender's: the receiver restarted) ends the epochs."""
+    an outage); a connection attempt that times out or fails counts as a dropped link, and one
+    that `connecting_interrupt` ends (the sender's: the receiver restarted) ends the epochs."""
     inbox = peer.inbox
     for attempt in range(options.reconnects + 1):
         try:
@@ -148,10 +148,13 @@ async def _epochs(
                 link = await peer.connect()
             else:
                 link = await _race(peer.connect(), connecting_interrupt)
-        except TimeoutError:
+        except PeerGone:
+            raise
+        except (TimeoutError, ConnectionError) as exc:  # e.g. the peer restarted: the wait says
             if attempt == options.reconnects:
                 raise
-            events.emit("reconnecting", reason="connecting timed out", attempt=attempt + 1)
+            reason = str(exc) or "connecting timed out"
+            events.emit("reconnecting", reason=reason, attempt=attempt + 1)
             continue
         events.emit("connected", epoch=link.epoch, path=link.path())
         try:

@@ -31,7 +31,7 @@ from fileshare.ice import RelayUnavailable
 from fileshare.names import UnsafeName, human_size
 from fileshare.peer import PeerStopped, SessionEnded
 from fileshare.protocol import CHUNK_SIZES, TransferError
-from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS
+from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, GaveUp
 from fileshare.signal_client import ConnectionClosed, SignalError
 from fileshare.state import StateError, TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events
@@ -235,6 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(events, EXIT_NETWORK, exc.code, message)
     except (
         SessionEnded,
+        GaveUp,
         ConnectionClosed,
         ConnectionError,
         TimeoutError,

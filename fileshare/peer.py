@@ -193,11 +193,15 @@ class Inbox:
             self._events.emit("signaling_restored", after=round(lasted, 1))
             return
 
-    async def relay(self, kind: str, payload: dict[str, Any]) -> None:
+    async def relay(self, kind: str, payload: dict[str, Any], arrivals: int | None = None) -> None:
         """Relay to the peer once we and it are on the signaling server (a message sent into
-        an outage would be lost); the wait ends at once if the session does."""
+        an outage would be lost); the wait ends at once if the session does. With `arrivals`
+        (the round the message belongs to), a peer that restarted meanwhile never gets it:
+        it would read the old round's message under its new keys."""
         while True:
             await self.until(lambda: self.connected and self.peer_present, None)
+            if arrivals is not None and arrivals != self.arrivals:
+                raise ConnectionError("the peer restarted: a message of its last run is void")
             client = self.client
             try:
                 await client.relay(kind, payload)
@@ -340,6 +344,7 @@ class Peer:
         self.keys: SessionKeys | None = None
         self.epoch = 0
         self._turn: TurnUrl | None = None
+        self._round = inbox.arrivals  # the peer's run these keys and messages belong to
 
     @property
     def peer_role(self) -> Role:
@@ -347,10 +352,13 @@ class Peer:
 
     async def authenticate(self) -> SessionKeys:
         """The PAKE: one hello each way. Its keys are unproven until confirm() succeeds."""
-        await self.inbox.relay("signal", self._handshake.hello())
+        await self._relay("signal", self._handshake.hello())
         hello = await self.inbox.expect("hello", self.timeout)
         self.keys = self._handshake.on_hello(hello)
         return self.keys
+
+    async def _relay(self, kind: str, payload: dict[str, Any]) -> None:
+        await self.inbox.relay(kind, payload, self._round)
 
     async def connect(self) -> Link:
         """A new peer connection for this epoch, authenticated end to end."""
@@ -379,7 +387,7 @@ class Peer:
             nomination.prefer_direct(nomination.ice_connection(pc))
 
     async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
-        relay = self.inbox.relay
+        relay = self._relay
         opened: asyncio.Future[Pipe] = asyncio.get_running_loop().create_future()
         opened.add_done_callback(lambda _: self.inbox.notify())
         if self.role == "sender":

@@ -17,8 +17,9 @@ MAX_DELAY_SECONDS: Final = 15.0
 DEFAULT_GIVE_UP_SECONDS: Final = 1800.0
 
 
-class GaveUp(ConnectionError):
-    """The signaling server stayed out of reach past the deadline."""
+class GaveUp(Exception):
+    """The signaling server stayed out of reach past the deadline (not a ConnectionError:
+    nothing may retry it)."""
 
 
 @dataclass
