@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ from fileshare import crypto, ice
 from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
 from fileshare.names import human_size
-from fileshare.peer import Inbox, Link, Peer, PeerStopped, SessionEnded
+from fileshare.peer import Inbox, Link, Membership, Peer, PeerStopped, SessionEnded
 from fileshare.protocol import Receiver, Sender, TransferError
-from fileshare.signal_client import SignalClient, SignalError
+from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, Backoff
+from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path, install_key
 from fileshare.transfer import CHUNK_SIZE, Events, ReceiveSide, SendSide, collect_sources
 from fsproto import schema
@@ -41,6 +43,7 @@ class Options:
     timeout: float = 60.0
     wait_for_peer: float = 3600.0
     reconnects: int = 20
+    give_up_after: float = DEFAULT_GIVE_UP_SECONDS  # a signaling outage longer than this fails
     stall_seconds: float = 15.0
     chunk_size: int = CHUNK_SIZE
     relay_only: bool = False
@@ -100,7 +103,7 @@ async def _race(work: Awaitable[T], interrupt: Callable[[], Awaitable[None]]) ->
             await task  # both are retrieved, so neither is "never retrieved" at exit
     if work_task.done() and not work_task.cancelled():
         return work_task.result()
-    watch_task.result()
+    watch_task.result()  # an interrupt ends by raising why
     raise ConnectionError("interrupted")
 
 
@@ -110,10 +113,10 @@ async def _refresh_servers(peer: Peer, given: ice.ServerCredentials, options: Op
     if not given.due(time.time()):
         return
     try:
-        given.received((await peer.inbox.client.refresh_credentials()).iceServers)
+        given.received((await peer.inbox.refresh_credentials()).iceServers)
     except SignalError as exc:
         given.refused(exc.code)
-    except TimeoutError:
+    except (TimeoutError, ConnectionClosed):
         given.refused("timeout")
     peer.ice_servers = _servers(options, given)
 
@@ -125,15 +128,34 @@ async def _epochs(
     options: Options,
     run: Callable[[Link], Awaitable[None]],
     interrupt: Callable[[], Awaitable[None]],
-    race_connect: bool = False,
+    connecting_interrupt: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Connect, run, and on a dropped link connect again, with the same keys. With
-    `race_connect`, building the connection is interrupted too (a sender whose receiver leaves
-    mid-connect, e.g. a reloaded browser tab, starts a new round instead of waiting for an
-    answer to an offer the receiver can no longer open)."""
+    """Connect, run, and on a dropped link connect again, with the same keys. A new peer
+    connection waits for both sides to be on the signaling server (either may be riding out
+    an outage); a connection attempt that times out or fails counts as a dropped link, and one
+    that `connecting_interrupt` ends (the sender's: the receiver restarted) ends the epochs."""
+    inbox = peer.inbox
     for attempt in range(options.reconnects + 1):
-        await _refresh_servers(peer, given, options)
-        link = await (_race(peer.connect(), interrupt) if race_connect else peer.connect())
+        try:
+            await _race(inbox.wait_for_peer(None), interrupt)
+        except PeerGone:
+            raise
+        except ConnectionError:
+            pass  # the receiver's interrupt, a new offer: the sender is there, go and answer it
+        try:
+            await _refresh_servers(peer, given, options)
+            if connecting_interrupt is None:
+                link = await peer.connect()
+            else:
+                link = await _race(peer.connect(), connecting_interrupt)
+        except PeerGone:
+            raise
+        except (TimeoutError, ConnectionError) as exc:  # e.g. the peer restarted: the wait says
+            if attempt == options.reconnects:
+                raise
+            reason = str(exc) or "connecting timed out"
+            events.emit("reconnecting", reason=reason, attempt=attempt + 1)
+            continue
         events.emit("connected", epoch=link.epoch, path=link.path())
         try:
             await _race(run(link), interrupt)
@@ -151,11 +173,15 @@ async def _epochs(
 async def send(paths: list[Path], events: Events, options: Options) -> None:
     sources = await asyncio.to_thread(collect_sources, paths, options.chunk_size)
     events.emit("prepared", files=len(sources), bytes=sum(s.manifest.size for s in sources))
+    instance = secrets.token_urlsafe(16)
     async with await SignalClient.connect(options.server) as client:
-        created = await client.create(access="code")
+        created = await client.create(access="code", instance=instance)
         code = new_code(created.sessionId)
         events.emit("code", code=str(code), link=code.link(options.server))
-        inbox = Inbox(client)
+        membership = Membership(
+            options.server, created.sessionId, created.peerId, created.reconnectKey, instance
+        )
+        inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
         given = ice.ServerCredentials(created.iceServers)  # STUN only: TURN once the peer is in
         sender: Sender | None = None
         side: SendSide | None = None
@@ -191,13 +217,13 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
                 chunksSent=sender.chunks_sent,
             )
         except Exception as exc:
-            await _tell_peer(client, exc)
+            await _tell_peer(inbox.client, exc)
             raise
         finally:
             if side is not None:
                 side.close()
             with contextlib.suppress(Exception):
-                await client.leave()  # ends the session: after a failure nobody may retry
+                await inbox.client.leave()  # ends the session: after a failure nobody may retry
             await inbox.close()
 
 
@@ -213,18 +239,13 @@ async def _send_round(
     """One authentication round; False when the receiver left and may come back."""
 
     async def peer_gone() -> None:
-        await inbox.until(lambda: not inbox.peer_present or inbox.arrivals != arrivals, None)
+        # Not on its absence alone: a receiver whose signaling blips keeps its data channel.
+        await inbox.until(lambda: inbox.left_for_good or inbox.arrivals != arrivals, None)
         raise PeerGone("the receiver left; waiting for it to come back")
 
     try:
         await _epochs(
-            peer,
-            given,
-            events,
-            options,
-            lambda link: side.run(link.pipe),
-            peer_gone,
-            race_connect=True,
+            peer, given, events, options, lambda link: side.run(link.pipe), peer_gone, peer_gone
         )
     except PeerGone as exc:
         events.emit("reconnecting", reason=str(exc), attempt=0)
@@ -245,9 +266,13 @@ async def receive(
         await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time(), out_dir)
         ticket_key = install_key(options.state_path.parent)
+        instance = secrets.token_urlsafe(16)
         async with await SignalClient.connect(server) as client:
-            joined = await _join_or_rejoin(client, store, code.session_id, ticket_key + code.secret)
-            inbox = Inbox(client)
+            joined, key = await _join_or_rejoin(
+                client, store, code.session_id, ticket_key + code.secret, instance
+            )
+            membership = Membership(server, code.session_id, joined.peerId, key, instance)
+            inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
             inbox.peer_present = joined.peerPresent
             given = ice.ServerCredentials(joined.iceServers)
             try:
@@ -298,11 +323,11 @@ async def receive(
                 return side.saved
             except Exception as exc:
                 store.drop_ticket(code.session_id)  # a failed transfer is not rejoined
-                await _tell_peer(client, exc)
+                await _tell_peer(inbox.client, exc)
                 raise
             finally:
                 with contextlib.suppress(Exception):
-                    await client.leave()
+                    await inbox.client.leave()
                 await inbox.close()
 
 
@@ -319,18 +344,19 @@ async def _tell_peer(client: SignalClient, exc: Exception) -> None:
 
 
 async def _join_or_rejoin(
-    client: SignalClient, store: TransferStore, session_id: str, secret: bytes
-) -> schema.SessionJoined:
+    client: SignalClient, store: TransferStore, session_id: str, secret: bytes, instance: str
+) -> tuple[schema.SessionJoined, str]:
     """A receiver restarted with the same code takes its old place back with its ticket;
     `secret` is this installation's ticket key and the code, so a copy of the state database
-    and the code together still do not open it."""
+    and the code together still do not open it. Returns the reply and the reconnect key."""
     sealed = store.ticket(session_id)
     ticket = crypto.open_ticket(secret, session_id, sealed) if sealed else None
     if ticket is not None:
         saved = json.loads(ticket)
         with contextlib.suppress(SignalError):
-            return await client.rejoin(session_id, saved["peerId"], saved["reconnectKey"])
-    joined = await client.join(session_id)
+            key = saved["reconnectKey"]
+            return await client.rejoin(session_id, saved["peerId"], key, instance), key
+    joined = await client.join(session_id, instance=instance)
     data = json.dumps({"peerId": joined.peerId, "reconnectKey": joined.reconnectKey}).encode()
     store.save_ticket(session_id, crypto.seal_ticket(secret, session_id, data), time.time())
-    return joined
+    return joined, joined.reconnectKey

@@ -31,6 +31,7 @@ from fileshare.ice import RelayUnavailable
 from fileshare.names import UnsafeName, human_size
 from fileshare.peer import PeerStopped, SessionEnded
 from fileshare.protocol import CHUNK_SIZES, TransferError
+from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, GaveUp
 from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
 from fileshare.state import StateError, TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events
@@ -114,7 +115,9 @@ class HumanEvents:
             case "manifest":
                 self.console.print(f"Receiving {f['files']} item(s), {human_size(f['bytes'])}")
             case "reconnecting":
-                self.console.print(f"Connection lost, reconnecting ({f['reason']})")
+                self.console.print(f"Connection lost, reconnecting… ({f['reason']})")
+            case "signaling_restored":
+                self.console.print(f"Back on the signaling server after {f['after']} s")
             case "file":
                 resumed = f" (resuming, {f['resumed']} chunks held)" if f["resumed"] else ""
                 self.console.print(f"Receiving {f['name']} ({human_size(f['size'])}){resumed}")
@@ -151,6 +154,7 @@ def _options(args: argparse.Namespace) -> app.Options:
         server=args.server,
         timeout=args.timeout,
         stall_seconds=args.stall_timeout,
+        give_up_after=args.give_up_after,
         chunk_size=getattr(args, "chunk_size", CHUNK_SIZE),
         relay_only=args.relay_only,
         extra_ice_servers=_ice_servers(args),
@@ -233,6 +237,7 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(events, EXIT_NETWORK, "no_server", _no_server(exc))
     except (
         SessionEnded,
+        GaveUp,
         ConnectionClosed,
         ConnectionError,
         TimeoutError,
@@ -346,6 +351,13 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         default=float(os.environ.get("FILESHARE_STALL_TIMEOUT", "15")),
         help="seconds of silence after which a link counts as dropped and is rebuilt "
         "(default: %(default)s; FILESHARE_STALL_TIMEOUT)",
+    )
+    common.add_argument(
+        "--give-up-after",
+        type=float,
+        default=float(os.environ.get("FILESHARE_GIVE_UP_AFTER", str(DEFAULT_GIVE_UP_SECONDS))),
+        help="seconds the signaling server may stay out of reach (we keep reconnecting) before "
+        "the transfer fails (default: %(default)s; FILESHARE_GIVE_UP_AFTER)",
     )
     send = sub.add_parser("send", parents=[common], help="send files or directories")
     send.add_argument("paths", nargs="+", type=Path, metavar="PATH")

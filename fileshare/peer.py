@@ -14,8 +14,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+import aiohttp
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
@@ -28,8 +29,12 @@ from aiortc import (
 from fileshare import crypto, ice, nomination, sctp
 from fileshare.crypto import Role, SessionKeys
 from fileshare.ice import TurnUrl
+from fileshare.reconnect import Backoff, GaveUp
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
 from fsproto import schema
+
+if TYPE_CHECKING:
+    from fileshare.transfer import Events  # transfer imports this module
 
 CHANNEL_LABEL = "fileshare"
 # Once our data channel is open, the peer's key confirmation (sent before ICE even started) is
@@ -62,16 +67,43 @@ def fingerprints(sdp: str) -> str:
     return ",".join(found)
 
 
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """What taking our place in the session back takes, after the signaling connection drops:
+    `instance` is this process's nonce, so the peer hears a resume, not a restart."""
+
+    url: str
+    session_id: str
+    peer_id: schema.PeerId
+    reconnect_key: str
+    instance: str
+
+
 class Inbox:
     """The other peer's messages by kind, and its comings and goings, read in the background
-    so a transfer can notice the peer leaving while it is busy with the data channel."""
+    so a transfer can notice the peer leaving while it is busy with the data channel.
 
-    def __init__(self, client: SignalClient) -> None:
+    A lost signaling connection (a network outage, an instance draining with 1012) is not the
+    end: the inbox connects again to the same URL with backoff.Backoff's schedule and rejoins
+    with the reconnect key, while the data channel carries on untouched."""
+
+    def __init__(
+        self,
+        client: SignalClient,
+        membership: Membership,
+        events: Events,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.client = client
+        self.membership = membership
+        self._events = events
+        self._backoff = backoff or Backoff()
         self._stash = {kind: deque[dict[str, Any]](maxlen=STASHED_PER_KIND) for kind in KINDS}
         self._changed = asyncio.Event()
         self.peer_present = False
-        self.arrivals = 0  # how many times the peer has (re)joined
+        self.connected = True  # to the signaling server
+        self.arrivals = 0  # how many times the peer has (re)joined from a new process
+        self.left_for_good = False
         self._ended: Exception | None = None
         self._reader = asyncio.create_task(self._read(), name="signal-inbox")
 
@@ -79,14 +111,19 @@ class Inbox:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+        await self.client.close()
 
     async def _read(self) -> None:
         while self._ended is None:
             try:
-                event = await self.client.next_event(timeout=86400)
-            except (ConnectionClosed, TimeoutError) as exc:
-                self._ended = SessionEnded(f"lost the signaling server ({exc})")
-                event = None
+                event = await self.client.next_event(timeout=None)
+            except ConnectionClosed as exc:
+                if exc.broken:  # a server that breaks the protocol gets no second chance
+                    self._ended = SessionEnded(f"lost the signaling server ({exc})")
+                else:
+                    await self._reconnect(str(exc))
+                self.notify()
+                continue
             match event:
                 case schema.Relayed(type=relay_type):
                     payload = payload_of(event)
@@ -98,13 +135,16 @@ class Inbox:
                             self._ended = _abort(payload)
                         if kind in KINDS:
                             self._stash[kind].append(payload)
+                case schema.PeerJoined(resumed=True):
+                    self.peer_present = True  # its signaling came back: same process, same state
                 case schema.PeerJoined():
                     for stashed in self._stash.values():  # it belongs to the peer's last run
                         stashed.clear()
                     self.peer_present = True
                     self.arrivals += 1
-                case schema.PeerLeft():
+                case schema.PeerLeft(graceSeconds=grace):
                     self.peer_present = False
+                    self.left_for_good = grace <= 0
                 case schema.SessionClosed(reason=reason):
                     self._ended = SessionEnded(f"the session ended ({reason})")
                 case schema.Error(code=schema.ErrorCode.PEER_UNAVAILABLE):
@@ -114,6 +154,71 @@ class Inbox:
                 case schema.Error(code=code, message=message):
                     self._ended = SignalError(code, message)
             self.notify()
+
+    async def _reconnect(self, reason: str) -> None:
+        """Back into our place in the session, or `_ended` set: the session is gone, or the
+        server stayed out of reach past the backoff's deadline."""
+        self.connected = False
+        self.notify()
+        backoff, member, loop = self._backoff, self.membership, asyncio.get_running_loop()
+        backoff.lost(loop.time(), reason)
+        with contextlib.suppress(Exception):
+            await self.client.close()
+        while True:
+            self._events.emit(
+                "reconnecting", reason=f"signaling: {backoff.reason}", attempt=backoff.attempts
+            )
+            try:
+                await asyncio.sleep(backoff.next_attempt(loop.time()))
+            except GaveUp as exc:
+                self._ended = exc
+                return
+            try:
+                client = await SignalClient.connect(member.url)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                backoff.failed(loop.time(), f"signaling server unreachable: {exc}")
+                continue
+            try:
+                joined = await client.rejoin(
+                    member.session_id, member.peer_id, member.reconnect_key, member.instance
+                )
+            except (SignalError, ConnectionClosed, TimeoutError) as exc:
+                await client.close()
+                if isinstance(exc, SignalError) and exc.code == schema.ErrorCode.SESSION_NOT_FOUND:
+                    self._ended = SessionEnded("the session ended while we were away")
+                    return
+                backoff.failed(loop.time(), f"rejoin failed: {exc}")
+                continue
+            self.client, self.connected = client, True
+            self.peer_present = joined.peerPresent
+            lasted = backoff.restored(loop.time())
+            self._events.emit("signaling_restored", after=round(lasted, 1))
+            return
+
+    async def relay(self, kind: str, payload: dict[str, Any], arrivals: int | None = None) -> None:
+        """Relay to the peer once we and it are on the signaling server (a message sent into
+        an outage would be lost); the wait ends at once if the session does. With `arrivals`
+        (the round the message belongs to), a peer that restarted meanwhile never gets it:
+        it would read the old round's message under its new keys."""
+        while True:
+            await self.until(lambda: self.connected and self.peer_present, None)
+            if arrivals is not None and arrivals != self.arrivals:
+                raise ConnectionError("the peer restarted: a message of its last run is void")
+            client = self.client
+            try:
+                await client.relay(kind, payload)
+                return
+            except ConnectionClosed:
+                await self._until_replaced(client)
+
+    async def _until_replaced(self, lost: SignalClient) -> None:
+        await self.until(lambda: self.client is not lost, None)
+
+    async def refresh_credentials(self) -> schema.Credentials:
+        """Fresh ICE servers, asked on the signaling connection we have (after an outage, the
+        one we get back)."""
+        await self.until(lambda: self.connected, None)
+        return await self.client.refresh_credentials()
 
     def notify(self) -> None:
         """Wake every until(): something it may wait for changed (also called from outside,
@@ -133,11 +238,22 @@ class Inbox:
         await self.until(lambda: bool(self._stash[kind]), timeout)
         return self._stash[kind].popleft()
 
+    async def expect_latest(self, kind: str, timeout: float | None) -> dict[str, Any]:
+        """The newest message of `kind`: older ones belong to attempts the peer gave up."""
+        await self.until(lambda: bool(self._stash[kind]), timeout)
+        latest = self._stash[kind].pop()
+        self._stash[kind].clear()
+        return latest
+
+    def discard(self, *kinds: str) -> None:
+        for kind in kinds:
+            self._stash[kind].clear()
+
     def has(self, kind: str) -> bool:
         return bool(self._stash[kind])
 
-    async def wait_for_peer(self, timeout: float) -> None:
-        await self.until(lambda: self.peer_present, timeout)
+    async def wait_for_peer(self, timeout: float | None) -> None:
+        await self.until(lambda: self.peer_present and self.connected, timeout)
 
 
 def _abort(payload: dict[str, Any]) -> Exception:
@@ -230,6 +346,7 @@ class Peer:
         self.keys: SessionKeys | None = None
         self.epoch = 0
         self._turn: TurnUrl | None = None
+        self._round = inbox.arrivals  # the peer's run these keys and messages belong to
 
     @property
     def peer_role(self) -> Role:
@@ -237,10 +354,13 @@ class Peer:
 
     async def authenticate(self) -> SessionKeys:
         """The PAKE: one hello each way. Its keys are unproven until confirm() succeeds."""
-        await self.inbox.client.relay("signal", self._handshake.hello())
+        await self._relay("signal", self._handshake.hello())
         hello = await self.inbox.expect("hello", self.timeout)
         self.keys = self._handshake.on_hello(hello)
         return self.keys
+
+    async def _relay(self, kind: str, payload: dict[str, Any]) -> None:
+        await self.inbox.relay(kind, payload, self._round)
 
     async def connect(self) -> Link:
         """A new peer connection for this epoch, authenticated end to end."""
@@ -270,7 +390,7 @@ class Peer:
             nomination.prefer_direct(nomination.ice_connection(pc))
 
     async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
-        client = self.inbox.client
+        relay = self._relay
         opened: asyncio.Future[Pipe] = asyncio.get_running_loop().create_future()
         opened.add_done_callback(lambda _: self.inbox.notify())
         if self.role == "sender":
@@ -281,7 +401,8 @@ class Peer:
             offer_sdp = pc.localDescription.sdp
             await self._check_relay(offer_sdp)
             sealed = crypto.seal_description(keys, self.role, self.epoch, offer_sdp)
-            await client.relay("offer", {"type": "offer", "sealed": sealed, "epoch": self.epoch})
+            self.inbox.discard("answer", "confirm")  # left over from an attempt that timed out
+            await relay("offer", {"type": "offer", "sealed": sealed, "epoch": self.epoch})
             answer = await self.inbox.expect("answer", self.timeout)
             answer_sdp = crypto.open_description(
                 keys, self.peer_role, self.epoch, answer.get("sealed")
@@ -300,7 +421,8 @@ class Peer:
                 else:
                     channel.on("open", lambda: _resolve(opened, pipe))
 
-            offer = await self.inbox.expect("offer", self.timeout)
+            offer = await self.inbox.expect_latest("offer", self.timeout)
+            self.inbox.discard("confirm")  # a confirmation before this offer is of an older one
             epoch = offer.get("epoch")
             self.epoch = epoch if isinstance(epoch, int) and 0 <= epoch < 2**32 else self.epoch
             offer_sdp = crypto.open_description(
@@ -312,10 +434,10 @@ class Peer:
             answer_sdp = pc.localDescription.sdp
             await self._check_relay(answer_sdp)
             sealed = crypto.seal_description(keys, self.role, self.epoch, answer_sdp)
-            await client.relay("answer", {"type": "answer", "sealed": sealed})
+            await relay("answer", {"type": "answer", "sealed": sealed})
         offer_fp, answer_fp = fingerprints(offer_sdp), fingerprints(answer_sdp)
         mine = crypto.confirmation_message(keys, self.role, offer_fp, answer_fp, self.epoch)
-        await client.relay("signal", mine)
+        await relay("signal", mine)
         theirs = await self._their_confirmation(opened)
         crypto.check_confirmation(
             keys, self.peer_role, theirs.get("mac"), offer_fp, answer_fp, self.epoch

@@ -21,6 +21,9 @@ Reply = TypeVar("Reply", bound=schema.ServerMessage)
 # hard limit on a client's message, which is also the most it relays; a hostile server cannot
 # make us buffer more than this per frame.
 MAX_SERVER_MESSAGE_BYTES = 262144
+# A WebSocket ping this often, and no pong within half of it, closes a connection that a dead
+# path would otherwise keep "open" for TCP's minutes: the reconnect starts within seconds.
+HEARTBEAT_SECONDS = 10.0
 
 
 class SignalError(Exception):
@@ -52,11 +55,13 @@ def _refusal(status: int) -> str:
 
 class ConnectionClosed(Exception):
     """The connection to the server ended; `code` is the WebSocket close code, `reason` ours
-    when we hung up on a server that broke the protocol."""
+    when we hung up on a server that broke the protocol (`broken`: worth no reconnect) or that
+    stopped answering our heartbeat."""
 
-    def __init__(self, code: int | None, reason: str | None = None) -> None:
+    def __init__(self, code: int | None, reason: str | None = None, broken: bool = False) -> None:
         super().__init__(reason or f"signaling connection closed (code {code})")
         self.code = code
+        self.broken = broken
 
 
 class SignalClient:
@@ -77,7 +82,8 @@ class SignalClient:
             async with asyncio.timeout(timeout):
                 ws = await http.ws_connect(
                     url,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
+                    heartbeat=HEARTBEAT_SECONDS,
                     max_msg_size=MAX_SERVER_MESSAGE_BYTES,
                 )
         except aiohttp.WSServerHandshakeError as exc:
@@ -104,9 +110,14 @@ class SignalClient:
         """Every frame from the server is hostile: one that is not a valid message (or is too
         large) ends the connection with a one-line reason, never a decoder's traceback."""
         reason: str | None = None
+        broken = True
         try:
             async for msg in self._ws:
                 if msg.type == aiohttp.WSMsgType.ERROR:
+                    if isinstance(msg.data, aiohttp.ServerTimeoutError):  # the heartbeat's
+                        reason = f"no answer from the signaling server for {HEARTBEAT_SECONDS} s"
+                        broken = False
+                        break
                     reason = f"the signaling server broke the protocol ({msg.data})"
                     break
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
@@ -123,9 +134,9 @@ class SignalClient:
                 else:
                     self._events.put_nowait(event)
         finally:
-            if reason is not None:
+            if reason is not None and broken:
                 await self._ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR)
-            closed = ConnectionClosed(self._ws.close_code, reason)
+            closed = ConnectionClosed(self._ws.close_code, reason, broken and reason is not None)
             for waiter in self._pending.values():
                 if not waiter.done():
                     waiter.set_exception(closed)
@@ -168,17 +179,30 @@ class SignalClient:
         else:
             await self._ws.send_bytes(data)
 
-    async def create(self, access: schema.Access = "token") -> schema.SessionCreated:
-        msg = schema.CreateSession(v=schema.VERSION, access=access)
+    async def create(
+        self, access: schema.Access = "token", instance: str | None = None
+    ) -> schema.SessionCreated:
+        """`instance`: this process's nonce (see schema.JoinSession)."""
+        msg = schema.CreateSession(v=schema.VERSION, access=access, instance=instance)
         return await self._ask(msg, schema.SessionCreated)
 
-    async def join(self, session_id: str, token: str | None = None) -> schema.SessionJoined:
-        msg = schema.JoinSession(v=schema.VERSION, sessionId=session_id, token=token)
+    async def join(
+        self, session_id: str, token: str | None = None, instance: str | None = None
+    ) -> schema.SessionJoined:
+        msg = schema.JoinSession(
+            v=schema.VERSION, sessionId=session_id, token=token, instance=instance
+        )
         return await self._ask(msg, schema.SessionJoined)
 
-    async def rejoin(self, session_id: str, peer_id: PeerId, key: str) -> schema.SessionJoined:
+    async def rejoin(
+        self, session_id: str, peer_id: PeerId, key: str, instance: str | None = None
+    ) -> schema.SessionJoined:
         msg = schema.RejoinSession(
-            v=schema.VERSION, sessionId=session_id, peerId=peer_id, reconnectKey=key
+            v=schema.VERSION,
+            sessionId=session_id,
+            peerId=peer_id,
+            reconnectKey=key,
+            instance=instance,
         )
         return await self._ask(msg, schema.SessionJoined)
 
@@ -194,7 +218,7 @@ class SignalClient:
         cls = _RELAY_CLASSES[kind]
         await self.send(cls(v=schema.VERSION, payload=msgspec.Raw(msgspec.json.encode(payload))))
 
-    async def next_event(self, timeout: float = 10.0) -> Event:
+    async def next_event(self, timeout: float | None = 10.0) -> Event:
         """The next message that is not a reply; raises ConnectionClosed once the server hung up."""
         event = await asyncio.wait_for(self._events.get(), timeout)
         if isinstance(event, ConnectionClosed):

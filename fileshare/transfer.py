@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal, Protocol
 
 from aiortc import RTCDataChannel
+from aiortc.exceptions import InvalidStateError
 
 from fileshare import names, protocol
 from fileshare.bitmap import ChunkBitmap
@@ -131,9 +132,13 @@ class Liveness:
 
 @contextlib.asynccontextmanager
 async def _telling_the_peer(pipe: Pipe) -> AsyncIterator[None]:
-    """A transfer that fails here says why on the channel, so the peer stops with the reason."""
+    """A transfer that fails here says why on the channel, so the peer stops with the reason.
+    A send on a channel that closed under us (e.g. after the process was suspended, its
+    timers fire late and the transport is gone) is a dropped link, not a crash."""
     try:
         yield
+    except InvalidStateError as exc:
+        raise ConnectionError("the data channel closed") from exc
     except TransferError as exc:
         if exc.code.startswith("peer_"):  # the peer told us; it needs no answer
             raise

@@ -72,12 +72,18 @@ class CreateSession(_Message, tag="create_session"):
     the session, and no second peer may join. Default "token": the 128-bit token is required."""
 
     access: Access = "token"
+    instance: Secret | None = None
     id: RequestId | None = None
 
 
 class JoinSession(_Message, tag="join_session"):
+    """`instance` (also in create and rejoin): a nonce the client picks once per process, so a
+    rejoin from the same process (its signaling connection came back) can be told from a
+    restarted one; see PeerJoined.resumed."""
+
     sessionId: SessionId
     token: Secret | None = None
+    instance: Secret | None = None
     id: RequestId | None = None
 
 
@@ -87,6 +93,7 @@ class RejoinSession(_Message, tag="rejoin_session"):
     sessionId: SessionId
     peerId: PeerId
     reconnectKey: Secret
+    instance: Secret | None = None
     id: RequestId | None = None
 
 
@@ -177,8 +184,13 @@ class Credentials(_Message, tag="credentials"):
 
 
 class PeerJoined(_Message, tag="peer_joined"):
+    """`resumed`: the peer rejoined from the same process (same `instance`): only its signaling
+    connection was lost, its transfer state and data channel are intact. Sent only to a peer
+    that gave an instance itself (older clients do not know the field)."""
+
     peerId: PeerId
     rejoined: bool
+    resumed: bool = False
 
 
 class PeerLeft(_Message, tag="peer_left"):

@@ -29,6 +29,7 @@ MARKER: Final = b"FILESHARE-NETSIM-MARKER-"
 SHORT_CUT_SECONDS: Final = 15.0  # under the client's stall timeout: the connection survives
 # A paused peer is silent: its peer waits this much longer than the pause before giving up.
 PAUSE_STALL_MARGIN_S: Final = 30.0
+GRACE_DEFAULT_S: Final = 60.0  # the signaling server's --grace-seconds default
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ def _connected(client: Client) -> list[dict[str, Any]]:
     return [e for e in client.events() if e["event"] == "connected"]
 
 
+def _data_moving_after(receiver: Client, moment: float) -> float | None:
+    """When the receiver first reported more bytes than it held at `moment`."""
+    progress = [e for e in receiver.events() if e["event"] == "progress"]
+    held = max((e["done"] for e in progress if e["ts"] <= moment), default=0)
+    return next((e["ts"] for e in progress if e["ts"] > moment and e["done"] > held), None)
+
+
 async def _fault_when(
     sender: Client, share: float, strike: Callable[[], None], timeout: float
 ) -> float | None:
@@ -96,6 +104,7 @@ class ScenarioRun:
         self.lab = lab
         self.workdir = workdir
         self.result = ScenarioResult(scenario.name, scenario.kind.value, scenario.description)
+        self.fault_ended_at: float | None = None  # wall clock, as the clients' event stamps
 
     def _args(self) -> tuple[str, ...]:
         args: tuple[str, ...] = ("--relay-only",) if self.scenario.relay_only else ()
@@ -139,7 +148,7 @@ class ScenarioRun:
         same = arrived.exists() and sha256(arrived) == sha256(payload.path)
         result.check("file arrived intact", same, "same SHA-256", "same" if same else "differs")
         self._judge_path(sender, receiver)
-        self._figures(sender, payload)
+        self._figures(sender, receiver, payload)
 
     def _striker(self, receiver: Client) -> Callable[[], None]:
         fault = self.scenario.fault
@@ -160,6 +169,7 @@ class ScenarioRun:
         def cut() -> None:
             self.net.cut(fault.site, fault.udp_only)
             self.result.metrics["cut_seconds"] = fault.seconds
+            self.fault_ended_at = time.time() + fault.seconds
             loop = asyncio.get_running_loop()
             loop.call_later(fault.seconds, self.net.restore, fault.site)
 
@@ -191,7 +201,7 @@ class ScenarioRun:
         if wanted and observed == "relay":
             result.check("TURN transport", turn in wanted, " or ".join(wanted), turn)
 
-    def _figures(self, sender: Client, payload: Payload) -> None:
+    def _figures(self, sender: Client, receiver: Client, payload: Payload) -> None:
         sc, result = self.scenario, self.result
         done = sender.first("done")
         connected = _connected(sender)
@@ -221,6 +231,10 @@ class ScenarioRun:
                 "1 connection" if short else "2 or more connections",
                 f"{len(connected)} connection(s)",
             )
+        if self.fault_ended_at is not None:
+            recovered = _data_moving_after(receiver, self.fault_ended_at)
+            if recovered is not None:  # from the fault's end to the next chunks written
+                result.metrics["recover_s"] = round(recovered - self.fault_ended_at, 2)
         if sc.fault is not None and sc.fault.kind is FaultKind.REBIND:
             result.metrics["outcome"] = "survived" if len(connected) == 1 else "resumed"
         if sc.fault is not None and sc.fault.kind is FaultKind.PAUSE:
@@ -280,11 +294,17 @@ def run_one(scenario: Scenario, root: Path) -> ScenarioResult:
 
 def _signal_args(scenario: Scenario) -> tuple[str, ...]:
     """A paused peer answers no heartbeat either: the server waits out the pause too (else it
-    would end the session after its 20 s, whatever the NATs do)."""
+    would end the session after its 20 s, whatever the NATs do). A full cut longer than the
+    default grace (60 s) runs against a deployment that keeps a dropped peer's place longer,
+    as the README advises for roaming users."""
     fault = scenario.fault
-    if fault is None or fault.kind is not FaultKind.PAUSE:
+    if fault is None:
         return ()
-    return ("--heartbeat-seconds", str(fault.seconds + PAUSE_STALL_MARGIN_S))
+    if fault.kind is FaultKind.PAUSE:
+        return ("--heartbeat-seconds", str(fault.seconds + PAUSE_STALL_MARGIN_S))
+    if fault.kind is FaultKind.CUT and not fault.udp_only and fault.seconds >= GRACE_DEFAULT_S:
+        return ("--grace-seconds", str(fault.seconds + GRACE_DEFAULT_S))
+    return ()
 
 
 def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:

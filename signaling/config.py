@@ -50,7 +50,13 @@ class Config:
     )
     credential_burst: float = _opt(10.0, "TURN credentials an address may get at once")
     session_idle_seconds: float = _opt(1800.0, "a session with no activity for this long ends")
-    session_lifetime_seconds: float = _opt(86400.0, "no session lives longer than this")
+    session_lifetime_seconds: float = _opt(
+        86400.0, "a session whose second peer has not joined ends after this"
+    )
+    session_max_seconds: float = _opt(
+        3 * 86400.0,
+        "hard limit on a session whose peers have met (a transfer in progress keeps it alive)",
+    )
     grace_seconds: float = _opt(60.0, "how long a dropped peer may take to rejoin its session")
     heartbeat_seconds: float = _opt(20.0, "ping interval; a client that misses a pong is dropped")
     send_queue_bytes: int = _opt(
@@ -107,6 +113,7 @@ class Config:
         return SessionPolicy(
             idle_seconds=self.session_idle_seconds,
             lifetime_seconds=self.session_lifetime_seconds,
+            max_seconds=self.session_max_seconds,
             grace_seconds=self.grace_seconds,
         )
 

@@ -503,7 +503,9 @@ class SignalingServer:
         now = time.time()
         for _ in range(8):
             session_id = sessions.new_session_id()
-            created = sessions.create(session_id, conn.ip, conn.id, now, msg.access)
+            created = sessions.create(
+                session_id, conn.ip, conn.id, now, msg.access, msg.instance or ""
+            )
             outcome = await self.store.create(created.record, self.config.max_sessions_per_ip)
             if outcome != "taken":
                 break
@@ -532,7 +534,10 @@ class SignalingServer:
         self._may_try_joining(conn, msg.id)
         now = time.time()
         result = await self.store.update(
-            msg.sessionId, _apply(lambda r: sessions.join(r, msg.token, conn.id, now, self.policy))
+            msg.sessionId,
+            _apply(
+                lambda r: sessions.join(r, msg.token, conn.id, now, self.policy, msg.instance or "")
+            ),
         )
         await self._admit(conn, msg.sessionId, msg.id, result, msg.token, now)
 
@@ -543,7 +548,7 @@ class SignalingServer:
             msg.sessionId,
             _apply(
                 lambda r: sessions.rejoin(
-                    r, msg.peerId, msg.reconnectKey, conn.id, now, self.policy
+                    r, msg.peerId, msg.reconnectKey, conn.id, now, self.policy, msg.instance or ""
                 )
             ),
         )
@@ -600,13 +605,16 @@ class SignalingServer:
             reconnectKey=outcome.reconnect_key,
             peerPresent=outcome.peer_present,
             rejoined=outcome.rejoined,
-            expiresAt=record.created_at + self.policy.lifetime_seconds,
+            expiresAt=record.lifetime_end(self.policy),
             iceServers=self._ice_servers(conn, record, outcome.peer_id, now),
             re=request_id,
         )
         self._send(conn, schema.encode(reply))
         notice = schema.PeerJoined(
-            v=schema.VERSION, peerId=outcome.peer_id, rejoined=outcome.rejoined
+            v=schema.VERSION,
+            peerId=outcome.peer_id,
+            rejoined=outcome.rejoined,
+            resumed=outcome.resumed and outcome.tell_resumed,
         )
         await self.bus.publish(
             peer_channel(session_id, sessions.other_peer(outcome.peer_id)),

@@ -24,15 +24,21 @@ RETAIN_SECONDS: Final = 30.0
 
 @dataclass(frozen=True, slots=True)
 class SessionPolicy:
+    """`lifetime_seconds` bounds a session until its second peer joins, `max_seconds` one whose
+    two peers have met (a long transfer keeps it); idleness ends a session only while one of
+    its peers is away: two connected peers are a transfer in progress, whatever they say."""
+
     idle_seconds: float
     lifetime_seconds: float
     grace_seconds: float
+    max_seconds: float = 3 * 86400.0
 
 
 class PeerSlot(msgspec.Struct):
     key_hash: str
     conn: str  # "" while the peer is away
     left_at: float = 0.0
+    instance: str = ""  # the client process's nonce, "" for clients that send none
 
 
 class SessionRecord(msgspec.Struct):
@@ -47,9 +53,18 @@ class SessionRecord(msgspec.Struct):
     def retain_until(self, policy: SessionPolicy) -> float:
         return self.deadline(policy) + RETAIN_SECONDS
 
+    def lifetime_end(self, policy: SessionPolicy) -> float:
+        """When the session expires whatever happens: later once both peers have joined."""
+        paired = len(self.peers) == 2
+        return self.created_at + (policy.max_seconds if paired else policy.lifetime_seconds)
+
+    def _idle_end(self, policy: SessionPolicy) -> float:
+        both_here = len(self.peers) == 2 and all(s.conn for s in self.peers.values())
+        return float("inf") if both_here else self.last_active + policy.idle_seconds
+
     def deadline(self, policy: SessionPolicy) -> float:
         """When the session ends unless something happens before."""
-        end = min(self.created_at + policy.lifetime_seconds, self.last_active + policy.idle_seconds)
+        end = min(self.lifetime_end(policy), self._idle_end(policy))
         for slot in self.peers.values():
             if not slot.conn:
                 end = min(end, slot.left_at + policy.grace_seconds)
@@ -57,9 +72,9 @@ class SessionRecord(msgspec.Struct):
 
     def end_reason(self, now: float, policy: SessionPolicy) -> str | None:
         """Why the session is over at `now`, or None while it lives."""
-        if now >= self.created_at + policy.lifetime_seconds:
+        if now >= self.lifetime_end(policy):
             return "expired"
-        if now >= self.last_active + policy.idle_seconds:
+        if now >= self._idle_end(policy):
             return "idle"
         if any(not s.conn and now >= s.left_at + policy.grace_seconds for s in self.peers.values()):
             return "peer_timeout"
@@ -90,7 +105,14 @@ class Created:
     reconnect_key: str
 
 
-def create(session_id: str, owner_ip: str, conn: str, now: float, access: str = "token") -> Created:
+def create(
+    session_id: str,
+    owner_ip: str,
+    conn: str,
+    now: float,
+    access: str = "token",
+    instance: str = "",
+) -> Created:
     token, key = new_secret(), new_secret()
     record = SessionRecord(
         id=session_id,
@@ -99,7 +121,7 @@ def create(session_id: str, owner_ip: str, conn: str, now: float, access: str = 
         created_at=now,
         last_active=now,
         access=access,
-        peers={"a": PeerSlot(key_hash=hash_secret(key), conn=conn)},
+        peers={"a": PeerSlot(key_hash=hash_secret(key), conn=conn, instance=instance)},
     )
     return Created(record, token, key)
 
@@ -111,6 +133,8 @@ class Joined:
     peer_present: bool
     rejoined: bool
     replaced_conn: str  # a stale connection of the same peer that must be dropped
+    resumed: bool = False  # a rejoin from the same client process (only signaling was lost)
+    tell_resumed: bool = False  # the other peer gave an instance, so it understands `resumed`
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +164,12 @@ def other_peer(peer_id: PeerId) -> PeerId:
 
 
 def join(
-    record: SessionRecord, token: str | None, conn: str, now: float, policy: SessionPolicy
+    record: SessionRecord,
+    token: str | None,
+    conn: str,
+    now: float,
+    policy: SessionPolicy,
+    instance: str = "",
 ) -> Joined | Refused:
     """A second peer joins with the session's token (or, for a code session, its id alone).
     A wrong token, and a code session already joined, look exactly like no session."""
@@ -155,7 +184,7 @@ def join(
     elif "b" in record.peers:
         return Refused("full")
     key = new_secret()
-    record.peers["b"] = PeerSlot(key_hash=hash_secret(key), conn=conn)
+    record.peers["b"] = PeerSlot(key_hash=hash_secret(key), conn=conn, instance=instance)
     record.last_active = now
     return Joined(
         "b", key, peer_present=bool(record.peers["a"].conn), rejoined=False, replaced_conn=""
@@ -163,20 +192,34 @@ def join(
 
 
 def rejoin(
-    record: SessionRecord, peer_id: PeerId, key: str, conn: str, now: float, policy: SessionPolicy
+    record: SessionRecord,
+    peer_id: PeerId,
+    key: str,
+    conn: str,
+    now: float,
+    policy: SessionPolicy,
+    instance: str = "",
 ) -> Joined | Refused:
-    """A peer takes its own place back; a connection it left behind (or that died) is replaced."""
+    """A peer takes its own place back; a connection it left behind (or that died) is replaced.
+    The same `instance` as before means the same process: it resumes, it did not restart."""
     slot = record.peers.get(peer_id)
     if record.end_reason(now, policy) is not None or slot is None:
         return refuse_absent(key)
     if not _matches(key, slot.key_hash):
         return Refused("not_found")
     replaced = slot.conn
-    slot.conn, slot.left_at = conn, 0.0
+    resumed = bool(instance) and hmac.compare_digest(instance, slot.instance)
+    slot.conn, slot.left_at, slot.instance = conn, 0.0, instance
     record.last_active = now
     other = record.peers.get(other_peer(peer_id))
     return Joined(
-        peer_id, "", peer_present=bool(other and other.conn), rejoined=True, replaced_conn=replaced
+        peer_id,
+        "",
+        peer_present=bool(other and other.conn),
+        rejoined=True,
+        replaced_conn=replaced,
+        resumed=resumed,
+        tell_resumed=bool(other and other.instance),
     )
 
 
@@ -189,6 +232,7 @@ def drop(record: SessionRecord, peer_id: PeerId, conn: str, now: float) -> bool:
     if slot is None or not conn or slot.conn != conn:
         return False
     slot.conn, slot.left_at = "", now
+    touch(record, now)  # idleness counts from here: until now, two peers held the session
     return True
 
 
@@ -212,4 +256,4 @@ def credential_seconds(
         return 0
     if slot.conn != conn or not other.conn:
         return 0
-    return max(0, min(longest, int(record.created_at + policy.lifetime_seconds - now)))
+    return max(0, min(longest, int(record.lifetime_end(policy) - now)))

@@ -127,6 +127,27 @@ async def test_reconnect_within_grace(start_server: StartServer) -> None:
     await b2.close()
 
 
+async def test_rejoin_tells_a_signaling_blip_from_a_restart(server: RunningServer) -> None:
+    """The same instance nonce rejoining is a resume (the peer keeps its data channel); a new
+    one is a restart. The raw frame shows the field is absent for a restart (v1 decoders)."""
+    a = await SignalClient.connect(server.url)
+    created = await a.create(access="code", instance="sender-process")
+    b = await SignalClient.connect(server.url)
+    joined = await b.join(created.sessionId, instance="receiver-process")
+    assert isinstance(await a.next_event(), schema.PeerJoined)
+    for instance, resumed in (("receiver-process", True), ("restarted-receiver", False)):
+        await b.close()
+        assert isinstance(await a.next_event(), schema.PeerLeft)
+        b = await SignalClient.connect(server.url)
+        await b.rejoin(created.sessionId, "b", joined.reconnectKey, instance)
+        back = await a.next_event()
+        assert isinstance(back, schema.PeerJoined) and back.rejoined
+        assert back.resumed is resumed
+        assert (b'"resumed"' in schema.encode(back)) is resumed
+    await a.close()
+    await b.close()
+
+
 async def test_rejoin_replaces_a_stale_connection(server: RunningServer) -> None:
     a, b, created, joined = await pair(server.url)
     b2 = await SignalClient.connect(server.url)
@@ -165,13 +186,27 @@ async def test_peer_that_does_not_return_ends_the_session(start_server: StartSer
 
 
 @pytest.mark.parametrize(
-    ("setting", "reason"),
-    [("session_lifetime_seconds", "expired"), ("session_idle_seconds", "idle")],
+    ("setting", "paired", "reason"),
+    [
+        ("session_max_seconds", True, "expired"),
+        ("session_lifetime_seconds", False, "expired"),
+        ("session_idle_seconds", False, "idle"),
+    ],
 )
-async def test_sessions_expire(start_server: StartServer, setting: str, reason: str) -> None:
+async def test_sessions_expire(
+    start_server: StartServer, setting: str, paired: bool, reason: str
+) -> None:
+    """Two peers that met hold their session until the hard limit; a creator still waiting
+    for its peer loses it at the lifetime or when idle."""
     server = await start_server(**{setting: 1.0})
-    a, b, created, _ = await pair(server.url)
-    for client in (a, b):
+    if paired:
+        a, b, created, _ = await pair(server.url)
+        clients = [a, b]
+    else:
+        a = await SignalClient.connect(server.url)
+        created = await a.create()
+        clients = [a]
+    for client in clients:
         closed = await client.next_event(timeout=5)
         assert isinstance(closed, schema.SessionClosed) and closed.reason == reason
     c = await SignalClient.connect(server.url)
@@ -179,8 +214,22 @@ async def test_sessions_expire(start_server: StartServer, setting: str, reason: 
         await c.join(created.sessionId, created.token)
     assert err.value.code == "session_not_found"
     assert await metric(server, "fileshare_signal_sessions_closed_total") >= 1
-    for client in (a, b, c):
+    for client in (*clients, c):
         await client.close()
+
+
+async def test_a_transfer_in_progress_outlives_idleness_and_lifetime(
+    start_server: StartServer,
+) -> None:
+    """Two connected peers say nothing for hours while their data channel works: their
+    session neither goes idle nor reaches the waiting lifetime."""
+    server = await start_server(session_idle_seconds=0.5, session_lifetime_seconds=0.5)
+    a, b, _, _ = await pair(server.url)
+    with pytest.raises(TimeoutError):
+        await a.next_event(timeout=2.0)  # several sweeps past both limits
+    await exchange(a, b)
+    await a.close()
+    await b.close()
 
 
 async def test_lonely_session_expires_without_any_peer(start_server: StartServer) -> None:
@@ -617,7 +666,7 @@ async def test_turn_credentials_only_once_both_peers_are_there(start_server: Sta
 
 
 async def test_turn_credentials_end_with_the_session(start_server: StartServer) -> None:
-    server = await turn_server(start_server, turn_ttl_seconds=600, session_lifetime_seconds=30)
+    server = await turn_server(start_server, turn_ttl_seconds=600, session_max_seconds=30)
     _, _, _, joined = await pair(server.url)
     turn = joined.iceServers[1]
     assert turn.username is not None
@@ -691,7 +740,7 @@ async def test_logs_hold_no_secrets(
 
 
 async def test_each_peer_hears_of_the_end_once(start_server: StartServer) -> None:
-    server = await start_server(session_lifetime_seconds=1.0)
+    server = await start_server(session_max_seconds=1.0)
     a, b, _, _ = await pair(server.url)
     for client in (a, b):
         closed = await client.next_event(timeout=5)

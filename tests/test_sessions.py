@@ -24,7 +24,9 @@ from signaling.sessions import (
     rejoin,
 )
 
-POLICY = SessionPolicy(idle_seconds=100.0, lifetime_seconds=1000.0, grace_seconds=10.0)
+POLICY = SessionPolicy(
+    idle_seconds=100.0, lifetime_seconds=1000.0, grace_seconds=10.0, max_seconds=3000.0
+)
 T0 = 5000.0
 
 
@@ -196,6 +198,34 @@ def test_rejoin_after_drop() -> None:
     assert record.last_active == T0 + 5
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "resumed"),
+    [("proc1", "proc1", True), ("proc1", "proc2", False), ("", "", False), ("proc1", "", False)],
+)
+def test_rejoin_from_the_same_process_resumes(before: str, after: str, resumed: bool) -> None:
+    """Same instance nonce: only the signaling connection was lost; a new one: a restart."""
+    created = create("12345678", "192.0.2.1", "conn-a", T0, instance="other")
+    record = created.record
+    joined_b = join(record, created.token, "conn-b", T0 + 1, POLICY, instance=before)
+    assert isinstance(joined_b, Joined)
+    assert drop(record, "b", "conn-b", T0 + 2)
+    result = rejoin(record, "b", joined_b.reconnect_key, "conn-b2", T0 + 3, POLICY, after)
+    assert isinstance(result, Joined)
+    assert (result.resumed, result.tell_resumed) == (resumed, True)
+    assert record.peers["b"].instance == after
+
+
+def test_resumed_is_not_told_to_a_peer_that_gave_no_instance() -> None:
+    """An older client decodes server messages strictly: it never gets the new field."""
+    created = new_session()  # peer a gave no instance
+    record = created.record
+    joined_b = join(record, created.token, "conn-b", T0 + 1, POLICY, instance="proc1")
+    assert isinstance(joined_b, Joined)
+    result = rejoin(record, "b", joined_b.reconnect_key, "conn-b2", T0 + 3, POLICY, "proc1")
+    assert isinstance(result, Joined)
+    assert result.resumed and not result.tell_resumed
+
+
 def test_rejoin_reports_absent_peer() -> None:
     created = new_session()
     assert drop(created.record, "a", "conn-a", T0 + 1)
@@ -328,8 +358,27 @@ def test_rejoin_clears_grace_deadline() -> None:
     record = created.record
     assert drop(record, "b", "conn-b", T0 + 20)
     assert isinstance(rejoin(record, "b", joined_b.reconnect_key, "c", T0 + 25, POLICY), Joined)
-    assert record.deadline(POLICY) == T0 + 25 + POLICY.idle_seconds
+    assert record.deadline(POLICY) == T0 + POLICY.max_seconds  # both here: only the hard limit
     assert record.end_reason(T0 + 20 + POLICY.grace_seconds, POLICY) is None
+
+
+def test_two_connected_peers_hold_their_session_until_the_hard_limit() -> None:
+    """A long transfer says nothing on the signaling server: it must not end its session."""
+    created, _ = joined_session()
+    record = created.record
+    late = T0 + POLICY.lifetime_seconds + POLICY.idle_seconds * 5
+    assert record.end_reason(late, POLICY) is None
+    assert record.end_reason(T0 + POLICY.max_seconds, POLICY) == "expired"
+    assert record.deadline(POLICY) == T0 + POLICY.max_seconds
+    assert drop(record, "b", "conn-b", late)  # idleness and grace count from the drop
+    assert record.deadline(POLICY) == late + POLICY.grace_seconds
+    assert record.end_reason(late + POLICY.grace_seconds - 1, POLICY) is None
+
+
+def test_a_lone_creator_still_expires_by_idleness_and_lifetime() -> None:
+    record = new_session().record
+    assert record.end_reason(T0 + POLICY.idle_seconds, POLICY) == "idle"
+    assert record.deadline(POLICY) == T0 + POLICY.idle_seconds
 
 
 def test_earliest_grace_of_two_absent_peers() -> None:
@@ -425,10 +474,9 @@ def test_credentials_only_while_both_peers_are_connected() -> None:
     assert sessions.credential_seconds(record, "a", "conn-a", T0 + 2, POLICY, 600) == 600
     assert sessions.credential_seconds(record, "b", "conn-b", T0 + 2, POLICY, 600) == 600
     assert sessions.credential_seconds(record, "a", "conn-x", T0 + 2, POLICY, 600) == 0
-    near_end = T0 + POLICY.lifetime_seconds - 100
-    sessions.touch(record, near_end)
+    near_end = T0 + POLICY.max_seconds - 100  # a paired session's lifetime is the hard limit
     assert sessions.credential_seconds(record, "a", "conn-a", near_end, POLICY, 600) == 100
     assert drop(record, "b", "conn-b", near_end)
     assert sessions.credential_seconds(record, "a", "conn-a", near_end, POLICY, 600) == 0
-    ended = T0 + POLICY.lifetime_seconds
+    ended = T0 + POLICY.max_seconds
     assert sessions.credential_seconds(record, "a", "conn-a", ended, POLICY, 600) == 0

@@ -15,7 +15,16 @@ import pytest
 from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
 from tests.conftest import require_binary, require_root
-from tests.e2e import Client, Lab, make_lab, sha256, start_mitm_relay, tree
+from tests.e2e import (
+    Client,
+    Lab,
+    big_file,
+    make_lab,
+    sha256,
+    start_mitm_relay,
+    tree,
+    wait_progress,
+)
 
 
 async def transfer(lab: Lab, out: Path, *paths: Path, code_in_argv: bool = False) -> None:
@@ -80,23 +89,6 @@ async def test_wrong_code_fails_authentication_on_both_sides(lab: Lab, tmp_path:
         error = client.first("error")
         assert error is not None and error["code"] == "authentication_failed"
     assert not out.exists() or not any(out.iterdir())
-
-
-def big_file(path: Path, mib: int) -> Path:
-    with path.open("wb") as f:
-        for _ in range(mib):
-            f.write(os.urandom(1024 * 1024))
-    return path
-
-
-async def wait_progress(client: Client, fraction: float, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        done = [e for e in client.events() if e["event"] == "progress" and e["total"]]
-        if done and done[-1]["done"] >= fraction * done[-1]["total"]:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the transfer made no progress")
 
 
 async def resumed_intact(sender: Client, receiver: Client, src: Path, out: Path) -> dict[str, Any]:
