@@ -35,6 +35,7 @@ T = TypeVar("T")
 Ask = Callable[[str], Awaitable[bool]]  # a yes/no question to the user
 STATE_MAX_AGE: Final = 7 * 86400.0
 WORK_GRACE_SECONDS: Final = 1.0
+RETRY_PAUSE_SECONDS: Final = 0.5
 
 
 @dataclass
@@ -137,7 +138,7 @@ async def _epochs(
     inbox = peer.inbox
     for attempt in range(options.reconnects + 1):
         try:
-            await _race(inbox.wait_for_peer(None), interrupt)
+            await _race(_pause_then_wait_for_peer(inbox, attempt), interrupt)
         except PeerGone:
             raise
         except ConnectionError:
@@ -170,6 +171,14 @@ async def _epochs(
             await link.close()
 
 
+async def _pause_then_wait_for_peer(inbox: Inbox, attempt: int) -> None:
+    """A retry starts after a pause (a failing attempt must not spin), which the interrupt may
+    cut short: a peer that restarted meanwhile is the interrupt's, not another attempt's."""
+    if attempt:
+        await asyncio.sleep(RETRY_PAUSE_SECONDS)
+    await inbox.wait_for_peer(None)
+
+
 async def send(paths: list[Path], events: Events, options: Options) -> None:
     sources = await asyncio.to_thread(collect_sources, paths, options.chunk_size)
     events.emit("prepared", files=len(sources), bytes=sum(s.manifest.size for s in sources))
@@ -189,15 +198,20 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
             for _ in range(options.reconnects + 1):
                 await inbox.wait_for_peer(options.wait_for_peer)
                 arrivals = inbox.arrivals
-                peer, keys = await _authenticate(
-                    inbox,
-                    "sender",
-                    created.sessionId,
-                    code.secret,
-                    given,
-                    events,
-                    options,
-                )
+                try:
+                    peer, keys = await _authenticate(
+                        inbox,
+                        "sender",
+                        created.sessionId,
+                        code.secret,
+                        given,
+                        events,
+                        options,
+                    )
+                except ConnectionError:
+                    if inbox.arrivals == arrivals:
+                        raise
+                    continue  # the receiver restarted mid-authentication: again, with its new run
                 key_for = _key_for(keys)
                 if sender is None:
                     sender = Sender([s.manifest for s in sources], key_for)

@@ -74,7 +74,7 @@ def test_the_bare_install_is_the_client(venvs: dict[str, Path]) -> None:
     assert all(found[name] == "ok" for name in product), found
     assert all(found[name] != "ok" for name in TEST_BED), found
     server = _imports(client, "signaling.server", "turn.config")
-    assert server == {"signaling.server": "prometheus_client", "turn.config": "jinja2"}
+    assert server == {"signaling.server": "redis", "turn.config": "jinja2"}
     started = time.perf_counter()
     help_text = _run(client, "fileshare", "--help")
     seconds = time.perf_counter() - started
