@@ -10,7 +10,7 @@ APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps lab test lint loadtest bench bench-signaling clean deploy-test
+.PHONY: all deps lab test lint loadtest bench bench-signaling fuzz-signaling clean deploy-test
 
 all: test
 
@@ -61,6 +61,12 @@ bench: deps
 # Capacity of one instance (and three with redis) on this machine, against a bare echo server.
 bench-signaling: deps
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
+
+# Every attack of tests/adversarial for longer (20 s each, directly and through haproxy), then the
+# random frame fuzzer; prints the resource table, fails past 64 MiB or /healthz p99 50 ms;
+# e.g. FUZZ_ARGS='--seconds 60 --attack pong_flood --mode direct'.
+fuzz-signaling: deps
+	PYTHONPATH=$(CURDIR) $(PY) -m tests.adversarial $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

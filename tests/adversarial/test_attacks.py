@@ -1,0 +1,90 @@
+"""Every attack of the toolkit, briefly, against the real server process: the outcome the server
+must produce and the resources it may spend while one attacker runs at full speed.
+
+Bounds here: RSS growth at most RSS_BOUND_MIB (issue 11's 64 MiB, it is not noisy) and /healthz
+p99 at most CI_P99_BOUND_MS. The issue's 50 ms is what `make fuzz-signaling` holds the server to;
+here the bound is 400 ms because this CI machine has two cores shared by several jobs and the
+attacker, the server and the prober share them too: runs show p99 of 10-320 ms under harmless
+attacks (load average 12); stalls from real findings last seconds (pong flood: 6.8 s, 6cf1116).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.adversarial.cases import CASES, Case, problems
+from tests.adversarial.harness import Patience, deployment, measure
+from tests.conftest import require_binary
+
+CI_P99_BOUND_MS = 400.0
+CI_SECONDS = 2.0
+# A stall past the bound fails whether it lasts 1 s or 20 s: CI does not wait to see which.
+CI_PATIENCE = Patience(probe=1.0, recovery=5.0)
+
+# Weaknesses still open when this suite was last run: each fails here now and must pass once
+# its fix lands (strict: an unexpected pass fails the run).
+# Keyed by attack, or by attack-mode where only one way fails (haproxy times slow heads itself).
+PENDING: dict[str, str] = {
+    # Still open on main 7016c81 (after the transport and sessions fixes), new findings:
+    "fragment_flood": "a connection failed for a flood (1008) is still read and parsed while the"
+    " attacker keeps sending: /healthz stalls 5 s (issue 11 findings 1-2, after the fix)",
+    "fragment_count": "a connection failed for too many fragments (1008) is still read and parsed:"
+    " /healthz stalls 5 s (issue 11 finding 1, after the fix)",
+    "pong_flood": "a connection failed for a control flood (1008) is still read and parsed:"
+    " /healthz stalls 5 s (issue 11 finding 2, after the fix)",
+    "slow_head_ws": "over-limit connections with unfinished heads are held until the head"
+    " timeout, not refused: 306 server descriptors from one address in 2 s (1,342 in 10 s)",
+    "slow_head_http-direct": "over-limit connections with unfinished heads are held until the head"
+    " timeout, not refused: 1,310 server descriptors from one address in 10 s",
+    "slow_head_metrics": "over-limit connections with unfinished heads are held until the head"
+    " timeout, not refused: 270 server descriptors from one address in 2 s",
+    "slow_reader": "memory is bounded now (5 MiB), but feeding ten slow readers stalls /healthz"
+    " 0.5-1 s (p99 487 ms in 10 s, 1 s probe timeout in CI)",
+    "join_scan": "the failed-join limit is checked before the store's round trip and charged"
+    " after it, so joins in flight on an address's concurrent connections all pass it (44 refused"
+    " joins answered in 2 s from 40 connections on Redis; budget 11)",
+}
+
+
+# Not strict: the stall (0.4-1.3 s in six runs) straddles the CI bound on a loaded
+# machine; make fuzz-signaling (50 ms) sees it every time.
+FLAKY_UNTIL_FIXED: dict[str, str] = {
+    "ping_flood_unread": "pings from a client that never reads stall /healthz 0.4-1.3 s"
+    " (6cf1116 and main 7016c81 alike; issue 11 finding 2's control frame limit does not cover it)",
+}
+
+
+def cases() -> list[Any]:
+    params = []
+    for case in CASES.values():
+        for mode in case.modes:
+            marks = []
+            reason = PENDING.get(f"{case.attack}-{mode}", PENDING.get(case.attack))
+            if reason:
+                marks.append(pytest.mark.xfail(strict=True, reason=reason))
+            elif case.attack in FLAKY_UNTIL_FIXED:
+                marks.append(pytest.mark.xfail(strict=False, reason=FLAKY_UNTIL_FIXED[case.attack]))
+            params.append(pytest.param(case, mode, id=f"{case.attack}-{mode}", marks=marks))
+    return params
+
+
+@pytest.mark.adversarial
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("case", "mode"), cases())
+async def test_attack(case: Case, mode: str) -> None:
+    if mode == "haproxy":
+        require_binary("haproxy")
+    if case.turn:
+        require_binary("turnserver")
+    if case.store == "redis":
+        require_binary("redis-server")
+    async with deployment(mode, case.store, case.turn, case.args) as target:
+        m = await measure(target, case.attack, CI_SECONDS, CI_PATIENCE)
+    found = problems(case, m, CI_P99_BOUND_MS)
+    assert not found, (
+        f"{case.attack} ({mode}): {found}; rss +{m.rss_growth_mib:.1f} MiB, "
+        f"fds {m.fds_before}->{m.fds_peak}, /healthz p50/p99/max "
+        f"{m.p50_ms:.0f}/{m.p99_ms:.0f}/{m.max_ms:.0f} ms, outcome {m.outcome}"
+    )
