@@ -71,10 +71,12 @@ Event = Message | Ping | Pong | Close | Failure
 class FrameReader:
     """Parses what a client sends; nothing is read after its close frame.
 
-    After a Failure (or `skip_data`) only the client's close frame matters: a server waits for
-    it before closing the connection (RFC 6455 section 7.1.1), or a client that is still
-    writing its close would lose ours. Data frames are then skipped unread and unbuffered,
-    and no further failure is reported."""
+    After a Failure nothing more is read: the connection is failed (RFC 6455 section 7.1.7), and
+    what the client sends after it costs no parsing. After `skip_data` (a close the server
+    started) only the client's close frame matters: a server waits for it before closing the
+    connection (section 7.1.1), or a client that is still writing its close would lose ours.
+    Data frames are then skipped unread and unbuffered, and no failure is reported; a client
+    that sends more than its frame budget meanwhile is taken as gone (a Close event)."""
 
     __slots__ = (
         "_buffer",
@@ -140,9 +142,13 @@ class FrameReader:
         """Append the events of every complete frame in `buf`; return the bytes consumed."""
         pos, end = 0, len(buf)
         while end - pos >= 2 and not self._done:
-            if budget <= 0 and not self._skipping:
-                events.append(Failure(CLOSE_POLICY, "too many frames", "frame_flood"))
-                self.skip_data()
+            if budget <= 0:  # the rest of `buf` is never parsed
+                if self._skipping:
+                    events.append(Close(None, ""))
+                else:
+                    events.append(Failure(CLOSE_POLICY, "too many frames", "frame_flood"))
+                self._done = True
+                break
             b0, b1 = buf[pos], buf[pos + 1]
             opcode, fin, length, head = b0 & 0x0F, bool(b0 & 0x80), b1 & 0x7F, pos + 2
             if length == 126:
@@ -159,7 +165,8 @@ class FrameReader:
                     self._check_header(b0, masked, length)
                 except _Failed as failed:
                     events.append(failed.event)
-                    self.skip_data()
+                    self._done = True
+                    break
             need = length + 4 if masked else length
             if self._skipping and (opcode != OP_CLOSE or length > MAX_CONTROL_PAYLOAD):
                 if opcode == OP_CLOSE:  # not a valid close frame, but the client is closing
@@ -245,7 +252,7 @@ class FrameReader:
                 data.decode()
             except UnicodeDecodeError:
                 events.append(Failure(CLOSE_INVALID_DATA, "text message is not valid UTF-8"))
-                self.skip_data()
+                self._done = True
                 return
         events.append(Message(data, text))
 
