@@ -145,14 +145,18 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         if action == ABORT:
             self.transport.abort()
             return
-        if self.state == wscore.FAILED:  # nothing more is read; a short linger, then an abort
+        self.send_out()
+        self.action = KEEP  # carried out
+        if self.state == wscore.FAILED:
+            # Nothing more is read; the close frame goes out, and the head wheel aborts the
+            # connection after a short linger. No end-of-stream before it: a proxy in front
+            # that sees one while its client still floods may reset the client at once, close
+            # frame unread.
             self.transport.pause_reading()
             if self._slot is not None:
                 self._leave_wheel()
                 self._slot = self.endpoint.heads.add(self)
-        self.send_out()
-        self.action = KEEP  # carried out
-        if action == CLOSE:
+        elif action == CLOSE:
             self.transport.close()
         elif self.transport.can_write_eof():
             self.transport.write_eof()

@@ -26,7 +26,9 @@ DONE: Final = 4  # never opened: refused over HTTP (the answer is out, waiting f
 HTTP: Final = 5  # handed to the HTTP server, which answers it; still timed here
 FAILED: Final = 6  # was open, failed (RFC 6455 section 7.1.7): nothing more is read
 UPGRADED: Final = (OPEN, CLOSING, CLOSED, FAILED)
-LINGER_TICKS: Final = 2  # head-wheel ticks a refused or failed connection may linger
+REFUSED_TICKS: Final = 2  # head-wheel ticks (0.5 s) a refused connection may linger
+# A failed one: its close frame may wait behind a busy client's (or a proxy's) own buffers.
+LINGER_TICKS: Final = 4
 
 # What the transport should do once the output is written:
 KEEP: Final = 0
@@ -146,7 +148,10 @@ class WebSocketCore:
             if self.quiet >= limits.head_ticks:
                 self.on_rejected("http_timeout", "HTTP request not done in time")
                 self.action = ABORT
-        elif self.quiet >= (LINGER_TICKS if state in (DONE, FAILED) else limits.close_ticks):
+        elif state in (DONE, FAILED):
+            if self.quiet >= (REFUSED_TICKS if state == DONE else LINGER_TICKS):
+                self.action = ABORT
+        elif self.quiet >= limits.close_ticks:
             self.action = ABORT
 
     def pause(self) -> None:
@@ -302,10 +307,10 @@ class WebSocketCore:
 
     def _fail(self, label: str, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 section 7.1.7): the close frame goes after what is
-        queued, then end-of-stream; what the client sends from now on is never read or parsed
-        (the shell stops reading: a flood goes on costing nothing), and the connection is
-        aborted after LINGER_TICKS of the head wheel, time for the client to read the close
-        frame (closing with its flood unread would reset the connection and lose the frame)."""
+        queued; what the client sends from now on is never read or parsed (the shell stops
+        reading: a flood goes on costing nothing), and the connection is aborted after
+        LINGER_TICKS of the head wheel, time for the client to read the close frame (closing
+        with its flood unread would reset the connection at once and lose the frame)."""
         self.on_rejected(label, reason)
         if self.state != OPEN:
             return

@@ -131,8 +131,8 @@ def test_unsolicited_pongs_are_rate_limited() -> None:
 
 def test_a_failed_connection_reads_nothing_more_and_lingers_briefly() -> None:
     """A flood goes on after the 1008: from the failure on, nothing the client sends is parsed
-    (in the same read or later), end-of-stream follows the close frame, and the connection is
-    aborted after LINGER_TICKS of the head wheel."""
+    (in the same read or later), and the connection is aborted after LINGER_TICKS of the head
+    wheel."""
     core = opened()
     core.receive(frame(b"", opcode=0xA) * 1000, 0.0)  # 10 allowed, then one read of 990
     assert core.rejections == ["control_flood"]
