@@ -45,5 +45,6 @@ async def stack(mode: str, args: tuple[str, ...] = (), count: int = 3) -> AsyncI
         with redis_server(where) as redis_url:
             shared = ("--redis-url", redis_url, "--trusted-proxies", "127.0.0.1", *args)
             async with signal_instances(where, count, *shared, name="lt") as started:
-                with haproxy(where, [s.port for s in started]) as port:
+                # Thousands of clients from one address: no per-source limits at the front.
+                with haproxy(where, [s.port for s in started], per_source=None) as port:
                     yield Target(mode, f"ws://127.0.0.1:{port}/ws", started)

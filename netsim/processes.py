@@ -292,11 +292,11 @@ defaults
     timeout connect 5s
     timeout client 60s
     timeout server 60s
-    timeout http-request 10s
+    timeout http-request 5s
     timeout tunnel 1h
 frontend signal
     bind 127.0.0.1:{port}
-    default_backend signal
+{per_source}    default_backend signal
 backend signal
     balance roundrobin
     option httpchk GET /readyz
@@ -304,13 +304,26 @@ backend signal
     http-response set-header X-Served-By %s
 {servers}
 """
+# As the Ansible front (ansible/roles/lb, its defaults): per source address, connections at
+# once and requests per 10 s; twice the connections are dropped unread.
+PER_SOURCE_LIMITS = """\
+    stick-table type ipv6 size 1m expire 60s store conn_cur,http_req_rate(10s)
+    tcp-request connection track-sc0 src
+    tcp-request connection reject if {{ sc0_conn_cur gt {twice} }}
+    http-request deny deny_status 429 if {{ sc0_conn_cur gt {connections} }}
+    http-request deny deny_status 429 if {{ sc0_http_req_rate gt {requests} }}
+"""
 
 
 @contextlib.contextmanager
-def haproxy(workdir: Path, backend_ports: list[int]) -> Iterator[int]:
+def haproxy(
+    workdir: Path, backend_ports: list[int], per_source: tuple[int, int] | None = (100, 100)
+) -> Iterator[int]:
     """haproxy on a free loopback port before signaling instances (round robin, checked on
     /readyz, WebSocket tunnels kept for an hour); it names the instance that served a
-    connection in `X-Served-By`. Yields its port."""
+    connection in `X-Served-By`. `per_source`: connections at once and requests per 10 s one
+    source address may have (None: unlimited, for load tests from one address). Yields its
+    port."""
     port = free_port()
     # Each proxied connection takes two descriptors; haproxy refuses a maxconn it cannot hold.
     maxconn = (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100) // 2
@@ -318,7 +331,15 @@ def haproxy(workdir: Path, backend_ports: list[int]) -> Iterator[int]:
         f"    server s{i} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backend_ports)
     )
     config = workdir / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(maxconn=maxconn, port=port, servers=servers))
+    limits = ""
+    if per_source is not None:
+        connections, requests = per_source
+        limits = PER_SOURCE_LIMITS.format(
+            twice=2 * connections, connections=connections, requests=requests
+        )
+    config.write_text(
+        HAPROXY_CONFIG.format(maxconn=maxconn, port=port, servers=servers, per_source=limits)
+    )
     log_path = workdir / "haproxy.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(

@@ -29,6 +29,10 @@ class TokenBucket:
         self.tokens -= cost
         return True
 
+    def give_back(self, now: float, amount: float = 1.0) -> None:
+        """Refund what was taken for something that turned out free (never over the burst)."""
+        self.tokens = min(self.burst, self.available(now) + amount)
+
     def level(self, now: float) -> float:
         """The tokens there are at `now`, none taken."""
         self.take(now, 0.0)
@@ -117,6 +121,10 @@ class AddressBuckets:
 
     def take(self, ip: str, now: float) -> bool:
         return self._bucket(ip).take(now)
+
+    def give_back(self, ip: str, now: float) -> None:
+        """Refund a token taken before the outcome was known (a reservation that was free)."""
+        self._bucket(ip).give_back(now)
 
     def forget_idle(self, now: float) -> None:
         for key in [k for k, b in self._by_key.items() if b.full(now)]:

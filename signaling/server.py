@@ -555,9 +555,12 @@ class SignalingServer:
         await self._admit(conn, msg.sessionId, msg.id, result, msg.reconnectKey, now)
 
     def _may_try_joining(self, conn: Connection, request_id: int | None) -> None:
-        """A connection outside any session, from an address with refused joins to spare."""
+        """A connection outside any session, from an address with refused joins to spare: one
+        is reserved (taken) now, before the store's round trip, and given back if the join
+        turns out right. Checked here and charged after the lookup, every guess in flight on
+        an address's concurrent connections would pass the limit."""
         self._not_joined(conn, request_id)
-        if not self.failed_joins.allows(conn.ip, time.monotonic()):
+        if not self.failed_joins.take(conn.ip, time.monotonic()):
             raise ProtocolError(
                 ErrorCode.JOINS_LIMITED,
                 "too many failed joins from your address, try again in a minute",
@@ -575,11 +578,13 @@ class SignalingServer:
     ) -> None:
         """Finish a join or rejoin: answer, and tell the other peer."""
         outcome = sessions.refuse_absent(secret) if result is None else result.value[0]
+        # A right secret (joined, or told the session is full): its reservation is free.
+        if not isinstance(outcome, sessions.Refused) or outcome.reason == "full":
+            self.failed_joins.give_back(conn.ip, time.monotonic())
         if isinstance(outcome, sessions.Refused):
             if outcome.reason == "full":  # said only to a holder of the token
                 raise ProtocolError(ErrorCode.SESSION_FULL, "the session has two peers", request_id)
             self.metrics.failed_joins.inc()
-            self.failed_joins.take(conn.ip, time.monotonic())
             # Unknown, expired, already joined (code) and wrong secret answer alike: no oracle.
             raise ProtocolError(ErrorCode.SESSION_NOT_FOUND, "no such session", request_id)
         assert result is not None

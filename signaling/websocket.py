@@ -119,6 +119,9 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
     # --- carrying the core's output ---------------------------------------------------------
 
     def on_output(self) -> None:
+        if self.state == wscore.FAILED:  # also outside an input (a slow reader's 1013)
+            self._act()
+            return
         out = self._out
         if self.queued > self.limits.flush_bytes:
             self.send_out()
@@ -144,7 +147,16 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
             return
         self.send_out()
         self.action = KEEP  # carried out
-        if action == CLOSE:
+        if self.state == wscore.FAILED:
+            # Nothing more is read; the close frame goes out, and the head wheel aborts the
+            # connection after a short linger. No end-of-stream before it: a proxy in front
+            # that sees one while its client still floods may reset the client at once, close
+            # frame unread.
+            self.transport.pause_reading()
+            if self._slot is not None:
+                self._leave_wheel()
+                self._slot = self.endpoint.heads.add(self)
+        elif action == CLOSE:
             self.transport.close()
         elif self.transport.can_write_eof():
             self.transport.write_eof()
@@ -160,8 +172,8 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         if refusal is None and endpoint.handshakes > endpoint.max_handshakes:
             self.on_rejected("handshakes", "too many request heads in progress")
             refusal = handshake.Refused(503, "busy, try again later").response()
-        if refusal is not None:
-            self.refuse(refusal)
+        if refusal is not None:  # written at once, then closed: no head is waited for
+            self.refuse(refusal, wscore.CLOSE)
             self._head_done()
             self._act()
 
@@ -178,7 +190,7 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == HEAD:
             self._head_done()
-        opened = self.state in (OPEN, wscore.CLOSING, wscore.CLOSED)
+        opened = self.state in wscore.UPGRADED
         self.state = wscore.CLOSED if opened else DONE
         self._leave_wheel()
         self._input = self._out = None
@@ -203,7 +215,7 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         """The head is read (or the connection refused): it leaves the handshake count, and an
         upgraded connection moves to the heartbeat wheel."""
         self.endpoint.handshakes -= 1
-        if self.state in (OPEN, wscore.CLOSING, wscore.CLOSED):
+        if self.state in (OPEN, wscore.CLOSING, wscore.CLOSED):  # FAILED stays for its linger
             self._leave_wheel()
             self._slot = self.endpoint.wheel.add(self)
 

@@ -24,6 +24,11 @@ CLOSING: Final = 2  # our close frame is sent: waiting for the client's (or its 
 CLOSED: Final = 3  # was open; the transport is closing or gone
 DONE: Final = 4  # never opened: refused over HTTP (the answer is out, waiting for the client to go)
 HTTP: Final = 5  # handed to the HTTP server, which answers it; still timed here
+FAILED: Final = 6  # was open, failed (RFC 6455 section 7.1.7): nothing more is read
+UPGRADED: Final = (OPEN, CLOSING, CLOSED, FAILED)
+REFUSED_TICKS: Final = 2  # head-wheel ticks (0.5 s) a refused connection may linger
+# A failed one: its close frame may wait behind a busy client's (or a proxy's) own buffers.
+LINGER_TICKS: Final = 4
 
 # What the transport should do once the output is written:
 KEEP: Final = 0
@@ -144,7 +149,10 @@ class WebSocketCore:
             if self.quiet >= limits.head_ticks:
                 self.on_rejected("http_timeout", "HTTP request not done in time")
                 self.action = ABORT
-        elif self.quiet >= (2 if state == DONE else limits.close_ticks):
+        elif state in (DONE, FAILED):
+            if self.quiet >= (REFUSED_TICKS if state == DONE else LINGER_TICKS):
+                self.action = ABORT
+        elif self.quiet >= limits.close_ticks:
             self.action = ABORT
 
     def pause(self) -> None:
@@ -161,11 +169,13 @@ class WebSocketCore:
         out, self._out = self._out, None
         return out
 
-    def refuse(self, response: bytes) -> None:
-        """Answer over HTTP, no upgrade: the client reads the answer, then goes."""
+    def refuse(self, response: bytes, then: int = LINGER) -> None:
+        """Answer over HTTP, no upgrade: the client reads the answer, then goes (LINGER), or
+        the answer is written and the connection closed at once (CLOSE: nothing of the client
+        was read, nothing it sends is)."""
         self.state, self.quiet, self._input = DONE, 0, None
         self._put(response)
-        self.action = LINGER
+        self.action = then
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -190,8 +200,7 @@ class WebSocketCore:
             self._put(frame)
             return
         self._out = None
-        self.on_rejected("slow_consumer", "send queue full")
-        self.close(frames.CLOSE_TRY_LATER, b"slow consumer")
+        self._fail("slow_consumer", frames.CLOSE_TRY_LATER, "slow consumer")
 
     def _put(self, data: bytes) -> None:
         out = self._out
@@ -276,6 +285,8 @@ class WebSocketCore:
             if isinstance(event, frames.Close):
                 self._closed_by_client(event.code)
                 return
+            if self.state == FAILED:
+                return
             if self.state != OPEN:  # closing: only the client's close frame matters
                 continue
             if isinstance(event, frames.Message):
@@ -299,8 +310,17 @@ class WebSocketCore:
         return rates
 
     def _fail(self, label: str, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): the close frame goes after what is
+        queued; what the client sends from now on is never read or parsed (the shell stops
+        reading: a flood goes on costing nothing), and the connection is aborted after
+        LINGER_TICKS of the head wheel, time for the client to read the close frame (closing
+        with its flood unread would reset the connection at once and lose the frame)."""
         self.on_rejected(label, reason)
-        self.close(code, reason.encode())
+        if self.state != OPEN:
+            return
+        self.state, self.quiet, self._input = FAILED, 0, None
+        self.action = LINGER
+        self._put(frames.close_frame(code, reason.encode()))
 
     def _closed_by_client(self, code: int | None) -> None:
         """Answer an open connection's close with the client's own code (RFC 6455 section

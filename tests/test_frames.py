@@ -182,33 +182,34 @@ def test_nothing_is_read_after_a_close() -> None:
 # --- after a failure: only the close frame ----------------------------------------------------
 
 
-def test_after_a_failure_only_the_close_frame_counts() -> None:
-    """The server waits for the client's close frame before closing (or the client, still
-    writing, would lose the server's close frame): data is skipped unread, unbuffered."""
+def test_after_a_failure_nothing_more_is_read() -> None:
+    """A failed connection is failed (RFC 6455 section 7.1.7): what the client sends after the
+    failure, in the same read or later, is neither parsed nor held, close frame or not."""
     reader = FrameReader(LIMIT)
-    big = frame(b"y" * 50_000)  # over the limit: skipped without being held
-    events = reader.feed(big[:20])
+    big = frame(b"y" * 50_000)  # over the limit: failed by its header, never held
+    events = reader.feed(big[:20] + frame(b"", opcode=0xA) * 10_000)
     assert events == [Failure(1009, f"message over {LIMIT} bytes", "too_large")]
-    for i in range(20, len(big), 7000):
-        assert reader.feed(big[i : i + 7000]) == []
-    rest = frame(b"ignored") + frame(b"p", opcode=0x9) + frame(close_payload(1009), opcode=0x8)
-    assert reader.feed(rest) == [Close(1009, "")]
+    assert reader.frames == 0 and reader.buffered() == 0
+    assert reader.feed(frame(b"ignored") + frame(close_payload(1009), opcode=0x8)) == []
+    for bad in (frame(b"x", rsv=2), frame(b"\xff")):
+        reader = FrameReader(LIMIT)
+        events = reader.feed(bad + frame(b"later") + frame(close_payload(1000), opcode=0x8))
+        assert [type(e) for e in events] == [Failure] and reader.buffered() == 0
 
 
-def test_a_failing_client_may_close_unmasked_or_with_a_bad_code() -> None:
-    unmasked_close = frame(close_payload(1000), opcode=0x8, masked=False)
-    assert feed(frame(b"x", rsv=2), unmasked_close) == [
-        Failure(1002, "reserved bits set without an extension"),
-        Close(1000, ""),
-    ]
-    assert feed(frame(b"\xff"), frame(close_payload(1005), opcode=0x8)) == [
-        Failure(1007, "text message is not valid UTF-8"),
-        Close(None, ""),
-    ]
-    assert feed(frame(b"\xff"), frame(b"x" * 200, opcode=0x8)) == [
-        Failure(1007, "text message is not valid UTF-8"),
-        Close(None, ""),
-    ]
+def test_a_frame_flood_stops_the_parse_at_the_budget() -> None:
+    """However much one read delivers, at most `budget` frames of it are parsed."""
+    reader = FrameReader(LIMIT)
+    events = reader.feed(frame(b"", opcode=0xA) * 100_000, budget=50)
+    assert len(events) == 51 and events[-1] == Failure(1008, "too many frames", "frame_flood")
+    assert reader.frames == 50 and reader.buffered() == 0
+
+
+def test_a_closing_client_over_its_budget_is_taken_as_gone() -> None:
+    reader = FrameReader(LIMIT)
+    reader.skip_data()
+    assert reader.feed(frame(b"a") * 100_000, budget=50) == [Close(None, "")]
+    assert reader.frames == 50 and reader.buffered() == 0
 
 
 def test_skip_data_after_the_server_closed() -> None:
@@ -247,8 +248,10 @@ def test_arbitrary_bytes_never_raise(chunks: list[bytes]) -> None:
     reader = FrameReader(100)
     events = [e for chunk in chunks for e in reader.feed(chunk)]
     failures = [e for e in events if isinstance(e, Failure)]
-    assert len(failures) <= 1  # one failure, then only a close frame is looked for
+    assert len(failures) <= 1  # one failure, then nothing more is read
     assert sum(isinstance(e, Close) for e in events) <= 1
+    if failures:  # only a faulty close frame's own Close may come with it
+        assert all(isinstance(e, Close) for e in events[events.index(failures[0]) + 1 :])
     for e in events:
         if isinstance(e, Message) and e.text:
             e.data.decode()

@@ -206,6 +206,20 @@ def test_failed_joins_per_address_are_a_token_bucket() -> None:
     assert not buckets.allows("192.0.2.1", 110.0)
 
 
+def test_reserved_tokens_bound_guesses_in_flight() -> None:
+    """The failed-join limit is reserved before the lookup: 40 joins in flight at once from one
+    address get at most the burst through, and the right ones are given back."""
+    buckets = AddressBuckets(rate=6 / 60, burst=10)
+    in_flight = [buckets.take("192.0.2.1", 100.0) for _ in range(40)]
+    assert in_flight.count(True) == 10
+    for _ in range(3):  # three of them were right: free
+        buckets.give_back("192.0.2.1", 100.0)
+    assert [buckets.take("192.0.2.1", 100.0) for _ in range(4)] == [True, True, True, False]
+    for _ in range(20):  # never over the burst
+        buckets.give_back("192.0.2.1", 100.0)
+    assert [buckets.take("192.0.2.1", 100.0) for _ in range(11)].count(True) == 10
+
+
 def test_address_buckets_forget_full_ones() -> None:
     buckets = AddressBuckets(rate=1.0, burst=2)
     buckets.take("192.0.2.1", 0.0)

@@ -9,12 +9,13 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signaling import frames, handshake
+from signaling import frames, handshake, wscore
 from signaling.wscore import (
     ABORT,
     CLOSE,
     CLOSING,
     DONE,
+    FAILED,
     HAND_OFF,
     HEAD,
     HTTP,
@@ -94,8 +95,8 @@ def test_empty_continuation_frames_are_bounded_by_count() -> None:
     core.receive(flood, 0.0)
     assert core.rejections == ["fragments"]
     assert close_code(core.drain()) == frames.CLOSE_POLICY
-    assert core.state == CLOSING and core.buffered() == 0
-    core.receive(frame(b"", opcode=0x0, fin=False) * 1000, 0.1)  # skipped, not held
+    assert core.state == FAILED and core.buffered() == 0
+    core.receive(frame(b"", opcode=0x0, fin=False) * 1000, 0.1)  # not read, not held
     assert core.buffered() == 0
 
 
@@ -126,6 +127,35 @@ def test_unsolicited_pongs_are_rate_limited() -> None:
     core.receive(frame(b"", opcode=0xA), 0.01)
     assert core.rejections == ["control_flood"]
     assert close_code(core.drain()) == frames.CLOSE_POLICY
+
+
+def test_a_failed_connection_reads_nothing_more_and_lingers_briefly() -> None:
+    """A flood goes on after the 1008: from the failure on, nothing the client sends is parsed
+    (in the same read or later), and the connection is aborted after LINGER_TICKS of the head
+    wheel."""
+    core = opened()
+    core.receive(frame(b"", opcode=0xA) * 1000, 0.0)  # 10 allowed, then one read of 990
+    assert core.rejections == ["control_flood"]
+    assert (core.state, core.action) == (FAILED, LINGER)
+    assert close_code(core.drain()) == frames.CLOSE_POLICY
+    assert core._input is None  # no reader left: nothing can be parsed any more
+    for second in range(1, 50):
+        core.receive(frame(b"", opcode=0xA) * 1000, float(second))
+    assert core.buffered() == 0 and core.rejections == ["control_flood"]
+    core.action = KEEP  # (the shell carries it out)
+    for _ in range(wscore.LINGER_TICKS):
+        core.advance(100.0)
+    assert core.action == ABORT
+
+
+def test_a_failure_inside_a_read_stops_its_parse() -> None:
+    """One read of megabytes costs at most the frame budget of parsing, failed or not."""
+    core = opened(Limits(frozenset({"/ws"}), frame_burst=100))
+    core.receive(frame(b"x", rsv=2) + frame(b"{}") * 200_000, 0.0)
+    assert core.rejections == ["ws_error"] and core.messages == []
+    core = opened(Limits(frozenset({"/ws"}), frame_burst=100))
+    core.receive(frame(b"{}") * 200_000, 0.0)
+    assert len(core.messages) == 100 and core.rejections == ["frame_flood"]
 
 
 def test_the_pong_to_our_ping_is_free_and_pings_refill() -> None:
@@ -234,6 +264,16 @@ def test_other_requests_are_handed_off_and_still_timed() -> None:
     assert (core.action, core.rejections) == (ABORT, ["http_timeout"])
 
 
+def test_a_connection_refused_at_once_is_closed_after_its_answer() -> None:
+    """Over the per-address limits at connection time: the 429 goes out and the connection
+    closes; the head is never waited for (nor read)."""
+    core = Recorder()
+    core.refuse(handshake.Refused(429, "too many").response(), CLOSE)
+    assert core.action == CLOSE and core.drain().startswith(b"HTTP/1.1 429 ")
+    core.receive(b"GET /ws HTTP/1.1\r\n" * 100, 0.0)
+    assert core.buffered() == 0 and core.state == DONE
+
+
 def test_a_refused_connection_lingers_one_tick_at_most() -> None:
     core = Recorder()
     core.refuse(handshake.Refused(429, "too many").response())
@@ -289,7 +329,7 @@ def test_arbitrary_bytes_never_raise_and_stay_bounded(
     for chunk, now in zip(chunks, sorted(times), strict=False):
         core.receive(chunk, now)
         assert core.buffered() <= 1000 + 14 + 64 * 41 + 4096 + 130
-    assert core.state in (OPEN, CLOSING, 3)
+    assert core.state in (OPEN, CLOSING, 3, FAILED)
 
 
 @settings(max_examples=200, deadline=None)

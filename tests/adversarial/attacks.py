@@ -168,9 +168,24 @@ async def on_fresh_connections(
         if ws is None:
             await asyncio.sleep(0.05)
             continue
-        await body(ws)
-        record_close(out, await close_code(ws, min(1.0, remaining(until) + 0.2)))
+        code = await while_reading(ws, body(ws), remaining(until) + 1.0)
+        if code is not None or remaining(until):  # not one cut short by the deadline
+            record_close(out, code)
         ws.abort()
+
+
+async def while_reading(ws: RawWebSocket, body: Awaitable[None], timeout: float) -> int | None:
+    """Run `body` while reading what the server sends, as a real client does: its close frame
+    (the code, returned) ends the attack on this connection. A server that fails a connection
+    stops reading it and resets it a moment later: a client that read nothing meanwhile would
+    lose the close frame to the reset."""
+    closed = asyncio.ensure_future(close_code(ws, timeout))
+    attack = asyncio.ensure_future(body)
+    await asyncio.wait((closed, attack), return_when=asyncio.FIRST_COMPLETED)
+    attack.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await attack
+    return await closed
 
 
 # --- RFC 6455 abuse -----------------------------------------------------------------------------

@@ -26,34 +26,13 @@ CI_PATIENCE = Patience(probe=1.0, recovery=5.0)
 # Weaknesses still open when this suite was last run: each fails here now and must pass once
 # its fix lands (strict: an unexpected pass fails the run).
 # Keyed by attack, or by attack-mode where only one way fails (haproxy times slow heads itself).
-PENDING: dict[str, str] = {
-    # Still open on main 7016c81 (after the transport and sessions fixes), new findings:
-    "fragment_flood": "a connection failed for a flood (1008) is still read and parsed while the"
-    " attacker keeps sending: /healthz stalls 5 s (issue 11 findings 1-2, after the fix)",
-    "fragment_count": "a connection failed for too many fragments (1008) is still read and parsed:"
-    " /healthz stalls 5 s (issue 11 finding 1, after the fix)",
-    "pong_flood": "a connection failed for a control flood (1008) is still read and parsed:"
-    " /healthz stalls 5 s (issue 11 finding 2, after the fix)",
-    "slow_head_ws": "over-limit connections with unfinished heads are held until the head"
-    " timeout, not refused: 306 server descriptors from one address in 2 s (1,342 in 10 s)",
-    "slow_head_http-direct": "over-limit connections with unfinished heads are held until the head"
-    " timeout, not refused: 1,310 server descriptors from one address in 10 s",
-    "slow_head_metrics": "over-limit connections with unfinished heads are held until the head"
-    " timeout, not refused: 270 server descriptors from one address in 2 s",
-    "slow_reader": "memory is bounded now (5 MiB), but feeding ten slow readers stalls /healthz"
-    " 0.5-1 s (p99 487 ms in 10 s, 1 s probe timeout in CI)",
-    "join_scan": "the failed-join limit is checked before the store's round trip and charged"
-    " after it, so joins in flight on an address's concurrent connections all pass it (44 refused"
-    " joins answered in 2 s from 40 connections on Redis; budget 11)",
-}
+PENDING: dict[str, str] = {}
 
 
-# Not strict: the stall (0.4-1.3 s in six runs) straddles the CI bound on a loaded
-# machine; make fuzz-signaling (50 ms) sees it every time.
-FLAKY_UNTIL_FIXED: dict[str, str] = {
-    "ping_flood_unread": "pings from a client that never reads stall /healthz 0.4-1.3 s"
-    " (6cf1116 and main 7016c81 alike; issue 11 finding 2's control frame limit does not cover it)",
-}
+# Not strict: for a stall that straddles the CI bound on a loaded machine (make fuzz-signaling,
+# at 50 ms, sees it every time). None now: ping_flood_unread passes since failed connections
+# are no longer read.
+FLAKY_UNTIL_FIXED: dict[str, str] = {}
 
 
 def cases() -> list[Any]:
