@@ -151,7 +151,9 @@ async def _epochs(
                 link = await _race(peer.connect(), connecting_interrupt)
         except PeerGone:
             raise
-        except (TimeoutError, ConnectionError) as exc:  # e.g. the peer restarted: the wait says
+        except (TimeoutError, ConnectionError) as exc:
+            if peer.outdated:  # the peer restarted: no attempt with these keys can succeed
+                raise PeerGone("the peer restarted; waiting for it to come back") from exc
             if attempt == options.reconnects:
                 raise
             reason = str(exc) or "connecting timed out"

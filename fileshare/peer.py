@@ -349,6 +349,11 @@ class Peer:
         self._round = inbox.arrivals  # the peer's run these keys and messages belong to
 
     @property
+    def outdated(self) -> bool:
+        """The peer restarted since these keys were made: what we would send it is void."""
+        return self._round != self.inbox.arrivals
+
+    @property
     def peer_role(self) -> Role:
         return "receiver" if self.role == "sender" else "sender"
 

@@ -225,12 +225,6 @@ async def test_link_cut_while_the_browser_sends(page: Page, lab: Lab, tmp_path: 
     assert sha256(out / "big.bin") == sha256(big)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open since issue 15's reconnect merged with the web client: after a reload the CLI "
-    "sender's offer is refused as belonging to the page's last run on every attempt (the page "
-    "sends no `instance`, so each rejoin counts as a restart) until its reconnects run out",
-)
 @pytest.mark.timeout(300)
 async def test_reload_during_a_receive_resumes(page: Page, lab: Lab, tmp_path: Path) -> None:
     big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
