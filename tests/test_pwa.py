@@ -3,6 +3,7 @@ installability check reports nothing, and the service worker serves the app shel
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.browser import chromium
@@ -16,7 +17,9 @@ async def test_installable_and_working_offline(lab: Lab, tmp_path: Path) -> None
         await page.goto(url)
         await page.wait_for_selector("body[data-state=ready]")
         await page.evaluate("navigator.serviceWorker.ready")
-        await page.wait_for_function("navigator.serviceWorker.controller !== null")
+        async with asyncio.timeout(30):  # polled from outside: the page's CSP forbids the eval
+            while not await page.evaluate("navigator.serviceWorker.controller !== null"):
+                await asyncio.sleep(0.1)  # that wait_for_function uses when it has to poll
         cdp = await context.new_cdp_session(page)
         errors = await cdp.send("Page.getInstallabilityErrors")
         assert errors["installabilityErrors"] == []
