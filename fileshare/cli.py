@@ -5,7 +5,7 @@ or tampering); 4 signaling or connection failure; 5 not enough disk space; 130 i
 Errors are one line on stderr (and an `error` event with --json), never a traceback.
 
 Every string that came from a peer or a server (names, reasons, paths derived from names) is
-hostile: human output passes it through fileshare.untrusted.shown() and prints with Rich markup
+hostile: human output passes it through fsproto.untrusted.shown() and prints with Rich markup
 off; JSON events carry it raw, as json.dumps escapes every control and non-ASCII character.
 """
 
@@ -35,8 +35,8 @@ from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, GaveUp
 from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
 from fileshare.state import StateError, TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events
-from fileshare.untrusted import ELLIPSIS, shown
 from fsproto import schema
+from fsproto.untrusted import ELLIPSIS, shown
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5

@@ -22,7 +22,7 @@ from typing import Annotated, Final
 import msgspec
 import platformdirs
 
-from fileshare.untrusted import shown
+from fsproto.untrusted import shown
 
 MAX_BYTES: Final = 64 * 1024
 Url = Annotated[str, msgspec.Meta(max_length=2048)]

@@ -26,8 +26,8 @@ import msgspec
 from fileshare import ice
 from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
 from fileshare.signal_client import ServerUnreachable, SignalClient, SignalError
-from fileshare.untrusted import shown
 from fsproto import schema, stun
+from fsproto.untrusted import shown
 
 STEP_SECONDS: Final = 3.0
 HEALTH_BYTES: Final = 4096

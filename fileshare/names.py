@@ -12,7 +12,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from fileshare.untrusted import shown
+from fsproto.untrusted import shown
 
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux and most file systems
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux

@@ -1,9 +1,10 @@
 """Log set-up: plain text or JSON lines. Callers never pass tokens, keys, secrets or SDP to a log.
 
 Whatever a client chose (an address behind a proxy, a reason, a header) is escaped by one
-function, `printable`, applied to every message, so no log line carries control characters or
-terminal escapes; lines are rate-limited (`signaling.limits.LogBudget`) with a summary of what
-was suppressed; and aiohttp's tracebacks for requests it could not handle are cut to one line.
+function, `fsproto.untrusted.shown` (the client's too), applied to every message, so no log line
+carries control characters or terminal escapes; lines are rate-limited
+(`signaling.limits.LogBudget`) with a summary of what was suppressed; and aiohttp's tracebacks
+for requests it could not handle are cut to one line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import sys
 import time
 
+from fsproto.untrusted import shown
 from signaling.limits import LogBudget
 
 _EXTRA_FIELDS = ("event", "port")
@@ -20,17 +22,9 @@ MAX_MESSAGE = 1000  # characters of one message, once escaped
 BURST = 200.0
 
 
-def printable(text: str, limit: int = MAX_MESSAGE) -> str:
-    """`text` with every character that is not printable (control characters, escapes, line
-    breaks) written as a Python escape, cut to `limit` characters."""
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 class _Escaping(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = printable(record.message)
+        record.message = shown(record.message, MAX_MESSAGE)
         return super().formatMessage(record)
 
 
@@ -40,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": printable(record.getMessage()),
+            "msg": shown(record.getMessage(), MAX_MESSAGE),
         }
         for name in _EXTRA_FIELDS:
             if hasattr(record, name):

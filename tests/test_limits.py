@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fsproto.untrusted import shown
 from signaling.limits import AddressBuckets, ConnectionLimiter, LogBudget, TokenBucket, address_key
-from signaling.logs import printable
 
 # --- TokenBucket --------------------------------------------------------------------------------
 
@@ -240,8 +240,11 @@ def test_log_budget_suppresses_and_reports() -> None:
     assert budget.summary(10.0) == 1 and budget.summary(30.0) == 0
 
 
-def test_printable_escapes_every_control_character() -> None:
-    assert printable("ok 127.0.0.1") == "ok 127.0.0.1"
-    assert printable("\x1b]0;owned\x07\r\nX") == "\\x1b]0;owned\\x07\\r\\nX"
-    assert printable("\u202etxt.exe") == "\\u202etxt.exe"  # a bidirectional override
-    assert printable("a" * 50, limit=10) == "a" * 10 + "…"
+def test_log_text_is_escaped_within_its_limit() -> None:
+    assert shown("ok 127.0.0.1", 1000) == "ok 127.0.0.1"
+    assert shown("\x1b]0;owned\x07\r\nX", 1000) == "\\x1b]0;owned\\x07\\x0d\\x0aX"
+    assert shown("\u202etxt.exe", 1000) == "\\u202etxt.exe"  # a bidirectional override
+    assert shown("a" * 50, limit=10) == "a" * 10 + "…"
+    # Escaped, the line is still at most `limit` long, and no escape is cut in half:
+    assert shown("\x00" * 50, limit=10) == "\\x00\\x00" + "…"
+    assert shown("ab\x00", limit=3) == "ab…"

@@ -27,7 +27,7 @@ from fileshare.names import (
     part_path,
     resolve_target,
 )
-from fileshare.untrusted import shown
+from fsproto.untrusted import shown
 
 MiB = 2**20
 
