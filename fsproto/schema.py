@@ -265,7 +265,8 @@ def decode_client(raw: bytes | str, max_size: int) -> ClientMessage:
             f"protocol version {msg.v} is not supported (this server speaks {VERSION})",
             msg.id,
         )
-    if isinstance(msg, _Relay) and not bytes(msg.payload).startswith(b"{"):
+    # (a view of its first byte: copying the payload to look at it cost 64 KB per relay)
+    if isinstance(msg, _Relay) and memoryview(msg.payload)[:1].tobytes() != b"{":
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "payload must be a JSON object", msg.id)
     return msg
 

@@ -40,6 +40,16 @@ class Config:
     max_connections_per_ip: int = _opt(
         20, "concurrent connections per client address, upgraded or not (over it: HTTP 429)"
     )
+    bytes_per_second: int = _opt(
+        262144, "bytes per second read from one connection; over it, reading waits (backpressure)"
+    )
+    byte_burst: int = _opt(524288, "bytes a connection may send at once before reading waits")
+    address_bytes_per_second: int = _opt(
+        1048576, "bytes per second read from all connections of one client address, together"
+    )
+    address_byte_burst: int = _opt(
+        2097152, "bytes one client address may send at once before reading its connections waits"
+    )
     max_sessions_per_ip: int = _opt(50, "live sessions one client address may have created")
     failed_joins_per_minute: float = _opt(
         6.0, "refused joins and rejoins per minute per client address (IPv6: per /64)"
@@ -107,6 +117,8 @@ class Config:
             raise ValueError("turn URLs are set but no TURN secret (turn_secret_file)")
         if self.max_message_bytes > self.hard_message_bytes:
             raise ValueError("max_message_bytes must not exceed hard_message_bytes")
+        if min(self.bytes_per_second, self.address_bytes_per_second) <= 0:
+            raise ValueError("bytes_per_second and address_bytes_per_second must be positive")
 
     @property
     def policy(self) -> SessionPolicy:

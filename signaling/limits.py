@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field
+
+_UNUSED = -math.inf  # a bucket's tokens before its first use (it starts full then)
 
 
 @dataclass(slots=True)
 class TokenBucket:
-    """`rate` tokens a second, at most `burst` saved up."""
+    """`rate` tokens a second, at most `burst` saved up. `charge` may take more than there
+    is: the bucket goes into debt, and `debt_seconds` says how long it takes to pay."""
 
     rate: float
     burst: float
-    tokens: float = -1.0
+    tokens: float = _UNUSED
     stamp: float = 0.0
 
     def available(self, now: float) -> float:
         """Tokens there are at `now` (refilled since the last call)."""
-        if self.tokens < 0:
+        if self.tokens == _UNUSED:
             self.tokens, self.stamp = self.burst, now
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
         self.stamp = max(self.stamp, now)
@@ -28,6 +32,14 @@ class TokenBucket:
             return False
         self.tokens -= cost
         return True
+
+    def charge(self, now: float, cost: float) -> None:
+        """Take `cost` whatever there is: work already done is paid for afterwards."""
+        self.tokens = self.available(now) - cost
+
+    def debt_seconds(self, now: float) -> float:
+        """How long until the bucket is out of debt (0 if it is not in debt)."""
+        return max(0.0, -self.available(now) / self.rate)
 
     def give_back(self, now: float, amount: float = 1.0) -> None:
         """Refund what was taken for something that turned out free (never over the burst)."""
@@ -40,29 +52,35 @@ class TokenBucket:
 
     def full(self, now: float) -> bool:
         """True once idle long enough that forgetting the bucket changes nothing."""
-        return self.tokens < 0 or self.tokens + (now - self.stamp) * self.rate >= self.burst
+        tokens = self.tokens
+        return tokens == _UNUSED or tokens + (now - self.stamp) * self.rate >= self.burst
 
 
 @dataclass(slots=True)
 class _IpState:
-    bucket: TokenBucket
+    bucket: TokenBucket  # new connections
+    work: TokenBucket  # bytes read from all its connections (`ConnectionLimiter.budget`)
     open: int = 0
 
 
 @dataclass(slots=True)
 class ConnectionLimiter:
-    """New connections per second and concurrent connections, per client address."""
+    """New connections per second and concurrent connections, per client address; and the
+    bytes per second all of an address's connections may make the server read and handle."""
 
     rate: float
     burst: float
     max_open: int
+    bytes_per_second: float
+    byte_burst: float
     _by_ip: dict[str, _IpState] = field(default_factory=dict)
 
     def admit(self, ip: str, now: float) -> str | None:
         """Count a new connection in, or say which limit refuses it."""
         state = self._by_ip.get(ip)
         if state is None:
-            state = self._by_ip[ip] = _IpState(TokenBucket(self.rate, self.burst))
+            work = TokenBucket(self.bytes_per_second, self.byte_burst)
+            state = self._by_ip[ip] = _IpState(TokenBucket(self.rate, self.burst), work)
         if state.open >= self.max_open:
             return "connections_per_ip"
         if not state.bucket.take(now):
@@ -70,14 +88,24 @@ class ConnectionLimiter:
         state.open += 1
         return None
 
+    def budget(self, ip: str) -> TokenBucket | None:
+        """The byte budget an admitted address's connections share (kept while any is open,
+        and until its debt is paid: reconnecting does not wipe it)."""
+        state = self._by_ip.get(ip)
+        return state.work if state is not None else None
+
     def release(self, ip: str) -> None:
         state = self._by_ip.get(ip)
         if state is not None:
             state.open = max(0, state.open - 1)
 
     def forget_idle(self, now: float) -> None:
-        """Drop addresses with nothing open and a full bucket: memory tracks live clients only."""
-        idle = [ip for ip, s in self._by_ip.items() if s.open == 0 and s.bucket.full(now)]
+        """Drop addresses with nothing open and full buckets: memory tracks live clients only."""
+        idle = [
+            ip
+            for ip, s in self._by_ip.items()
+            if s.open == 0 and s.bucket.full(now) and s.work.full(now)
+        ]
         for ip in idle:
             del self._by_ip[ip]
 

@@ -33,7 +33,7 @@ from signaling.metrics import Metrics
 from signaling.pages import Pages
 from signaling.sessions import SessionRecord
 from signaling.store import Bus, Change, MemoryBus, MemoryStore, SessionStore, peer_channel
-from signaling.websocket import OPEN, Endpoint, Limits, WebSocket
+from signaling.websocket import BACKLOG, OPEN, Endpoint, Limits, WebSocket
 from turn import credentials
 
 log = logging.getLogger("fileshare.signal")
@@ -161,7 +161,11 @@ class SignalingServer:
         self.bus = bus
         self.metrics = Metrics()
         self.limiter = ConnectionLimiter(
-            config.connections_per_second, config.connection_burst, config.max_connections_per_ip
+            config.connections_per_second,
+            config.connection_burst,
+            config.max_connections_per_ip,
+            config.address_bytes_per_second,
+            config.address_byte_burst,
         )
         # Per address: refused joins (scanning for sessions costs time) and TURN credentials
         # minted (each is a share of coturn's allocation quota).
@@ -181,6 +185,8 @@ class SignalingServer:
                 frame_burst=config.frame_burst,
                 control_per_second=config.control_frames_per_second,
                 control_burst=config.control_frame_burst,
+                bytes_per_second=config.bytes_per_second,
+                byte_burst=config.byte_burst,
                 pages=frozenset(PAGE_PATHS),
             ),
             heartbeat_seconds=config.heartbeat_seconds,
@@ -189,6 +195,10 @@ class SignalingServer:
         )
         self.pages = Pages()
         self.connections: set[Connection] = set()
+        # Peers in a session on this instance, by peer channel: relays between two of them
+        # stay here. The bus subscription stays too (a kick, a presence notice, a session's
+        # end may come from any instance).
+        self.local: dict[str, Connection] = {}
         self.draining = False
         self._conn_ids = itertools.count(1)
         self._listener: asyncio.AbstractServer | None = None
@@ -340,6 +350,7 @@ class SignalingServer:
 
     def opened(self, conn: Connection) -> None:
         conn.id = f"{self.config.instance_id}:{next(self._conn_ids)}"
+        conn.budget = self.limiter.budget(conn.ip)  # what its address may make us read
         self.connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
@@ -376,8 +387,8 @@ class SignalingServer:
         inbox.append((data, time.time()))
         limit, held = self.config.inbox_bytes, inbox.size
         inbox.size = held + len(data)
-        if held <= limit < inbox.size and not conn.transport.is_closing():
-            conn.transport.pause_reading()
+        if held <= limit < inbox.size:
+            conn.hold_reading(BACKLOG)
 
     async def _work(self, conn: Connection, inbox: Inbox) -> None:
         """Handle the messages in order, then end (the next message starts a new worker). Once
@@ -402,8 +413,8 @@ class SignalingServer:
         """`size` bytes left the inbox: read the socket again once it is under its limit."""
         limit, held = self.config.inbox_bytes, inbox.size
         inbox.size = held - size
-        if held > limit >= inbox.size and not conn.transport.is_closing():
-            conn.transport.resume_reading()
+        if held > limit >= inbox.size:
+            conn.release_reading(BACKLOG)
 
     def _store_failed(self, during: str, exc: RedisError) -> None:
         """A store outage is counted and logged in one line (no traceback: it is not a bug)."""
@@ -421,7 +432,7 @@ class SignalingServer:
             return
         conn.send(frame)
         if received_at:
-            self.metrics.relay_latency.observe(time.time() - received_at)
+            self.metrics.messages.latency.observe(time.time() - received_at)
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
         """Run side work that must not block the caller (a bus handler, a cleanup)."""
@@ -432,7 +443,7 @@ class SignalingServer:
     # --- messages ------------------------------------------------------------------------------
 
     async def _on_frame(self, conn: Connection, data: bytes, received_at: float) -> None:
-        self.metrics.messages_received.inc()
+        self.metrics.messages.received += 1
         if conn.bucket is None:
             conn.bucket = TokenBucket(self.config.messages_per_second, self.config.message_burst)
         if not conn.bucket.take(time.monotonic()):
@@ -484,16 +495,21 @@ class SignalingServer:
             )
 
     async def _relay(self, conn: Connection, msg: schema.RelayMessage, received_at: float) -> None:
+        """To the other peer: straight to its connection when it is on this instance (no bus
+        round trip, no encoding for it), else through the bus to the instance that has it."""
         session_id, peer_id = self._joined(conn, msg.id)
-        event = BusEvent("frame", schema.relayed(msg, peer_id), sent=received_at)
-        delivered = await self.bus.publish(
-            peer_channel(session_id, sessions.other_peer(peer_id)), _bus_encode(event)
-        )
-        if not delivered:
+        frame = schema.relayed(msg, peer_id)
+        channel = peer_channel(session_id, sessions.other_peer(peer_id))
+        other = self.local.get(channel)
+        if other is not None and not other.closing:
+            self._send(other, frame, received_at)
+        elif not await self.bus.publish(
+            channel, _bus_encode(BusEvent("frame", frame, sent=received_at))
+        ):
             raise ProtocolError(
                 ErrorCode.PEER_UNAVAILABLE, "the other peer is not connected", msg.id
             )
-        self.metrics.messages_relayed.labels(str(msg.__struct_config__.tag)).inc()
+        self.metrics.messages.relayed[str(msg.__struct_config__.tag)] += 1
         if received_at - conn.last_touch > self.policy.idle_seconds / 20:
             conn.last_touch = received_at
             await self.store.update(session_id, _touch(received_at))
@@ -662,7 +678,10 @@ class SignalingServer:
         conn.session_id, conn.peer_id = session_id, peer_id
         conn.deadline_hint = record.deadline(self.policy)
         conn.last_touch = time.time()
-        await self.bus.subscribe(peer_channel(session_id, peer_id), conn.on_bus)
+        channel = peer_channel(session_id, peer_id)
+        await self.bus.subscribe(channel, conn.on_bus)
+        if conn.session_id == session_id and conn.peer_id == peer_id:  # not forgotten meanwhile
+            self.local[channel] = conn
         self.metrics.local_peers.inc()
 
     def _forget(self, conn: Connection) -> tuple[str, PeerId] | None:
@@ -671,6 +690,9 @@ class SignalingServer:
         if session_id is None or peer_id is None:
             return None
         conn.session_id = conn.peer_id = None
+        channel = peer_channel(session_id, peer_id)
+        if self.local.get(channel) is conn:
+            del self.local[channel]
         self.metrics.local_peers.dec()
         return session_id, peer_id
 

@@ -20,7 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import cast
+from typing import Final, cast
 
 from signaling import handshake, wscore
 from signaling.wheel import Wheel
@@ -28,6 +28,9 @@ from signaling.wscore import ABORT, CLOSE, DONE, HAND_OFF, HEAD, HTTP, KEEP, OPE
 
 Http = Callable[[], asyncio.Protocol]
 HEAD_TICK_SECONDS = 0.5
+# Why a connection is not read (`WebSocket.hold_reading`); reading resumes once none holds:
+BUDGET: Final = 1  # its or its address's byte budget is in debt
+BACKLOG: Final = 2  # the application has too much of its input waiting
 
 
 class Endpoint:
@@ -94,7 +97,7 @@ class Endpoint:
 class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
     """One client connection, from its first byte to its end: the transport side of the core."""
 
-    __slots__ = ("_slot", "endpoint", "transport")
+    __slots__ = ("_holds", "_slot", "endpoint", "transport")
 
     transport: asyncio.Transport
 
@@ -102,6 +105,7 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
         super().__init__()
         self.endpoint = endpoint
         self._slot: set[WebSocket] | None = None
+        self._holds = 0  # BUDGET | BACKLOG: what keeps the transport from being read
 
     @property
     def limits(self) -> Limits:
@@ -115,6 +119,33 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
 
     def on_end(self, opened: bool) -> None:
         """The connection ended, however it ended (`opened`: it had been upgraded)."""
+
+    # --- reading, or not ----------------------------------------------------------------------
+
+    def hold_reading(self, why: int) -> None:
+        """Stop reading the client (TCP pushes back on it) until `release_reading(why)`."""
+        if not self._holds and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._holds |= why
+
+    def release_reading(self, why: int) -> None:
+        """Read again once nothing else holds it (a failed or closed connection stays unread)."""
+        held = self._holds
+        self._holds = held & ~why
+        readable = self.state in (OPEN, wscore.CLOSING) and not self.transport.is_closing()
+        if held and not self._holds and readable:
+            self.transport.resume_reading()
+
+    def _pay(self, now: float) -> None:
+        """After a read into debt: no more reads until the debt as it stands now is paid.
+        Not looked at again when that time comes (others of the address may have spent
+        meanwhile): each connection then reads once and queues up behind the debt it finds,
+        so an address's connections take turns, spread out, instead of all reading at the
+        moment the debt is paid."""
+        pause = self.read_pause(now)
+        if pause > 0:
+            self.hold_reading(BUDGET)
+            asyncio.get_running_loop().call_later(pause, self.release_reading, BUDGET)
 
     # --- carrying the core's output ---------------------------------------------------------
 
@@ -178,11 +209,13 @@ class WebSocket(wscore.WebSocketCore, asyncio.Protocol):
             self._act()
 
     def data_received(self, data: bytes) -> None:
-        state = self.state
-        self.receive(data, time.monotonic())
+        state, now = self.state, time.monotonic()
+        self.receive(data, now)
         if state == HEAD and self.state != HEAD:
             self._head_done()
         self._act()
+        if self.state == OPEN and not self._holds & BUDGET:
+            self._pay(now)
 
     def eof_received(self) -> None:
         """The client ended its side: so does the server (the transport closes)."""

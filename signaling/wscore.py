@@ -7,6 +7,11 @@ incomplete frame, the fragments of a message, the frames waiting for a slow read
 (frames per second, control frames per second, as token buckets that exist only while the
 client talks); a client over a bound is failed with 1008 or 1009, and every refusal is reported
 through `on_rejected` with one label per reason.
+
+The work a client makes the server do is paid in bytes read: from the connection's own byte
+budget and from its address's (`budget`, shared by all its connections). A budget in debt does
+not fail the client: `read_pause` tells the shell how long to stop reading it (backpressure:
+TCP holds the rest), so one busy address cannot crowd the others out of the event loop.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class Limits:
     frame_burst: float = 1000.0
     control_per_second: float = 1.0  # pings and pongs from the client
     control_burst: float = 10.0
+    bytes_per_second: float = 262144.0  # read from the client once open; over it, reading waits
+    byte_burst: float = 524288.0
     head_ticks: int = 5  # the request head must be complete by then (and an HTTP request done)
     ping_after: int = 2  # a connection silent for a whole interval is pinged,
     dead_after: int = 3  # and dropped if nothing came back half an interval later
@@ -60,6 +67,7 @@ class Limits:
 
 
 FREE_FRAMES: Final = 64  # frames between two ticks that need no rate buckets
+FREE_BYTES: Final = 16384  # a read (or a frame being read) this big needs them
 
 
 def head_ticks(seconds: float, tick_seconds: float) -> int:
@@ -76,6 +84,7 @@ class WebSocketCore:
         "_paused",
         "_rates",
         "action",
+        "budget",
         "quiet",
         "state",
     )
@@ -94,6 +103,8 @@ class WebSocketCore:
         self._input: bytearray | frames.FrameReader | None = None
         self._out: _Output | None = None
         self._rates: _Rates | None = None  # from the first frame until idle again
+        # The byte budget of the client's address, shared with its other connections:
+        self.budget: TokenBucket | None = None
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -121,6 +132,8 @@ class WebSocketCore:
             pinged = self.quiet >= self.limits.ping_after  # nothing came since our ping
             self.quiet = 0
             self._read_frames(data, now, pinged)
+            if self.state == OPEN:
+                self._charge(len(data), now)
         elif state == HEAD:
             self._read_head(data, now)
         elif state == CLOSING:
@@ -154,6 +167,15 @@ class WebSocketCore:
                 self.action = ABORT
         elif self.quiet >= limits.close_ticks:
             self.action = ABORT
+
+    def read_pause(self, now: float) -> float:
+        """Seconds the client should not be read: until its connection's and its address's
+        byte budgets are out of debt (0: read on)."""
+        rates, budget = self._rates, self.budget
+        pause = rates.bytes.debt_seconds(now) if rates is not None else 0.0
+        if budget is not None:
+            pause = max(pause, budget.debt_seconds(now))
+        return pause
 
     def pause(self) -> None:
         self._paused = True
@@ -300,6 +322,19 @@ class WebSocketCore:
             elif isinstance(event, frames.Ping):
                 self._write(frames.encode(event.data, frames.OP_PONG))
 
+    def _charge(self, size: int, now: float) -> None:
+        """Bytes read from an open connection: paid from the address's budget, and from the
+        connection's own once it reads more than a quiet client (no bucket for an idle one)."""
+        if self.budget is not None:
+            self.budget.charge(now, size)
+        rates = self._rates
+        if rates is None:
+            reader = self._reader
+            if size < FREE_BYTES and (reader is None or reader.buffered() < FREE_BYTES):
+                return
+            rates = self._rates_from(now)
+        rates.bytes.charge(now, size)
+
     def _rates_from(self, now: float) -> _Rates:
         """Buckets for a client that talks more than a quiet one, charged with the frames it
         sent since the last tick (a connection that only answers heartbeats and sets up a
@@ -349,17 +384,18 @@ class WebSocketCore:
 
 
 class _Rates:
-    """A talking client's token buckets: frames, and control frames."""
+    """A talking client's token buckets: frames, control frames, and bytes."""
 
-    __slots__ = ("controls", "frames")
+    __slots__ = ("bytes", "controls", "frames")
 
     def __init__(self, limits: Limits) -> None:
         self.frames = TokenBucket(limits.frames_per_second, limits.frame_burst)
         self.controls = TokenBucket(limits.control_per_second, limits.control_burst)
+        self.bytes = TokenBucket(limits.bytes_per_second, limits.byte_burst)
 
     def idle(self, now: float) -> bool:
-        """Both full again: forgetting them changes nothing."""
-        return self.frames.full(now) and self.controls.full(now)
+        """All full again: forgetting them changes nothing."""
+        return self.frames.full(now) and self.controls.full(now) and self.bytes.full(now)
 
 
 class _Output(list[bytes]):

@@ -74,6 +74,14 @@ class RunningServer(SignalEndpoint):
 
 
 TEST_DEFAULTS = Config(port=0, heartbeat_seconds=5.0)
+# start_server overrides for a test about something else than the read byte budgets (which
+# would make its 60 KB messages wait, by design):
+UNBUDGETED: dict[str, int] = {
+    "bytes_per_second": 10**9,
+    "byte_burst": 10**9,
+    "address_bytes_per_second": 10**9,
+    "address_byte_burst": 10**9,
+}
 
 StartServer = Callable[..., Awaitable[RunningServer]]
 

@@ -9,6 +9,12 @@ from hypothesis import strategies as st
 from fsproto.untrusted import shown
 from signaling.limits import AddressBuckets, ConnectionLimiter, LogBudget, TokenBucket, address_key
 
+
+def connections(rate: float, burst: float, max_open: int) -> ConnectionLimiter:
+    """A limiter whose byte budgets never matter to the test."""
+    return ConnectionLimiter(rate, burst, max_open, bytes_per_second=1e9, byte_burst=1e9)
+
+
 # --- TokenBucket --------------------------------------------------------------------------------
 
 
@@ -80,11 +86,33 @@ def test_bucket_never_exceeds_rate_plus_burst(rate: float, burst: int, gaps: lis
     assert 0.0 <= bucket.tokens <= burst
 
 
+def test_a_charge_may_go_into_debt_and_says_how_long_it_takes_to_pay() -> None:
+    bucket = TokenBucket(rate=100.0, burst=50.0)
+    bucket.charge(5.0, 250.0)  # work already done: paid afterwards
+    assert bucket.debt_seconds(5.0) == 2.0 and not bucket.take(6.0)
+    assert bucket.debt_seconds(7.0) == 0.0 and bucket.take(7.1)
+    assert not bucket.full(7.1) and bucket.full(8.0)
+
+
+def test_an_address_keeps_its_byte_debt_across_reconnects() -> None:
+    limiter = ConnectionLimiter(10.0, 10.0, 10, bytes_per_second=100.0, byte_burst=100.0)
+    assert limiter.budget("192.0.2.9") is None  # not admitted
+    assert limiter.admit("192.0.2.9", 0.0) is None
+    budget = limiter.budget("192.0.2.9")
+    assert budget is not None
+    budget.charge(0.0, 1100.0)
+    limiter.release("192.0.2.9")
+    limiter.forget_idle(5.0)  # connections refilled, the debt is not paid yet
+    assert limiter.budget("192.0.2.9") is budget
+    limiter.forget_idle(11.0)
+    assert limiter.budget("192.0.2.9") is None
+
+
 # --- ConnectionLimiter --------------------------------------------------------------------------
 
 
 def test_connections_per_ip() -> None:
-    limiter = ConnectionLimiter(rate=100.0, burst=100.0, max_open=2)
+    limiter = connections(rate=100.0, burst=100.0, max_open=2)
     assert limiter.admit("192.0.2.1", 0.0) is None
     assert limiter.admit("192.0.2.1", 0.0) is None
     assert limiter.admit("192.0.2.1", 0.0) == "connections_per_ip"
@@ -95,7 +123,7 @@ def test_connections_per_ip() -> None:
 
 
 def test_connection_rate() -> None:
-    limiter = ConnectionLimiter(rate=1.0, burst=2.0, max_open=100)
+    limiter = connections(rate=1.0, burst=2.0, max_open=100)
     assert limiter.admit("198.51.100.7", 50.0) is None
     assert limiter.admit("198.51.100.7", 50.0) is None
     assert limiter.admit("198.51.100.7", 50.0) == "connection_rate"
@@ -105,14 +133,14 @@ def test_connection_rate() -> None:
 
 
 def test_release_does_not_refund_rate() -> None:
-    limiter = ConnectionLimiter(rate=1.0, burst=1.0, max_open=100)
+    limiter = connections(rate=1.0, burst=1.0, max_open=100)
     assert limiter.admit("ip", 0.0) is None
     limiter.release("ip")
     assert limiter.admit("ip", 0.0) == "connection_rate"
 
 
 def test_refusal_for_open_connections_costs_no_token() -> None:
-    limiter = ConnectionLimiter(rate=1.0, burst=2.0, max_open=1)
+    limiter = connections(rate=1.0, burst=2.0, max_open=1)
     assert limiter.admit("ip", 0.0) is None
     for _ in range(5):
         assert limiter.admit("ip", 0.0) == "connections_per_ip"
@@ -121,13 +149,13 @@ def test_refusal_for_open_connections_costs_no_token() -> None:
 
 
 def test_release_unknown_address_is_harmless() -> None:
-    limiter = ConnectionLimiter(rate=1.0, burst=1.0, max_open=1)
+    limiter = connections(rate=1.0, burst=1.0, max_open=1)
     limiter.release("never-seen")
     assert limiter.tracked() == 0
 
 
 def test_forget_idle() -> None:
-    limiter = ConnectionLimiter(rate=1.0, burst=2.0, max_open=10)
+    limiter = connections(rate=1.0, burst=2.0, max_open=10)
     assert limiter.admit("busy", 0.0) is None
     assert limiter.admit("done", 0.0) is None
     assert limiter.admit("done", 0.0) is None
@@ -148,7 +176,7 @@ def test_forget_idle() -> None:
 
 
 def test_forgotten_address_starts_afresh() -> None:
-    limiter = ConnectionLimiter(rate=1.0, burst=1.0, max_open=10)
+    limiter = connections(rate=1.0, burst=1.0, max_open=10)
     assert limiter.admit("ip", 0.0) is None
     limiter.release("ip")
     limiter.forget_idle(1.0)
@@ -158,7 +186,7 @@ def test_forgotten_address_starts_afresh() -> None:
 
 
 def test_refused_address_is_forgotten_once_idle() -> None:
-    limiter = ConnectionLimiter(rate=1.0, burst=1.0, max_open=0)
+    limiter = connections(rate=1.0, burst=1.0, max_open=0)
     assert limiter.admit("ip", 0.0) == "connections_per_ip"
     assert limiter.tracked() == 1
     limiter.forget_idle(0.0)
@@ -167,7 +195,7 @@ def test_refused_address_is_forgotten_once_idle() -> None:
 
 @pytest.mark.parametrize("max_open", [1, 3])
 def test_open_count_tracks_admit_and_release(max_open: int) -> None:
-    limiter = ConnectionLimiter(rate=1000.0, burst=1000.0, max_open=max_open)
+    limiter = connections(rate=1000.0, burst=1000.0, max_open=max_open)
     for _ in range(3):
         assert all(limiter.admit("ip", 0.0) is None for _ in range(max_open))
         assert limiter.admit("ip", 0.0) == "connections_per_ip"

@@ -17,7 +17,7 @@ from fileshare.signal_client import SignalClient, SignalError, payload_of
 from fsproto import schema
 from signaling.server import CLOSE_REPLACED
 from signaling.store import MemoryBus
-from tests.conftest import RunningServer, StartServer
+from tests.conftest import UNBUDGETED, RunningServer, StartServer
 from tests.rawws import RawWebSocket, http_exchange, upgrade_request
 from turn import credentials
 
@@ -571,6 +571,7 @@ async def test_slow_reader_is_dropped_without_stalling_others(start_server: Star
         message_burst=500,
         connections_per_second=1000,
         connection_burst=1000,
+        **UNBUDGETED,
     )
     a = await SignalClient.connect(server.url)
     created = await a.create()

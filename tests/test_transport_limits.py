@@ -17,7 +17,7 @@ from fsproto import schema
 from signaling import logs
 from signaling.limits import LogBudget
 from signaling.server import Connection
-from tests.conftest import RunningServer, StartServer
+from tests.conftest import UNBUDGETED, RunningServer, StartServer
 from tests.rawws import RawWebSocket, http_exchange, upgrade_request
 from tests.test_server import assert_serving, metric, pair
 
@@ -107,7 +107,9 @@ async def test_handshakes_in_progress_are_bounded(start_server: StartServer) -> 
 async def test_a_slow_reader_holds_bytes_not_frames(start_server: StartServer) -> None:
     """Finding 4: 256 frames of 64 KB each were held for a reader kept alive by pongs."""
     limit = 256 * 1024
-    server = await start_server(max_message_bytes=65536, message_burst=500, messages_per_second=500)
+    server = await start_server(
+        max_message_bytes=65536, message_burst=500, messages_per_second=500, **UNBUDGETED
+    )
     sender = await RawWebSocket.connect(server.port)
     await sender.send(b'{"v":1,"type":"create_session","id":1}')
     created = json.loads((await sender.recv_frame())[1])

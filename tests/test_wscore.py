@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from signaling import frames, handshake, wscore
+from signaling.limits import TokenBucket
 from signaling.wscore import (
     ABORT,
     CLOSE,
@@ -195,6 +196,50 @@ def test_frames_refill_with_time() -> None:
     for n in range(200):
         core.receive(frame(b"{}"), n * 0.1)
     assert len(core.messages) == 200 and core.rejections == []
+
+
+# --- the work a client makes us do: bytes read, paid from byte budgets ------------------------
+
+BYTES = Limits(
+    frozenset({"/ws"}), max_message_bytes=100_000, bytes_per_second=10_000, byte_burst=20_000
+)
+
+
+def test_bytes_over_the_budget_pause_reading_and_fail_nothing() -> None:
+    """A read past the burst is handled (the work is done), and the debt says how long the
+    client is not read: backpressure, not a close."""
+    core = opened(BYTES)
+    message = frame(b"{" + b"x" * 29_998 + b"}")
+    core.receive(message, 0.0)
+    assert len(core.messages) == 1 and core.rejections == []
+    debt = len(message) - 20_000
+    assert core.read_pause(0.0) == debt / 10_000
+    assert core.read_pause(debt / 10_000) == 0.0 and core.read_pause(10.0) == 0.0
+    core.receive(message, 10.0)  # paid, and refilled up to the burst only
+    assert core.read_pause(10.0) == debt / 10_000 and core.state == OPEN
+
+
+def test_small_reads_need_no_byte_bucket_until_they_add_up() -> None:
+    quiet, busy = opened(BYTES), opened(BYTES)
+    quiet.receive(frame(b"{}") * 10, 0.0)
+    assert quiet._rates is None and quiet.read_pause(0.0) == 0.0
+    busy.receive(frame(b"{" + b"x" * (wscore.FREE_BYTES + 10) + b"}")[:-5], 0.0)  # in part
+    assert busy._rates is not None  # and charged with that read
+    assert busy._rates.bytes.level(0.0) <= BYTES.byte_burst - wscore.FREE_BYTES
+
+
+def test_an_address_budget_is_shared_by_its_connections() -> None:
+    """The address pays for every connection's reads: one busy connection makes the next read
+    of another wait too (a hundred connections are not a hundred budgets)."""
+    shared = TokenBucket(rate=1000, burst=1000)
+    busy, other = opened(BYTES), opened(BYTES)
+    busy.budget = other.budget = shared
+    busy.receive(frame(b"{" + b"x" * 1500 + b"}"), 0.0)
+    waiting = other.read_pause(0.0)
+    assert busy.read_pause(0.0) == waiting > 0.5  # before it read anything
+    other.receive(frame(b"{}"), 0.0)  # read (it was sent): then it queues behind the debt
+    assert len(other.messages) == 1 and other.read_pause(0.0) > waiting
+    assert other.read_pause(2.0) == busy.read_pause(2.0) == 0.0
 
 
 # --- finding 4: the send queue in bytes ----------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from tests.adversarial import fuzz
@@ -20,17 +21,19 @@ def row(m: Measurement, found: list[str]) -> str:
     )
     return (
         f"{m.attack:<18} {m.mode:<8} {m.rss_growth_mib:>7.1f} {m.fds_peak - m.fds_before:>8} "
-        f"{m.p50_ms:>7.1f} {m.p99_ms:>7.1f} {m.max_ms:>7.1f} {m.recovery_seconds:>9.1f}  "
-        f"{outcome[:300]}"
+        f"{m.idle_p99_ms:>8.1f} {m.p50_ms:>7.1f} {m.p99_ms:>7.1f} {m.max_ms:>7.1f} "
+        f"{m.recovery_seconds:>9.1f} {m.messages:>6.0f}  {outcome[:300]}"
     )
 
 
 async def attacks(names: list[str], modes: list[str], seconds: float) -> int:
     print(f"bounds: RSS growth <= {RSS_BOUND_MIB:.0f} MiB, /healthz p99 <= {P99_BOUND_MS:.0f} ms")
-    print(f"(a /healthz probe unanswered after {Patience.probe:.0f} s counts as that long)")
+    print(f"(a /healthz probe unanswered after {Patience.probe:.0f} s counts as that long;")
+    print(" idle p99: /healthz just before the attack, side by side; msgs: messages handled)")
+    print(f"load average at the start: {os.getloadavg()[0]:.1f}")
     print(
-        f"{'attack':<18} {'mode':<8} {'rss MiB':>7} {'fds +':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'max ms':>7} {'recover s':>9}  outcome"
+        f"{'attack':<18} {'mode':<8} {'rss MiB':>7} {'fds +':>8} {'idle p99':>8} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'max ms':>7} {'recover s':>9} {'msgs':>6}  outcome"
     )
     failures = 0
     for name in names:

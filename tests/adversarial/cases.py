@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tests.adversarial.attacks import RELAY_PAYLOAD
 from tests.adversarial.harness import Measurement
 
 RSS_BOUND_MIB = 64.0
@@ -15,6 +16,10 @@ MAX_CONNECTIONS_PER_IP = 100  # signaling.config's default
 # Rate-limited logs may start with a burst: 64 KiB, then 16 KiB/s (58 MB an hour; finding 8
 # was 4.6 GB an hour from one client).
 LOG_BURST_BYTES, LOG_BYTES_PER_SECOND = 64 * 1024, 16 * 1024
+# signaling.config's defaults: the bytes all connections of one address may make the server
+# read and handle, and what one read of a socket may take before the debt pauses it.
+ADDRESS_BYTES_PER_SECOND, ADDRESS_BYTE_BURST = 1 << 20, 2 << 20
+READ_BYTES = 256 * 1024
 
 
 Check = Callable[[Measurement], list[str]]
@@ -98,6 +103,25 @@ def within_budget(name: str, burst: float, per_minute: float) -> Check:
     return check
 
 
+def read_within_budget(connections: int) -> Check:
+    """The server handled no more of the attacker's relayed messages than its address's byte
+    budget pays for: the burst, the rate over the whole measurement, and one read per
+    connection past the debt (a budget that is not kept lets a burst of 1,500 messages in)."""
+
+    def check(m: Measurement) -> list[str]:
+        seconds = m.elapsed
+        budget = ADDRESS_BYTE_BURST + ADDRESS_BYTES_PER_SECOND * seconds + connections * READ_BYTES
+        handled = m.messages * RELAY_PAYLOAD
+        if handled > budget:
+            return [
+                f"{m.messages:.0f} messages ({handled / 2**20:.1f} MiB) handled in "
+                f"{seconds:.1f} s: over the address's budget of {budget / 2**20:.1f} MiB"
+            ]
+        return []
+
+    return check
+
+
 def no_internal_errors(m: Measurement) -> list[str]:
     bad = {k: v for k, v in m.outcome.figures.items() if k in {"reply internal_error", "no reply"}}
     unsent = m.outcome.figures.get("unsent", 0)
@@ -117,6 +141,7 @@ class Case:
     store: str = "memory"
     turn: bool = False
     args: tuple[str, ...] = field(default=())
+    fair: bool = False  # its work is paid from the address's byte budget (held to a tighter p99)
 
 
 CASES = {
@@ -164,8 +189,13 @@ CASES = {
             "5: TURN credentials farmed through create/leave",
             turn=True,
         ),
-        Case("slow_reader", nothing, "4: slow readers queue frames, not bytes"),
-        Case("big_relay", nothing, "big relays"),
+        Case(
+            "slow_reader",
+            read_within_budget(20),
+            "4: slow readers queue frames, not bytes; 10 relays at once crowd the loop",
+            fair=True,
+        ),
+        Case("big_relay", read_within_budget(2), "big relays", fair=True),
     )
 }
 

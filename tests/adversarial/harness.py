@@ -1,6 +1,8 @@
 """The measurement harness: the real `fileshare-signal` process (in-memory or with Redis, directly
 or behind haproxy), one attacker process at full speed, and meanwhile /healthz probed every
-20 ms and the server's RSS and descriptors sampled, before, at peak and after."""
+20 ms and the server's RSS and descriptors sampled, before, at peak and after. /healthz is
+probed the same way for a moment before the attack too: the latency the loaded machine gives
+without an attacker, side by side with the latency under attack."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from turn.launcher import TurnEndpoint, running_turn
 _probers = (f"127.0.2.{n}" for n in itertools.cycle(range(1, 251)))
 MODES = ("direct", "haproxy")
 PROBE_INTERVAL = 0.02
+IDLE_PROBE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,19 @@ def rejections(text: str) -> dict[str, float]:
     return found
 
 
+def messages_received(text: str) -> float:
+    """fileshare_signal_messages_received_total: the messages the server read and handled."""
+    for line in text.splitlines():
+        if line.startswith("fileshare_signal_messages_received_total "):
+            return float(line.rpartition(" ")[2])
+    return 0.0
+
+
+def percentile_ms(latencies: list[float], q: float) -> float:
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
 @dataclass
 class Measurement:
     attack: str
@@ -196,6 +212,10 @@ class Measurement:
     alive: bool
     recovery_seconds: float  # after the attacker stopped, until /healthz answered again
     rejections: dict[str, float]
+    messages: float  # client messages the server handled meanwhile (all of them the attacker's)
+    elapsed: float  # from the attacker's start to the /healthz answer after it (its sends may
+    # outlast `seconds`: a write blocked by backpressure ends when the server reads again)
+    idle_latencies: list[float]  # /healthz just before the attack
     outcome: Outcome = field(default_factory=Outcome)
 
     @property
@@ -205,8 +225,12 @@ class Measurement:
     def latency_ms(self, q: float) -> float:
         if not self.latencies:
             return self.patience.probe * 1000
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return percentile_ms(self.latencies, q)
+
+    @property
+    def idle_p99_ms(self) -> float:
+        """/healthz p99 on the same machine a moment before, without the attacker."""
+        return percentile_ms(self.idle_latencies, 0.99)
 
     @property
     def p50_ms(self) -> float:
@@ -229,12 +253,19 @@ async def measure(
     """Run `attack` for `seconds` against `target` while probing and sampling the server."""
     pid, log_path = target.pid, target.server.log_path
     await asyncio.sleep(0.3)  # the server's start-up allocations settle
+    idle_latencies = []
+    idle_until = time.monotonic() + IDLE_PROBE_SECONDS
+    while time.monotonic() < idle_until:
+        idle_latencies.append(await healthz_latency(target.port, patience.probe))
+        await asyncio.sleep(PROBE_INTERVAL)
     rss_before, fds_before = rss_bytes(pid), fd_count(pid)
     log_before = log_path.stat().st_size
-    rejected_before = rejections(await metrics_text(target.server.port, patience.probe))
+    metrics_before = await metrics_text(target.server.port, patience.probe)
+    rejected_before = rejections(metrics_before)
     rss_peak, fds_peak = rss_before, fds_before
     latencies: list[float] = []
     command = [sys.executable, "-m", "tests.adversarial.attacker", attack, str(target.port)]
+    started = time.monotonic()
     attacker = await asyncio.create_subprocess_exec(
         *command, str(seconds), str(target.turn_port), stdout=asyncio.subprocess.PIPE
     )
@@ -246,13 +277,16 @@ async def measure(
         await asyncio.sleep(PROBE_INTERVAL)
     stdout, _ = await output
     recovery = await recovery_seconds(target.port, patience)
+    elapsed = time.monotonic() - started
     alive = target.server.proc.poll() is None
     rss_after = rss_bytes(pid) if alive else 0
     fds_after = fd_count(pid) if alive else 0
-    rejected = {}
+    rejected, handled = {}, 0.0
     if alive and recovery < patience.recovery:
         with contextlib.suppress(OSError, TimeoutError):  # unanswered: no rejection is seen
-            rejected = rejections(await metrics_text(target.server.port, patience.probe))
+            metrics_after = await metrics_text(target.server.port, patience.probe)
+            rejected = rejections(metrics_after)
+            handled = messages_received(metrics_after) - messages_received(metrics_before)
     log = log_path.read_bytes()[log_before:]
     return Measurement(
         attack=attack,
@@ -272,5 +306,8 @@ async def measure(
         alive=alive,
         recovery_seconds=recovery,
         rejections={k: v - rejected_before.get(k, 0.0) for k, v in rejected.items()},
+        messages=handled,
+        elapsed=elapsed,
+        idle_latencies=idle_latencies,
         outcome=Outcome.from_json(stdout) if attacker.returncode == 0 else Outcome(),
     )
