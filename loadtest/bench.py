@@ -40,7 +40,9 @@ LIMIT_FLAGS = (
     *("--connection-burst", "1000000", "--max-sessions-per-ip", "1000000"),
     *("--messages-per-second", "1000000", "--message-burst", "1000000"),
     *("--send-queue-bytes", "4194304", "--frames-per-second", "1000000"),
-    *("--frame-burst", "1000000"),
+    *("--frame-burst", "1000000", "--bytes-per-second", "1000000000"),
+    *("--byte-burst", "1000000000", "--address-bytes-per-second", "1000000000"),
+    *("--address-byte-burst", "1000000000"),
 )
 SOURCES = [f"127.0.0.{i}" for i in range(2, 12)]  # loopback sources: ephemeral ports x 10
 P99_TARGET = 0.050
@@ -379,6 +381,7 @@ async def fixed_rate(ex: Exchange, pairs_count: int, rate: float, seconds: float
 class Throughput:
     messages_per_second: float
     server_cpu: float
+    load_cpu: float  # this generator: near 1.0, it is the limit, not the server
 
 
 async def max_rate(
@@ -400,12 +403,37 @@ async def max_rate(
                 await into.recv()
             delivered += window
 
-    cpu0, t0 = cpu_seconds([pid]), time.monotonic()
+    cpu0, load0, t0 = cpu_seconds([pid]), cpu_seconds([os.getpid()]), time.monotonic()
     await asyncio.gather(*(pump(a, b) for a, b in pairs))
     elapsed = time.monotonic() - t0
     cpu = (cpu_seconds([pid]) - cpu0) / elapsed
+    load = (cpu_seconds([os.getpid()]) - load0) / elapsed
     close_pairs(pairs)
-    return Throughput(delivered / elapsed, cpu)
+    return Throughput(delivered / elapsed, cpu, load)
+
+
+RELAY_PAIRS, RELAY_WINDOW = 100, 16
+
+
+async def relay_rates(
+    signaling: tuple[int, int], echo: tuple[int, int], rounds: int, seconds: float
+) -> dict[str, Any]:
+    """The relay ceiling of the signaling server and of the echo server, side by side: both run
+    at once and take turns (in alternating order) for `rounds` rounds, so the machine's load
+    drifts over both alike; the ratio of each round, and their median."""
+    out: list[dict[str, Any]] = []
+    for n in range(rounds):
+        measured: dict[str, Any] = {}
+        order = (("signaling", Signaling, signaling), ("echo", Echo, echo))
+        for name, kind, (port, pid) in order if n % 2 == 0 else order[::-1]:
+            result = await max_rate(kind(port), pid, RELAY_PAIRS, RELAY_WINDOW, seconds)
+            measured[name] = asdict(result)
+        sig, ech = measured["signaling"], measured["echo"]
+        measured["ratio"] = sig["messages_per_second"] / ech["messages_per_second"]
+        measured["load_average"] = os.getloadavg()[0]
+        out.append(measured)
+    ratios = sorted(r["ratio"] for r in out)
+    return {"rounds": out, "median_ratio": ratios[len(ratios) // 2]}
 
 
 # --- servers ----------------------------------------------------------------------------------
@@ -511,8 +539,6 @@ async def measure_one(
     if "fixed" in args.phases:
         rate = await fixed_rate(ex, args.rate_pairs, args.rate, args.rate_seconds)
         out["fixed_rate"] = asdict(rate)
-    if "max" in args.phases:
-        out["max_rate"] = asdict(await max_rate(ex, pid, 100, 16, args.step_seconds))
     return out
 
 
@@ -540,7 +566,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             os.sched_setaffinity(0, {CLIENT_CPU})
 
-    single = {"setup", "idle", "fixed", "max"} & set(args.phases)
+    single = {"setup", "idle", "fixed"} & set(args.phases)
     if single or "latency" in args.phases:
         print("signaling, one instance (memory store) ...", flush=True)
         async with pinned_stack("memory") as target:
@@ -554,6 +580,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print("bare aiohttp echo server ...", flush=True)
         async with pinned_echo() as (port, pid):
             results["echo"] = await measure_one(Echo(port), {"server": [pid]}, args)
+    if "max" in args.phases:
+        print("relay rate: signaling and echo side by side, taking turns ...", flush=True)
+        async with pinned_stack("memory") as target, pinned_echo() as echo:
+            server = target.servers[0]
+            results["relay"] = await relay_rates(
+                (server.port, server.proc.pid), echo, args.relay_rounds, args.step_seconds
+            )
     if "cluster" in args.phases:
         results["clusters"] = {}
         for count in CLUSTER_SIZES:
@@ -592,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="messages/s, fixed-rate run")
     parser.add_argument("--rate-pairs", type=int, default=500)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--relay-rounds", type=int, default=3, help="turns of signaling and echo, max phase"
+    )
     parser.add_argument(
         "--latency-sessions", type=int, default=300, help="sessions timed one at a time"
     )
@@ -654,9 +690,9 @@ def render(r: dict[str, Any]) -> str:
     def best(res: dict[str, Any]) -> float:
         return float(res["best_setup"]["sessions_per_second"]) if res.get("best_setup") else 0.0
 
-    def row(name: str, a: float, b: float) -> None:
+    def row(name: str, a: float, b: float, places: int = 1) -> None:
         ratio = a / b if b else float("nan")
-        out.append(f"{name:<44}{a:>12.1f}{b:>12.1f}{ratio:>8.2f}")
+        out.append(f"{name:<44}{a:>12.{places}f}{b:>12.{places}f}{ratio:>8.2f}")
 
     if echo:
         out += ["", f"{'':44}{'signaling':>12}{'echo':>12}{'ratio':>8}"]
@@ -681,16 +717,29 @@ def render(r: dict[str, Any]) -> str:
                 fr_s[f"{q}_ms"],
                 fr_e[f"{q}_ms"],
             )
-    if "max_rate" in echo:
-        ms, me = sig["max_rate"], echo["max_rate"]
-        row("max relay rate, msg/s", ms["messages_per_second"], me["messages_per_second"])
-        row("  server CPU during it (cores)", ms["server_cpu"], me["server_cpu"])
-        # What a relayed message costs the server, whatever share of its core it got: the
-        # figure that still compares when the machine is busy with other work.
-        row(
-            "  server CPU per relayed message, µs",
-            1e6 * ms["server_cpu"] / ms["messages_per_second"],
-            1e6 * me["server_cpu"] / me["messages_per_second"],
+    relay = r.get("relay")
+    if relay:
+        if not echo:
+            out += ["", f"{'':44}{'signaling':>12}{'echo':>12}{'ratio':>8}"]
+        for n, rnd in enumerate(relay["rounds"], 1):
+            ms, me = rnd["signaling"], rnd["echo"]
+            row(
+                f"relay rate, msg/s (round {n}, load {rnd['load_average']:.1f})",
+                ms["messages_per_second"],
+                me["messages_per_second"],
+            )
+            row("  server CPU during it (cores)", ms["server_cpu"], me["server_cpu"], 2)
+            row("  load generator CPU (cores)", ms["load_cpu"], me["load_cpu"], 2)
+            # What a relayed message costs the server, whatever share of its core it got:
+            # the figure that still compares when the machine is busy with other work.
+            row(
+                "  server CPU per relayed message, µs",
+                1e6 * ms["server_cpu"] / ms["messages_per_second"],
+                1e6 * me["server_cpu"] / me["messages_per_second"],
+            )
+        out.append(
+            f"relay rate, signaling : echo, median of {len(relay['rounds'])} side-by-side "
+            f"rounds: {relay['median_ratio']:.2f}"
         )
     timed = [("one instance, memory store", sig)]
     timed += [(f"{count} instance(s) + redis + haproxy", res) for count, res in clusters.items()]
