@@ -207,3 +207,27 @@ async def test_a_full_inbox_pauses_reading_and_resumes(start_server: StartServer
     assert all(c.inbox is None for c in server.server.connections)
     await a.close()
     await b.close()
+
+
+async def test_over_its_address_budget_a_client_is_read_later_and_loses_nothing(
+    start_server: StartServer,
+) -> None:
+    """The byte budget is backpressure, not a refusal. An address allowed 50 KB at once and
+    50 KB/s sends 200 KB (read, and paid for afterwards: its budget is 150 KB in debt), then one
+    message more: nothing is refused or lost, all arrive in order, and the last one is read
+    only once the debt is paid, about 3 s after the first."""
+    server = await start_server(address_bytes_per_second=50_000, address_byte_burst=50_000)
+    a, b, _, _ = await pair(server.url)
+    started = time.monotonic()
+    for n in range(20):
+        await a.relay("signal", {"n": n, "pad": "x" * 10_000})
+    for n in range(20):
+        relayed = await b.next_event()
+        assert isinstance(relayed, schema.Relayed) and payload_of(relayed)["n"] == n
+    await a.relay("signal", {"n": 20})
+    relayed = await b.next_event()
+    assert isinstance(relayed, schema.Relayed) and payload_of(relayed)["n"] == 20
+    assert time.monotonic() - started >= 2.5  # (200 KB - the 50 KB burst) at 50 KB/s
+    assert await metric(server, "fileshare_signal_rejections_total") == 0
+    await a.close()
+    await b.close()
