@@ -161,13 +161,13 @@ class HumanEvents:
                 qr.terminal(compact=True)
 
     def _hashing(self, name: str, done: int, size: int) -> None:
-        self._start()
         label = f"hashing {_cut(name)}"
-        if self.hashing is None:
+        if self.hashing is None:  # added before the display starts, which draws it at once
             self.hashing = self.progress.add_task(label, total=size, last_moved=time.monotonic())
         self.progress.update(
             self.hashing, description=label, completed=done, total=size, last_moved=time.monotonic()
         )
+        self._start()
 
     def _hashed(self) -> None:
         if self.hashing is not None:
@@ -182,10 +182,10 @@ class HumanEvents:
     def _progress(self, done: int, total: int, files: list[dict[str, Any]]) -> None:
         """The total first, then a line per file on the move; a file's line goes when it
         leaves the list (finished), so the screen holds what is moving now."""
-        self._start()
         now = time.monotonic()
         if self.total is None:
             self.total = self.progress.add_task("total", total=total, last_moved=now)
+        self._start()
         self._update(self.total, done, total, now)
         moving = {str(item["name"]): item for item in files[:MAX_FILE_LINES]}
         for name in [n for n in self.files if n not in moving]:
