@@ -5,6 +5,7 @@ completion on a pseudo-terminal, and the QR code's link against a real server.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -14,13 +15,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 
 from fileshare.code import complete, new_code, parse_code
-from tests.conftest import RunningServer, require_webapp
+from signaling.config import Config
+from tests.conftest import RunningServer, StartServer, require_webapp
 
 
 def fileshare(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
@@ -177,13 +182,12 @@ async def test_a_wrong_session_number_is_a_bad_code(server: RunningServer, tmp_p
     assert event["code"] == "session_not_found" and event["exit"] == 2
 
 
-async def test_the_qr_link_opens_the_served_page(server: RunningServer, tmp_path: Path) -> None:
-    """The `code` event's link (what the QR code holds) is the server's web app with the code
-    as its fragment; the page is there, and the CLI takes the link as a code."""
-    require_webapp()
+@contextlib.asynccontextmanager
+async def sender_code(server_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """A `fileshare send --json` against `server_url`, while it waits: its `code` event."""
     (tmp_path / "a.txt").write_text("a")
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fileshare", "send", "--json", "--server", server.url),
+        *(sys.executable, "-m", "fileshare", "send", "--json", "--server", server_url),
         str(tmp_path / "a.txt"),
         stdout=subprocess.PIPE,
         env={**os.environ, "FILESHARE_STATE_DIR": str(tmp_path)},
@@ -194,11 +198,31 @@ async def test_the_qr_link_opens_the_served_page(server: RunningServer, tmp_path
             "event"
         ] != "code":
             pass
+        yield event
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_the_qr_link_opens_the_served_page(server: RunningServer, tmp_path: Path) -> None:
+    """The `code` event's link (what the QR code holds) is the server's web app with the code
+    as its fragment; the page is there, and the CLI takes the link as a code."""
+    require_webapp()
+    async with sender_code(server.url, tmp_path) as event:
         link = event["link"]
         assert link == f"http://127.0.0.1:{server.port}/#{event['code']}"
         async with aiohttp.ClientSession() as http, http.get(link) as page:
             assert page.status == 200 and "text/html" in page.headers["Content-Type"]
         assert parse_code(link).server == server.url
-    finally:
-        proc.kill()
-        await proc.wait()
+
+
+async def test_a_server_with_shorter_session_numbers(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """`--session-digits 6`: the code the sender prints has a 6-digit number, and the CLI
+    takes such a code (its parser accepts 4 to 32 digits; so does the web app's)."""
+    async with sender_code((await start_server(session_digits=6)).url, tmp_path) as event:
+        assert re.fullmatch(r"[1-9][0-9]{5}(-[a-z]+){3}", event["code"]), event
+        assert parse_code(event["code"]).session_id == event["code"][:6]
+    with pytest.raises(ValueError, match="session_digits: 6 to 12"):
+        Config(session_digits=5)
