@@ -235,6 +235,7 @@ def _codes() -> list[dict[str, Any]]:
         "12-crane-opera-lemon",
         "48213907-crane-opera-lemonx",
         "48213907-crane-opera",
+        "482139-crane-opera-lemon",  # a server with --session-digits 6
         "https://share.example/#48213907-crane-opera-lemon",  # the QR code's link
         "http://127.0.0.1:8765/#48213907%20crane%20opera%20lemon",
     ):
