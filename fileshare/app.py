@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from fileshare import crypto, ice
+from fileshare.chunks import CHUNK_SIZE
 from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
 from fileshare.names import human_size
@@ -28,7 +29,7 @@ from fileshare.protocol import Receiver, Sender, TransferError
 from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, Backoff
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path, install_key
-from fileshare.transfer import CHUNK_SIZE, Events, ReceiveSide, SendSide, collect_sources
+from fileshare.transfer import Events, Hashed, ReceiveSide, SendSide, collect_sources
 from fsproto import schema
 
 T = TypeVar("T")
@@ -36,6 +37,7 @@ Ask = Callable[[str], Awaitable[bool]]  # a yes/no question to the user
 STATE_MAX_AGE: Final = 7 * 86400.0
 WORK_GRACE_SECONDS: Final = 1.0
 RETRY_PAUSE_SECONDS: Final = 0.5
+HASH_REPORT_SECONDS: Final = 0.2
 
 
 @dataclass
@@ -182,7 +184,9 @@ async def _pause_then_wait_for_peer(inbox: Inbox, attempt: int) -> None:
 
 
 async def send(paths: list[Path], events: Events, options: Options) -> None:
-    sources = await asyncio.to_thread(collect_sources, paths, options.chunk_size)
+    sources = await asyncio.to_thread(
+        collect_sources, paths, options.chunk_size, _hashing_events(events)
+    )
     events.emit("prepared", files=len(sources), bytes=sum(s.manifest.size for s in sources))
     instance = secrets.token_urlsafe(16)
     async with await SignalClient.connect(options.server) as client:
@@ -241,6 +245,20 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
             with contextlib.suppress(Exception):
                 await inbox.client.leave()  # ends the session: after a failure nobody may retry
             await inbox.close()
+
+
+def _hashing_events(events: Events) -> Hashed:
+    """`hashing` events from the hashing thread, at most one per HASH_REPORT_SECONDS."""
+    last = 0.0
+
+    def hashed(name: str, done: int, size: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= HASH_REPORT_SECONDS:
+            last = now
+            events.emit("hashing", name=name, done=done, size=size)
+
+    return hashed
 
 
 async def _send_round(

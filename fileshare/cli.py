@@ -19,24 +19,20 @@ import logging
 import os
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-import aiohttp
-
-from fileshare import app, config
-from fileshare.code import BadCode
-from fileshare.crypto import AuthenticationFailed
-from fileshare.ice import RelayUnavailable
-from fileshare.names import UnsafeName, human_size
-from fileshare.peer import PeerStopped, SessionEnded
-from fileshare.protocol import CHUNK_SIZES, TransferError
-from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, GaveUp
-from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
-from fileshare.state import StateError, TransferStore, default_state_path
-from fileshare.transfer import CHUNK_SIZE, Events
-from fsproto import schema
+from fileshare import config
+from fileshare.chunks import CHUNK_SIZE, CHUNK_SIZES
+from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS
 from fsproto.untrusted import ELLIPSIS, shown
+
+if TYPE_CHECKING:  # the transfer's modules load aiortc (a second): only send and receive need it
+    from fileshare import app
+    from fileshare.signal_client import ServerUnreachable
+    from fileshare.transfer import Events
+    from fsproto import schema
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
@@ -55,91 +51,12 @@ class JsonEvents:
         self.out.flush()
 
 
-class HumanEvents:
-    """A person's view: the code and QR code, the words to compare, a progress bar. Markup and
-    emoji codes are off: `[link=…]` in a peer's file name is printed as the text it is."""
-
-    def __init__(self, show_qr: bool) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-        from rich.text import Text
-
-        self.console = Console(stderr=True, highlight=False, markup=False, emoji=False)
-        self.text = Text
-        self.show_qr = show_qr
-        self.progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self.task: Any = None
-
-    def emit(self, event: str, **fields: Any) -> None:
-        f: dict[str, Any] = {k: shown(v) if isinstance(v, str) else v for k, v in fields.items()}
-        match event:
-            case "prepared":
-                self.console.print(f"Sending {f['files']} item(s), {human_size(f['bytes'])}")
-            case "code":
-                self.console.print(self.text.assemble("Code: ", (f["code"], "bold")))
-                self.console.print(f"On the other machine: fileshare receive {f['code']}")
-                if self.show_qr:
-                    import segno
-
-                    qr = segno.make(fields["link"], error="m")
-                    with contextlib.redirect_stdout(sys.stderr):
-                        qr.terminal(compact=True)
-            case "sas":
-                self.console.print(
-                    self.text.assemble(
-                        "Authentication words: ",
-                        (f["words"], "bold"),
-                        " (the same on both sides, or something is wrong)",
-                    )
-                )
-            case "connected":
-                p = {k: shown(v) for k, v in f["path"].items()}  # remote: the peer's candidate
-                via = f", TURN over {p['turn']}" if "turn" in p else ""
-                self.console.print(
-                    f"Connected ({p['local']} -> {p['remote']} over {p['protocol']}{via})"
-                )
-            case "manifest":
-                self.console.print(f"Receiving {f['files']} item(s), {human_size(f['bytes'])}")
-            case "reconnecting":
-                self.console.print(f"Connection lost, reconnecting… ({f['reason']})")
-            case "signaling_restored":
-                self.console.print(f"Back on the signaling server after {f['after']} s")
-            case "file":
-                resumed = f" (resuming, {f['resumed']} chunks held)" if f["resumed"] else ""
-                self.console.print(f"Receiving {f['name']} ({human_size(f['size'])}){resumed}")
-            case "saved":
-                self.console.print(f"Saved {f['path']}")
-            case "file_failed":
-                self.console.print(
-                    self.text.assemble(("Failed", "red"), f" {f['name']}: {f['reason']}")
-                )
-            case "progress":
-                if self.task is None:
-                    self.progress.start()
-                    self.task = self.progress.add_task("transfer", total=f["total"] or None)
-                self.progress.update(self.task, completed=f["done"], total=f["total"] or None)
-            case "done":
-                if self.task is not None:
-                    self.progress.stop()
-                self.console.print(f"Done: {f['files']} item(s), {human_size(f['bytes'])}")
-
-
 def _events(args: argparse.Namespace) -> Events:
-    return JsonEvents() if args.json else HumanEvents(show_qr=not args.no_qr)
+    if args.json:
+        return JsonEvents()
+    from fileshare.display import HumanEvents
+
+    return HumanEvents(show_qr=not getattr(args, "no_qr", True))
 
 
 async def _ask(question: str) -> bool:
@@ -150,6 +67,9 @@ async def _ask(question: str) -> bool:
 
 
 def _options(args: argparse.Namespace) -> app.Options:
+    from fileshare import app
+    from fileshare.state import default_state_path
+
     return app.Options(
         server=args.server,
         timeout=args.timeout,
@@ -165,6 +85,8 @@ def _options(args: argparse.Namespace) -> app.Options:
 
 def _ice_servers(args: argparse.Namespace) -> list[schema.IceServer]:
     """STUN and TURN servers of the user's own, tried before the signaling server's."""
+    from fsproto import schema
+
     servers = [schema.IceServer(urls=[url]) for url in args.stun]
     if args.turn:
         servers.append(
@@ -182,25 +104,38 @@ def _fail(events: Events, code: int, kind: str, message: str) -> int:
     cut to MESSAGE_CHARS and shown() neutralised."""
     if len(message) > MESSAGE_CHARS:
         message = message[:MESSAGE_CHARS] + ELLIPSIS
-    events.emit("error", code=kind[:64], message=message, exit=code)
+    events.emit("error", code=kind[:64], message=message, exit=code)  # ends a live display
     if not isinstance(events, JsonEvents):
         print(f"fileshare: {shown(message)}", file=sys.stderr)
     return code
 
 
 def _code(args: argparse.Namespace) -> str:
-    """The code from the argument, FILESHARE_CODE, or a prompt (not echoed to the history)."""
+    """The code from the argument, FILESHARE_CODE, or a prompt (Tab completes its words)."""
     if args.code:
         return str(args.code)
     if os.environ.get("FILESHARE_CODE"):
         return os.environ["FILESHARE_CODE"]
-    if not sys.stdin.isatty():
-        return sys.stdin.readline().strip()
-    print("Code: ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip()
+    from fileshare.prompt import ask_code
+
+    return ask_code()
 
 
 def _run(args: argparse.Namespace) -> int:
+    """A send or a receive, each failure mapped to its documented exit code."""
+    import aiohttp
+
+    from fileshare import app
+    from fileshare.code import BadCode
+    from fileshare.crypto import AuthenticationFailed
+    from fileshare.ice import RelayUnavailable
+    from fileshare.names import UnsafeName
+    from fileshare.peer import PeerStopped, SessionEnded
+    from fileshare.protocol import TransferError
+    from fileshare.reconnect import GaveUp
+    from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
+    from fileshare.state import StateError
+
     events = _events(args)
     try:
         if args.command == "send":
@@ -227,12 +162,12 @@ def _run(args: argparse.Namespace) -> int:
         status = EXIT_DISK if exc.code in ("disk_full", "disk") else EXIT_FAILED
         return _fail(events, status, exc.code, exc.message)
     except SignalError as exc:
-        message = (
-            ("no such session: check the code (it works once, and only while the sender waits)")
-            if exc.code == "session_not_found"
-            else exc.message
-        )
-        return _fail(events, EXIT_NETWORK, exc.code, message)
+        if exc.code == "session_not_found":  # the code's number is wrong: a bad code
+            message = (
+                "no such session: check the code (it works once, and only while the sender waits)"
+            )
+            return _fail(events, EXIT_USAGE, exc.code, message)
+        return _fail(events, EXIT_NETWORK, exc.code, exc.message)
     except ServerUnreachable as exc:
         return _fail(events, EXIT_NETWORK, "no_server", _no_server(exc))
     except (
@@ -271,12 +206,13 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _transfers(args: argparse.Namespace) -> int:
     """Names and targets came from peers (through the state database): shown() them."""
+    from fileshare.state import StateError, TransferStore, default_state_path
+
     try:
         with TransferStore(default_state_path()) as store:
             records = store.resumable()
     except StateError as exc:
-        events: Events = JsonEvents() if args.json else HumanEvents(show_qr=False)
-        return _fail(events, EXIT_FAILED, "state", str(exc))
+        return _fail(_events(args), EXIT_FAILED, "state", str(exc))
     if args.json:
         for r in records:
             JsonEvents().emit(
@@ -290,9 +226,18 @@ def _transfers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    try:
+        return metadata.version("fileshare")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser(defaults: config.UserConfig | None = None) -> argparse.ArgumentParser:
     """The parser, its defaults taken from the user's config file (flags and FILESHARE_*
-    variables win; --stun and --turn replace the file's lists, see `main`)."""
+    variables win; --stun and --turn replace the file's lists, see `main`). Each command has
+    the options it uses: the network's for send, receive and doctor; the transfer's for send
+    and receive; `transfers` reads the local state only."""
     defaults = defaults or config.UserConfig()
     parser = argparse.ArgumentParser(
         prog="fileshare",
@@ -301,14 +246,16 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         f"FILESHARE_CONFIG (config file; default {config.config_path()}).",
         allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"fileshare {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    network = argparse.ArgumentParser(add_help=False)  # where the servers are
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="JSON events on stdout, one a line")
+    network = argparse.ArgumentParser(add_help=False, parents=[output])  # where the servers are
     network.add_argument(
         "--server",
         default=os.environ.get("FILESHARE_SERVER") or defaults.server or DEFAULT_SERVER,
         help="signaling server URL (default: %(default)s)",
     )
-    network.add_argument("--json", action="store_true", help="JSON on stdout")
     network.add_argument(
         "--stun",
         action="append",
@@ -327,40 +274,51 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         default=os.environ.get("FILESHARE_TURN_USER") or defaults.turn_user,
         help="user name for --turn",
     )
-    common = argparse.ArgumentParser(add_help=False, parents=[network])
-    common.add_argument(
+    transfer = argparse.ArgumentParser(add_help=False, parents=[network])
+    transfer.add_argument(
         "--verify",
         action="store_true",
         help="ask to confirm the authentication words before transferring",
     )
-    common.add_argument(
+    transfer.add_argument(
         "--timeout",
         type=float,
         default=60.0,
         help="seconds to wait for each step of connecting (default: 60)",
     )
-    common.add_argument("--no-qr", action="store_true", help="do not print a QR code")
-    common.add_argument(
+    transfer.add_argument(
         "--relay-only",
         action="store_true",
         help="use relay (TURN) candidates only, so the peer never learns your addresses",
     )
-    common.add_argument(
+    transfer.add_argument(
         "--stall-timeout",
         type=float,
         default=float(os.environ.get("FILESHARE_STALL_TIMEOUT", "15")),
         help="seconds of silence after which a link counts as dropped and is rebuilt "
         "(default: %(default)s; FILESHARE_STALL_TIMEOUT)",
     )
-    common.add_argument(
+    transfer.add_argument(
         "--give-up-after",
         type=float,
         default=float(os.environ.get("FILESHARE_GIVE_UP_AFTER", str(DEFAULT_GIVE_UP_SECONDS))),
         help="seconds the signaling server may stay out of reach (we keep reconnecting) before "
         "the transfer fails (default: %(default)s; FILESHARE_GIVE_UP_AFTER)",
     )
-    send = sub.add_parser("send", parents=[common], help="send files or directories")
-    send.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    send = sub.add_parser("send", parents=[transfer], help="send files or directories")
+    send.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="a file or a directory to send (directories go whole, with their tree); several "
+        "can be given",
+    )
+    send.add_argument(
+        "--no-qr",
+        action="store_true",
+        help="do not print the QR code (it opens the web app on a phone, with the code)",
+    )
     send.add_argument(
         "--chunk-size",
         type=int,
@@ -371,12 +329,13 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         + ", ".join(map(str, CHUNK_SIZES))
         + " (16 to 256 KiB messages; default: %(default)s)",
     )
-    receive = sub.add_parser("receive", parents=[common], help="receive with a code")
+    receive = sub.add_parser("receive", parents=[transfer], help="receive with a code")
     receive.add_argument(
         "code",
         nargs="?",
-        help="the code the sender shows, or its fileshare:// link; leave it out to be asked "
-        "(or set FILESHARE_CODE), which keeps it out of the process list",
+        help="the code the sender shows, or its link (https://HOST/#CODE); leave it out to be "
+        "asked (Tab completes the words) or set FILESHARE_CODE, which keeps it out of the "
+        "process list",
     )
     receive.add_argument("--out", default=".", help="directory to save into (default: .)")
     receive.add_argument(
@@ -384,7 +343,7 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
         action="store_true",
         help="replace existing files instead of saving under a new name",
     )
-    sub.add_parser("transfers", parents=[common], help="list unfinished transfers that can resume")
+    sub.add_parser("transfers", parents=[output], help="list unfinished transfers that can resume")
     sub.add_parser(
         "doctor",
         parents=[network],
@@ -416,11 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     parser = build_parser(defaults)
     args = parser.parse_args(argv)
-    args.stun = args.stun or list(defaults.stun)  # flags replace the config file's lists
-    args.turn = args.turn or list(defaults.turn)
     _setup_logging()
     if args.command == "transfers":
         return _transfers(args)
+    args.stun = args.stun or list(defaults.stun)  # flags replace the config file's lists
+    args.turn = args.turn or list(defaults.turn)
     if args.command == "doctor":
         return _doctor(args)
     with contextlib.suppress(ImportError):

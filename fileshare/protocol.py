@@ -19,7 +19,7 @@ receiver accepts only entries it admitted before.
 from __future__ import annotations
 
 import hashlib
-import struct
+import itertools
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -31,16 +31,12 @@ import nacl.exceptions
 
 from fileshare import crypto
 from fileshare.bitmap import ChunkBitmap
+from fileshare.chunks import CHUNK_SIZES, HEADER
 from fileshare.names import UnsafeName, check_relative_path
 
 VERSION: Final = 2
-HEADER: Final = struct.Struct(">16sI")
-# Bytes of file data per chunk: one message of 16 to 256 KiB (aiortc's limit is 262144) with its
-# header and tag. Only these sizes are accepted, so a peer cannot make a bitmap bit stand for one
-# byte; the bounds below then cap what an announcement can make the receiver hold in memory.
-CHUNK_SIZES: Final = tuple(
-    kib * 1024 - HEADER.size - crypto.TAG_BYTES for kib in (16, 32, 64, 128, 192, 256)
-)
+# Bytes of file data per chunk: fileshare.chunks; the bounds below then cap what an announcement
+# can make the receiver hold in memory.
 MAX_CHUNK: Final = CHUNK_SIZES[-1]
 MAX_FILE_SIZE: Final = 2**50
 MAX_CHUNKS: Final = 2**26  # per transfer: at most 8 MiB of chunk bitmaps (4 TiB at 64 KiB)
@@ -181,6 +177,13 @@ class ChunkToSend:
     length: int
 
 
+@dataclass(frozen=True, slots=True)
+class FileProgress:
+    name: str
+    done: int  # bytes
+    size: int
+
+
 @dataclass
 class _Outgoing:
     manifest: FileManifest
@@ -220,6 +223,14 @@ class Sender:
 
     def manifest(self, file_index: int) -> FileManifest:
         return self._files[file_index].manifest
+
+    def moving(self, limit: int) -> list[FileProgress]:
+        """Files being sent and not yet confirmed, at most `limit`, for a progress display."""
+        files = (f for f in self._files if f.started and not f.complete)
+        return [
+            FileProgress(f.manifest.name, f.acked_bytes, f.manifest.size)
+            for f in itertools.islice(files, limit)
+        ]
 
     def start(self) -> None:
         """(Re)start on a fresh connection: announce every unfinished file, all up front."""
@@ -365,6 +376,7 @@ class _Incoming:
     key: bytes
     received: ChunkBitmap
     unacked: list[int] = field(default_factory=list)
+    received_bytes: int = 0
     ready: bool = False
     verifying: bool = False
     complete: bool = False
@@ -480,9 +492,10 @@ class Receiver:
         """The shell prepared the file; `held` is what it already has on disk, durably."""
         f = self._files[file_id]
         f.received, f.ready = held, True
-        self.bytes_received += sum(
+        f.received_bytes = sum(
             chunk_length(f.manifest, i) for s, e in held.ranges() for i in range(s, e)
         )
+        self.bytes_received += f.received_bytes
         actions: list[Action] = [self._held_reply(f)]
         if held.complete:
             f.verifying = True
@@ -521,6 +534,7 @@ class Receiver:
             ) from None
         f.received.add(index)
         f.unacked.append(index)
+        f.received_bytes += len(data)
         self.bytes_received += len(data)
         return Write(m.fileId, index, index * m.chunkSize, data)
 
@@ -551,6 +565,14 @@ class Receiver:
         if self.done:
             actions.append(Finished())
         return actions
+
+    def moving(self, limit: int) -> list[FileProgress]:
+        """Files being received and not yet verified, at most `limit`, for a progress display."""
+        files = (f for f in self._files.values() if f.ready and not f.complete)
+        return [
+            FileProgress(f.manifest.name, f.received_bytes, f.manifest.size)
+            for f in itertools.islice(files, limit)
+        ]
 
     def pending(self) -> list[str]:
         """Files with chunks written but not yet acknowledged (the shell flushes these)."""

@@ -26,17 +26,18 @@ from aiortc.exceptions import InvalidStateError
 
 from fileshare import names, protocol
 from fileshare.bitmap import ChunkBitmap
+from fileshare.chunks import CHUNK_SIZE
 from fileshare.peer import Pipe
 from fileshare.protocol import ChunkToSend, FileManifest, Receiver, Sender, TransferError
 from fileshare.state import TransferRecord, TransferStore
 
-CHUNK_SIZE: Final = protocol.CHUNK_SIZES[2]  # one 64 KiB message per chunk
 HIGH_WATER: Final = 1024 * 1024
 LOW_WATER: Final = 256 * 1024
 FLUSH_BYTES: Final = 8 * 1024 * 1024
 FLUSH_SECONDS: Final = 1.0
 HASH_BLOCK: Final = 1024 * 1024
 LINGER_SECONDS: Final = 10.0
+PROGRESS_FILES: Final = 4  # files named in a progress event: those moving now, at most this many
 
 
 class Events(Protocol):
@@ -51,11 +52,20 @@ class Source:
     manifest: FileManifest
 
 
-def _sha256_file(path: Path) -> str:
+# Told (name, bytes hashed, size) as a file is hashed, so a large one is not a blank screen.
+Hashed = Callable[[str, int, int], None]
+
+
+def _sha256_file(path: Path, hashed: Hashed | None = None, name: str = "") -> str:
     digest = hashlib.sha256()
+    done = 0
+    size = path.stat().st_size if hashed is not None else 0
     with path.open("rb") as f:
         while block := f.read(HASH_BLOCK):
             digest.update(block)
+            done += len(block)
+            if hashed is not None:
+                hashed(name, done, size)
     return digest.hexdigest()
 
 
@@ -77,13 +87,16 @@ def _entry(name: str, path: Path | None, size: int, checksum: str, chunk_size: i
 EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
 
 
-def collect_sources(paths: list[Path], chunk_size: int = CHUNK_SIZE) -> list[Source]:
+def collect_sources(
+    paths: list[Path], chunk_size: int = CHUNK_SIZE, hashed: Hashed | None = None
+) -> list[Source]:
     """Files as named, directories as trees (empty ones too); symlinks are not followed."""
     sources: list[Source] = []
     for top in paths:
         st = top.lstat()
         if stat.S_ISREG(st.st_mode):
-            sources.append(_entry(top.name, top, st.st_size, _sha256_file(top), chunk_size))
+            checksum = _sha256_file(top, hashed, top.name)
+            sources.append(_entry(top.name, top, st.st_size, checksum, chunk_size))
         elif stat.S_ISDIR(st.st_mode):
             base = top.resolve().name or "root"
             sources.append(_entry(base, None, 0, EMPTY_SHA256, chunk_size))
@@ -100,7 +113,13 @@ def collect_sources(paths: list[Path], chunk_size: int = CHUNK_SIZE) -> list[Sou
                     if stat.S_ISREG(fst.st_mode):
                         name = (Path(base) / rel_root / fname).as_posix()
                         sources.append(
-                            _entry(name, path, fst.st_size, _sha256_file(path), chunk_size)
+                            _entry(
+                                name,
+                                path,
+                                fst.st_size,
+                                _sha256_file(path, hashed, name),
+                                chunk_size,
+                            )
                         )
         else:
             raise ValueError(f"{top}: not a regular file or directory")
@@ -201,11 +220,14 @@ class SendSide:
             now = time.monotonic()
             if now - reported > 0.2:
                 reported = now
-                self.events.emit(
-                    "progress", done=self.sender.bytes_acked, total=self.sender.total_bytes
-                )
+                self._report()
                 await asyncio.sleep(0)
-        self.events.emit("progress", done=self.sender.bytes_acked, total=self.sender.total_bytes)
+        self._report()
+
+    def _report(self) -> None:
+        moving = self.sender.moving(PROGRESS_FILES)
+        done, total = self.sender.bytes_acked, self.sender.total_bytes
+        self.events.emit("progress", done=done, total=total, files=_file_fields(moving))
 
 
 # Asked once, with the number of entries and bytes, before anything of a transfer is created.
@@ -432,7 +454,10 @@ class ReceiveSide:
             item.written_since_flush = 0
             await self._perform(channel, self.receiver.on_durable(file_id, count))
         self.events.emit(
-            "progress", done=self.receiver.bytes_received, total=self.receiver.total_bytes
+            "progress",
+            done=self.receiver.bytes_received,
+            total=self.receiver.total_bytes,
+            files=_file_fields(self.receiver.moving(PROGRESS_FILES)),
         )
 
     async def _verify(self, file_id: str) -> list[protocol.Action]:
@@ -454,6 +479,10 @@ class ReceiveSide:
         self.saved.append(final)
         self.events.emit("saved", name=m.name, path=str(final), size=m.size)
         return self.receiver.on_verified(file_id)
+
+
+def _file_fields(moving: list[protocol.FileProgress]) -> list[dict[str, Any]]:
+    return [{"name": f.name, "done": f.done, "size": f.size} for f in moving]
 
 
 def _claim_space(item: _Open, out_dir: Path) -> None:

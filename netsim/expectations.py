@@ -114,6 +114,34 @@ def turn_transports(a: Edge, b: Edge) -> tuple[str, ...]:
     return ("udp",)
 
 
+@dataclass(frozen=True)
+class DoctorFindings:
+    """What `fileshare doctor` must say behind an edge: the NAT's behaviours in its words
+    (None where UDP cannot reach the STUN server), its verdict's kind, and which TURN
+    transports allocate."""
+
+    mapping: str | None
+    filtering: str | None
+    verdict: str
+    turn: dict[str, bool]
+
+
+def _words(behaviour: Mapping | Filtering) -> str:
+    return str(behaviour.value).lower().replace(" ", "-")  # "Endpoint Independent" -> e-i
+
+
+def doctor(e: Edge) -> DoctorFindings:
+    """By the rule above: an endpoint-independent mapping (or none) can be reached directly by
+    most peers, any other mapping only by peers on open networks or behind full cones."""
+    turn = {"udp": e.udp, "tcp": True, "tls": True}
+    if not e.udp:
+        return DoctorFindings(None, None, "relay_only", turn)
+    if e.public:
+        return DoctorFindings("no NAT", "no NAT", "direct", turn)
+    verdict = "direct" if e.mapping is EIM else "mostly_relayed"
+    return DoctorFindings(_words(e.mapping), _words(e.filtering), verdict, turn)
+
+
 def category(local: str, remote: str, peer_remote: str) -> str:
     """A path's category from one peer's selected pair (`local`, `remote` candidate types) and
     the remote type its peer selected: relay if any end relays, host if both see host

@@ -25,6 +25,8 @@ from netsim.processes import SignalProcess, start_signal, stop
 from turn.config import TurnSettings
 from turn.launcher import TurnEndpoint, running_turn
 
+OFFLINE = frozenset({"transfers"})  # commands that read local state only: no --server
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -191,8 +193,7 @@ class Lab:
                     *program,
                     args[0],
                     *(["--json"] if json_events else []),
-                    "--server",
-                    server or self.server.url,
+                    *([] if args[0] in OFFLINE else ["--server", server or self.server.url]),
                     *args[1:],
                 ],
                 stdout=terminal[1] if terminal else out_file,

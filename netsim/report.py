@@ -204,6 +204,8 @@ def figures(result: ScenarioResult) -> str:
         f"{c.quantity} {_with_unit(c.measured, c.unit)} (configured {_num(c.configured)})"
         for c in _calibrations(result)
     ]
+    if "verdict" in result.metrics:  # a doctor scenario: what it told the user
+        parts.append(f"doctor: {result.metrics['verdict']} in {_num(result.metrics['seconds'])} s")
     return "; ".join(parts)
 
 

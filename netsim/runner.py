@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from netsim import calibration, capture, expectations, world
+from netsim import calibration, capture, doctorcheck, expectations, world
 from netsim.lab import Client, Lab, running_servers, sha256
 from netsim.results import ScenarioResult, Status
 from netsim.scenario import FaultKind, Kind, Scenario
@@ -333,6 +333,8 @@ def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
         ) as servers:
             lab = Lab(net.internet, workdir, servers)
             try:
+                if scenario.kind is Kind.DOCTOR:
+                    return doctorcheck.run(scenario, net, lab)
                 run = ScenarioRun(scenario, net, lab, workdir)
                 payload = make_payload(workdir, scenario)
                 if scenario.kind is Kind.ENCRYPTION:

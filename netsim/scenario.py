@@ -4,7 +4,7 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     [[scenario]]
     name = "cone-x-cone"
     kind = "path"                       # lan, path, resume, rebind, encryption, throughput,
-    sites = [                           # calibration
+    sites = [                           # calibration, doctor
       { name = "a", nat = "port_restricted" },
       { name = "b", nat = "port_restricted", downlink = { delay_ms = 20, loss_percent = 1 } },
     ]
@@ -17,6 +17,9 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
 
     [[grid]]                            # every pair of these NATs, expected paths from the grid
     nats = ["full_cone", "symmetric"]
+
+    [[doctor]]                          # `fileshare doctor` behind each NAT, checked against it
+    nats = ["port_restricted", "udp_blocked"]
 
     [[throughput]]                      # rate x RTT x loss x path
     rates_mbit = [10, 50]
@@ -51,6 +54,7 @@ class Kind(enum.Enum):
     ENCRYPTION = "encryption"
     THROUGHPUT = "throughput"
     CALIBRATION = "calibration"
+    DOCTOR = "doctor"  # `fileshare doctor` on the sender's host: its findings against the NAT
 
 
 class FaultKind(enum.Enum):
@@ -107,7 +111,7 @@ class Scenario:
         for end in (self.sender, self.receiver):
             if end.site not in names or not 0 <= end.host < names[end.site].hosts:
                 raise ValueError(f"{self.name}: no host {end} among its sites")
-        if self.sender == self.receiver and self.kind is not Kind.CALIBRATION:
+        if self.sender == self.receiver and self.kind not in (Kind.CALIBRATION, Kind.DOCTOR):
             raise ValueError(f"{self.name}: sender and receiver are the same host")
         if self.fault is not None and self.fault.site not in names:
             raise ValueError(f"{self.name}: fault on unknown site {self.fault.site!r}")
@@ -348,6 +352,27 @@ class ThroughputMatrix:
         return found
 
 
+def doctor(nats: Iterable[str], full: bool = False) -> list[Scenario]:
+    """`fileshare doctor` behind each of these NATs (presets or behaviours), one site each."""
+    found = []
+    for n in nats:
+        profile = _nat(n, "doctor")
+        site = SiteSpec("a", profile)
+        found.append(
+            Scenario(
+                name=f"doctor-{nat.resolve(profile).name}",
+                kind=Kind.DOCTOR,
+                description=f"fileshare doctor behind {nat.resolve(profile).name}",
+                sites=(site,),
+                sender=Endpoint("a"),
+                receiver=Endpoint("a"),
+                full=full,
+                timeout_s=90.0,
+            )
+        )
+    return found
+
+
 def _throughput(data: Mapping[str, Any]) -> ThroughputMatrix:
     known = {"rates_mbit", "rtt_ms", "loss_percent", "paths", "file_mib", "full"}
     unknown = set(data) - known
@@ -380,7 +405,7 @@ class Suite:
 
 
 def parse(data: Mapping[str, Any]) -> Suite:
-    unknown = set(data) - {"scenario", "grid", "throughput"}
+    unknown = set(data) - {"scenario", "grid", "throughput", "doctor"}
     if unknown:
         raise ValueError(f"unknown sections {sorted(unknown)}")
     found = [scenario(s) for s in data.get("scenario", ())]
@@ -388,6 +413,10 @@ def parse(data: Mapping[str, Any]) -> Suite:
         found += grid(g["nats"], g.get("full", False), float(g.get("file_mib", 1.0)))
     for t in data.get("throughput", ()):
         found += _throughput(t).scenarios()
+    for d in data.get("doctor", ()):
+        if set(d) - {"nats", "full"}:
+            raise ValueError(f"doctor: unknown settings {sorted(set(d) - {'nats', 'full'})}")
+        found += doctor(d["nats"], d.get("full", False))
     names = [s.name for s in found]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

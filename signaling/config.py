@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from signaling.sessions import SessionPolicy
+from signaling.sessions import MAX_SESSION_ID_DIGITS, MIN_SESSION_ID_DIGITS, SessionPolicy
 
 ENV_PREFIX = "FILESHARE_"
 
@@ -55,6 +55,12 @@ class Config:
         6.0, "refused joins and rejoins per minute per client address (IPv6: per /64)"
     )
     failed_join_burst: float = _opt(10.0, "refused joins an address may make at once")
+    session_digits: int = _opt(
+        8,
+        "digits of a session's number (6-12): one more for each tenfold of code sessions "
+        "waiting at once; 8 keeps a scanner at about one hit a day per address at 10,000 "
+        "(README: Threat model and limits)",
+    )
     credentials_per_minute: float = _opt(
         2.0, "TURN credentials minted per minute per client address (IPv6: per /64)"
     )
@@ -111,6 +117,10 @@ class Config:
     turn_secret: str = field(default="", repr=False, metadata={"hidden": True})
 
     def __post_init__(self) -> None:
+        if not MIN_SESSION_ID_DIGITS <= self.session_digits <= MAX_SESSION_ID_DIGITS:
+            raise ValueError(
+                f"session_digits: {MIN_SESSION_ID_DIGITS} to {MAX_SESSION_ID_DIGITS} digits"
+            )
         if not self.instance_id:
             object.__setattr__(self, "instance_id", secrets.token_hex(4))
         if self.turn_urls and not self.turn_secret:

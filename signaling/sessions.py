@@ -17,7 +17,8 @@ import msgspec
 from fsproto.schema import PeerId
 
 TOKEN_BYTES: Final = 16  # 128 bits
-SESSION_ID_DIGITS: Final = 8
+SESSION_ID_DIGITS: Final = 8  # the default of Config.session_digits
+MIN_SESSION_ID_DIGITS, MAX_SESSION_ID_DIGITS = 6, 12
 # Stores keep a record this long past its deadline, so whoever finds it ended can tell why.
 RETAIN_SECONDS: Final = 30.0
 
@@ -94,8 +95,9 @@ def new_secret() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def new_session_id() -> str:
-    return str(secrets.randbelow(9 * 10 ** (SESSION_ID_DIGITS - 1)) + 10 ** (SESSION_ID_DIGITS - 1))
+def new_session_id(digits: int = SESSION_ID_DIGITS) -> str:
+    """A random number of `digits` digits, no leading zero (9 x 10^(digits-1) of them)."""
+    return str(secrets.randbelow(9 * 10 ** (digits - 1)) + 10 ** (digits - 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from fileshare import cli, protocol, transfer
+from fileshare import app, chunks, cli, protocol, transfer
 from fileshare.protocol import ChunkToSend, Sender
 
 
@@ -37,11 +37,15 @@ def tamper() -> None:
 def _announce(change: Callable[[list[transfer.Source]], list[transfer.Source]]) -> None:
     honest_collect = transfer.collect_sources
 
-    def collect(paths: list[Path], chunk_size: int = transfer.CHUNK_SIZE) -> list[transfer.Source]:
-        return change(honest_collect(paths, chunk_size))
+    def collect(
+        paths: list[Path],
+        chunk_size: int = chunks.CHUNK_SIZE,
+        hashed: transfer.Hashed | None = None,
+    ) -> list[transfer.Source]:
+        return change(honest_collect(paths, chunk_size, hashed))
 
     transfer.collect_sources = collect
-    cli.app.collect_sources = collect  # type: ignore[attr-defined]
+    app.collect_sources = collect  # type: ignore[attr-defined]
 
 
 def _renamed(source: transfer.Source, name: str, checksum: str | None = None) -> transfer.Source:

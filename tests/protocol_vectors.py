@@ -21,7 +21,7 @@ import nacl.bindings as sodium
 import nacl.public
 from spake2 import SPAKE2_A, SPAKE2_B  # type: ignore[import-untyped]
 
-from fileshare import crypto, peer, protocol
+from fileshare import chunks, crypto, peer, protocol
 from fileshare.code import BadCode, parse_code
 from fileshare.names import UnsafeName, check_relative_path
 from fileshare.wordlist import WORDS
@@ -162,7 +162,7 @@ def _manifests() -> list[protocol.FileManifest]:
         ("dossier", b"", "dir"),
         ('quote"back\\slash\u2028.txt', b"x", "file"),
     ]
-    sizes = protocol.CHUNK_SIZES
+    sizes = chunks.CHUNK_SIZES
     return [
         manifest(name, data, sizes[i % len(sizes)], kind)
         for i, (name, data, kind) in enumerate(entries)
@@ -235,6 +235,9 @@ def _codes() -> list[dict[str, Any]]:
         "12-crane-opera-lemon",
         "48213907-crane-opera-lemonx",
         "48213907-crane-opera",
+        "482139-crane-opera-lemon",  # a server with --session-digits 6
+        "https://share.example/#48213907-crane-opera-lemon",  # the QR code's link
+        "http://127.0.0.1:8765/#48213907%20crane%20opera%20lemon",
     ):
         try:
             code = parse_code(text)
@@ -264,7 +267,7 @@ def build() -> dict[str, Any]:
     return {
         "about": "written by tests/protocol_vectors.py (make vectors); checked by web/test/",
         "protocolVersion": protocol.VERSION,
-        "chunkSizes": list(protocol.CHUNK_SIZES),
+        "chunkSizes": list(chunks.CHUNK_SIZES),
         "limits": {
             "maxFileSize": protocol.MAX_FILE_SIZE,
             "maxChunks": protocol.MAX_CHUNKS,

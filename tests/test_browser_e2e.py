@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page
 
-from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
+from fileshare.chunks import CHUNK_SIZE
+from fileshare.transfer import FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
 from tests.browser import chromium
 from tests.conftest import require_binary

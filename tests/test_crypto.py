@@ -6,7 +6,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 import pytest
 
-from fileshare import crypto
+from fileshare import chunks, crypto
 from fileshare.crypto import AuthenticationFailed, Handshake
 
 
@@ -136,3 +136,8 @@ def test_chunk_seal_binds_file_index_and_manifest() -> None:
     tampered[0] ^= 1
     with pytest.raises(nacl.exceptions.CryptoError):
         crypto.open_chunk(key, fid, 5, digest, bytes(tampered))
+
+
+def test_the_chunk_sizes_count_libsodiums_tag() -> None:
+    """fileshare.chunks states the tag's size without importing the crypto (start-up time)."""
+    assert chunks.TAG_BYTES == crypto.TAG_BYTES == sodium.crypto_aead_chacha20poly1305_ietf_ABYTES

@@ -1,18 +1,18 @@
 """`fileshare doctor`: the verdict by table, the RFC 5780 probe by feeding it bytes and ticks,
-and the real CLI behind NAT profiles of the test-bed (netsim's world, a real signaling server and
-a coturn on the two server addresses, doctor run as a process through netsim's lab).
+and the real CLI behind NAT profiles of the test-bed (netsim's `doctor` scenario kind: its
+world, a real signaling server and a coturn on the two server addresses, doctor run as a process
+through netsim's lab).
 
-make test runs three profiles; FILESHARE_FULL=1 runs every one."""
+make test runs netsim's default doctor scenarios (two profiles); FILESHARE_FULL=1 runs all seven."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 
@@ -20,8 +20,9 @@ from fileshare import doctor
 from fileshare.doctor import Findings, SignalingCheck, StunCheck, TurnCheck, Verdict, verdict
 from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
 from fsproto import stun
-from netsim import nat, world
-from netsim.lab import Lab, running_servers
+from netsim import expectations, nat, runner, scenario
+from netsim.results import Status
+from netsim.scenario import Kind
 from tests.conftest import StartServer, require_binary, require_root
 
 EI, AD, APD, NONE = (
@@ -222,61 +223,43 @@ def test_the_probe_drops_what_is_not_its_answer() -> None:
 
 # --- the real CLI behind the test-bed's NAT profiles ---------------------------------------------
 
-# profile -> what doctor must find (mapping, filtering as RFC 4787 words) and its verdict
-PROFILES = {
-    "open": ("no NAT", "no NAT", "direct"),
-    "one_to_one": ("endpoint-independent", "endpoint-independent", "direct"),
-    "full_cone": ("endpoint-independent", "endpoint-independent", "direct"),
-    "address_restricted": ("endpoint-independent", "address-dependent", "direct"),
-    "port_restricted": ("endpoint-independent", "address-and-port-dependent", "direct"),
-    "symmetric": ("address-and-port-dependent", "address-and-port-dependent", "mostly_relayed"),
-    "udp_blocked": (None, None, "relay_only"),
-}
-QUICK = ("open", "symmetric", "udp_blocked")
-CHOSEN = list(PROFILES) if os.environ.get("FILESHARE_FULL") == "1" else list(QUICK)
-
-
-def doctor_behind(profile: str, workdir: Path) -> tuple[dict[str, Any], world.Site, int]:
-    require_root()
-    require_binary("nft")
-    require_binary("turnserver")
-    spec = world.SiteSpec("a", nat.NatProfile(profile))
-    with (
-        world.build([spec]) as net,
-        running_servers(
-            net.internet, workdir, world.SERVER_IPS[0], turn_ips=world.SERVER_IPS, tls=True
-        ) as servers,
-    ):
-        lab = Lab(net.internet, workdir, servers)
-        try:
-            client = lab.run("doctor", name="doctor", namespace=net.host("a"))
-            code = asyncio.run(client.wait(timeout=60))
-            assert "Traceback" not in client.err.read_text()
-            report = json.loads(client.out.read_text())
-        finally:
-            lab.close()
-        return report, net.sites["a"], code
+# netsim's `doctor` scenarios: `fileshare doctor --json` as a process behind each NAT profile
+# (a real signaling server, coturn on both server addresses), its findings checked against the
+# profile's behaviours by netsim.expectations.doctor. The default matrix's in `make test`.
+SUITE = scenario.load(scenario.DEFAULT_FILE)
+DOCTOR = [
+    s for s in SUITE.select(full=os.environ.get("FILESHARE_FULL") == "1") if s.kind is Kind.DOCTOR
+]
 
 
 @pytest.mark.nat
-@pytest.mark.parametrize("profile", CHOSEN)
-def test_doctor_behind_each_nat_profile(profile: str, tmp_path: Path) -> None:
-    report, site, code = doctor_behind(profile, tmp_path)
-    mapping, filtering, kind = PROFILES[profile]
-    found = report["findings"]
-    said = report["verdict"]
-    why = json.dumps(report, indent=1)
-    assert said["kind"] == kind and code == 0, why
-    assert found["signaling"]["reachable"] and found["signaling"]["version"], why
-    assert abs(found["signaling"]["clock_offset_s"]) < 2, why  # the same machine's clock
-    turn = {t["transport"]: t["ok"] for t in found["turn"]}
-    assert turn == {"udp": profile != "udp_blocked", "tcp": True, "tls": True}, why
-    behaviour = found["nat"]
-    assert (behaviour["mapping"], behaviour["filtering"]) == (mapping, filtering), why
-    if profile != "udp_blocked":
-        assert behaviour["mapped"][0] == site.public_ip, why
-        assert found["stun"][0]["mapped"].startswith(site.public_ip + ":"), why
-    assert found["mtu"] == 1500, why
+@pytest.mark.parametrize("item", DOCTOR, ids=[s.name for s in DOCTOR])
+def test_doctor_behind_each_nat_profile(item: scenario.Scenario, tmp_path: Path) -> None:
+    require_root()
+    require_binary("nft")
+    require_binary("turnserver")
+    result = runner.run_one(item, tmp_path)
+    failed = [c for c in result.checks if not c.ok]
+    assert result.status is Status.PASSED, (result.error, failed)
+    assert {c.name for c in result.checks} >= {"verdict", "mapping", "filtering", "turn", "exit"}
+
+
+def test_the_expected_findings_follow_the_nat() -> None:
+    """The rule netsim checks doctor against, on the presets doctor was first tested behind."""
+    said = {p.value: expectations.doctor(expectations.edge(p.behaviour)) for p in nat.NatProfile}
+    assert said["open"] == expectations.DoctorFindings(
+        "no NAT", "no NAT", "direct", {"udp": True, "tcp": True, "tls": True}
+    )
+    assert (said["one_to_one"].mapping, said["one_to_one"].filtering) == (EIW, EIW)
+    assert said["address_restricted"].filtering == "address-dependent"
+    assert (said["port_restricted"].verdict, said["port_restricted"].filtering) == ("direct", APDW)
+    assert (said["symmetric"].mapping, said["symmetric"].verdict) == (APDW, "mostly_relayed")
+    blocked = said["udp_blocked"]
+    assert (blocked.mapping, blocked.verdict, blocked.turn["udp"]) == (None, "relay_only", False)
+    assert len(DOCTOR) >= 1 and all(not s.full for s in SUITE.select() if s.kind is Kind.DOCTOR)
+
+
+EIW, APDW = "endpoint-independent", "address-and-port-dependent"
 
 
 def test_doctor_renders_one_screen() -> None:

@@ -15,9 +15,11 @@ import pytest
 
 from netsim import cli, runner, scenario
 from netsim.results import Status
+from netsim.scenario import Kind
 from tests.conftest import require_binary, require_root
 
-DEFAULT = scenario.load(scenario.DEFAULT_FILE).select()
+# Transfers; the `doctor` scenarios are tests/test_doctor.py's.
+DEFAULT = [s for s in scenario.load(scenario.DEFAULT_FILE).select() if s.kind is not Kind.DOCTOR]
 
 
 def _prerequisites() -> None:

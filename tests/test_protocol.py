@@ -9,7 +9,7 @@ import random
 import msgspec
 import pytest
 
-from fileshare import protocol
+from fileshare import chunks, protocol
 from fileshare.bitmap import ChunkBitmap
 from fileshare.protocol import (
     ChunkToSend,
@@ -20,7 +20,7 @@ from fileshare.protocol import (
 )
 
 KEY = bytes(range(32))
-CS = protocol.CHUNK_SIZES[0]  # the smallest protocol chunk keeps these tests small
+CS = chunks.CHUNK_SIZES[0]  # the smallest protocol chunk keeps these tests small
 
 
 def key_for(file_id: bytes) -> bytes:

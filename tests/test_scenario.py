@@ -309,3 +309,14 @@ def test_capture_search_and_size_forms(tmp_path: Path) -> None:
         pcap, {"marker": b"MARK", "name": b"secret", "size": forms["4-byte big-endian"]}
     )
     assert found == {"marker": 2, "name": 0, "size": 1}
+
+
+def test_doctor_tables_make_one_scenario_per_nat() -> None:
+    suite = scenario.parse({"doctor": [{"nats": ["symmetric", "eim-adf"], "full": True}]})
+    made = {s.name: s for s in suite.scenarios}
+    assert set(made) == {"doctor-symmetric", "doctor-eim-adf"}
+    lone = made["doctor-symmetric"]
+    assert lone.kind is scenario.Kind.DOCTOR and lone.full and lone.sender == lone.receiver
+    assert expectations.doctor(lone.edges[0]).verdict == "mostly_relayed"
+    with pytest.raises(ValueError, match="doctor: unknown settings"):
+        scenario.parse({"doctor": [{"nats": ["symmetric"], "file_mib": 2}]})

@@ -93,11 +93,12 @@ def test_record_round_trips_through_msgspec() -> None:
 
 
 def test_new_session_id_is_eight_digits() -> None:
-    for _ in range(200):
-        sid = sessions.new_session_id()
-        assert len(sid) == sessions.SESSION_ID_DIGITS == 8
-        assert sid.isdigit()
-        assert sid[0] != "0"
+    for digits in (sessions.SESSION_ID_DIGITS, 6):
+        for _ in range(200):
+            sid = sessions.new_session_id(digits)
+            assert len(sid) == digits and sessions.SESSION_ID_DIGITS == 8
+            assert sid.isdigit()
+            assert sid[0] != "0"
         raw = b'{"v":1,"type":"join_session","sessionId":"%s","token":"t"}' % sid.encode()
         assert decode_client(raw, 1000) == JoinSession(v=1, sessionId=sid, token="t")
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
+from fileshare.chunks import CHUNK_SIZE
+from fileshare.transfer import FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
 from tests.conftest import require_binary, require_root
 from tests.e2e import (
