@@ -22,13 +22,19 @@ from typing import Final, TypeVar
 from fileshare import crypto, ice
 from fileshare.code import new_code, parse_code
 from fileshare.crypto import SessionKeys
-from fileshare.names import human_size
 from fileshare.peer import Inbox, Link, Membership, Peer, PeerStopped, SessionEnded
 from fileshare.protocol import Receiver, Sender, TransferError
 from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, Backoff
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
 from fileshare.state import TransferStore, default_state_path, install_key
-from fileshare.transfer import CHUNK_SIZE, Events, ReceiveSide, SendSide, collect_sources
+from fileshare.transfer import (
+    CHUNK_SIZE,
+    Events,
+    ReceiveSide,
+    SendSide,
+    Summary,
+    collect_sources,
+)
 from fsproto import schema
 
 T = TypeVar("T")
@@ -50,11 +56,21 @@ class Options:
     relay_only: bool = False
     extra_ice_servers: list[schema.IceServer] = field(default_factory=list)
     ask: Ask | None = None  # with --verify: asked once, before anything moves
+    accept: Ask | None = None  # the receiver's "receive these files?" (on a terminal, no --yes)
     state_path: Path = field(default_factory=default_state_path)
 
 
 class Refused(Exception):
     """The user did not confirm the authentication words."""
+
+
+class Declined(Exception):
+    """The receiver said no to the files offered."""
+
+    code = "declined"
+
+    def __init__(self) -> None:
+        super().__init__("the receiver declined the transfer; nothing was written")
 
 
 class PeerGone(ConnectionError):
@@ -182,8 +198,20 @@ async def _pause_then_wait_for_peer(inbox: Inbox, attempt: int) -> None:
 
 
 async def send(paths: list[Path], events: Events, options: Options) -> None:
-    sources = await asyncio.to_thread(collect_sources, paths, options.chunk_size)
-    events.emit("prepared", files=len(sources), bytes=sum(s.manifest.size for s in sources))
+    skipped: list[tuple[Path, str]] = []
+    sources = await asyncio.to_thread(
+        collect_sources, paths, options.chunk_size, lambda path, why: skipped.append((path, why))
+    )
+    for path, why in skipped:
+        events.emit("skipped", path=str(path), reason=why)
+    summary = Summary.of([s.manifest for s in sources])
+    events.emit(
+        "prepared",
+        files=summary.files,
+        dirs=summary.dirs,
+        bytes=summary.bytes,
+        skipped=len(skipped),
+    )
     instance = secrets.token_urlsafe(16)
     async with await SignalClient.connect(options.server) as client:
         created = await client.create(access="code", instance=instance)
@@ -227,7 +255,8 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
                 raise ConnectionError("the receiver kept going away")
             events.emit(
                 "done",
-                files=len(sources),
+                files=summary.files,
+                dirs=summary.dirs,
                 bytes=sender.total_bytes,
                 chunks=sum(s.manifest.chunkCount for s in sources),
                 chunksSent=sender.chunks_sent,
@@ -303,12 +332,12 @@ async def receive(
                 )
                 receiver = Receiver(_key_for(keys))
 
-                async def approve(count: int, total: int) -> None:
-                    await _confirm(
-                        options,
-                        f"Do both sides show '{keys.sas}'? "
-                        f"Receive {count} item(s), {human_size(total)}?",
-                    )
+                async def approve(summary: Summary) -> None:
+                    receive = f"Receive {summary.counts()} into {out_dir}?"
+                    if options.ask is not None:  # --verify: one question for both
+                        await _confirm(options, f"Do both sides show '{keys.sas}'? {receive}")
+                    elif options.accept is not None and not await options.accept(receive):
+                        raise Declined
 
                 side = ReceiveSide(
                     receiver, store, out_dir, overwrite, events, options.stall_seconds, approve
@@ -328,6 +357,7 @@ async def receive(
                 events.emit(
                     "done",
                     files=len(side.saved),
+                    dirs=side.dirs,
                     bytes=receiver.bytes_received,
                     failed=len(receiver.failed),
                 )

@@ -34,7 +34,7 @@ from fileshare.protocol import CHUNK_SIZES, TransferError
 from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, GaveUp
 from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
 from fileshare.state import StateError, TransferStore, default_state_path
-from fileshare.transfer import CHUNK_SIZE, Events
+from fileshare.transfer import CHUNK_SIZE, Events, counts_text
 from fileshare.untrusted import ELLIPSIS, shown
 from fsproto import schema
 
@@ -88,7 +88,7 @@ class HumanEvents:
         f: dict[str, Any] = {k: shown(v) if isinstance(v, str) else v for k, v in fields.items()}
         match event:
             case "prepared":
-                self.console.print(f"Sending {f['files']} item(s), {human_size(f['bytes'])}")
+                self.console.print(f"Sending {counts_text(f['files'], f['dirs'], f['bytes'])}")
             case "code":
                 self.console.print(self.text.assemble("Code: ", (f["code"], "bold")))
                 self.console.print(f"On the other machine: fileshare receive {f['code']}")
@@ -113,14 +113,22 @@ class HumanEvents:
                     f"Connected ({p['local']} -> {p['remote']} over {p['protocol']}{via})"
                 )
             case "manifest":
-                self.console.print(f"Receiving {f['files']} item(s), {human_size(f['bytes'])}")
+                self.console.print(f"Offered {counts_text(f['files'], f['dirs'], f['bytes'])}:")
+                for name in fields["names"]:
+                    self.console.print(f"  {shown(name)}")
+                if f["more"]:
+                    self.console.print(f"  … and {f['more']} more")
             case "reconnecting":
                 self.console.print(f"Connection lost, reconnecting… ({f['reason']})")
             case "signaling_restored":
                 self.console.print(f"Back on the signaling server after {f['after']} s")
-            case "file":
-                resumed = f" (resuming, {f['resumed']} chunks held)" if f["resumed"] else ""
-                self.console.print(f"Receiving {f['name']} ({human_size(f['size'])}){resumed}")
+            case "skipped":
+                self.console.print(f"Skipped {f['path']}: {f['reason']}")
+            case "file" if f["resumed"]:  # the offer listed the names; per file, only news
+                self.console.print(
+                    f"Resuming {f['name']} ({human_size(f['size'])}): "
+                    f"{f['resumed']} of {f['chunks']} chunks held"
+                )
             case "saved":
                 self.console.print(f"Saved {f['path']}")
             case "file_failed":
@@ -135,7 +143,7 @@ class HumanEvents:
             case "done":
                 if self.task is not None:
                     self.progress.stop()
-                self.console.print(f"Done: {f['files']} item(s), {human_size(f['bytes'])}")
+                self.console.print(f"Done: {counts_text(f['files'], f['dirs'], f['bytes'])}")
 
 
 def _events(args: argparse.Namespace) -> Events:
@@ -159,8 +167,16 @@ def _options(args: argparse.Namespace) -> app.Options:
         relay_only=args.relay_only,
         extra_ice_servers=_ice_servers(args),
         ask=_ask if args.verify else None,
+        accept=_ask if _asks_to_receive(args) else None,
         state_path=default_state_path(),
     )
+
+
+def _asks_to_receive(args: argparse.Namespace) -> bool:
+    """The receiver is asked before anything is written when someone can answer: stdin is a
+    terminal and no --yes. From a script (stdin not a terminal) the transfer is accepted, as
+    `--yes` would, so pipelines and the test-bed keep working; the summary is still shown."""
+    return args.command == "receive" and not args.yes and sys.stdin.isatty()
 
 
 def _ice_servers(args: argparse.Namespace) -> list[schema.IceServer]:
@@ -206,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "send":
             asyncio.run(app.send(args.paths, events, _options(args)))
         else:
-            out = Path(args.out)
+            out = Path(os.path.abspath(args.out))  # resume state is keyed to the absolute --out
             code = _code(args)
             asyncio.run(app.receive(code, out, args.overwrite, events, _options(args)))
     except KeyboardInterrupt:
@@ -223,6 +239,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(events, EXIT_FAILED, exc.code, str(exc))
     except app.Refused as exc:
         return _fail(events, EXIT_AUTH, "not_confirmed", str(exc))
+    except app.Declined as exc:
+        return _fail(events, EXIT_FAILED, exc.code, str(exc))
     except TransferError as exc:
         status = EXIT_DISK if exc.code in ("disk_full", "disk") else EXIT_FAILED
         return _fail(events, status, exc.code, exc.message)
@@ -270,23 +288,47 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _transfers(args: argparse.Namespace) -> int:
-    """Names and targets came from peers (through the state database): shown() them."""
+    """Names and targets came from peers (through the state database): shown() them. Entries
+    whose .part file is gone are forgotten here: nothing is left to resume."""
+    events: Events = JsonEvents() if args.json else HumanEvents(show_qr=False)
     try:
         with TransferStore(default_state_path()) as store:
-            records = store.resumable()
+            if args.remove:
+                removed = store.forget(args.remove)
+                events.emit("removed", id=removed.ref, name=removed.name, target=removed.target)
+                if not args.json:
+                    print(f"Removed {removed.ref}: {shown(removed.target)}")
+                return EXIT_OK
+            records = store.drop_orphans()
     except StateError as exc:
-        events: Events = JsonEvents() if args.json else HumanEvents(show_qr=False)
         return _fail(events, EXIT_FAILED, "state", str(exc))
+    except KeyError as exc:
+        return _fail(events, EXIT_USAGE, "usage", str(exc.args[0]))
     if args.json:
         for r in records:
-            JsonEvents().emit(
-                "resumable", name=r.name, held=r.bitmap.held, chunks=r.chunk_count, target=r.target
+            events.emit(
+                "resumable",
+                id=r.ref,
+                name=r.name,
+                held=r.bitmap.held,
+                chunks=r.chunk_count,
+                target=r.target,
+                out=r.out_dir,
             )
         return EXIT_OK
     if not records:
         print("No unfinished transfers.")
+        return EXIT_OK
+    print("Unfinished transfers (what arrived is kept; held chunks are not sent again):")
+    print(f"{'ID':<8}  {'HELD':>16}  TARGET  (--out DIR)")
     for r in records:
-        print(f"{shown(r.name)}  {r.bitmap.held}/{r.chunk_count} chunks  -> {shown(r.target)}")
+        held = f"{r.bitmap.held}/{r.chunk_count} chunks"
+        print(f"{r.ref:<8}  {held:>16}  {shown(r.target)}  (--out {shown(r.out_dir)})")
+    print(
+        "To resume: the sender sends the same files again, and you run "
+        "`fileshare receive CODE --out DIR` with that DIR, from any directory.\n"
+        "To forget one and delete its partial file: fileshare transfers --remove ID"
+    )
     return EXIT_OK
 
 
@@ -380,11 +422,24 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
     )
     receive.add_argument("--out", default=".", help="directory to save into (default: .)")
     receive.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="receive without asking; without it, on a terminal you see what is offered (names, "
+        "count, size) and are asked before anything is written (from a script, whose stdin is "
+        "not a terminal, nothing is asked)",
+    )
+    receive.add_argument(
         "--overwrite",
         action="store_true",
         help="replace existing files instead of saving under a new name",
     )
-    sub.add_parser("transfers", parents=[common], help="list unfinished transfers that can resume")
+    transfers = sub.add_parser(
+        "transfers", parents=[common], help="list unfinished transfers that can resume"
+    )
+    transfers.add_argument(
+        "--remove", metavar="ID", help="forget the transfer with this ID and delete its .part file"
+    )
     sub.add_parser(
         "doctor",
         parents=[network],

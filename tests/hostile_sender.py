@@ -37,8 +37,12 @@ def tamper() -> None:
 def _announce(change: Callable[[list[transfer.Source]], list[transfer.Source]]) -> None:
     honest_collect = transfer.collect_sources
 
-    def collect(paths: list[Path], chunk_size: int = transfer.CHUNK_SIZE) -> list[transfer.Source]:
-        return change(honest_collect(paths, chunk_size))
+    def collect(
+        paths: list[Path],
+        chunk_size: int = transfer.CHUNK_SIZE,
+        skipped: transfer.Skipped | None = None,
+    ) -> list[transfer.Source]:
+        return change(honest_collect(paths, chunk_size, skipped))
 
     transfer.collect_sources = collect
     cli.app.collect_sources = collect  # type: ignore[attr-defined]
