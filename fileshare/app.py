@@ -73,6 +73,38 @@ class Declined(Exception):
         super().__init__("the receiver declined the transfer; nothing was written")
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the peer was told. `resumable_for`: for how many seconds the same
+    command, run again, takes the transfer up where it stopped (0: only with a new code)."""
+
+    code = "interrupted"
+
+    def __init__(self, role: crypto.Role, resumable_for: float) -> None:
+        self.role, self.resumable_for = role, resumable_for
+        if resumable_for > 0:
+            message = (
+                "run the same command again within "
+                f"{_duration(resumable_for)} to resume (what arrived is kept)"
+            )
+        elif role == "receiver":
+            message = "what arrived is kept: receive again into the same folder to resume"
+        else:
+            message = (
+                "the receiver was told; what it holds is kept, so sending again resumes "
+                "(with a new code)"
+            )
+        super().__init__(f"the {role} was interrupted: {message}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    return f"{seconds / 60:.0f} minutes"
+
+
+PAUSE_NOTICE_SECONDS: Final = 2.0  # at most this long to tell the peer we stop, on the way out
+
+
 class PeerGone(ConnectionError):
     """The peer left the session (its process may come back: a new authentication round)."""
 
@@ -110,14 +142,16 @@ async def _race(work: Awaitable[T], interrupt: Callable[[], Awaitable[None]]) ->
     """Run `work` unless `interrupt` completes first (then PeerGone or ConnectionError)."""
     work_task = asyncio.ensure_future(work)
     watch_task = asyncio.ensure_future(interrupt())
-    await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
-    if not work_task.done():  # a failing transfer may be telling the peer why: let it finish
-        await asyncio.wait({work_task}, timeout=WORK_GRACE_SECONDS)
-    for task in (work_task, watch_task):
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task  # both are retrieved, so neither is "never retrieved" at exit
+    try:
+        await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not work_task.done():  # a failing transfer may be telling the peer why: let it end
+            await asyncio.wait({work_task}, timeout=WORK_GRACE_SECONDS)
+    finally:  # also when we are cancelled (Ctrl-C): neither task outlives the race
+        for task in (work_task, watch_task):
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # both are retrieved, so neither is "never retrieved" at exit
     if work_task.done() and not work_task.cancelled():
         return work_task.result()
     watch_task.result()  # an interrupt ends by raising why
@@ -261,6 +295,10 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
                 chunks=sum(s.manifest.chunkCount for s in sources),
                 chunksSent=sender.chunks_sent,
             )
+        except asyncio.CancelledError:
+            stopped = Interrupted("sender", 0)
+            await _tell_peer(inbox.client, stopped)
+            raise stopped from None
         except Exception as exc:
             await _tell_peer(inbox.client, exc)
             raise
@@ -268,7 +306,8 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
             if side is not None:
                 side.close()
             with contextlib.suppress(Exception):
-                await inbox.client.leave()  # ends the session: after a failure nobody may retry
+                async with asyncio.timeout(PAUSE_NOTICE_SECONDS):
+                    await inbox.client.leave()  # ends the session: nobody may retry
             await inbox.close()
 
 
@@ -320,6 +359,7 @@ async def receive(
             inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
             inbox.peer_present = joined.peerPresent
             given = ice.ServerCredentials(joined.iceServers)
+            paused = False
             try:
                 peer, keys = await _authenticate(
                     inbox,
@@ -367,13 +407,22 @@ async def receive(
                         f"{len(receiver.failed)} file(s) did not arrive intact (checksum mismatch)",
                     )
                 return side.saved
+            except asyncio.CancelledError:
+                # Our place in the session is kept for the server's grace period (we do not
+                # leave), the ticket too: the same command again takes the transfer up.
+                paused = joined.graceSeconds > 0
+                notice = {"kind": "pause", "seconds": joined.graceSeconds}
+                await _last_word(inbox.client, notice)
+                raise Interrupted("receiver", joined.graceSeconds) from None
             except Exception as exc:
                 store.drop_ticket(code.session_id)  # a failed transfer is not rejoined
                 await _tell_peer(inbox.client, exc)
                 raise
             finally:
-                with contextlib.suppress(Exception):
-                    await inbox.client.leave()
+                if not paused:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(PAUSE_NOTICE_SECONDS):
+                            await inbox.client.leave()
                 await inbox.close()
 
 
@@ -383,10 +432,16 @@ async def _tell_peer(client: SignalClient, exc: Exception) -> None:
     if isinstance(exc, PeerStopped | SessionEnded) or getattr(exc, "from_peer", False):
         return
     code = getattr(exc, "code", None) or type(exc).__name__
+    await _last_word(client, {"kind": "abort", "code": str(code)[:64], "message": str(exc)[:300]})
+
+
+async def _last_word(client: SignalClient, payload: dict[str, object]) -> None:
+    """Relay `payload` before we close: the ping's reply says the server handled it (a close
+    right behind a relay could otherwise overtake it). Bounded: we are on our way out."""
     with contextlib.suppress(Exception):
-        await client.relay(
-            "signal", {"kind": "abort", "code": str(code)[:64], "message": str(exc)[:300]}
-        )
+        async with asyncio.timeout(PAUSE_NOTICE_SECONDS):
+            await client.relay("signal", payload)
+            await client.ping()
 
 
 async def _join_or_rejoin(

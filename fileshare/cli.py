@@ -17,8 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -40,7 +42,8 @@ from fsproto import schema
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
-EXIT_INTERRUPTED: Final = 130
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C
+EXIT_TERMINATED: Final = 143  # SIGTERM
 MESSAGE_CHARS: Final = 1000  # of an error line; a server's or peer's message may be 256 KiB
 
 
@@ -48,11 +51,26 @@ class JsonEvents:
     """One JSON object per line on stdout, for scripts and CI."""
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
+        self.out: TextIO | None = out
 
     def emit(self, event: str, **fields: Any) -> None:
-        self.out.write(json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n")
-        self.out.flush()
+        if self.out is None:
+            return
+        line = json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n"
+        try:
+            self.out.write(line)
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            # Whoever read our output stopped (`| head -c1`): that ends the output, not the
+            # transfer. Later writes, and the flush at exit, go to /dev/null.
+            self.out = None
+            _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 class HumanEvents:
@@ -118,6 +136,11 @@ class HumanEvents:
                     self.console.print(f"  {shown(name)}")
                 if f["more"]:
                     self.console.print(f"  … and {f['more']} more")
+            case "peer_paused":
+                self.console.print(
+                    f"The other side was interrupted; waiting up to {f['seconds']} s "
+                    "for it to run the same command again"
+                )
             case "reconnecting":
                 self.console.print(f"Connection lost, reconnecting… ({f['reason']})")
             case "signaling_restored":
@@ -216,17 +239,39 @@ def _code(args: argparse.Namespace) -> str:
     return sys.stdin.readline().strip()
 
 
+async def _until_stopped(work: Awaitable[Any], terminated: list[bool]) -> None:
+    """SIGTERM stops the work as Ctrl-C does (asyncio.run cancels it for SIGINT): the transfer
+    tells the peer why and leaves its place resumable, then we exit."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert task is not None
+
+    def terminate(signum: int, frame: object) -> None:  # as asyncio.Runner does for SIGINT
+        terminated.append(True)
+        loop.call_soon_threadsafe(task.cancel)
+
+    signal.signal(signal.SIGTERM, terminate)
+    await work
+
+
 def _run(args: argparse.Namespace) -> int:
     events = _events(args)
+    terminated: list[bool] = []
     try:
+        work: Awaitable[Any]
         if args.command == "send":
-            asyncio.run(app.send(args.paths, events, _options(args)))
+            work = app.send(args.paths, events, _options(args))
         else:
             out = Path(os.path.abspath(args.out))  # resume state is keyed to the absolute --out
             code = _code(args)
-            asyncio.run(app.receive(code, out, args.overwrite, events, _options(args)))
-    except KeyboardInterrupt:
-        return _fail(events, EXIT_INTERRUPTED, "interrupted", "interrupted")
+            work = app.receive(code, out, args.overwrite, events, _options(args))
+        asyncio.run(_until_stopped(work, terminated))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        stopped = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return _fail(events, stopped, "interrupted", "terminated" if terminated else "interrupted")
+    except app.Interrupted as exc:
+        stopped = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return _fail(events, stopped, exc.code, str(exc))
     except StateError as exc:
         return _fail(events, EXIT_FAILED, "state", str(exc))
     except (BadCode, ValueError, FileNotFoundError, UnsafeName) as exc:
@@ -263,6 +308,10 @@ def _run(args: argparse.Namespace) -> int:
         OSError,
     ) as exc:
         return _fail(events, EXIT_NETWORK, "connection", str(exc) or type(exc).__name__)
+    except Exception as exc:  # a bug of ours: one line, never a traceback
+        return _fail(
+            events, EXIT_FAILED, "internal", f"internal error: {type(exc).__name__}: {exc}"
+        )
     return EXIT_OK
 
 
