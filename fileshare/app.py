@@ -26,7 +26,7 @@ from fileshare.peer import Inbox, Link, Membership, Peer, PeerStopped, SessionEn
 from fileshare.protocol import Receiver, Sender, TransferError
 from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, Backoff
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
-from fileshare.state import TransferStore, default_state_path, install_key
+from fileshare.state import StateError, TransferStore, default_state_path, install_key
 from fileshare.transfer import (
     CHUNK_SIZE,
     Events,
@@ -415,8 +415,9 @@ async def receive(
                 await _last_word(inbox.client, notice)
                 raise Interrupted("receiver", joined.graceSeconds) from None
             except Exception as exc:
-                store.drop_ticket(code.session_id)  # a failed transfer is not rejoined
                 await _tell_peer(inbox.client, exc)
+                with contextlib.suppress(StateError):  # e.g. its disk is full: said already
+                    store.drop_ticket(code.session_id)  # a failed transfer is not rejoined
                 raise
             finally:
                 if not paused:

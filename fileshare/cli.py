@@ -35,7 +35,7 @@ from fileshare.peer import PeerStopped, SessionEnded
 from fileshare.protocol import CHUNK_SIZES, TransferError
 from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, GaveUp
 from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
-from fileshare.state import StateError, TransferStore, default_state_path
+from fileshare.state import StateDiskFull, StateError, TransferStore, default_state_path
 from fileshare.transfer import CHUNK_SIZE, Events, counts_text
 from fileshare.untrusted import ELLIPSIS, shown
 from fsproto import schema
@@ -272,6 +272,8 @@ def _run(args: argparse.Namespace) -> int:
     except app.Interrupted as exc:
         stopped = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
         return _fail(events, stopped, exc.code, str(exc))
+    except StateDiskFull as exc:
+        return _fail(events, EXIT_DISK, exc.code, str(exc))
     except StateError as exc:
         return _fail(events, EXIT_FAILED, "state", str(exc))
     except (BadCode, ValueError, FileNotFoundError, UnsafeName) as exc:

@@ -90,6 +90,12 @@ class StateError(Exception):
     """The state database (or the ticket key) is unusable; the file is left as it is."""
 
 
+class StateDiskFull(StateError):
+    """The disk holding the state database is full: nothing more can be recorded."""
+
+    code = "disk_full"
+
+
 def install_key(directory: Path) -> bytes:
     """This installation's random ticket key: 32 bytes in a 0600 file beside the database, made
     on first use (written aside, then linked into place, so a racing process reads a whole key).
@@ -247,13 +253,21 @@ class TransferStore:
         """One immediate transaction that takes the write lock up front, so two processes sharing
         the file wait for each other instead of failing half-way."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    raise StateDiskFull(
+                        f"the disk holding {self.path} is full: free some space, then receive "
+                        "into the same folder again to resume"
+                    ) from None
                 raise
-            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -499,7 +499,10 @@ class ReceiveSide:
             snapshot = ChunkBitmap.from_bytes(
                 item.manifest.chunkCount, self.receiver.file(file_id).received.to_bytes()
             )
-            await asyncio.to_thread(os.fsync, item.fd)
+            try:
+                await asyncio.to_thread(os.fsync, item.fd)
+            except OSError as exc:
+                raise TransferError("disk", f"cannot write {item.target}: {exc.strerror}") from None
             await asyncio.to_thread(self.store.record_chunks, file_id, self.out_key, snapshot)
             item.written_since_flush = 0
             await self._perform(channel, self.receiver.on_durable(file_id, count))

@@ -317,3 +317,29 @@ async def test_resume_state_belongs_to_its_output_folder(lab: Lab, tmp_path: Pat
     resumed = again.first("file")
     assert resumed is not None and resumed["resumed"] > 0
     assert sha256(r_a / "big.bin") == sha256(src)
+
+
+async def test_a_full_disk_under_the_resume_state_is_one_line(lab: Lab, tmp_path: Path) -> None:
+    """The state database's disk fills mid-transfer (a real tmpfs, filled by us): the receiver
+    stops with one line and exit 5, the sender hears why, the partial copy stays."""
+    state = lab.workdir / "small-state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
+    try:
+        src = big_file(tmp_path / "big.bin", 32)
+        out = tmp_path / "out"
+        with throttled(lab, RATE):
+            sender, code = await lab.send(src)
+            receiver = lab.receive(code, out, state="small-state")
+            await wait_progress(receiver, 0.1)
+            with contextlib.suppress(OSError), (state / "filler").open("wb") as filler:
+                while filler.write(b"\0" * 65536):
+                    filler.flush()
+            assert await receiver.wait(60) == 5
+            assert await sender.wait(30) == 1
+        error = receiver.first("error")
+        assert error is not None and error["code"] == "disk_full"
+        assert "is full: free some space, then receive" in error["message"]
+        assert list(out.glob("*.part"))
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
