@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import json
 import secrets
 import time
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from fileshare import crypto, ice
-from fileshare.code import new_code, parse_code
+from fileshare.code import BadCode, ShareCode, new_code, parse_code
 from fileshare.crypto import SessionKeys
 from fileshare.peer import Inbox, Link, Membership, Peer, PeerStopped, SessionEnded
 from fileshare.protocol import Receiver, Sender, TransferError
@@ -32,6 +34,7 @@ from fileshare.transfer import (
     Events,
     ReceiveSide,
     SendSide,
+    Source,
     Summary,
     collect_sources,
 )
@@ -73,27 +76,36 @@ class Declined(Exception):
         super().__init__("the receiver declined the transfer; nothing was written")
 
 
+TERMINATE: Final = "terminate"  # the cancel message of SIGTERM (cli): stop, do not pause
+
+
 class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: the peer was told. `resumable_for`: for how many seconds the same
-    command, run again, takes the transfer up where it stopped (0: only with a new code)."""
+    """Ctrl-C (a pause: `resumable_for` seconds in which the same command, run again, takes the
+    transfer up with the same code) or SIGTERM (a stop: the peer is told and does not wait)."""
 
     code = "interrupted"
 
-    def __init__(self, role: crypto.Role, resumable_for: float) -> None:
-        self.role, self.resumable_for = role, resumable_for
+    def __init__(self, role: crypto.Role, resumable_for: float, terminated: bool = False) -> None:
+        self.role, self.resumable_for, self.terminated = role, resumable_for, terminated
         if resumable_for > 0:
             message = (
-                "run the same command again within "
-                f"{_duration(resumable_for)} to resume (what arrived is kept)"
+                f"run the same command again within {_duration(resumable_for)} to resume "
+                "with the same code"
             )
         elif role == "receiver":
             message = "what arrived is kept: receive again into the same folder to resume"
         else:
-            message = (
-                "the receiver was told; what it holds is kept, so sending again resumes "
-                "(with a new code)"
-            )
-        super().__init__(f"the {role} was interrupted: {message}")
+            message = "what the receiver holds is kept: sending again resumes (with a new code)"
+        super().__init__(
+            f"the {role} was {'terminated' if terminated else 'interrupted'}: {message}"
+        )
+
+    @classmethod
+    def on(cls, cancel: asyncio.CancelledError, role: crypto.Role, grace: float) -> Interrupted:
+        """What a cancellation of the whole run means: SIGTERM stops, Ctrl-C pauses."""
+        if cancel.args == (TERMINATE,) or grace <= 0:
+            return cls(role, 0, terminated=cancel.args == (TERMINATE,))
+        return cls(role, grace)
 
 
 def _duration(seconds: float) -> str:
@@ -247,68 +259,125 @@ async def send(paths: list[Path], events: Events, options: Options) -> None:
         skipped=len(skipped),
     )
     instance = secrets.token_urlsafe(16)
-    async with await SignalClient.connect(options.server) as client:
+    with TransferStore(options.state_path) as store:
+        ticket = _SendTicket(store, install_key(options.state_path.parent), sources)
+        async with await SignalClient.connect(options.server) as client:
+            created, code, key = await ticket.create_or_rejoin(client, instance)
+            resumed = isinstance(created, schema.SessionJoined)
+            events.emit("code", code=str(code), link=code.link(options.server), resumed=resumed)
+            membership = Membership(options.server, created.sessionId, "a", key, instance)
+            await _send(
+                client, created, membership, code, sources, summary, ticket, events, options
+            )
+
+
+class _SendTicket:
+    """An interrupted sender's way back into its session: the same command again (the same
+    files) within the grace period rejoins with the same code. Sealed under this installation's
+    ticket key and kept only while the send runs or is interrupted; it holds the code, so the
+    state directory (0700) is as private as the code itself."""
+
+    def __init__(self, store: TransferStore, key: bytes, sources: list[Source]) -> None:
+        self.store, self.key = store, key
+        ids = "\n".join(sorted(s.manifest.fileId for s in sources))
+        self.name = "send-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
+
+    async def create_or_rejoin(
+        self, client: SignalClient, instance: str
+    ) -> tuple[schema.SessionCreated | schema.SessionJoined, ShareCode, str]:
+        """The session (rejoined, or a new one), its code, and our reconnect key."""
+        sealed = self.store.ticket(self.name)
+        saved = crypto.open_ticket(self.key, self.name, sealed) if sealed else None
+        if saved is not None:
+            with contextlib.suppress(SignalError, ValueError, KeyError, BadCode):
+                fields = json.loads(saved)
+                code = parse_code(fields["code"])
+                key = str(fields["reconnectKey"])
+                return await client.rejoin(code.session_id, "a", key, instance), code, key
         created = await client.create(access="code", instance=instance)
         code = new_code(created.sessionId)
-        events.emit("code", code=str(code), link=code.link(options.server))
-        membership = Membership(
-            options.server, created.sessionId, created.peerId, created.reconnectKey, instance
+        data = json.dumps({"code": str(code), "reconnectKey": created.reconnectKey}).encode()
+        self.store.save_ticket(
+            self.name, crypto.seal_ticket(self.key, self.name, data), time.time()
         )
-        inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
-        given = ice.ServerCredentials(created.iceServers)  # STUN only: TURN once the peer is in
-        sender: Sender | None = None
-        side: SendSide | None = None
-        try:
-            for _ in range(options.reconnects + 1):
-                await inbox.wait_for_peer(options.wait_for_peer)
-                arrivals = inbox.arrivals
-                try:
-                    peer, keys = await _authenticate(
-                        inbox,
-                        "sender",
-                        created.sessionId,
-                        code.secret,
-                        given,
-                        events,
-                        options,
-                    )
-                except ConnectionError:
-                    if inbox.arrivals == arrivals:
-                        raise
-                    continue  # the receiver restarted mid-authentication: again, with its new run
-                key_for = _key_for(keys)
-                if sender is None:
-                    sender = Sender([s.manifest for s in sources], key_for)
-                    side = SendSide(sender, sources, events, options.stall_seconds)
-                else:
-                    sender.rekey(key_for)
-                assert side is not None
-                if await _send_round(peer, given, side, inbox, arrivals, events, options):
-                    break
+        return created, code, created.reconnectKey
+
+    def drop(self) -> None:
+        with contextlib.suppress(StateError):
+            self.store.drop_ticket(self.name)
+
+
+async def _send(
+    client: SignalClient,
+    created: schema.SessionCreated | schema.SessionJoined,
+    membership: Membership,
+    code: ShareCode,
+    sources: list[Source],
+    summary: Summary,
+    ticket: _SendTicket,
+    events: Events,
+    options: Options,
+) -> None:
+    inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
+    if isinstance(created, schema.SessionJoined):
+        inbox.peer_present = created.peerPresent
+    given = ice.ServerCredentials(created.iceServers)  # STUN only: TURN once the peer is in
+    sender: Sender | None = None
+    side: SendSide | None = None
+    paused = False
+    try:
+        for _ in range(options.reconnects + 1):
+            await inbox.wait_for_peer(options.wait_for_peer)
+            arrivals = inbox.arrivals
+            try:
+                peer, keys = await _authenticate(
+                    inbox,
+                    "sender",
+                    created.sessionId,
+                    code.secret,
+                    given,
+                    events,
+                    options,
+                )
+            except ConnectionError:
+                if inbox.arrivals == arrivals:
+                    raise
+                continue  # the receiver restarted mid-authentication: again, with its new run
+            key_for = _key_for(keys)
+            if sender is None:
+                sender = Sender([s.manifest for s in sources], key_for)
+                side = SendSide(sender, sources, events, options.stall_seconds)
             else:
-                raise ConnectionError("the receiver kept going away")
-            events.emit(
-                "done",
-                files=summary.files,
-                dirs=summary.dirs,
-                bytes=sender.total_bytes,
-                chunks=sum(s.manifest.chunkCount for s in sources),
-                chunksSent=sender.chunks_sent,
-            )
-        except asyncio.CancelledError:
-            stopped = Interrupted("sender", 0)
-            await _tell_peer(inbox.client, stopped)
-            raise stopped from None
-        except Exception as exc:
-            await _tell_peer(inbox.client, exc)
-            raise
-        finally:
-            if side is not None:
-                side.close()
+                sender.rekey(key_for)
+            assert side is not None
+            if await _send_round(peer, given, side, inbox, arrivals, events, options):
+                break
+        else:
+            raise ConnectionError("the receiver kept going away")
+        events.emit(
+            "done",
+            files=summary.files,
+            dirs=summary.dirs,
+            bytes=sender.total_bytes,
+            chunks=sum(s.manifest.chunkCount for s in sources),
+            chunksSent=sender.chunks_sent,
+        )
+    except asyncio.CancelledError as cancel:
+        stopped = Interrupted.on(cancel, "sender", created.graceSeconds)
+        paused = await _pause_or_stop(inbox, stopped)
+        raise stopped from None
+    except Exception as exc:
+        await _tell_peer(inbox.client, exc)
+        raise
+    finally:
+        if side is not None:
+            side.close()
+        if not paused:
+            ticket.drop()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(PAUSE_NOTICE_SECONDS):
                     await inbox.client.leave()  # ends the session: nobody may retry
-            await inbox.close()
+        await inbox.close()
 
 
 async def _send_round(
@@ -361,59 +430,27 @@ async def receive(
             given = ice.ServerCredentials(joined.iceServers)
             paused = False
             try:
-                peer, keys = await _authenticate(
-                    inbox,
-                    "receiver",
-                    code.session_id,
-                    code.secret,
-                    given,
-                    events,
-                    options,
+                got = await _receive_rounds(
+                    inbox, given, code, store, out_dir, overwrite, events, options
                 )
-                receiver = Receiver(_key_for(keys))
-
-                async def approve(summary: Summary) -> None:
-                    receive = f"Receive {summary.counts()} into {out_dir}?"
-                    if options.ask is not None:  # --verify: one question for both
-                        await _confirm(options, f"Do both sides show '{keys.sas}'? {receive}")
-                    elif options.accept is not None and not await options.accept(receive):
-                        raise Declined
-
-                side = ReceiveSide(
-                    receiver, store, out_dir, overwrite, events, options.stall_seconds, approve
-                )
-
-                async def new_offer() -> None:
-                    await inbox.until(lambda: inbox.has("offer"), None)
-                    raise ConnectionError("the sender reconnected")
-
-                try:
-                    await _epochs(
-                        peer, given, events, options, lambda link: side.run(link.pipe), new_offer
-                    )
-                finally:
-                    side.close()
                 store.drop_ticket(code.session_id)
                 events.emit(
                     "done",
-                    files=len(side.saved),
-                    dirs=side.dirs,
-                    bytes=receiver.bytes_received,
-                    failed=len(receiver.failed),
+                    files=len(got.saved),
+                    dirs=got.dirs,
+                    bytes=got.bytes,
+                    failed=got.failed,
                 )
-                if receiver.failed:
+                if got.failed:
                     raise TransferError(
                         "verify_failed",
-                        f"{len(receiver.failed)} file(s) did not arrive intact (checksum mismatch)",
+                        f"{got.failed} file(s) did not arrive intact (checksum mismatch)",
                     )
-                return side.saved
-            except asyncio.CancelledError:
-                # Our place in the session is kept for the server's grace period (we do not
-                # leave), the ticket too: the same command again takes the transfer up.
-                paused = joined.graceSeconds > 0
-                notice = {"kind": "pause", "seconds": joined.graceSeconds}
-                await _last_word(inbox.client, notice)
-                raise Interrupted("receiver", joined.graceSeconds) from None
+                return got.saved
+            except asyncio.CancelledError as cancel:
+                stopped = Interrupted.on(cancel, "receiver", joined.graceSeconds)
+                paused = await _pause_or_stop(inbox, stopped)
+                raise stopped from None
             except Exception as exc:
                 await _tell_peer(inbox.client, exc)
                 with contextlib.suppress(StateError):  # e.g. its disk is full: said already
@@ -425,6 +462,99 @@ async def receive(
                         async with asyncio.timeout(PAUSE_NOTICE_SECONDS):
                             await inbox.client.leave()
                 await inbox.close()
+
+
+@dataclass
+class _Received:
+    saved: list[Path] = field(default_factory=list)
+    dirs: int = 0
+    bytes: int = 0
+    failed: int = 0
+
+
+async def _receive_rounds(
+    inbox: Inbox,
+    given: ice.ServerCredentials,
+    code: ShareCode,
+    store: TransferStore,
+    out_dir: Path,
+    overwrite: bool,
+    events: Events,
+    options: Options,
+) -> _Received:
+    """Authentication rounds until the transfer is done: a sender that restarts (interrupted,
+    then the same command again) comes back into the session with a new process, so a new
+    round with new keys takes the transfer up from what the state database holds."""
+    got = _Received()
+    accepted: list[bool] = []  # once: a restarted sender's offer is the one accepted before
+    for _ in range(options.reconnects + 1):
+        arrivals = inbox.arrivals
+        peer, keys = await _authenticate(
+            inbox, "receiver", code.session_id, code.secret, given, events, options
+        )
+        receiver = Receiver(_key_for(keys))
+        approve = functools.partial(_approve, options, keys.sas, out_dir, accepted)
+        side = ReceiveSide(
+            receiver, store, out_dir, overwrite, events, options.stall_seconds, approve
+        )
+        try:
+            await _epochs(
+                peer,
+                given,
+                events,
+                options,
+                side.run_link,
+                functools.partial(_new_offer, inbox, arrivals),
+                functools.partial(_sender_restarted, inbox, arrivals),
+            )
+        except PeerGone as exc:
+            events.emit("reconnecting", reason=str(exc), attempt=0)
+            continue
+        finally:
+            side.close()
+            got.saved += side.saved
+            got.dirs = max(got.dirs, side.dirs)
+            got.bytes += receiver.bytes_received
+        got.failed = len(receiver.failed)
+        return got
+    raise ConnectionError("the sender kept going away")
+
+
+async def _approve(
+    options: Options, sas: str, out_dir: Path, accepted: list[bool], summary: Summary
+) -> None:
+    if accepted:
+        return
+    receive = f"Receive {summary.counts()} into {out_dir}?"
+    if options.ask is not None:  # --verify: one question for both
+        await _confirm(options, f"Do both sides show '{sas}'? {receive}")
+    elif options.accept is not None and not await options.accept(receive):
+        raise Declined
+    accepted.append(True)
+
+
+async def _sender_restarted(inbox: Inbox, arrivals: int) -> None:
+    await inbox.until(lambda: inbox.arrivals != arrivals, None)
+    raise PeerGone("the sender restarted; taking the transfer up again")
+
+
+async def _new_offer(inbox: Inbox, arrivals: int) -> None:
+    """A new offer (the sender's link dropped) is a new connection in this round; a restarted
+    sender is a new round."""
+    await inbox.until(lambda: inbox.has("offer") or inbox.arrivals != arrivals, None)
+    if inbox.arrivals != arrivals:
+        raise PeerGone("the sender restarted; taking the transfer up again")
+    raise ConnectionError("the sender reconnected")
+
+
+async def _pause_or_stop(inbox: Inbox, stopped: Interrupted) -> bool:
+    """A pause keeps our place in the session (no leave) and our ticket for the grace period,
+    and tells the peer to wait; a stop tells it why. Returns whether we paused."""
+    if stopped.resumable_for > 0:
+        await _last_word(inbox.client, {"kind": "pause", "seconds": stopped.resumable_for})
+        return True
+    await _tell_peer(inbox.client, stopped)
+    return False
 
 
 async def _tell_peer(client: SignalClient, exc: Exception) -> None:

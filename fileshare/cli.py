@@ -248,7 +248,7 @@ async def _until_stopped(work: Awaitable[Any], terminated: list[bool]) -> None:
 
     def terminate(signum: int, frame: object) -> None:  # as asyncio.Runner does for SIGINT
         terminated.append(True)
-        loop.call_soon_threadsafe(task.cancel)
+        loop.call_soon_threadsafe(task.cancel, app.TERMINATE)
 
     signal.signal(signal.SIGTERM, terminate)
     await work

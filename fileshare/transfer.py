@@ -26,7 +26,7 @@ from aiortc.exceptions import InvalidStateError
 
 from fileshare import filemeta, names, protocol
 from fileshare.bitmap import ChunkBitmap
-from fileshare.peer import Pipe
+from fileshare.peer import Link, Pipe
 from fileshare.protocol import ChunkToSend, FileManifest, Receiver, Sender, TransferError
 from fileshare.state import TransferRecord, TransferStore
 
@@ -327,6 +327,9 @@ class ReceiveSide:
     async def run(self, pipe: Pipe) -> None:
         async with _telling_the_peer(pipe):
             await self._run(pipe)
+
+    async def run_link(self, link: Link) -> None:
+        await self.run(link.pipe)
 
     async def _run(self, pipe: Pipe) -> None:
         channel = pipe.channel

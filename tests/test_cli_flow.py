@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from fileshare import filemeta
 from netsim import netns
 from tests.e2e import Lab, big_file, sha256, wait_progress
@@ -57,28 +55,50 @@ async def test_interrupted_receiver_resumes_with_the_same_code(lab: Lab, tmp_pat
     assert "peer_left" not in said and "Traceback" not in said
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-async def test_a_stopped_sender_says_so_on_both_sides(
-    lab: Lab, tmp_path: Path, signum: int, status: int
-) -> None:
-    """Ctrl-C or SIGTERM: an error event on the sender, and the receiver hears why at once
-    (not after a 60 s wait)."""
+async def test_interrupted_sender_resumes_with_the_same_code(lab: Lab, tmp_path: Path) -> None:
+    """Ctrl-C on the sender: the receiver waits; the same send command again rejoins the
+    session, shows the same code, and the transfer carries on from what the receiver holds."""
+    src = big_file(tmp_path / "big.bin", 32)
+    out = tmp_path / "out"
+    with throttled(lab, RATE):
+        first, code = await lab.send(src)
+        receiver = lab.receive(code, out)
+        await wait_progress(receiver, 0.2)
+        first.proc.send_signal(signal.SIGINT)
+        assert await first.wait(30) == 130
+        error = first.first("error")
+        assert error is not None and error["code"] == "interrupted"
+        assert "run the same command again within 60 seconds" in error["message"]
+        assert (await receiver.wait_event("peer_paused", 20))["seconds"] == 60
+        again, same = await lab.send(src)
+        assert same == code and again.first("code")["resumed"] is True  # type: ignore[index]
+        assert await again.wait() == 0, again.err.read_text()
+        assert await receiver.wait() == 0, receiver.err.read_text()
+    assert sha256(out / "big.bin") == sha256(src)
+    done = again.first("done")
+    assert done is not None and done["chunksSent"] < done["chunks"]  # only what was missing
+    assert "peer_left" not in everything_said(lab)
+
+
+async def test_sigterm_stops_and_the_other_side_does_not_wait(lab: Lab, tmp_path: Path) -> None:
+    """SIGTERM (a shutdown, not a person): an error event, exit 143, and the other side hears
+    why at once instead of waiting out the grace period."""
     src = big_file(tmp_path / "big.bin", 32)
     with throttled(lab, RATE):
         sender, code = await lab.send(src)
         receiver = lab.receive(code, tmp_path / "out")
         await wait_progress(receiver, 0.2)
-        sender.proc.send_signal(signum)
-        assert await sender.wait(30) == status
+        sender.proc.send_signal(signal.SIGTERM)
+        assert await sender.wait(30) == 143
         started = time.monotonic()
         assert await receiver.wait(30) == 1
         assert time.monotonic() - started < 10
     stopped = sender.first("error")
     assert stopped is not None and stopped["code"] == "interrupted"
+    assert stopped["message"].startswith("the sender was terminated")
     error = receiver.first("error")
     assert error is not None and error["code"] == "peer_interrupted"
-    assert "the sender was interrupted" in error["message"]
-    assert "peer_left" not in everything_said(lab)
+    assert "the sender was terminated" in error["message"]
 
 
 async def test_a_closed_stdout_pipe_does_not_stop_the_transfer(lab: Lab, tmp_path: Path) -> None:
