@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import json
 import secrets
 import time
@@ -21,15 +23,22 @@ from typing import Final, TypeVar
 
 from fileshare import crypto, ice
 from fileshare.chunks import CHUNK_SIZE
-from fileshare.code import new_code, parse_code
+from fileshare.code import BadCode, ShareCode, new_code, parse_code
 from fileshare.crypto import SessionKeys
-from fileshare.names import human_size
 from fileshare.peer import Inbox, Link, Membership, Peer, PeerStopped, SessionEnded
 from fileshare.protocol import Receiver, Sender, TransferError
 from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, Backoff
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
-from fileshare.state import TransferStore, default_state_path, install_key
-from fileshare.transfer import Events, Hashed, ReceiveSide, SendSide, collect_sources
+from fileshare.state import StateError, TransferStore, default_state_path, install_key
+from fileshare.transfer import (
+    Events,
+    Hashed,
+    ReceiveSide,
+    SendSide,
+    Source,
+    Summary,
+    collect_sources,
+)
 from fsproto import schema
 
 T = TypeVar("T")
@@ -52,11 +61,62 @@ class Options:
     relay_only: bool = False
     extra_ice_servers: list[schema.IceServer] = field(default_factory=list)
     ask: Ask | None = None  # with --verify: asked once, before anything moves
+    accept: Ask | None = None  # the receiver's "receive these files?" (on a terminal, no --yes)
     state_path: Path = field(default_factory=default_state_path)
 
 
 class Refused(Exception):
     """The user did not confirm the authentication words."""
+
+
+class Declined(Exception):
+    """The receiver said no to the files offered."""
+
+    code = "declined"
+
+    def __init__(self) -> None:
+        super().__init__("the receiver declined the transfer; nothing was written")
+
+
+TERMINATE: Final = "terminate"  # the cancel message of SIGTERM (cli): stop, do not pause
+
+
+class Interrupted(Exception):
+    """Ctrl-C (a pause: `resumable_for` seconds in which the same command, run again, takes the
+    transfer up with the same code) or SIGTERM (a stop: the peer is told and does not wait)."""
+
+    code = "interrupted"
+
+    def __init__(self, role: crypto.Role, resumable_for: float, terminated: bool = False) -> None:
+        self.role, self.resumable_for, self.terminated = role, resumable_for, terminated
+        if resumable_for > 0:
+            message = (
+                f"run the same command again within {_duration(resumable_for)} to resume "
+                "with the same code"
+            )
+        elif role == "receiver":
+            message = "what arrived is kept: receive again into the same folder to resume"
+        else:
+            message = "what the receiver holds is kept: sending again resumes (with a new code)"
+        super().__init__(
+            f"the {role} was {'terminated' if terminated else 'interrupted'}: {message}"
+        )
+
+    @classmethod
+    def on(cls, cancel: asyncio.CancelledError, role: crypto.Role, grace: float) -> Interrupted:
+        """What a cancellation of the whole run means: SIGTERM stops, Ctrl-C pauses."""
+        if cancel.args == (TERMINATE,) or grace <= 0:
+            return cls(role, 0, terminated=cancel.args == (TERMINATE,))
+        return cls(role, grace)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    return f"{seconds / 60:.0f} minutes"
+
+
+PAUSE_NOTICE_SECONDS: Final = 2.0  # at most this long to tell the peer we stop, on the way out
 
 
 class PeerGone(ConnectionError):
@@ -96,14 +156,16 @@ async def _race(work: Awaitable[T], interrupt: Callable[[], Awaitable[None]]) ->
     """Run `work` unless `interrupt` completes first (then PeerGone or ConnectionError)."""
     work_task = asyncio.ensure_future(work)
     watch_task = asyncio.ensure_future(interrupt())
-    await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
-    if not work_task.done():  # a failing transfer may be telling the peer why: let it finish
-        await asyncio.wait({work_task}, timeout=WORK_GRACE_SECONDS)
-    for task in (work_task, watch_task):
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task  # both are retrieved, so neither is "never retrieved" at exit
+    try:
+        await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not work_task.done():  # a failing transfer may be telling the peer why: let it end
+            await asyncio.wait({work_task}, timeout=WORK_GRACE_SECONDS)
+    finally:  # also when we are cancelled (Ctrl-C): neither task outlives the race
+        for task in (work_task, watch_task):
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # both are retrieved, so neither is "never retrieved" at exit
     if work_task.done() and not work_task.cancelled():
         return work_task.result()
     watch_task.result()  # an interrupt ends by raising why
@@ -184,67 +246,144 @@ async def _pause_then_wait_for_peer(inbox: Inbox, attempt: int) -> None:
 
 
 async def send(paths: list[Path], events: Events, options: Options) -> None:
+    skipped: list[tuple[Path, str]] = []
     sources = await asyncio.to_thread(
-        collect_sources, paths, options.chunk_size, _hashing_events(events)
+        collect_sources,
+        paths,
+        options.chunk_size,
+        _hashing_events(events),
+        lambda path, why: skipped.append((path, why)),
     )
-    events.emit("prepared", files=len(sources), bytes=sum(s.manifest.size for s in sources))
+    for path, why in skipped:
+        events.emit("skipped", path=str(path), reason=why)
+    summary = Summary.of([s.manifest for s in sources])
+    events.emit(
+        "prepared",
+        files=summary.files,
+        dirs=summary.dirs,
+        bytes=summary.bytes,
+        skipped=len(skipped),
+    )
     instance = secrets.token_urlsafe(16)
-    async with await SignalClient.connect(options.server) as client:
+    with TransferStore(options.state_path) as store:
+        ticket = _SendTicket(store, install_key(options.state_path.parent), sources)
+        async with await SignalClient.connect(options.server) as client:
+            created, code, key = await ticket.create_or_rejoin(client, instance)
+            resumed = isinstance(created, schema.SessionJoined)
+            events.emit("code", code=str(code), link=code.link(options.server), resumed=resumed)
+            membership = Membership(options.server, created.sessionId, "a", key, instance)
+            await _send(
+                client, created, membership, code, sources, summary, ticket, events, options
+            )
+
+
+class _SendTicket:
+    """An interrupted sender's way back into its session: the same command again (the same
+    files) within the grace period rejoins with the same code. Sealed under this installation's
+    ticket key and kept only while the send runs or is interrupted; it holds the code, so the
+    state directory (0700) is as private as the code itself."""
+
+    def __init__(self, store: TransferStore, key: bytes, sources: list[Source]) -> None:
+        self.store, self.key = store, key
+        ids = "\n".join(sorted(s.manifest.fileId for s in sources))
+        self.name = "send-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
+
+    async def create_or_rejoin(
+        self, client: SignalClient, instance: str
+    ) -> tuple[schema.SessionCreated | schema.SessionJoined, ShareCode, str]:
+        """The session (rejoined, or a new one), its code, and our reconnect key."""
+        sealed = self.store.ticket(self.name)
+        saved = crypto.open_ticket(self.key, self.name, sealed) if sealed else None
+        if saved is not None:
+            with contextlib.suppress(SignalError, ValueError, KeyError, BadCode):
+                fields = json.loads(saved)
+                code = parse_code(fields["code"])
+                key = str(fields["reconnectKey"])
+                return await client.rejoin(code.session_id, "a", key, instance), code, key
         created = await client.create(access="code", instance=instance)
         code = new_code(created.sessionId)
-        events.emit("code", code=str(code), link=code.link(options.server))
-        membership = Membership(
-            options.server, created.sessionId, created.peerId, created.reconnectKey, instance
+        data = json.dumps({"code": str(code), "reconnectKey": created.reconnectKey}).encode()
+        self.store.save_ticket(
+            self.name, crypto.seal_ticket(self.key, self.name, data), time.time()
         )
-        inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
-        given = ice.ServerCredentials(created.iceServers)  # STUN only: TURN once the peer is in
-        sender: Sender | None = None
-        side: SendSide | None = None
-        try:
-            for _ in range(options.reconnects + 1):
-                await inbox.wait_for_peer(options.wait_for_peer)
-                arrivals = inbox.arrivals
-                try:
-                    peer, keys = await _authenticate(
-                        inbox,
-                        "sender",
-                        created.sessionId,
-                        code.secret,
-                        given,
-                        events,
-                        options,
-                    )
-                except ConnectionError:
-                    if inbox.arrivals == arrivals:
-                        raise
-                    continue  # the receiver restarted mid-authentication: again, with its new run
-                key_for = _key_for(keys)
-                if sender is None:
-                    sender = Sender([s.manifest for s in sources], key_for)
-                    side = SendSide(sender, sources, events, options.stall_seconds)
-                else:
-                    sender.rekey(key_for)
-                assert side is not None
-                if await _send_round(peer, given, side, inbox, arrivals, events, options):
-                    break
+        return created, code, created.reconnectKey
+
+    def drop(self) -> None:
+        with contextlib.suppress(StateError):
+            self.store.drop_ticket(self.name)
+
+
+async def _send(
+    client: SignalClient,
+    created: schema.SessionCreated | schema.SessionJoined,
+    membership: Membership,
+    code: ShareCode,
+    sources: list[Source],
+    summary: Summary,
+    ticket: _SendTicket,
+    events: Events,
+    options: Options,
+) -> None:
+    inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
+    if isinstance(created, schema.SessionJoined):
+        inbox.peer_present = created.peerPresent
+    given = ice.ServerCredentials(created.iceServers)  # STUN only: TURN once the peer is in
+    sender: Sender | None = None
+    side: SendSide | None = None
+    paused = False
+    try:
+        for _ in range(options.reconnects + 1):
+            await inbox.wait_for_peer(options.wait_for_peer)
+            arrivals = inbox.arrivals
+            try:
+                peer, keys = await _authenticate(
+                    inbox,
+                    "sender",
+                    created.sessionId,
+                    code.secret,
+                    given,
+                    events,
+                    options,
+                )
+            except ConnectionError:
+                if inbox.arrivals == arrivals:
+                    raise
+                continue  # the receiver restarted mid-authentication: again, with its new run
+            key_for = _key_for(keys)
+            if sender is None:
+                sender = Sender([s.manifest for s in sources], key_for)
+                side = SendSide(sender, sources, events, options.stall_seconds)
             else:
-                raise ConnectionError("the receiver kept going away")
-            events.emit(
-                "done",
-                files=len(sources),
-                bytes=sender.total_bytes,
-                chunks=sum(s.manifest.chunkCount for s in sources),
-                chunksSent=sender.chunks_sent,
-            )
-        except Exception as exc:
-            await _tell_peer(inbox.client, exc)
-            raise
-        finally:
-            if side is not None:
-                side.close()
+                sender.rekey(key_for)
+            assert side is not None
+            if await _send_round(peer, given, side, inbox, arrivals, events, options):
+                break
+        else:
+            raise ConnectionError("the receiver kept going away")
+        events.emit(
+            "done",
+            files=summary.files,
+            dirs=summary.dirs,
+            bytes=sender.total_bytes,
+            chunks=sum(s.manifest.chunkCount for s in sources),
+            chunksSent=sender.chunks_sent,
+        )
+    except asyncio.CancelledError as cancel:
+        stopped = Interrupted.on(cancel, "sender", created.graceSeconds)
+        paused = await _pause_or_stop(inbox, stopped)
+        raise stopped from None
+    except Exception as exc:
+        await _tell_peer(inbox.client, exc)
+        raise
+    finally:
+        if side is not None:
+            side.close()
+        if not paused:
+            ticket.drop()
             with contextlib.suppress(Exception):
-                await inbox.client.leave()  # ends the session: after a failure nobody may retry
-            await inbox.close()
+                async with asyncio.timeout(PAUSE_NOTICE_SECONDS):
+                    await inbox.client.leave()  # ends the session: nobody may retry
+        await inbox.close()
 
 
 def _hashing_events(events: Events) -> Hashed:
@@ -309,60 +448,133 @@ async def receive(
             inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
             inbox.peer_present = joined.peerPresent
             given = ice.ServerCredentials(joined.iceServers)
+            paused = False
             try:
-                peer, keys = await _authenticate(
-                    inbox,
-                    "receiver",
-                    code.session_id,
-                    code.secret,
-                    given,
-                    events,
-                    options,
+                got = await _receive_rounds(
+                    inbox, given, code, store, out_dir, overwrite, events, options
                 )
-                receiver = Receiver(_key_for(keys))
-
-                async def approve(count: int, total: int) -> None:
-                    await _confirm(
-                        options,
-                        f"Do both sides show '{keys.sas}'? "
-                        f"Receive {count} item(s), {human_size(total)}?",
-                    )
-
-                side = ReceiveSide(
-                    receiver, store, out_dir, overwrite, events, options.stall_seconds, approve
-                )
-
-                async def new_offer() -> None:
-                    await inbox.until(lambda: inbox.has("offer"), None)
-                    raise ConnectionError("the sender reconnected")
-
-                try:
-                    await _epochs(
-                        peer, given, events, options, lambda link: side.run(link.pipe), new_offer
-                    )
-                finally:
-                    side.close()
                 store.drop_ticket(code.session_id)
                 events.emit(
                     "done",
-                    files=len(side.saved),
-                    bytes=receiver.bytes_received,
-                    failed=len(receiver.failed),
+                    files=len(got.saved),
+                    dirs=got.dirs,
+                    bytes=got.bytes,
+                    failed=got.failed,
                 )
-                if receiver.failed:
+                if got.failed:
                     raise TransferError(
                         "verify_failed",
-                        f"{len(receiver.failed)} file(s) did not arrive intact (checksum mismatch)",
+                        f"{got.failed} file(s) did not arrive intact (checksum mismatch)",
                     )
-                return side.saved
+                return got.saved
+            except asyncio.CancelledError as cancel:
+                stopped = Interrupted.on(cancel, "receiver", joined.graceSeconds)
+                paused = await _pause_or_stop(inbox, stopped)
+                raise stopped from None
             except Exception as exc:
-                store.drop_ticket(code.session_id)  # a failed transfer is not rejoined
                 await _tell_peer(inbox.client, exc)
+                with contextlib.suppress(StateError):  # e.g. its disk is full: said already
+                    store.drop_ticket(code.session_id)  # a failed transfer is not rejoined
                 raise
             finally:
-                with contextlib.suppress(Exception):
-                    await inbox.client.leave()
+                if not paused:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(PAUSE_NOTICE_SECONDS):
+                            await inbox.client.leave()
                 await inbox.close()
+
+
+@dataclass
+class _Received:
+    saved: list[Path] = field(default_factory=list)
+    dirs: int = 0
+    bytes: int = 0
+    failed: int = 0
+
+
+async def _receive_rounds(
+    inbox: Inbox,
+    given: ice.ServerCredentials,
+    code: ShareCode,
+    store: TransferStore,
+    out_dir: Path,
+    overwrite: bool,
+    events: Events,
+    options: Options,
+) -> _Received:
+    """Authentication rounds until the transfer is done: a sender that restarts (interrupted,
+    then the same command again) comes back into the session with a new process, so a new
+    round with new keys takes the transfer up from what the state database holds."""
+    got = _Received()
+    accepted: list[bool] = []  # once: a restarted sender's offer is the one accepted before
+    for _ in range(options.reconnects + 1):
+        arrivals = inbox.arrivals
+        peer, keys = await _authenticate(
+            inbox, "receiver", code.session_id, code.secret, given, events, options
+        )
+        receiver = Receiver(_key_for(keys))
+        approve = functools.partial(_approve, options, keys.sas, out_dir, accepted)
+        side = ReceiveSide(
+            receiver, store, out_dir, overwrite, events, options.stall_seconds, approve
+        )
+        try:
+            await _epochs(
+                peer,
+                given,
+                events,
+                options,
+                side.run_link,
+                functools.partial(_new_offer, inbox, arrivals),
+                functools.partial(_sender_restarted, inbox, arrivals),
+            )
+        except PeerGone as exc:
+            events.emit("reconnecting", reason=str(exc), attempt=0)
+            continue
+        finally:
+            side.close()
+            got.saved += side.saved
+            got.dirs = max(got.dirs, side.dirs)
+            got.bytes += receiver.bytes_received
+        got.failed = len(receiver.failed)
+        return got
+    raise ConnectionError("the sender kept going away")
+
+
+async def _approve(
+    options: Options, sas: str, out_dir: Path, accepted: list[bool], summary: Summary
+) -> None:
+    if accepted:
+        return
+    receive = f"Receive {summary.counts()} into {out_dir}?"
+    if options.ask is not None:  # --verify: one question for both
+        await _confirm(options, f"Do both sides show '{sas}'? {receive}")
+    elif options.accept is not None and not await options.accept(receive):
+        raise Declined
+    accepted.append(True)
+
+
+async def _sender_restarted(inbox: Inbox, arrivals: int) -> None:
+    await inbox.until(lambda: inbox.arrivals != arrivals, None)
+    raise PeerGone("the sender restarted; taking the transfer up again")
+
+
+async def _new_offer(inbox: Inbox, arrivals: int) -> None:
+    """A new offer (the sender's link dropped) is a new connection in this round; a restarted
+    sender is a new round."""
+    await inbox.until(lambda: inbox.has("offer") or inbox.arrivals != arrivals, None)
+    if inbox.arrivals != arrivals:
+        raise PeerGone("the sender restarted; taking the transfer up again")
+    raise ConnectionError("the sender reconnected")
+
+
+async def _pause_or_stop(inbox: Inbox, stopped: Interrupted) -> bool:
+    """A pause keeps our place in the session (no leave) and our ticket for the grace period,
+    and tells the peer to wait; a stop tells it why. Returns whether we paused."""
+    if stopped.resumable_for > 0:
+        await _last_word(inbox.client, {"kind": "pause", "seconds": stopped.resumable_for})
+        return True
+    await _tell_peer(inbox.client, stopped)
+    return False
 
 
 async def _tell_peer(client: SignalClient, exc: Exception) -> None:
@@ -371,10 +583,16 @@ async def _tell_peer(client: SignalClient, exc: Exception) -> None:
     if isinstance(exc, PeerStopped | SessionEnded) or getattr(exc, "from_peer", False):
         return
     code = getattr(exc, "code", None) or type(exc).__name__
+    await _last_word(client, {"kind": "abort", "code": str(code)[:64], "message": str(exc)[:300]})
+
+
+async def _last_word(client: SignalClient, payload: dict[str, object]) -> None:
+    """Relay `payload` before we close: the ping's reply says the server handled it (a close
+    right behind a relay could otherwise overtake it). Bounded: we are on our way out."""
     with contextlib.suppress(Exception):
-        await client.relay(
-            "signal", {"kind": "abort", "code": str(code)[:64], "message": str(exc)[:300]}
-        )
+        async with asyncio.timeout(PAUSE_NOTICE_SECONDS):
+            await client.relay("signal", payload)
+            await client.ping()
 
 
 async def _join_or_rejoin(

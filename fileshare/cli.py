@@ -17,8 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
+from collections.abc import Awaitable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
@@ -36,7 +38,8 @@ if TYPE_CHECKING:  # the transfer's modules load aiortc (a second): only send an
 
 DEFAULT_SERVER: Final = "ws://127.0.0.1:8765/ws"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4, 5
-EXIT_INTERRUPTED: Final = 130
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C
+EXIT_TERMINATED: Final = 143  # SIGTERM
 MESSAGE_CHARS: Final = 1000  # of an error line; a server's or peer's message may be 256 KiB
 
 
@@ -44,11 +47,26 @@ class JsonEvents:
     """One JSON object per line on stdout, for scripts and CI."""
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
+        self.out: TextIO | None = out
 
     def emit(self, event: str, **fields: Any) -> None:
-        self.out.write(json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n")
-        self.out.flush()
+        if self.out is None:
+            return
+        line = json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n"
+        try:
+            self.out.write(line)
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            # Whoever read our output stopped (`| head -c1`): that ends the output, not the
+            # transfer. Later writes, and the flush at exit, go to /dev/null.
+            self.out = None
+            _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _events(args: argparse.Namespace) -> Events:
@@ -79,8 +97,16 @@ def _options(args: argparse.Namespace) -> app.Options:
         relay_only=args.relay_only,
         extra_ice_servers=_ice_servers(args),
         ask=_ask if args.verify else None,
+        accept=_ask if _asks_to_receive(args) else None,
         state_path=default_state_path(),
     )
+
+
+def _asks_to_receive(args: argparse.Namespace) -> bool:
+    """The receiver is asked before anything is written when someone can answer: stdin is a
+    terminal and no --yes. From a script (stdin not a terminal) the transfer is accepted, as
+    `--yes` would, so pipelines and the test-bed keep working; the summary is still shown."""
+    return args.command == "receive" and not args.yes and sys.stdin.isatty()
 
 
 def _ice_servers(args: argparse.Namespace) -> list[schema.IceServer]:
@@ -121,6 +147,23 @@ def _code(args: argparse.Namespace) -> str:
     return ask_code()
 
 
+async def _until_stopped(work: Awaitable[Any], terminated: list[bool]) -> None:
+    """SIGTERM stops the work as Ctrl-C does (asyncio.run cancels it for SIGINT): the transfer
+    tells the peer why and leaves its place resumable, then we exit."""
+    from fileshare import app
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert task is not None
+
+    def terminate(signum: int, frame: object) -> None:  # as asyncio.Runner does for SIGINT
+        terminated.append(True)
+        loop.call_soon_threadsafe(task.cancel, app.TERMINATE)
+
+    signal.signal(signal.SIGTERM, terminate)
+    await work
+
+
 def _run(args: argparse.Namespace) -> int:
     """A send or a receive, each failure mapped to its documented exit code."""
     import aiohttp
@@ -134,18 +177,27 @@ def _run(args: argparse.Namespace) -> int:
     from fileshare.protocol import TransferError
     from fileshare.reconnect import GaveUp
     from fileshare.signal_client import ConnectionClosed, ServerUnreachable, SignalError
-    from fileshare.state import StateError
+    from fileshare.state import StateDiskFull, StateError
 
     events = _events(args)
+    terminated: list[bool] = []
     try:
+        work: Awaitable[Any]
         if args.command == "send":
-            asyncio.run(app.send(args.paths, events, _options(args)))
+            work = app.send(args.paths, events, _options(args))
         else:
-            out = Path(args.out)
+            out = Path(os.path.abspath(args.out))  # resume state is keyed to the absolute --out
             code = _code(args)
-            asyncio.run(app.receive(code, out, args.overwrite, events, _options(args)))
-    except KeyboardInterrupt:
-        return _fail(events, EXIT_INTERRUPTED, "interrupted", "interrupted")
+            work = app.receive(code, out, args.overwrite, events, _options(args))
+        asyncio.run(_until_stopped(work, terminated))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        stopped = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return _fail(events, stopped, "interrupted", "terminated" if terminated else "interrupted")
+    except app.Interrupted as exc:
+        stopped = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return _fail(events, stopped, exc.code, str(exc))
+    except StateDiskFull as exc:
+        return _fail(events, EXIT_DISK, exc.code, str(exc))
     except StateError as exc:
         return _fail(events, EXIT_FAILED, "state", str(exc))
     except (BadCode, ValueError, FileNotFoundError, UnsafeName) as exc:
@@ -158,6 +210,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(events, EXIT_FAILED, exc.code, str(exc))
     except app.Refused as exc:
         return _fail(events, EXIT_AUTH, "not_confirmed", str(exc))
+    except app.Declined as exc:
+        return _fail(events, EXIT_FAILED, exc.code, str(exc))
     except TransferError as exc:
         status = EXIT_DISK if exc.code in ("disk_full", "disk") else EXIT_FAILED
         return _fail(events, status, exc.code, exc.message)
@@ -180,6 +234,10 @@ def _run(args: argparse.Namespace) -> int:
         OSError,
     ) as exc:
         return _fail(events, EXIT_NETWORK, "connection", str(exc) or type(exc).__name__)
+    except Exception as exc:  # a bug of ours: one line, never a traceback
+        return _fail(
+            events, EXIT_FAILED, "internal", f"internal error: {type(exc).__name__}: {exc}"
+        )
     return EXIT_OK
 
 
@@ -205,24 +263,49 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _transfers(args: argparse.Namespace) -> int:
-    """Names and targets came from peers (through the state database): shown() them."""
+    """Names and targets came from peers (through the state database): shown() them. Entries
+    whose .part file is gone are forgotten here: nothing is left to resume."""
     from fileshare.state import StateError, TransferStore, default_state_path
 
+    events = _events(args)
     try:
         with TransferStore(default_state_path()) as store:
-            records = store.resumable()
+            if args.remove:
+                removed = store.forget(args.remove)
+                events.emit("removed", id=removed.ref, name=removed.name, target=removed.target)
+                if not args.json:
+                    print(f"Removed {removed.ref}: {shown(removed.target)}")
+                return EXIT_OK
+            records = store.drop_orphans()
     except StateError as exc:
-        return _fail(_events(args), EXIT_FAILED, "state", str(exc))
+        return _fail(events, EXIT_FAILED, "state", str(exc))
+    except KeyError as exc:
+        return _fail(events, EXIT_USAGE, "usage", str(exc.args[0]))
     if args.json:
         for r in records:
-            JsonEvents().emit(
-                "resumable", name=r.name, held=r.bitmap.held, chunks=r.chunk_count, target=r.target
+            events.emit(
+                "resumable",
+                id=r.ref,
+                name=r.name,
+                held=r.bitmap.held,
+                chunks=r.chunk_count,
+                target=r.target,
+                out=r.out_dir,
             )
         return EXIT_OK
     if not records:
         print("No unfinished transfers.")
+        return EXIT_OK
+    print("Unfinished transfers (what arrived is kept; held chunks are not sent again):")
+    print(f"{'ID':<8}  {'HELD':>16}  TARGET  (--out DIR)")
     for r in records:
-        print(f"{shown(r.name)}  {r.bitmap.held}/{r.chunk_count} chunks  -> {shown(r.target)}")
+        held = f"{r.bitmap.held}/{r.chunk_count} chunks"
+        print(f"{r.ref:<8}  {held:>16}  {shown(r.target)}  (--out {shown(r.out_dir)})")
+    print(
+        "To resume: the sender sends the same files again, and you run "
+        "`fileshare receive CODE --out DIR` with that DIR, from any directory.\n"
+        "To forget one and delete its partial file: fileshare transfers --remove ID"
+    )
     return EXIT_OK
 
 
@@ -339,11 +422,24 @@ def build_parser(defaults: config.UserConfig | None = None) -> argparse.Argument
     )
     receive.add_argument("--out", default=".", help="directory to save into (default: .)")
     receive.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="receive without asking; without it, on a terminal you see what is offered (names, "
+        "count, size) and are asked before anything is written (from a script, whose stdin is "
+        "not a terminal, nothing is asked)",
+    )
+    receive.add_argument(
         "--overwrite",
         action="store_true",
         help="replace existing files instead of saving under a new name",
     )
-    sub.add_parser("transfers", parents=[output], help="list unfinished transfers that can resume")
+    transfers = sub.add_parser(
+        "transfers", parents=[output], help="list unfinished transfers that can resume"
+    )
+    transfers.add_argument(
+        "--remove", metavar="ID", help="forget the transfer with this ID and delete its .part file"
+    )
     sub.add_parser(
         "doctor",
         parents=[network],

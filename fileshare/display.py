@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.text import Text
 
-from fileshare.names import human_size
+from fileshare.names import counts_text, human_size
 from fsproto.untrusted import shown
 
 STALLED_SECONDS: Final = 3.0  # no bytes for this long: the rate and ETA show a dash, not a guess
@@ -106,7 +106,7 @@ class HumanEvents:
                 self._hashing(f["name"], f["done"], f["size"])
             case "prepared":
                 self._hashed()
-                self.console.print(f"Sending {f['files']} item(s), {human_size(f['bytes'])}")
+                self.console.print(f"Sending {counts_text(f['files'], f['dirs'], f['bytes'])}")
             case "code":
                 self._code(f["code"], fields["link"])
             case "sas":
@@ -125,16 +125,29 @@ class HumanEvents:
                 )
                 self._describe_total("total")
             case "manifest":
-                self.console.print(f"Receiving {f['files']} item(s), {human_size(f['bytes'])}")
+                self.console.print(f"Offered {counts_text(f['files'], f['dirs'], f['bytes'])}:")
+                for name in fields["names"]:
+                    self.console.print(f"  {shown(name)}")
+                if f["more"]:
+                    self.console.print(f"  … and {f['more']} more")
+            case "peer_paused":
+                self.console.print(
+                    f"The other side was interrupted; waiting up to {f['seconds']} s "
+                    "for it to run the same command again"
+                )
             case "reconnecting":
                 if self.total is None:
                     self.console.print(f"Reconnecting… ({f['reason']})")
                 self._describe_total(f"reconnecting… ({f['reason']})")
             case "signaling_restored":
                 self.console.print(f"Back on the signaling server after {f['after']} s")
-            case "file":
-                resumed = f" (resuming, {f['resumed']} chunks held)" if f["resumed"] else ""
-                self.console.print(f"Receiving {f['name']} ({human_size(f['size'])}){resumed}")
+            case "skipped":
+                self.console.print(f"Skipped {f['path']}: {f['reason']}")
+            case "file" if f["resumed"]:  # the offer listed the names; per file, only news
+                self.console.print(
+                    f"Resuming {f['name']} ({human_size(f['size'])}): "
+                    f"{f['resumed']} of {f['chunks']} chunks held"
+                )
             case "saved":
                 self._file_done(fields["name"])
                 self.console.print(f"Saved {f['path']}")
@@ -145,7 +158,7 @@ class HumanEvents:
                 self._progress(f["done"], f["total"], fields.get("files", []))
             case "done":
                 self.close()
-                self.console.print(f"Done: {f['files']} item(s), {human_size(f['bytes'])}")
+                self.console.print(f"Done: {counts_text(f['files'], f['dirs'], f['bytes'])}")
             case "error":
                 self.close()
 

@@ -356,3 +356,15 @@ def human_size(n: int) -> str:
         if round(value, 1) < 1024 or unit == _UNITS[-1]:
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+def counts_text(files: int, dirs: int, size: int) -> str:
+    """'3 files and 1 folder, 1.2 MiB': the same words on both sides of a transfer."""
+    text = _plural(files, "file")
+    if dirs:
+        text += f" and {_plural(dirs, 'folder')}"
+    return f"{text}, {human_size(size)}"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -44,6 +44,7 @@ CONFIRM_GRACE_SECONDS = 5.0
 # most STASHED_PER_KIND of each (the oldest go first), so it cannot make the inbox grow.
 KINDS: Final = frozenset({"hello", "confirm", "offer", "answer", "abort"})
 STASHED_PER_KIND: Final = 8
+MAX_PAUSE_SECONDS: Final = 86400.0  # a peer's "I keep my place this long" beyond it is ignored
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)\s*$", re.MULTILINE)
 
 
@@ -133,6 +134,8 @@ class Inbox:
                         )
                         if kind == "abort":
                             self._ended = _abort(payload)
+                        elif kind == "pause":
+                            self._paused(payload)
                         if kind in KINDS:
                             self._stash[kind].append(payload)
                 case schema.PeerJoined(resumed=True):
@@ -146,7 +149,7 @@ class Inbox:
                     self.peer_present = False
                     self.left_for_good = grace <= 0
                 case schema.SessionClosed(reason=reason):
-                    self._ended = SessionEnded(f"the session ended ({reason})")
+                    self._ended = SessionEnded(f"the session ended: {_ended_because(reason)}")
                 case schema.Error(code=schema.ErrorCode.PEER_UNAVAILABLE):
                     # Something we relayed found the peer away (e.g. a browser tab reloading
                     # between our link dropping and its rejoin): it is gone, not the session.
@@ -154,6 +157,13 @@ class Inbox:
                 case schema.Error(code=code, message=message):
                     self._ended = SignalError(code, message)
             self.notify()
+
+    def _paused(self, payload: dict[str, Any]) -> None:
+        """The peer was interrupted (Ctrl-C) and keeps its place for `seconds`: the same command
+        run again there takes the transfer up, so we wait (a peer's number: bounded)."""
+        seconds = payload.get("seconds")
+        if isinstance(seconds, int | float) and 0 < seconds <= MAX_PAUSE_SECONDS:
+            self._events.emit("peer_paused", seconds=round(float(seconds)))
 
     async def _reconnect(self, reason: str) -> None:
         """Back into our place in the session, or `_ended` set: the session is gone, or the
@@ -256,6 +266,19 @@ class Inbox:
         await self.until(lambda: self.peer_present and self.connected, timeout)
 
 
+# Why the server ended a session, in words (its reason codes never reach a user raw).
+_END_REASONS: Final = {
+    "peer_left": "the other side left",
+    "peer_timeout": "the other side did not come back in time",
+    "expired": "it expired",
+    "idle": "it was idle too long",
+}
+
+
+def _ended_because(reason: str) -> str:
+    return _END_REASONS.get(reason, "the signaling server closed it")
+
+
 def _abort(payload: dict[str, Any]) -> Exception:
     """The peer's (or, before authentication, anyone's) reason for stopping: an authentication
     failure stays one on this side too (exit 3 on both), anything else is the peer's stop."""
@@ -285,8 +308,11 @@ class Pipe:
         self._event.set()
 
     async def wait(self, timeout: float = 1.0) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation (Ctrl-C)
+        # that arrives as the event is set, and the transfer would carry on to its end.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
         self._event.clear()
 
 

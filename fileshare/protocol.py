@@ -42,6 +42,7 @@ MAX_FILE_SIZE: Final = 2**50
 MAX_CHUNKS: Final = 2**26  # per transfer: at most 8 MiB of chunk bitmaps (4 TiB at 64 KiB)
 MAX_FILES: Final = 100_000  # entries (files and directories) per transfer
 MAX_NAME_BYTES: Final = 32 * 2**20  # all names of a transfer together
+MAX_MTIME_MS: Final = 2**53 - 1  # a JSON number both sides read exactly
 
 Hex32 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
@@ -68,6 +69,10 @@ class FileManifest(_Control, tag="file_manifest"):
     chunkCount: Annotated[int, msgspec.Meta(ge=0, le=MAX_CHUNKS)]
     checksum: Hex64
     kind: Literal["file", "dir"] = "file"
+    # Permission bits only (never setuid, setgid or sticky) and the modification time in ms
+    # since the epoch, as the sender's file has them; 0: not given (a browser knows no mode).
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = 0
+    mtimeMs: Annotated[int, msgspec.Meta(ge=0, le=MAX_MTIME_MS)] = 0
 
 
 class ManifestAck(_Control, tag="manifest_ack"):

@@ -150,7 +150,8 @@ class SignalClient:
         waiter: asyncio.Future[schema.ServerMessage] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = waiter
         await self.send(msg)
-        reply = await asyncio.wait_for(waiter, timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancellation
+            reply = await waiter
         if isinstance(reply, schema.Error):
             raise SignalError(reply.code, reply.message)
         return reply
@@ -213,6 +214,10 @@ class SignalClient:
     async def leave(self) -> None:
         await self._ask(schema.LeaveSession(v=schema.VERSION), schema.Left)
 
+    async def ping(self) -> None:
+        """A round trip: what we sent before it has been handled by the server once it returns."""
+        await self._ask(schema.Ping(v=schema.VERSION), schema.Pong)
+
     async def relay(self, kind: str, payload: dict[str, Any]) -> None:
         """Send an offer, answer, ice_candidate or signal payload to the other peer."""
         cls = _RELAY_CLASSES[kind]
@@ -220,7 +225,8 @@ class SignalClient:
 
     async def next_event(self, timeout: float | None = 10.0) -> Event:
         """The next message that is not a reply; raises ConnectionClosed once the server hung up."""
-        event = await asyncio.wait_for(self._events.get(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancellation
+            event = await self._events.get()
         if isinstance(event, ConnectionClosed):
             self._events.put_nowait(event)
             raise event

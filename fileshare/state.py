@@ -4,6 +4,7 @@ interrupted transfer resumes where it stopped. Only manifests are kept, never ke
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import sqlite3
@@ -24,7 +25,7 @@ from fileshare.bitmap import ChunkBitmap
 STATE_FILE = "transfers.sqlite3"
 TICKET_KEY_FILE = "ticket.key"
 TICKET_KEY_BYTES = 32
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("active", "done", "failed")
 
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
@@ -54,6 +55,30 @@ CREATE TABLE tickets (
 # Version 2: the absolute output directory a transfer was received into ('' for older rows,
 # whose files cleanup() therefore never touches).
 _SCHEMA_2 = "ALTER TABLE transfers ADD COLUMN out_dir TEXT NOT NULL DEFAULT ''"
+# Version 3: a transfer is one file into one output directory, so receiving the same file into
+# another --out starts its own record and leaves the first one's partial copy (and record) alone.
+_SCHEMA_3 = """
+CREATE TABLE transfers_3 (
+    file_id     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    size        INTEGER NOT NULL CHECK (size >= 0),
+    chunk_size  INTEGER NOT NULL CHECK (chunk_size > 0),
+    chunk_count INTEGER NOT NULL CHECK (chunk_count >= 0),
+    checksum    TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    part        TEXT NOT NULL,
+    bitmap      BLOB NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('active', 'done', 'failed')),
+    updated_at  REAL NOT NULL,
+    out_dir     TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (file_id, out_dir)
+) STRICT;
+INSERT INTO transfers_3 SELECT file_id, name, size, chunk_size, chunk_count, checksum, target,
+    part, bitmap, status, updated_at, out_dir FROM transfers;
+DROP TABLE transfers;
+ALTER TABLE transfers_3 RENAME TO transfers;
+CREATE INDEX transfers_status_updated ON transfers (status, updated_at)
+"""
 
 _COLUMNS = (
     "file_id, name, size, chunk_size, chunk_count, checksum, target, part, bitmap, status, "
@@ -63,6 +88,12 @@ _COLUMNS = (
 
 class StateError(Exception):
     """The state database (or the ticket key) is unusable; the file is left as it is."""
+
+
+class StateDiskFull(StateError):
+    """The disk holding the state database is full: nothing more can be recorded."""
+
+    code = "disk_full"
 
 
 def install_key(directory: Path) -> bytes:
@@ -120,6 +151,11 @@ class TransferRecord:
     status: str
     updated_at: float
     out_dir: str
+
+    @property
+    def ref(self) -> str:
+        """A short ID for `fileshare transfers`: one file received into one directory."""
+        return hashlib.sha256(f"{self.file_id}\0{self.out_dir}".encode()).hexdigest()[:8]
 
 
 def _record(row: tuple[Any, ...]) -> TransferRecord:
@@ -206,6 +242,10 @@ class TransferStore:
                         db.execute(statement)
             if version < 2:
                 db.execute(_SCHEMA_2)
+            if version < 3:
+                for statement in _SCHEMA_3.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextlib.contextmanager
@@ -213,13 +253,21 @@ class TransferStore:
         """One immediate transaction that takes the write lock up front, so two processes sharing
         the file wait for each other instead of failing half-way."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    raise StateDiskFull(
+                        f"the disk holding {self.path} is full: free some space, then receive "
+                        "into the same folder again to resume"
+                    ) from None
                 raise
-            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -256,11 +304,12 @@ class TransferStore:
         with self._write() as db:
             db.execute("DELETE FROM tickets WHERE session_id = ?", (session_id,))
 
-    def get(self, file_id: str) -> TransferRecord | None:
+    def get(self, file_id: str, out_dir: str) -> TransferRecord | None:
+        """The record of `file_id` received into the absolute directory `out_dir`."""
         with self._lock:
             row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM transfers WHERE file_id = ?",  # noqa: S608
-                (file_id,),
+                f"SELECT {_COLUMNS} FROM transfers WHERE file_id = ? AND out_dir = ?",  # noqa: S608
+                (file_id, out_dir),
             ).fetchone()
         return None if row is None else _record(row)
 
@@ -291,8 +340,8 @@ class TransferStore:
             )
         with self._write() as db:
             row = db.execute(
-                f"SELECT {_COLUMNS} FROM transfers WHERE file_id = ?",  # noqa: S608
-                (file_id,),
+                f"SELECT {_COLUMNS} FROM transfers WHERE file_id = ? AND out_dir = ?",  # noqa: S608
+                (file_id, out_dir),
             ).fetchone()
             if row is not None:
                 old = _record(row)
@@ -334,39 +383,42 @@ class TransferStore:
             )
         return record
 
-    def record_chunks(self, file_id: str, bitmap: ChunkBitmap) -> None:
+    def record_chunks(self, file_id: str, out_dir: str, bitmap: ChunkBitmap) -> None:
         """Store which chunks are on disk. Call it only after fsync of the .part file, so the
         state never claims more than the disk holds; batch many chunks per call, as each call
         is one durable commit (an fsync of the WAL)."""
         with self._write() as db:
             row = db.execute(
-                "SELECT chunk_count FROM transfers WHERE file_id = ?", (file_id,)
+                "SELECT chunk_count FROM transfers WHERE file_id = ? AND out_dir = ?",
+                (file_id, out_dir),
             ).fetchone()
             if row is None:
                 raise KeyError(file_id)
             if row[0] != bitmap.count:
                 raise ValueError(f"bitmap has {bitmap.count} chunks, the transfer {row[0]}")
             db.execute(
-                "UPDATE transfers SET bitmap = ?, updated_at = ? WHERE file_id = ?",
-                (bitmap.to_bytes(), time.time(), file_id),
+                "UPDATE transfers SET bitmap = ?, updated_at = ? WHERE file_id = ? AND out_dir = ?",
+                (bitmap.to_bytes(), time.time(), file_id, out_dir),
             )
 
-    def finish(self, file_id: str, status: str) -> None:
+    def finish(self, file_id: str, out_dir: str, status: str) -> None:
         """Mark a transfer done or failed; cleanup() removes it later."""
         if status not in ("done", "failed"):
             raise ValueError(f"a transfer finishes as 'done' or 'failed', not {status!r}")
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE transfers SET status = ?, updated_at = ? WHERE file_id = ?",
-                (status, time.time(), file_id),
+                "UPDATE transfers SET status = ?, updated_at = ? WHERE file_id = ? AND out_dir = ?",
+                (status, time.time(), file_id, out_dir),
             )
             if cursor.rowcount == 0:
                 raise KeyError(file_id)
 
-    def delete(self, file_id: str) -> None:
+    def delete(self, file_id: str, out_dir: str) -> None:
         """Forget a transfer (no error if unknown); its files are left alone."""
         with self._write() as db:
-            db.execute("DELETE FROM transfers WHERE file_id = ?", (file_id,))
+            db.execute(
+                "DELETE FROM transfers WHERE file_id = ? AND out_dir = ?", (file_id, out_dir)
+            )
 
     def resumable(self) -> list[TransferRecord]:
         """Active transfers, most recently updated first."""
@@ -404,18 +456,57 @@ class TransferStore:
                 )
             }
             # Files first: if we die in between, the rows remain and the next cleanup retries.
-            done: list[TransferRecord] = []
-            for record in removed:
-                if record.part not in kept_parts and record.out_dir and _own_part(here, record):
-                    try:
-                        names.remove_part(Path(here), Path(record.part))
-                    except (FileNotFoundError, names.UnsafeName):
-                        pass  # gone already, or not a file of ours: leave it
-                    except OSError:
-                        continue  # cannot remove it now: keep the row, try again next time
-                done.append(record)
-            db.executemany("DELETE FROM transfers WHERE file_id = ?", [(r.file_id,) for r in done])
+            done = [r for r in removed if r.part in kept_parts or _remove_part(r)]
+            db.executemany(
+                "DELETE FROM transfers WHERE file_id = ? AND out_dir = ?",
+                [(r.file_id, r.out_dir) for r in done],
+            )
         return done
+
+    def forget(self, ref: str) -> TransferRecord:
+        """`fileshare transfers --remove REF`: the unfinished transfer whose TransferRecord.ref
+        starts with `ref` goes, with its .part file if that is its own (see cleanup())."""
+        matches = [r for r in self.resumable() if ref and r.ref.startswith(ref.lower())]
+        if len(matches) != 1:
+            found = "no" if not matches else "more than one"
+            raise KeyError(f"{found} unfinished transfer has the ID {ref!r}")
+        record = matches[0]
+        with self._write() as db:
+            if not _remove_part(record):
+                raise StateError(f"cannot remove {record.part} now: the record is kept")
+            db.execute(
+                "DELETE FROM transfers WHERE file_id = ? AND out_dir = ?",
+                (record.file_id, record.out_dir),
+            )
+        return record
+
+    def drop_orphans(self) -> list[TransferRecord]:
+        """Forget unfinished transfers whose .part file is gone (deleted or moved by the user):
+        nothing is left to resume. Returns the rest."""
+        kept: list[TransferRecord] = []
+        orphans: list[tuple[str, str]] = []
+        for record in self.resumable():
+            if os.path.isfile(record.part):
+                kept.append(record)
+            else:
+                orphans.append((record.file_id, record.out_dir))
+        with self._write() as db:
+            db.executemany("DELETE FROM transfers WHERE file_id = ? AND out_dir = ?", orphans)
+        return kept
+
+
+def _remove_part(record: TransferRecord) -> bool:
+    """Unlink the record's .part if it is its own (else leave the path alone); False only if
+    it cannot be removed now (the record must stay, to try again)."""
+    if not record.out_dir or not _own_part(record.out_dir, record):
+        return True
+    try:
+        names.remove_part(Path(record.out_dir), Path(record.part))
+    except (FileNotFoundError, names.UnsafeName):
+        pass  # gone already, or not a file of ours: leave it
+    except OSError:
+        return False
+    return True
 
 
 def _own_part(out_dir: str, record: TransferRecord) -> bool:

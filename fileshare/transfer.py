@@ -24,10 +24,10 @@ from typing import Any, Final, Literal, Protocol
 from aiortc import RTCDataChannel
 from aiortc.exceptions import InvalidStateError
 
-from fileshare import names, protocol
+from fileshare import filemeta, names, protocol
 from fileshare.bitmap import ChunkBitmap
 from fileshare.chunks import CHUNK_SIZE
-from fileshare.peer import Pipe
+from fileshare.peer import Link, Pipe
 from fileshare.protocol import ChunkToSend, FileManifest, Receiver, Sender, TransferError
 from fileshare.state import TransferRecord, TransferStore
 
@@ -69,8 +69,11 @@ def _sha256_file(path: Path, hashed: Hashed | None = None, name: str = "") -> st
     return digest.hexdigest()
 
 
-def _entry(name: str, path: Path | None, size: int, checksum: str, chunk_size: int) -> Source:
+def _entry(
+    name: str, path: Path | None, st: os.stat_result, checksum: str, chunk_size: int
+) -> Source:
     kind: Literal["file", "dir"] = "file" if path is not None else "dir"
+    size = st.st_size if path is not None else 0
     count = protocol.chunk_count(size, chunk_size)
     manifest = FileManifest(
         fileId=protocol.stable_file_id(name, size, checksum),
@@ -80,47 +83,54 @@ def _entry(name: str, path: Path | None, size: int, checksum: str, chunk_size: i
         chunkCount=count,
         checksum=checksum,
         kind=kind,
+        mode=stat.S_IMODE(st.st_mode) & 0o777,  # never setuid, setgid or sticky
+        mtimeMs=max(0, st.st_mtime_ns // 1_000_000),
     )
     return Source(path, manifest)
 
 
 EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
+Skipped = Callable[[Path, str], None]  # told of each entry of a tree that is not sent, and why
+
+
+def _not_sent(st: os.stat_result) -> str:
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link (links are not sent)"
+    return "not a regular file or folder"
 
 
 def collect_sources(
-    paths: list[Path], chunk_size: int = CHUNK_SIZE, hashed: Hashed | None = None
+    paths: list[Path],
+    chunk_size: int = CHUNK_SIZE,
+    hashed: Hashed | None = None,
+    skipped: Skipped | None = None,
 ) -> list[Source]:
-    """Files as named, directories as trees (empty ones too); symlinks are not followed."""
+    """Files as named, directories as trees (empty ones too). A path named on the command line
+    is followed if it is a symlink; inside a tree, symlinks, sockets, FIFOs and devices are
+    never followed or sent, and each is told to `skipped`."""
     sources: list[Source] = []
     for top in paths:
-        st = top.lstat()
+        st = top.stat()
         if stat.S_ISREG(st.st_mode):
             checksum = _sha256_file(top, hashed, top.name)
-            sources.append(_entry(top.name, top, st.st_size, checksum, chunk_size))
+            sources.append(_entry(top.name, top, st, checksum, chunk_size))
         elif stat.S_ISDIR(st.st_mode):
             base = top.resolve().name or "root"
-            sources.append(_entry(base, None, 0, EMPTY_SHA256, chunk_size))
+            sources.append(_entry(base, None, st, EMPTY_SHA256, chunk_size))
             for root, dirs, files in os.walk(top):
-                dirs.sort()
                 rel_root = Path(root).relative_to(top)
-                for d in dirs:
-                    if not (Path(root) / d).is_symlink():
-                        name = (Path(base) / rel_root / d).as_posix()
-                        sources.append(_entry(name, None, 0, EMPTY_SHA256, chunk_size))
-                for fname in sorted(files):
-                    path = Path(root) / fname
-                    fst = path.lstat()
-                    if stat.S_ISREG(fst.st_mode):
-                        name = (Path(base) / rel_root / fname).as_posix()
-                        sources.append(
-                            _entry(
-                                name,
-                                path,
-                                fst.st_size,
-                                _sha256_file(path, hashed, name),
-                                chunk_size,
-                            )
-                        )
+                for entry in sorted([*dirs, *files]):
+                    path = Path(root) / entry
+                    est = path.lstat()
+                    name = (Path(base) / rel_root / entry).as_posix()
+                    if stat.S_ISDIR(est.st_mode):
+                        sources.append(_entry(name, None, est, EMPTY_SHA256, chunk_size))
+                    elif stat.S_ISREG(est.st_mode):
+                        digest = _sha256_file(path, hashed, name)
+                        sources.append(_entry(name, path, est, digest, chunk_size))
+                    elif skipped is not None:
+                        skipped(path, _not_sent(est))
+                dirs[:] = sorted(d for d in dirs if stat.S_ISDIR((Path(root) / d).lstat().st_mode))
         else:
             raise ValueError(f"{top}: not a regular file or directory")
     return sources
@@ -230,8 +240,37 @@ class SendSide:
         self.events.emit("progress", done=done, total=total, files=_file_fields(moving))
 
 
-# Asked once, with the number of entries and bytes, before anything of a transfer is created.
-Approve = Callable[[int, int], Awaitable[None]]
+SHOWN_NAMES: Final = 10  # top-level names in a transfer's summary; the rest are counted
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a transfer holds, as both sides announce it and the receiver is asked about."""
+
+    files: int
+    dirs: int
+    bytes: int
+    names: list[str]  # the first SHOWN_NAMES top-level entries (hostile: a peer's names)
+    more: int  # top-level entries not in `names`
+
+    @classmethod
+    def of(cls, manifests: list[FileManifest] | tuple[FileManifest, ...]) -> Summary:
+        files = sum(m.kind == "file" for m in manifests)
+        tops = [m.name for m in manifests if "/" not in m.name]
+        return cls(
+            files=files,
+            dirs=len(manifests) - files,
+            bytes=sum(m.size for m in manifests),
+            names=tops[:SHOWN_NAMES],
+            more=max(0, len(tops) - SHOWN_NAMES),
+        )
+
+    def counts(self) -> str:
+        return names.counts_text(self.files, self.dirs, self.bytes)
+
+
+# Asked once, with the transfer's summary, before anything of it is created.
+Approve = Callable[[Summary], Awaitable[None]]
 
 
 @dataclass
@@ -273,10 +312,14 @@ class ReceiveSide:
         self.approve = approve
         self.receiver = receiver
         self.store = store
-        self.out_dir = out_dir
+        self.out_dir = Path(os.path.abspath(out_dir))  # state and targets hold absolute paths
+        self.out_key = str(self.out_dir)  # the resume records of this directory
         self.overwrite = overwrite
         self.events = events
-        self.saved: list[Path] = []
+        self.saved: list[Path] = []  # files
+        self.dirs = 0  # folders made
+        self._folders: list[tuple[PurePosixPath, FileManifest]] = []  # their modes come last
+        self.umask = filemeta.current_umask()
         self._open: dict[str, _Open] = {}
         self._finished = False
 
@@ -289,6 +332,9 @@ class ReceiveSide:
     async def run(self, pipe: Pipe) -> None:
         async with _telling_the_peer(pipe):
             await self._run(pipe)
+
+    async def run_link(self, link: Link) -> None:
+        await self.run(link.pipe)
 
     async def _run(self, pipe: Pipe) -> None:
         channel = pipe.channel
@@ -341,6 +387,8 @@ class ReceiveSide:
                     await self._perform(channel, await self._verify(file_id))
                 case protocol.Finished():
                     self._finished = True
+                    for rel, folder in reversed(self._folders):
+                        filemeta.apply_to_directory(self.out_dir, rel, folder, self.umask)
                 case protocol.Write():
                     raise AssertionError("writes come from on_chunk")
 
@@ -350,7 +398,7 @@ class ReceiveSide:
         this entry belongs (names.is_own_state); any other record is forgotten."""
         rel = names.check_relative_path(m.name)
         names.check_fits(self.out_dir, rel)
-        record = self.store.get(m.fileId) if m.kind == "file" else None
+        record = self.store.get(m.fileId, self.out_key) if m.kind == "file" else None
         if record is None:
             return _Plan(m, rel)
         same = (record.size, record.chunk_size, record.chunk_count, record.checksum) == (
@@ -362,12 +410,11 @@ class ReceiveSide:
         if (
             same
             and record.status == "active"
-            and record.out_dir == os.path.abspath(self.out_dir)
             and names.is_own_state(self.out_dir, rel, record.target, record.part)
             and os.path.isfile(record.part)
         ):
             return _Plan(m, rel, record)
-        self.store.delete(m.fileId)
+        self.store.delete(m.fileId, self.out_key)
         return _Plan(m, rel)
 
     async def _admit(
@@ -384,9 +431,18 @@ class ReceiveSide:
             names.ensure_space(self.out_dir, sum(p.needed for p in plans))
         except names.DiskFull as exc:
             raise TransferError("disk_full", str(exc)) from None
-        self.events.emit("manifest", files=len(plans), bytes=total)
+        summary = Summary.of(manifests)
+        self.events.emit(
+            "manifest",
+            files=summary.files,
+            dirs=summary.dirs,
+            bytes=total,
+            names=summary.names,
+            more=summary.more,
+            out=self.out_key,
+        )
         if self.approve is not None:
-            await self.approve(len(plans), total)
+            await self.approve(summary)
         created: list[_Open] = []
         try:
             return [a for plan in plans for a in self._create(plan, created)]
@@ -401,6 +457,8 @@ class ReceiveSide:
         m, rel = plan.manifest, plan.rel
         if m.kind == "dir":
             names.ensure_directory(self.out_dir, rel)
+            self.dirs += 1
+            self._folders.append((rel, m))
             return self.receiver.file_ready(m.fileId, ChunkBitmap(0))
         if plan.record is not None:
             if rel.parent.parts:
@@ -418,7 +476,7 @@ class ReceiveSide:
             m.checksum,
             str(target),
             str(part),
-            os.path.abspath(self.out_dir),
+            self.out_key,
         )
         fd = names.open_part(part)
         item = _Open(m, target, part, fd)
@@ -440,7 +498,7 @@ class ReceiveSide:
                 os.close(item.fd)
             with contextlib.suppress(OSError):
                 item.part.unlink()
-            self.store.delete(item.manifest.fileId)
+            self.store.delete(item.manifest.fileId, self.out_key)
 
     async def _flush_all(self, channel: RTCDataChannel) -> None:
         for file_id in self.receiver.pending():
@@ -449,8 +507,11 @@ class ReceiveSide:
             snapshot = ChunkBitmap.from_bytes(
                 item.manifest.chunkCount, self.receiver.file(file_id).received.to_bytes()
             )
-            await asyncio.to_thread(os.fsync, item.fd)
-            await asyncio.to_thread(self.store.record_chunks, file_id, snapshot)
+            try:
+                await asyncio.to_thread(os.fsync, item.fd)
+            except OSError as exc:
+                raise TransferError("disk", f"cannot write {item.target}: {exc.strerror}") from None
+            await asyncio.to_thread(self.store.record_chunks, file_id, self.out_key, snapshot)
             item.written_since_flush = 0
             await self._perform(channel, self.receiver.on_durable(file_id, count))
         self.events.emit(
@@ -466,16 +527,18 @@ class ReceiveSide:
             return self.receiver.on_verified(file_id)
         item = self._open.pop(file_id)
         await asyncio.to_thread(os.fsync, item.fd)
-        os.close(item.fd)
         digest = await asyncio.to_thread(_sha256_file, item.part)
+        if digest == m.checksum:
+            filemeta.apply(item.fd, m, self.umask)  # the .part stays 0600 until it is whole
+        os.close(item.fd)
         if digest != m.checksum:
-            self.store.finish(file_id, "failed")
+            self.store.finish(file_id, self.out_key, "failed")
             with contextlib.suppress(OSError):
                 item.part.unlink()
             self.events.emit("file_failed", name=m.name, reason="checksum mismatch")
             return self.receiver.on_verified(file_id, "checksum mismatch")
         final = names.finalize(item.part, item.target, self.overwrite)
-        self.store.finish(file_id, "done")
+        self.store.finish(file_id, self.out_key, "done")
         self.saved.append(final)
         self.events.emit("saved", name=m.name, path=str(final), size=m.size)
         return self.receiver.on_verified(file_id)

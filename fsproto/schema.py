@@ -163,6 +163,9 @@ class SessionCreated(_Message, tag="session_created"):
     expiresAt: float
     iceServers: list[IceServer]
     re: int | None = None
+    # How long the server keeps this peer's place after its connection ends without a leave
+    # (an interrupted client may come back within it); 0 from servers that do not say.
+    graceSeconds: float = 0.0
 
 
 class SessionJoined(_Message, tag="session_joined"):
@@ -174,6 +177,7 @@ class SessionJoined(_Message, tag="session_joined"):
     expiresAt: float
     iceServers: list[IceServer]
     re: int | None = None
+    graceSeconds: float = 0.0  # as in SessionCreated
 
 
 class Credentials(_Message, tag="credentials"):

@@ -543,6 +543,7 @@ class SignalingServer:
             expiresAt=now + self.policy.lifetime_seconds,
             iceServers=self._stun_servers(),  # TURN credentials once the peer is there
             re=msg.id,
+            graceSeconds=self.policy.grace_seconds,
         )
         self._send(conn, schema.encode(reply))
 
@@ -629,6 +630,7 @@ class SignalingServer:
             expiresAt=record.lifetime_end(self.policy),
             iceServers=self._ice_servers(conn, record, outcome.peer_id, now),
             re=request_id,
+            graceSeconds=self.policy.grace_seconds,
         )
         self._send(conn, schema.encode(reply))
         notice = schema.PeerJoined(

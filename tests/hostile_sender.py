@@ -41,8 +41,9 @@ def _announce(change: Callable[[list[transfer.Source]], list[transfer.Source]]) 
         paths: list[Path],
         chunk_size: int = chunks.CHUNK_SIZE,
         hashed: transfer.Hashed | None = None,
+        skipped: transfer.Skipped | None = None,
     ) -> list[transfer.Source]:
-        return change(honest_collect(paths, chunk_size, hashed))
+        return change(honest_collect(paths, chunk_size, hashed, skipped))
 
     transfer.collect_sources = collect
     app.collect_sources = collect  # type: ignore[attr-defined]

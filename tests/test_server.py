@@ -111,7 +111,10 @@ async def test_happy_path(server: RunningServer) -> None:
 async def test_reconnect_within_grace(start_server: StartServer) -> None:
     server = await start_server(grace_seconds=30)
     a, b, created, joined = await pair(server.url)
-    await b.close()  # B's link drops
+    # Each peer learns how long its place outlives its connection (an interrupted client says
+    # "run the same command again within 30 seconds").
+    assert created.graceSeconds == joined.graceSeconds == 30
+    await b.close()  # B's link drops (Ctrl-C: no leave)
     left = await a.next_event()
     assert isinstance(left, schema.PeerLeft) and left.peerId == "b" and left.graceSeconds == 30
     with pytest.raises(SignalError) as err:

@@ -33,6 +33,7 @@ from fileshare.state import (
 ROOT = Path(__file__).resolve().parent.parent
 SHA = "ab" * 32
 FID = "0123456789abcdef0123456789abcdef"
+NOWHERE = "/nonexistent"  # begin()'s default output directory
 
 
 def fid(n: int) -> str:
@@ -61,7 +62,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
 def begin(
     store: TransferStore, file_id: str = FID, tmp: Path | None = None, **kw: object
 ) -> TransferRecord:
-    base = tmp or Path("/nonexistent")
+    base = tmp or Path(NOWHERE)
     args: dict[str, Any] = {
         "name": "dir/file.bin",
         "size": 10_000,
@@ -101,7 +102,7 @@ def test_files_are_private(db: Path) -> None:
     try:
         with TransferStore(db) as store:
             begin(store)
-            store.record_chunks(FID, bitmap(10, [1]))
+            store.record_chunks(FID, NOWHERE, bitmap(10, [1]))
             assert stat.S_IMODE(os.stat(db.parent).st_mode) == 0o700
             for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
                 assert path.exists(), path
@@ -122,7 +123,7 @@ def test_wal_and_full_sync_and_schema_version(store: TransferStore, db: Path) ->
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         columns = [row[1] for row in conn.execute("PRAGMA table_info(transfers)")]
     finally:
         conn.close()
@@ -147,9 +148,9 @@ def test_wal_and_full_sync_and_schema_version(store: TransferStore, db: Path) ->
 def test_newer_schema_is_refused(db: Path) -> None:
     TransferStore(db).close()
     conn = sqlite3.connect(db)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("PRAGMA user_version = 4")
     conn.close()
-    with pytest.raises(StateError, match="schema version 3"):
+    with pytest.raises(StateError, match="schema version 4"):
         TransferStore(db)
 
 
@@ -169,10 +170,10 @@ def test_a_version_1_database_gains_out_dir_and_its_files_are_never_cleaned(
         )
     conn.close()
     with TransferStore(db) as store:
-        record = store.get(FID)
+        record = store.get(FID, "")
         assert record is not None and record.out_dir == ""
         removed = store.cleanup(max_age_seconds=1, now=time.time(), out_dir=tmp_path)
-        assert [r.file_id for r in removed] == [FID] and store.get(FID) is None
+        assert [r.file_id for r in removed] == [FID] and store.get(FID, "") is None
     assert part.exists()
 
 
@@ -181,13 +182,13 @@ def test_a_version_1_database_gains_out_dir_and_its_files_are_never_cleaned(
 
 def test_round_trip_through_a_reopened_store(db: Path, tmp_path: Path) -> None:
     with TransferStore(db) as store:
-        assert store.get(FID) is None
+        assert store.get(FID, NOWHERE) is None
         record = begin(store, tmp=tmp_path)
         assert record.status == "active"
         assert record.bitmap == ChunkBitmap(10)
-        store.record_chunks(FID, bitmap(10, [0, 1, 2, 7]))
+        store.record_chunks(FID, str(tmp_path), bitmap(10, [0, 1, 2, 7]))
     with TransferStore(db) as store:
-        got = store.get(FID)
+        got = store.get(FID, str(tmp_path))
         assert got is not None
         assert got.bitmap == bitmap(10, [0, 1, 2, 7])
         assert got.bitmap.held == 4
@@ -200,20 +201,20 @@ def test_round_trip_through_a_reopened_store(db: Path, tmp_path: Path) -> None:
         )
         assert (got.checksum, got.target, got.part) == (SHA, record.target, record.part)
         assert got.updated_at >= record.updated_at
-        store.finish(FID, "done")
+        store.finish(FID, str(tmp_path), "done")
     with TransferStore(db) as store:
-        done = store.get(FID)
+        done = store.get(FID, str(tmp_path))
         assert done is not None
         assert done.status == "done"
         assert done.bitmap == got.bitmap
-        store.delete(FID)
-        assert store.get(FID) is None
-        store.delete(FID)  # unknown: no error
+        store.delete(FID, str(tmp_path))
+        assert store.get(FID, str(tmp_path)) is None
+        store.delete(FID, str(tmp_path))  # unknown: no error
 
 
 def test_resume_returns_the_same_record(store: TransferStore) -> None:
     first = begin(store)
-    store.record_chunks(FID, bitmap(10, [3, 4, 9]))
+    store.record_chunks(FID, NOWHERE, bitmap(10, [3, 4, 9]))
     again = begin(store, target="/elsewhere/x", part="/elsewhere/x.part", name="other")
     assert again.bitmap == bitmap(10, [3, 4, 9])
     # The resumed transfer keeps writing into its own .part, whatever the new call proposed.
@@ -231,19 +232,19 @@ def test_resume_returns_the_same_record(store: TransferStore) -> None:
 )
 def test_changed_manifest_resets(store: TransferStore, change: dict[str, Any]) -> None:
     begin(store)
-    store.record_chunks(FID, bitmap(10, [0, 1]))
+    store.record_chunks(FID, NOWHERE, bitmap(10, [0, 1]))
     fresh = begin(store, target="/new/t", part="/new/t.part", **change)
     assert fresh.bitmap.held == 0
     assert (fresh.target, fresh.part) == ("/new/t", "/new/t.part")
-    stored = store.get(FID)
+    stored = store.get(FID, NOWHERE)
     assert stored == fresh
 
 
 @pytest.mark.parametrize("status", ["done", "failed"])
 def test_begin_after_finish_starts_afresh(store: TransferStore, status: str) -> None:
     begin(store)
-    store.record_chunks(FID, bitmap(10, list(range(10))))
-    store.finish(FID, status)
+    store.record_chunks(FID, NOWHERE, bitmap(10, list(range(10))))
+    store.finish(FID, NOWHERE, status)
     again = begin(store)
     assert again.status == "active"
     assert again.bitmap.held == 0
@@ -261,15 +262,15 @@ def test_invalid_calls(store: TransferStore) -> None:
     with pytest.raises(ValueError, match="bad manifest"):
         begin(store, chunk_size=0)
     with pytest.raises(KeyError):
-        store.record_chunks(FID, ChunkBitmap(10))
+        store.record_chunks(FID, NOWHERE, ChunkBitmap(10))
     with pytest.raises(KeyError):
-        store.finish(FID, "done")
+        store.finish(FID, NOWHERE, "done")
     begin(store)
     with pytest.raises(ValueError, match="11 chunks"):
-        store.record_chunks(FID, ChunkBitmap(11))
+        store.record_chunks(FID, NOWHERE, ChunkBitmap(11))
     with pytest.raises(ValueError, match="'done' or 'failed'"):
-        store.finish(FID, "active")
-    record = store.get(FID)
+        store.finish(FID, NOWHERE, "active")
+    record = store.get(FID, NOWHERE)
     assert record is not None
     assert record.status == "active"
 
@@ -280,7 +281,7 @@ def test_threads_share_one_store(store: TransferStore) -> None:
 
     def work(n: int) -> None:
         for i in range(10):
-            store.record_chunks(fid(n), bitmap(10, list(range(i + 1))))
+            store.record_chunks(fid(n), NOWHERE, bitmap(10, list(range(i + 1))))
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(work, range(8)))
@@ -290,8 +291,8 @@ def test_threads_share_one_store(store: TransferStore) -> None:
 def test_a_million_chunk_bitmap_is_stored_compactly(store: TransferStore, db: Path) -> None:
     begin(store, size=10**6, chunk_size=1, chunk_count=10**6)
     held = ChunkBitmap.from_ranges(10**6, [(0, 600_000)])
-    store.record_chunks(FID, held)
-    got = store.get(FID)
+    store.record_chunks(FID, NOWHERE, held)
+    got = store.get(FID, NOWHERE)
     assert got is not None
     assert got.bitmap == held
 
@@ -310,7 +311,7 @@ CHILD = textwrap.dedent(
     held = ChunkBitmap(1_000_000)
     for i in range(0, 1_000_000, 3):
         held.add(i)
-    store.record_chunks(sys.argv[2], held)
+    store.record_chunks(sys.argv[2], "/", held)
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )
@@ -330,7 +331,7 @@ def test_record_survives_sigkill_right_after_return(db: Path) -> None:
     # Killed before closing: the commit sits in the WAL, never checkpointed into the database.
     assert os.path.getsize(f"{db}-wal") > 0
     with TransferStore(db) as store:
-        record = store.get(FID)
+        record = store.get(FID, "/")
     assert record is not None
     assert record.status == "active"
     assert record.bitmap.held == 333_334
@@ -346,10 +347,10 @@ def test_record_survives_sigkill_right_after_return(db: Path) -> None:
 def test_resumable_is_active_newest_first(store: TransferStore, clock: Iterator[int]) -> None:
     for n in range(4):
         begin(store, file_id=fid(n))
-    store.record_chunks(fid(1), bitmap(10, [5]))
-    store.finish(fid(2), "done")
+    store.record_chunks(fid(1), NOWHERE, bitmap(10, [5]))
+    store.finish(fid(2), NOWHERE, "done")
     assert [r.file_id for r in store.resumable()] == [fid(1), fid(3), fid(0)]
-    store.finish(fid(0), "failed")
+    store.finish(fid(0), NOWHERE, "failed")
     assert [r.file_id for r in store.resumable()] == [fid(1), fid(3)]
 
 
@@ -391,8 +392,8 @@ def test_cleanup_removes_finished_and_stale(
     fresh_part = make_part(out / "dir", "fresh.part")
     start("fresh", fresh_part)  # 1007
     start("newshared", shared_part)  # 1008
-    store.finish(ids["done"], "done")  # 1009
-    store.finish(ids["failed"], "failed")  # 1010
+    store.finish(ids["done"], str(out), "done")  # 1009
+    store.finish(ids["failed"], str(out), "failed")  # 1010
 
     removed = store.cleanup(max_age_seconds=100, now=1107, out_dir=out)  # cutoff 1007
     assert {r.file_id for r in removed} == {ids[k] for k in cases}
@@ -460,7 +461,7 @@ def test_cleanup_treats_every_database_path_as_hostile(tmp_path: Path) -> None:
     with TransferStore(db) as store:
         removed = store.cleanup(max_age_seconds=100, now=time.time(), out_dir=out)
         assert {r.file_id for r in removed} == {fid(0), fid(1), fid(3), fid(4)}
-        assert store.get(fid(2)) is not None  # another directory's: left for a run into it
+        assert store.get(fid(2), str(outside)) is not None  # left for a run into its directory
     for path in precious.values():
         assert path.read_bytes() == b"partial"
 

@@ -357,7 +357,16 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
     """Run `work` from a timer callback, holding a reference until it is done."""
     task = asyncio.ensure_future(work)
     _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
+    task.add_done_callback(_finished)
+
+
+def _finished(task: asyncio.Task[None]) -> None:
+    """A timer's send on a link that closed meanwhile fails (ConnectionError): the transfer
+    notices the closed channel on its own, so the error is retrieved here, not reported as a
+    "Task exception was never retrieved" at exit."""
+    _TASKS.discard(task)
+    if not task.cancelled():
+        task.exception()
 
 
 def _t3_expired(self: Transport) -> None:

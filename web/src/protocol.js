@@ -31,7 +31,8 @@ export class TransferError extends Error {
 
 /**
  * @typedef {{type: "file_manifest", fileId: string, name: string, size: number,
- *   chunkSize: number, chunkCount: number, checksum: string, kind: "file" | "dir"}} FileManifest
+ *   chunkSize: number, chunkCount: number, checksum: string, kind: "file" | "dir",
+ *   mode: number, mtimeMs: number}} FileManifest
  * @typedef {[number, number][]} Ranges
  * @typedef {Record<string, any> & {type: string}} Control
  */
@@ -67,6 +68,8 @@ const SCHEMA = {
     ["chunkCount", int(0, MAX_CHUNKS), undefined],
     ["checksum", matches(HEX64), undefined],
     ["kind", oneOf("file", "dir"), "file"],
+    ["mode", int(0, 0o777), 0],
+    ["mtimeMs", int(0, 2 ** 53 - 1), 0],
   ],
   manifest_ack: [["fileId", matches(HEX32), undefined]],
   resume_request: [
