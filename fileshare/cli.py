@@ -69,6 +69,13 @@ def _stdout_to_devnull() -> None:
     os.close(devnull)
 
 
+class PrintedEvents:
+    """`transfers` without --json prints its own table: no live display (nor Rich's import)."""
+
+    def emit(self, event: str, **fields: Any) -> None:
+        pass
+
+
 def _events(args: argparse.Namespace) -> Events:
     if args.json:
         return JsonEvents()
@@ -267,7 +274,7 @@ def _transfers(args: argparse.Namespace) -> int:
     whose .part file is gone are forgotten here: nothing is left to resume."""
     from fileshare.state import StateError, TransferStore, default_state_path
 
-    events = _events(args)
+    events: Events = JsonEvents() if args.json else PrintedEvents()
     try:
         with TransferStore(default_state_path()) as store:
             if args.remove:

@@ -76,7 +76,7 @@ async def test_progress_lines_and_a_visible_reconnect(lab: Lab, tmp_path: Path) 
         assert any(re.match(r"\s+big\.bin ", line) for line in lines), text[-3000:]
         for line in lines:  # one unit system, and a dash where nothing is known yet
             assert "MB" not in line and "?" not in line, line
-        assert re.search(r"Done: 2 item\(s\), 48\.0 MiB\n", text), text[-3000:]
+        assert re.search(r"Done: 2 files, 48\.0 MiB\n", text), text[-3000:]
         assert "Traceback" not in text
 
 

@@ -174,7 +174,7 @@ async def test_a_hostile_signaling_server_gets_one_line_and_bounded_memory(
         sender = senders[mode]
         text = assert_clean(sender)
         assert sender.proc.returncode == 4, (mode, text)
-        lines = terminal_lines(sender)  # "Sending 1 item(s), 1 B", then the error
+        lines = terminal_lines(sender)  # "Sending 1 file, 1 B", then the error
         assert len(lines) == 2 and lines[1].startswith("fileshare: "), (mode, text[:2000])
         assert says in lines[1], (mode, lines[1][:500])
         assert len(text.encode()) < ERROR_LINE_LIMIT, (mode, len(text.encode()))
