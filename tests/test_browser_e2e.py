@@ -16,6 +16,7 @@ from playwright.async_api import Page
 
 from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
+from netsim.browser_client import FORWARD
 from tests.browser import chromium
 from tests.conftest import require_binary
 from tests.e2e import Client, Lab, sha256, tree
@@ -246,3 +247,48 @@ async def test_reload_during_a_receive_resumes(page: Page, lab: Lab, tmp_path: P
     target = tmp_path / "big.bin"
     await (await info.value).save_as(target)
     assert sha256(target) == sha256(big)
+
+
+@pytest.mark.timeout(300)
+async def test_after_a_signaling_blip_the_page_is_the_same_peer(lab: Lab, tmp_path: Path) -> None:
+    """The page's WebSocket (through a relay that closes it on demand) drops mid-transfer: the
+    page rejoins with its page-load `instance`, so the CLI hears a resume, not a restart. Then
+    the link is cut: the CLI rebuilds it under the same keys (a restarted peer would need a new
+    authentication round, which this page, still in its run, never starts) and only what was
+    missing is sent again."""
+    require_binary("nft")
+    proc = lab.spawn(
+        sys.executable,
+        "-m",
+        "tests.mitm_relay",
+        "--upstream",
+        lab.server.url,
+        "--page-mode",
+        "pass",
+    )
+    assert proc.stdout is not None
+    port = json.loads(proc.stdout.readline())["port"]
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    sender, code = await lab.send(big, extra=("--stall-timeout", "2"))
+    events: list[dict[str, object]] = []
+    async with chromium(lab.namespace, tmp_path) as context:
+        page = await context.new_page()
+        await page.expose_function("fileshareEvent", lambda event: events.append(event))
+        await page.add_init_script(FORWARD)  # the page's events, as the netsim runner reads them
+        await page.goto(f"http://127.0.0.1:{port}/#{code}")
+        await page.wait_for_selector("body[data-state=ready]")
+        await page.click("#receive-button")
+        await page.click("#accept")
+        await page_progress(page, 0.1)
+        # (asked from the page: the relay listens inside the lab's namespace)
+        assert await page.evaluate("fetch('/_blip').then((r) => r.text())") == "1"
+        async with asyncio.timeout(30):
+            while not any(e["event"] == "signaling_restored" for e in events):
+                await asyncio.sleep(0.1)
+        with lab.blocked("meta l4proto udp"):  # the ICE path is gone, signaling is not
+            await asyncio.sleep(4)
+        assert await finished(page, 200) == "done", await page.text_content("#status")
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert len([e for e in sender.events() if e["event"] == "connected"]) >= 2  # rebuilt
+    done = sender.first("done")
+    assert done is not None and done["chunksSent"] < 2 * done["chunks"]
