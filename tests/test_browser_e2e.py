@@ -150,21 +150,21 @@ async def test_one_hundred_mib_each_way(page: Page, lab: Lab, tmp_path: Path) ->
     assert saved == {"big.bin": sha256(big)}
 
 
+def page_relay(lab: Lab, mode: str) -> int:
+    """tests.mitm_relay in `mode` before the lab's server, serving the page too (so the page
+    signals through it); its port."""
+    proc = lab.spawn(
+        sys.executable, "-m", "tests.mitm_relay", "--upstream", lab.server.url, "--page-mode", mode
+    )
+    assert proc.stdout is not None
+    return int(json.loads(proc.stdout.readline())["port"])
+
+
 async def test_a_tampering_relay_fails_both_sides_and_nothing_is_saved(
     lab: Lab, tmp_path: Path
 ) -> None:
     """The relay alters the sealed SDPs; the page is loaded through it, so it signals there."""
-    proc = lab.spawn(
-        sys.executable,
-        "-m",
-        "tests.mitm_relay",
-        "--upstream",
-        lab.server.url,
-        "--page-mode",
-        "tamper-sdp",
-    )
-    assert proc.stdout is not None
-    port = json.loads(proc.stdout.readline())["port"]
+    port = page_relay(lab, "tamper-sdp")
     src = random_file(tmp_path / "secret.bin", 5000)
     sender, code = await lab.send(src, server=f"ws://127.0.0.1:{port}/ws")
     async with chromium(lab.namespace, tmp_path) as context:
@@ -257,17 +257,7 @@ async def test_after_a_signaling_blip_the_page_is_the_same_peer(lab: Lab, tmp_pa
     authentication round, which this page, still in its run, never starts) and only what was
     missing is sent again."""
     require_binary("nft")
-    proc = lab.spawn(
-        sys.executable,
-        "-m",
-        "tests.mitm_relay",
-        "--upstream",
-        lab.server.url,
-        "--page-mode",
-        "pass",
-    )
-    assert proc.stdout is not None
-    port = json.loads(proc.stdout.readline())["port"]
+    port = page_relay(lab, "pass")
     big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
     sender, code = await lab.send(big, extra=("--stall-timeout", "2"))
     events: list[dict[str, object]] = []
