@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import zxingcpp
+from PIL import Image
 from playwright.async_api import Page
 
 from fileshare.transfer import CHUNK_SIZE, FLUSH_BYTES, HIGH_WATER
@@ -282,3 +284,53 @@ async def test_after_a_signaling_blip_the_page_is_the_same_peer(lab: Lab, tmp_pa
     assert len([e for e in sender.events() if e["event"] == "connected"]) >= 2  # rebuilt
     done = sender.first("done")
     assert done is not None and done["chunksSent"] < 2 * done["chunks"]
+
+
+async def test_the_qr_code_is_the_link(page: Page, lab: Lab, tmp_path: Path) -> None:
+    """The QR code the page draws, decoded (zxing-cpp), is the link form of the code shown."""
+    await page.set_input_files("#files", [str(random_file(tmp_path / "a.bin", 10))])
+    await page.wait_for_selector("#share:not([hidden])")
+    code = await page.text_content("#code")
+    shot = tmp_path / "qr.png"
+    await page.locator("#qr").screenshot(path=str(shot))
+    with Image.open(shot) as image:
+        found = zxingcpp.read_barcodes(image)
+    assert [b.text for b in found] == [f"{page_url(lab)}#{code}"]
+    assert await page.text_content("#link") == f"{page_url(lab)}#{code}"
+
+
+async def test_files_dropped_on_the_page_are_sent(page: Page, lab: Lab, tmp_path: Path) -> None:
+    """A drop of two files (a DataTransfer built in the page) is what the CLI receives."""
+    contents = {"first.txt": os.urandom(3000), "second.bin": os.urandom(70_000)}
+    transfer = await page.evaluate_handle(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const [name, bytes] of Object.entries(files)) {
+                dt.items.add(new File([new Uint8Array(bytes)], name));
+            }
+            return dt;
+        }""",
+        {name: list(data) for name, data in contents.items()},
+    )
+    await page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(str(await page.text_content("#code")), out)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert tree(out) == {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+
+
+async def test_a_folder_picked_on_the_page_is_sent(page: Page, lab: Lab, tmp_path: Path) -> None:
+    """The folder picker (a webkitdirectory input) sends the tree with its relative paths."""
+    src = tmp_path / "album"
+    random_file(src / "one.jpg", 5000)
+    random_file(src / "inner" / "two.jpg", 7000)
+    random_file(src / "inner" / "deeper" / "empty", 0)
+    await page.set_input_files("#folder", str(src))
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(str(await page.text_content("#code")), out)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert tree(out / "album") == tree(src)

@@ -94,8 +94,11 @@ async function droppedEntries(dt) {
     }
   };
   for (const item of Array.from(dt.items)) {
+    if (item.kind !== "file") continue; // dropped text or links are not files
     const entry = item.webkitGetAsEntry();
+    const file = entry ? null : item.getAsFile(); // no entry: a file not from the file system
     if (entry) await walk(entry, "");
+    else if (file) out.push({ name: file.name, file });
   }
   return out;
 }
@@ -394,7 +397,7 @@ function main() {
   drop.ondragover = (e) => e.preventDefault();
   drop.ondrop = (e) => {
     e.preventDefault();
-    if (e.dataTransfer) guarded(droppedEntries(e.dataTransfer).then(send));
+    if (e.dataTransfer) guarded(droppedEntries(e.dataTransfer).then((entries) => (entries.length ? send(entries) : undefined)));
   };
   const codeInput = /** @type {HTMLInputElement} */ ($("code-input"));
   $("receive-form").onsubmit = (e) => {
