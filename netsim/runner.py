@@ -201,11 +201,24 @@ class ScenarioRun:
         if not mine or not theirs:
             result.check("connected", False, "a connected event on both sides", "missing")
             return
-        # aioice names only host and relay candidates as local; a browser names its srflx one,
-        # and then its own view is the last word (the CLI's may predate a move to a better pair).
-        local = mine.get("local", "?")
-        seen = local if local in ("srflx", "prflx") else theirs.get("remote", "?")
-        observed = expectations.category(local, mine.get("remote", "?"), seen)
+        if "browser" in sc.clients:
+            # A browser names its local candidate as translated or not (Chromium updates it
+            # from its checks' mapped address), so its own view says it all; the CLI's may
+            # predate the browser's move to a better pair, and sees a browser's host address
+            # (an mDNS name to it) as peer-reflexive.
+            end = sc.sender if sc.sender_client == "browser" else sc.receiver
+            view = mine if sc.sender_client == "browser" else theirs
+            local = view.get("local", "?")
+            # Its host candidate is an mDNS name, so a check from the same LAN teaches it its
+            # own address as peer-reflexive: untranslated, that is a host address.
+            own = self.net.sites[end.site].plan.hosts[end.host]
+            if local == "prflx" and str(view.get("localAddress", "")).rsplit(":", 1)[0] == own:
+                local = "host"
+            observed = expectations.category(local, view.get("remote", "?"), local)
+        else:  # aioice names only host and relay candidates as local: the peer's view says more
+            observed = expectations.category(
+                mine.get("local", "?"), mine.get("remote", "?"), theirs.get("remote", "?")
+            )
         a, b = sc.edges
         result.metrics.update(path=observed)
         result.metrics.update(behaviour_a=a.behaviours, behaviour_b=b.behaviours)

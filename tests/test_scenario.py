@@ -55,9 +55,10 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     lossy = by_name["lossy-long-link"].sites[0].uplink  # a transfer over it must complete
     assert (lossy.rate_kbit, lossy.delay_ms, lossy.loss_percent) == (20000, 40, 1)
     assert sum(s.kind is Kind.THROUGHPUT for s in full) == 5 + 2 * 2 * 3 * 2
-    # The web app against the CLI, both ways, on a direct path, the relay and TURN over TCP/TLS.
+    # The web app against the CLI, both ways: a LAN, a direct path, the relay, TURN over TCP/TLS.
     browsers = {s.name: (s.clients, s.expected_path) for s in default if "browser" in s.clients}
     assert browsers == {
+        "browser-same-lan": (("cli", "browser"), "host"),
         "browser-cone-x-cone": (("browser", "cli"), "srflx"),
         "browser-symmetric-x-symmetric": (("cli", "browser"), "relay"),
         "browser-udp-blocked": (("browser", "cli"), "relay"),

@@ -42,10 +42,14 @@ export async function describePath(pc) {
   const local = pair && stats.get(pair.localCandidateId);
   const remote = pair && stats.get(pair.remoteCandidateId);
   if (!local || !remote) return { local: "unknown", remote: "unknown", protocol: "unknown" };
+  /** @param {any} c */
+  const where = (c) => (c.address ? { [c === local ? "localAddress" : "remoteAddress"]: `${c.address}:${c.port}` } : {});
   return {
     local: String(local.candidateType),
     remote: String(remote.candidateType),
     protocol: String(local.protocol),
+    ...where(local),
+    ...where(remote),
     ...(local.candidateType === "relay" && local.relayProtocol ? { turn: String(local.relayProtocol) } : {}),
   };
 }
