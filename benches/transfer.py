@@ -1,5 +1,7 @@
 """`make bench`: fileshare against a bare aiortc DataChannel and magic-wormhole, in one run,
-on one machine, with CPU-seconds per GiB (sender + receiver, from RUSAGE_CHILDREN).
+on one machine, with CPU-seconds per GiB (sender + receiver, from RUSAGE_CHILDREN); and the web
+app in headless Chromium (netsim/browser_client.py) sending to the CLI and receiving from it,
+beside CLI to CLI, in the same alternating rounds (`--browser-mib`, 0 to leave it out).
 
 Both run as two processes inside one isolated network namespace (only `lo`), through the same
 signaling server, with uvloop. Throughput is payload bytes over the time from the first data to
@@ -26,6 +28,7 @@ from pathlib import Path
 from benches import wormhole
 from benches.links import children_cpu
 from netsim import netns
+from netsim.browser_client import LOOPBACK_FLAGS
 from netsim.processes import SignalProcess, start_signal, stop
 
 MIB = 2**20
@@ -129,14 +132,31 @@ def bare(namespace: str, server: SignalProcess, size: int) -> Run:
     return Run(float(result[-1]["seconds"]), sender_rss.result(), receiver_rss.result())  # type: ignore[arg-type]
 
 
+CLI = ("fileshare",)
+# On `lo` only, as the bench runs: the flags Chromium needs there (see the field notes).
+BROWSER = ("netsim.browser_client", *(f"--chromium-flag={f}" for f in LOOPBACK_FLAGS))
+
+
+def _program(client: tuple[str, ...], command: str) -> list[str]:
+    """`fileshare COMMAND` or the browser runner's `COMMAND --chromium-flag=...`."""
+    return [client[0], command, *client[1:]]
+
+
 def fileshare(
-    namespace: str, server: SignalProcess, source: Path, workdir: Path, *extra: str
+    namespace: str,
+    server: SignalProcess,
+    source: Path,
+    workdir: Path,
+    *extra: str,
+    sender_client: tuple[str, ...] = CLI,
+    receiver_client: tuple[str, ...] = CLI,
 ) -> Run:
+    """From the receiver's `manifest` (the announcement arrived) to its last `saved` (verified
+    and durable; for a browser, verified in the origin-private file system)."""
     env = {"FILESHARE_STATE_DIR": str(workdir / "state")}
     sender = _spawn(
         namespace,
-        "fileshare",
-        "send",
+        *_program(sender_client, "send"),
         "--json",
         "--server",
         server.url,
@@ -155,8 +175,7 @@ def fileshare(
     out = workdir / "out"
     receiver = _spawn(
         namespace,
-        "fileshare",
-        "receive",
+        *_program(receiver_client, "receive"),
         "--json",
         "--server",
         server.url,
@@ -169,7 +188,7 @@ def fileshare(
     events = _events(receiver)
     receiver.wait(900)
     sender.wait(60)
-    started = next(float(e["ts"]) for e in events if e["event"] == "file")  # type: ignore[arg-type]
+    started = next(float(e["ts"]) for e in events if e["event"] == "manifest")  # type: ignore[arg-type]
     ended = max(float(e["ts"]) for e in events if e["event"] == "saved")  # type: ignore[arg-type]
     if receiver.returncode or sender.returncode:
         raise RuntimeError("the fileshare run failed")
@@ -199,6 +218,20 @@ def _line(label: str, run: Run, size: int) -> None:
     )
 
 
+def _browser_table(pairs: dict[str, list[Run]], size: int, repeat: int) -> None:
+    """The browser's runs beside the CLI's: rates, medians of the same alternating rounds."""
+    print(
+        f"web app (headless Chromium) and CLI, {size // MIB} MiB on loopback;"
+        f" median of {repeat} alternating runs"
+    )
+    cli = _median(pairs["CLI -> CLI"]).rate(size)
+    for label, runs in pairs.items():
+        rates = " ".join(f"{r.rate(size):.2f}" for r in runs)
+        median = _median(runs).rate(size)
+        share = median / cli if cli else 0.0
+        print(f"  {label:<16}{median:7.2f} MB/s  ({share:.2f} of CLI -> CLI)  runs: {rates}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=256, help="size of the compared transfer")
@@ -214,6 +247,12 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="alternating runs of each; medians are reported"
     )
+    parser.add_argument(
+        "--browser-mib",
+        type=int,
+        default=64,
+        help="size of the browser/CLI comparison (CLI -> CLI runs again at this size beside it)",
+    )
     args = parser.parse_args()
     size = args.mib * MIB
     sweep: list[tuple[int, Run]] = []
@@ -225,6 +264,17 @@ def main() -> int:
         server = asyncio.run(_server(workdir, namespace))
         try:
             source = _random_file(workdir / "bench.bin", size)
+            small = _random_file(workdir / "browser.bin", args.browser_mib * MIB)
+            pairs: dict[str, list[Run]] = {
+                "CLI -> CLI": [],
+                "browser -> CLI": [],
+                "CLI -> browser": [],
+            }
+            clients = {
+                "CLI -> CLI": (CLI, CLI),
+                "browser -> CLI": (BROWSER, CLI),
+                "CLI -> browser": (CLI, BROWSER),
+            }
             bares, ours_runs, holes = [], [], []
             with wormhole.servers(namespace, "127.0.0.1", workdir) as relay:
                 for i in range(args.repeat):  # alternate, so drift on a shared machine hits all
@@ -234,6 +284,18 @@ def main() -> int:
                     )
                     out = workdir / f"wormhole{i}"
                     holes.append(_with_cpu(partial(magic_wormhole, relay, namespace, source, out)))
+                    for label, (sending, receiving) in clients.items() if args.browser_mib else ():
+                        measure = partial(
+                            fileshare,
+                            namespace,
+                            server,
+                            small,
+                            workdir,
+                            sender_client=sending,
+                            receiver_client=receiving,
+                        )
+                        pairs[label].append(measure())
+            small.unlink()
             base, ours, hole = _median(bares), _median(ours_runs), _median(holes)
             for chunk in (int(c) for c in args.chunk_sizes.split(",") if c):
                 run = fileshare(namespace, server, source, workdir, "--chunk-size", str(chunk))
@@ -265,6 +327,8 @@ def main() -> int:
     if big is not None:
         _line(f"fileshare {args.rss_mib} MiB", big, args.rss_mib * MIB)
         print("  (peak RSS target: under 150 MB per side, whatever the file size)")
+    if args.browser_mib:
+        _browser_table(pairs, args.browser_mib * MIB, args.repeat)
     return 0
 
 

@@ -143,6 +143,27 @@ def _path_transport(result: ScenarioResult) -> str:
     )
 
 
+def _clients(result: ScenarioResult) -> str | None:
+    """The sender's and receiver's client (`browser → cli`), when either is not the CLI."""
+    pair = (_text(result, "client_a"), _text(result, "client_b"))
+    if None in pair or pair == ("cli", "cli"):
+        return None
+    return f"{pair[0]} → {pair[1]}"
+
+
+def peers(result: ScenarioResult) -> str:
+    """The NAT pair, each NAT with the client behind it: `symmetric · browser → full_cone · cli`
+    (the client is named only where one side is not the CLI)."""
+    nats = (_text(result, "nat_a"), _text(result, "nat_b"))
+    clients = (_text(result, "client_a"), _text(result, "client_b"))
+    show = _clients(result) is not None
+    sides = [
+        " · ".join(part for part in (nat, client if show else None) if part)
+        for nat, client in zip(nats, clients, strict=True)
+    ]
+    return " → ".join(sides) if any(sides) else ""
+
+
 def _link(result: ScenarioResult) -> str:
     """The impairment a throughput scenario ran over, as one label."""
     parts = (
@@ -243,6 +264,7 @@ class GridEntry:
     status: Status
     observed: str | None
     expected: str | None
+    clients: str | None = None  # e.g. "browser → cli", when a side is not the CLI
 
     @property
     def mismatch(self) -> bool:
@@ -250,6 +272,8 @@ class GridEntry:
 
     def text(self, labelled: bool) -> str:
         shown = self.observed or self.status.value
+        if self.clients:
+            shown += f" ({self.clients})"
         if self.mismatch:
             shown += f" ✗ (expected {self.expected})"
         return f"{self.scenario}: {shown}" if labelled else shown
@@ -298,7 +322,11 @@ def nat_grid(report: RunReport) -> NatGrid:
             if (behaviour := _text(result, key)) is not None:
                 behaviours[name] = behaviour
         entry = GridEntry(
-            result.name, result.status, _text(result, "path"), _text(result, "expected_path")
+            result.name,
+            result.status,
+            _text(result, "path"),
+            _text(result, "expected_path"),
+            _clients(result),
         )
         cells.setdefault((nat_a, nat_b), []).append(entry)
     return NatGrid(list(rows), list(columns), cells, behaviours)
@@ -314,13 +342,14 @@ def _styled(text: str, status: Status | None = None) -> Text:
 
 def _scenario_table(report: RunReport) -> Table:
     table = Table(header_style="bold")
-    for column in ("scenario", "status", "path", "figures"):
+    for column in ("scenario", "status", "peers", "path", "figures"):
         table.add_column(column)
     table.add_column("time", justify="right")
     for result in report.results:
         table.add_row(
             _styled(result.name),
             _styled(result.status.value, result.status),
+            _styled(peers(result)),
             _styled(_path_transport(result)),
             _styled(figures(result)),
             _duration(result.duration_s),
@@ -396,6 +425,8 @@ def _testcase(suite: ET.Element, result: ScenarioResult) -> None:
     elif result.status is Status.SKIPPED:
         ET.SubElement(case, "skipped", message=_printable(result.error or ""))
     out = [result.description, *(f"{k} = {v}" for k, v in result.metrics.items())]
+    if pair := peers(result):
+        out.insert(1, f"peers = {pair}")
     ET.SubElement(case, "system-out").text = _printable("\n".join(out))
 
 
@@ -440,6 +471,7 @@ def _scenarios_md(report: RunReport) -> list[str]:
             r.name,
             r.kind,
             r.status.value,
+            peers(r),
             _path_transport(r),
             figures(r),
             _duration(r.duration_s),
@@ -447,7 +479,7 @@ def _scenarios_md(report: RunReport) -> list[str]:
         ]
         for r in report.results
     ]
-    headers = ["scenario", "kind", "status", "path", "figures", "time", "checks"]
+    headers = ["scenario", "kind", "status", "peers", "path", "figures", "time", "checks"]
     return ["## Scenarios", "", *_md_table(headers, rows)]
 
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 from netsim import calibration, capture, doctorcheck, expectations, world
 from netsim.lab import Client, Lab, running_servers, sha256
 from netsim.results import ScenarioResult, Status
-from netsim.scenario import FaultKind, Kind, Scenario
+from netsim.scenario import CLIENT_PROGRAMS, FaultKind, Kind, Scenario
 
 MIB: Final = 2**20
 # Peers coturn may relay to: the emulated internet only (it denies documentation ranges).
@@ -60,8 +60,14 @@ def make_payload(directory: Path, scenario: Scenario) -> Payload:
 
 
 def _path_of(client: Client) -> dict[str, Any]:
-    event = client.first("connected")
-    return dict(event["path"]) if event else {}
+    """The pair that carried the first connection: its `connected` event's, or the last `path`
+    event of that connection after it (a browser moves to a better pair once one works)."""
+    events = client.events()
+    first = next((e for e in events if e["event"] == "connected"), None)
+    if first is None:
+        return {}
+    moved = [e for e in events if e["event"] == "path" and e.get("epoch") == first["epoch"]]
+    return dict((moved[-1] if moved else first)["path"])
 
 
 def _connected(client: Client) -> list[dict[str, Any]]:
@@ -105,6 +111,12 @@ class ScenarioRun:
         self.workdir = workdir
         self.result = ScenarioResult(scenario.name, scenario.kind.value, scenario.description)
         self.fault_ended_at: float | None = None  # wall clock, as the clients' event stamps
+        self.result.metrics.update(
+            nat_a=scenario.nat_label(scenario.sender),
+            nat_b=scenario.nat_label(scenario.receiver),
+            client_a=scenario.sender_client,
+            client_b=scenario.receiver_client,
+        )
 
     def _args(self) -> tuple[str, ...]:
         args: tuple[str, ...] = ("--relay-only",) if self.scenario.relay_only else ()
@@ -119,7 +131,14 @@ class ScenarioRun:
         recv_ns = self.net.host(sc.receiver.site, sc.receiver.host)
         out = self.workdir / "received"
         out.mkdir()
-        sender = lab.run("send", *self._args(), str(payload.path), name="send", namespace=send_ns)
+        sender = lab.run(
+            "send",
+            *self._args(),
+            str(payload.path),
+            name="send",
+            namespace=send_ns,
+            program=CLIENT_PROGRAMS[sc.sender_client],
+        )
         code = (await sender.wait_event("code", 60))["code"]
         receiver = lab.run(
             "receive",
@@ -130,6 +149,7 @@ class ScenarioRun:
             state="recv-state",
             env={"FILESHARE_CODE": code},
             namespace=recv_ns,
+            program=CLIENT_PROGRAMS[sc.receiver_client],
         )
         if sc.fault is not None:
             striker = self._striker(receiver)
@@ -181,12 +201,26 @@ class ScenarioRun:
         if not mine or not theirs:
             result.check("connected", False, "a connected event on both sides", "missing")
             return
-        observed = expectations.category(
-            mine.get("local", "?"), mine.get("remote", "?"), theirs.get("remote", "?")
-        )
+        if "browser" in sc.clients:
+            # A browser names its local candidate as translated or not (Chromium updates it
+            # from its checks' mapped address), so its own view says it all; the CLI's may
+            # predate the browser's move to a better pair, and sees a browser's host address
+            # (an mDNS name to it) as peer-reflexive.
+            end = sc.sender if sc.sender_client == "browser" else sc.receiver
+            view = mine if sc.sender_client == "browser" else theirs
+            local = view.get("local", "?")
+            # Its host candidate is an mDNS name, so a check from the same LAN teaches it its
+            # own address as peer-reflexive: untranslated, that is a host address.
+            own = self.net.sites[end.site].plan.hosts[end.host]
+            if local == "prflx" and str(view.get("localAddress", "")).rsplit(":", 1)[0] == own:
+                local = "host"
+            observed = expectations.category(local, view.get("remote", "?"), local)
+        else:  # aioice names only host and relay candidates as local: the peer's view says more
+            observed = expectations.category(
+                mine.get("local", "?"), mine.get("remote", "?"), theirs.get("remote", "?")
+            )
         a, b = sc.edges
         result.metrics.update(path=observed)
-        result.metrics.update(nat_a=sc.nat_label(sc.sender), nat_b=sc.nat_label(sc.receiver))
         result.metrics.update(behaviour_a=a.behaviours, behaviour_b=b.behaviours)
         result.metrics["expected_path"] = sc.expected_path
         result.metrics["pair"] = f"{mine.get('local')}->{mine.get('remote')}"

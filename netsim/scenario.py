@@ -14,9 +14,12 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     expect_path = "srflx"               # default: the grid (netsim.expectations)
     fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, or pause (the receiver)
     full = false                        # true: only in `netsim run --full`
+    sender_client = "browser"           # "cli" (default) or "browser" (netsim/browser_client.py)
+    receiver_client = "cli"
 
     [[grid]]                            # every pair of these NATs, expected paths from the grid
     nats = ["full_cone", "symmetric"]
+    clients = ["browser", "cli"]        # sender's and receiver's (default: both the CLI)
 
     [[doctor]]                          # `fileshare doctor` behind each NAT, checked against it
     nats = ["port_restricted", "udp_blocked"]
@@ -55,6 +58,11 @@ class Kind(enum.Enum):
     THROUGHPUT = "throughput"
     CALIBRATION = "calibration"
     DOCTOR = "doctor"  # `fileshare doctor` on the sender's host: its findings against the NAT
+
+
+# Which program a peer runs, through the client adapter (netsim/lab.py): the CLI, or the web
+# app in headless Chromium (netsim/browser_client.py), which prints the same JSON events.
+CLIENT_PROGRAMS: Final = {"cli": ("fileshare",), "browser": ("netsim.browser_client",)}
 
 
 class FaultKind(enum.Enum):
@@ -103,6 +111,8 @@ class Scenario:
     full: bool = False
     timeout_s: float = 180.0
     link_rate_mbit: float | None = None  # throughput: the bottleneck the goodput is compared to
+    sender_client: str = "cli"  # a key of CLIENT_PROGRAMS
+    receiver_client: str = "cli"
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -119,6 +129,18 @@ class Scenario:
             raise ValueError(f"{self.name}: expect_path is one of {expectations.PATHS}")
         if not 0 < self.file_mib <= 4096:
             raise ValueError(f"{self.name}: file_mib 0 to 4096")
+        for client in self.clients:
+            if client not in CLIENT_PROGRAMS:
+                raise ValueError(f"{self.name}: a client is one of {sorted(CLIENT_PROGRAMS)}")
+        if "browser" in self.clients and (self.relay_only or self.fault is not None):
+            # The page has no relay-only switch and no stall timeout to widen for a pause; a
+            # browser's part in faults is covered by tests/test_browser_e2e.py.
+            raise ValueError(f"{self.name}: a browser peer takes no relay_only and no fault")
+
+    @property
+    def clients(self) -> tuple[str, str]:
+        """The sender's and the receiver's client."""
+        return self.sender_client, self.receiver_client
 
     @property
     def expected_path(self) -> str:
@@ -248,6 +270,8 @@ _SCENARIO_KEYS: Final = {
     "fault",
     "full",
     "timeout_s",
+    "sender_client",
+    "receiver_client",
 }
 
 
@@ -286,6 +310,8 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
             ),
             full=data.get("full", False),
             timeout_s=float(data.get("timeout_s", 180.0)),
+            sender_client=data.get("sender_client", "cli"),
+            receiver_client=data.get("receiver_client", "cli"),
         )
     except KeyError as exc:
         raise ValueError(f"{where}: missing {exc.args[0]!r}") from None
@@ -298,18 +324,27 @@ def _a_to_b(a: SiteSpec, b: SiteSpec, **settings: Any) -> Scenario:
     return Scenario(sites=(a, b), sender=Endpoint(a.name), receiver=Endpoint(b.name), **settings)
 
 
-def grid(nats: Iterable[str], full: bool = False, file_mib: float = 1.0) -> list[Scenario]:
-    """Every unordered pair of these NATs (presets or behaviours), one site each."""
+def grid(
+    nats: Iterable[str],
+    full: bool = False,
+    file_mib: float = 1.0,
+    clients: tuple[str, str] = ("cli", "cli"),
+) -> list[Scenario]:
+    """Every unordered pair of these NATs (presets or behaviours), one site each; `clients`
+    (sender's, receiver's) other than the CLI's name the scenarios after them too."""
     profiles = [_nat(n, "grid") for n in nats]
+    prefix = "grid-" if clients == ("cli", "cli") else f"grid-{clients[0]}-{clients[1]}-"
     return [
         _a_to_b(
             SiteSpec("a", a),
             SiteSpec("b", b),
-            name=f"grid-{nat.resolve(a).name}-x-{nat.resolve(b).name}",
+            name=f"{prefix}{nat.resolve(a).name}-x-{nat.resolve(b).name}",
             kind=Kind.PATH,
             description=f"{nat.resolve(a).name} x {nat.resolve(b).name}",
             file_mib=file_mib,
             full=full,
+            sender_client=clients[0],
+            receiver_client=clients[1],
         )
         for a, b in itertools.combinations_with_replacement(profiles, 2)
     ]
@@ -410,7 +445,14 @@ def parse(data: Mapping[str, Any]) -> Suite:
         raise ValueError(f"unknown sections {sorted(unknown)}")
     found = [scenario(s) for s in data.get("scenario", ())]
     for g in data.get("grid", ()):
-        found += grid(g["nats"], g.get("full", False), float(g.get("file_mib", 1.0)))
+        unknown = set(g) - {"nats", "full", "file_mib", "clients"}
+        if unknown:
+            raise ValueError(f"grid: unknown settings {sorted(unknown)}")
+        clients = g.get("clients", ("cli", "cli"))
+        if len(clients) != 2:
+            raise ValueError("grid: clients is [sender's, receiver's]")
+        pair = (str(clients[0]), str(clients[1]))
+        found += grid(g["nats"], g.get("full", False), float(g.get("file_mib", 1.0)), pair)
     for t in data.get("throughput", ()):
         found += _throughput(t).scenarios()
     for d in data.get("doctor", ()):

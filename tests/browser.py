@@ -11,20 +11,12 @@ import contextlib
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
 
 from playwright.async_api import BrowserContext, async_playwright
 
 from netsim import netns
+from netsim.browser_client import CHROMIUM, LOOPBACK_FLAGS
 from tests.conftest import require_binary, require_webapp
-
-CHROMIUM: Final = "/usr/bin/chromium"
-# On `lo` (the lab's only link) Chromium hides host addresses behind mDNS names and refuses
-# loopback pairs unless told otherwise (see the field notes); both are test-bed facts only.
-LOOPBACK_FLAGS: Final = (
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection",
-)
 
 
 def _wrapper(namespace: str, workdir: Path) -> Path:

@@ -18,7 +18,9 @@ A client connects to /ws/MODE; one relay serves every mode, so cases can run sid
   whose fields have the wrong types, a valid message of another type (pong), or a 32 MiB frame
   (compressible, so also a deflate bomb);
 - huge-text: that reply becomes an `error` whose message is 100,000 characters of escapes
-  (160 kB: under the client's frame limit, so it must be shown cut short).
+  (160 kB: under the client's frame limit, so it must be shown cut short);
+- pass: nothing is changed; with GET /_blip, every client connection open then is closed (a
+  signaling blip: the client connects again, the relay serves it anew).
 
 With --page-mode MODE, /ws is relayed in that mode and every other GET is fetched from the
 upstream server as is, so a browser that loads the web app from the relay signals through it
@@ -53,6 +55,7 @@ MODES = (
     "frame-wrong-reply",
     "frame-oversized",
     "huge-text",
+    "pass",
 )
 # A SPAKE2 message for side A that is not a point on the curve (spake2 raises NotOnCurve).
 NOT_ON_CURVE = bytes.fromhex("42388cc390cdce2745d9dc2927044c13bb5b4962cd334667125df390fac7c5d3d3")
@@ -134,6 +137,12 @@ async def main() -> None:
     parser.add_argument("--page-mode", choices=MODES)
     args = parser.parse_args()
     http = ClientSession()
+    clients: set[web.WebSocketResponse] = set()
+
+    async def blip(request: web.Request) -> web.Response:
+        for client in list(clients):
+            await client.close()
+        return web.Response(text=str(len(clients)))
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
         mode = request.match_info.get("mode", args.page_mode)
@@ -141,6 +150,7 @@ async def main() -> None:
             raise web.HTTPNotFound()
         client = web.WebSocketResponse()
         await client.prepare(request)
+        clients.add(client)
         async with http.ws_connect(args.upstream) as server:
 
             async def down() -> None:
@@ -160,6 +170,7 @@ async def main() -> None:
                     else:
                         await server.send_bytes(msg.data)
             task.cancel()
+        clients.discard(client)
         return client
 
     async def page(request: web.Request) -> web.Response:
@@ -171,6 +182,7 @@ async def main() -> None:
 
     app = web.Application()
     app.router.add_get("/ws/{mode}", handle)
+    app.router.add_get("/_blip", blip)
     if args.page_mode:  # the web app's own /ws, with the mode given at start
         app.router.add_get("/ws", handle)
         app.router.add_get("/{path:.*}", page)

@@ -12,11 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import zxingcpp
+from PIL import Image
 from playwright.async_api import Page
 
 from fileshare.chunks import CHUNK_SIZE
 from fileshare.transfer import FLUSH_BYTES, HIGH_WATER
 from fileshare.wordlist import WORDS
+from netsim.browser_client import FORWARD
 from tests.browser import chromium
 from tests.conftest import require_binary
 from tests.e2e import Client, Lab, sha256, tree
@@ -150,21 +153,21 @@ async def test_one_hundred_mib_each_way(page: Page, lab: Lab, tmp_path: Path) ->
     assert saved == {"big.bin": sha256(big)}
 
 
+def page_relay(lab: Lab, mode: str) -> int:
+    """tests.mitm_relay in `mode` before the lab's server, serving the page too (so the page
+    signals through it); its port."""
+    proc = lab.spawn(
+        sys.executable, "-m", "tests.mitm_relay", "--upstream", lab.server.url, "--page-mode", mode
+    )
+    assert proc.stdout is not None
+    return int(json.loads(proc.stdout.readline())["port"])
+
+
 async def test_a_tampering_relay_fails_both_sides_and_nothing_is_saved(
     lab: Lab, tmp_path: Path
 ) -> None:
     """The relay alters the sealed SDPs; the page is loaded through it, so it signals there."""
-    proc = lab.spawn(
-        sys.executable,
-        "-m",
-        "tests.mitm_relay",
-        "--upstream",
-        lab.server.url,
-        "--page-mode",
-        "tamper-sdp",
-    )
-    assert proc.stdout is not None
-    port = json.loads(proc.stdout.readline())["port"]
+    port = page_relay(lab, "tamper-sdp")
     src = random_file(tmp_path / "secret.bin", 5000)
     sender, code = await lab.send(src, server=f"ws://127.0.0.1:{port}/ws")
     async with chromium(lab.namespace, tmp_path) as context:
@@ -247,3 +250,88 @@ async def test_reload_during_a_receive_resumes(page: Page, lab: Lab, tmp_path: P
     target = tmp_path / "big.bin"
     await (await info.value).save_as(target)
     assert sha256(target) == sha256(big)
+
+
+@pytest.mark.timeout(300)
+async def test_after_a_signaling_blip_the_page_is_the_same_peer(lab: Lab, tmp_path: Path) -> None:
+    """The page's WebSocket (through a relay that closes it on demand) drops mid-transfer: the
+    page rejoins with its page-load `instance`, so the CLI hears a resume, not a restart. Then
+    the link is cut: the CLI rebuilds it under the same keys (a restarted peer would need a new
+    authentication round, which this page, still in its run, never starts) and only what was
+    missing is sent again."""
+    require_binary("nft")
+    port = page_relay(lab, "pass")
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    sender, code = await lab.send(big, extra=("--stall-timeout", "2"))
+    events: list[dict[str, object]] = []
+    async with chromium(lab.namespace, tmp_path) as context:
+        page = await context.new_page()
+        await page.expose_function("fileshareEvent", lambda event: events.append(event))
+        await page.add_init_script(FORWARD)  # the page's events, as the netsim runner reads them
+        await page.goto(f"http://127.0.0.1:{port}/#{code}")
+        await page.wait_for_selector("body[data-state=ready]")
+        await page.click("#receive-button")
+        await page.click("#accept")
+        await page_progress(page, 0.1)
+        # (asked from the page: the relay listens inside the lab's namespace)
+        assert await page.evaluate("fetch('/_blip').then((r) => r.text())") == "1"
+        async with asyncio.timeout(30):
+            while not any(e["event"] == "signaling_restored" for e in events):
+                await asyncio.sleep(0.1)
+        with lab.blocked("meta l4proto udp"):  # the ICE path is gone, signaling is not
+            await asyncio.sleep(4)
+        assert await finished(page, 200) == "done", await page.text_content("#status")
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert len([e for e in sender.events() if e["event"] == "connected"]) >= 2  # rebuilt
+    done = sender.first("done")
+    assert done is not None and done["chunksSent"] < 2 * done["chunks"]
+
+
+async def test_the_qr_code_is_the_link(page: Page, lab: Lab, tmp_path: Path) -> None:
+    """The QR code the page draws, decoded (zxing-cpp), is the link form of the code shown."""
+    await page.set_input_files("#files", [str(random_file(tmp_path / "a.bin", 10))])
+    await page.wait_for_selector("#share:not([hidden])")
+    code = await page.text_content("#code")
+    shot = tmp_path / "qr.png"
+    await page.locator("#qr").screenshot(path=str(shot))
+    with Image.open(shot) as image:
+        found = zxingcpp.read_barcodes(image)
+    assert [b.text for b in found] == [f"{page_url(lab)}#{code}"]
+    assert await page.text_content("#link") == f"{page_url(lab)}#{code}"
+
+
+async def test_files_dropped_on_the_page_are_sent(page: Page, lab: Lab, tmp_path: Path) -> None:
+    """A drop of two files (a DataTransfer built in the page) is what the CLI receives."""
+    contents = {"first.txt": os.urandom(3000), "second.bin": os.urandom(70_000)}
+    transfer = await page.evaluate_handle(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const [name, bytes] of Object.entries(files)) {
+                dt.items.add(new File([new Uint8Array(bytes)], name));
+            }
+            return dt;
+        }""",
+        {name: list(data) for name, data in contents.items()},
+    )
+    await page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(str(await page.text_content("#code")), out)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert tree(out) == {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+
+
+async def test_a_folder_picked_on_the_page_is_sent(page: Page, lab: Lab, tmp_path: Path) -> None:
+    """The folder picker (a webkitdirectory input) sends the tree with its relative paths."""
+    src = tmp_path / "album"
+    random_file(src / "one.jpg", 5000)
+    random_file(src / "inner" / "two.jpg", 7000)
+    random_file(src / "inner" / "deeper" / "empty", 0)
+    await page.set_input_files("#folder", str(src))
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(str(await page.text_content("#code")), out)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert tree(out / "album") == tree(src)

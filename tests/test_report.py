@@ -184,6 +184,27 @@ def test_terminal_table(with_throughput: RunReport) -> None:
     assert "FAILED: 12 scenarios (8 passed, 1 failed, 2 error, 1 skipped) in 2 min 05 s" in text
 
 
+def test_the_client_pair_beside_the_nat_pair(tmp_path: Path) -> None:
+    """Each report names the clients where a side is not the CLI: the table, the grid's cell,
+    JUnit's output and the JSON metrics."""
+    browser = path_result("symmetric", "symmetric", "relay", "relay")
+    browser.metrics.update(client_a="cli", client_b="browser")
+    cli = path_result("full_cone", "full_cone", "srflx", "srflx")
+    cli.metrics.update(client_a="cli", client_b="cli")
+    run = make_report([browser, cli])
+    assert report.peers(browser) == "symmetric · cli → symmetric · browser"
+    assert report.peers(cli) == "full_cone → full_cone"
+    text = rendered(run)
+    assert "symmetric · cli → symmetric · browser" in text
+    assert "relay (cli → browser)" in text  # the grid's cell
+    written = report.write_all(run, tmp_path)
+    assert "| symmetric · cli → symmetric · browser |" in written["markdown"].read_text("utf-8")
+    junit = written["junit"].read_text("utf-8")
+    assert "peers = symmetric · cli → symmetric · browser" in junit
+    loaded = json.loads(written["json"].read_text("utf-8"))
+    assert loaded["results"][0]["metrics"]["client_b"] == "browser"
+
+
 def test_terminal_header_with_netem_and_all_passed() -> None:
     text = rendered(make_report([path_result("a", "b", "srflx", "srflx")], mechanism=NETEM))
     assert "links: netem" in text
@@ -431,7 +452,7 @@ def test_hostile_markdown(hostile: RunReport) -> None:
     assert "✗ c\\|\\<x\\>: expected a \\& b, observed \\<none\\>" in text
     assert "| n\\|a | relay ✗ (expected srflx) |" in text
     (row,) = [line for line in text.splitlines() if line.startswith("| a\\|b")]
-    assert row.replace("\\|", "").count("|") == 8  # seven cells, as in the header
+    assert row.replace("\\|", "").count("|") == 9  # eight cells, as in the header
 
 
 def test_hostile_terminal(hostile: RunReport) -> None:

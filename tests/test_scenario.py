@@ -40,7 +40,7 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     assert long_cut is not None and long_cut.kind is FaultKind.CUT and long_cut.seconds > 30
     full = suite.select(full=True)
     assert len(full) > len(default)
-    grid = [s for s in full if s.name.startswith("grid-")]
+    grid = [s for s in full if s.name.startswith("grid-") and s.clients == ("cli", "cli")]
     assert len(grid) == 66  # 9 mapping x filtering, open, UDP blocked: unordered pairs
     assert {s.sites[0].router.name for s in grid} == {
         *(nat.Nat(m, f).name for m, f in itertools.product(nat.Mapping, nat.Filtering)),
@@ -55,6 +55,18 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     lossy = by_name["lossy-long-link"].sites[0].uplink  # a transfer over it must complete
     assert (lossy.rate_kbit, lossy.delay_ms, lossy.loss_percent) == (20000, 40, 1)
     assert sum(s.kind is Kind.THROUGHPUT for s in full) == 5 + 2 * 2 * 3 * 2
+    # The web app against the CLI, both ways: a LAN, a direct path, the relay, TURN over TCP/TLS.
+    browsers = {s.name: (s.clients, s.expected_path) for s in default if "browser" in s.clients}
+    assert browsers == {
+        "browser-same-lan": (("cli", "browser"), "host"),
+        "browser-cone-x-cone": (("browser", "cli"), "srflx"),
+        "browser-symmetric-x-symmetric": (("cli", "browser"), "relay"),
+        "browser-udp-blocked": (("browser", "cli"), "relay"),
+    }
+    assert all(s.file_mib <= 1 for s in default if "browser" in s.clients)
+    with_browsers = [s for s in full if s.name.startswith("grid-") and "browser" in s.clients]
+    assert {s.clients for s in with_browsers} == {("browser", "cli"), ("cli", "browser")}
+    assert len(with_browsers) == 2 * 28  # the 7 presets' unordered pairs, each way
 
 
 def test_select_by_prefix_and_unknown_names() -> None:
@@ -256,6 +268,17 @@ sites = [
         ('[[scenario]]\nname = "x"\nsites = [{ name = "../a", hosts = 2 }]', "site name"),
         ("[[grid]]\nnats = ['open', 'open']\n[[grid]]\nnats = ['open']", "used twice"),
         ("[mystery]\nx = 1", "unknown sections"),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\nsender_client = "ie6"',
+            "a client is one of",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'receiver_client = "browser"\nrelay_only = true',
+            "a browser peer takes no relay_only",
+        ),
+        ("[[grid]]\nnats = ['open']\nclients = ['browser']", "clients is"),
+        ("[[grid]]\nnats = ['open']\nbrowsers = true", "unknown settings"),
         ("[[throughput]]\nrates_mbit = [1]\nrtt_ms = [1]\npaths = ['carrier-pigeon']", "path"),
     ],
 )

@@ -6,6 +6,7 @@ import { encode as qrEncode } from "uqr";
 import { toHex, utf8 } from "./bytes.js";
 import { codeSecret, codeText, newCode, parseCode } from "./code.js";
 import { AuthenticationFailed } from "./crypto.js";
+import { describePath, followPath, progressReporter, report } from "./events.js";
 import { iceServers, Peer } from "./link.js";
 import { encode, makeManifest, Receiver, Sender } from "./protocol.js";
 import { Signal } from "./signal.js";
@@ -43,8 +44,10 @@ function showFailure(exc) {
     exc instanceof AuthenticationFailed
       ? "Authentication failed: wrong code, or someone tampered with the connection."
       : String(exc instanceof Error ? exc.message : exc);
-  document.body.dataset.error = exc instanceof AuthenticationFailed ? "authentication_failed" : String(/** @type {any} */ (exc)?.code ?? "error");
+  const code = exc instanceof AuthenticationFailed ? "authentication_failed" : String(/** @type {any} */ (exc)?.code ?? "error");
+  document.body.dataset.error = code;
   setState("failed", message);
+  report("error", { code: code.slice(0, 64), message });
 }
 
 /** Progress with rate and time left. @param {number} done @param {number} total @param {number} since */
@@ -61,6 +64,7 @@ function showProgress(done, total, since) {
 
 /** @param {string} words */
 function showWords(words) {
+  report("sas", { words });
   $("sas").textContent = words;
   $("sas-box").hidden = false;
 }
@@ -90,8 +94,11 @@ async function droppedEntries(dt) {
     }
   };
   for (const item of Array.from(dt.items)) {
+    if (item.kind !== "file") continue; // dropped text or links are not files
     const entry = item.webkitGetAsEntry();
+    const file = entry ? null : item.getAsFile(); // no entry: a file not from the file system
     if (entry) await walk(entry, "");
+    else if (file) out.push({ name: file.name, file });
   }
   return out;
 }
@@ -136,6 +143,7 @@ async function send(entries) {
     files.push(/** @type {File} */ (e.file));
   }
   const total = manifests.reduce((n, m) => n + m.size, 0);
+  report("prepared", { files: manifests.length, bytes: total });
   const signal = await Signal.connect();
   try {
     const created = await signal.request({ type: "create_session", access: "code" });
@@ -144,6 +152,7 @@ async function send(entries) {
     $("code").textContent = codeText(code);
     $("link").textContent = link;
     drawQr(link);
+    report("code", { code: codeText(code), link });
     $("share").hidden = false;
     setState("waiting", `Waiting for the receiver: ${entries.length} item(s), ${humanSize(total)}`);
     await signal.until(() => signal.peerPresent, null);
@@ -154,11 +163,18 @@ async function send(entries) {
     await peer.refreshServers();
     const sender = new Sender(manifests, (id) => keys.fileKey("sender", id));
     const since = Date.now();
+    const progress = progressReporter();
     await epochs(peer, async (channel) => {
       setState("sending", "Sending…");
-      await runSend(channel, sender, files, () => showProgress(sender.bytesAcked, total, since));
+      await runSend(channel, sender, files, () => {
+        showProgress(sender.bytesAcked, total, since);
+        progress(sender.bytesAcked, total);
+      });
     });
     showProgress(total, total, since);
+    progress(total, total);
+    const chunks = manifests.reduce((n, m) => n + m.chunkCount, 0);
+    report("done", { files: manifests.length, bytes: total, chunks, chunksSent: sender.chunksSent });
     setState("done", `Sent ${entries.length} item(s), ${humanSize(total)}.`);
   } catch (exc) {
     await signal.abort(exc);
@@ -261,6 +277,7 @@ async function receive(input) {
     const receiver = new Receiver((id) => keys.fileKey("sender", id));
     let since = Date.now();
     const approve = async (/** @type {any} */ manifests, /** @type {number} */ total) => {
+      report("manifest", { files: manifests.length, bytes: total }); // announced, as the CLI's
       const digest = announcementDigest(manifests);
       if (place.accepted !== digest) {
         await askToAccept(manifests, total); // after a reload, accepted once is enough
@@ -274,6 +291,7 @@ async function receive(input) {
       const m = receiver.file(fileId).manifest;
       if (m.kind === "dir") return;
       const item = el("li", {}, `${m.name} `);
+      report(ok ? "saved" : "file_failed", ok ? { name: m.name, fileId, size: m.size } : { name: m.name, reason: "checksum mismatch" });
       if (ok) {
         const button = el("button", { type: "button", "data-file-id": fileId }, "Save");
         button.onclick = () => saveFile(store, fileId, m.name);
@@ -288,15 +306,18 @@ async function receive(input) {
       signal.until(() => signal.has("offer"), null).then(() => {
         throw new LinkLost("the sender reconnected");
       });
+    const progress = progressReporter();
     await epochs(peer, async (channel) => {
-      const work = runReceive(channel, receiver, store, approve, onFile, () =>
-        showProgress(receiver.bytesReceived, receiver.totalBytes, since),
-      );
+      const work = runReceive(channel, receiver, store, approve, onFile, () => {
+        showProgress(receiver.bytesReceived, receiver.totalBytes, since);
+        progress(receiver.bytesReceived, receiver.totalBytes);
+      });
       work.catch(() => undefined); // when the new offer wins, the old link's failure is moot
       await Promise.race([work, newOffer()]);
       await drained(channel);
     });
     const failed = receiver.failed.length;
+    report("done", { files: receiver.fileCount, bytes: receiver.bytesReceived, failed });
     setState(failed ? "failed" : "done", failed ? `${failed} file(s) did not arrive intact.` : `Received ${receiver.fileCount} item(s), ${humanSize(receiver.totalBytes)}: verified.`);
   } catch (exc) {
     await signal.abort(exc);
@@ -312,13 +333,17 @@ async function receive(input) {
  * @param {Peer} peer @param {(channel: RTCDataChannel) => Promise<void>} run */
 async function epochs(peer, run) {
   for (let attempt = 0; ; attempt++) {
-    const { pc, channel } = await peer.connect();
+    const { pc, channel, epoch } = await peer.connect();
+    const at = Date.now();
+    describePath(pc).then((path) => report("connected", { epoch, path }, at)); // never delays the run
+    followPath(pc, epoch);
     try {
       await run(channel);
       return;
     } catch (exc) {
       if (!(exc instanceof LinkLost) || attempt >= RECONNECTS) throw exc;
       setState("reconnecting", `Reconnecting: ${exc.message}`);
+      report("reconnecting", { reason: exc.message, attempt: attempt + 1 });
     } finally {
       pc.close();
     }
@@ -372,7 +397,7 @@ function main() {
   drop.ondragover = (e) => e.preventDefault();
   drop.ondrop = (e) => {
     e.preventDefault();
-    if (e.dataTransfer) guarded(droppedEntries(e.dataTransfer).then(send));
+    if (e.dataTransfer) guarded(droppedEntries(e.dataTransfer).then((entries) => (entries.length ? send(entries) : undefined)));
   };
   const codeInput = /** @type {HTMLInputElement} */ ($("code-input"));
   $("receive-form").onsubmit = (e) => {

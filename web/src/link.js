@@ -14,6 +14,20 @@ import {
 
 export const CHANNEL_LABEL = "fileshare";
 const CONFIRM_GRACE_MS = 5_000;
+// What the peer may send before our transfer loop listens (its first messages race our key
+// confirmation on the signaling server): kept, not lost; a peer that sends more is cut off.
+const EARLY_MESSAGES = 1024;
+/** @type {WeakMap<RTCDataChannel, MessageEvent[]>} */
+const early = new WeakMap();
+
+/** Hand `channel`'s messages to `handler`, those that came before it first.
+ * @param {RTCDataChannel} channel @param {(event: MessageEvent) => void} handler */
+export function listen(channel, handler) {
+  channel.onmessage = handler;
+  const kept = early.get(channel) ?? [];
+  early.delete(channel);
+  for (const event of kept) handler(event);
+}
 
 /** @typedef {import("./crypto.js").Role} Role
  * @typedef {import("./crypto.js").SessionKeys} SessionKeys
@@ -108,6 +122,9 @@ export class Peer {
     const opened = (/** @type {RTCDataChannel} */ ch) => {
       channel = ch;
       channel.binaryType = "arraybuffer";
+      const kept = /** @type {MessageEvent[]} */ ([]);
+      early.set(ch, kept);
+      ch.onmessage = (e) => (kept.length < EARLY_MESSAGES ? kept.push(e) : ch.close());
       const mark = () => ((open = true), signal.notify());
       if (ch.readyState === "open") mark();
       else ch.addEventListener("open", mark, { once: true });

@@ -2,11 +2,30 @@
 // other peer's messages stashed by kind, as fileshare/peer.py's Inbox does, so a transfer can
 // notice the peer leaving or aborting while it is busy with the data channel.
 
+import { toHex } from "./bytes.js";
 import { AuthenticationFailed } from "./crypto.js";
+import { report } from "./events.js";
 
 export const SCHEMA_VERSION = 1;
 const REQUEST_TIMEOUT_MS = 10_000;
 const MAX_STASHED = 64; // per kind: a flooding server cannot make us hold more
+// This page load's nonce (schema: `instance`): our rejoin after a signaling blip tells the peer
+// "same page, same transfer" (peer_joined.resumed), so it keeps the data channel; a reload is a
+// new page load, so a new nonce: the peer hears a restart.
+export const INSTANCE = toHex(crypto.getRandomValues(new Uint8Array(16)));
+const JOINS = new Set(["create_session", "join_session", "rejoin_session"]);
+// A lost signaling connection is retried with jittered exponential backoff (as the CLI's
+// fileshare/reconnect.py), until this long after it dropped.
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 15_000;
+export const GIVE_UP_MS = 120_000;
+
+/** The wait before retry number `attempt` (0, 1, ...): up to a capped exponential bound.
+ * @param {number} attempt @param {() => number} [random] */
+export function retryDelay(attempt, random = Math.random) {
+  const bound = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt);
+  return attempt === 0 ? random() * bound : bound / 2 + (random() * bound) / 2;
+}
 
 export class SignalError extends Error {
   /** @param {string} code @param {string} message */
@@ -38,9 +57,18 @@ function abortReason(payload) {
 }
 
 export class Signal {
-  /** @param {WebSocket} ws */
-  constructor(ws) {
+  /** @param {WebSocket} ws @param {string} url */
+  constructor(ws, url) {
     this.ws = ws;
+    this.url = url;
+    /** Our place in the session, to take back after a blip. @type {{sessionId: string,
+     * peerId: string, reconnectKey: string} | null} */
+    this.member = null;
+    this.connected = true;
+    this.leaving = false;
+    /** When the current outage began (null while connected), and its failed attempts. */
+    this.lostAt = /** @type {number | null} */ (null);
+    this.attempts = 0;
     this.nextId = 1;
     /** @type {Map<number, {resolve: (m: any) => void, reject: (e: Error) => void}>} */
     this.pending = new Map();
@@ -52,22 +80,62 @@ export class Signal {
     this.ended = null;
     /** @type {Set<() => void>} */
     this.waiters = new Set();
+    this.attach(ws);
+  }
+
+  /** @param {WebSocket} ws */
+  attach(ws) {
+    this.ws = ws;
     ws.addEventListener("message", (e) => this.onFrame(e.data));
     ws.addEventListener("close", () => {
-      this.end(new SessionEnded("lost the signaling server"));
       for (const p of this.pending.values()) p.reject(new SessionEnded("lost the signaling server"));
       this.pending.clear();
+      if (this.member && !this.leaving && !this.ended) this.reconnect();
+      else this.end(new SessionEnded("lost the signaling server"));
     });
   }
 
   /** The signaling server of the page's own origin. @param {string} [url] */
   static async connect(url = defaultUrl()) {
-    const ws = new WebSocket(url);
-    await new Promise((resolve, reject) => {
-      ws.addEventListener("open", resolve, { once: true });
-      ws.addEventListener("error", () => reject(new SessionEnded("cannot reach the signaling server")), { once: true });
-    });
-    return new Signal(ws);
+    return new Signal(await open(url), url);
+  }
+
+  /** Back into our place after the connection dropped (the data channel carries on meanwhile),
+   * or the session ends: it is gone, or the server stayed away past GIVE_UP_MS. */
+  async reconnect() {
+    this.connected = false;
+    this.notify();
+    const member = /** @type {NonNullable<Signal["member"]>} */ (this.member);
+    this.lostAt ??= Date.now(); // one outage across the rounds a flapping server starts
+    for (; Date.now() - this.lostAt < GIVE_UP_MS; this.attempts++) {
+      report("reconnecting", { reason: "signaling: lost the signaling server", attempt: this.attempts + 1 });
+      await new Promise((r) => setTimeout(r, retryDelay(this.attempts)));
+      let ws;
+      try {
+        ws = await open(this.url);
+      } catch {
+        continue;
+      }
+      this.attempts++;
+      this.attach(ws);
+      try {
+        const joined = await this.request({ type: "rejoin_session", ...member });
+        this.peerPresent = Boolean(joined.peerPresent);
+        this.connected = true;
+        report("signaling_restored", { after: Math.round((Date.now() - this.lostAt) / 100) / 10 });
+        this.lostAt = null;
+        this.attempts = 0;
+        this.notify();
+        return;
+      } catch (exc) {
+        if (exc instanceof SignalError && exc.code === "session_not_found") {
+          return this.end(new SessionEnded("the session ended while we were away"));
+        }
+        // the new connection's close handler starts the next round; this one stops here
+        return undefined;
+      }
+    }
+    return this.end(new SessionEnded("lost the signaling server"));
   }
 
   /** @param {Error} reason */
@@ -115,8 +183,9 @@ export class Signal {
         break;
       }
       case "peer_joined":
-        this.stash.clear(); // whatever came before belongs to the peer's last run
         this.peerPresent = true;
+        if (msg.resumed === true) break; // its signaling came back: same page or process
+        this.stash.clear(); // whatever came before belongs to the peer's last run
         this.arrivals += 1;
         break;
       case "peer_left":
@@ -146,7 +215,12 @@ export class Signal {
         resolve: (m) => (clearTimeout(timer), resolve(m)),
         reject: (e) => (clearTimeout(timer), reject(e)),
       });
-      this.send({ ...msg, id });
+      this.send({ ...msg, ...(JOINS.has(String(msg.type)) ? { instance: INSTANCE } : {}), id });
+    }).then((reply) => {
+      if (JOINS.has(String(msg.type)) && typeof reply.peerId === "string" && typeof reply.reconnectKey === "string") {
+        this.member = { sessionId: String(reply.sessionId), peerId: reply.peerId, reconnectKey: reply.reconnectKey };
+      }
+      return reply;
     });
   }
 
@@ -210,6 +284,7 @@ export class Signal {
   }
 
   async leave() {
+    this.leaving = true;
     try {
       await this.request({ type: "leave_session" });
     } catch {
@@ -217,6 +292,15 @@ export class Signal {
     }
     this.ws.close();
   }
+}
+
+/** A WebSocket, once open. @param {string} url @returns {Promise<WebSocket>} */
+function open(url) {
+  const ws = new WebSocket(url);
+  return new Promise((resolve, reject) => {
+    ws.addEventListener("open", () => resolve(ws), { once: true });
+    ws.addEventListener("error", () => reject(new SessionEnded("cannot reach the signaling server")), { once: true });
+  });
 }
 
 export function defaultUrl() {

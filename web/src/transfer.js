@@ -5,6 +5,7 @@
 // silence longer than the stall timeout ends the link.
 
 import { ChunkBitmap } from "./bitmap.js";
+import { listen } from "./link.js";
 import { control, decode, encode, TransferError } from "./protocol.js";
 
 const HIGH_WATER = 1024 * 1024;
@@ -52,7 +53,7 @@ export async function runSend(channel, sender, files, onProgress) {
   const w = watch(channel);
   /** @type {unknown} */
   let failure = null;
-  channel.onmessage = (event) => {
+  listen(channel, (event) => {
     w.state.lastHeard = Date.now();
     try {
       if (typeof event.data !== "string") throw new TransferError("unexpected", "binary data from the receiver");
@@ -62,7 +63,7 @@ export async function runSend(channel, sender, files, onProgress) {
       failure ??= exc;
     }
     w.poke();
-  };
+  });
   try {
     sender.start();
     while (!sender.done) {
@@ -228,13 +229,13 @@ export function runReceive(channel, receiver, store, approve, onFile, onProgress
       }
       if (Date.now() - lastFlush >= FLUSH_MS) enqueue(flush);
     }, 250);
-    channel.onmessage = (event) => {
+    listen(channel, (event) => {
       w.state.lastHeard = Date.now();
       const data = event.data;
       enqueue(async () => {
         if (typeof data === "string") await perform(receiver.onControl(decode(data)));
         else await perform([receiver.onChunk(new Uint8Array(data))]);
       });
-    };
+    });
   });
 }
