@@ -108,7 +108,7 @@ def test_capacity_benchmark_runs_every_phase(tmp_path: Path) -> None:
             *(sys.executable, "-m", "loadtest.bench", "--sessions", "40", "--concurrency", "2"),
             *("--step-seconds", "0.5", "--rate", "100", "--rate-pairs", "10"),
             *("--rate-seconds", "0.5", "--latency-sessions", "5", "--out", str(out)),
-            *("--scale-concurrency", "2", "--scale-rounds", "1", "--relay-rounds", "2"),
+            *("--scale-concurrency", "2", "--scale-rounds", "1", "--relay-rounds", "1"),
         ],
         capture_output=True,
         text=True,
@@ -121,7 +121,7 @@ def test_capacity_benchmark_runs_every_phase(tmp_path: Path) -> None:
         assert results[server]["idle"]["sockets"] == 80
         assert results[server]["setup"][0]["errors"] == 0
     rounds = results["relay"]["rounds"]  # signaling and echo side by side, taking turns
-    assert len(rounds) == 2 and all(r[s]["messages_per_second"] > 0 for r in rounds for s in both)
+    assert len(rounds) == 1 and all(r[s]["messages_per_second"] > 0 for r in rounds for s in both)
     assert results["relay"]["median_ratio"] > 0 and "signaling : echo" in done.stdout
     assert results["signaling"]["latency"]["sessions"] == 5
     for count in ("1", "3"):
