@@ -129,6 +129,19 @@ class Liveness:
             self.last_sent = now
             self.pipe.channel.send(KEEPALIVE)
 
+    async def meanwhile(self, work: Awaitable[None]) -> None:
+        """Await `work` (a question to the user: it may take minutes) with keepalives going
+        out and the peer's silence watched as in the transfer loop; else the peer's stall
+        timeout would drop the link after `stall_seconds`, and the question come again."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                self.tick()
+                await asyncio.wait({task}, timeout=0.5)
+            task.result()
+        finally:
+            task.cancel()
+
 
 @contextlib.asynccontextmanager
 async def _telling_the_peer(pipe: Pipe) -> AsyncIterator[None]:
@@ -257,6 +270,7 @@ class ReceiveSide:
         self.saved: list[Path] = []
         self._open: dict[str, _Open] = {}
         self._finished = False
+        self._alive: Liveness | None = None  # the current link's, while `run` runs
 
     def close(self) -> None:
         for item in self._open.values():
@@ -270,7 +284,7 @@ class ReceiveSide:
 
     async def _run(self, pipe: Pipe) -> None:
         channel = pipe.channel
-        alive = Liveness(pipe, self.stall_seconds)
+        alive = self._alive = Liveness(pipe, self.stall_seconds)
         last_flush = time.monotonic()
         while not self._finished:
             alive.tick()
@@ -364,7 +378,8 @@ class ReceiveSide:
             raise TransferError("disk_full", str(exc)) from None
         self.events.emit("manifest", files=len(plans), bytes=total)
         if self.approve is not None:
-            await self.approve(len(plans), total)
+            assert self._alive is not None  # admissions come from `run`'s loop
+            await self._alive.meanwhile(self.approve(len(plans), total))
         created: list[_Open] = []
         try:
             return [a for plan in plans for a in self._create(plan, created)]
