@@ -63,6 +63,12 @@ class Client:
             await asyncio.sleep(0.05)
         return self.proc.returncode
 
+    def answer(self, text: str) -> None:
+        """Type `text` on standard input (left open by `Lab.run(asked=True)`), then close it."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.close()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -164,11 +170,13 @@ class Lab:
         server: str | None = None,
         env: dict[str, str] | None = None,
         answer: str | None = None,
+        asked: bool = False,
         json_events: bool = True,
         namespace: str | None = None,
         tty: bool = False,
     ) -> Client:
-        """`answer` is typed on standard input (e.g. to --verify's question); `namespace`:
+        """`answer` is typed on standard input (e.g. to --verify's question); `asked`: standard
+        input stays open for a later `Client.answer`; `namespace`:
         the host to run on (default: the lab's); `tty`: stdout and stderr are one pseudo-terminal
         (TERM=dumb, so any escape sequence in it came from somewhere else), copied to `err`."""
         index = len(self.clients)
@@ -198,16 +206,14 @@ class Lab:
                 stdout=terminal[1] if terminal else out_file,
                 stderr=terminal[1] if terminal else err_file,
                 env=full_env,
-                stdin=subprocess.PIPE if answer is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if answer is not None or asked else subprocess.DEVNULL,
             )
         if terminal is not None:
             os.close(terminal[1])
             threading.Thread(target=_copy_terminal, args=(terminal[0], err), daemon=True).start()
-        if answer is not None:
-            assert proc.stdin is not None
-            proc.stdin.write(answer.encode())
-            proc.stdin.close()
         client = Client(proc, out, err)
+        if answer is not None:
+            client.answer(answer)
         self.clients.append(client)
         return client
 
