@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -110,8 +111,10 @@ def running_servers(
     test_allow: tuple[str, ...] = (),
     signal_args: tuple[str, ...] = (),
 ) -> Iterator[Servers]:
-    """fileshare-signal on `signal_host` in `namespace` (with `signal_args` too); with
-    `turn_ips`, a coturn there whose credentials the server hands out (UDP, TCP and, with
+    """fileshare-signal on `signal_host` (several comma-separated: a dual stack) in `namespace`
+    (with `signal_args` too); with `turn_ips` (one family's, then maybe the other's: the
+    first of each in the URLs), a coturn there whose credentials the server hands out (UDP,
+    TCP and, with
     `tls`, TLS; `signal_secret` makes the server's secret differ; `test_allow`:
     emulated-internet peers coturn relays to)."""
     prefix = tuple(netns.in_namespace(namespace))
@@ -137,9 +140,14 @@ def running_servers(
                 test_allow=test_allow,
             )
             endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
-            args += ["--stun-urls", endpoint.stun_url]
-            for url in endpoint.urls:
-                args += ["--turn-urls", url]
+            # A dual stack's: the first address of each family, its own first (aiortc uses
+            # the first STUN and TURN URL it can read; browsers may use them all).
+            other = [ip for ip in turn_ips if (":" in ip) != (":" in turn_ips[0])]
+            for address in (turn_ips[0], *other[:1]):
+                served = dataclasses.replace(endpoint, host=address)
+                args += ["--stun-urls", served.stun_url]
+                for url in served.urls:
+                    args += ["--turn-urls", url]
             env = {"FILESHARE_TURN_SECRET": signal_secret or secret}  # env: not in `ps`
         server = asyncio.run(
             start_signal(workdir / "signal.log", *args, env=env, prefix=prefix, host=signal_host)

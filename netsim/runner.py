@@ -118,6 +118,7 @@ class ScenarioRun:
         out.mkdir()
         sender = lab.run("send", *self._args(), str(payload.path), name="send", namespace=send_ns)
         code = (await sender.wait_event("code", 60))["code"]
+        over_ipv6 = all(site.ipv6 for site in sc.sites)  # the receiver signals over IPv6
         receiver = lab.run(
             "receive",
             "--out",
@@ -129,7 +130,10 @@ class ScenarioRun:
             env={"FILESHARE_CODE": code},
             namespace=recv_ns,
             asked=self._paused,
+            server=f"ws://[{world.SERVER_IPS6[0]}]:{lab.server.port}/ws" if over_ipv6 else None,
         )
+        if over_ipv6:
+            result.metrics["receiver_signaling"] = "IPv6"
         if self._paused:
             await self._answer_late(receiver)
         elif sc.fault is not None:
@@ -344,11 +348,12 @@ def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
                     site.spec.downlink,
                 )
             return result
+        dual = all(site.ipv6 for site in scenario.sites)  # servers on both families too
         with running_servers(
             net.internet,
             workdir,
-            world.SERVER_IPS[0],
-            turn_ips=world.SERVER_IPS,
+            ",".join((world.SERVER_IPS[0], *(world.SERVER_IPS6[:1] if dual else ()))),
+            turn_ips=(*world.SERVER_IPS, *(world.SERVER_IPS6 if dual else ())),
             tls=True,
             test_allow=EMULATED_INTERNET,
             signal_args=_signal_args(scenario),
