@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from aiortc.rtcicetransport import parse_stun_turn_uri
+
 from fsproto import schema, stun, turnrest
 
 Transport = Literal["udp", "tcp", "tls"]
@@ -139,13 +141,23 @@ async def reachable(turn: TurnUrl, timeout: float = PROBE_SECONDS) -> bool:
 _PREFERENCE: Final = {"udp": 0, "tcp": 1, "tls": 2}
 
 
+def aiortc_reads(url: str) -> bool:
+    """Whether aiortc can parse `url`: it reads no IPv6 literal (`turn:[2001:db8::10]`), which
+    a dual-stack server may hand out for browsers, and one URL it cannot parse fails the whole
+    peer connection. (aioice gathers server-reflexive candidates over IPv4 only anyway.)"""
+    try:
+        parse_stun_turn_uri(url)
+    except ValueError:
+        return False
+    return True
+
+
 async def arrange(servers: list[schema.IceServer]) -> tuple[list[schema.IceServer], TurnUrl | None]:
     """The servers for aiortc: the first STUN URL, then the best TURN URL that answers (or,
     when none answers, the most likely one, so the failure is reported by ICE itself)."""
-    stun = [schema.IceServer(urls=[u]) for s in servers for u in s.urls if u.startswith("stun:")][
-        :1
-    ]
-    turns = [t for s in servers for u in s.urls if (t := parse_turn_url(u, s)) is not None]
+    readable = [(s, u) for s in servers for u in s.urls if aiortc_reads(u)]
+    stun = [schema.IceServer(urls=[u]) for _, u in readable if u.startswith("stun:")][:1]
+    turns = [t for s, u in readable if (t := parse_turn_url(u, s)) is not None]
     turns.sort(key=lambda t: _PREFERENCE[t.transport])
     chosen = None
     for turn in turns:

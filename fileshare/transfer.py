@@ -158,6 +158,19 @@ class Liveness:
             self.last_sent = now
             self.pipe.channel.send(KEEPALIVE)
 
+    async def meanwhile(self, work: Awaitable[None]) -> None:
+        """Await `work` (a question to the user: it may take minutes) with keepalives going
+        out and the peer's silence watched as in the transfer loop; else the peer's stall
+        timeout would drop the link after `stall_seconds`, and the question come again."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                self.tick()
+                await asyncio.wait({task}, timeout=0.5)
+            task.result()
+        finally:
+            task.cancel()
+
 
 @contextlib.asynccontextmanager
 async def _telling_the_peer(pipe: Pipe) -> AsyncIterator[None]:
@@ -322,6 +335,7 @@ class ReceiveSide:
         self.umask = filemeta.current_umask()
         self._open: dict[str, _Open] = {}
         self._finished = False
+        self._alive: Liveness | None = None  # the current link's, while `run` runs
 
     def close(self) -> None:
         for item in self._open.values():
@@ -338,7 +352,7 @@ class ReceiveSide:
 
     async def _run(self, pipe: Pipe) -> None:
         channel = pipe.channel
-        alive = Liveness(pipe, self.stall_seconds)
+        alive = self._alive = Liveness(pipe, self.stall_seconds)
         last_flush = time.monotonic()
         while not self._finished:
             alive.tick()
@@ -442,7 +456,8 @@ class ReceiveSide:
             out=self.out_key,
         )
         if self.approve is not None:
-            await self.approve(summary)
+            assert self._alive is not None  # admissions come from `run`'s loop
+            await self._alive.meanwhile(self.approve(summary))
         created: list[_Open] = []
         try:
             return [a for plan in plans for a in self._create(plan, created)]

@@ -83,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="K/N",
         help="run only slice K of N of the matrix (balanced by netsim/durations.json)",
     )
+    runner.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        choices=range(1, 9),
+        metavar="N",
+        help="scenarios that only judge outcomes run N at a time (throughput and calibration "
+        "always alone; default 2; 1: one after another)",
+    )
     merger = sub.add_parser("merge", help="join the results of `run --shard` into one report")
     merger.add_argument("dirs", nargs="+", type=Path, help="the shards' --out folders")
     merger.add_argument("--out", type=Path, default=Path("netsim-results"), help="reports go here")
@@ -104,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "clean":
         return clean(args.dry_run)
-    return matrix.main(args.file, args.scenarios, args.full, args.out, args.backend, args.shard)
+    return matrix.main(
+        args.file, args.scenarios, args.full, args.out, args.backend, args.shard, args.jobs
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -65,6 +66,12 @@ class Client:
             await asyncio.sleep(0.05)
         return self.proc.returncode
 
+    def answer(self, text: str) -> None:
+        """Type `text` on standard input (left open by `Lab.run(asked=True)`), then close it."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.close()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -106,8 +113,10 @@ def running_servers(
     test_allow: tuple[str, ...] = (),
     signal_args: tuple[str, ...] = (),
 ) -> Iterator[Servers]:
-    """fileshare-signal on `signal_host` in `namespace` (with `signal_args` too); with
-    `turn_ips`, a coturn there whose credentials the server hands out (UDP, TCP and, with
+    """fileshare-signal on `signal_host` (several comma-separated: a dual stack) in `namespace`
+    (with `signal_args` too); with `turn_ips` (one family's, then maybe the other's: the
+    first of each in the URLs), a coturn there whose credentials the server hands out (UDP,
+    TCP and, with
     `tls`, TLS; `signal_secret` makes the server's secret differ; `test_allow`:
     emulated-internet peers coturn relays to)."""
     prefix = tuple(netns.in_namespace(namespace))
@@ -133,9 +142,14 @@ def running_servers(
                 test_allow=test_allow,
             )
             endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
-            args += ["--stun-urls", endpoint.stun_url]
-            for url in endpoint.urls:
-                args += ["--turn-urls", url]
+            # A dual stack's: the first address of each family, its own first (aiortc uses
+            # the first STUN and TURN URL it can read; browsers may use them all).
+            other = [ip for ip in turn_ips if (":" in ip) != (":" in turn_ips[0])]
+            for address in (turn_ips[0], *other[:1]):
+                served = dataclasses.replace(endpoint, host=address)
+                args += ["--stun-urls", served.stun_url]
+                for url in served.urls:
+                    args += ["--turn-urls", url]
             env = {"FILESHARE_TURN_SECRET": signal_secret or secret}  # env: not in `ps`
         server = asyncio.run(
             start_signal(workdir / "signal.log", *args, env=env, prefix=prefix, host=signal_host)
@@ -166,11 +180,13 @@ class Lab:
         server: str | None = None,
         env: dict[str, str] | None = None,
         answer: str | None = None,
+        asked: bool = False,
         json_events: bool = True,
         namespace: str | None = None,
         tty: bool = False,
     ) -> Client:
-        """`answer` is typed on standard input (e.g. to --verify's question); `namespace`:
+        """`answer` is typed on standard input (e.g. to --verify's question); `asked`: standard
+        input stays open for a later `Client.answer`; `namespace`:
         the host to run on (default: the lab's); `tty`: stdout and stderr are one pseudo-terminal
         (TERM=dumb, so any escape sequence in it came from somewhere else), copied to `err`."""
         index = len(self.clients)
@@ -199,16 +215,14 @@ class Lab:
                 stdout=terminal[1] if terminal else out_file,
                 stderr=terminal[1] if terminal else err_file,
                 env=full_env,
-                stdin=subprocess.PIPE if answer is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if answer is not None or asked else subprocess.DEVNULL,
             )
         if terminal is not None:
             os.close(terminal[1])
             threading.Thread(target=_copy_terminal, args=(terminal[0], err), daemon=True).start()
-        if answer is not None:
-            assert proc.stdin is not None
-            proc.stdin.write(answer.encode())
-            proc.stdin.close()
         client = Client(proc, out, err)
+        if answer is not None:
+            client.answer(answer)
         self.clients.append(client)
         return client
 

@@ -1,6 +1,6 @@
-"""A run of the scenario matrix: choose the scenarios, run them one after another (they measure
-throughput and timing, so never two at once on a shared machine), show progress, and write the
-reports. Exit status 1 when any expectation failed."""
+"""A run of the scenario matrix: choose the scenarios, run them (up to `jobs` at once where
+`netsim.schedule` allows: throughput and calibration always alone), show progress, and write
+the reports, in the matrix's order. Exit status 1 when any expectation failed."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ import contextlib
 import datetime
 import io
 import json
+import multiprocessing
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from rich.console import Console
 
-from netsim import docker_backend, docker_host, linkbed, report, runner, scenario, shards
+from netsim import docker_backend, docker_host, linkbed, report, runner, scenario, schedule, shards
 from netsim.link import mechanism
-from netsim.results import RunReport, Status
+from netsim.results import RunReport, ScenarioResult, Status
 
 
 def _suite(path: Path | None) -> scenario.Suite:
@@ -44,6 +47,7 @@ def main(
     out: Path,
     backend: str,
     shard: shards.Shard | None = None,
+    jobs: int = 1,
 ) -> int:
     if not sys.stdout.isatty() and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows in CI logs as it happens
@@ -66,7 +70,7 @@ def main(
             except docker_host.EngineUnavailable as exc:
                 console.print(f"netsim: no Docker backend here: {exc}", markup=False)
                 return 2
-        return _run(chosen, out, backend, console, matrix, shard)
+        return _run(chosen, out, backend, console, matrix, shard, jobs if backend == "netns" else 1)
 
 
 def _run(
@@ -76,6 +80,7 @@ def _run(
     console: Console,
     matrix: list[str],
     shard: shards.Shard | None,
+    jobs: int,
 ) -> int:
     started = time.monotonic()
     run = RunReport(
@@ -87,25 +92,48 @@ def _run(
     )
     part = "" if shard is None else f" (shard {shard} of a matrix of {len(matrix)})"
     console.print(f"netsim: {len(chosen)} scenario(s){part}; {report.header(run)}", markup=False)
+    by_name = {item.name: item for item in chosen}
+    kinds = [(item.name, item.kind.value) for item in chosen]
+    steps = schedule.plan(kinds, shards.estimate(kinds, shards.load_durations()))
+    done: dict[str, ScenarioResult] = {}
+
+    def show(result: ScenarioResult) -> None:
+        done[result.name] = result
+        line = f"[{len(done)}/{len(chosen)}] {result.name}: {by_name[result.name].description}"
+        mark = "ok" if result.status is Status.PASSED else result.status.value.upper()
+        figures = report.figures(result)
+        console.print(f"{line}\n    {mark} in {result.duration_s:.1f} s  {figures}", markup=False)
+
     interrupted = False
     try:
-        for number, item in enumerate(chosen, 1):
-            line = f"[{number}/{len(chosen)}] {item.name}: {item.description}"
-            console.print(line, markup=False)
-            result = runner.run_one(item, out / "logs")
-            run.results.append(result)
-            mark = "ok" if result.status is Status.PASSED else result.status.value.upper()
-            console.print(
-                f"    {mark} in {result.duration_s:.1f} s  {report.figures(result)}", markup=False
-            )
-    except KeyboardInterrupt:  # everything of the scenario under way is gone by now
+        if jobs > 1 and len(steps.together) > 1:
+            _overlapping([by_name[n] for n in steps.together], out, jobs, show)
+        else:
+            for name in steps.together:
+                show(runner.run_one(by_name[name], out / "logs"))
+        for name in steps.alone:
+            show(runner.run_one(by_name[name], out / "logs"))
+    except KeyboardInterrupt:  # everything of the scenarios under way is gone by now
         interrupted = True
         console.print("netsim: interrupted; reporting what ran", markup=False)
+    run.results = [done[item.name] for item in chosen if item.name in done]
     run.duration_s = round(time.monotonic() - started, 1)
     if interrupted:
         run.matrix = [r.name for r in run.results]  # what ran is what is reported
     status = _report(run, out, console)
     return 130 if interrupted else status
+
+
+def _overlapping(
+    items: list[scenario.Scenario], out: Path, jobs: int, show: Callable[[ScenarioResult], None]
+) -> None:
+    """`items` in `jobs` worker processes (spawned, so each has a process id, and with it a
+    namespace prefix, of its own), in this order; `show` each result as it comes."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(runner.run_one, item, out / "logs") for item in items]
+        for future in as_completed(futures):
+            show(future.result())
 
 
 def _report(run: RunReport, out: Path, console: Console) -> int:

@@ -226,8 +226,9 @@ async def start_signal(
     prefix: tuple[str, ...] = (),
     host: str = "127.0.0.1",
 ) -> SignalProcess:
-    """`fileshare-signal` on a free port of `host` (inside a namespace when `prefix` is
-    netns.in_namespace(...)); returns once it logs where it listens."""
+    """`fileshare-signal` on a free port of `host` (several comma-separated: one port on each;
+    inside a namespace when `prefix` is netns.in_namespace(...)); returns once it logs where
+    it listens."""
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [
@@ -252,7 +253,8 @@ async def start_signal(
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
                 if entry.get("event") == "listening":
-                    return SignalProcess(int(entry["port"]), host, proc=proc, log_path=log_path)
+                    first = host.split(",")[0]  # of several (a dual stack's): the first
+                    return SignalProcess(int(entry["port"]), first, proc=proc, log_path=log_path)
         await asyncio.sleep(0.05)
     stop(proc)
     raise RuntimeError(f"fileshare-signal did not start:\n{log_path.read_text()}")

@@ -10,14 +10,13 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from netsim import calibration, capture, doctorcheck, expectations, world
+from netsim import calibration, capture, conntrack, doctorcheck, expectations, world
 from netsim.lab import Client, Lab, running_servers, sha256
 from netsim.results import ScenarioResult, Status
 from netsim.scenario import CLIENT_PROGRAMS, FaultKind, Kind, Scenario
@@ -27,8 +26,6 @@ MIB: Final = 2**20
 EMULATED_INTERNET: Final = ("198.51.100.0-198.51.100.255", "203.0.113.0-203.0.113.255")
 MARKER: Final = b"FILESHARE-NETSIM-MARKER-"
 SHORT_CUT_SECONDS: Final = 15.0  # under the client's stall timeout: the connection survives
-# A paused peer is silent: its peer waits this much longer than the pause before giving up.
-PAUSE_STALL_MARGIN_S: Final = 30.0
 GRACE_DEFAULT_S: Final = 60.0  # the signaling server's --grace-seconds default
 
 
@@ -119,11 +116,11 @@ class ScenarioRun:
         )
 
     def _args(self) -> tuple[str, ...]:
-        args: tuple[str, ...] = ("--relay-only",) if self.scenario.relay_only else ()
-        fault = self.scenario.fault
-        if fault is not None and fault.kind is FaultKind.PAUSE:  # a peer that waits it out
-            args += ("--stall-timeout", str(fault.seconds + PAUSE_STALL_MARGIN_S))
-        return args
+        return ("--relay-only",) if self.scenario.relay_only else ()
+
+    @property
+    def _paused(self) -> bool:
+        return self.scenario.fault is not None and self.scenario.fault.kind is FaultKind.PAUSE
 
     async def transfer(self, payload: Payload) -> None:
         sc, lab, result = self.scenario, self.lab, self.result
@@ -140,19 +137,27 @@ class ScenarioRun:
             program=CLIENT_PROGRAMS[sc.sender_client],
         )
         code = (await sender.wait_event("code", 60))["code"]
+        over_ipv6 = all(site.ipv6 for site in sc.sites)  # the receiver signals over IPv6
         receiver = lab.run(
             "receive",
             "--out",
             str(out),
             *self._args(),
+            *(("--verify",) if self._paused else ()),
             name="recv",
             state="recv-state",
             env={"FILESHARE_CODE": code},
             namespace=recv_ns,
             program=CLIENT_PROGRAMS[sc.receiver_client],
+            asked=self._paused,
+            server=f"ws://[{world.SERVER_IPS6[0]}]:{lab.server.port}/ws" if over_ipv6 else None,
         )
-        if sc.fault is not None:
-            striker = self._striker(receiver)
+        if over_ipv6:
+            result.metrics["receiver_signaling"] = "IPv6"
+        if self._paused:
+            await self._answer_late(receiver)
+        elif sc.fault is not None:
+            striker = self._striker()
             struck = await _fault_when(sender, sc.fault.at, striker, sc.timeout_s)
             shown = "before the end" if struck is None else f"at {struck:.0%} acknowledged"
             result.check(
@@ -170,21 +175,32 @@ class ScenarioRun:
         self._judge_path(sender, receiver)
         self._figures(sender, receiver, payload)
 
-    def _striker(self, receiver: Client) -> Callable[[], None]:
+    async def _answer_late(self, receiver: Client) -> None:
+        """The receiver's user takes `fault.seconds` to answer its --verify question: the peer
+        connection is up, nothing of the transfer moves, and what the clients still send
+        (keepalives, ICE consent checks) must hold both NATs' mappings. Each router's conntrack
+        is read every second meanwhile: the least time its peer flow had left shows it."""
+        fault, result = self.scenario.fault, self.result
+        assert fault is not None
+        await receiver.wait_event("manifest", self.scenario.timeout_s)
+        asked = time.monotonic()
+        least: dict[str, int] = {}
+        while (waited := time.monotonic() - asked) < fault.seconds:
+            for name, site in self.net.sites.items():
+                flows = await asyncio.to_thread(conntrack.udp_table, site.router)
+                left = conntrack.peer_flow_left(flows, world.SERVER_IPS)
+                least[name] = min(least.get(name, 10**6), -1 if left is None else left)
+            await asyncio.sleep(min(1.0, max(fault.seconds - waited, 0)))
+        receiver.answer("y\n")
+        result.metrics["pause_seconds"] = round(time.monotonic() - asked, 1)
+        for name, left in least.items():  # -1: no direct flow seen at some moment (relayed)
+            result.metrics[f"mapping_least_left_s_{name}"] = left
+
+    def _striker(self) -> Callable[[], None]:
         fault = self.scenario.fault
         assert fault is not None
         if fault.kind is FaultKind.REBIND:
             return lambda: self.net.rebind(fault.site)
-        if fault.kind is FaultKind.PAUSE:
-
-            def pause() -> None:
-                """Stop the receiver (a process we started, by its PID), continue it later."""
-                receiver.proc.send_signal(signal.SIGSTOP)
-                self.result.metrics["pause_seconds"] = fault.seconds
-                loop = asyncio.get_running_loop()
-                loop.call_later(fault.seconds, receiver.proc.send_signal, signal.SIGCONT)
-
-            return pause
 
         def cut() -> None:
             self.net.cut(fault.site, fault.udp_only)
@@ -232,7 +248,13 @@ class ScenarioRun:
         wanted = sc.expect_transports or (
             expectations.turn_transports(*sc.edges) if observed == "relay" else ()
         )
-        if wanted and observed == "relay":
+        if observed == "relay" and turn is None and wanted == ("udp",):
+            # Neither peer's pair starts at its own relay candidate: each sends from its NAT
+            # mapping to the other's relay address (an ADF NAT lets in what comes from the
+            # TURN server's address, which its STUN mapping sent to), so no side has a TURN
+            # transport of its own to report; UDP is the only one its checks could use.
+            result.metrics["transport"] = "udp (to the peer's relay)"
+        elif wanted and observed == "relay":
             result.check("TURN transport", turn in wanted, " or ".join(wanted), turn)
 
     def _figures(self, sender: Client, receiver: Client, payload: Payload) -> None:
@@ -271,14 +293,22 @@ class ScenarioRun:
                 result.metrics["recover_s"] = round(recovered - self.fault_ended_at, 2)
         if sc.fault is not None and sc.fault.kind is FaultKind.REBIND:
             result.metrics["outcome"] = "survived" if len(connected) == 1 else "resumed"
-        if sc.fault is not None and sc.fault.kind is FaultKind.PAUSE:
-            timeouts = [s.router.mapping_timeout for s in sc.sites]
-            result.metrics["mapping_timeout_s"] = min(timeouts)
+        if self._paused:
+            timeout = min(s.router.mapping_timeout for s in sc.sites)
+            paused = float(result.metrics.get("pause_seconds", 0))
+            result.metrics["mapping_timeout_s"] = timeout
             result.check(
-                "paused past the mapping timeout, the mapping held (one connection)",
-                len(connected) == 1 and sc.fault.seconds > min(timeouts),
-                f"1 connection, pause > {min(timeouts)} s",
-                f"{len(connected)} connection(s), pause {sc.fault.seconds:g} s",
+                "answered after the mapping timeout, the mapping held (one connection)",
+                len(connected) == 1 and paused > timeout,
+                f"1 connection, pause > {timeout} s",
+                f"{len(connected)} connection(s), pause {paused:g} s",
+            )
+            held = [int(v) for k, v in result.metrics.items() if k.startswith("mapping_least_left")]
+            result.check(
+                "direct flow in both NATs all along",
+                bool(held) and min(held) > 0,
+                "> 0 s left at every look",
+                f"{min(held, default=-1)} s left at least",
             )
 
 
@@ -327,15 +357,11 @@ def run_one(scenario: Scenario, root: Path) -> ScenarioResult:
 
 
 def _signal_args(scenario: Scenario) -> tuple[str, ...]:
-    """A paused peer answers no heartbeat either: the server waits out the pause too (else it
-    would end the session after its 20 s, whatever the NATs do). A full cut longer than the
-    default grace (60 s) runs against a deployment that keeps a dropped peer's place longer,
-    as the README advises for roaming users."""
+    """A full cut longer than the default grace (60 s) runs against a deployment that keeps a
+    dropped peer's place longer, as the README advises for roaming users."""
     fault = scenario.fault
     if fault is None:
         return ()
-    if fault.kind is FaultKind.PAUSE:
-        return ("--heartbeat-seconds", str(fault.seconds + PAUSE_STALL_MARGIN_S))
     if fault.kind is FaultKind.CUT and not fault.udp_only and fault.seconds >= GRACE_DEFAULT_S:
         return ("--grace-seconds", str(fault.seconds + GRACE_DEFAULT_S))
     return ()
@@ -356,11 +382,12 @@ def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
                     site.spec.downlink,
                 )
             return result
+        dual = all(site.ipv6 for site in scenario.sites)  # servers on both families too
         with running_servers(
             net.internet,
             workdir,
-            world.SERVER_IPS[0],
-            turn_ips=world.SERVER_IPS,
+            ",".join((world.SERVER_IPS[0], *(world.SERVER_IPS6[:1] if dual else ()))),
+            turn_ips=(*world.SERVER_IPS, *(world.SERVER_IPS6 if dual else ())),
             tls=True,
             test_allow=EMULATED_INTERNET,
             signal_args=_signal_args(scenario),

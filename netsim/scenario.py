@@ -12,7 +12,7 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     receiver = "b"                      # default: the second site (or host 1 of a lone site)
     file_mib = 2
     expect_path = "srflx"               # default: the grid (netsim.expectations)
-    fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, or pause (the receiver)
+    fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, or pause (the receiver's)
     full = false                        # true: only in `netsim run --full`
     sender_client = "browser"           # "cli" (default) or "browser" (netsim/browser_client.py)
     receiver_client = "cli"
@@ -68,7 +68,10 @@ CLIENT_PROGRAMS: Final = {"cli": ("fileshare",), "browser": ("netsim.browser_cli
 class FaultKind(enum.Enum):
     CUT = "cut"  # the site's link drops everything for `seconds`, then comes back
     REBIND = "rebind"  # the site's router forgets its mappings
-    PAUSE = "pause"  # the receiver stops (SIGSTOP) for `seconds`: a disk that hangs, a prompt
+    # The receiver (with --verify) answers its question `seconds` after it is asked: alive, its
+    # peer connection up, but nothing of the transfer moves (`at` does not apply: the question
+    # comes with the manifest, before any data).
+    PAUSE = "pause"
 
 
 @dataclass(frozen=True)

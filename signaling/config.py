@@ -21,7 +21,11 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass(frozen=True)
 class Config:
-    host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 behind a firewall or TLS front)")
+    host: str = _opt(
+        "127.0.0.1",
+        "address to listen on (0.0.0.0 behind a firewall or TLS front); several, comma-separated"
+        " (e.g. an IPv4 and an IPv6 one), share one port",
+    )
     port: int = _opt(8765, "TCP port to listen on (0 picks a free one and logs it)")
     redis_url: str = _opt(
         "",

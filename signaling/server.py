@@ -201,7 +201,7 @@ class SignalingServer:
         self.local: dict[str, Connection] = {}
         self.draining = False
         self._conn_ids = itertools.count(1)
-        self._listener: asyncio.AbstractServer | None = None
+        self._listeners: list[asyncio.AbstractServer] = []
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -210,7 +210,8 @@ class SignalingServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen: WebSocket upgrades on WEBSOCKET_PATHS here, every other request through
-        aiohttp. Returns the port (`port` 0 picks a free one)."""
+        aiohttp. `host` may name several addresses, comma-separated (both families of a dual
+        stack): all listen on one port. Returns the port (`port` 0 picks a free one)."""
         self._runner = web.AppRunner(
             self.http_app(),
             handle_signals=False,
@@ -220,18 +221,20 @@ class SignalingServer:
         await self._runner.setup()
         self.endpoint.http = self._runner.server
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(
-            lambda: Connection(self), host, port, backlog=1024
-        )
+        for address in (a.strip() for a in host.split(",")):  # the first one picks the port
+            listener = await loop.create_server(
+                lambda: Connection(self), address, port, backlog=1024
+            )
+            self._listeners.append(listener)
+            port = listener.sockets[0].getsockname()[1]
         self.endpoint.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
-        port_taken: int = self._listener.sockets[0].getsockname()[1]
-        return port_taken
+        return port
 
     async def stop(self) -> None:
         """Stop listening, drain the WebSocket clients, then end HTTP and the store."""
-        if self._listener is not None:
-            self._listener.close()
+        for listener in self._listeners:
+            listener.close()
         await self.drain()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -162,6 +162,20 @@ def test_bbr_probes_rtt_after_ten_seconds_without_a_lower_sample() -> None:
     assert mode(bbr) in ("probe_bw", "startup") and bbr.cwnd > MIN_CWND
 
 
+def test_bbr_keepalives_before_the_data_neither_end_startup_nor_pace_it() -> None:
+    """Half a minute of app-limited keepalives (the receiver's user reading --verify's
+    question) before any bulk data: their trickle of a delivery rate neither counts as a full
+    pipe nor sets the pace of the data that follows (it paced it at 120 B/s: a stall)."""
+    bbr, now = Bbr(), 100.0
+    for _ in range(30):
+        stamp = bbr.stamp(now, True)
+        bbr.on_ack(ack(now + 0.002, 120, rtt=0.002, newest=stamp, cwnd_full=False))
+        now += 1.0
+    assert bbr.mode == "startup"
+    rate = bbr.pacing_rate()
+    assert rate is not None and rate >= bbr.cwnd / 0.002  # the window per RTT, at least
+
+
 def mode(bbr: Bbr) -> str:
     return bbr.mode
 

@@ -64,6 +64,29 @@ async def test_udp_preferred_when_it_answers() -> None:
     assert (servers[1].username, servers[1].credential) == ("u", "c")
 
 
+async def test_urls_aiortc_cannot_read_are_left_out() -> None:
+    """A dual-stack server's IPv6 literals (for browsers): aiortc parses none, and one it
+    cannot parse would fail the whole peer connection; the IPv4 ones are used."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(StunResponder, local_addr=("::1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    server = schema.IceServer(
+        urls=[
+            "stun:[::1]:3478",
+            "stun:127.0.0.1:9",
+            f"turn:[::1]:{port}?transport=udp",  # it answers, and still is not chosen
+            "turn:127.0.0.1:9?transport=udp",
+        ],
+        username="u",
+        credential="c",
+    )
+    servers, chosen = await ice.arrange([server])
+    transport.close()
+    assert [s.urls for s in servers] == [["stun:127.0.0.1:9"], ["turn:127.0.0.1:9?transport=udp"]]
+    assert chosen is not None and chosen.host == "127.0.0.1"
+    assert not ice.aiortc_reads("turn:[2001:db8::10]:3478") and ice.aiortc_reads("stun:a.b:1")
+
+
 async def test_tcp_when_udp_is_silent() -> None:
     silent, udp_port = silent_udp_port()
     listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)

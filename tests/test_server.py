@@ -15,9 +15,9 @@ import pytest
 
 from fileshare.signal_client import SignalClient, SignalError, payload_of
 from fsproto import schema
-from signaling.server import CLOSE_REPLACED
+from signaling.server import CLOSE_REPLACED, SignalingServer, open_backend
 from signaling.store import MemoryBus
-from tests.conftest import UNBUDGETED, RunningServer, StartServer
+from tests.conftest import TEST_DEFAULTS, UNBUDGETED, RunningServer, StartServer
 from tests.rawws import RawWebSocket, http_exchange, upgrade_request
 from turn import credentials
 
@@ -106,6 +106,20 @@ async def test_happy_path(server: RunningServer) -> None:
     assert await metric(server, "fileshare_signal_relay_latency_seconds_count") == 10
     await a.close()
     await b.close()
+
+
+async def test_both_families_on_one_port() -> None:
+    """A dual-stack server: an IPv4 and an IPv6 address, one port; a peer on each meets."""
+    store, bus = open_backend(TEST_DEFAULTS)
+    server = SignalingServer(TEST_DEFAULTS, store, bus)
+    port = await server.start("127.0.0.1, ::1", 0)
+    try:
+        a, b, _, _ = await pair(f"ws://127.0.0.1:{port}/ws", f"ws://[::1]:{port}/ws")
+        await exchange(a, b)
+        await a.close()
+        await b.close()
+    finally:
+        await server.stop()
 
 
 async def test_reconnect_within_grace(start_server: StartServer) -> None:

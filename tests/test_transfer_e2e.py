@@ -258,6 +258,31 @@ async def test_verify_asks_before_anything_moves(
         assert await sender.wait() != 0
 
 
+async def test_a_slow_answer_keeps_the_link(lab: Lab, tmp_path: Path) -> None:
+    """The receiver's user answers --verify's question after twice the stall timeout: the
+    keepalives go on meanwhile, so the same link carries the transfer and the question is
+    asked once (it was dropped by the sender's stall timeout, and the question came again)."""
+    src = tmp_path / "a.txt"
+    src.write_text("hello")
+    stall = ("--stall-timeout", "2")
+    sender = lab.run("send", *stall, str(src), name="send")
+    code = (await sender.wait_event("code"))["code"]
+    out = tmp_path / "out"
+    receiver = lab.run(
+        "receive", "--verify", *stall, "--out", str(out), name="recv", asked=True,
+        env={"FILESHARE_CODE": code},
+    )  # fmt: skip
+    await receiver.wait_event("manifest")
+    await asyncio.sleep(4)
+    receiver.answer("y\n")
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await sender.wait() == 0, sender.err.read_text()
+    assert (out / "a.txt").read_text() == "hello"
+    for client in (sender, receiver):
+        assert [e["event"] for e in client.events()].count("connected") == 1, client.events()
+    assert receiver.err.read_text().count("[y/N]") == 1
+
+
 async def test_human_output(lab: Lab, tmp_path: Path) -> None:
     src = tmp_path / "a.txt"
     src.write_text("hello")

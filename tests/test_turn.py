@@ -168,6 +168,8 @@ def test_config_file_is_private(tmp_path: Path) -> None:
         {"secrets": ()},
         {"listening_ips": ()},
         {"listening_ips": (HOST, HOST6)},
+        {"listening_ips": ("203.0.113.10", HOST6, "203.0.113.11")},
+        {"listening_ips": ("203.0.113.10", "203.0.113.11", "203.0.113.12")},
         {"cert": Path("/c.pem")},
         {"test_allow": ("not-an-ip",)},
         {"min_port": 50000, "max_port": 40000},
@@ -176,6 +178,13 @@ def test_config_file_is_private(tmp_path: Path) -> None:
 def test_settings_refuse_bad_values(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (several messages)
         settings(**overrides)
+
+
+def test_dual_stack_listens_and_relays_on_both_families(tmp_path: Path) -> None:
+    both = ("203.0.113.10", "203.0.113.11", "2001:db8::10", "2001:db8::11")
+    config = render(settings(listening_ips=both, relay_ips=()), tmp_path)
+    assert values(config, "listening-ip") == list(both) == values(config, "relay-ip")
+    assert "no-rfc5780" not in config
 
 
 def test_settings_repr_hides_the_secret() -> None:

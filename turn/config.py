@@ -131,7 +131,8 @@ class TurnSettings:
     """Everything that differs between deployments; the rest is fixed in the template.
 
     `listening_ips`: one, or two of one family for RFC 5780 NAT behaviour discovery (answered
-    on both addresses and on `alt_port`). `relay_ips` default to the listening ones.
+    on both addresses and on `alt_port`); then, for a dual stack, one or two of the other family.
+    `relay_ips` default to the listening ones (both families: a client may ask for either).
     `external_ips`: `public` or `public/private` when the host sits behind 1:1 NAT (clouds).
     `secrets`: the TURN REST static-auth-secret(s); the first is what the signaling servers use
     now, any further ones are still accepted while a rotation is under way.
@@ -161,11 +162,13 @@ class TurnSettings:
     test_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not 1 <= len(self.listening_ips) <= 2:
-            raise ValueError("one listening address, or two for RFC 5780")
-        versions = {ipaddress.ip_address(ip).version for ip in self.listening_ips}
-        if len(self.listening_ips) == 2 and len(versions) != 1:
-            raise ValueError("RFC 5780 needs two listening addresses of the same family")
+        versions = [ipaddress.ip_address(ip).version for ip in self.listening_ips]
+        if not 1 <= len(versions) <= 4 or any(versions.count(v) > 2 for v in versions):
+            raise ValueError("one or two listening addresses per family")
+        if len(versions) >= 2 and versions[0] != versions[1]:
+            raise ValueError("RFC 5780 needs the first two listening addresses of one family")
+        if versions != sorted(versions, key=lambda v: v != versions[0]):
+            raise ValueError("listening addresses: one family's first, then the other's")
         for ip in (*self.relay_ips, *self.test_allow):
             ipaddress.ip_address(ip.split("-")[0])
         if not self.secrets or not all(self.secrets):

@@ -171,6 +171,7 @@ class Bbr:
         self._lossy_rounds = 0
         self._flight = 0
         self._first_sent_time = 0.0
+        self._app_limited = False  # the latest delivery-rate sample's
 
     @property
     def bandwidth(self) -> float:
@@ -196,11 +197,15 @@ class Bbr:
         return 1.0
 
     def pacing_rate(self) -> float | None:
-        if not self.bandwidth:
-            if self.min_rtt is None:
-                return None  # nothing known yet: the initial window goes out at once
-            return STARTUP_GAIN * self.cwnd / max(self.min_rtt, 1e-3)
-        return self._pacing_gain() * self.bandwidth
+        if not self.bandwidth and self.min_rtt is None:
+            return None  # nothing known yet: the initial window goes out at once
+        rate = self._pacing_gain() * self.bandwidth
+        if self.filled_pipe:
+            return rate
+        # Until the pipe is full the rate is never below the window's (Linux's
+        # bbr_set_pacing_rate): app-limited samples (keepalives while the user reads a
+        # question) must not pace the first bulk data at their trickle.
+        return max(rate, STARTUP_GAIN * self.cwnd / max(self.min_rtt or 0.0, 1e-3))
 
     def stamp(self, now: float, app_limited: bool) -> Stamp:
         return Stamp(self._delivered, self._delivered_time, self._first_sent_time, now, app_limited)
@@ -219,6 +224,7 @@ class Bbr:
             round_start = True
         if ack.acked_bytes:
             if ack.newest is not None:
+                self._app_limited = ack.newest.app_limited
                 self._sample(ack.newest, now)
                 self._first_sent_time = ack.newest.sent_time
             self._delivered_time = now
@@ -260,7 +266,8 @@ class Bbr:
         else:
             self._lossy_rounds = 0
         self._round_acked = self._round_lost = 0
-        if self.mode == "startup" and self.bandwidth:
+        # An app-limited round says nothing of the path's capacity: it never ends startup.
+        if self.mode == "startup" and self.bandwidth and not self._app_limited:
             if self.bandwidth >= self._full_bw * FULL_BW_GROWTH:
                 self._full_bw = self.bandwidth
                 self._full_bw_rounds = 0
