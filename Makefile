@@ -7,7 +7,7 @@ STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump \
 	docker.io debootstrap dpkg-dev rsync openssh-client iperf3 redis-sentinel prometheus \
-	chromium fonts-liberation
+	chromium fonts-liberation pebble
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
