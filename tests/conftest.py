@@ -154,3 +154,20 @@ def _no_traceback_in_cli_output(request: pytest.FixtureRequest) -> Iterator[None
         text = path.read_text(errors="replace")
         for marker in FORBIDDEN_OUTPUT:
             assert marker not in text, f"{path.name}: {text[text.index(marker) :][:2000]}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Figures a test measured (`record_property`) at the end of every run, so that a plain
+    `pytest` in CI shows them (a test's prints appear only with -s or when it fails); the JUnit
+    XML carries them too."""
+    figures = [
+        (report.nodeid, name, value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if isinstance(report, pytest.TestReport) and report.when == "call"
+        for name, value in report.user_properties
+    ]
+    if figures:
+        terminalreporter.section("figures measured")
+        for nodeid, name, value in figures:
+            terminalreporter.write_line(f"{nodeid}: {name} = {value}")

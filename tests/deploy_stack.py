@@ -38,6 +38,7 @@ from netsim import certs, docker_host, images, netns
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = REPO / "ansible"
 WHEEL_CACHE = Path("/var/cache/fileshare-wheels")
+WHEELHOUSES_KEPT = 2  # the cache keeps the wheelhouses of the last dependency lists used
 TARGET_PYTHON = "3.11.2"  # Debian 12's python3, which the signaling role's venvs use
 # A fresh Debian host as a provider hands it out: systemd, sshd, Python for Ansible, sudo.
 BASE_PACKAGES = ("systemd", "systemd-sysv", "openssh-server", "python3", "python3-apt", "sudo")
@@ -90,6 +91,11 @@ def wheelhouse() -> Path:
             _pip("wheel", "--wheel-dir", str(staging), *wanted)
             wanted = _needed_by_target(staging)
         staging.rename(target)
+    os.utime(target)  # last used now: pruning keeps the recently used ones
+    others = [p for p in WHEEL_CACHE.iterdir() if p.is_dir() and p.suffix != ".partial"]
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in others[WHEELHOUSES_KEPT:]:
+        shutil.rmtree(stale)
     return target
 
 
@@ -160,6 +166,7 @@ class Stack:
     turn_secret_file: Path
     inventory: Path
     mirror: Container  # serves the apt pool; the test's clients run in its network namespace
+    mirror_ip: str
 
     def playbook(self, name: str, *args: str) -> Recap:
         """`ansible-playbook site.yml` against the containers, as an operator runs it."""
@@ -177,6 +184,19 @@ class Stack:
                 argv, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=1200, check=False
             )
         return Recap(done.returncode, parse_recap(log.read_text(errors="replace")), log)
+
+    def settings(self) -> dict[str, Any]:
+        """The inventory's settings (group_vars/all.yml)."""
+        settings: dict[str, Any] = json.loads(self._settings_file.read_text())
+        return settings
+
+    def configure(self, **changes: Any) -> None:
+        """Changes settings in the inventory, as an operator edits the vault before a run."""
+        self._settings_file.write_text(json.dumps({**self.settings(), **changes}, indent=1))
+
+    @property
+    def _settings_file(self) -> Path:
+        return self.inventory / "group_vars" / "all.yml"
 
     def client_prefix(self) -> list[str]:
         """Runs a host program on the test network only (the mirror's network namespace)."""
@@ -307,7 +327,8 @@ def deploy_stack(workdir: Path) -> Iterator[Stack]:
                 ["python3", "-m", "http.server", "80", "--directory", "/pool"],
                 volumes={str(image.pool): {"bind": "/pool", "mode": "ro"}},
             )
-            sources = f"deb [trusted=yes] http://{docker_host.address(mirror, network)}/ ./\n"
+            mirror_ip = docker_host.address(mirror, network)
+            sources = f"deb [trusted=yes] http://{mirror_ip}/ ./\n"
             files = {
                 "root/.ssh/authorized_keys": (key.with_suffix(".pub").read_bytes(), 0o600),
                 "etc/apt/sources.list": (sources.encode(), 0o644),
@@ -337,7 +358,9 @@ def deploy_stack(workdir: Path) -> Iterator[Stack]:
             secret_file = workdir / "turn-secret"
             secret_file.write_text(secret)
             secret_file.chmod(0o600)
-            stack = Stack(workdir, containers, ips, tls[0], secret_file, inventory, mirror)
+            stack = Stack(
+                workdir, containers, ips, tls[0], secret_file, inventory, mirror, mirror_ip
+            )
             yield stack
         finally:
             if stack is not None:

@@ -1,11 +1,16 @@
 """`ansible/site.yml` deployed for real, over SSH, onto systemd containers (tests.deploy_stack),
 then proven from the outside: /readyz through the TLS front, STUN and TURN against the deployed
-coturn, a relay-only fileshare transfer through the whole stack, the firewalls; then a second
-run and a --check --diff run that change nothing, and a TURN secret rotation as a rolling update
-that keeps the service up; last, the Redis primary is killed while clients make sessions
-through the front, and Sentinel's failover is timed.
+coturn, a relay-only fileshare transfer through the whole stack, the web app through the front
+in Chromium sending to a CLI through coturn, `fileshare doctor` against the stack, the
+firewalls; then a second run and a --check --diff run that change nothing, both steps of a TURN
+secret rotation (a rolling update that keeps the service up, then the old secret retired), the
+Redis primary killed while clients make sessions through the front (Sentinel's failover timed),
+two more releases and what pruning leaves, and last the front switched to ACME against pebble
+(issued over HTTP-01, renewed, haproxy reloaded).
 
 One test, in order: each step needs the previous ones, and one stack is all 2 cores can hold.
+Each step's time and the failover's recovery time are printed at the end of any pytest run
+(recorded properties, tests/conftest.py), not only under -s.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
+import shutil
 import socket
 import ssl
 import subprocess
@@ -23,18 +30,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from cryptography import x509
+from playwright.async_api import async_playwright
 
-from netsim import docker_host
+from netsim import certs, docker_host
 from netsim.lab import Client, sha256
 from netsim.processes import MissingProgram, find_program
-from tests.conftest import IN_CI
+from tests.browser import CHROMIUM
+from tests.conftest import IN_CI, require_webapp
 from tests.deploy_stack import SIGNALING_PORTS, Recap, Stack, deploy_stack
 
 
@@ -46,8 +57,24 @@ def unavailable(reason: str) -> None:
     pytest.skip(message)
 
 
-def log(step: str, started: float) -> None:
-    print(f"[{time.monotonic() - started:6.1f}s] {step}", flush=True)
+class Timeline:
+    """Each step's time and each figure, printed as it comes (seen under -s) and recorded as a
+    property of the test, which the run's summary prints (tests/conftest.py) and JUnit carries:
+    a plain `pytest` in CI shows them."""
+
+    def __init__(self, record: Callable[[str, object], None]) -> None:
+        self.record = record
+        self.started = self.last = time.monotonic()
+
+    def step(self, key: str, said: str) -> None:
+        now = time.monotonic()
+        print(f"[{now - self.started:6.1f}s] {said}", flush=True)
+        self.record(f"{key} (s)", round(now - self.last, 1))
+        self.last = now
+
+    def figure(self, name: str, value: object) -> None:
+        print(f"{name}: {value}", flush=True)
+        self.record(name, value)
 
 
 def assert_ran(recap: Recap, what: str) -> None:
@@ -104,6 +131,17 @@ def start_client(stack: Stack, name: str, *args: str, env: dict[str, str]) -> Cl
     return Client(proc, out, err)
 
 
+def relay_only_receiver(stack: Stack, name: str, code: str, out: Path) -> Client:
+    return start_client(
+        stack, name, "receive", "--relay-only", "--out", str(out), env={"FILESHARE_CODE": code}
+    )
+
+
+def assert_relayed(client: Client) -> None:
+    path = (client.first("connected") or {}).get("path", {})
+    assert (path.get("local"), path.get("remote")) == ("relay", "relay"), path
+
+
 async def relay_only_transfer(stack: Stack) -> None:
     src = stack.workdir / "payload.bin"
     src.write_bytes(os.urandom(2 * 1024 * 1024))
@@ -111,15 +149,7 @@ async def relay_only_transfer(stack: Stack) -> None:
     sender = start_client(stack, "send", "send", "--relay-only", str(src), env={})
     try:
         code = (await sender.wait_event("code"))["code"]
-        receiver = start_client(
-            stack,
-            "recv",
-            "receive",
-            "--relay-only",
-            "--out",
-            str(out),
-            env={"FILESHARE_CODE": code},
-        )
+        receiver = relay_only_receiver(stack, "recv", code, out)
         try:
             assert await receiver.wait() == 0, receiver.err.read_text()
             assert await sender.wait() == 0, sender.err.read_text()
@@ -129,8 +159,74 @@ async def relay_only_transfer(stack: Stack) -> None:
         sender.kill()
     assert sha256(out / src.name) == sha256(src)
     for client in (sender, receiver):
-        path = (client.first("connected") or {}).get("path", {})
-        assert (path.get("local"), path.get("remote")) == ("relay", "relay"), path
+        assert_relayed(client)
+
+
+async def browser_sends_to_cli(stack: Stack) -> None:
+    """The web app, served through the TLS front, in Debian's Chromium on the test network: it
+    sends a file to a relay-only CLI, so the data goes through the deployed coturn (its deny
+    list refuses the lab's host addresses: the page relays too), and both show the same words."""
+    src = stack.workdir / "from-browser.bin"
+    src.write_bytes(os.urandom(512 * 1024))
+    out = stack.workdir / "from-browser"
+    wrapper = stack.workdir / "chromium-on-test-network"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(stack.client_prefix())} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=wrapper, headless=True)
+        try:
+            # The front's certificate is the test's own CA's (the page's checks are the same).
+            page = await (await browser.new_context(ignore_https_errors=True)).new_page()
+            await page.goto(stack.url("/"))
+            await page.wait_for_selector("body[data-state=ready]")
+            await page.set_input_files("#files", [str(src)])
+            await page.wait_for_selector("#share:not([hidden])")
+            code = str(await page.text_content("#code"))
+            receiver = relay_only_receiver(stack, "browser-recv", code, out)
+            try:
+                assert await receiver.wait() == 0, receiver.err.read_text()
+            finally:
+                receiver.kill()
+            await page.wait_for_selector(
+                "body[data-state=done], body[data-state=failed]", timeout=60_000
+            )
+            assert await page.evaluate("document.body.dataset.state") == "done"
+            assert (receiver.first("sas") or {}).get("words") == await page.text_content("#sas")
+        finally:
+            await browser.close()
+    assert sha256(out / src.name) == sha256(src)
+    assert_relayed(receiver)
+
+
+def check_doctor(stack: Stack) -> None:
+    """`fileshare doctor --json` against the deployed stack from the test network (no NAT):
+    the server is reached through the front (its version and clock from /healthz), STUN maps
+    us to our own address, TURN allocates over UDP, TCP and TLS. This coturn listens on one
+    address (no RFC 5780), so the NAT's behaviour cannot be told: the verdict says so, and that
+    relayed transfers will work."""
+    env = {**os.environ, "SSL_CERT_FILE": str(stack.ca)}
+    argv = [*stack.client_prefix(), sys.executable, "-m", "fileshare", "doctor", "--json"]
+    done = subprocess.run(
+        [*argv, "--server", stack.url("/ws")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    signaling = report["findings"]["signaling"]
+    assert signaling["reachable"] and signaling["version"], signaling
+    assert abs(signaling["clock_offset_s"]) < 5, signaling
+    stun = report["findings"]["stun"]
+    assert [s["mapped"].rpartition(":")[0] for s in stun] == [stack.mirror_ip], stun
+    turns = {t["transport"]: t for t in report["findings"]["turn"]}
+    assert set(turns) == {"udp", "tcp", "tls"}, turns
+    assert all(t["ok"] for t in turns.values()), turns
+    verdict = report["verdict"]
+    assert verdict["kind"] == "unknown_nat", verdict
+    assert "relayed transfers will work" in verdict["headline"], verdict
 
 
 @contextlib.contextmanager
@@ -157,36 +253,37 @@ def readiness_watch(stack: Stack) -> Iterator[list[tuple[float, int]]]:
         thread.join(10)
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)  # about 15 minutes on a quiet machine; 40 under load 15
 def test_site_yml_deploys_the_stack_and_is_idempotent(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, record_property: Callable[[str, object], None]
 ) -> None:
-    started = time.monotonic()
+    timeline = Timeline(record_property)
     if os.geteuid() != 0:
         unavailable("needs root (it starts dockerd and boots containers)")
-    for program in ("dockerd", "debootstrap", "nsenter", "ssh"):
+    for program in ("dockerd", "debootstrap", "nsenter", "ssh", CHROMIUM, "pebble"):
         try:
             find_program(program)
         except MissingProgram as exc:
             unavailable(str(exc))
+    require_webapp()  # the wheel carries the web app the front serves
     workdir = tmp_path_factory.mktemp("deploy", numbered=True)
     try:
         with deploy_stack(workdir) as stack:
-            log("containers up, reachable over SSH", started)
-            check_stack(stack, started)
+            timeline.step("boot", "containers up, reachable over SSH")
+            check_stack(stack, timeline)
     except docker_host.EngineUnavailable as exc:
         unavailable(str(exc))
 
 
-def check_stack(stack: Stack, started: float) -> None:
+def check_stack(stack: Stack, timeline: Timeline) -> None:
     first = stack.playbook("deploy")
     assert_ran(first, "the first deploy")
     assert set(first.hosts) == {"lb1", "signal1", "signal2", "turn1", "redis1", "redis2"}
-    log(f"deployed ({first.total('changed')} changes)", started)
+    timeline.step("first deploy", f"deployed ({first.total('changed')} changes)")
 
     status, body = get(stack, "/readyz")
     assert status == 200 and json.loads(body)["status"] == "ready", body
-    assert get(stack, "/metrics")[0] == 404  # the front serves /ws and /readyz, nothing else
+    assert get(stack, "/metrics")[0] == 404  # the front serves the app, /ws, /readyz, /healthz
 
     turn = stack.ips["turn1"]
     ping = run_tool(stack, "turn", "ping", f"{turn}:3478", "--transport", "udp")
@@ -201,29 +298,46 @@ def check_stack(stack: Stack, started: float) -> None:
             stack, "turn", "probe", f"{turn}:{port}", "--transport", *transport, *secret
         )
         assert probe.returncode == 0, probe.stdout + probe.stderr
-    log("TLS front ready, STUN binding and TURN allocations (UDP, TCP, TLS) granted", started)
+    timeline.step("turn probes", "TLS front ready, STUN and TURN allocations (UDP, TCP, TLS)")
 
     asyncio.run(relay_only_transfer(stack))
-    log("relay-only transfer through the deployed stack", started)
+    timeline.step("relay-only transfer", "relay-only CLI transfer through the deployed stack")
+
+    asyncio.run(browser_sends_to_cli(stack))
+    timeline.step("browser transfer", "the web app in Chromium sent to a CLI through coturn")
+
+    check_doctor(stack)
+    timeline.step("doctor", "fileshare doctor --json: reached, TURN over UDP/TCP/TLS, relays work")
 
     check_firewalls(stack)
-    log("firewalls and scrape targets", started)
+    timeline.step("firewalls", "firewalls and scrape targets")
 
     second = stack.playbook("rerun")
     assert_ran(second, "the second run")
     assert second.total("changed") == 0, f"not idempotent: {second.hosts}\n{second.tail(200)}"
-    log("second run: nothing changed", started)
+    timeline.step("second run", "second run: nothing changed")
 
     check = stack.playbook("check", "--check", "--diff")
     assert_ran(check, "--check --diff")
     assert check.total("changed") == 0, f"--check --diff: {check.hosts}\n{check.tail(200)}"
-    log("--check --diff: nothing to change", started)
+    timeline.step("check run", "--check --diff: nothing to change")
 
-    check_rolling_update(stack)
-    log("TURN secret rotation as a rolling update: /readyz up, a held session got 1012", started)
+    old_secret, new_secret = check_rolling_update(stack)
+    timeline.step("rotation step 1", "TURN secret rotation step 1, rolling: /readyz up, 1012")
+
+    check_secret_retired(stack, old_secret, new_secret)
+    timeline.step("rotation step 2", "rotation step 2: the old secret refused, the new one works")
 
     recovered = check_redis_failover(stack)
-    log(f"Redis primary SIGKILLed under load: sessions again after {recovered:.1f} s", started)
+    timeline.figure("redis failover recovery (s)", round(recovered, 2))
+    timeline.step("redis failover", "Redis primary SIGKILLed under load, sessions again")
+
+    check_pruning(stack)
+    timeline.step("pruning", "two more releases: old releases and wheels pruned")
+
+    with pebble(stack) as (directory, pebble_ca):
+        check_acme(stack, directory, pebble_ca)
+    timeline.step("acme", "ACME: issued by pebble over HTTP-01, renewed, haproxy reloaded")
 
 
 def check_firewalls(stack: Stack) -> None:
@@ -264,11 +378,11 @@ async def held_session(stack: Stack, ready: asyncio.Event) -> int | None:
         return ws.close_code
 
 
-async def rolling_update(stack: Stack, extra: Path) -> tuple[Recap, int | None]:
+async def rolling_update(stack: Stack) -> tuple[Recap, int | None]:
     ready = asyncio.Event()
     held = asyncio.create_task(held_session(stack, ready))
     await asyncio.wait_for(ready.wait(), 10)
-    update = await asyncio.to_thread(stack.playbook, "update", "-e", f"@{extra}")
+    update = await asyncio.to_thread(stack.playbook, "rotate-1")
     return update, await asyncio.wait_for(held, 60)
 
 
@@ -289,20 +403,17 @@ def turn_probe(stack: Stack, secret_file: Path) -> subprocess.CompletedProcess[s
     )
 
 
-def check_rolling_update(stack: Stack) -> None:
+def check_rolling_update(stack: Stack) -> tuple[Path, Path]:
     """Step 1 of a TURN secret rotation (ansible/README.md), as a rolling update: coturn accepts
     the new and the old secret, the signaling instances restart host by host with the new one,
     each drained by SIGTERM (a client holding a session gets 1012: reconnect), the TLS front
-    keeps answering /readyz, and nothing else restarts."""
+    keeps answering /readyz, and nothing else restarts. Returns the old and new secret files."""
     old = stack.turn_secret_file.read_text()
     new = secrets.token_hex(32)
-    extra = write_secret(
-        stack.workdir / "rotation.yml",
-        json.dumps({"fileshare_turn_secret": new, "fileshare_turn_previous_secrets": [old]}),
-    )
+    stack.configure(fileshare_turn_secret=new, fileshare_turn_previous_secrets=[old])
     before = {host: main_pid(stack, host) for host in ("signal1", "signal2")}
     with readiness_watch(stack) as seen:
-        update, close_code = asyncio.run(rolling_update(stack, extra))
+        update, close_code = asyncio.run(rolling_update(stack))
     assert_ran(update, "the rolling update")
     assert update.changed_hosts() == {"signal1", "signal2", "turn1"}, update.hosts
     failures = [status for _, status in seen if status != 200]
@@ -314,9 +425,32 @@ def check_rolling_update(stack: Stack) -> None:
             host, "grep", "-q", f"^FILESHARE_TURN_SECRET={new}$", "/etc/fileshare/signal.env"
         )
         assert code == 0, f"{host} does not sign with the new secret"
-    for secret_file in (stack.turn_secret_file, write_secret(stack.workdir / "new-secret", new)):
+    old_file = stack.turn_secret_file
+    stack.turn_secret_file = write_secret(stack.workdir / "turn-secret-new", new)
+    for secret_file in (old_file, stack.turn_secret_file):
         probe = turn_probe(stack, secret_file)
         assert probe.returncode == 0, probe.stdout + probe.stderr
+    return old_file, stack.turn_secret_file
+
+
+def check_secret_retired(stack: Stack, old_file: Path, new_file: Path) -> None:
+    """Step 2 of the rotation (run once the credentials' longest lifetime has passed; here at
+    once): the old secret leaves coturn's list. Only the TURN host changes (the instances sign
+    with the new secret since step 1), the front keeps answering /readyz, credentials signed
+    with the old secret are refused (401, the probe's exit 3) and new ones allocate."""
+    stack.configure(fileshare_turn_previous_secrets=[])
+    with readiness_watch(stack) as seen:
+        update = stack.playbook("rotate-2")
+    assert_ran(update, "the rotation's second step")
+    assert update.changed_hosts() == {"turn1"}, update.hosts
+    failures = [status for _, status in seen if status != 200]
+    assert seen and not failures, f"{len(failures)} of {len(seen)} /readyz polls failed: {failures}"
+    _, count = stack.exec("turn1", "grep", "-c", "^static-auth-secret=", "/etc/turnserver.conf")
+    assert count.strip() == "1", count
+    refused = turn_probe(stack, old_file)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    granted = turn_probe(stack, new_file)
+    assert granted.returncode == 0, granted.stdout + granted.stderr
 
 
 # Polls each instance's /readyz from the lb host (the instances are closed to the controller)
@@ -485,3 +619,172 @@ def check_redis_failover(stack: Stack) -> float:
         flush=True,
     )
     return recovered
+
+
+def rebuilt(wheel: Path, build: int, where: Path) -> Path:
+    """The same wheel as a new release: a build tag in its name and a zip comment in its bytes
+    (the role names a release by the wheel's hash)."""
+    name, version, rest = wheel.name.split("-", 2)
+    copy = where / f"{name}-{version}-{build}-{rest}"
+    shutil.copyfile(wheel, copy)
+    with zipfile.ZipFile(copy, "a") as archive:
+        archive.comment = f"release {build}".encode()
+    return copy
+
+
+def listing(stack: Stack, host: str, folder: str) -> set[str]:
+    code, output = stack.exec(host, "ls", "-1", folder)
+    assert code == 0, output
+    return set(output.split())
+
+
+def check_pruning(stack: Stack) -> None:
+    """Two more releases onto signal1, keeping one besides the current: the oldest release and
+    its wheel are removed, the current and the one before stay, the host's wheelhouse is
+    exactly the controller's, and the instances run the newest release."""
+    wheel = Path(stack.settings()["signaling_wheel"])
+    wheelhouse = Path(stack.settings()["signaling_wheelhouse"])
+    root = "/opt/fileshare"
+    first = listing(stack, "signal1", f"{root}/releases")
+    assert len(first) == 1, first
+    builds = [rebuilt(wheel, build, stack.workdir) for build in (1, 2)]
+    for build in builds:
+        settings = {"signaling_wheel": str(build), "signaling_keep_releases": 1}
+        release = stack.playbook(build.stem, "--limit", "signal1", "-e", json.dumps(settings))
+        assert_ran(release, f"the release of {build.name}")
+    releases = listing(stack, "signal1", f"{root}/releases")
+    assert len(releases) == 2 and not releases & first, releases
+    _, current = stack.exec("signal1", "readlink", f"{root}/current")
+    assert current.strip().rpartition("/")[2] in releases, current
+    assert listing(stack, "signal1", f"{root}/dist") == {b.name for b in builds}
+    assert listing(stack, "signal1", f"{root}/wheelhouse") == {w.name for w in wheelhouse.iterdir()}
+    # The instance restarted into it: its interpreter is the new release's venv.
+    _, cmdline = stack.exec("signal1", "cat", f"/proc/{main_pid(stack, 'signal1').strip()}/cmdline")
+    assert cmdline.startswith(current.strip() + "/bin/python"), cmdline
+    assert get(stack, "/readyz")[0] == 200
+
+
+PEBBLE_PORT, PEBBLE_MANAGEMENT_PORT, PEBBLE_DNS = 14000, 15000, "127.0.0.1:8053"
+
+
+def _wait_https(url: str, cafile: Path, timeout: float = 30) -> bytes:
+    context = ssl.create_default_context(cafile=str(cafile))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=3, context=context) as answer:
+                return bytes(answer.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def pebble(stack: Stack) -> Iterator[tuple[str, Path]]:
+    """Debian's pebble (Let's Encrypt's ACME test server, which really validates HTTP-01) and
+    its DNS (pebble-challtestsrv: every name is the front's address), run from the host on the
+    test network (the mirror's namespace) and stopped by PID; yields the directory URL and the
+    CA file of pebble's own HTTPS certificate."""
+    where = stack.workdir / "pebble"
+    where.mkdir()
+    cert, key = certs.self_signed(where, ips=(stack.mirror_ip,))
+    config = {
+        "pebble": {
+            "listenAddress": f"0.0.0.0:{PEBBLE_PORT}",
+            "managementListenAddress": f"0.0.0.0:{PEBBLE_MANAGEMENT_PORT}",
+            "certificate": str(cert),
+            "privateKey": str(key),
+            "httpPort": 80,
+            "tlsPort": 443,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    (where / "pebble.json").write_text(json.dumps(config))
+    env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+    dns = ("-dns01", PEBBLE_DNS, "-management", "127.0.0.1:8055", "-defaultIPv6", "")
+    off = ("-http01", "", "-https01", "", "-tlsalpn01", "")
+    argvs = [
+        ["pebble-challtestsrv", "-defaultIPv4", stack.ips["lb1"], *dns, *off],
+        ["pebble", "-config", str(where / "pebble.json"), "-dnsserver", PEBBLE_DNS],
+    ]
+    procs = []
+    try:
+        for n, argv in enumerate(argvs):
+            with (where / f"{n}.log").open("wb") as log_file:
+                procs.append(
+                    subprocess.Popen(
+                        [*stack.client_prefix(), *argv],
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                    )
+                )
+        directory = f"https://{stack.mirror_ip}:{PEBBLE_PORT}/dir"
+        _wait_https(directory, cert)
+        yield directory, cert
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+
+
+def served_serial(stack: Stack, cafile: Path) -> int:
+    """The serial of the certificate the front serves for fileshare.test, verified against
+    `cafile` (the chain and the name)."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    with (
+        socket.create_connection((stack.ips["lb1"], 443), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="fileshare.test") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def check_acme(stack: Stack, directory: str, pebble_ca: Path) -> None:
+    """The front switched to ACME, as on a fresh front host (no certificate yet: the lb role
+    makes a self-signed one to start with): the acme role registers with pebble and gets a
+    certificate for fileshare.test over HTTP-01 (pebble fetches the answer from the front's
+    port 80, which haproxy serves from its challenge map), installs it and reloads haproxy;
+    a second run changes nothing; a renewal (forced: pebble's certificates are far from
+    expiry) serves a new certificate; the daily timer is enabled and its service runs clean."""
+    stack.configure(
+        lb_tls_certificate="",
+        lb_tls_key="",
+        fileshare_acme_directory_url=directory,
+        fileshare_acme_server_ca_certificate=pebble_ca.read_text(),
+    )
+    code, output = stack.exec("lb1", "rm", "/etc/haproxy/certs/fileshare.pem")
+    assert code == 0, output
+    issued = stack.playbook("acme", "--limit", "lb1")
+    assert_ran(issued, "the switch to ACME")
+    management = f"https://{stack.mirror_ip}:{PEBBLE_MANAGEMENT_PORT}"
+    roots = stack.workdir / "pebble" / "roots.pem"
+    roots.write_bytes(_wait_https(f"{management}/roots/0", pebble_ca))
+    first = served_serial(stack, roots)
+    again = stack.playbook("acme-rerun", "--limit", "lb1")
+    assert_ran(again, "the second ACME run")
+    assert again.total("changed") == 0, again.tail(200)
+    code, output = stack.exec("lb1", "dehydrated", "--cron", "--force")
+    assert code == 0, output
+    deadline = time.monotonic() + 10  # the reload's new worker takes over the port
+    while served_serial(stack, roots) == first:
+        assert time.monotonic() < deadline, "the renewed certificate is not served"
+        time.sleep(0.5)
+    code, output = stack.exec("lb1", "systemctl", "is-enabled", "fileshare-acme.timer")
+    assert output.strip() == "enabled", output
+    code, output = stack.exec("lb1", "systemctl", "start", "fileshare-acme.service")
+    assert code == 0, output
+    # Plain HTTP: a challenge nobody asked for is no answer, everything goes to HTTPS.
+    code, output = stack.exec(
+        "lb1",
+        "python3",
+        "-c",
+        "import http.client as h; c = h.HTTPConnection('127.0.0.1', 80);"
+        " c.request('GET', '/.well-known/acme-challenge/x'); r = c.getresponse();"
+        " print(r.status, r.getheader('location'))",
+    )
+    assert output.split()[0] == "301", output

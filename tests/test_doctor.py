@@ -272,3 +272,12 @@ def test_doctor_renders_one_screen() -> None:
     assert "\x1b" not in text and "0.1.0\\x1b[2J" in text
     assert len(text.splitlines()) <= 24
     assert json.loads(as_json(given, Verdict("direct", "x")))["verdict"]["kind"] == "direct"
+
+
+def test_an_https_server_url_is_reached_over_tls() -> None:
+    """The CLI takes its server as wss:// or https://; doctor times the TLS port and asks
+    /healthz over HTTPS for both (it asked plain HTTP on port 80 for https://, which a TLS front
+    does not serve: no version, no clock; found by the deploy test)."""
+    for url in ("https://h.example/ws", "wss://h.example/ws"):
+        assert doctor._endpoint(url) == ("h.example", 443)
+    assert doctor._endpoint("ws://h.example:8765/ws") == ("h.example", 8765)
