@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from netsim import certs, netns
-from netsim.processes import SignalProcess, start_signal, stop
+from netsim.processes import SignalEndpoint, start_signal, stop
+from netsim.signalfarm import Farm, running_farm
 from turn.config import TurnSettings
 from turn.launcher import TurnEndpoint, running_turn
 
@@ -86,11 +87,13 @@ def _copy_terminal(master: int, path: Path) -> None:
 
 @dataclass
 class Servers:
-    """The signaling server and, optionally, coturn, as clients need them."""
+    """The signaling server (one, or a farm's front) and, optionally, coturn, as clients need
+    them."""
 
-    signal: SignalProcess
+    signal: SignalEndpoint
     turn: TurnEndpoint | None = None
     client_env: dict[str, str] = field(default_factory=dict)  # e.g. SSL_CERT_FILE
+    farm: Farm | None = None
 
 
 @contextlib.contextmanager
@@ -103,8 +106,10 @@ def running_servers(
     signal_secret: str | None = None,
     test_allow: tuple[str, ...] = (),
     signal_args: tuple[str, ...] = (),
+    signal_instances: int = 1,
 ) -> Iterator[Servers]:
-    """fileshare-signal on `signal_host` in `namespace` (with `signal_args` too); with
+    """fileshare-signal on `signal_host` in `namespace` (with `signal_args` too; with
+    `signal_instances` above 1, that many behind haproxy there, sharing a Redis); with
     `turn_ips`, a coturn there whose credentials the server hands out (UDP, TCP and, with
     `tls`, TLS; `signal_secret` makes the server's secret differ; `test_allow`:
     emulated-internet peers coturn relays to)."""
@@ -135,6 +140,12 @@ def running_servers(
             for url in endpoint.urls:
                 args += ["--turn-urls", url]
             env = {"FILESHARE_TURN_SECRET": signal_secret or secret}  # env: not in `ps`
+        if signal_instances > 1:
+            farm = stack.enter_context(
+                running_farm(namespace, workdir, signal_host, signal_instances, tuple(args), env)
+            )
+            yield Servers(farm.front, endpoint, client_env, farm)
+            return
         server = asyncio.run(
             start_signal(workdir / "signal.log", *args, env=env, prefix=prefix, host=signal_host)
         )
@@ -150,6 +161,7 @@ class Lab:
         self.namespace = namespace
         self.workdir = workdir
         self.server = servers.signal
+        self.farm = servers.farm
         self.turn = servers.turn
         self.client_env = servers.client_env
         self.clients: list[Client] = []

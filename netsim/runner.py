@@ -30,6 +30,8 @@ SHORT_CUT_SECONDS: Final = 15.0  # under the client's stall timeout: the connect
 # A paused peer is silent: its peer waits this much longer than the pause before giving up.
 PAUSE_STALL_MARGIN_S: Final = 30.0
 GRACE_DEFAULT_S: Final = 60.0  # the signaling server's --grace-seconds default
+SIGNAL_INSTANCES: Final = 3  # behind haproxy, for a signal-restart fault
+SIGNAL_BACK_WAIT_S: Final = 90.0  # both peers on the signaling server again after a restart
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,24 @@ def _path_of(client: Client) -> dict[str, Any]:
 
 def _connected(client: Client) -> list[dict[str, Any]]:
     return [e for e in client.events() if e["event"] == "connected"]
+
+
+def _count(client: Client, name: str) -> int:
+    return sum(1 for e in client.events() if e["event"] == name)
+
+
+async def _restored(*clients: Client, wanted: int, timeout: float) -> float | None:
+    """When the clients' `signaling_restored` events, together, reached `wanted`; None if
+    they did not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stamps = sorted(
+            e["ts"] for c in clients for e in c.events() if e["event"] == "signaling_restored"
+        )
+        if len(stamps) >= wanted:
+            return float(stamps[wanted - 1])
+        await asyncio.sleep(0.1)
+    return None
 
 
 def _data_moving_after(receiver: Client, moment: float) -> float | None:
@@ -105,6 +125,7 @@ class ScenarioRun:
         self.workdir = workdir
         self.result = ScenarioResult(scenario.name, scenario.kind.value, scenario.description)
         self.fault_ended_at: float | None = None  # wall clock, as the clients' event stamps
+        self._fault_task: asyncio.Task[None] | None = None  # a fault that takes steps
 
     def _args(self) -> tuple[str, ...]:
         args: tuple[str, ...] = ("--relay-only",) if self.scenario.relay_only else ()
@@ -132,7 +153,7 @@ class ScenarioRun:
             namespace=recv_ns,
         )
         if sc.fault is not None:
-            striker = self._striker(receiver)
+            striker = self._striker(sender, receiver)
             struck = await _fault_when(sender, sc.fault.at, striker, sc.timeout_s)
             shown = "before the end" if struck is None else f"at {struck:.0%} acknowledged"
             result.check(
@@ -142,6 +163,8 @@ class ScenarioRun:
                 result.metrics["fault_at"] = round(struck, 3)
         sender_exit = await sender.wait(sc.timeout_s)
         receiver_exit = await receiver.wait(60)
+        if self._fault_task is not None:
+            await self._fault_task
         result.check("sender exit", sender_exit == 0, 0, sender_exit)
         result.check("receiver exit", receiver_exit == 0, 0, receiver_exit)
         arrived = out / payload.path.name
@@ -150,11 +173,17 @@ class ScenarioRun:
         self._judge_path(sender, receiver)
         self._figures(sender, receiver, payload)
 
-    def _striker(self, receiver: Client) -> Callable[[], None]:
+    def _striker(self, sender: Client, receiver: Client) -> Callable[[], None]:
         fault = self.scenario.fault
         assert fault is not None
         if fault.kind is FaultKind.REBIND:
             return lambda: self.net.rebind(fault.site)
+        if fault.kind is FaultKind.SIGNAL_RESTART:
+
+            def restart() -> None:
+                self._fault_task = asyncio.ensure_future(self._restart_signaling(sender, receiver))
+
+            return restart
         if fault.kind is FaultKind.PAUSE:
 
             def pause() -> None:
@@ -174,6 +203,44 @@ class ScenarioRun:
             loop.call_later(fault.seconds, self.net.restore, fault.site)
 
         return cut
+
+    async def _restart_signaling(self, sender: Client, receiver: Client) -> None:
+        """Redeploy the instances the peers use (SIGTERM: drain, 1012; started again), wait
+        until both peers are back on the signaling server, then crash (SIGKILL, restarted)
+        the instance one of them is on now; each peer must have come back every time, and the
+        data channel must have carried on through all of it (one connection)."""
+        farm, result = self.lab.farm, self.result
+        assert farm is not None
+        for how in (signal.SIGTERM, signal.SIGKILL):
+            used = await asyncio.to_thread(farm.in_use)
+            moved = sum(used.values())
+            before = sum(_count(c, "signaling_restored") for c in (sender, receiver))
+            struck = time.time()
+            result.check(
+                f"{how.name} mid-transfer", sender.proc.poll() is None, "sender running", str(used)
+            )
+            await asyncio.gather(*(farm.replace(index, how) for index in used))
+            back = await _restored(
+                sender, receiver, wanted=before + moved, timeout=SIGNAL_BACK_WAIT_S
+            )
+            name = how.name.lower()
+            result.check(
+                f"peers back on signaling after {how.name}",
+                back is not None,
+                f"{moved} rejoin(s)",
+                "none in time" if back is None else f"{back - struck:.1f} s after the signal",
+            )
+            result.metrics[f"{name}_instances"] = len(used)
+            if back is not None:  # from the signal to the last peer's rejoin
+                result.metrics[f"{name}_rejoin_s"] = round(back - struck, 2)
+        reasons = [
+            str(e.get("reason", ""))
+            for c in (sender, receiver)
+            for e in c.events()
+            if e["event"] == "reconnecting"
+        ]
+        drained = sum("code 1012" in reason for reason in reasons)
+        result.check("a draining instance closed with 1012", drained > 0, "> 0", drained)
 
     def _judge_path(self, sender: Client, receiver: Client) -> None:
         sc, result = self.scenario, self.result
@@ -235,6 +302,13 @@ class ScenarioRun:
             recovered = _data_moving_after(receiver, self.fault_ended_at)
             if recovered is not None:  # from the fault's end to the next chunks written
                 result.metrics["recover_s"] = round(recovered - self.fault_ended_at, 2)
+        if sc.fault is not None and sc.fault.kind is FaultKind.SIGNAL_RESTART:
+            result.check(
+                "data channel kept through the signaling restarts",
+                len(connected) == 1,
+                "1 connection",
+                f"{len(connected)} connection(s)",
+            )
         if sc.fault is not None and sc.fault.kind is FaultKind.REBIND:
             result.metrics["outcome"] = "survived" if len(connected) == 1 else "resumed"
         if sc.fault is not None and sc.fault.kind is FaultKind.PAUSE:
@@ -307,6 +381,10 @@ def _signal_args(scenario: Scenario) -> tuple[str, ...]:
     return ()
 
 
+def _restarts_signaling(scenario: Scenario) -> bool:
+    return scenario.fault is not None and scenario.fault.kind is FaultKind.SIGNAL_RESTART
+
+
 def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
     with world.build(scenario.sites) as net:
         if scenario.kind is Kind.CALIBRATION:
@@ -330,6 +408,7 @@ def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
             tls=True,
             test_allow=EMULATED_INTERNET,
             signal_args=_signal_args(scenario),
+            signal_instances=SIGNAL_INSTANCES if _restarts_signaling(scenario) else 1,
         ) as servers:
             lab = Lab(net.internet, workdir, servers)
             try:

@@ -12,7 +12,8 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     receiver = "b"                      # default: the second site (or host 1 of a lone site)
     file_mib = 2
     expect_path = "srflx"               # default: the grid (netsim.expectations)
-    fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, or pause (the receiver)
+    fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, pause (the receiver),
+                                        # signal-restart
     full = false                        # true: only in `netsim run --full`
 
     [[grid]]                            # every pair of these NATs, expected paths from the grid
@@ -57,6 +58,14 @@ class FaultKind(enum.Enum):
     CUT = "cut"  # the site's link drops everything for `seconds`, then comes back
     REBIND = "rebind"  # the site's router forgets its mappings
     PAUSE = "pause"  # the receiver stops (SIGSTOP) for `seconds`: a disk that hangs, a prompt
+    # Three signaling instances behind haproxy: those the peers use are redeployed (SIGTERM:
+    # drain, 1012), then the one they moved to crashes (SIGKILL)
+    SIGNAL_RESTART = "signal-restart"
+
+    @property
+    def timed(self) -> bool:
+        """Lasts `seconds` (a cut, a pause); the others strike at once."""
+        return self not in (FaultKind.REBIND, FaultKind.SIGNAL_RESTART)
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class Fault:
     def __post_init__(self) -> None:
         if not 0 < self.at < 1:
             raise ValueError("fault.at: a share of the transfer, between 0 and 1")
-        if self.kind is not FaultKind.REBIND and not 0 < self.seconds <= 600:
+        if self.kind.timed and not 0 < self.seconds <= 600:
             raise ValueError(f"fault.seconds: 0 to 600 for a {self.kind.value}")
 
 
