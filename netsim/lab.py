@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +107,14 @@ def running_servers(
     test_allow: tuple[str, ...] = (),
     signal_args: tuple[str, ...] = (),
     signal_instances: int = 1,
+    turn_lifetime: int | None = None,
 ) -> Iterator[Servers]:
     """fileshare-signal on `signal_host` in `namespace` (with `signal_args` too; with
     `signal_instances` above 1, that many behind haproxy there, sharing a Redis); with
     `turn_ips`, a coturn there whose credentials the server hands out (UDP, TCP and, with
     `tls`, TLS; `signal_secret` makes the server's secret differ; `test_allow`:
-    emulated-internet peers coturn relays to)."""
+    emulated-internet peers coturn relays to; `turn_lifetime`: the longest allocation lifetime
+    it grants)."""
     prefix = tuple(netns.in_namespace(namespace))
     with contextlib.ExitStack() as stack:
         args: list[str] = [*signal_args]
@@ -135,6 +137,8 @@ def running_servers(
                 max_bps=0,  # tests measure correctness, not the production bandwidth cap
                 test_allow=test_allow,
             )
+            if turn_lifetime is not None:  # allocations refreshed that often (5/6 of it)
+                settings = replace(settings, max_allocate_lifetime=turn_lifetime)
             endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
             args += ["--stun-urls", endpoint.stun_url]
             for url in endpoint.urls:

@@ -21,6 +21,7 @@ from netsim import calibration, capture, expectations, world
 from netsim.lab import Client, Lab, running_servers, sha256
 from netsim.results import ScenarioResult, Status
 from netsim.scenario import FaultKind, Kind, Scenario
+from turn.launcher import TurnProcess
 
 MIB: Final = 2**20
 # Peers coturn may relay to: the emulated internet only (it denies documentation ranges).
@@ -178,6 +179,14 @@ class ScenarioRun:
         assert fault is not None
         if fault.kind is FaultKind.REBIND:
             return lambda: self.net.rebind(fault.site)
+        if fault.kind is FaultKind.TURN_RESTART:
+            turn = self.lab.turn
+            assert turn is not None
+
+            def restart_turn() -> None:
+                self._fault_task = asyncio.ensure_future(self._restart_turn(turn.process))
+
+            return restart_turn
         if fault.kind is FaultKind.SIGNAL_RESTART:
 
             def restart() -> None:
@@ -203,6 +212,12 @@ class ScenarioRun:
             loop.call_later(fault.seconds, self.net.restore, fault.site)
 
         return cut
+
+    async def _restart_turn(self, process: TurnProcess) -> None:
+        """coturn stopped (SIGTERM) and started again: the relayed path is gone, the peers
+        must allocate anew (with fresh credentials if theirs expired) in a new connection."""
+        await asyncio.to_thread(process.restart)
+        self.fault_ended_at = time.time()
 
     async def _restart_signaling(self, sender: Client, receiver: Client) -> None:
         """Redeploy the instances the peers use (SIGTERM: drain, 1012; started again), wait
@@ -302,6 +317,30 @@ class ScenarioRun:
             recovered = _data_moving_after(receiver, self.fault_ended_at)
             if recovered is not None:  # from the fault's end to the next chunks written
                 result.metrics["recover_s"] = round(recovered - self.fault_ended_at, 2)
+        if sc.fault is not None and sc.fault.kind is FaultKind.TURN_RESTART:
+            again = [e["ts"] for e in _connected(receiver)[1:]]
+            if again and self.fault_ended_at is not None:
+                moving = _data_moving_after(receiver, again[0])
+                result.metrics["new_connection_s"] = round(again[0] - self.fault_ended_at, 2)
+                if moving is not None:  # the new connection's first data, not what was queued
+                    result.metrics["recover_s"] = round(moving - self.fault_ended_at, 2)
+            result.check(
+                "a new peer connection after coturn's restart",
+                len(connected) >= 2,
+                "2 or more connections",
+                f"{len(connected)} connection(s)",
+            )
+        if sc.turn_ttl_s is not None and sc.fault is None:
+            # coturn grants allocations the TTL too; aioice refreshes at 5/6 of it. Past twice
+            # the TTL, one connection means the second Refresh, signed with the credential
+            # after its expiry, was granted (else the allocation ended at about 11/6 TTL).
+            result.metrics["turn_ttl_s"] = sc.turn_ttl_s
+            result.check(
+                "one relayed connection past twice the credential's TTL",
+                seconds > 2 * sc.turn_ttl_s and len(connected) == 1,
+                f"> {2 * sc.turn_ttl_s} s, 1 connection",
+                f"{seconds:.0f} s, {len(connected)} connection(s)",
+            )
         if sc.fault is not None and sc.fault.kind is FaultKind.SIGNAL_RESTART:
             result.check(
                 "data channel kept through the signaling restarts",
@@ -367,18 +406,22 @@ def run_one(scenario: Scenario, root: Path) -> ScenarioResult:
 
 
 def _signal_args(scenario: Scenario) -> tuple[str, ...]:
-    """A paused peer answers no heartbeat either: the server waits out the pause too (else it
-    would end the session after its 20 s, whatever the NATs do). A full cut longer than the
-    default grace (60 s) runs against a deployment that keeps a dropped peer's place longer,
-    as the README advises for roaming users."""
+    """The scenario's TURN credential lifetime, if it sets one. A paused peer answers no
+    heartbeat either: the server waits out the pause too (else it would end the session after
+    its 20 s, whatever the NATs do). A full cut longer than the default grace (60 s) runs
+    against a deployment that keeps a dropped peer's place longer, as the README advises for
+    roaming users."""
+    args: tuple[str, ...] = ()
+    if scenario.turn_ttl_s is not None:
+        args += ("--turn-ttl-seconds", str(scenario.turn_ttl_s))
     fault = scenario.fault
     if fault is None:
-        return ()
+        return args
     if fault.kind is FaultKind.PAUSE:
-        return ("--heartbeat-seconds", str(fault.seconds + PAUSE_STALL_MARGIN_S))
+        return (*args, "--heartbeat-seconds", str(fault.seconds + PAUSE_STALL_MARGIN_S))
     if fault.kind is FaultKind.CUT and not fault.udp_only and fault.seconds >= GRACE_DEFAULT_S:
-        return ("--grace-seconds", str(fault.seconds + GRACE_DEFAULT_S))
-    return ()
+        return (*args, "--grace-seconds", str(fault.seconds + GRACE_DEFAULT_S))
+    return args
 
 
 def _restarts_signaling(scenario: Scenario) -> bool:
@@ -409,6 +452,7 @@ def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
             test_allow=EMULATED_INTERNET,
             signal_args=_signal_args(scenario),
             signal_instances=SIGNAL_INSTANCES if _restarts_signaling(scenario) else 1,
+            turn_lifetime=scenario.turn_ttl_s,
         ) as servers:
             lab = Lab(net.internet, workdir, servers)
             try:

@@ -13,8 +13,9 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     file_mib = 2
     expect_path = "srflx"               # default: the grid (netsim.expectations)
     fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, pause (the receiver),
-                                        # signal-restart
+                                        # signal-restart, turn-restart
     full = false                        # true: only in `netsim run --full`
+    turn_ttl_s = 60                     # TURN credentials' lifetime (default: the server's)
 
     [[grid]]                            # every pair of these NATs, expected paths from the grid
     nats = ["full_cone", "symmetric"]
@@ -61,11 +62,12 @@ class FaultKind(enum.Enum):
     # Three signaling instances behind haproxy: those the peers use are redeployed (SIGTERM:
     # drain, 1012), then the one they moved to crashes (SIGKILL)
     SIGNAL_RESTART = "signal-restart"
+    TURN_RESTART = "turn-restart"  # coturn stopped and started again: every allocation lost
 
     @property
     def timed(self) -> bool:
         """Lasts `seconds` (a cut, a pause); the others strike at once."""
-        return self not in (FaultKind.REBIND, FaultKind.SIGNAL_RESTART)
+        return self not in (FaultKind.REBIND, FaultKind.SIGNAL_RESTART, FaultKind.TURN_RESTART)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Scenario:
     full: bool = False
     timeout_s: float = 180.0
     link_rate_mbit: float | None = None  # throughput: the bottleneck the goodput is compared to
+    turn_ttl_s: int | None = None  # the TURN credentials' lifetime (default: the server's)
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -124,6 +127,8 @@ class Scenario:
             raise ValueError(f"{self.name}: expect_path is one of {expectations.PATHS}")
         if not 0 < self.file_mib <= 4096:
             raise ValueError(f"{self.name}: file_mib 0 to 4096")
+        if self.turn_ttl_s is not None and not 10 <= self.turn_ttl_s <= 86400:
+            raise ValueError(f"{self.name}: turn_ttl_s 10 to 86400")
 
     @property
     def expected_path(self) -> str:
@@ -253,6 +258,7 @@ _SCENARIO_KEYS: Final = {
     "fault",
     "full",
     "timeout_s",
+    "turn_ttl_s",
 }
 
 
@@ -291,6 +297,7 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
             ),
             full=data.get("full", False),
             timeout_s=float(data.get("timeout_s", 180.0)),
+            turn_ttl_s=None if data.get("turn_ttl_s") is None else int(data["turn_ttl_s"]),
         )
     except KeyError as exc:
         raise ValueError(f"{where}: missing {exc.args[0]!r}") from None
