@@ -179,6 +179,20 @@ class ScenarioRun:
         assert fault is not None
         if fault.kind is FaultKind.REBIND:
             return lambda: self.net.rebind(fault.site)
+        if fault.kind is FaultKind.MOVE:
+            sc = self.scenario
+            end = sc.receiver if sc.receiver.site == fault.site else sc.sender
+
+            async def moving() -> None:  # pyroute2's calls run a loop of their own: a thread
+                host = self.net.host(end.site, end.host)
+                moved_to = await asyncio.to_thread(self.net.move, host, fault.to)
+                self.result.metrics["moved_to"] = moved_to
+                self.fault_ended_at = time.time()
+
+            def move() -> None:
+                self._fault_task = asyncio.ensure_future(moving())
+
+            return move
         if fault.kind is FaultKind.TURN_RESTART:
             turn = self.lab.turn
             assert turn is not None
@@ -317,7 +331,17 @@ class ScenarioRun:
             recovered = _data_moving_after(receiver, self.fault_ended_at)
             if recovered is not None:  # from the fault's end to the next chunks written
                 result.metrics["recover_s"] = round(recovered - self.fault_ended_at, 2)
-        if sc.fault is not None and sc.fault.kind is FaultKind.TURN_RESTART:
+        if sc.fault is not None and sc.fault.kind is FaultKind.MOVE:
+            moved = receiver if sc.receiver.site == sc.fault.site else sender
+            reasons = [e.get("reason", "") for e in moved.events() if e["event"] == "reconnecting"]
+            noticed = any("is gone" in str(reason) for reason in reasons)
+            result.check(
+                "the moved peer noticed its address gone",
+                noticed,
+                "reconnecting: address gone",
+                "; ".join(map(str, reasons[:3])) or "no reconnect",
+            )
+        if sc.fault is not None and sc.fault.kind in (FaultKind.TURN_RESTART, FaultKind.MOVE):
             again = [e["ts"] for e in _connected(receiver)[1:]]
             if again and self.fault_ended_at is not None:
                 moving = _data_moving_after(receiver, again[0])
@@ -325,7 +349,7 @@ class ScenarioRun:
                 if moving is not None:  # the new connection's first data, not what was queued
                     result.metrics["recover_s"] = round(moving - self.fault_ended_at, 2)
             result.check(
-                "a new peer connection after coturn's restart",
+                "a new peer connection after the fault",
                 len(connected) >= 2,
                 "2 or more connections",
                 f"{len(connected)} connection(s)",

@@ -13,7 +13,8 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     file_mib = 2
     expect_path = "srflx"               # default: the grid (netsim.expectations)
     fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, pause (the receiver),
-                                        # signal-restart, turn-restart
+                                        # signal-restart, turn-restart,
+                                        # move (with to = "site")
     full = false                        # true: only in `netsim run --full`
     turn_ttl_s = 60                     # TURN credentials' lifetime (default: the server's)
 
@@ -63,11 +64,12 @@ class FaultKind(enum.Enum):
     # drain, 1012), then the one they moved to crashes (SIGKILL)
     SIGNAL_RESTART = "signal-restart"
     TURN_RESTART = "turn-restart"  # coturn stopped and started again: every allocation lost
+    MOVE = "move"  # the site's peer moves to site `to`: a new address behind a new NAT
 
     @property
     def timed(self) -> bool:
         """Lasts `seconds` (a cut, a pause); the others strike at once."""
-        return self not in (FaultKind.REBIND, FaultKind.SIGNAL_RESTART, FaultKind.TURN_RESTART)
+        return self in (FaultKind.CUT, FaultKind.PAUSE)
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,15 @@ class Fault:
     at: float = 0.5  # share of the file acknowledged when it strikes
     seconds: float = 0.0
     udp_only: bool = False  # a cut of UDP alone: the peers' paths die, signaling lives
+    to: str = ""  # a move's destination site
 
     def __post_init__(self) -> None:
         if not 0 < self.at < 1:
             raise ValueError("fault.at: a share of the transfer, between 0 and 1")
         if self.kind.timed and not 0 < self.seconds <= 600:
             raise ValueError(f"fault.seconds: 0 to 600 for a {self.kind.value}")
+        if (self.kind is FaultKind.MOVE) != bool(self.to):
+            raise ValueError("fault.to: the site a move goes to (and only for a move)")
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,8 @@ class Scenario:
             raise ValueError(f"{self.name}: sender and receiver are the same host")
         if self.fault is not None and self.fault.site not in names:
             raise ValueError(f"{self.name}: fault on unknown site {self.fault.site!r}")
+        if self.fault is not None and self.fault.to and self.fault.to not in names:
+            raise ValueError(f"{self.name}: a move to unknown site {self.fault.to!r}")
         if self.expect_path not in (None, *expectations.PATHS):
             raise ValueError(f"{self.name}: expect_path is one of {expectations.PATHS}")
         if not 0 < self.file_mib <= 4096:
@@ -242,7 +249,7 @@ def _defaults(sites: tuple[SiteSpec, ...]) -> tuple[Endpoint, Endpoint]:
     return first, second
 
 
-_FAULT_KEYS: Final = {"kind", "site", "at", "seconds", "udp_only"}
+_FAULT_KEYS: Final = {"kind", "site", "at", "seconds", "udp_only", "to"}
 _SCENARIO_KEYS: Final = {
     "name",
     "kind",
@@ -294,6 +301,7 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
                 float(fault.get("at", 0.5)),
                 float(fault.get("seconds", 0.0)),
                 bool(fault.get("udp_only", False)),
+                str(fault.get("to", "")),
             ),
             full=data.get("full", False),
             timeout_s=float(data.get("timeout_s", 180.0)),

@@ -357,7 +357,20 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
     """Run `work` from a timer callback, holding a reference until it is done."""
     task = asyncio.ensure_future(work)
     _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
+    task.add_done_callback(_finished)
+
+
+def _finished(task: asyncio.Task[None]) -> None:
+    """A timer's send that found the DTLS transport closed (ConnectionError: the connection
+    is being closed, e.g. after its paths died) is nothing to report; anything else goes to
+    the loop's exception handler, as an unretrieved exception would."""
+    _TASKS.discard(task)
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, ConnectionError):
+        context = {"message": "SCTP background task failed", "exception": exc, "task": task}
+        task.get_loop().call_exception_handler(context)
 
 
 def _t3_expired(self: Transport) -> None:
