@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
-from fileshare import crypto, ice
+from fileshare import crypto, ice, netwatch
 from fileshare.chunks import CHUNK_SIZE
 from fileshare.code import BadCode, ShareCode, new_code, parse_code
 from fileshare.crypto import SessionKeys
@@ -225,7 +225,7 @@ async def _epochs(
             continue
         events.emit("connected", epoch=link.epoch, path=link.path())
         try:
-            await _race(run(link), interrupt)
+            await _race(run(link), _or_moved(interrupt, link, inbox))
             return
         except PeerGone:
             raise
@@ -235,6 +235,40 @@ async def _epochs(
             events.emit("reconnecting", reason=str(exc), attempt=attempt + 1)
         finally:
             await link.close()
+
+
+def _or_moved(
+    interrupt: Callable[[], Awaitable[None]], link: Link, inbox: Inbox
+) -> Callable[[], Awaitable[None]]:
+    """`interrupt`, or a network change that killed the link's paths: this host left the
+    network the link was built on (AddressLost: reconnect to the signaling server at once, tell
+    the peer, then a new peer connection), or the peer says it did ("moved")."""
+
+    async def moved() -> None:
+        try:
+            await netwatch.address_lost(link.host_addresses())
+        except netwatch.AddressLost:
+            inbox.drop_connection()
+            await inbox.relay("signal", {"kind": "moved"})
+            raise
+
+    async def peer_moved() -> None:
+        await inbox.until(lambda: inbox.has("moved"), None)
+        inbox.discard("moved")
+        raise ConnectionError("the peer changed networks")
+
+    async def either() -> None:
+        tasks = {asyncio.ensure_future(w()) for w in (moved, peer_moved, interrupt)}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # whichever ended says why
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return either
 
 
 async def _pause_then_wait_for_peer(inbox: Inbox, attempt: int) -> None:

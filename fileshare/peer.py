@@ -42,9 +42,11 @@ CHANNEL_LABEL = "fileshare"
 CONFIRM_GRACE_SECONDS = 5.0
 # What a peer relays to us, by kind; anything else is dropped, and a server flooding us keeps at
 # most STASHED_PER_KIND of each (the oldest go first), so it cannot make the inbox grow.
-KINDS: Final = frozenset({"hello", "confirm", "offer", "answer", "abort"})
+# "moved": the peer changed networks, its paths are dead (fileshare.netwatch): offer anew
+KINDS: Final = frozenset({"hello", "confirm", "offer", "answer", "abort", "moved"})
 STASHED_PER_KIND: Final = 8
 MAX_PAUSE_SECONDS: Final = 86400.0  # a peer's "I keep my place this long" beyond it is ignored
+CLOSE_WAIT_SECONDS: Final = 2.0
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) (\S+)\s*$", re.MULTILINE)
 
 
@@ -205,6 +207,16 @@ class Inbox:
             self._events.emit("signaling_restored", after=round(lasted, 1))
             return
 
+    def drop_connection(self) -> None:
+        """This host changed networks: the signaling connection's TCP left from an address
+        that is gone, so reconnect now rather than when the heartbeat notices (a message sent
+        meanwhile would be lost). The reader sees the close and reconnects; until it has, no
+        message goes out on the old connection."""
+        self.connected = False
+        self.notify()
+        task = asyncio.ensure_future(self.client.close())
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
     async def relay(self, kind: str, payload: dict[str, Any], arrivals: int | None = None) -> None:
         """Relay to the peer once we and it are on the signaling server (a message sent into
         an outage would be lost); the wait ends at once if the session does. With `arrivals`
@@ -330,9 +342,22 @@ class Link:
             path["turn"] = self.turn.transport
         return path
 
+    def host_addresses(self) -> list[str]:
+        """This host's addresses the connection gathered candidates on (none if aiortc's
+        internals are not what we expect)."""
+        try:
+            candidates = nomination.ice_connection(self.pc).local_candidates
+        except (AttributeError, KeyError, IndexError):
+            return []
+        return [c.host for c in candidates if c.type == "host"]
+
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        """Close, waiting at most CLOSE_WAIT_SECONDS: over paths that died (a new network),
+        aiortc's orderly close can take a minute, which a new connection must not wait for;
+        the rest of it goes on in the background."""
+        closing = asyncio.ensure_future(self.pc.close())
+        closing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.wait({closing}, timeout=CLOSE_WAIT_SECONDS)
 
 
 def rtc_configuration(

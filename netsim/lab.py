@@ -17,12 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from netsim import certs, netns
-from netsim.processes import SignalProcess, start_signal, stop
+from netsim.processes import SignalEndpoint, start_signal, stop
+from netsim.signalfarm import Farm, running_farm
 from turn.config import TurnSettings
 from turn.launcher import TurnEndpoint, running_turn
 
@@ -95,11 +96,13 @@ def _copy_terminal(master: int, path: Path) -> None:
 
 @dataclass
 class Servers:
-    """The signaling server and, optionally, coturn, as clients need them."""
+    """The signaling server (one, or a farm's front) and, optionally, coturn, as clients need
+    them."""
 
-    signal: SignalProcess
+    signal: SignalEndpoint
     turn: TurnEndpoint | None = None
     client_env: dict[str, str] = field(default_factory=dict)  # e.g. SSL_CERT_FILE
+    farm: Farm | None = None
 
 
 @contextlib.contextmanager
@@ -112,13 +115,17 @@ def running_servers(
     signal_secret: str | None = None,
     test_allow: tuple[str, ...] = (),
     signal_args: tuple[str, ...] = (),
+    signal_instances: int = 1,
+    turn_lifetime: int | None = None,
 ) -> Iterator[Servers]:
     """fileshare-signal on `signal_host` (several comma-separated: a dual stack) in `namespace`
-    (with `signal_args` too); with `turn_ips` (one family's, then maybe the other's: the
-    first of each in the URLs), a coturn there whose credentials the server hands out (UDP,
+    (with `signal_args` too; with `signal_instances` above 1, that many behind haproxy there,
+    sharing a Redis); with `turn_ips` (one family's, then maybe the other's: the first of
+    each in the URLs), a coturn there whose credentials the server hands out (UDP,
     TCP and, with
     `tls`, TLS; `signal_secret` makes the server's secret differ; `test_allow`:
-    emulated-internet peers coturn relays to)."""
+    emulated-internet peers coturn relays to; `turn_lifetime`: the longest allocation lifetime
+    it grants)."""
     prefix = tuple(netns.in_namespace(namespace))
     with contextlib.ExitStack() as stack:
         args: list[str] = [*signal_args]
@@ -141,6 +148,8 @@ def running_servers(
                 max_bps=0,  # tests measure correctness, not the production bandwidth cap
                 test_allow=test_allow,
             )
+            if turn_lifetime is not None:  # allocations refreshed that often (5/6 of it)
+                settings = replace(settings, max_allocate_lifetime=turn_lifetime)
             endpoint = stack.enter_context(running_turn(settings, workdir, prefix))
             # A dual stack's: the first address of each family, its own first (aiortc uses
             # the first STUN and TURN URL it can read; browsers may use them all).
@@ -151,6 +160,12 @@ def running_servers(
                 for url in served.urls:
                     args += ["--turn-urls", url]
             env = {"FILESHARE_TURN_SECRET": signal_secret or secret}  # env: not in `ps`
+        if signal_instances > 1:
+            farm = stack.enter_context(
+                running_farm(namespace, workdir, signal_host, signal_instances, tuple(args), env)
+            )
+            yield Servers(farm.front, endpoint, client_env, farm)
+            return
         server = asyncio.run(
             start_signal(workdir / "signal.log", *args, env=env, prefix=prefix, host=signal_host)
         )
@@ -166,6 +181,7 @@ class Lab:
         self.namespace = namespace
         self.workdir = workdir
         self.server = servers.signal
+        self.farm = servers.farm
         self.turn = servers.turn
         self.client_env = servers.client_env
         self.clients: list[Client] = []

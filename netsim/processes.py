@@ -297,7 +297,7 @@ defaults
     timeout http-request 5s
     timeout tunnel 1h
 frontend signal
-    bind 127.0.0.1:{port}
+    bind {host}:{port}
 {per_source}    default_backend signal
 backend signal
     balance roundrobin
@@ -317,15 +317,33 @@ PER_SOURCE_LIMITS = """\
 """
 
 
+def _listening(prefix: tuple[str, ...], host: str, port: int) -> bool:
+    """Something accepts TCP on host:port (in the namespace `prefix` enters, with `ss`)."""
+    if not prefix:
+        with socket.socket() as probe:
+            return probe.connect_ex((host, port)) == 0
+    listed = subprocess.run(
+        [*prefix, find_program("ss"), "-Hltn", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return f"{host}:{port}" in listed.stdout
+
+
 @contextlib.contextmanager
 def haproxy(
-    workdir: Path, backend_ports: list[int], per_source: tuple[int, int] | None = (100, 100)
+    workdir: Path,
+    backend_ports: list[int],
+    per_source: tuple[int, int] | None = (100, 100),
+    prefix: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> Iterator[int]:
-    """haproxy on a free loopback port before signaling instances (round robin, checked on
-    /readyz, WebSocket tunnels kept for an hour); it names the instance that served a
-    connection in `X-Served-By`. `per_source`: connections at once and requests per 10 s one
-    source address may have (None: unlimited, for load tests from one address). Yields its
-    port."""
+    """haproxy on a free port of `host` before signaling instances on 127.0.0.1 (round robin,
+    checked on /readyz, WebSocket tunnels kept for an hour), inside a namespace when `prefix`
+    is netns.in_namespace(...); it names the instance that served a connection in
+    `X-Served-By`. `per_source`: connections at once and requests per 10 s one source address
+    may have (None: unlimited, for load tests from one address). Yields its port."""
     port = free_port()
     # Each proxied connection takes two descriptors; haproxy refuses a maxconn it cannot hold.
     maxconn = (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100) // 2
@@ -340,23 +358,22 @@ def haproxy(
             twice=2 * connections, connections=connections, requests=requests
         )
     config.write_text(
-        HAPROXY_CONFIG.format(maxconn=maxconn, port=port, servers=servers, per_source=limits)
+        HAPROXY_CONFIG.format(
+            maxconn=maxconn, host=host, port=port, servers=servers, per_source=limits
+        )
     )
     log_path = workdir / "haproxy.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [find_program("haproxy"), "-db", "-q", "-f", str(config)],
+            [*prefix, find_program("haproxy"), "-db", "-q", "-f", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
         )
     try:
         deadline = time.monotonic() + 10
-        while True:
+        while not _listening(prefix, host, port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"haproxy did not start:\n{log_path.read_text()}")
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
             time.sleep(0.02)
         yield port
     finally:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from netsim import calibration, capture, conntrack, doctorcheck, expectations, w
 from netsim.lab import Client, Lab, running_servers, sha256
 from netsim.results import ScenarioResult, Status
 from netsim.scenario import CLIENT_PROGRAMS, FaultKind, Kind, Scenario
+from turn.launcher import TurnProcess
 
 MIB: Final = 2**20
 # Peers coturn may relay to: the emulated internet only (it denies documentation ranges).
@@ -27,6 +29,8 @@ EMULATED_INTERNET: Final = ("198.51.100.0-198.51.100.255", "203.0.113.0-203.0.11
 MARKER: Final = b"FILESHARE-NETSIM-MARKER-"
 SHORT_CUT_SECONDS: Final = 15.0  # under the client's stall timeout: the connection survives
 GRACE_DEFAULT_S: Final = 60.0  # the signaling server's --grace-seconds default
+SIGNAL_INSTANCES: Final = 3  # behind haproxy, for a signal-restart fault
+SIGNAL_BACK_WAIT_S: Final = 90.0  # both peers on the signaling server again after a restart
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,24 @@ def _path_of(client: Client) -> dict[str, Any]:
 
 def _connected(client: Client) -> list[dict[str, Any]]:
     return [e for e in client.events() if e["event"] == "connected"]
+
+
+def _count(client: Client, name: str) -> int:
+    return sum(1 for e in client.events() if e["event"] == name)
+
+
+async def _restored(*clients: Client, wanted: int, timeout: float) -> float | None:
+    """When the clients' `signaling_restored` events, together, reached `wanted`; None if
+    they did not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stamps = sorted(
+            e["ts"] for c in clients for e in c.events() if e["event"] == "signaling_restored"
+        )
+        if len(stamps) >= wanted:
+            return float(stamps[wanted - 1])
+        await asyncio.sleep(0.1)
+    return None
 
 
 def _data_moving_after(receiver: Client, moment: float) -> float | None:
@@ -114,6 +136,7 @@ class ScenarioRun:
             client_a=scenario.sender_client,
             client_b=scenario.receiver_client,
         )
+        self._fault_task: asyncio.Task[None] | None = None  # a fault that takes steps
 
     def _args(self) -> tuple[str, ...]:
         return ("--relay-only",) if self.scenario.relay_only else ()
@@ -157,7 +180,7 @@ class ScenarioRun:
         if self._paused:
             await self._answer_late(receiver)
         elif sc.fault is not None:
-            striker = self._striker()
+            striker = self._striker(sender, receiver)
             struck = await _fault_when(sender, sc.fault.at, striker, sc.timeout_s)
             shown = "before the end" if struck is None else f"at {struck:.0%} acknowledged"
             result.check(
@@ -167,6 +190,8 @@ class ScenarioRun:
                 result.metrics["fault_at"] = round(struck, 3)
         sender_exit = await sender.wait(sc.timeout_s)
         receiver_exit = await receiver.wait(60)
+        if self._fault_task is not None:
+            await self._fault_task
         result.check("sender exit", sender_exit == 0, 0, sender_exit)
         result.check("receiver exit", receiver_exit == 0, 0, receiver_exit)
         arrived = out / payload.path.name
@@ -196,11 +221,39 @@ class ScenarioRun:
         for name, left in least.items():  # -1: no direct flow seen at some moment (relayed)
             result.metrics[f"mapping_least_left_s_{name}"] = left
 
-    def _striker(self) -> Callable[[], None]:
+    def _striker(self, sender: Client, receiver: Client) -> Callable[[], None]:
         fault = self.scenario.fault
         assert fault is not None
         if fault.kind is FaultKind.REBIND:
             return lambda: self.net.rebind(fault.site)
+        if fault.kind is FaultKind.MOVE:
+            sc = self.scenario
+            end = sc.receiver if sc.receiver.site == fault.site else sc.sender
+
+            async def moving() -> None:  # pyroute2's calls run a loop of their own: a thread
+                host = self.net.host(end.site, end.host)
+                moved_to = await asyncio.to_thread(self.net.move, host, fault.to)
+                self.result.metrics["moved_to"] = moved_to
+                self.fault_ended_at = time.time()
+
+            def move() -> None:
+                self._fault_task = asyncio.ensure_future(moving())
+
+            return move
+        if fault.kind is FaultKind.TURN_RESTART:
+            turn = self.lab.turn
+            assert turn is not None
+
+            def restart_turn() -> None:
+                self._fault_task = asyncio.ensure_future(self._restart_turn(turn.process))
+
+            return restart_turn
+        if fault.kind is FaultKind.SIGNAL_RESTART:
+
+            def restart() -> None:
+                self._fault_task = asyncio.ensure_future(self._restart_signaling(sender, receiver))
+
+            return restart
 
         def cut() -> None:
             self.net.cut(fault.site, fault.udp_only)
@@ -210,6 +263,50 @@ class ScenarioRun:
             loop.call_later(fault.seconds, self.net.restore, fault.site)
 
         return cut
+
+    async def _restart_turn(self, process: TurnProcess) -> None:
+        """coturn stopped (SIGTERM) and started again: the relayed path is gone, the peers
+        must allocate anew (with fresh credentials if theirs expired) in a new connection."""
+        await asyncio.to_thread(process.restart)
+        self.fault_ended_at = time.time()
+
+    async def _restart_signaling(self, sender: Client, receiver: Client) -> None:
+        """Redeploy the instances the peers use (SIGTERM: drain, 1012; started again), wait
+        until both peers are back on the signaling server, then crash (SIGKILL, restarted)
+        the instance one of them is on now; each peer must have come back every time, and the
+        data channel must have carried on through all of it (one connection)."""
+        farm, result = self.lab.farm, self.result
+        assert farm is not None
+        for how in (signal.SIGTERM, signal.SIGKILL):
+            used = await asyncio.to_thread(farm.in_use)
+            moved = sum(used.values())
+            before = sum(_count(c, "signaling_restored") for c in (sender, receiver))
+            struck = time.time()
+            result.check(
+                f"{how.name} mid-transfer", sender.proc.poll() is None, "sender running", str(used)
+            )
+            await asyncio.gather(*(farm.replace(index, how) for index in used))
+            back = await _restored(
+                sender, receiver, wanted=before + moved, timeout=SIGNAL_BACK_WAIT_S
+            )
+            name = how.name.lower()
+            result.check(
+                f"peers back on signaling after {how.name}",
+                back is not None,
+                f"{moved} rejoin(s)",
+                "none in time" if back is None else f"{back - struck:.1f} s after the signal",
+            )
+            result.metrics[f"{name}_instances"] = len(used)
+            if back is not None:  # from the signal to the last peer's rejoin
+                result.metrics[f"{name}_rejoin_s"] = round(back - struck, 2)
+        reasons = [
+            str(e.get("reason", ""))
+            for c in (sender, receiver)
+            for e in c.events()
+            if e["event"] == "reconnecting"
+        ]
+        drained = sum("code 1012" in reason for reason in reasons)
+        result.check("a draining instance closed with 1012", drained > 0, "> 0", drained)
 
     def _judge_path(self, sender: Client, receiver: Client) -> None:
         sc, result = self.scenario, self.result
@@ -291,6 +388,47 @@ class ScenarioRun:
             recovered = _data_moving_after(receiver, self.fault_ended_at)
             if recovered is not None:  # from the fault's end to the next chunks written
                 result.metrics["recover_s"] = round(recovered - self.fault_ended_at, 2)
+        if sc.fault is not None and sc.fault.kind is FaultKind.MOVE:
+            moved = receiver if sc.receiver.site == sc.fault.site else sender
+            reasons = [e.get("reason", "") for e in moved.events() if e["event"] == "reconnecting"]
+            noticed = any("is gone" in str(reason) for reason in reasons)
+            result.check(
+                "the moved peer noticed its address gone",
+                noticed,
+                "reconnecting: address gone",
+                "; ".join(map(str, reasons[:3])) or "no reconnect",
+            )
+        if sc.fault is not None and sc.fault.kind in (FaultKind.TURN_RESTART, FaultKind.MOVE):
+            again = [e["ts"] for e in _connected(receiver)[1:]]
+            if again and self.fault_ended_at is not None:
+                moving = _data_moving_after(receiver, again[0])
+                result.metrics["new_connection_s"] = round(again[0] - self.fault_ended_at, 2)
+                if moving is not None:  # the new connection's first data, not what was queued
+                    result.metrics["recover_s"] = round(moving - self.fault_ended_at, 2)
+            result.check(
+                "a new peer connection after the fault",
+                len(connected) >= 2,
+                "2 or more connections",
+                f"{len(connected)} connection(s)",
+            )
+        if sc.turn_ttl_s is not None and sc.fault is None:
+            # coturn grants allocations the TTL too; aioice refreshes at 5/6 of it. Past twice
+            # the TTL, one connection means the second Refresh, signed with the credential
+            # after its expiry, was granted (else the allocation ended at about 11/6 TTL).
+            result.metrics["turn_ttl_s"] = sc.turn_ttl_s
+            result.check(
+                "one relayed connection past twice the credential's TTL",
+                seconds > 2 * sc.turn_ttl_s and len(connected) == 1,
+                f"> {2 * sc.turn_ttl_s} s, 1 connection",
+                f"{seconds:.0f} s, {len(connected)} connection(s)",
+            )
+        if sc.fault is not None and sc.fault.kind is FaultKind.SIGNAL_RESTART:
+            result.check(
+                "data channel kept through the signaling restarts",
+                len(connected) == 1,
+                "1 connection",
+                f"{len(connected)} connection(s)",
+            )
         if sc.fault is not None and sc.fault.kind is FaultKind.REBIND:
             result.metrics["outcome"] = "survived" if len(connected) == 1 else "resumed"
         if self._paused:
@@ -357,14 +495,22 @@ def run_one(scenario: Scenario, root: Path) -> ScenarioResult:
 
 
 def _signal_args(scenario: Scenario) -> tuple[str, ...]:
-    """A full cut longer than the default grace (60 s) runs against a deployment that keeps a
-    dropped peer's place longer, as the README advises for roaming users."""
+    """The scenario's TURN credential lifetime, if it sets one. A full cut longer than the
+    default grace (60 s) runs against a deployment that keeps a dropped peer's place longer, as
+    the README advises for roaming users."""
+    args: tuple[str, ...] = ()
+    if scenario.turn_ttl_s is not None:
+        args += ("--turn-ttl-seconds", str(scenario.turn_ttl_s))
     fault = scenario.fault
     if fault is None:
-        return ()
+        return args
     if fault.kind is FaultKind.CUT and not fault.udp_only and fault.seconds >= GRACE_DEFAULT_S:
-        return ("--grace-seconds", str(fault.seconds + GRACE_DEFAULT_S))
-    return ()
+        return (*args, "--grace-seconds", str(fault.seconds + GRACE_DEFAULT_S))
+    return args
+
+
+def _restarts_signaling(scenario: Scenario) -> bool:
+    return scenario.fault is not None and scenario.fault.kind is FaultKind.SIGNAL_RESTART
 
 
 def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
@@ -391,6 +537,8 @@ def _run(scenario: Scenario, workdir: Path) -> ScenarioResult:
             tls=True,
             test_allow=EMULATED_INTERNET,
             signal_args=_signal_args(scenario),
+            signal_instances=SIGNAL_INSTANCES if _restarts_signaling(scenario) else 1,
+            turn_lifetime=scenario.turn_ttl_s,
         ) as servers:
             lab = Lab(net.internet, workdir, servers)
             try:

@@ -12,8 +12,11 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     receiver = "b"                      # default: the second site (or host 1 of a lone site)
     file_mib = 2
     expect_path = "srflx"               # default: the grid (netsim.expectations)
-    fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, or pause (the receiver's)
+    fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, pause (the receiver's),
+                                        # signal-restart, turn-restart,
+                                        # move (with to = "site")
     full = false                        # true: only in `netsim run --full`
+    turn_ttl_s = 60                     # TURN credentials' lifetime (default: the server's)
     sender_client = "browser"           # "cli" (default) or "browser" (netsim/browser_client.py)
     receiver_client = "cli"
 
@@ -72,6 +75,16 @@ class FaultKind(enum.Enum):
     # peer connection up, but nothing of the transfer moves (`at` does not apply: the question
     # comes with the manifest, before any data).
     PAUSE = "pause"
+    # Three signaling instances behind haproxy: those the peers use are redeployed (SIGTERM:
+    # drain, 1012), then the one they moved to crashes (SIGKILL)
+    SIGNAL_RESTART = "signal-restart"
+    TURN_RESTART = "turn-restart"  # coturn stopped and started again: every allocation lost
+    MOVE = "move"  # the site's peer moves to site `to`: a new address behind a new NAT
+
+    @property
+    def timed(self) -> bool:
+        """Lasts `seconds` (a cut, a pause); the others strike at once."""
+        return self in (FaultKind.CUT, FaultKind.PAUSE)
 
 
 @dataclass(frozen=True)
@@ -81,12 +94,15 @@ class Fault:
     at: float = 0.5  # share of the file acknowledged when it strikes
     seconds: float = 0.0
     udp_only: bool = False  # a cut of UDP alone: the peers' paths die, signaling lives
+    to: str = ""  # a move's destination site
 
     def __post_init__(self) -> None:
         if not 0 < self.at < 1:
             raise ValueError("fault.at: a share of the transfer, between 0 and 1")
-        if self.kind is not FaultKind.REBIND and not 0 < self.seconds <= 600:
+        if self.kind.timed and not 0 < self.seconds <= 600:
             raise ValueError(f"fault.seconds: 0 to 600 for a {self.kind.value}")
+        if (self.kind is FaultKind.MOVE) != bool(self.to):
+            raise ValueError("fault.to: the site a move goes to (and only for a move)")
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,7 @@ class Scenario:
     link_rate_mbit: float | None = None  # throughput: the bottleneck the goodput is compared to
     sender_client: str = "cli"  # a key of CLIENT_PROGRAMS
     receiver_client: str = "cli"
+    turn_ttl_s: int | None = None  # the TURN credentials' lifetime (default: the server's)
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -128,6 +145,8 @@ class Scenario:
             raise ValueError(f"{self.name}: sender and receiver are the same host")
         if self.fault is not None and self.fault.site not in names:
             raise ValueError(f"{self.name}: fault on unknown site {self.fault.site!r}")
+        if self.fault is not None and self.fault.to and self.fault.to not in names:
+            raise ValueError(f"{self.name}: a move to unknown site {self.fault.to!r}")
         if self.expect_path not in (None, *expectations.PATHS):
             raise ValueError(f"{self.name}: expect_path is one of {expectations.PATHS}")
         if not 0 < self.file_mib <= 4096:
@@ -139,6 +158,8 @@ class Scenario:
             # The page has no relay-only switch and no stall timeout to widen for a pause; a
             # browser's part in faults is covered by tests/test_browser_e2e.py.
             raise ValueError(f"{self.name}: a browser peer takes no relay_only and no fault")
+        if self.turn_ttl_s is not None and not 10 <= self.turn_ttl_s <= 86400:
+            raise ValueError(f"{self.name}: turn_ttl_s 10 to 86400")
 
     @property
     def clients(self) -> tuple[str, str]:
@@ -257,7 +278,7 @@ def _defaults(sites: tuple[SiteSpec, ...]) -> tuple[Endpoint, Endpoint]:
     return first, second
 
 
-_FAULT_KEYS: Final = {"kind", "site", "at", "seconds", "udp_only"}
+_FAULT_KEYS: Final = {"kind", "site", "at", "seconds", "udp_only", "to"}
 _SCENARIO_KEYS: Final = {
     "name",
     "kind",
@@ -275,6 +296,7 @@ _SCENARIO_KEYS: Final = {
     "timeout_s",
     "sender_client",
     "receiver_client",
+    "turn_ttl_s",
 }
 
 
@@ -310,11 +332,13 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
                 float(fault.get("at", 0.5)),
                 float(fault.get("seconds", 0.0)),
                 bool(fault.get("udp_only", False)),
+                str(fault.get("to", "")),
             ),
             full=data.get("full", False),
             timeout_s=float(data.get("timeout_s", 180.0)),
             sender_client=data.get("sender_client", "cli"),
             receiver_client=data.get("receiver_client", "cli"),
+            turn_ttl_s=None if data.get("turn_ttl_s") is None else int(data["turn_ttl_s"]),
         )
     except KeyError as exc:
         raise ValueError(f"{where}: missing {exc.args[0]!r}") from None

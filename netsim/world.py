@@ -217,6 +217,7 @@ class Site:
     ruleset: str
     public_ip: str  # what the internet sees of host 0
     plan6: SiteAddresses6 | None = None  # dual stack
+    bridge: str = ""  # in `router`: the LAN
 
 
 @dataclass
@@ -234,7 +235,9 @@ class World:
     netem: bool
     carriers: dict[str, CarrierSite] = field(default_factory=dict)
     delayers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    base: str = ""  # what every interface name starts with
     _queues: int = 0
+    _moves: int = 0
 
     @property
     def mechanism(self) -> str:
@@ -271,6 +274,28 @@ class World:
         for name in where.spec.router.maps:
             flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), name)
             linkbed.run(link.Command(where.router, "nft", flush))
+
+    def move(self, host: str, to: str) -> str:
+        """The host (namespace) leaves its LAN for site `to`'s, as a laptop joins another
+        network: its interface goes, with its address and route; a new one on `to`'s bridge
+        gets the next free address of that LAN and its default route. Returns that address."""
+        there = self.sites[to]
+        self._moves += 1
+        taken = len(there.plan.hosts) + self._moves
+        address = str(ipaddress.ip_address(there.plan.lan_gateway) + taken)
+        port, inside = f"{self.base}x{self._moves}", f"{self.base}y{self._moves}"
+        with NetNS(host) as hns:
+            for item in hns.get_links():
+                if item.get_attr("IFLA_IFNAME") != "lo":
+                    hns.link("del", index=item["index"])
+        with NetNS(there.router) as rtr:
+            _veth(rtr, port, inside, host)
+            bridge = rtr.link_lookup(ifname=there.bridge)[0]
+            rtr.link("set", index=rtr.link_lookup(ifname=port)[0], master=bridge, state="up")
+        with NetNS(host) as hns:
+            _up(hns, inside, address, there.plan.lan_prefix)
+            hns.route("add", dst="0.0.0.0/0", gateway=there.plan.lan_gateway)
+        return address
 
 
 def _up(ns: NetNS, ifname: str, address: str | None = None, prefix: int = 32) -> None:
@@ -401,7 +426,9 @@ def _build_site(
         firewall = nat.firewall6(netns.RUN_PREFIX, wan_if, spec.router.mapping_timeout)
         _nft(router, firewall)
         text += firewall
-    site = Site(spec, plan, router, link_ns, hosts, up_if, down_if, wan_if, text, public, plan6)
+    site = Site(
+        spec, plan, router, link_ns, hosts, up_if, down_if, wan_if, text, public, plan6, bridge
+    )
     return site, opened
 
 
@@ -477,7 +504,7 @@ def build(specs: Sequence[SiteSpec], label: str = "w") -> Iterator[World]:
                 handles.callback(handle.close)
             sites[spec.name] = site
         carrier_sites = {name: found[0] for name, found in built.items()}
-        world = World(names["inet"], sites, netem, carrier_sites)
+        world = World(names["inet"], sites, netem, carrier_sites, base=base)
         try:
             for spec in specs:
                 if spec.uplink != CLEAN or spec.downlink != CLEAN:

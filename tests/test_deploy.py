@@ -42,9 +42,9 @@ from cryptography import x509
 from playwright.async_api import async_playwright
 
 from netsim import certs, docker_host
+from netsim.browser_client import CHROMIUM
 from netsim.lab import Client, sha256
 from netsim.processes import MissingProgram, find_program
-from tests.browser import CHROMIUM
 from tests.conftest import IN_CI, require_webapp
 from tests.deploy_stack import SIGNALING_PORTS, Recap, Stack, deploy_stack
 

@@ -491,7 +491,7 @@ def test_launcher_starts_and_stops_cleanly_on_loopback(tmp_path: Path) -> None:
 # What an allocation made with a credential may do after the credential expired (run inside the
 # namespace): a Refresh and a CreatePermission on it, and a new Allocate with it.
 AFTER_EXPIRY = """
-import json, sys, time
+import json, struct, sys, time
 from fsproto import stun
 from turn import credentials
 host, secret = sys.argv[1], sys.argv[2]
@@ -501,35 +501,75 @@ def attempt(step):
         return {"ok": True, "result": step()}
     except stun.TurnError as exc:
         return {"ok": False, "code": exc.code}
+def nonce(client):
+    return dict(client.auth)[stun.NONCE]
 with stun.Connection((host, 3478), "udp") as conn:
     client = stun.TurnClient(conn)
     client.allocate(cred.username, cred.password)
+    first_nonce = nonce(client)
     time.sleep(max(0.0, cred.expires_at - time.time()) + 3.0)
     report = {"past_expiry": round(time.time() - cred.expires_at, 1)}
     report["refresh"] = attempt(lambda: client.refresh(600))
+    report["nonce_renewed"] = nonce(client) != first_nonce
+    # The same allocation, signed with a fresh credential of the same session (what a client
+    # that asked the signaling server for one would hold): RFC 8656 section 7 binds an
+    # allocation to the username it was made with.
+    fresh = credentials.issue(secret, "12345678", 600, time.time())
+    realm = dict(client.auth)[stun.REALM]
+    request = stun.Message(stun.REFRESH, stun.REQUEST, attributes=[
+        (stun.LIFETIME, struct.pack("!I", 600)), (stun.USERNAME, fresh.username.encode()),
+        (stun.REALM, realm), (stun.NONCE, nonce(client))])
+    conn.sock.sendall(request.encode(stun.long_term_key(fresh.username, realm.decode(),
+                                                        fresh.password)))
+    conn.sock.settimeout(3)
+    try:
+        while (answer := stun.decode(conn.sock.recv(4096))).tid != request.tid:
+            pass
+        error = answer.error()
+        signed = answer.get(stun.MESSAGE_INTEGRITY) is not None
+        report["refresh_new_credential"] = {"ok": error is None, "code": error and error.code,
+                                            "signed": signed}
+    except TimeoutError:
+        report["refresh_new_credential"] = "no answer"
+    report["refresh_after"] = attempt(lambda: client.refresh(600))
     report["permission"] = attempt(lambda: client.create_permission(host))
     with stun.Connection((host, 3478), "udp") as other:
         report["allocate"] = attempt(lambda: str(stun.TurnClient(other).allocate(
             cred.username, cred.password)))
+    with stun.Connection((host, 3478), "udp") as third:
+        report["allocate_new_credential"] = attempt(lambda: str(stun.TurnClient(third).allocate(
+            fresh.username, fresh.password)))
     client.release()
 print(json.dumps(report))
 """
 
 
-def test_an_allocation_outlives_its_credential(namespace: str, coturn: TurnEndpoint) -> None:
-    """Measured for issue 15 (turn/README.md): coturn 4.6.1 checks a TURN REST credential's
-    expiry when it authenticates an Allocate, not on later requests of the allocation it
-    made. So an expired credential allocates nothing new, while an allocation made in time
-    lives on as long as its client refreshes it (bounded by user-quota and max-bps)."""
-    done = subprocess.run(
-        [*netns.in_namespace(namespace), sys.executable, "-c", AFTER_EXPIRY, HOST, SECRET],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+def test_an_allocation_outlives_its_credential(namespace: str, tmp_path: Path) -> None:
+    """Measured for issue 15 (turn/README.md), against coturn 4.6.1 whose nonces go stale
+    after 2 s: a TURN REST credential's expiry is checked when coturn authenticates an
+    Allocate, not on later requests of the allocation it made, even once the nonce went stale
+    and the client signed again (438, then the same key). A Refresh signed with a fresh
+    credential of the same session is refused (441 Wrong Credentials: an allocation belongs
+    to the username it was made with) and does not end the allocation. So an expired
+    credential allocates nothing new, an allocation made in time lives on as long as its
+    client refreshes it with its first credential, and a fresh credential serves new
+    allocations only."""
+    config = settings(stale_nonce=2)
+    with running_turn(config, tmp_path, netns.in_namespace(namespace)):
+        done = subprocess.run(
+            [*netns.in_namespace(namespace), sys.executable, "-c", AFTER_EXPIRY, HOST, SECRET],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     print("coturn after a credential's expiry:", report)
     assert report["past_expiry"] >= 2.5
     assert report["refresh"] == {"ok": True, "result": 600}
+    assert report["nonce_renewed"]  # the nonce had gone stale: 438, signed again, granted
+    assert report["refresh_new_credential"] == {"ok": False, "code": 441, "signed": False}
+    assert report["refresh_after"] == {"ok": True, "result": 600}
     assert report["permission"]["ok"]
     assert report["allocate"] == {"ok": False, "code": 401}
+    assert report["allocate_new_credential"]["ok"]

@@ -159,6 +159,8 @@ class TurnSettings:
     bps_capacity: int = 0  # bytes per second for the whole server; 0: unlimited
     prometheus_port: int = 0  # 0: off (Debian's coturn 4.6.1 is built without it)
     verbose: bool = False
+    stale_nonce: int = 600  # seconds a nonce lives; then 438 and the client signs again
+    max_allocate_lifetime: int = 3600  # the longest lifetime an Allocate or Refresh gets
     test_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -219,6 +221,8 @@ class TurnSettings:
             "bps_capacity": self.bps_capacity,
             "prometheus_port": self.prometheus_port,
             "verbose": self.verbose,
+            "stale_nonce": self.stale_nonce,
+            "max_allocate_lifetime": self.max_allocate_lifetime,
             "workdir": str(workdir),
             "test_allow_peers": list(self.test_allow),
         }

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsproto import stun
@@ -45,9 +45,15 @@ class TurnEndpoint:
     host: str
     port: int
     tls_port: int | None
-    pid: int
+    process: TurnProcess = field(compare=False, repr=False)
     log_path: Path
     config_path: Path
+
+    @property
+    def pid(self) -> int:
+        """The running process's (a new one after `process.restart()`)."""
+        assert self.process.proc is not None
+        return self.process.proc.pid
 
     @property
     def stun_url(self) -> str:
@@ -140,6 +146,49 @@ def _wait_ready(
         raise TurnStartError("coturn did not answer STUN in time")
 
 
+class TurnProcess:
+    """coturn on a rendered config, started until stopped; `restart` stops it and starts it
+    again on the same addresses, losing every allocation, as a redeploy of a TURN server
+    does (the log goes on in the same file)."""
+
+    def __init__(
+        self,
+        config: Path,
+        settings: TurnSettings,
+        workdir: Path,
+        prefix: Sequence[str],
+        timeout: float,
+    ) -> None:
+        self.config, self.settings, self.prefix, self.timeout = config, settings, prefix, timeout
+        self.log_path = workdir / LOG_NAME
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab" if self.proc else "wb") as log_file:  # restarts: go on
+            self.proc = subprocess.Popen(
+                [*self.prefix, find_turnserver(), "-c", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        settings = self.settings
+        try:
+            _wait_ready(
+                self.proc, settings.listening_ips[0], settings.port, self.prefix, self.timeout
+            )
+        except TurnStartError as exc:
+            log = self.log_path.read_text()[-3000:]
+            raise TurnStartError(f"{exc}; its log:\n{log}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @contextlib.contextmanager
 def running_config(
     config: Path,
@@ -150,29 +199,19 @@ def running_config(
 ) -> Iterator[TurnEndpoint]:
     """coturn on an already rendered `config` (tests may alter one); `settings` say where it
     listens."""
-    log_path = workdir / LOG_NAME
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [*prefix, find_turnserver(), "-c", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    process = TurnProcess(config, settings, workdir, prefix, timeout)
     try:
-        try:
-            _wait_ready(proc, settings.listening_ips[0], settings.port, prefix, timeout)
-        except TurnStartError as exc:
-            raise TurnStartError(f"{exc}; its log:\n{log_path.read_text()[-3000:]}") from None
+        process.start()
         yield TurnEndpoint(
             host=settings.host,
             port=settings.port,
             tls_port=settings.tls_port if settings.tls else None,
-            pid=proc.pid,
-            log_path=log_path,
+            process=process,
+            log_path=process.log_path,
             config_path=config,
         )
     finally:
-        stop_process(proc)
+        process.stop()
 
 
 @contextlib.contextmanager

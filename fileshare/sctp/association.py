@@ -361,12 +361,16 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
 
 
 def _finished(task: asyncio.Task[None]) -> None:
-    """A timer's send on a link that closed meanwhile fails (ConnectionError): the transfer
-    notices the closed channel on its own, so the error is retrieved here, not reported as a
-    "Task exception was never retrieved" at exit."""
+    """A timer's send that found the DTLS transport closed (ConnectionError: the connection
+    is being closed, e.g. after its paths died) is nothing to report; anything else goes to
+    the loop's exception handler, as an unretrieved exception would."""
     _TASKS.discard(task)
-    if not task.cancelled():
-        task.exception()
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, ConnectionError):
+        context = {"message": "SCTP background task failed", "exception": exc, "task": task}
+        task.get_loop().call_exception_handler(context)
 
 
 def _t3_expired(self: Transport) -> None:
