@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 
@@ -173,8 +174,27 @@ def test_pacer_releases_a_burst_then_waits() -> None:
     assert pacer.allowance(1.0, rate) == max(rate * Pacer.QUANTUM, Pacer.MIN_BURST)
     pacer.spend(int(rate * Pacer.QUANTUM) + 5000)
     assert pacer.allowance(1.0, rate) < 0
-    assert pacer.wait(rate) == pytest.approx((MTU - pacer.allowance(1.0, rate)) / rate)
+    batch = max(rate * Pacer.BATCH, Pacer.MIN_BURST)
+    assert pacer.wait(rate) == pytest.approx((batch - pacer.allowance(1.0, rate)) / rate)
     assert pacer.allowance(1.01, rate) > 0
+
+
+@pytest.mark.parametrize("late", [0.0, 0.01])
+def test_pacer_wakes_once_per_batch_and_keeps_the_rate_when_wakes_are_late(late: float) -> None:
+    """A sender that sleeps `wait()` (plus up to `late` of event-loop lateness) between bursts
+    and sends while the allowance is positive: few wakes per packet, the rate kept."""
+    rng = random.Random(3)
+    pacer, rate, now, sent, wakes = Pacer(), 20e6 / 8, 0.0, 0, 0
+    while now < 5.0:
+        wakes += 1
+        allowance = pacer.allowance(now, rate)
+        while allowance > 0:
+            allowance -= MTU
+            pacer.spend(MTU)
+            sent += MTU
+        now += pacer.wait(rate) + rng.uniform(0, late)
+    assert wakes / (sent / MTU) < 0.3
+    assert sent / 5.0 > 0.97 * rate
 
 
 def test_gap_ranges_clip_sort_and_merge_hostile_blocks() -> None:
@@ -194,6 +214,39 @@ def test_subtract_and_holes() -> None:
     assert association.subtract([(1, 2)], []) == [(1, 2)]
     assert association.holes([(2, 3), (6, 7)], 7) == [(0, 1), (4, 5)]
     assert association.holes([(0, 3)], 3) == []
+
+
+def receiver_at(cumulative: int) -> SimpleNamespace:
+    """The receiver state `_mark_received` reads and writes, as a fresh association has it."""
+    return SimpleNamespace(
+        _last_received_tsn=cumulative,
+        _sack_misordered=set(),
+        _sack_duplicates=[],
+        _sack_urgent=False,
+        _highest_tsn=None,
+    )
+
+
+def test_receiver_sacks_at_once_only_when_the_gap_report_changes_at_its_edges() -> None:
+    receiver = receiver_at(2**32 - 3)  # across the TSN wrap
+
+    def urgent(tsn: int) -> bool:
+        association._mark_received(receiver, tsn % 2**32)
+        flag, receiver._sack_urgent = receiver._sack_urgent, False
+        return bool(flag)
+
+    offset = 2**32 - 2
+    assert [urgent(offset + i) for i in range(3)] == [False] * 3  # in order
+    assert urgent(offset + 4)  # a new gap
+    assert not urgent(offset + 5) and not urgent(offset + 6)  # extends the highest block
+    assert urgent(offset + 8)  # a second gap
+    assert urgent(offset + 3)  # the first gap filled
+    assert receiver._last_received_tsn == (offset + 6) % 2**32
+    assert urgent(offset + 7)  # the last gap filled: nothing held any more
+    assert receiver._sack_misordered == set() and receiver._highest_tsn is None
+    assert not urgent(offset + 9)
+    assert urgent(offset + 2)  # a duplicate: reported in the SACK
+    assert receiver._sack_duplicates == [(offset + 2) % 2**32]
 
 
 def test_gap_blocks_from_held_tsns_across_the_wrap() -> None:
