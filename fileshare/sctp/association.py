@@ -355,7 +355,8 @@ async def _transmit(self: Transport) -> None:
         self._flight_size_increase(schunk)
         schunk._sent_count += 1
         schunk._sent_time = now
-        schunk._cc_stamp = cc.stamp(now, not outbound and not self._data_channel_queue)
+        limited = self._pacer.late or not (outbound or self._data_channel_queue)
+        schunk._cc_stamp = cc.stamp(now, limited)
         allowance -= schunk._book_size
         self._pacer.spend(schunk._book_size)
         await self._send_chunk(schunk)
