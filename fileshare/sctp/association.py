@@ -365,8 +365,13 @@ async def _transmit(self: Transport) -> None:
 
 
 def _pace_later(self: Transport, rate: float | None) -> None:
-    if self._pace_handle is None and rate:
-        self._pace_handle = self._loop.call_later(self._pacer.wait(rate), _pace_wake, self)
+    """Wake the sender when the pace allows a batch. `wait()` is asked even while a wake is
+    pending, so the pacer knows the sender is held by it and can tell a late wake."""
+    if not rate:
+        return
+    delay = self._pacer.wait(rate)
+    if self._pace_handle is None:
+        self._pace_handle = self._loop.call_later(delay, _pace_wake, self)
 
 
 def _pace_wake(self: Transport) -> None:
