@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -28,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from benches import links_report, wormhole
 from benches.links_report import Profile, Sample
@@ -52,6 +54,7 @@ SECONDS = 10.0  # the transfer size is what the link carries in this time
 CAP = 40.0  # no run lasts longer (a collapsed one is counted by what it moved)
 IPERF_PORT = 5201
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+Iperf = tuple["subprocess.Popen[bytes]", "subprocess.Popen[str]"]  # server, client
 
 
 def children_cpu() -> float:
@@ -107,6 +110,11 @@ class Bench:
         )
 
     def _fileshare(self, tool: str) -> tuple[float, int, bool]:
+        goodput, moved, capped, _ = self._fileshare_window(tool)
+        return goodput, moved, capped
+
+    def _fileshare_window(self, tool: str) -> tuple[float, int, bool, tuple[float, float]]:
+        """As `_fileshare`, with the wall-clock window (epoch seconds) the goodput is over."""
         env = {"FILESHARE_CONGESTION": tool.split("-", 1)[1]}
         out = self.workdir / f"out{self._runs}"
         out.mkdir()
@@ -139,43 +147,81 @@ class Bench:
             end = float(progress[-1]["ts"]) if progress else float(connected["ts"]) + CAP
         seconds = max(end - float(connected["ts"]), 1e-3)
         wormhole.remove(out)
-        return moved * 8 / seconds / 1e6, moved, capped or done is None
+        window = (float(connected["ts"]), end)
+        return moved * 8 / seconds / 1e6, moved, capped or done is None, window
 
-    def _tcp(self, tool: str) -> tuple[float, int, bool]:
-        iperf = find_program("iperf3")
+    def _iperf(self, tool: str, seconds: float) -> Iperf:
+        """An iperf3 server and client for `seconds` with `tool`'s congestion control, the
+        client's JSON report (with half-second intervals) on its stdout."""
         server = subprocess.Popen(
-            [*netns.in_namespace(self.receiver), iperf, "-s", "-1", "-p", str(IPERF_PORT)],
+            [
+                *netns.in_namespace(self.receiver),
+                find_program("iperf3"),
+                "-s",
+                "-1",
+                "-p",
+                str(IPERF_PORT),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        time.sleep(0.3)
+        client = subprocess.Popen(
+            [
+                *netns.in_namespace(self.sender),
+                find_program("iperf3"),
+                "-c",
+                self.receiver_ip,
+                "-p",
+                str(IPERF_PORT),
+                "-t",
+                str(seconds),
+                "-i",
+                "0.5",
+                "-C",
+                tool.split("-", 1)[1],
+                "-J",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        return server, client
+
+    def _iperf_report(self, iperf: Iperf, seconds: float) -> dict[str, Any]:
+        server, client = iperf
         try:
-            time.sleep(0.3)
-            client = subprocess.run(
-                [
-                    *netns.in_namespace(self.sender),
-                    iperf,
-                    "-c",
-                    self.receiver_ip,
-                    "-p",
-                    str(IPERF_PORT),
-                    "-t",
-                    str(SECONDS),
-                    "-C",
-                    tool.split("-", 1)[1],
-                    "-J",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=SECONDS + 30,
-                check=False,
-            )
+            stdout, _ = client.communicate(timeout=seconds + 30)
         finally:
             stop(server)
-        report = json.loads(client.stdout)
+        report: dict[str, Any] = json.loads(stdout)
         if "error" in report:
             raise RuntimeError(f"iperf3: {report['error']}")
+        return report
+
+    def _tcp(self, tool: str) -> tuple[float, int, bool]:
+        report = self._iperf_report(self._iperf(tool, SECONDS), SECONDS)
         received = report["end"]["sum_received"]
         return received["bits_per_second"] / 1e6, int(received["bytes"]), False
+
+    def compete(self, tool: str, tcp: str) -> tuple[float, float]:
+        """Fairness: `tool` (fileshare) and one kernel TCP flow (`tcp`) started together on
+        the same bottleneck; each one's goodput in Mbit/s while both ran (TCP's from its
+        half-second intervals inside fileshare's window)."""
+        self._runs += 1
+        seconds = 3 * SECONDS  # the TCP flow outlasts the shared transfer
+        iperf = self._iperf(tcp, seconds)
+        started = time.time()
+        goodput, _, _, (begin, end) = self._fileshare_window(tool)
+        report = self._iperf_report(iperf, seconds)
+        inside = [
+            i["sum"]
+            for i in report["intervals"]
+            if begin <= started + i["sum"]["start"] and started + i["sum"]["end"] <= end
+        ]
+        span = sum(i["seconds"] for i in inside)
+        tcp_goodput = sum(i["bytes"] for i in inside) * 8 / span / 1e6 if span else 0.0
+        return goodput, tcp_goodput
 
     def _wormhole(self, tool: str) -> tuple[float, int, bool]:
         out = self.workdir / f"wh{self._runs}"
@@ -198,12 +244,11 @@ def site_specs(profile: Profile) -> list[world.SiteSpec]:
     ]
 
 
-def run_profile(
-    profile: Profile, runs: int, tools: tuple[str, ...], root: Path, say: Callable[[str], None]
-) -> list[Sample]:
+@contextlib.contextmanager
+def bench_world(profile: Profile, root: Path) -> Iterator[Bench]:
+    """A netsim world for `profile` with its servers, and a `Bench` in it."""
     workdir = root / profile.slug
     workdir.mkdir()
-    samples: list[Sample] = []
     with (
         world.build(site_specs(profile), label="bl") as net,
         running_servers(net.internet, workdir, world.SERVER_IPS[0]) as servers,
@@ -211,16 +256,40 @@ def run_profile(
     ):
         lab = Lab(net.internet, workdir, servers)
         try:
-            bench = Bench(net, lab, relay, workdir, profile)
-            for round_index in range(runs):
-                order = tools[round_index % len(tools) :] + tools[: round_index % len(tools)]
-                for tool in order:
-                    sample = bench.measure(tool)
-                    samples.append(sample)
-                    say(f"  {profile.label:<28} {links_report.describe(sample)}")
+            yield Bench(net, lab, relay, workdir, profile)
         finally:
             lab.close()
+
+
+def run_profile(
+    profile: Profile, runs: int, tools: tuple[str, ...], root: Path, say: Callable[[str], None]
+) -> list[Sample]:
+    samples: list[Sample] = []
+    with bench_world(profile, root) as bench:
+        for round_index in range(runs):
+            order = tools[round_index % len(tools) :] + tools[: round_index % len(tools)]
+            for tool in order:
+                sample = bench.measure(tool)
+                samples.append(sample)
+                say(f"  {profile.label:<28} {links_report.describe(sample)}")
     return samples
+
+
+def run_fairness(
+    profile: Profile, runs: int, tools: tuple[str, ...], root: Path, say: Callable[[str], None]
+) -> None:
+    """Each fileshare tool against one kernel TCP cubic flow, alternating; prints the shares."""
+    link_mbit = profile.rate_mbit
+    with bench_world(profile, root / "fair") as bench:
+        for _ in range(runs):
+            for tool in (t for t in tools if t.startswith("fileshare")):
+                ours, theirs = bench.compete(tool, "tcp-cubic")
+                say(
+                    f"  fairness {profile.label:<28} {tool} {ours:5.1f} Mbit/s"
+                    f" ({ours / link_mbit:.2f} of the link), tcp-cubic {theirs:5.1f} Mbit/s"
+                    f" ({theirs / link_mbit:.2f}); {tool} / fair share"
+                    f" {ours / max(ours + theirs, 1e-9) * 2:.2f}"
+                )
 
 
 def main() -> int:
@@ -234,6 +303,11 @@ def main() -> int:
     )
     parser.add_argument("--tools", default=",".join(TOOLS), help="a subset of " + ",".join(TOOLS))
     parser.add_argument("--report", default="bench-links-report", help="where report.md goes")
+    parser.add_argument(
+        "--fairness",
+        action="store_true",
+        help="instead: each fileshare tool against one kernel TCP cubic flow on the same link",
+    )
     args = parser.parse_args()
     profiles: tuple[Profile, ...] = QUICK if args.quick else PROFILES
     if args.profiles:
@@ -246,6 +320,12 @@ def main() -> int:
     results: dict[Profile, list[Sample]] = {}
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
+    if args.fairness:
+        with tempfile.TemporaryDirectory(prefix="fs-fair-") as tmp:
+            (Path(tmp) / "fair").mkdir()
+            for profile in profiles:
+                run_fairness(profile, runs, tools, Path(tmp), lambda line: print(line, flush=True))
+        return 0
     with tempfile.TemporaryDirectory(prefix="fs-links-") as tmp:
         for profile in profiles:
             results[profile] = run_profile(

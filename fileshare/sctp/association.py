@@ -3,8 +3,11 @@
 - SACK handling that costs what changed (new gap blocks, holes), not the whole window;
 - fast retransmit only for chunks sent before a chunk the peer has since acknowledged, so a
   retransmission in flight is not sent again and again while older SACKs arrive;
-- a receiver that SACKs every second packet or after `SACK_DELAY` (RFC 9260 6.2), at once
-  while gaps or duplicates exist (6.7);
+- a receiver that SACKs every second packet or after `SACK_DELAY` (RFC 9260 6.2), and at once
+  when a packet opens a new gap, fills the first one, or is a duplicate (6.7); a packet that
+  only extends the highest gap block waits for the second-packet rule like in-order data,
+  which halves the SACKs (and their cost on both sides) while a loss is being repaired;
+- a sender that scans its sent queue for retransmissions only while some are pending;
 - a receiver that reassembles a message only when a chunk can have completed one.
 Everything on the wire stays RFC 9260 SCTP; what is changed is each side's own timing.
 """
@@ -88,6 +91,9 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._gap_acked = []  # the previous SACK's gap blocks, as (first, last) TSNs
         self._sack_packets = 0
         self._sack_handle = None
+        self._sack_urgent = False  # the last packet changed the gap report's edges
+        self._highest_tsn = None  # the highest TSN received (None: the cumulative one)
+        self._retransmits_pending = False  # a chunk may be marked for retransmission
 
     return __init__
 
@@ -95,15 +101,24 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
 def _mark_received(self: Transport, tsn: int) -> bool:
     """Stock semantics at a cost proportional to what changed: stock aiortc sorts and filters
     every TSN held out of order on each packet, which under loss (hundreds held for a round
-    trip) made the receiver the bottleneck."""
+    trip) made the receiver the bottleneck. Notes whether the SACK this packet asks for is
+    urgent (`_sack_urgent`): a duplicate, a new gap, or the first gap filled."""
     misordered: set[int] = self._sack_misordered
     if uint32_gte(self._last_received_tsn, tsn) or tsn in misordered:
         self._sack_duplicates.append(tsn)
+        self._sack_urgent = True
         return True
     last = self._last_received_tsn
+    highest = last if self._highest_tsn is None or not misordered else self._highest_tsn
     if tsn != (last + 1) % TSN_MODULO:
         misordered.add(tsn)
+        if uint32_gt(tsn, highest):
+            if tsn != (highest + 1) % TSN_MODULO:
+                self._sack_urgent = True  # past the top, not extending the highest block
+            self._highest_tsn = tsn
         return False
+    if misordered:
+        self._sack_urgent = True  # the first gap is filled
     last = tsn
     while misordered:
         following = (last + 1) % TSN_MODULO
@@ -112,6 +127,8 @@ def _mark_received(self: Transport, tsn: int) -> bool:
         misordered.discard(following)
         last = following
     self._last_received_tsn = last
+    if not misordered:
+        self._highest_tsn = None
     if self._sack_duplicates:  # as stock: only those above the cumulative TSN are kept
         self._sack_duplicates = [t for t in self._sack_duplicates if uint32_gt(t, last)]
     return False
@@ -140,10 +157,11 @@ async def _send_sack(self: Transport) -> None:
     self._sack_packets += 1
     urgent = (
         self._sack_packets >= SACK_EVERY
-        or self._sack_misordered
+        or self._sack_urgent
         or self._sack_duplicates
         or self._association_state != RTCSctpTransport.State.ESTABLISHED
     )
+    self._sack_urgent = False
     if urgent:
         await _sack_now(self)
     elif self._sack_handle is None:
@@ -241,6 +259,7 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
                         schunk._misses = 0
                         if not self._maybe_abandon(schunk):
                             schunk._retransmit = True
+                            self._retransmits_pending = True
                         schunk._acked = False
                         self._flight_size_decrease(schunk)
                         lost_bytes += schunk._book_size
@@ -299,13 +318,18 @@ async def _transmit(self: Transport) -> None:
         cwnd = min(self._flight_size + burst, cwnd)
 
     retransmit_earliest = True
-    for schunk in self._sent_queue:
+    # a scan of the whole sent queue (hundreds of chunks under loss) per SACK was the
+    # sender's largest cost; it runs only while a retransmission may be pending
+    pending, self._retransmits_pending = self._retransmits_pending, False
+    for schunk in self._sent_queue if pending else ():
         if schunk._retransmit:
             if self._fast_recovery_transmit:
                 self._fast_recovery_transmit = False
             elif self._flight_size >= cwnd:
+                self._retransmits_pending = True
                 return
             elif allowance <= 0:
+                self._retransmits_pending = True
                 _pace_later(self, rate)
                 return
             self._flight_size_increase(schunk)
@@ -331,7 +355,8 @@ async def _transmit(self: Transport) -> None:
         self._flight_size_increase(schunk)
         schunk._sent_count += 1
         schunk._sent_time = now
-        schunk._cc_stamp = cc.stamp(now, not outbound)
+        limited = self._pacer.late or not (outbound or self._data_channel_queue)
+        schunk._cc_stamp = cc.stamp(now, limited)
         allowance -= schunk._book_size
         self._pacer.spend(schunk._book_size)
         await self._send_chunk(schunk)
@@ -340,8 +365,13 @@ async def _transmit(self: Transport) -> None:
 
 
 def _pace_later(self: Transport, rate: float | None) -> None:
-    if self._pace_handle is None and rate:
-        self._pace_handle = self._loop.call_later(self._pacer.wait(rate), _pace_wake, self)
+    """Wake the sender when the pace allows a batch. `wait()` is asked even while a wake is
+    pending, so the pacer knows the sender is held by it and can tell a late wake."""
+    if not rate:
+        return
+    delay = self._pacer.wait(rate)
+    if self._pace_handle is None:
+        self._pace_handle = self._loop.call_later(delay, _pace_wake, self)
 
 
 def _pace_wake(self: Transport) -> None:
@@ -375,6 +405,7 @@ def _finished(task: asyncio.Task[None]) -> None:
 
 def _t3_expired(self: Transport) -> None:
     ORIGINALS["_t3_expired"](self)  # marks everything for retransmission, resets the window
+    self._retransmits_pending = True
     self._cc.on_timeout(self._loop.time())
     self._cwnd = self._cc.cwnd
 

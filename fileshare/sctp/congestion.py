@@ -30,7 +30,7 @@ class Stamp:
     delivered_time: float  # when that count last grew
     first_sent_time: float  # when the latest acknowledged chunk had been sent
     sent_time: float  # when this chunk was sent
-    app_limited: bool  # the sender had nothing more to send then
+    app_limited: bool  # sent while a gap the sender left (not the path) was in the pipe
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,9 @@ class Controller(Protocol):
     def pacing_rate(self) -> float | None:
         """Bytes per second to pace at, or None to send as the window opens."""
 
-    def stamp(self, now: float, app_limited: bool) -> Stamp: ...
+    def stamp(self, now: float, app_limited: bool) -> Stamp:
+        """`app_limited`: the sender, not the path, held this chunk back (nothing queued, or
+        the process woke too late to keep the pace)."""
 
     def on_ack(self, ack: Ack) -> None: ...
 
@@ -172,6 +174,7 @@ class Bbr:
         self._flight = 0
         self._first_sent_time = 0.0
         self._app_limited = False  # the latest delivery-rate sample's
+        self._app_limited_until = 0  # delivered count by which the sender's gap has drained
 
     @property
     def bandwidth(self) -> float:
@@ -208,7 +211,12 @@ class Bbr:
         return max(rate, STARTUP_GAIN * self.cwnd / max(self.min_rtt or 0.0, 1e-3))
 
     def stamp(self, now: float, app_limited: bool) -> Stamp:
-        return Stamp(self._delivered, self._delivered_time, self._first_sent_time, now, app_limited)
+        """As Linux BBR: once the sender leaves a gap, every chunk sent until what was then in
+        flight is delivered is marked, so no sample taken across the gap can lower the model."""
+        if app_limited:
+            self._app_limited_until = self._delivered + self._flight + MTU
+        limited = self._delivered < self._app_limited_until
+        return Stamp(self._delivered, self._delivered_time, self._first_sent_time, now, limited)
 
     def on_ack(self, ack: Ack) -> None:
         now = ack.now
@@ -323,21 +331,33 @@ def controller(kind: Kind) -> Controller:
 
 class Pacer:
     """A token bucket in bytes: `allowance(now, rate)` is what may leave now; sends spend it.
-    The bucket holds a couple of milliseconds' worth so one timer wakes the sender per burst,
-    not per packet."""
+    The bucket holds `QUANTUM` of sending; a paced sender wakes once per `BATCH`, and `late`
+    tells it when it woke too late to keep the pace (the model must not learn from that)."""
 
-    QUANTUM = 0.02  # seconds of sending per burst: a busy event loop wakes late
+    # seconds of sending the bucket holds: a process on a loaded machine is often descheduled
+    # for tens of ms; a 20 ms bucket lost the rest, the model saw the lower rate, paced lower
+    # still and spiralled down (tests/test_congestion.py, a starved sender). The window still
+    # bounds any burst.
+    QUANTUM = 0.05
+    # seconds of sending per wake: waking per packet (a timer, a task and a _transmit each)
+    # made paced BBR cost more CPU per byte than unpaced Reno
+    BATCH = 0.004
     MIN_BURST = 2 * MTU
 
     def __init__(self) -> None:
         self._tokens = 0.0
         self._last = 0.0
+        self._waiting = False  # the sender is held by the pace (wait() was asked)
+        self.late = False  # the last allowance found the sender woke too late to keep it
 
     def allowance(self, now: float, rate: float | None) -> float:
         if rate is None:
             return float("inf")
         depth = max(rate * self.QUANTUM, self.MIN_BURST)
-        self._tokens = min(depth, self._tokens + (now - self._last) * rate)
+        accrued = self._tokens + (now - self._last) * rate
+        self.late = self._waiting and accrued > depth  # a starved process lost sending time
+        self._waiting = False
+        self._tokens = min(depth, accrued)
         self._last = now
         return self._tokens
 
@@ -345,5 +365,6 @@ class Pacer:
         self._tokens -= size
 
     def wait(self, rate: float) -> float:
-        """Seconds until one packet's worth of tokens is back."""
-        return max(0.0, (min(MTU, self.MIN_BURST) - self._tokens) / rate)
+        """Seconds until a batch's worth of tokens is back (`BATCH`, at least `MIN_BURST`)."""
+        self._waiting = True
+        return max(0.0, (max(rate * self.BATCH, self.MIN_BURST) - self._tokens) / rate)
