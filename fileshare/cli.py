@@ -101,6 +101,7 @@ class HumanEvents:
             transient=False,
         )
         self.task: Any = None
+        self.out = ""  # the receiver's --out, as the offer names it
 
     def emit(self, event: str, **fields: Any) -> None:
         f: dict[str, Any] = {k: shown(v) if isinstance(v, str) else v for k, v in fields.items()}
@@ -131,6 +132,7 @@ class HumanEvents:
                     f"Connected ({p['local']} -> {p['remote']} over {p['protocol']}{via})"
                 )
             case "manifest":
+                self.out = fields["out"] + os.sep  # "Saved" lines name files under it
                 self.console.print(f"Offered {counts_text(f['files'], f['dirs'], f['bytes'])}:")
                 for name in fields["names"]:
                     self.console.print(f"  {shown(name)}")
@@ -153,7 +155,8 @@ class HumanEvents:
                     f"{f['resumed']} of {f['chunks']} chunks held"
                 )
             case "saved":
-                self.console.print(f"Saved {f['path']}")
+                path = fields["path"]
+                self.console.print(f"Saved {shown(path.removeprefix(self.out))}")
             case "file_failed":
                 self.console.print(
                     self.text.assemble(("Failed", "red"), f" {f['name']}: {f['reason']}")
