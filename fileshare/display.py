@@ -12,6 +12,7 @@ of a bar.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from typing import Any, Final
@@ -87,6 +88,7 @@ class HumanEvents:
         self.total: TaskID | None = None
         self.files: dict[str, TaskID] = {}  # file name -> its line, while it moves
         self.hashing: TaskID | None = None
+        self.out = ""  # the receiver's --out, as the offer names it
 
     def close(self) -> None:
         """End the live display so what follows starts on a clean line."""
@@ -125,6 +127,7 @@ class HumanEvents:
                 )
                 self._describe_total("total")
             case "manifest":
+                self.out = fields["out"] + os.sep  # "Saved" lines name files under it
                 self.console.print(f"Offered {counts_text(f['files'], f['dirs'], f['bytes'])}:")
                 for name in fields["names"]:
                     self.console.print(f"  {shown(name)}")
@@ -150,7 +153,7 @@ class HumanEvents:
                 )
             case "saved":
                 self._file_done(fields["name"])
-                self.console.print(f"Saved {f['path']}")
+                self.console.print(f"Saved {shown(fields['path'].removeprefix(self.out))}")
             case "file_failed":
                 self._file_done(fields["name"])
                 self.console.print(Text.assemble(("Failed", "red"), f" {f['name']}: {f['reason']}"))

@@ -263,13 +263,13 @@ class Summary:
     files: int
     dirs: int
     bytes: int
-    names: list[str]  # the first SHOWN_NAMES top-level entries (hostile: a peer's names)
+    names: list[str]  # the first SHOWN_NAMES top-level names (hostile: a peer's names)
     more: int  # top-level entries not in `names`
 
     @classmethod
     def of(cls, manifests: list[FileManifest] | tuple[FileManifest, ...]) -> Summary:
         files = sum(m.kind == "file" for m in manifests)
-        tops = [m.name for m in manifests if "/" not in m.name]
+        tops = list(dict.fromkeys(m.name.split("/", 1)[0] for m in manifests))
         return cls(
             files=files,
             dirs=len(manifests) - files,
