@@ -82,6 +82,10 @@ UNBUDGETED: dict[str, int] = {
     "address_bytes_per_second": 10**9,
     "address_byte_burst": 10**9,
 }
+# The same, as fileshare-signal's flags, for tests that start the server as a process.
+UNBUDGETED_ARGS: tuple[str, ...] = tuple(
+    arg for key, value in UNBUDGETED.items() for arg in (f"--{key.replace('_', '-')}", str(value))
+)
 
 StartServer = Callable[..., Awaitable[RunningServer]]
 

@@ -23,7 +23,7 @@ from fileshare.peer import Inbox, Membership
 from fileshare.signal_client import SignalClient
 from fsproto import schema
 from netsim.processes import haproxy
-from tests.conftest import StartProcess, require_binary
+from tests.conftest import UNBUDGETED_ARGS, StartProcess, require_binary
 
 PAYLOAD = {"kind": "padding", "data": "x" * 60_000}  # under the 64 KiB message limit
 
@@ -113,8 +113,10 @@ async def test_1013_for_a_suspended_peer_and_its_rejoin(
     """The creator relays 60 KB messages within its rate limits to a joiner that is stopped
     (SIGSTOP): once the kernel's buffers and the server's 256 KiB queue are full, the server
     closes that connection with 1013 and reads nothing more from it; continued (SIGCONT), the
-    joiner reads the close, reconnects and rejoins, and the creator hears a resume."""
-    server = await start_process()
+    joiner reads the close, reconnects and rejoins, and the creator hears a resume. The
+    server's read budgets are lifted: at the defaults they would slow the creator's burst to
+    256 KiB/s (tests/test_transport_limits.py), and this test is about the send queue's bound."""
+    server = await start_process(*UNBUDGETED_ARGS)
     creator = await SignalClient.connect(server.url)
     created = await creator.create(instance="creator")
     out = tmp_path / "joiner.out"
