@@ -63,7 +63,10 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
         "browser-symmetric-x-symmetric": (("cli", "browser"), "relay"),
         "browser-udp-blocked": (("browser", "cli"), "relay"),
     }
-    assert all(s.file_mib <= 1 for s in default if "browser" in s.clients)
+    # Browsers in the default matrix move small files (its time); cone x cone moves 16 MiB, long
+    # enough for Chromium's move from the relay pair it may nominate first to the srflx pair.
+    assert all(s.file_mib <= 16 for s in default if "browser" in s.clients)
+    assert sum(s.file_mib for s in default if "browser" in s.clients) <= 20
     with_browsers = [s for s in full if s.name.startswith("grid-") and "browser" in s.clients]
     assert {s.clients for s in with_browsers} == {("browser", "cli"), ("cli", "browser")}
     assert len(with_browsers) == 2 * 28  # the 7 presets' unordered pairs, each way
