@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fileshare import filemeta
 from netsim import netns
-from tests.e2e import Lab, big_file, sha256, wait_progress
+from tests.e2e import Client, Lab, big_file, sha256, wait_progress
 from tests.test_resilience_e2e import throttled
 
 RATE = "40mbit"  # the interrupt tests' loopback: 32 MiB last about 7 s, so a signal lands mid-way
@@ -31,6 +31,17 @@ def everything_said(lab: Lab) -> str:
 # --- finding 4 and 5: Ctrl-C and SIGTERM ---------------------------------------------------------
 
 
+async def interrupt(client: Client, other: Client) -> None:
+    """Ctrl-C on `client` mid-transfer: exit 130 with an `interrupted` error that says how to
+    resume, and the other side waiting for it to come back (`peer_paused`, the 60 s grace)."""
+    client.proc.send_signal(signal.SIGINT)
+    assert await client.wait(30) == 130
+    error = client.first("error")
+    assert error is not None and error["code"] == "interrupted"
+    assert "run the same command again within 60 seconds to resume" in error["message"]
+    assert (await other.wait_event("peer_paused", 20))["seconds"] == 60
+
+
 async def test_interrupted_receiver_resumes_with_the_same_code(lab: Lab, tmp_path: Path) -> None:
     src = big_file(tmp_path / "big.bin", 32)
     out = tmp_path / "out"
@@ -38,13 +49,7 @@ async def test_interrupted_receiver_resumes_with_the_same_code(lab: Lab, tmp_pat
         sender, code = await lab.send(src)
         first = lab.receive(code, out)
         await wait_progress(first, 0.2)
-        first.proc.send_signal(signal.SIGINT)
-        assert await first.wait(30) == 130
-    error = first.first("error")
-    assert error is not None and error["code"] == "interrupted"
-    assert "run the same command again within 60 seconds to resume" in error["message"]
-    paused = await sender.wait_event("peer_paused", 20)
-    assert paused["seconds"] == 60
+        await interrupt(first, sender)
     again = lab.receive(code, out)  # the same command, the same code
     assert await again.wait() == 0, again.err.read_text()
     assert await sender.wait() == 0, sender.err.read_text()
@@ -64,12 +69,7 @@ async def test_interrupted_sender_resumes_with_the_same_code(lab: Lab, tmp_path:
         first, code = await lab.send(src)
         receiver = lab.receive(code, out)
         await wait_progress(receiver, 0.2)
-        first.proc.send_signal(signal.SIGINT)
-        assert await first.wait(30) == 130
-        error = first.first("error")
-        assert error is not None and error["code"] == "interrupted"
-        assert "run the same command again within 60 seconds" in error["message"]
-        assert (await receiver.wait_event("peer_paused", 20))["seconds"] == 60
+        await interrupt(first, receiver)
         again, same = await lab.send(src)
         assert same == code and again.first("code")["resumed"] is True  # type: ignore[index]
         assert await again.wait() == 0, again.err.read_text()
