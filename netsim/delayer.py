@@ -6,7 +6,8 @@ Every packet the queue receives is held (`retain`) and accepted when it is due: 
 (uniform) after it arrived. Without `--reorder` a packet is never due before the one ahead of
 it; with it, jitter lets packets overtake (as netem does). The kernel queue holds `--maxlen`
 packets (size it for rate x delay: `netsim.link.queue_maxlen`); what does not fit is dropped
-by the kernel. Prints `ready` once bound; SIGTERM or SIGINT accepts what is held and exits 0.
+by the kernel. Runs under SCHED_FIFO where allowed (`netsim.realtime`). Prints `ready` once
+bound; SIGTERM or SIGINT accepts what is held and exits 0.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from netfilterqueue import COPY_PACKET, NetfilterQueue, Packet
+
+from netsim.realtime import keep_time
 
 HEADER_BYTES = 128  # copied to us per packet (`retain` needs some payload; we read none)
 
@@ -89,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.delay_ms < 0 or not 0 <= args.jitter_ms <= args.delay_ms:
         parser.error("need 0 <= jitter-ms <= delay-ms")
     schedule = Schedule(args.delay_ms / 1000, args.jitter_ms / 1000, args.reorder)
+    keep_time()
     try:
         asyncio.run(serve(args.queue, schedule, args.maxlen))
     except OSError as exc:

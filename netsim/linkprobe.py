@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from netsim.realtime import keep_time
+
 _PROBE = struct.Struct("!Id")  # sequence number, send time
 
 
@@ -120,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
+    if args.mode != "rate":
+        keep_time()  # the echo and the probe timestamp packets: a wait for a core is not RTT
     result: dict[str, Any]
     if args.mode == "serve":
         serve(args.port)
