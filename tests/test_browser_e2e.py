@@ -86,16 +86,26 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
+def mtime_ms(path: Path) -> int:
+    return path.stat().st_mtime_ns // 1_000_000
+
+
 async def test_browser_sends_files_to_the_cli(page: Page, lab: Lab, tmp_path: Path) -> None:
+    """The files arrive intact with their modification times (the page sends File.lastModified;
+    it knows no permission bits, so the receiver's defaults apply)."""
     src = tmp_path / "src"
     files = [
         random_file(src / "one.bin", 200_000),
         random_file(src / "empty.txt", 0),
         random_file(src / "three.bin", 65_500 * 3),
     ]
+    for i, path in enumerate(files):
+        os.utime(path, ns=((1_500_000_000_123 + i) * 1_000_000,) * 2)
     out = tmp_path / "out"
     await browser_sends(page, lab, out, *files)
     assert tree(out) == tree(src)
+    assert [mtime_ms(out / p.name) for p in files] == [mtime_ms(p) for p in files]
+    assert [(out / p.name).stat().st_mode & 0o777 for p in files] == [0o666 & ~0o022] * 3
 
 
 async def test_cli_sends_files_to_the_browser(page: Page, lab: Lab, tmp_path: Path) -> None:
@@ -250,6 +260,44 @@ async def test_reload_during_a_receive_resumes(page: Page, lab: Lab, tmp_path: P
     target = tmp_path / "big.bin"
     await (await info.value).save_as(target)
     assert sha256(target) == sha256(big)
+
+
+@pytest.mark.timeout(300)
+async def test_reload_during_a_send_resumes_with_the_same_files(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    """The sending tab is reloaded halfway: it asks for the files again, refuses others (a
+    different modification time; then the same name, size and time with other bytes), and with
+    the right one takes its place back: the CLI, still holding its partial copy, gets only the
+    rest, and the file arrives intact with its time."""
+    big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
+    impostor = random_file(tmp_path / "other" / "big.bin", 48 * 1024 * 1024)
+    events: list[dict[str, object]] = []
+    await page.expose_function("fileshareEvent", lambda event: events.append(event))
+    await page.add_init_script(FORWARD)  # from the reload on
+    await page.set_input_files("#files", [str(big)])
+    await page.wait_for_selector("#share:not([hidden])")
+    code = str(await page.text_content("#code"))
+    out = tmp_path / "out"
+    receiver = lab.receive(code, out)
+    await page_progress(page, 0.5)
+    await page.reload()
+    await page.wait_for_selector("body[data-state=resume]")
+    assert code in str(await page.text_content("#resume-what"))
+    await page.set_input_files("#files", [str(impostor)])
+    await page.locator("#status", has_text="size or modification time").wait_for()
+    os.utime(impostor, ns=(big.stat().st_mtime_ns,) * 2)
+    await page.set_input_files("#files", [str(impostor)])
+    await page.locator("#status", has_text="(contents)").wait_for()
+    await page.set_input_files("#files", [str(big)])
+    assert await receiver.wait(200) == 0, receiver.err.read_text()
+    assert await finished(page, 60) == "done", await page.text_content("#status")
+    assert tree(out) == {"big.bin": sha256(big)}
+    assert mtime_ms(out / "big.bin") == mtime_ms(big)
+    assert receiver.first("reconnecting") is not None  # a new round with the restarted sender
+    done = next(e for e in events if e["event"] == "done")
+    # At least half was acknowledged (so durable at the CLI) before the reload: only the rest.
+    assert 0 < int(done["chunksSent"]) <= int(done["chunks"]) // 2 + 1, done  # type: ignore[call-overload]
 
 
 @pytest.mark.timeout(300)

@@ -8,7 +8,7 @@ import { codeSecret, codeText, newCode, parseCode } from "./code.js";
 import { AuthenticationFailed } from "./crypto.js";
 import { describePath, followPath, progressReporter, report } from "./events.js";
 import { iceServers, Peer } from "./link.js";
-import { encode, makeManifest, Receiver, Sender } from "./protocol.js";
+import { DEFAULT_CHUNK, encode, makeManifest, Receiver, Sender } from "./protocol.js";
 import { Signal } from "./signal.js";
 import { LinkLost, runReceive, runSend, Store } from "./transfer.js";
 
@@ -71,7 +71,9 @@ function showWords(words) {
 
 // --- send ------------------------------------------------------------------------------------
 
-/** @typedef {{name: string, file: File | null}} Entry */
+/** A picked or dropped entry: its relative path, the file (null for a folder) and the
+ * modification time the manifest carries (0 where the browser gives none: picked folders).
+ * @typedef {{name: string, file: File | null, mtimeMs: number}} Entry */
 
 /** Files and folders from a drop, with their relative paths. @param {DataTransfer} dt */
 async function droppedEntries(dt) {
@@ -82,9 +84,9 @@ async function droppedEntries(dt) {
     const name = prefix + entry.name;
     if (entry.isFile) {
       const file = await new Promise((resolve, reject) => /** @type {FileSystemFileEntry} */ (entry).file(resolve, reject));
-      out.push({ name, file });
+      out.push({ name, file, mtimeMs: file.lastModified });
     } else if (entry.isDirectory) {
-      out.push({ name, file: null });
+      out.push({ name, file: null, mtimeMs: await modified(entry) });
       const reader = /** @type {FileSystemDirectoryEntry} */ (entry).createReader();
       for (;;) {
         const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
@@ -98,9 +100,22 @@ async function droppedEntries(dt) {
     const entry = item.webkitGetAsEntry();
     const file = entry ? null : item.getAsFile(); // no entry: a file not from the file system
     if (entry) await walk(entry, "");
-    else if (file) out.push({ name: file.name, file });
+    else if (file) out.push({ name: file.name, file, mtimeMs: file.lastModified });
   }
   return out;
+}
+
+/** A dropped folder's modification time, where the browser tells it (0 otherwise).
+ * @param {FileSystemEntry} entry @returns {Promise<number>} */
+function modified(entry) {
+  const withMetadata = /** @type {any} */ (entry);
+  if (typeof withMetadata.getMetadata !== "function") return Promise.resolve(0);
+  return new Promise((resolve) =>
+    withMetadata.getMetadata(
+      (/** @type {{modificationTime?: Date}} */ meta) => resolve(meta.modificationTime?.getTime() ?? 0),
+      () => resolve(0),
+    ),
+  );
 }
 
 /** Picked files (a folder picker gives relative paths; their folders become entries too).
@@ -114,9 +129,9 @@ function pickedEntries(list) {
     const parts = name.split("/");
     for (let i = 1; i < parts.length; i++) {
       const dir = parts.slice(0, i).join("/");
-      if (!dirs.has(dir)) dirs.add(dir), out.push({ name: dir, file: null });
+      if (!dirs.has(dir)) dirs.add(dir), out.push({ name: dir, file: null, mtimeMs: 0 });
     }
-    out.push({ name, file });
+    out.push({ name, file, mtimeMs: file.lastModified });
   }
   return out;
 }
@@ -130,33 +145,121 @@ async function fileChecksum(file) {
   return toHex(hash.digest());
 }
 
+// A send in progress survives a reload of its tab, as a receive does: its place in the session
+// and the manifests it announced live in this tab's sessionStorage. A picked File does not
+// survive a reload (and a handle kept in IndexedDB would need the user's permission again), so
+// the page asks for the same files again and checks each by name, size and modification time,
+// then by its SHA-256, before it takes its place back: the receiver then asks only for what it
+// is missing.
+const SEND_KEY = "fileshare.send";
+
+/** @typedef {{code: string, sessionId: string, reconnectKey: string,
+ *   manifests: import("./protocol.js").FileManifest[]}} SendState */
+
+/** @returns {SendState | null} */
+function sendState() {
+  try {
+    const state = JSON.parse(sessionStorage.getItem(SEND_KEY) ?? "null");
+    return state && Array.isArray(state.manifests) ? state : null;
+  } catch {
+    return null;
+  }
+}
+
+/** @param {SendState} state */
+function keepSendState(state) {
+  try {
+    sessionStorage.setItem(SEND_KEY, JSON.stringify(state));
+  } catch {
+    // too many names for this tab's storage: this send cannot be resumed after a reload
+  }
+}
+
 /** @param {Entry[]} entries */
 async function send(entries) {
   $("send-pick").hidden = true;
   setState("preparing", "Preparing…");
+  /** @type {import("./protocol.js").FileManifest[]} */
   const manifests = [];
   /** @type {File[]} */
   const files = [];
   for (const e of entries) {
     const checksum = e.file ? await fileChecksum(e.file) : toHex(sha256(new Uint8Array(0)));
-    manifests.push(makeManifest(e.name, e.file?.size ?? 0, checksum, e.file ? "file" : "dir"));
+    manifests.push(makeManifest(e.name, e.file?.size ?? 0, checksum, e.file ? "file" : "dir", DEFAULT_CHUNK, e.mtimeMs));
     files.push(/** @type {File} */ (e.file));
   }
+  await sendSession(manifests, files, async (signal) => {
+    const created = await signal.request({ type: "create_session", access: "code" });
+    const code = newCode(created.sessionId);
+    keepSendState({ code: codeText(code), sessionId: created.sessionId, reconnectKey: created.reconnectKey, manifests });
+    return { code, servers: created.iceServers };
+  });
+}
+
+/** After a reload: the files picked again, checked against what was announced, then sent from
+ * our old place in the session (the receiver holds what it had: only the rest is sent).
+ * @param {SendState} saved @param {Entry[]} entries */
+async function resumeSend(saved, entries) {
+  setState("preparing", "Checking the files against the interrupted send…");
+  const mismatch = await differences(saved.manifests, entries);
+  if (mismatch) {
+    setState("resume", `${mismatch} Pick the same files again, or start over.`);
+    return;
+  }
+  $("send-pick").hidden = true;
+  $("resume-send").hidden = true;
+  const byName = new Map(entries.map((e) => [e.name, e.file]));
+  const files = saved.manifests.map((m) => /** @type {File} */ (byName.get(m.name)));
+  await sendSession(saved.manifests, files, async (signal) => {
+    const { sessionId, reconnectKey } = saved;
+    const joined = await signal.request({ type: "rejoin_session", sessionId, peerId: "a", reconnectKey });
+    signal.peerPresent = Boolean(joined.peerPresent);
+    return { code: parseCode(saved.code), servers: joined.iceServers };
+  });
+}
+
+/** Why `entries` are not the files `manifests` announced (null when they are): the same names,
+ * sizes and modification times, then the same contents.
+ * @param {import("./protocol.js").FileManifest[]} manifests @param {Entry[]} entries */
+async function differences(manifests, entries) {
+  const picked = new Map(entries.filter((e) => e.file).map((e) => [e.name, /** @type {File} */ (e.file)]));
+  const wanted = manifests.filter((m) => m.kind === "file");
+  const extra = [...picked.keys()].find((name) => !wanted.some((m) => m.name === name));
+  if (extra !== undefined) return `"${extra}" was not part of the interrupted send.`;
+  for (const m of wanted) {
+    const file = picked.get(m.name);
+    if (!file) return `"${m.name}" is missing.`;
+    if (file.size !== m.size || (m.mtimeMs && file.lastModified !== m.mtimeMs)) {
+      return `"${m.name}" has changed (size or modification time).`;
+    }
+  }
+  for (const m of wanted) {
+    if ((await fileChecksum(/** @type {File} */ (picked.get(m.name)))) !== m.checksum) {
+      return `"${m.name}" has changed (contents).`;
+    }
+  }
+  return null;
+}
+
+/** One send in a session `enter` creates or takes back: the code shown, the receiver awaited,
+ * authenticated, and the files sent over as many links as it takes.
+ * @param {import("./protocol.js").FileManifest[]} manifests @param {File[]} files
+ * @param {(signal: Signal) => Promise<{code: import("./code.js").ShareCode, servers: unknown}>} enter */
+async function sendSession(manifests, files, enter) {
   const total = manifests.reduce((n, m) => n + m.size, 0);
   report("prepared", { files: manifests.length, bytes: total });
   const signal = await Signal.connect();
   try {
-    const created = await signal.request({ type: "create_session", access: "code" });
-    const code = newCode(created.sessionId);
+    const { code, servers } = await enter(signal);
     const link = `${location.origin}/#${codeText(code)}`;
     $("code").textContent = codeText(code);
     $("link").textContent = link;
     drawQr(link);
     report("code", { code: codeText(code), link });
     $("share").hidden = false;
-    setState("waiting", `Waiting for the receiver: ${entries.length} item(s), ${humanSize(total)}`);
+    setState("waiting", `Waiting for the receiver: ${manifests.length} item(s), ${humanSize(total)}`);
     await signal.until(() => signal.peerPresent, null);
-    const peer = new Peer("sender", signal, created.sessionId, codeSecret(code), iceServers(created.iceServers));
+    const peer = new Peer("sender", signal, code.sessionId, codeSecret(code), iceServers(servers));
     const keys = await peer.authenticate();
     showWords(keys.sas);
     setState("connecting", "Connecting…");
@@ -175,11 +278,12 @@ async function send(entries) {
     progress(total, total);
     const chunks = manifests.reduce((n, m) => n + m.chunkCount, 0);
     report("done", { files: manifests.length, bytes: total, chunks, chunksSent: sender.chunksSent });
-    setState("done", `Sent ${entries.length} item(s), ${humanSize(total)}.`);
+    setState("done", `Sent ${manifests.length} item(s), ${humanSize(total)}.`);
   } catch (exc) {
     await signal.abort(exc);
     throw exc;
   } finally {
+    sessionStorage.removeItem(SEND_KEY); // over, either way: nothing to take back
     await signal.leave();
   }
 }
@@ -390,14 +494,24 @@ function main() {
   $("tab-receive").onclick = () => (($("send").hidden = true), ($("receive").hidden = false));
   const picker = /** @type {HTMLInputElement} */ ($("files"));
   const folder = /** @type {HTMLInputElement} */ ($("folder"));
+  /** @param {Entry[]} entries */
+  const sendEntries = (entries) => {
+    const saved = sendState();
+    return saved ? resumeSend(saved, entries) : send(entries);
+  };
   for (const input of [picker, folder]) {
-    input.onchange = () => input.files?.length && guarded(send(pickedEntries(input.files)));
+    input.onchange = () => {
+      if (!input.files?.length) return;
+      const entries = pickedEntries(input.files);
+      input.value = ""; // picking the same files again (after a refusal) is a change too
+      guarded(sendEntries(entries));
+    };
   }
   const drop = $("drop");
   drop.ondragover = (e) => e.preventDefault();
   drop.ondrop = (e) => {
     e.preventDefault();
-    if (e.dataTransfer) guarded(droppedEntries(e.dataTransfer).then((entries) => (entries.length ? send(entries) : undefined)));
+    if (e.dataTransfer) guarded(droppedEntries(e.dataTransfer).then((entries) => (entries.length ? sendEntries(entries) : undefined)));
   };
   const codeInput = /** @type {HTMLInputElement} */ ($("code-input"));
   $("receive-form").onsubmit = (e) => {
@@ -421,7 +535,25 @@ function main() {
     return;
   }
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => undefined);
-  setState("ready", "");
+  const unsent = sendState();
+  if (unsent) askForTheSameFiles(unsent);
+  else setState("ready", "");
+}
+
+/** A send this tab was running before a reload: the user picks the same files to carry on.
+ * @param {SendState} saved */
+function askForTheSameFiles(saved) {
+  const files = saved.manifests.filter((m) => m.kind === "file");
+  const total = files.reduce((n, m) => n + m.size, 0);
+  $("resume-what").textContent = `${files.length} file(s), ${humanSize(total)}, code ${saved.code}`;
+  $("resume-names").replaceChildren(...files.slice(0, 20).map((m) => el("li", {}, m.name)));
+  $("resume-send").hidden = false;
+  $("start-over").onclick = () => {
+    sessionStorage.removeItem(SEND_KEY); // the receiver's wait for us ends with the session's grace
+    $("resume-send").hidden = true;
+    setState("ready", "");
+  };
+  setState("resume", "This page was reloaded while sending: pick the same files again to carry on.");
 }
 
 main();

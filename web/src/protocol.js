@@ -160,10 +160,15 @@ export function stableFileId(name, size, checksum) {
   return toHex(digest).slice(0, 32);
 }
 
-/** A manifest for a file (or "dir") the user picked.
+export const DEFAULT_CHUNK = CHUNK_SIZES[2];
+
+/** A manifest for a file (or "dir") the user picked. A page knows no permission bits (mode 0:
+ * the receiver's defaults) but does know a file's modification time (File.lastModified, in
+ * ms), which the CLI receiver gives the saved file.
  * @param {string} name @param {number} size @param {string} checksum
- * @param {"file" | "dir"} kind @param {number} chunkSize @returns {FileManifest} */
-export function makeManifest(name, size, checksum, kind = "file", chunkSize = CHUNK_SIZES[2]) {
+ * @param {"file" | "dir"} kind @param {number} chunkSize @param {number} mtimeMs
+ * @returns {FileManifest} */
+export function makeManifest(name, size, checksum, kind = "file", chunkSize = DEFAULT_CHUNK, mtimeMs = 0) {
   return /** @type {FileManifest} */ (
     control("file_manifest", {
       fileId: stableFileId(name, size, checksum),
@@ -173,6 +178,7 @@ export function makeManifest(name, size, checksum, kind = "file", chunkSize = CH
       chunkCount: chunkCount(size, chunkSize),
       checksum,
       kind,
+      mtimeMs: Number.isSafeInteger(mtimeMs) && mtimeMs > 0 ? mtimeMs : 0,
     })
   );
 }
