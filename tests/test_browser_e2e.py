@@ -57,8 +57,10 @@ async def browser_sends(page: Page, lab: Lab, out: Path, *paths: Path) -> None:
     assert receiver.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
 
 
-async def browser_receives(page: Page, lab: Lab, tmp_path: Path, *paths: Path) -> dict[str, str]:
-    """Name -> sha256 of what the page offered for saving."""
+async def browser_receives(
+    page: Page, lab: Lab, tmp_path: Path, *paths: Path, urls: list[str] | None = None
+) -> dict[str, str]:
+    """Name -> sha256 of what the page offered for saving (the downloads' URLs into `urls`)."""
     sender, code = await lab.send(*paths)
     await page.goto(f"{page_url(lab)}#{code}")
     await page.wait_for_selector("body[data-state=ready]")
@@ -74,6 +76,8 @@ async def browser_receives(page: Page, lab: Lab, tmp_path: Path, *paths: Path) -
         async with page.expect_download() as info:
             await button.click()
         download = await info.value
+        if urls is not None:
+            urls.append(download.url)
         target = tmp_path / "downloads" / download.suggested_filename
         await download.save_as(target)
         saved[download.suggested_filename] = sha256(target)
@@ -161,6 +165,50 @@ async def test_one_hundred_mib_each_way(page: Page, lab: Lab, tmp_path: Path) ->
     await page.goto(page_url(lab))
     saved = await browser_receives(page, lab, tmp_path, big)
     assert saved == {"big.bin": sha256(big)}
+
+
+NO_SAVE_PICKER = "delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;"
+HEAP_BOUND = 32 * 1024 * 1024
+
+
+@pytest.mark.timeout(300)
+async def test_without_a_save_picker_the_service_worker_streams_the_download(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """As in Firefox and Safari (no showSaveFilePicker): the verified file is served by the
+    service worker from the origin-private file system, and the page's JS heap stays well below
+    the file's size while it is received and saved."""
+    big = random_file(tmp_path / "src" / "big.bin", 64 * 1024 * 1024)
+    async with chromium(lab.namespace, tmp_path) as context:
+        page = await context.new_page()
+        await page.add_init_script(NO_SAVE_PICKER)
+        await page.goto(page_url(lab))
+        await page.wait_for_selector("body[data-state=ready]")
+        assert await page.evaluate("typeof window.showSaveFilePicker") == "undefined"
+        async with asyncio.timeout(30):  # the worker takes control of the page (clients.claim)
+            while not await page.evaluate("navigator.serviceWorker.controller !== null"):
+                await asyncio.sleep(0.1)
+        cdp = await context.new_cdp_session(page)
+        peak = 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                usage = await cdp.send("Runtime.getHeapUsage")
+                peak = max(peak, int(usage["usedSize"]))
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        urls: list[str] = []
+        try:
+            saved = await browser_receives(page, lab, tmp_path, big, urls=urls)
+        finally:
+            sampler.cancel()
+    assert saved == {"big.bin": sha256(big)}
+    # The server has no such path: only the service worker answers it.
+    assert len(urls) == 1 and urls[0].startswith(f"{page_url(lab)}download/"), urls
+    print(f"heap peak {peak / 2**20:.1f} MiB for a {big.stat().st_size / 2**20:.0f} MiB file")
+    assert 0 < peak < HEAP_BOUND
 
 
 def page_relay(lab: Lab, mode: str) -> int:

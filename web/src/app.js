@@ -463,20 +463,27 @@ async function drained(channel) {
   await new Promise((r) => setTimeout(r, 500));
 }
 
-/** Offer a verified file for saving: the disk-backed File from the origin-private file system.
+/** Offer a verified file for saving, streamed from the origin-private file system: through the
+ * File System Access save picker where the browser has one; else as a download the service
+ * worker streams (sw.js); else (no service worker in control) as a Blob over the disk-backed
+ * File, which copies nothing.
  * @param {Store} store @param {string} fileId @param {string} name */
 async function saveFile(store, fileId, name) {
-  const file = await store.file(fileId);
   const base = name.split("/").pop() ?? "download";
   const picker = /** @type {any} */ (window).showSaveFilePicker;
   if (picker && !navigator.webdriver) {
     const target = await picker({ suggestedName: base });
-    await file.stream().pipeTo(await target.createWritable());
+    await (await store.file(fileId)).stream().pipeTo(await target.createWritable());
     return;
   }
-  // A Blob over the disk-backed File refers to it, copies nothing; its type keeps the browser
-  // from guessing an extension.
-  const url = URL.createObjectURL(new Blob([file], { type: "application/octet-stream" }));
+  if (navigator.serviceWorker?.controller) {
+    // A navigation (which the worker answers as an attachment: the page stays); a link with a
+    // `download` attribute would not reach the worker in Chromium.
+    location.assign(`/download/${fileId}/${encodeURIComponent(base)}`);
+    return;
+  }
+  // (the Blob's type keeps the browser from guessing an extension)
+  const url = URL.createObjectURL(new Blob([await store.file(fileId)], { type: "application/octet-stream" }));
   const a = el("a", { href: url, download: base });
   document.body.append(a);
   a.click();

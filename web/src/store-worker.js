@@ -1,7 +1,8 @@
 // Received data goes to the origin-private file system, never whole into memory: a dedicated
 // worker holds one synchronous access handle per file (random-access writes, flush() for
 // durability before a chunk is acknowledged) and hashes a finished file by reading it back.
-// Files are named by their fileId: a peer's name never touches the file system here.
+// Files are named by their fileId: a peer's name never touches the file system here. A file
+// whose SHA-256 matched gets a mark (`fileId.ok`) that sw.js checks before serving it.
 
 import { sha256 } from "@noble/hashes/sha2.js";
 import { toHex } from "./bytes.js";
@@ -26,6 +27,7 @@ async function handle(msg) {
       const access = await syncHandle(file);
       if (access.getSize() > msg.size) access.truncate(msg.size);
       handles.set(msg.fileId, access);
+      await (await incoming()).removeEntry(`${msg.fileId}.ok`).catch(() => undefined);
       return readHeld(msg.fileId);
     }
     case "clear":
@@ -63,7 +65,11 @@ async function handle(msg) {
       }
       access.close();
       handles.delete(msg.fileId);
-      return toHex(hash.digest());
+      const checksum = toHex(hash.digest());
+      // The mark the service worker asks for before it serves a download: verified, so
+      // nothing unverified is ever handed over.
+      if (checksum === msg.checksum) await (await incoming()).getFileHandle(`${msg.fileId}.ok`, { create: true });
+      return checksum;
     }
     case "remove":
       handles.get(msg.fileId)?.close();

@@ -192,7 +192,7 @@ export function runReceive(channel, receiver, store, approve, onFile, onProgress
             break;
           case "verify": {
             const m = receiver.file(action.fileId).manifest;
-            const ok = m.kind === "dir" || (await store.call({ op: "verify", fileId: m.fileId })) === m.checksum;
+            const ok = m.kind === "dir" || (await store.call({ op: "verify", fileId: m.fileId, checksum: m.checksum })) === m.checksum;
             onFile(m.fileId, ok);
             await perform(receiver.onVerified(m.fileId, ok ? "" : "checksum mismatch"));
             break;
