@@ -418,6 +418,46 @@ async def test_files_dropped_on_the_page_are_sent(page: Page, lab: Lab, tmp_path
     assert tree(out) == {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
 
 
+async def drop_paths(page: Page, selector: str, *paths: Path) -> None:
+    """A real drop from the file system (CDP Input.dispatchDragEvent with paths), as the OS
+    delivers one: folders arrive as directory entries (webkitGetAsEntry)."""
+    box = await page.locator(selector).bounding_box()
+    assert box is not None
+    at = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+    data = {"items": [], "files": [str(p) for p in paths], "dragOperationsMask": 1}
+    cdp = await page.context.new_cdp_session(page)
+    for kind in ("dragEnter", "dragOver", "drop"):
+        await cdp.send("Input.dispatchDragEvent", {"type": kind, **at, "data": data})
+    await cdp.detach()
+
+
+async def test_a_folder_dropped_on_the_page_arrives_whole(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    """A folder dropped from the file system (with a file beside it): the tree arrives intact,
+    the empty folder too, with the files' and folders' modification times."""
+    album = tmp_path / "src" / "album"
+    random_file(album / "one.jpg", 5000)
+    random_file(album / "inner" / "two.jpg", 70_000)
+    random_file(album / "inner" / "deeper" / "empty", 0)
+    (album / "nothing-here").mkdir()
+    loose = random_file(tmp_path / "src" / "loose.txt", 300)
+    paths = sorted(tmp_path.joinpath("src").rglob("*"), reverse=True)  # children before parents
+    for i, path in enumerate(paths):
+        os.utime(path, ns=((1_600_000_000_000 + 1000 * i) * 1_000_000,) * 2)
+    await drop_paths(page, "#drop", album, loose)
+    await page.wait_for_selector("#share:not([hidden])")
+    out = tmp_path / "out"
+    receiver = lab.receive(str(await page.text_content("#code")), out)
+    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await finished(page) == "done", await page.text_content("#status")
+    assert tree(out) == tree(tmp_path / "src")
+    src = tmp_path / "src"
+    assert {p.relative_to(src): mtime_ms(p) for p in paths} == {
+        p.relative_to(src): mtime_ms(out / p.relative_to(src)) for p in paths
+    }
+
+
 async def test_a_folder_picked_on_the_page_is_sent(page: Page, lab: Lab, tmp_path: Path) -> None:
     """The folder picker (a webkitdirectory input) sends the tree with its relative paths."""
     src = tmp_path / "album"

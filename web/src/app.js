@@ -95,10 +95,14 @@ async function droppedEntries(dt) {
       }
     }
   };
-  for (const item of Array.from(dt.items)) {
-    if (item.kind !== "file") continue; // dropped text or links are not files
-    const entry = item.webkitGetAsEntry();
-    const file = entry ? null : item.getAsFile(); // no entry: a file not from the file system
+  // Every item taken while the drop event runs: after it (our first await) the items are gone.
+  const taken = Array.from(dt.items)
+    .filter((item) => item.kind === "file") // dropped text or links are not files
+    .map((item) => {
+      const entry = item.webkitGetAsEntry();
+      return { entry, file: entry ? null : item.getAsFile() }; // no entry: not from a file system
+    });
+  for (const { entry, file } of taken) {
     if (entry) await walk(entry, "");
     else if (file) out.push({ name: file.name, file, mtimeMs: file.lastModified });
   }
