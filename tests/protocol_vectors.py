@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import msgspec
 import nacl.bindings as sodium
 import nacl.public
 from spake2 import SPAKE2_A, SPAKE2_B  # type: ignore[import-untyped]
@@ -155,17 +156,18 @@ def _descriptions(keys: crypto.SessionKeys) -> list[dict[str, Any]]:
 
 
 def _manifests() -> list[protocol.FileManifest]:
+    """With and without a modification time (the page sends File.lastModified)."""
     entries = [
-        ("hello.txt", b"hello world\n", "file"),
-        ("empty", b"", "file"),
-        ("dossier/café ☕/naïve.bin", _seed("data", 100_000), "file"),
-        ("dossier", b"", "dir"),
-        ('quote"back\\slash\u2028.txt', b"x", "file"),
+        ("hello.txt", b"hello world\n", "file", 1_700_000_000_123),
+        ("empty", b"", "file", 0),
+        ("dossier/café ☕/naïve.bin", _seed("data", 100_000), "file", 0),
+        ("dossier", b"", "dir", 1_600_000_000_000),
+        ('quote"back\\slash\u2028.txt', b"x", "file", 0),
     ]
     sizes = chunks.CHUNK_SIZES
     return [
-        manifest(name, data, sizes[i % len(sizes)], kind)
-        for i, (name, data, kind) in enumerate(entries)
+        msgspec.structs.replace(manifest(name, data, sizes[i % len(sizes)], kind), mtimeMs=mtime)
+        for i, (name, data, kind, mtime) in enumerate(entries)
     ]
 
 

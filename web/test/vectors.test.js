@@ -144,7 +144,7 @@ test("authentication words", () => {
 test("manifests encode, digest and identify files as the CLI does", () => {
   for (const c of V.manifests) {
     const f = c.fields;
-    const m = protocol.makeManifest(f.name, f.size, f.checksum, f.kind, f.chunkSize);
+    const m = protocol.makeManifest(f.name, f.size, f.checksum, f.kind, f.chunkSize, f.mtimeMs);
     assert.equal(protocol.encode(m), c.encoded);
     assert.equal(toHex(protocol.manifestDigest(m)), c.digest);
     assert.deepEqual(protocol.decode(c.encoded), m);
