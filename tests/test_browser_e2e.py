@@ -58,7 +58,12 @@ async def browser_sends(page: Page, lab: Lab, out: Path, *paths: Path) -> None:
 
 
 async def browser_receives(
-    page: Page, lab: Lab, tmp_path: Path, *paths: Path, urls: list[str] | None = None
+    page: Page,
+    lab: Lab,
+    tmp_path: Path,
+    *paths: Path,
+    urls: list[str] | None = None,
+    timeout: float = 120,
 ) -> dict[str, str]:
     """Name -> sha256 of what the page offered for saving (the downloads' URLs into `urls`)."""
     sender, code = await lab.send(*paths)
@@ -69,7 +74,7 @@ async def browser_receives(
     await page.wait_for_selector("#accept", state="visible")
     assert sender.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
     await page.click("#accept")
-    assert await finished(page) == "done", await page.text_content("#status")
+    assert await finished(page, timeout) == "done", await page.text_content("#status")
     assert await sender.wait() == 0, sender.err.read_text()
     saved = {}
     for button in await page.query_selector_all("#saved button"):
@@ -201,7 +206,7 @@ async def test_without_a_save_picker_the_service_worker_streams_the_download(
         sampler = asyncio.create_task(sample())
         urls: list[str] = []
         try:
-            saved = await browser_receives(page, lab, tmp_path, big, urls=urls)
+            saved = await browser_receives(page, lab, tmp_path, big, urls=urls, timeout=240)
         finally:
             sampler.cancel()
     assert saved == {"big.bin": sha256(big)}
@@ -346,6 +351,23 @@ async def test_reload_during_a_send_resumes_with_the_same_files(
     done = next(e for e in events if e["event"] == "done")
     # At least half was acknowledged (so durable at the CLI) before the reload: only the rest.
     assert 0 < int(done["chunksSent"]) <= int(done["chunks"]) // 2 + 1, done  # type: ignore[call-overload]
+
+
+async def test_start_over_forgets_an_interrupted_send(page: Page, lab: Lab, tmp_path: Path) -> None:
+    """Reloaded before anyone joined, then Start over: the next pick is a new send (new code)."""
+    first = random_file(tmp_path / "a.bin", 1000)
+    await page.set_input_files("#files", [str(first)])
+    await page.wait_for_selector("#share:not([hidden])")
+    code = await page.text_content("#code")
+    await page.reload()
+    await page.wait_for_selector("body[data-state=resume]")
+    await page.click("#start-over")
+    await page.wait_for_selector("body[data-state=ready]")
+    assert await page.is_hidden("#resume-send")
+    assert await page.evaluate("sessionStorage.getItem('fileshare.send')") is None
+    await page.set_input_files("#files", [str(random_file(tmp_path / "b.bin", 1000))])
+    await page.wait_for_selector("#share:not([hidden])")
+    assert await page.text_content("#code") != code
 
 
 @pytest.mark.timeout(300)
