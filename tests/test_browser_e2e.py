@@ -209,6 +209,12 @@ async def test_without_a_save_picker_the_service_worker_streams_the_download(
             saved = await browser_receives(page, lab, tmp_path, big, urls=urls, timeout=240)
         finally:
             sampler.cancel()
+        # Nothing verified under that id: the worker answers 204, and the page stays.
+        before = page.url
+        await page.evaluate(f"location.assign('/download/{'0' * 32}/big.bin')")
+        await asyncio.sleep(1)
+        assert page.url == before
+        assert await page.evaluate("document.body.dataset.state") == "done"
     assert saved == {"big.bin": sha256(big)}
     # The server has no such path: only the service worker answers it.
     assert len(urls) == 1 and urls[0].startswith(f"{page_url(lab)}download/"), urls

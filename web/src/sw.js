@@ -38,7 +38,8 @@ function disposition(name) {
   return `attachment; filename="${ascii}"; filename*=UTF-8''${exact}`;
 }
 
-/** A verified received file as a streamed download; 404 for anything else.
+/** A verified received file as a streamed download; for anything else 204 No Content, which
+ * leaves the page where it is (a 404 page would replace it, and end a transfer in progress).
  * @param {string} fileId @param {string} encodedName */
 async function download(fileId, encodedName) {
   try {
@@ -58,7 +59,7 @@ async function download(fileId, encodedName) {
       },
     });
   } catch {
-    return new Response("not found", { status: 404 });
+    return new Response(null, { status: 204 });
   }
 }
 
