@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import time
 from collections import deque
@@ -350,6 +351,19 @@ class Link:
         except (AttributeError, KeyError, IndexError):
             return []
         return [c.host for c in candidates if c.type == "host"]
+
+    def destination(self) -> str | None:
+        """Where the link's packets go first, as an IP address: the TURN server when it is
+        relayed, else the peer's candidate; None when unknown or a name (mDNS, DNS)."""
+        path = self.path()
+        if path["local"] == "relay":
+            host = self.turn.host if self.turn is not None else ""
+        else:
+            host = path.get("remoteAddress", "").rpartition(":")[0]
+        try:
+            return ipaddress.ip_address(host.strip("[]")).compressed
+        except ValueError:
+            return None
 
     async def close(self) -> None:
         """Close, waiting at most CLOSE_WAIT_SECONDS: over paths that died (a new network),

@@ -120,6 +120,13 @@ async def _fault_when(
     return None
 
 
+# A peer's host changing networks, and what the moved client's reconnect reason must say.
+_MOVES: Final = {
+    FaultKind.MOVE: ("is gone", "address gone"),
+    FaultKind.REROUTE: ("now leaves from", "route moved off its address"),
+}
+
+
 class ScenarioRun:
     """One transfer scenario in a built world, with its servers running."""
 
@@ -244,13 +251,14 @@ class ScenarioRun:
     ) -> Callable[[], None]:
         if fault.kind is FaultKind.REBIND:
             return lambda: self.net.rebind(fault.site)
-        if fault.kind is FaultKind.MOVE:
+        if fault.kind in _MOVES:
             sc = self.scenario
             end = sc.receiver if sc.receiver.site == fault.site else sc.sender
 
             async def moving() -> None:  # pyroute2's calls run a loop of their own: a thread
                 host = self.net.host(end.site, end.host)
-                moved_to = await asyncio.to_thread(self.net.move, host, fault.to)
+                keep = fault.kind is FaultKind.REROUTE
+                moved_to = await asyncio.to_thread(self.net.move, host, fault.to, keep)
                 self.result.metrics["moved_to"] = moved_to
                 self._ended(index, time.time())
 
@@ -412,17 +420,19 @@ class ScenarioRun:
             self._each_recovery(receiver)
         if sc.timeline:
             result.timeline = timeline.build(receiver.events(), self.marks, connected[0]["ts"])
-        if sc.fault is not None and sc.fault.kind is FaultKind.MOVE:
+        if sc.fault is not None and sc.fault.kind in _MOVES:
             moved = receiver if sc.receiver.site == sc.fault.site else sender
             reasons = [e.get("reason", "") for e in moved.events() if e["event"] == "reconnecting"]
-            noticed = any("is gone" in str(reason) for reason in reasons)
+            sign, what = _MOVES[sc.fault.kind]
             result.check(
-                "the moved peer noticed its address gone",
-                noticed,
-                "reconnecting: address gone",
+                f"the moved peer noticed its {what}",
+                any(sign in str(reason) for reason in reasons),
+                f"reconnecting: {what}",
                 "; ".join(map(str, reasons[:3])) or "no reconnect",
             )
-        if sc.fault is not None and sc.fault.kind in (FaultKind.TURN_RESTART, FaultKind.MOVE):
+        if sc.fault is not None and (
+            sc.fault.kind is FaultKind.TURN_RESTART or sc.fault.kind in _MOVES
+        ):
             again = [e["ts"] for e in _connected(receiver)[1:]]
             if again and self.fault_ended_at is not None:
                 moving = _data_moving_after(receiver, again[0])

@@ -14,7 +14,7 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     expect_path = "srflx"               # default: the grid (netsim.expectations)
     fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, pause (the receiver's),
                                         # signal-restart, turn-restart,
-                                        # move (with to = "site")
+                                        # move, reroute (with to = "site")
     faults = [{ kind = "cut", at = 0.3, seconds = 5 }, { kind = "rebind", at = 0.6 }]
                                         # several, one after another (instead of `fault`)
     timeline = true                     # goodput over time, faults marked, in the report
@@ -83,6 +83,9 @@ class FaultKind(enum.Enum):
     SIGNAL_RESTART = "signal-restart"
     TURN_RESTART = "turn-restart"  # coturn stopped and started again: every allocation lost
     MOVE = "move"  # the site's peer moves to site `to`: a new address behind a new NAT
+    # The site's peer's interface loses its link but keeps its address (its routes go), and a
+    # new one on site `to` takes the default route: only the route says the paths are dead
+    REROUTE = "reroute"
 
     @property
     def timed(self) -> bool:
@@ -104,8 +107,8 @@ class Fault:
             raise ValueError("fault.at: a share of the transfer, between 0 and 1")
         if self.kind.timed and not 0 < self.seconds <= 600:
             raise ValueError(f"fault.seconds: 0 to 600 for a {self.kind.value}")
-        if (self.kind is FaultKind.MOVE) != bool(self.to):
-            raise ValueError("fault.to: the site a move goes to (and only for a move)")
+        if (self.kind in (FaultKind.MOVE, FaultKind.REROUTE)) != bool(self.to):
+            raise ValueError("fault.to: the site a move goes to (and only for a move or reroute)")
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,13 @@ timeline = true
     assert found.timeline and not suite.scenarios[0].full
 
 
+def test_route_change_moves_the_route_and_keeps_the_address() -> None:
+    (change,) = scenario.load(scenario.DEFAULT_FILE).select(["route-change"])
+    assert change.full and change.fault is not None
+    assert (change.fault.kind, change.fault.site, change.fault.to) == (FaultKind.REROUTE, "b", "c")
+    assert change.receiver.site == "b"
+
+
 def test_long_haul_is_the_issues_and_runs_only_in_full() -> None:
     (haul,) = scenario.load(scenario.DEFAULT_FILE).select(["long-haul"])
     assert haul.full and haul.timeline and haul.file_mib == 2048
@@ -316,6 +323,16 @@ sites = [
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
             'receiver_client = "browser"\nrelay_only = true',
             "a browser peer takes no relay_only",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'fault = { kind = "reroute" }',
+            "fault.to: the site a move goes to",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'fault = { kind = "cut", seconds = 3, to = "a" }',
+            "only for a move or reroute",
         ),
         (
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
