@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import time
 from collections import deque
@@ -26,7 +27,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from fileshare import crypto, ice, nomination, sctp
+from fileshare import crypto, ice, nomination, sctp, turnrefresh
 from fileshare.crypto import Role, SessionKeys
 from fileshare.ice import TurnUrl
 from fileshare.reconnect import Backoff, GaveUp
@@ -351,6 +352,19 @@ class Link:
             return []
         return [c.host for c in candidates if c.type == "host"]
 
+    def destination(self) -> str | None:
+        """Where the link's packets go first, as an IP address: the TURN server when it is
+        relayed, else the peer's candidate; None when unknown or a name (mDNS, DNS)."""
+        path = self.path()
+        if path["local"] == "relay":
+            host = self.turn.host if self.turn is not None else ""
+        else:
+            host = path.get("remoteAddress", "").rpartition(":")[0]
+        try:
+            return ipaddress.ip_address(host.strip("[]")).compressed
+        except ValueError:
+            return None
+
     async def close(self) -> None:
         """Close, waiting at most CLOSE_WAIT_SECONDS: over paths that died (a new network),
         aiortc's orderly close can take a minute, which a new connection must not wait for;
@@ -424,6 +438,7 @@ class Peer:
         servers, turn = await ice.arrange(self.ice_servers)
         self._turn = turn
         sctp.install()  # the tuned SCTP sender/receiver ($FILESHARE_CONGESTION picks it)
+        turnrefresh.install()  # channels (and their permissions) bound again before 300 s
         pc = RTCPeerConnection(rtc_configuration(servers, self.relay_only))
         try:
             link = await asyncio.wait_for(self._connect(pc, self.keys), self.timeout)

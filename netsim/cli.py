@@ -92,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         help="scenarios that only judge outcomes run N at a time (throughput and calibration "
         "always alone; default 2; 1: one after another)",
     )
+    runner.add_argument(
+        "--file-mib",
+        type=float,
+        default=None,
+        metavar="MIB",
+        help="move this many MiB in each chosen scenario instead of its own size (a short "
+        "run of a long one; faults still strike at their share)",
+    )
     merger = sub.add_parser("merge", help="join the results of `run --shard` into one report")
     merger.add_argument("dirs", nargs="+", type=Path, help="the shards' --out folders")
     merger.add_argument("--out", type=Path, default=Path("netsim-results"), help="reports go here")
@@ -114,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "clean":
         return clean(args.dry_run)
     return matrix.main(
-        args.file, args.scenarios, args.full, args.out, args.backend, args.shard, args.jobs
+        args.file,
+        args.scenarios,
+        args.full,
+        args.out,
+        args.backend,
+        args.shard,
+        args.jobs,
+        args.file_mib,
     )
 
 

@@ -31,7 +31,9 @@ OFFLINE = frozenset({"transfers"})  # commands that read local state only: no --
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Read in pieces: a long scenario's file is gigabytes."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass
@@ -39,10 +41,21 @@ class Client:
     proc: subprocess.Popen[bytes]
     out: Path
     err: Path
+    _parsed: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _offset: int = field(default=0, repr=False)
 
     def events(self) -> list[dict[str, Any]]:
-        lines = self.out.read_text().splitlines() if self.out.exists() else []
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        """The JSON events printed so far, each line parsed once (a long transfer prints tens
+        of thousands, read every 50 ms) and only once whole: the client may be mid-line."""
+        if self.out.exists():
+            with self.out.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+            whole = data.rfind(b"\n") + 1
+            lines = data[:whole].decode(errors="replace").splitlines()
+            self._parsed += [json.loads(line) for line in lines if line.startswith("{")]
+            self._offset += whole
+        return list(self._parsed)
 
     def first(self, name: str) -> dict[str, Any] | None:
         return next((e for e in self.events() if e["event"] == name), None)

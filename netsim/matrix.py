@@ -5,6 +5,7 @@ the reports, in the matrix's order. Exit status 1 when any expectation failed.""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import io
 import json
@@ -48,12 +49,15 @@ def main(
     backend: str,
     shard: shards.Shard | None = None,
     jobs: int = 1,
+    file_mib: float | None = None,
 ) -> int:
     if not sys.stdout.isatty() and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows in CI logs as it happens
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
         chosen = _suite(path).select(names, full)
+        if file_mib is not None:
+            chosen = [dataclasses.replace(item, file_mib=file_mib) for item in chosen]
         matrix = [item.name for item in chosen]
         if shard is not None:
             kinds = [(item.name, item.kind.value) for item in chosen]

@@ -37,6 +37,7 @@ GRID_KINDS: Final = frozenset({"path", "lan", "udp_blocked"})
 THROUGHPUT: Final = "throughput"
 PLOT_NAME: Final = "throughput.png"
 GRID_PLOT_NAME: Final = "nat-grid.png"
+TIMELINE_PREFIX: Final = "timeline-"  # + the scenario's name + .png
 MEASURED: Final = "measured_"
 _CORNER: Final = "A ↓ · B →"
 
@@ -535,8 +536,51 @@ def _resume_md(results: list[ScenarioResult]) -> list[str]:
     return ["## Resume", "", *_md_table(headers, rows)] if rows else []
 
 
-def markdown(report: RunReport, plot: str | None = None, grid_plot: str | None = None) -> str:
-    """The report for people: `plot` and `grid_plot` are the images' paths relative to it."""
+def timeline_name(result: ScenarioResult) -> str:
+    """The file of a scenario's timeline plot (a name from a merged report.json is anything)."""
+    return TIMELINE_PREFIX + re.sub(r"[^a-z0-9_.-]", "_", result.name.lower())[:64] + ".png"
+
+
+def _seconds(value: Metric | None) -> str:
+    return "—" if value is None else _with_unit(value, "s")
+
+
+def _timelines_md(results: list[ScenarioResult], plots: frozenset[str]) -> list[str]:
+    """Per scenario with a timeline: its plot and each fault, when and for how long, and how
+    long until data moved again (`recover_s_N_KIND`) or a new connection came up."""
+    lines: list[str] = []
+    for r in results:
+        if not r.timeline:
+            continue
+        rows = []
+        for number, fault in enumerate(r.timeline.get("faults", ()), 1):
+            key = f"{number}_{fault['kind']}"
+            rows.append(
+                [
+                    str(fault["kind"]),
+                    _with_unit(fault["start"], "s"),
+                    _with_unit(round(float(fault["end"]) - float(fault["start"]), 2), "s"),
+                    _seconds(r.metrics.get(f"recover_s_{key}")),
+                    _seconds(r.metrics.get(f"new_connection_s_{key}")),
+                ]
+            )
+        headers = ["fault", "at", "lasted", "data again after", "new connection after"]
+        image = timeline_name(r)
+        shown = [f"![goodput over time, faults marked]({image})", ""] if image in plots else []
+        bin_s = _num(r.timeline.get("bin_s", 0))
+        lines += [f"### {_md(r.name)}", "", f"goodput per {bin_s} s, {_md(figures(r))}", ""]
+        lines += [*shown, *(_md_table(headers, rows) if rows else [])]
+    return ["## Timelines", "", *lines] if lines else []
+
+
+def markdown(
+    report: RunReport,
+    plot: str | None = None,
+    grid_plot: str | None = None,
+    timelines: frozenset[str] = frozenset(),
+) -> str:
+    """The report for people: `plot` and `grid_plot` are the images' paths relative to it,
+    `timelines` the timeline plots written beside it."""
     grid = nat_grid(report)
     throughput = _of_kind(report, THROUGHPUT)
     lines = [
@@ -551,6 +595,7 @@ def markdown(report: RunReport, plot: str | None = None, grid_plot: str | None =
         *(_throughput_md(throughput, plot) if throughput else []),
         *_calibration_md(report.results),
         *_resume_md(report.results),
+        *_timelines_md(report.results, timelines),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -602,6 +647,33 @@ def plot_throughput(report: RunReport, path: Path) -> bool:
     handles.append(Line2D([], [], color="black", linestyle="--", label="link rate"))
     axes.margins(y=0.15)  # room above the rate markers for the legend
     axes.legend(handles=handles, loc="best", fontsize=8)
+    figure.savefig(path, format="png", dpi=110)
+    return True
+
+
+def plot_timeline(result: ScenarioResult, path: Path) -> bool:
+    """Goodput over the transfer, each fault a shaded span (a line for one that strikes at
+    once) labelled with its kind. False (nothing written) without a timeline."""
+    data = result.timeline
+    if not data or not data.get("goodput"):
+        return False
+    points = [(float(t), float(mbit)) for t, mbit in data["goodput"]]
+    figure = Figure(figsize=(9.0, 4.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.step([t for t, _ in points], [m for _, m in points], where="pre", color="tab:blue")
+    top = max(m for _, m in points) or 1.0
+    for fault in data.get("faults", ()):
+        start, end = float(fault["start"]), float(fault["end"])
+        if end - start >= 0.5:
+            axes.axvspan(start, end, color="tab:red", alpha=0.25)
+        else:
+            axes.axvline(start, color="tab:red", linestyle="--")
+        axes.annotate(_printable(str(fault["kind"])), (start, top * 1.05), color="tab:red")
+    axes.set_ylim(0, top * 1.15)
+    axes.set_xlabel("seconds since connected")
+    axes.set_ylabel(f"goodput (Mbit/s, per {_num(data.get('bin_s', 1))} s)")
+    axes.set_title(f"{_printable(result.name)}: goodput over time, faults marked")
     figure.savefig(path, format="png", dpi=110)
     return True
 
@@ -693,10 +765,19 @@ def write_all(report: RunReport, out_dir: Path) -> dict[str, Path]:
     grid_plot.unlink(missing_ok=True)
     if plot_grid(report, grid_plot):
         written["grid_plot"] = grid_plot
+    for old in out_dir.glob(f"{TIMELINE_PREFIX}*.png"):
+        old.unlink()
+    timelines = set()
+    for result in report.results:
+        image = out_dir / timeline_name(result)
+        if plot_timeline(result, image):
+            written[f"timeline {result.name}"] = image
+            timelines.add(image.name)
     text = markdown(
         report,
         PLOT_NAME if "plot" in written else None,
         GRID_PLOT_NAME if "grid_plot" in written else None,
+        frozenset(timelines),
     )
     written["markdown"].write_text(text, encoding="utf-8")
     return written

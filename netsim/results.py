@@ -44,6 +44,7 @@ class ScenarioResult:
     metrics: dict[str, Metric] = field(default_factory=dict)
     logs_dir: str | None = None  # kept for a scenario that did not pass
     error: str | None = None
+    timeline: dict[str, Any] | None = None  # goodput over time, faults marked (netsim.timeline)
 
     def check(self, name: str, ok: bool, expected: object, observed: object) -> bool:
         self.checks.append(Check(name, ok, str(expected), str(observed)))

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from netsim import calibration, capture, conntrack, doctorcheck, expectations, world
+from netsim import calibration, capture, conntrack, doctorcheck, expectations, timeline, world
 from netsim.lab import Client, Lab, running_servers, sha256
 from netsim.results import ScenarioResult, Status
-from netsim.scenario import CLIENT_PROGRAMS, FaultKind, Kind, Scenario
+from netsim.scenario import CLIENT_PROGRAMS, Fault, FaultKind, Kind, Scenario
 from turn.launcher import TurnProcess
 
 MIB: Final = 2**20
@@ -120,6 +120,13 @@ async def _fault_when(
     return None
 
 
+# A peer's host changing networks, and what the moved client's reconnect reason must say.
+_MOVES: Final = {
+    FaultKind.MOVE: ("is gone", "address gone"),
+    FaultKind.REROUTE: ("now leaves from", "route moved off its address"),
+}
+
+
 class ScenarioRun:
     """One transfer scenario in a built world, with its servers running."""
 
@@ -136,7 +143,8 @@ class ScenarioRun:
             client_a=scenario.sender_client,
             client_b=scenario.receiver_client,
         )
-        self._fault_task: asyncio.Task[None] | None = None  # a fault that takes steps
+        self._fault_tasks: list[asyncio.Task[None]] = []  # faults that take steps
+        self.marks: list[timeline.Mark] = []  # each fault as it happened, in turn
 
     def _args(self) -> tuple[str, ...]:
         return ("--relay-only",) if self.scenario.relay_only else ()
@@ -179,19 +187,19 @@ class ScenarioRun:
             result.metrics["receiver_signaling"] = "IPv6"
         if self._paused:
             await self._answer_late(receiver)
-        elif sc.fault is not None:
-            striker = self._striker(sender, receiver)
-            struck = await _fault_when(sender, sc.fault.at, striker, sc.timeout_s)
+        for number, fault in enumerate(() if self._paused else sc.faults, 1):
+            striker = self._striker(fault, sender, receiver)
+            struck = await _fault_when(sender, fault.at, striker, sc.timeout_s)
             shown = "before the end" if struck is None else f"at {struck:.0%} acknowledged"
-            result.check(
-                "fault struck mid-transfer", struck is not None, f"at {sc.fault.at:.0%}", shown
-            )
+            which = "fault" if sc.fault else f"fault {number} ({fault.kind.value})"
+            wanted = f"at {fault.at:.0%}"
+            result.check(f"{which} struck mid-transfer", struck is not None, wanted, shown)
             if struck is not None:
-                result.metrics["fault_at"] = round(struck, 3)
+                result.metrics["fault_at" if sc.fault else f"fault_at_{number}"] = round(struck, 3)
         sender_exit = await sender.wait(sc.timeout_s)
         receiver_exit = await receiver.wait(60)
-        if self._fault_task is not None:
-            await self._fault_task
+        for task in self._fault_tasks:
+            await task
         result.check("sender exit", sender_exit == 0, 0, sender_exit)
         result.check("receiver exit", receiver_exit == 0, 0, receiver_exit)
         arrived = out / payload.path.name
@@ -221,23 +229,41 @@ class ScenarioRun:
         for name, left in least.items():  # -1: no direct flow seen at some moment (relayed)
             result.metrics[f"mapping_least_left_s_{name}"] = left
 
-    def _striker(self, sender: Client, receiver: Client) -> Callable[[], None]:
-        fault = self.scenario.fault
-        assert fault is not None
+    def _ended(self, index: int, moment: float) -> None:
+        """Fault `index` (of `marks`) ended at `moment` (wall clock)."""
+        self.fault_ended_at = moment
+        mark = self.marks[index]
+        self.marks[index] = timeline.Mark(mark.kind, mark.start, moment)
+
+    def _striker(self, fault: Fault, sender: Client, receiver: Client) -> Callable[[], None]:
+        """What strikes `fault`, marked in `marks` when it does."""
+        act = self._action(fault, len(self.marks), sender, receiver)
+
+        def strike() -> None:
+            now = time.time()
+            self.marks.append(timeline.Mark(fault.kind.value, now, now))
+            act()
+
+        return strike
+
+    def _action(
+        self, fault: Fault, index: int, sender: Client, receiver: Client
+    ) -> Callable[[], None]:
         if fault.kind is FaultKind.REBIND:
             return lambda: self.net.rebind(fault.site)
-        if fault.kind is FaultKind.MOVE:
+        if fault.kind in _MOVES:
             sc = self.scenario
             end = sc.receiver if sc.receiver.site == fault.site else sc.sender
 
             async def moving() -> None:  # pyroute2's calls run a loop of their own: a thread
                 host = self.net.host(end.site, end.host)
-                moved_to = await asyncio.to_thread(self.net.move, host, fault.to)
+                keep = fault.kind is FaultKind.REROUTE
+                moved_to = await asyncio.to_thread(self.net.move, host, fault.to, keep)
                 self.result.metrics["moved_to"] = moved_to
-                self.fault_ended_at = time.time()
+                self._ended(index, time.time())
 
             def move() -> None:
-                self._fault_task = asyncio.ensure_future(moving())
+                self._fault_tasks.append(asyncio.ensure_future(moving()))
 
             return move
         if fault.kind is FaultKind.TURN_RESTART:
@@ -245,30 +271,32 @@ class ScenarioRun:
             assert turn is not None
 
             def restart_turn() -> None:
-                self._fault_task = asyncio.ensure_future(self._restart_turn(turn.process))
+                task = self._restart_turn(turn.process, index)
+                self._fault_tasks.append(asyncio.ensure_future(task))
 
             return restart_turn
         if fault.kind is FaultKind.SIGNAL_RESTART:
 
             def restart() -> None:
-                self._fault_task = asyncio.ensure_future(self._restart_signaling(sender, receiver))
+                task = self._restart_signaling(sender, receiver)
+                self._fault_tasks.append(asyncio.ensure_future(task))
 
             return restart
 
         def cut() -> None:
             self.net.cut(fault.site, fault.udp_only)
             self.result.metrics["cut_seconds"] = fault.seconds
-            self.fault_ended_at = time.time() + fault.seconds
+            self._ended(index, time.time() + fault.seconds)
             loop = asyncio.get_running_loop()
             loop.call_later(fault.seconds, self.net.restore, fault.site)
 
         return cut
 
-    async def _restart_turn(self, process: TurnProcess) -> None:
+    async def _restart_turn(self, process: TurnProcess, index: int) -> None:
         """coturn stopped (SIGTERM) and started again: the relayed path is gone, the peers
         must allocate anew (with fresh credentials if theirs expired) in a new connection."""
         await asyncio.to_thread(process.restart)
-        self.fault_ended_at = time.time()
+        self._ended(index, time.time())
 
     async def _restart_signaling(self, sender: Client, receiver: Client) -> None:
         """Redeploy the instances the peers use (SIGTERM: drain, 1012; started again), wait
@@ -384,21 +412,27 @@ class ScenarioRun:
                 "1 connection" if short else "2 or more connections",
                 f"{len(connected)} connection(s)",
             )
-        if self.fault_ended_at is not None:
+        if sc.fault is not None and self.fault_ended_at is not None:
             recovered = _data_moving_after(receiver, self.fault_ended_at)
             if recovered is not None:  # from the fault's end to the next chunks written
                 result.metrics["recover_s"] = round(recovered - self.fault_ended_at, 2)
-        if sc.fault is not None and sc.fault.kind is FaultKind.MOVE:
+        if len(self.marks) > 1:
+            self._each_recovery(receiver)
+        if sc.timeline:
+            result.timeline = timeline.build(receiver.events(), self.marks, connected[0]["ts"])
+        if sc.fault is not None and sc.fault.kind in _MOVES:
             moved = receiver if sc.receiver.site == sc.fault.site else sender
             reasons = [e.get("reason", "") for e in moved.events() if e["event"] == "reconnecting"]
-            noticed = any("is gone" in str(reason) for reason in reasons)
+            sign, what = _MOVES[sc.fault.kind]
             result.check(
-                "the moved peer noticed its address gone",
-                noticed,
-                "reconnecting: address gone",
+                f"the moved peer noticed its {what}",
+                any(sign in str(reason) for reason in reasons),
+                f"reconnecting: {what}",
                 "; ".join(map(str, reasons[:3])) or "no reconnect",
             )
-        if sc.fault is not None and sc.fault.kind in (FaultKind.TURN_RESTART, FaultKind.MOVE):
+        if sc.fault is not None and (
+            sc.fault.kind is FaultKind.TURN_RESTART or sc.fault.kind in _MOVES
+        ):
             again = [e["ts"] for e in _connected(receiver)[1:]]
             if again and self.fault_ended_at is not None:
                 moving = _data_moving_after(receiver, again[0])
@@ -411,7 +445,7 @@ class ScenarioRun:
                 "2 or more connections",
                 f"{len(connected)} connection(s)",
             )
-        if sc.turn_ttl_s is not None and sc.fault is None:
+        if sc.turn_ttl_s is not None and not sc.faults:
             # coturn grants allocations the TTL too; aioice refreshes at 5/6 of it. Past twice
             # the TTL, one connection means the second Refresh, signed with the credential
             # after its expiry, was granted (else the allocation ended at about 11/6 TTL).
@@ -448,6 +482,22 @@ class ScenarioRun:
                 "> 0 s left at every look",
                 f"{min(held, default=-1)} s left at least",
             )
+
+    def _each_recovery(self, receiver: Client) -> None:
+        """Each of several faults: from its end to the next new peer connection if one
+        followed it (before the next fault), and to data moving again: on that connection if
+        there is one (what was in flight when the fault struck does not count), else after
+        the fault's end."""
+        later = [e["ts"] for e in _connected(receiver)[1:]]
+        starts = [mark.start for mark in self.marks[1:]] + [float("inf")]
+        for number, (mark, following) in enumerate(zip(self.marks, starts, strict=True), 1):
+            name = f"{number}_{mark.kind}"
+            again = next((t for t in later if mark.start < t < following), None)
+            if again is not None:
+                self.result.metrics[f"new_connection_s_{name}"] = round(again - mark.end, 2)
+            moving = _data_moving_after(receiver, mark.end if again is None else again)
+            if moving is not None:
+                self.result.metrics[f"recover_s_{name}"] = round(moving - mark.end, 2)
 
 
 def _encryption_checks(result: ScenarioResult, pcap: Path, payload: Payload) -> None:

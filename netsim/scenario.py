@@ -14,7 +14,10 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     expect_path = "srflx"               # default: the grid (netsim.expectations)
     fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, pause (the receiver's),
                                         # signal-restart, turn-restart,
-                                        # move (with to = "site")
+                                        # move, reroute (with to = "site")
+    faults = [{ kind = "cut", at = 0.3, seconds = 5 }, { kind = "rebind", at = 0.6 }]
+                                        # several, one after another (instead of `fault`)
+    timeline = true                     # goodput over time, faults marked, in the report
     full = false                        # true: only in `netsim run --full`
     turn_ttl_s = 60                     # TURN credentials' lifetime (default: the server's)
     sender_client = "browser"           # "cli" (default) or "browser" (netsim/browser_client.py)
@@ -80,6 +83,9 @@ class FaultKind(enum.Enum):
     SIGNAL_RESTART = "signal-restart"
     TURN_RESTART = "turn-restart"  # coturn stopped and started again: every allocation lost
     MOVE = "move"  # the site's peer moves to site `to`: a new address behind a new NAT
+    # The site's peer's interface loses its link but keeps its address (its routes go), and a
+    # new one on site `to` takes the default route: only the route says the paths are dead
+    REROUTE = "reroute"
 
     @property
     def timed(self) -> bool:
@@ -101,8 +107,8 @@ class Fault:
             raise ValueError("fault.at: a share of the transfer, between 0 and 1")
         if self.kind.timed and not 0 < self.seconds <= 600:
             raise ValueError(f"fault.seconds: 0 to 600 for a {self.kind.value}")
-        if (self.kind is FaultKind.MOVE) != bool(self.to):
-            raise ValueError("fault.to: the site a move goes to (and only for a move)")
+        if (self.kind in (FaultKind.MOVE, FaultKind.REROUTE)) != bool(self.to):
+            raise ValueError("fault.to: the site a move goes to (and only for a move or reroute)")
 
 
 @dataclass(frozen=True)
@@ -126,13 +132,14 @@ class Scenario:
     relay_only: bool = False
     expect_path: str | None = None  # host, srflx or relay
     expect_transports: tuple[str, ...] = ()  # of the TURN leg, e.g. ("tcp", "tls")
-    fault: Fault | None = None
+    faults: tuple[Fault, ...] = ()  # struck in turn, each at its share of the transfer
     full: bool = False
     timeout_s: float = 180.0
     link_rate_mbit: float | None = None  # throughput: the bottleneck the goodput is compared to
     sender_client: str = "cli"  # a key of CLIENT_PROGRAMS
     receiver_client: str = "cli"
     turn_ttl_s: int | None = None  # the TURN credentials' lifetime (default: the server's)
+    timeline: bool = False  # the report plots goodput over time with the faults marked
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -143,10 +150,17 @@ class Scenario:
                 raise ValueError(f"{self.name}: no host {end} among its sites")
         if self.sender == self.receiver and self.kind not in (Kind.CALIBRATION, Kind.DOCTOR):
             raise ValueError(f"{self.name}: sender and receiver are the same host")
-        if self.fault is not None and self.fault.site not in names:
-            raise ValueError(f"{self.name}: fault on unknown site {self.fault.site!r}")
-        if self.fault is not None and self.fault.to and self.fault.to not in names:
-            raise ValueError(f"{self.name}: a move to unknown site {self.fault.to!r}")
+        for fault in self.faults:
+            if fault.site not in names:
+                raise ValueError(f"{self.name}: fault on unknown site {fault.site!r}")
+            if fault.to and fault.to not in names:
+                raise ValueError(f"{self.name}: a move to unknown site {fault.to!r}")
+        if len(self.faults) > 1:
+            if any(f.kind is FaultKind.PAUSE for f in self.faults):
+                raise ValueError(f"{self.name}: a pause is a scenario's only fault")
+            shares = [f.at for f in self.faults]
+            if shares != sorted(set(shares)):
+                raise ValueError(f"{self.name}: faults strike in turn (each `at` later)")
         if self.expect_path not in (None, *expectations.PATHS):
             raise ValueError(f"{self.name}: expect_path is one of {expectations.PATHS}")
         if not 0 < self.file_mib <= 4096:
@@ -154,12 +168,18 @@ class Scenario:
         for client in self.clients:
             if client not in CLIENT_PROGRAMS:
                 raise ValueError(f"{self.name}: a client is one of {sorted(CLIENT_PROGRAMS)}")
-        if "browser" in self.clients and (self.relay_only or self.fault is not None):
+        if "browser" in self.clients and (self.relay_only or self.faults):
             # The page has no relay-only switch and no stall timeout to widen for a pause; a
             # browser's part in faults is covered by tests/test_browser_e2e.py.
             raise ValueError(f"{self.name}: a browser peer takes no relay_only and no fault")
         if self.turn_ttl_s is not None and not 10 <= self.turn_ttl_s <= 86400:
             raise ValueError(f"{self.name}: turn_ttl_s 10 to 86400")
+
+    @property
+    def fault(self) -> Fault | None:
+        """The scenario's fault when it has exactly one (what the single-fault checks judge);
+        None when it has none or several."""
+        return self.faults[0] if len(self.faults) == 1 else None
 
     @property
     def clients(self) -> tuple[str, str]:
@@ -292,12 +312,27 @@ _SCENARIO_KEYS: Final = {
     "expect_path",
     "expect_transports",
     "fault",
+    "faults",
     "full",
     "timeout_s",
     "sender_client",
     "receiver_client",
     "turn_ttl_s",
+    "timeline",
 }
+
+
+def _fault(data: Mapping[str, Any], first_site: str) -> Fault:
+    if set(data) - _FAULT_KEYS:
+        raise ValueError(f"unknown fault settings {sorted(set(data) - _FAULT_KEYS)}")
+    return Fault(
+        FaultKind(data["kind"]),
+        data.get("site", first_site),
+        float(data.get("at", 0.5)),
+        float(data.get("seconds", 0.0)),
+        bool(data.get("udp_only", False)),
+        str(data.get("to", "")),
+    )
 
 
 def scenario(data: Mapping[str, Any]) -> Scenario:
@@ -310,9 +345,9 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
         carriers = _carriers(data.get("carriers", ()), where)
         sites = tuple(_site(s, f"{where} site {i}", carriers) for i, s in enumerate(data["sites"]))
         sender, receiver = _defaults(sites)
-        fault = data.get("fault")
-        if fault is not None and set(fault) - _FAULT_KEYS:
-            raise ValueError(f"unknown fault settings {sorted(set(fault) - _FAULT_KEYS)}")
+        if "fault" in data and "faults" in data:
+            raise ValueError("`fault` or `faults`, not both")
+        faults = data.get("faults", [data["fault"]] if "fault" in data else [])
         return Scenario(
             name=data["name"],
             kind=Kind(data.get("kind", "path")),
@@ -324,21 +359,13 @@ def scenario(data: Mapping[str, Any]) -> Scenario:
             relay_only=data.get("relay_only", False),
             expect_path=data.get("expect_path"),
             expect_transports=tuple(data.get("expect_transports", ())),
-            fault=None
-            if fault is None
-            else Fault(
-                FaultKind(fault["kind"]),
-                fault.get("site", sites[0].name),
-                float(fault.get("at", 0.5)),
-                float(fault.get("seconds", 0.0)),
-                bool(fault.get("udp_only", False)),
-                str(fault.get("to", "")),
-            ),
+            faults=tuple(_fault(f, sites[0].name) for f in faults),
             full=data.get("full", False),
             timeout_s=float(data.get("timeout_s", 180.0)),
             sender_client=data.get("sender_client", "cli"),
             receiver_client=data.get("receiver_client", "cli"),
             turn_ttl_s=None if data.get("turn_ttl_s") is None else int(data["turn_ttl_s"]),
+            timeline=bool(data.get("timeline", False)),
         )
     except KeyError as exc:
         raise ValueError(f"{where}: missing {exc.args[0]!r}") from None

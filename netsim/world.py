@@ -275,10 +275,12 @@ class World:
             flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), name)
             linkbed.run(link.Command(where.router, "nft", flush))
 
-    def move(self, host: str, to: str) -> str:
+    def move(self, host: str, to: str, keep_address: bool = False) -> str:
         """The host (namespace) leaves its LAN for site `to`'s, as a laptop joins another
         network: its interface goes, with its address and route; a new one on `to`'s bridge
-        gets the next free address of that LAN and its default route. Returns that address."""
+        gets the next free address of that LAN and its default route. Returns that address.
+        With `keep_address` the old interface only loses its link (a Wi-Fi out of reach, a
+        cable plugged in beside it): it keeps its address, the kernel drops its routes."""
         there = self.sites[to]
         self._moves += 1
         taken = len(there.plan.hosts) + self._moves
@@ -287,7 +289,10 @@ class World:
         with NetNS(host) as hns:
             for item in hns.get_links():
                 if item.get_attr("IFLA_IFNAME") != "lo":
-                    hns.link("del", index=item["index"])
+                    if keep_address:
+                        hns.link("set", index=item["index"], state="down")
+                    else:
+                        hns.link("del", index=item["index"])
         with NetNS(there.router) as rtr:
             _veth(rtr, port, inside, host)
             bridge = rtr.link_lookup(ifname=there.bridge)[0]

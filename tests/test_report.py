@@ -324,6 +324,49 @@ def test_markdown_sections(with_throughput: RunReport, tmp_path: Path) -> None:
             assert len({row.replace("\\|", "").count("|") for row in rows}) == 1, block
 
 
+def long_haul(name: str = "long-haul") -> ScenarioResult:
+    result = throughput(name, "relay", 20, 12.5)
+    result.metrics.update(recover_s_1_cut=1.5, recover_s_2_rebind=20.1)
+    result.metrics["new_connection_s_2_rebind"] = 19.4
+    result.timeline = {
+        "bin_s": 1.0,
+        "goodput": [[1.0, 10.0], [2.0, 0.0], [3.0, 0.0], [4.0, 15.0]],
+        "faults": [
+            {"kind": "cut", "start": 1.2, "end": 2.7},
+            {"kind": "rebind", "start": 3.1, "end": 3.1},
+        ],
+    }
+    return result
+
+
+def test_a_timeline_is_plotted_and_its_faults_tabled(tmp_path: Path) -> None:
+    (tmp_path / "timeline-gone.png").write_bytes(PNG_MAGIC)  # an earlier run's
+    written = report.write_all(
+        make_report([long_haul(), path_result("a", "b", "relay", "relay")]), tmp_path
+    )
+    image = written["timeline long-haul"]
+    assert image == tmp_path / "timeline-long-haul.png"
+    assert image.read_bytes().startswith(PNG_MAGIC)
+    assert not (tmp_path / "timeline-gone.png").exists()
+    text = written["markdown"].read_text(encoding="utf-8")
+    assert "## Timelines" in text and "### long-haul" in text
+    assert "![goodput over time, faults marked](timeline-long-haul.png)" in text
+    assert "| cut | 1.2 s | 1.5 s | 1.5 s | — |" in text
+    assert "| rebind | 3.1 s | 0 s | 20.1 s | 19.4 s |" in text
+    json_back = json.loads(written["json"].read_text(encoding="utf-8"))
+    assert json_back["results"][0]["timeline"]["faults"][1]["kind"] == "rebind"
+
+
+def test_a_timeline_from_a_hostile_report_stays_in_its_folder(tmp_path: Path) -> None:
+    result = long_haul("../../x|<y>")
+    result.timeline["faults"][0]["kind"] = "<b>|cut"  # type: ignore[index]
+    written = report.write_all(make_report([result]), tmp_path)
+    (image,) = [path for key, path in written.items() if key.startswith("timeline")]
+    assert image.parent == tmp_path and image.name == "timeline-.._.._x__y_.png"
+    text = written["markdown"].read_text(encoding="utf-8")
+    assert "<b>" not in text and "| \\<b\\>\\|cut | 1.2 s |" in text
+
+
 def test_markdown_without_throughput_has_no_plot(mixed: RunReport) -> None:
     text = report.markdown(mixed)
     assert "## Throughput" not in text

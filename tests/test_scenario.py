@@ -13,7 +13,7 @@ from aioice.candidate import Candidate
 from aioice.ice import CandidatePair
 
 from fileshare import nomination
-from netsim import capture, expectations, nat, scenario
+from netsim import capture, expectations, nat, runner, scenario
 from netsim.nat import NatProfile
 from netsim.scenario import FaultKind, Kind
 
@@ -54,7 +54,7 @@ def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> N
     assert shared == {"cgnat-shared-hairpin": "srflx", "cgnat-shared-no-hairpin": "relay"}
     lossy = by_name["lossy-long-link"].sites[0].uplink  # a transfer over it must complete
     assert (lossy.rate_kbit, lossy.delay_ms, lossy.loss_percent) == (20000, 40, 1)
-    assert sum(s.kind is Kind.THROUGHPUT for s in full) == 5 + 2 * 2 * 3 * 2
+    assert sum(s.kind is Kind.THROUGHPUT for s in full) == 6 + 2 * 2 * 3 * 2  # with long-haul
     # The web app against the CLI, both ways: a LAN, a direct path, the relay, TURN over TCP/TLS.
     browsers = {s.name: (s.clients, s.expected_path) for s in default if "browser" in s.clients}
     assert browsers == {
@@ -191,6 +191,50 @@ fault = { kind = "rebind", site = "office", at = 0.25 }
     assert found.expected_path == "srflx"
 
 
+def test_several_faults_in_turn_and_a_timeline(tmp_path: Path) -> None:
+    suite = _toml(
+        tmp_path,
+        """
+[[scenario]]
+name = "haul"
+kind = "throughput"
+sites = [{ name = "a", nat = "symmetric" }, { name = "b", nat = "symmetric" }]
+faults = [
+  { kind = "cut", site = "a", at = 0.3, seconds = 5 },
+  { kind = "rebind", site = "b", at = 0.6 },
+]
+timeline = true
+""",
+    )
+    (found,) = suite.scenarios
+    assert found.faults == (
+        scenario.Fault(FaultKind.CUT, "a", 0.3, 5.0),
+        scenario.Fault(FaultKind.REBIND, "b", 0.6),
+    )
+    assert found.fault is None  # the single-fault checks judge a lone fault only
+    assert found.timeline and not suite.scenarios[0].full
+
+
+def test_route_change_moves_the_route_and_keeps_the_address() -> None:
+    (change,) = scenario.load(scenario.DEFAULT_FILE).select(["route-change"])
+    assert change.full and change.fault is not None
+    assert (change.fault.kind, change.fault.site, change.fault.to) == (FaultKind.REROUTE, "b", "c")
+    assert change.receiver.site == "b"
+
+
+def test_long_haul_is_the_issues_and_runs_only_in_full() -> None:
+    (haul,) = scenario.load(scenario.DEFAULT_FILE).select(["long-haul"])
+    assert haul.full and haul.timeline and haul.file_mib == 2048
+    assert haul.expected_path == "relay"
+    up = haul.sites[0].uplink
+    rtt = sum(s.uplink.delay_ms + s.downlink.delay_ms for s in haul.sites)
+    assert (up.rate_kbit, up.loss_percent, rtt) == (20_000, 1, 80)
+    assert [f.kind for f in haul.faults] == [FaultKind.CUT, FaultKind.REBIND]
+    assert haul.faults[0].seconds < runner.SHORT_CUT_SECONDS  # a short cut
+    # 2 GiB at 20 Mbit/s is about 15 minutes: the timeout leaves room for loss and faults
+    assert haul.timeout_s >= 2 * haul.file_mib * 2**20 * 8 / 20e6
+
+
 def test_nats_and_carriers_in_a_file(tmp_path: Path) -> None:
     suite = _toml(
         tmp_path,
@@ -279,6 +323,36 @@ sites = [
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
             'receiver_client = "browser"\nrelay_only = true',
             "a browser peer takes no relay_only",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'fault = { kind = "reroute" }',
+            "fault.to: the site a move goes to",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'fault = { kind = "cut", seconds = 3, to = "a" }',
+            "only for a move or reroute",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'fault = { kind = "rebind" }\nfaults = [{ kind = "rebind" }]',
+            "`fault` or `faults`, not both",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'faults = [{ kind = "rebind", at = 0.6 }, { kind = "rebind", at = 0.3 }]',
+            "faults strike in turn",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'faults = [{ kind = "pause", seconds = 5 }, { kind = "rebind", at = 0.7 }]',
+            "a pause is a scenario's only fault",
+        ),
+        (
+            '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
+            'faults = [{ kind = "rebind", site = "z" }]',
+            "fault on unknown site 'z'",
         ),
         ("[[grid]]\nnats = ['open']\nclients = ['browser']", "clients is"),
         ("[[grid]]\nnats = ['open']\nbrowsers = true", "unknown settings"),

@@ -161,6 +161,10 @@ class TurnSettings:
     verbose: bool = False
     stale_nonce: int = 600  # seconds a nonce lives; then 438 and the client signs again
     max_allocate_lifetime: int = 3600  # the longest lifetime an Allocate or Refresh gets
+    # TEST-BEDS ONLY: a permission's and a channel binding's lifetime (0: coturn's, RFC 8656's
+    # 300 s and 600 s); shortened to make a long relay's refreshes happen within a test.
+    permission_lifetime: int = 0
+    channel_lifetime: int = 0
     test_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -223,6 +227,8 @@ class TurnSettings:
             "verbose": self.verbose,
             "stale_nonce": self.stale_nonce,
             "max_allocate_lifetime": self.max_allocate_lifetime,
+            "permission_lifetime": self.permission_lifetime,
+            "channel_lifetime": self.channel_lifetime,
             "workdir": str(workdir),
             "test_allow_peers": list(self.test_allow),
         }
