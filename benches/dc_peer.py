@@ -5,7 +5,8 @@ interop check between a tuned and a stock aiortc (`--sctp stock` leaves aiortc u
     python -m benches.dc_peer receive --bytes N [--sctp ...]
 
 The sender prints its offer as one JSON line and reads the answer from stdin; the receiver
-reads the offer from stdin and prints its answer. Both end with {"bytes", "seconds", "sha256"}.
+reads the offer from stdin and prints its answer. Both end with {"bytes", "seconds", "sha256",
+"packet"} (the largest SCTP packet size the side's probes confirmed; 0 for stock aiortc).
 No ICE servers: host candidates only, so traffic stays where the processes are.
 """
 
@@ -33,6 +34,11 @@ def _pattern(index: int) -> bytes:
 async def _line() -> dict[str, str]:
     raw = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     return dict(json.loads(raw))
+
+
+def _packet(pc: RTCPeerConnection) -> int:
+    search = getattr(pc.sctp, "_search", None)
+    return int(search.plpmtu) if search is not None else 0
 
 
 def _say(**fields: object) -> None:
@@ -81,7 +87,8 @@ async def send(total: int, tracing: bool) -> None:
         sent += len(piece)
         index += 1
     await asyncio.wait_for(done.wait(), 600)
-    _say(bytes=sent, seconds=time.perf_counter() - started, sha256=digest.hexdigest())
+    seconds = time.perf_counter() - started
+    _say(bytes=sent, seconds=seconds, sha256=digest.hexdigest(), packet=_packet(pc))
     if tracer is not None:
         tracer.cancel()
     await pc.close()
@@ -119,7 +126,7 @@ async def receive(total: int) -> None:
     _say(sdp=pc.localDescription.sdp)
     await asyncio.wait_for(sink.finished.wait(), 600)
     seconds = time.perf_counter() - sink.started
-    _say(bytes=sink.received, seconds=seconds, sha256=sink.digest.hexdigest())
+    _say(bytes=sink.received, seconds=seconds, sha256=sink.digest.hexdigest(), packet=_packet(pc))
     await asyncio.sleep(0.5)  # let "done" leave
     await pc.close()
 
