@@ -1,12 +1,14 @@
 """The SCTP engine alone, old code against new, alternating in one run: a `dc_peer` sender and
 receiver (two processes, no file, no app crypto) inside one isolated loopback namespace, each
-round once per code tree. Prints MB/s and CPU-seconds per GiB (sender + receiver, from
-RUSAGE_CHILDREN) per run, the medians and new / old. Needs root (namespaces).
+round once per code tree. Prints MB/s and CPU-seconds per GiB (sender + receiver, while data
+moved: each process's start-up left out) per run, the medians and new / old, and the SCTP
+packet size the sender ended with. Needs root (namespaces).
 
     python -m benches.sctp_ab --old /path/to/old/checkout [--mib 64] [--rounds 3]
 
-`--old` is a checkout (e.g. a `git worktree`) whose `benches` and `fileshare` are the baseline;
-the new code is this one. `--sctp` picks the controller on both sides (or `stock` for both).
+`--old` is a checkout (e.g. `git archive`) whose `fileshare` is the baseline (give it this
+`benches/dc_peer.py`); it may be given again for more trees; the new code is this one.
+`--sctp` picks the controller on both sides (or `stock` for both).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benches.links import children_cpu
 from netsim import netns
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,22 +94,24 @@ def transfer(
 
 def measure(namespace: str, tree: Path, size: int, kind: str) -> Result:
     """One transfer from `tree` in `namespace`, with both processes' CPU time."""
-    before = children_cpu()
     sent, received = transfer(size, kind, kind, netns.in_namespace(namespace), tree)
     if sent["sha256"] != received["sha256"]:
         raise RuntimeError(f"the transfer from {tree} arrived changed")
-    return Result(float(received["seconds"]), children_cpu() - before, size, int(sent["packet"]))
+    cpu = float(sent["cpu"]) + float(received["cpu"])
+    return Result(float(received["seconds"]), cpu, size, int(sent["packet"]))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--old", type=Path, required=True, help="checkout of the baseline code")
+    parser.add_argument(
+        "--old", type=Path, action="append", required=True, help="checkout of a baseline"
+    )
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sctp", choices=["stock", "reno", "bbr"], default="bbr")
     args = parser.parse_args()
     size = args.mib * MIB
-    trees = {"old": args.old.resolve(), "new": ROOT}
+    trees = {str(old): old.resolve() for old in args.old} | {"new": ROOT}
     runs: dict[str, list[Result]] = {label: [] for label in trees}
     with netns.isolated_loopback("ab") as namespace:
         for round_ in range(args.rounds):
@@ -129,8 +132,10 @@ def main() -> int:
     }
     for label, (rate, cpu) in medians.items():
         print(f"median {label}: {rate:7.2f} MB/s  {cpu:6.1f} CPU-s/GiB")
-    (old_rate, old_cpu), (new_rate, new_cpu) = medians["old"], medians["new"]
-    print(f"new / old: throughput {new_rate / old_rate:.2f}, CPU per GiB {new_cpu / old_cpu:.2f}")
+    new_rate, new_cpu = medians["new"]
+    for label in args.old:
+        rate, cpu = medians[str(label)]
+        print(f"new / {label}: throughput {new_rate / rate:.2f}, CPU per GiB {new_cpu / cpu:.2f}")
     return 0
 
 
