@@ -4,11 +4,14 @@ reports)."""
 
 from __future__ import annotations
 
+import socket
 from types import SimpleNamespace
+from typing import Any
 
+from aiortc.rtcdtlstransport import State
 from aiortc.rtcsctptransport import HeartbeatAckChunk, HeartbeatChunk, parse_packet
 
-from fileshare.sctp import association, plpmtu
+from fileshare.sctp import association, plpmtu, wire
 
 
 def test_each_acknowledged_probe_raises_the_size_up_to_the_ceiling() -> None:
@@ -90,3 +93,35 @@ def test_a_heartbeat_ack_for_another_association_or_forged_confirms_nothing() ->
     assert association.probed_size(transport, answer) is None
     answer.params = [(association.HEARTBEAT_INFO, b"fileshare-plpmtu")]  # truncated
     assert association.probed_size(transport, answer) is None
+
+
+async def test_a_probe_alone_leaves_with_dont_fragment_and_the_default_comes_back() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    level, option = socket.IPPROTO_IP, wire.IP_MTU_DISCOVER
+    default = sock.getsockopt(level, option)
+    seen: list[tuple[bytes, int]] = []
+
+    async def send(record: bytes) -> None:
+        seen.append((record, sock.getsockopt(level, option)))
+
+    class Ssl:  # DTLS stand-in: the record is the packet
+        def send(self, data: bytes) -> None:
+            self.data = data
+
+        def bio_read(self, size: int) -> bytes:
+            return self.data[:size]
+
+    dtls: Any = SimpleNamespace(
+        _state=State.CONNECTED,
+        _ssl=Ssl(),
+        transport=SimpleNamespace(_send=send),
+        _RTCDtlsTransport__tx_bytes=0,
+        _RTCDtlsTransport__tx_packets=0,
+    )
+    try:
+        assert await wire.send_unfragmented(dtls, sock, b"probe")
+        await wire.send_packet(dtls, b"data")
+        assert seen == [(b"probe", wire.PMTUDISC_DO), (b"data", default)]
+        assert sock.getsockopt(level, option) == default
+    finally:
+        sock.close()

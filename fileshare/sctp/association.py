@@ -111,7 +111,6 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._probe_handle = None
         self._probe_nonce = os.urandom(8)  # names this association's probes
         self._t3_in_row = 0  # T3 expiries since data was last acknowledged
-        self._batch = None  # DTLS records of the `_transmit` under way
 
     return __init__
 
@@ -322,21 +321,6 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
 
 
 async def _transmit(self: Transport) -> None:
-    """The packets one `_transmit` produces are encrypted in order and leave together
-    (`wire.send_records`); a nested call adds to the batch being built."""
-    if self._batch is not None:
-        await _transmit_batch(self)
-        return
-    self._batch = []
-    try:
-        await _transmit_batch(self)
-    finally:
-        batch, self._batch = self._batch, None
-        if batch:
-            await wire.send_records(self.transport, batch)
-
-
-async def _transmit_batch(self: Transport) -> None:
     """Stock `_transmit` with the controller's window, pacing and delivery stamps."""
     if self._forward_tsn_chunk is not None:
         await self._send_chunk(self._forward_tsn_chunk)
@@ -494,15 +478,11 @@ async def _send(
 
 
 async def _send_chunk(self: Transport, chunk: Chunk) -> None:
-    """One chunk, one packet (as stock), its DTLS record sent whole (`wire`); inside a
-    `_transmit`, held for its batch."""
+    """One chunk, one packet (as stock), its DTLS record sent whole (`wire`)."""
     packet = stock.serialize_packet(
         self._local_port, self._remote_port, self._remote_verification_tag, chunk
     )
-    if self._batch is not None:
-        self._batch.append(wire.encrypt(self.transport, packet))
-    else:
-        await wire.send_packet(self.transport, packet)
+    await wire.send_packet(self.transport, packet)
 
 
 # --- path MTU probing (plpmtu): the I/O around the sans-I/O search ---
@@ -536,22 +516,21 @@ def probed_size(self: Transport, chunk: HeartbeatAckChunk) -> int | None:
 
 
 async def _probe(self: Transport) -> None:
-    """Send the next probe, if one is due, and arm its timeout. Probing starts only once
-    the pair's socket forbids fragmentation (not on a relay: the layer cannot set it there)."""
+    """Send the next probe, if one is due, and arm its timeout. Only on the pair's own socket
+    (not a relay: the layer cannot keep a relayed probe from being fragmented)."""
     if self._association_state != RTCSctpTransport.State.ESTABLISHED:
         return
     search: plpmtu.Search = self._search
-    if search.plpmtu == plpmtu.BASE and search.probing is None:
-        sock = wire.pair_socket(self.transport)
-        if sock is None or not wire.set_dont_fragment(sock, True):
-            search.on_black_hole()  # nothing to probe with: the base size, for good
-            return
-    now = self._loop.time()
-    size = search.probe(now, self._rto)
+    sock = wire.pair_socket(self.transport)
+    if sock is None:
+        search.on_black_hole()  # nothing to probe with: the base size, for good
+        return
+    size = search.probe(self._loop.time(), self._rto)
     if size is None:
         return
     self._probe_handle = self._loop.call_later(self._rto, _probe_timer, self)
-    await wire.send_packet(self.transport, probe_packet(self, size))
+    if not await wire.send_unfragmented(self.transport, sock, probe_packet(self, size)):
+        search.on_black_hole()
 
 
 def _probe_timer(self: Transport) -> None:
@@ -572,13 +551,10 @@ def _confirmed(self: Transport, size: int) -> None:
 
 
 def _black_hole(self: Transport) -> None:
-    """Data at the probed size is being lost: new messages go back to the base size, and
-    fragmentation is allowed again so chunks already cut larger still get through."""
+    """Data at the probed size is being lost: new messages go back to the base size (chunks
+    already cut larger leave as they are, fragmented by IP where the path needs it)."""
     self._search.on_black_hole()
     self._user_data_max = stock.USERDATA_MAX_LENGTH
-    sock = wire.pair_socket(self.transport)
-    if sock is not None:
-        wire.set_dont_fragment(sock, False)
 
 
 async def _receive_chunk(self: Transport, chunk: Chunk) -> None:

@@ -1,9 +1,7 @@
 """How this layer's SCTP packets leave: one DTLS record each, read whole from OpenSSL and sent
-on the ICE pair, and the pair's socket told not to fragment while larger packets are probed.
-The records one `_transmit` produces leave together (`send_records`): runs of equal-size
-datagrams in one `sendmsg` with UDP_SEGMENT (GSO) on the pair's own socket, where one
-`sendto` each cost the sender a sixth of its time; per datagram through aioice when the pair is
-a relay, the transport holds unsent data, or the kernel refuses.
+on the ICE pair; a path MTU probe leaves with Don't Fragment set, so only an unfragmented path
+can confirm its size (data keeps the socket's default: fragmented rather than lost should the
+path shrink later).
 
 aiortc's `RTCDtlsTransport._write_ssl` reads at most 1,500 bytes of ciphertext per datagram: a
 record of a packet larger than 1,463 bytes would leave in two datagrams (a broken record and a
@@ -14,8 +12,6 @@ stock transport's own state and counters (pinned in `fileshare.sctp`).
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from struct import pack
 from typing import Any
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
@@ -23,86 +19,21 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 RECORD_MAX = 2**14 + 256  # one DTLS record of at most 16 KiB of plaintext, with its overhead
 # Linux <netinet/in.h>; Python's socket module names them on few builds.
 IP_MTU_DISCOVER, IPV6_MTU_DISCOVER = 10, 23
-PMTUDISC_WANT, PMTUDISC_DO = 1, 2  # the same values for IPv4 and IPv6
-UDP_SEGMENT = 103  # <linux/udp.h>
-GSO_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
-GSO_BYTES = 65000  # under the 64 KiB an IP datagram can carry before segmentation
+PMTUDISC_DO = 2  # the same value for IPv4 and IPv6
 
 
-def encrypt(dtls: RTCDtlsTransport, packet: bytes) -> bytes:
-    """`packet` as one DTLS record (stock `_send_data`, the whole record read from OpenSSL)."""
+async def send_packet(dtls: RTCDtlsTransport, packet: bytes) -> None:
+    """Encrypt `packet` as one record and send it as one datagram (stock `_send_data`, with
+    the whole record read from OpenSSL's buffer)."""
     ssl = dtls._ssl
     if dtls._state != State.CONNECTED or ssl is None:
         raise ConnectionError("Cannot send encrypted data, not connected")
     ssl.send(packet)
-    record: bytes = ssl.bio_read(RECORD_MAX)
-    return record
-
-
-async def send_packet(dtls: RTCDtlsTransport, packet: bytes) -> None:
-    """Encrypt `packet` and send it as one datagram."""
-    await send_records(dtls, [encrypt(dtls, packet)])
-
-
-def gso_groups(records: list[bytes]) -> Iterator[list[bytes]]:
-    """`records` in order, cut into what one UDP_SEGMENT send can carry: equal sizes, the last
-    perhaps shorter, at most GSO_SEGMENTS and GSO_BYTES."""
-    group: list[bytes] = []
-    for record in records:
-        if group and (
-            len(record) > len(group[0])
-            or len(group[-1]) < len(group[0])
-            or len(group) == GSO_SEGMENTS
-            or len(group[0]) * (len(group) + 1) > GSO_BYTES
-        ):
-            yield group
-            group = []
-        group.append(record)
-    if group:
-        yield group
-
-
-async def send_records(dtls: RTCDtlsTransport, records: list[bytes]) -> None:
-    """Send DTLS records in order, as few system calls as the pair allows."""
-    direct = _direct(dtls) if len(records) > 1 else None
-    for group in gso_groups(records) if direct is not None else [[r] for r in records]:
-        if len(group) == 1 or direct is None or not _sendmsg(direct, group):
-            for record in group:
-                await dtls.transport._send(record)
+    record = ssl.bio_read(RECORD_MAX)
+    await dtls.transport._send(record)
     stats: Any = dtls
-    stats._RTCDtlsTransport__tx_bytes += sum(len(r) for r in records)
-    stats._RTCDtlsTransport__tx_packets += len(records)
-
-
-Direct = tuple[Any, tuple[Any, ...]]  # the pair's socket, the peer's address
-
-
-def _direct(dtls: RTCDtlsTransport) -> Direct | None:
-    """The pair's socket and the peer's address, when datagrams may bypass the transport:
-    not a relay, nothing queued in it (its queue goes first)."""
-    sock = pair_socket(dtls)
-    if sock is None:
-        return None
-    pair = dtls.transport._connection._nominated[1]
-    transport: Any = pair.protocol.transport  # asyncio's and uvloop's have the method
-    if transport.get_write_buffer_size():
-        return None
-    return sock, pair.remote_addr
-
-
-def _sendmsg(direct: Direct, group: list[bytes]) -> bool:
-    """One GSO send of `group` on the pair's descriptor (uvloop's socket stand-in has no
-    `sendmsg`); False if the kernel did not take it (then nothing was sent)."""
-    sock, address = direct
-    raw = socket.socket(sock.family, socket.SOCK_DGRAM, 0, sock.fileno())
-    try:
-        segment = pack("@H", len(group[0]))
-        raw.sendmsg([b"".join(group)], [(socket.SOL_UDP, UDP_SEGMENT, segment)], 0, address)
-    except OSError:
-        return False
-    finally:
-        raw.detach()  # the descriptor stays aioice's
-    return True
+    stats._RTCDtlsTransport__tx_bytes += len(record)
+    stats._RTCDtlsTransport__tx_packets += 1
 
 
 def pair_socket(dtls: RTCDtlsTransport) -> Any | None:
@@ -118,16 +49,21 @@ def pair_socket(dtls: RTCDtlsTransport) -> Any | None:
     return sock
 
 
-def set_dont_fragment(sock: Any, on: bool) -> bool:
-    """Set or clear Don't Fragment on `sock` (a probe must not pass as IP fragments; after a
-    black hole, larger packets already cut into chunks need fragmentation to get through)."""
+async def send_unfragmented(dtls: RTCDtlsTransport, sock: Any, packet: bytes) -> bool:
+    """Send `packet` as `send_packet` does, with Don't Fragment set on `sock` (the pair's) for
+    this datagram only; False (nothing sent) if the socket takes no such option."""
     level, option = (
         (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER)
         if sock.family == socket.AF_INET6
         else (socket.IPPROTO_IP, IP_MTU_DISCOVER)
     )
     try:
-        sock.setsockopt(level, option, PMTUDISC_DO if on else PMTUDISC_WANT)
+        default = sock.getsockopt(level, option)
+        sock.setsockopt(level, option, PMTUDISC_DO)
     except OSError:
         return False
+    try:
+        await send_packet(dtls, packet)  # a datagram too large for the path fails here
+    finally:
+        sock.setsockopt(level, option, default)
     return True
