@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Coroutine
-from struct import pack
 from typing import Any
 
 from aiortc import rtcsctptransport as stock
@@ -32,7 +31,6 @@ from aiortc.rtcsctptransport import (
     SackChunk,
 )
 from aiortc.utils import uint16_add, uint32_gt, uint32_gte
-from google_crc32c import value as crc32c
 
 from fileshare.sctp import congestion, plpmtu, wire
 
@@ -493,6 +491,17 @@ PAD_CHUNK = 0x84  # RFC 4820: skipped by a receiver that does not know it
 BLACK_HOLE_T3 = 2  # T3 expiries in a row, at a probed size, that revert to the base
 
 
+class _Bundle(Chunk):
+    """Chunks already serialised, for `serialize_packet` (which frames one chunk)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
 def probe_packet(self: Transport, size: int) -> bytes:
     """A HEARTBEAT naming `size`, padded with a PAD chunk to `size` bytes (RFC 8899 6.2)."""
     heartbeat = HeartbeatChunk()
@@ -501,9 +510,9 @@ def probe_packet(self: Transport, size: int) -> bytes:
     body = bytes(heartbeat)
     pad = size - plpmtu.SCTP_COMMON_HEADER - len(body)
     chunks = body + PAD_CHUNK.to_bytes(1, "big") + b"\0" + pad.to_bytes(2, "big") + bytes(pad - 4)
-    header = pack("!HHL", self._local_port, self._remote_port, self._remote_verification_tag)
-    checksum = crc32c(header + b"\0\0\0\0" + chunks)
-    return header + pack("<L", checksum) + chunks
+    return stock.serialize_packet(
+        self._local_port, self._remote_port, self._remote_verification_tag, _Bundle(chunks)
+    )
 
 
 def probed_size(self: Transport, chunk: HeartbeatAckChunk) -> int | None:
