@@ -5,7 +5,9 @@ interop check between a tuned and a stock aiortc (`--sctp stock` leaves aiortc u
     python -m benches.dc_peer receive --bytes N [--sctp ...]
 
 The sender prints its offer as one JSON line and reads the answer from stdin; the receiver
-reads the offer from stdin and prints its answer. Both end with {"bytes", "seconds", "sha256"}.
+reads the offer from stdin and prints its answer. Both end with {"bytes", "seconds", "sha256",
+"packet", "cpu"}: the largest SCTP packet size the side's probes confirmed (0 for stock aiortc)
+and the process's CPU seconds while data moved (start-up left out).
 No ICE servers: host candidates only, so traffic stays where the processes are.
 """
 
@@ -33,6 +35,11 @@ def _pattern(index: int) -> bytes:
 async def _line() -> dict[str, str]:
     raw = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     return dict(json.loads(raw))
+
+
+def _packet(pc: RTCPeerConnection) -> int:
+    search = getattr(pc.sctp, "_search", None)
+    return int(search.plpmtu) if search is not None else 0
 
 
 def _say(**fields: object) -> None:
@@ -68,7 +75,7 @@ async def send(total: int, tracing: bool) -> None:
     await opened.wait()
     channel.bufferedAmountLowThreshold = LOW_WATER
     digest = hashlib.sha256()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     sent = index = 0
     while sent < total:
         if channel.bufferedAmount > HIGH_WATER:
@@ -81,7 +88,8 @@ async def send(total: int, tracing: bool) -> None:
         sent += len(piece)
         index += 1
     await asyncio.wait_for(done.wait(), 600)
-    _say(bytes=sent, seconds=time.perf_counter() - started, sha256=digest.hexdigest())
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    _say(bytes=sent, seconds=seconds, sha256=digest.hexdigest(), packet=_packet(pc), cpu=cpu)
     if tracer is not None:
         tracer.cancel()
     await pc.close()
@@ -93,7 +101,7 @@ class Sink:
     def __init__(self, total: int) -> None:
         self.total = total
         self.received = 0
-        self.started = 0.0
+        self.started = self.cpu = 0.0
         self.digest = hashlib.sha256()
         self.finished = asyncio.Event()
 
@@ -102,7 +110,8 @@ class Sink:
 
     def take(self, channel: RTCDataChannel, message: bytes | str) -> None:
         assert isinstance(message, bytes)
-        self.started = self.started or time.perf_counter()
+        if not self.started:
+            self.started, self.cpu = time.perf_counter(), time.process_time()
         self.digest.update(message)
         self.received += len(message)
         if self.received >= self.total and not self.finished.is_set():
@@ -118,8 +127,9 @@ async def receive(total: int) -> None:
     await pc.setLocalDescription(await pc.createAnswer())
     _say(sdp=pc.localDescription.sdp)
     await asyncio.wait_for(sink.finished.wait(), 600)
-    seconds = time.perf_counter() - sink.started
-    _say(bytes=sink.received, seconds=seconds, sha256=sink.digest.hexdigest())
+    seconds, cpu = time.perf_counter() - sink.started, time.process_time() - sink.cpu
+    digest = sink.digest.hexdigest()
+    _say(bytes=sink.received, seconds=seconds, sha256=digest, packet=_packet(pc), cpu=cpu)
     await asyncio.sleep(0.5)  # let "done" leave
     await pc.close()
 

@@ -172,6 +172,10 @@ def fileshare(
         if event["event"] == "code":
             code = str(event["code"])
             break
+    # Drained all along: a sender whose stdout pipe fills blocks in its write (it froze 1 GiB
+    # runs mid-transfer before the CLI's events got a writer thread).
+    drain = threading.Thread(target=sender.stdout.read, daemon=True)
+    drain.start()
     out = workdir / "out"
     receiver = _spawn(
         namespace,

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable
 from importlib import metadata
 from pathlib import Path
@@ -44,23 +47,68 @@ MESSAGE_CHARS: Final = 1000  # of an error line; a server's or peer's message ma
 
 
 class JsonEvents:
-    """One JSON object per line on stdout, for scripts and CI."""
+    """One JSON object per line on stdout, for scripts and CI. A thread writes them: a reader
+    that falls behind (a pipe nobody drains, a terminal paused with Ctrl-S) must not stop the
+    event loop, and with it the transfer, until the peer gives up on our silence. While it
+    lags, `progress` lines are coalesced to the latest (other lines all wait their turn); the
+    lines still pending are written before the process exits."""
+
+    PROGRESS: Final = "progress"
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out: TextIO | None = out
+        self._lines: deque[str | None] = deque()  # None: the latest progress line goes here
+        self._progress: str | None = None
+        self._ready = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write, name="json-events", daemon=True)
+        self._writer.start()
+        atexit.register(self.close)
 
     def emit(self, event: str, **fields: Any) -> None:
-        if self.out is None:
-            return
         line = json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n"
-        try:
-            self.out.write(line)
-            self.out.flush()
-        except (BrokenPipeError, ValueError):
-            # Whoever read our output stopped (`| head -c1`): that ends the output, not the
-            # transfer. Later writes, and the flush at exit, go to /dev/null.
-            self.out = None
-            _stdout_to_devnull()
+        with self._ready:
+            if self.out is None:
+                return
+            if event == self.PROGRESS:
+                if self._progress is not None:
+                    self._lines.remove(None)  # the older one is replaced, here at the end
+                self._progress = line
+                self._lines.append(None)
+            else:
+                self._lines.append(line)
+            self._ready.notify()
+
+    def close(self) -> None:
+        """Write what is pending, then stop the writer."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        self._writer.join()
+
+    def _write(self) -> None:
+        while True:
+            with self._ready:
+                while not self._lines and not self._closing:
+                    self._ready.wait()
+                if not self._lines:
+                    return
+                line = self._lines.popleft()
+                if line is None:
+                    line, self._progress = self._progress, None
+                out = self.out
+            if out is None or line is None:
+                continue
+            try:
+                out.write(line)
+                out.flush()
+            except (BrokenPipeError, ValueError):
+                # Whoever read our output stopped (`| head -c1`): that ends the output, not the
+                # transfer. Later writes, and the flush at exit, go to /dev/null.
+                with self._ready:
+                    self.out = None
+                    self._lines.clear()
+                _stdout_to_devnull()
 
 
 def _stdout_to_devnull() -> None:

@@ -3,17 +3,15 @@ tuned peer and a stock one (separate processes: the patch is process-wide) move 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import aiortc
 import pytest
 from aiortc.rtcsctptransport import RTCSctpTransport
 
+from benches import sctp_ab
 from fileshare import sctp
+from fileshare.sctp import plpmtu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,41 +43,8 @@ def test_an_unknown_controller_is_refused() -> None:
         sctp.install("cubic")
 
 
-def _line(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("{"):
-            return line
-    raise AssertionError(f"peer exited ({proc.wait()}) without a result")
-
-
-def transfer(sender_sctp: str, receiver_sctp: str, size: int) -> tuple[dict[str, Any], ...]:
-    """One dc_peer sender and receiver (separate processes), SDP wired through their pipes."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "benches.dc_peer", role, "--bytes", str(size), "--sctp", kind],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for role, kind in (("send", sender_sctp), ("receive", receiver_sctp))
-    ]
-    sender, receiver = procs
-    try:
-        assert sender.stdin is not None and receiver.stdin is not None
-        receiver.stdin.write(_line(sender))
-        receiver.stdin.flush()
-        sender.stdin.write(_line(receiver))
-        sender.stdin.flush()
-        results = json.loads(_line(sender)), json.loads(_line(receiver))
-        assert sender.wait(30) == 0 and receiver.wait(30) == 0
-        return results
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+def transfer(sender_sctp: str, receiver_sctp: str, size: int) -> sctp_ab.Results:
+    return sctp_ab.transfer(size, sender_sctp, receiver_sctp, [], ROOT)
 
 
 @pytest.mark.parametrize(
@@ -91,3 +56,14 @@ def test_tuned_and_stock_aiortc_transfer_both_ways(sender_sctp: str, receiver_sc
     sent, received = transfer(sender_sctp, receiver_sctp, size)
     assert sent["bytes"] == received["bytes"] == size
     assert sent["sha256"] == received["sha256"]
+    # the tuned side probed past aiortc's 1,189-byte packets, and the stock one took them
+    tuned = sent if sender_sctp != "stock" else received
+    assert tuned["packet"] > plpmtu.BASE
+    assert (received if tuned is sent else sent)["packet"] == 0
+
+
+def test_the_wire_layer_pins_what_it_replaces_and_reads() -> None:
+    sctp.check(aiortc.__version__, sctp.wire_functions(), sctp.WIRE_SOURCES)
+    functions = {**sctp.wire_functions(), "Connection.sendto": test_another_version_is_refused}
+    with pytest.raises(sctp.IncompatibleAiortc, match=r"changed underneath: Connection\.sendto"):
+        sctp.check(sctp.AIORTC_VERSION, functions, sctp.WIRE_SOURCES)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aiortc
+from aioice.ice import Connection
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
 
 from fileshare.sctp import association, congestion
@@ -31,6 +33,17 @@ PINNED_SOURCES = {
     "_transmit": "aa8941d5f8f020e8b4e438e02084533dd78399da498638a013025252e5fe8115",
     "_t3_expired": "0e759bf4b1b2d8c8afa3d656a8f34839c974d0104cb66f895a9a9d266f6499af",
     "_handle_data": "8661b724e20776bbf9af6f68a828cfb952d2deb617d7a9e0f143d641bdae95e2",
+    "_send": "f0f8aff63a9a87439230618a25e4e7db919f5001459f06281b4c08724ec395a6",
+    "_send_chunk": "eb2f909e3c2ff5cc948062e5eeaee54868455940ea62c6c9162145a4550127e6",
+    "_receive_chunk": "830bae988365ba89e183334cec6cd47efd03a10909db903e1805d9aad2a5380d",
+}
+# What `wire` does in their place or reads: the DTLS send it replaces (and the state and
+# counters that come with it), and aioice's way to the nominated pair.
+DTLS = "RTCDtlsTransport"
+WIRE_SOURCES = {
+    f"{DTLS}._send_data": "ee6cd411dd7f8eda6da0344f01b98f3c24ae9072cd3ef36d0a0acdd7a618eb47",
+    f"{DTLS}._write_ssl": "6573c0237063bdf0df41ede543428ea6e669020e86b93e8484bbac9c9730a54a",
+    "Connection.sendto": "bf162ec03bdce2cc2b9602cd47a03aa70b15b45383da4d0618090e65179f7e85",
 }
 ENV = "FILESHARE_CONGESTION"  # reno | bbr | stock (stock: leave aiortc untouched)
 DEFAULT: congestion.Kind = "bbr"
@@ -46,18 +59,28 @@ def source_digest(function: Callable[..., Any]) -> str:
     return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
 
 
-def check(version: str, functions: dict[str, Callable[..., Any]]) -> None:
-    """Raise unless `version` and the source of each of `functions` are the pinned ones."""
+def wire_functions() -> dict[str, Callable[..., Any]]:
+    return {
+        "RTCDtlsTransport._send_data": RTCDtlsTransport._send_data,
+        "RTCDtlsTransport._write_ssl": RTCDtlsTransport._write_ssl,
+        "Connection.sendto": Connection.sendto,
+    }
+
+
+def check(
+    version: str,
+    functions: dict[str, Callable[..., Any]],
+    pinned: dict[str, str] = PINNED_SOURCES,
+) -> None:
+    """Raise unless `version` and the source of each of `functions` are the `pinned` ones."""
     if version != AIORTC_VERSION:
         raise IncompatibleAiortc(
             f"fileshare.sctp was written for aiortc {AIORTC_VERSION}, found {version}"
         )
-    changed = [
-        name for name, pinned in PINNED_SOURCES.items() if source_digest(functions[name]) != pinned
-    ]
+    changed = [name for name, digest in pinned.items() if source_digest(functions[name]) != digest]
     if changed:
         raise IncompatibleAiortc(
-            f"aiortc {version}'s RTCSctpTransport changed underneath: {', '.join(changed)}"
+            f"aiortc {version}'s internals changed underneath: {', '.join(changed)}"
         )
 
 
@@ -76,6 +99,7 @@ def install(kind: str | None = None) -> str:
         return chosen
     originals = {name: getattr(RTCSctpTransport, name) for name in PINNED_SOURCES}
     check(aiortc.__version__, originals)
+    check(aiortc.__version__, wire_functions(), WIRE_SOURCES)
     association.ORIGINALS.update(originals)
     RTCSctpTransport.__init__ = association.make_init(originals["__init__"], chosen)  # type: ignore[method-assign,arg-type]
     for name, replacement in association.REPLACEMENTS.items():

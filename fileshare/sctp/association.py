@@ -8,21 +8,31 @@
   only extends the highest gap block waits for the second-packet rule like in-order data,
   which halves the SACKs (and their cost on both sides) while a loss is being repaired;
 - a sender that scans its sent queue for retransmissions only while some are pending;
-- a receiver that reassembles a message only when a chunk can have completed one.
+- a receiver that reassembles a message only when a chunk can have completed one;
+- packets larger than aiortc's 1,189 bytes once a probe of that size came back (`plpmtu`,
+  RFC 8899; sent whole by `wire`), for messages cut into chunks from then on.
 Everything on the wire stays RFC 9260 SCTP; what is changed is each side's own timing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiortc import rtcsctptransport as stock
-from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, SackChunk
-from aiortc.utils import uint32_gt, uint32_gte
+from aiortc.rtcsctptransport import (
+    Chunk,
+    DataChunk,
+    HeartbeatAckChunk,
+    HeartbeatChunk,
+    RTCSctpTransport,
+    SackChunk,
+)
+from aiortc.utils import uint16_add, uint32_gt, uint32_gte
 
-from fileshare.sctp import congestion
+from fileshare.sctp import congestion, plpmtu, wire
 
 SACK_DELAY = 0.02  # seconds; RFC 9260 6.2 allows up to 200 ms (500 ms at most)
 SACK_EVERY = 2  # packets with DATA per SACK
@@ -94,6 +104,11 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._sack_urgent = False  # the last packet changed the gap report's edges
         self._highest_tsn = None  # the highest TSN received (None: the cumulative one)
         self._retransmits_pending = False  # a chunk may be marked for retransmission
+        self._search = plpmtu.Search()
+        self._user_data_max = stock.USERDATA_MAX_LENGTH  # what a new DATA chunk carries
+        self._probe_handle = None
+        self._probe_nonce = os.urandom(8)  # names this association's probes
+        self._t3_in_row = 0  # T3 expiries since data was last acknowledged
 
     return __init__
 
@@ -292,6 +307,8 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
         self._fast_recovery_exit = None
     self._cwnd = cc.cwnd
 
+    if done:
+        self._t3_in_row = 0
     if not queue:
         self._t3_cancel()
     elif done:
@@ -308,6 +325,8 @@ async def _transmit(self: Transport) -> None:
         self._forward_tsn_chunk = None
         if not self._t3_handle:
             self._t3_start()
+    if not self._search.complete and self._probe_handle is None:
+        await _probe(self)
     cc: congestion.Controller = self._cc
     now = self._loop.time()
     rate = cc.pacing_rate()
@@ -406,8 +425,155 @@ def _finished(task: asyncio.Task[None]) -> None:
 def _t3_expired(self: Transport) -> None:
     ORIGINALS["_t3_expired"](self)  # marks everything for retransmission, resets the window
     self._retransmits_pending = True
+    self._t3_in_row += 1
+    if self._t3_in_row >= BLACK_HOLE_T3 and self._search.plpmtu > plpmtu.BASE:
+        _black_hole(self)
     self._cc.on_timeout(self._loop.time())
     self._cwnd = self._cc.cwnd
+
+
+async def _send(
+    self: Transport,
+    stream_id: int,
+    pp_id: int,
+    user_data: bytes,
+    expiry: float | None = None,
+    max_retransmits: int | None = None,
+    ordered: bool = True,
+) -> None:
+    """Stock `_send`, cutting the message into chunks of `_user_data_max`, not aiortc's
+    constant: the size the path was probed to carry when the message was queued."""
+    stream_seq = self._outbound_stream_seq.get(stream_id, 0) if ordered else 0
+    size = self._user_data_max
+    fragments = max(1, -(-len(user_data) // size))
+    for fragment in range(fragments):
+        chunk = DataChunk()
+        chunk.flags = 0 if ordered else stock.SCTP_DATA_UNORDERED
+        if fragment == 0:
+            chunk.flags |= stock.SCTP_DATA_FIRST_FRAG
+        if fragment == fragments - 1:
+            chunk.flags |= stock.SCTP_DATA_LAST_FRAG
+        chunk.tsn = self._local_tsn
+        chunk.stream_id = stream_id
+        chunk.stream_seq = stream_seq
+        chunk.protocol = pp_id
+        chunk.user_data = user_data[fragment * size : (fragment + 1) * size]
+        chunk._abandoned = False
+        chunk._acked = False
+        chunk._book_size = len(chunk.user_data)
+        chunk._expiry = expiry
+        chunk._in_flight = False
+        chunk._max_retransmits = max_retransmits
+        chunk._misses = 0
+        chunk._retransmit = False
+        chunk._sent_count = 0
+        chunk._sent_time = None
+        self._local_tsn = stock.tsn_plus_one(self._local_tsn)
+        self._outbound_queue.append(chunk)
+    if ordered:
+        self._outbound_stream_seq[stream_id] = uint16_add(stream_seq, 1)
+    await self._transmit()
+
+
+async def _send_chunk(self: Transport, chunk: Chunk) -> None:
+    """One chunk, one packet (as stock), its DTLS record sent whole (`wire`)."""
+    packet = stock.serialize_packet(
+        self._local_port, self._remote_port, self._remote_verification_tag, chunk
+    )
+    await wire.send_packet(self.transport, packet)
+
+
+# --- path MTU probing (plpmtu): the I/O around the sans-I/O search ---
+
+PROBE_INFO = b"fileshare-plpmtu"  # opens our probes' Heartbeat Information
+HEARTBEAT_INFO = 1  # RFC 9260 3.3.5 parameter type
+PAD_CHUNK = 0x84  # RFC 4820: skipped by a receiver that does not know it
+BLACK_HOLE_T3 = 2  # T3 expiries in a row, at a probed size, that revert to the base
+
+
+class _Bundle(Chunk):
+    """Chunks already serialised, for `serialize_packet` (which frames one chunk)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+def probe_packet(self: Transport, size: int) -> bytes:
+    """A HEARTBEAT naming `size`, padded with a PAD chunk to `size` bytes (RFC 8899 6.2)."""
+    heartbeat = HeartbeatChunk()
+    info = PROBE_INFO + self._probe_nonce + size.to_bytes(2, "big")
+    heartbeat.params = [(HEARTBEAT_INFO, info)]
+    body = bytes(heartbeat)
+    pad = size - plpmtu.SCTP_COMMON_HEADER - len(body)
+    chunks = body + PAD_CHUNK.to_bytes(1, "big") + b"\0" + pad.to_bytes(2, "big") + bytes(pad - 4)
+    return stock.serialize_packet(
+        self._local_port, self._remote_port, self._remote_verification_tag, _Bundle(chunks)
+    )
+
+
+def probed_size(self: Transport, chunk: HeartbeatAckChunk) -> int | None:
+    """The size a HEARTBEAT ACK confirms, if it answers one of our probes."""
+    prefix = PROBE_INFO + self._probe_nonce
+    for kind, value in chunk.params:
+        if kind == HEARTBEAT_INFO and len(value) == len(prefix) + 2 and value.startswith(prefix):
+            return int.from_bytes(value[-2:], "big")
+    return None
+
+
+async def _probe(self: Transport) -> None:
+    """Send the next probe, if one is due, and arm its timeout. Only on the pair's own socket
+    (not a relay: the layer cannot keep a relayed probe from being fragmented)."""
+    if self._association_state != RTCSctpTransport.State.ESTABLISHED:
+        return
+    search: plpmtu.Search = self._search
+    sock = wire.pair_socket(self.transport)
+    if sock is None:
+        search.on_black_hole()  # nothing to probe with: the base size, for good
+        return
+    size = search.probe(self._loop.time(), self._rto)
+    if size is None:
+        return
+    self._probe_handle = self._loop.call_later(self._rto, _probe_timer, self)
+    if not await wire.send_unfragmented(self.transport, sock, probe_packet(self, size)):
+        search.on_black_hole()
+
+
+def _probe_timer(self: Transport) -> None:
+    self._probe_handle = None
+    self._search.handle_timer(self._loop.time())
+    if not self._search.complete:
+        _background(_probe(self))
+
+
+def _confirmed(self: Transport, size: int) -> None:
+    self._search.on_ack(size)
+    self._user_data_max = plpmtu.user_data_size(self._search.plpmtu)
+    if self._probe_handle is not None:
+        self._probe_handle.cancel()
+        self._probe_handle = None
+    if not self._search.complete:
+        _background(_probe(self))
+
+
+def _black_hole(self: Transport) -> None:
+    """Data at the probed size is being lost: new messages go back to the base size (chunks
+    already cut larger leave as they are, fragmented by IP where the path needs it)."""
+    self._search.on_black_hole()
+    self._user_data_max = stock.USERDATA_MAX_LENGTH
+
+
+async def _receive_chunk(self: Transport, chunk: Chunk) -> None:
+    """Stock handling; a HEARTBEAT ACK (which stock ignores) may confirm a probe."""
+    if isinstance(chunk, HeartbeatAckChunk):
+        size = probed_size(self, chunk)
+        if size is not None:
+            _confirmed(self, size)
+            return
+    await ORIGINALS["_receive_chunk"](self, chunk)
 
 
 ORIGINALS: dict[str, Callable[..., Any]] = {}
@@ -420,4 +586,7 @@ REPLACEMENTS: dict[str, Callable[..., Awaitable[None] | bool | None]] = {
     "_receive_sack_chunk": _receive_sack_chunk,
     "_transmit": _transmit,
     "_t3_expired": _t3_expired,
+    "_send": _send,
+    "_send_chunk": _send_chunk,
+    "_receive_chunk": _receive_chunk,
 }
