@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fileshare import filemeta
 from netsim import netns
 from tests import ptyrun
@@ -104,6 +106,12 @@ async def restarted_album(lab: Lab, tmp_path: Path, side: str) -> tuple[Client, 
     return sender, receiver
 
 
+# Two runs of a 32 MiB folder at RATE, with hashing and two authentications, on a busy 2-core
+# machine: more than the suite's 120 s.
+slow_resume = pytest.mark.timeout(300)
+
+
+@slow_resume
 async def test_a_restarted_folder_sender_resends_only_what_each_file_misses(
     lab: Lab, tmp_path: Path
 ) -> None:
@@ -125,16 +133,18 @@ async def test_a_restarted_folder_sender_resends_only_what_each_file_misses(
     assert finished is not None and (finished["files"], finished["bytes"]) == (4, 32 * 2**20)
 
 
+@slow_resume
 async def test_a_restarted_folder_receiver_keeps_the_files_it_finished(
     lab: Lab, tmp_path: Path
 ) -> None:
-    """The receiver restarted: the file it had whole is taken as it is (the new run cleaned up
-    its finished records at start, then received it again as `a (1).bin`), the others resume."""
+    """The receiver restarted: the new run is offered what the sender has not heard is
+    complete; a file it had whole (when the sender had not heard so yet) is taken as it is,
+    not received again as `a (1).bin` (restarted_album checks the folder); the others resume."""
     _, receiver = await restarted_album(lab, tmp_path, "receiver")
     held = {e["name"]: e["resumed"] for e in receiver.events() if e["event"] == "file"}
-    assert held["album/a.bin"] == 129 and held["album/b.bin"] > 0, held
+    assert held.get("album/a.bin", 129) == 129 and held["album/d.bin"] == 0, held
     finished = receiver.first("done")
-    assert finished is not None and finished["files"] == 4
+    assert finished is not None and finished["files"] == len(held), (finished, held)
 
 
 async def test_sigterm_stops_and_the_other_side_does_not_wait(lab: Lab, tmp_path: Path) -> None:
@@ -330,6 +340,7 @@ async def test_resume_state_belongs_to_its_output_folder(lab: Lab, tmp_path: Pat
     assert sha256(r_a / "big.bin") == sha256(src)
 
 
+@slow_resume
 async def test_a_receive_resumes_from_another_working_directory(lab: Lab, tmp_path: Path) -> None:
     """A receive interrupted in one working directory (`--out dl`) is run again from another,
     naming the same folder relative to the new one, then (a second transfer) absolutely: it
