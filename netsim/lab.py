@@ -41,7 +41,8 @@ class Client:
     err: Path
 
     def events(self) -> list[dict[str, Any]]:
-        lines = self.out.read_text().splitlines() if self.out.exists() else []
+        """The JSON events written so far: whole lines only (the last may be half-written)."""
+        lines = self.out.read_text().split("\n")[:-1] if self.out.exists() else []
         return [json.loads(line) for line in lines if line.startswith("{")]
 
     def first(self, name: str) -> dict[str, Any] | None:

@@ -346,7 +346,7 @@ async def test_a_receive_resumes_from_another_working_directory(lab: Lab, tmp_pa
     naming the same folder relative to the new one, then (a second transfer) absolutely: it
     resumes into that folder, and nothing is left behind: no `.part`, no `big (1).bin`, no
     unfinished transfer, nothing in the new working directory."""
-    src = big_file(tmp_path / "big.bin", 24)
+    src = big_file(tmp_path / "big.bin", 16)
     home = tmp_path / "home"
     elsewhere = home / "deep" / "er"
     elsewhere.mkdir(parents=True)
