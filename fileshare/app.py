@@ -472,7 +472,8 @@ async def receive(
     server = code.server or options.server
     with TransferStore(options.state_path) as store:
         await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time(), out_dir)
+        rejoining = store.ticket(code.session_id) is not None  # its files received stay so
+        await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time(), out_dir, rejoining)
         ticket_key = install_key(options.state_path.parent)
         instance = secrets.token_urlsafe(16)
         async with await SignalClient.connect(server) as client:
@@ -567,9 +568,9 @@ async def _receive_rounds(
             continue
         finally:
             side.close()
-            got.saved += side.saved
+            got.saved += [p for p in side.saved if p not in got.saved]  # a new round's too
             got.dirs = max(got.dirs, side.dirs)
-            got.bytes += receiver.bytes_received
+            got.bytes = max(got.bytes, receiver.bytes_received)  # a round counts what it holds
         got.failed = len(receiver.failed)
         return got
     raise ConnectionError("the sender kept going away")

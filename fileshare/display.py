@@ -146,6 +146,8 @@ class HumanEvents:
                 self.console.print(f"Back on the signaling server after {f['after']} s")
             case "skipped":
                 self.console.print(f"Skipped {f['path']}: {f['reason']}")
+            case "file" if f["resumed"] and f["resumed"] == f["chunks"]:
+                self.console.print(f"Already received {f['name']} ({human_size(f['size'])})")
             case "file" if f["resumed"]:  # the offer listed the names; per file, only news
                 self.console.print(
                     f"Resuming {f['name']} ({human_size(f['size'])}): "

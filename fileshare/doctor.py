@@ -3,7 +3,8 @@
 `verdict()` is the whole judgement, a pure function of the findings (tested by table); `check()`
 is the thin shell that gathers them: the signaling server (reachable, version, RTT, clock), the
 STUN/TURN servers it hands out (or the user's own), the NAT (RFC 5780, `fileshare.natprobe`),
-TURN allocations over UDP, TCP and TLS (released at once), IPv6 and the route MTU. Probes go
+TURN allocations over UDP, TCP and TLS (released at once), IPv6 and the path MTU toward
+the relay, end to end (`fileshare.mtuprobe`) beside the kernel's route figure. Probes go
 only to the servers the user or their signaling server named. Every step has a time bound.
 """
 
@@ -16,14 +17,16 @@ import ipaddress
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 
 from fileshare import ice
+from fileshare.mtuprobe import IPV4_UDP_HEADERS, IPV6_UDP_HEADERS, MtuProbe
 from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
 from fileshare.signal_client import ServerUnreachable, SignalClient, SignalError
 from fsproto import schema, stun
@@ -68,7 +71,8 @@ class Findings:
     nat: NatFindings | None = None
     turn: list[TurnCheck] = field(default_factory=list)
     ipv6: str | None = None  # our global IPv6 source address, if any
-    mtu: int | None = None  # the kernel's path MTU toward the relay (or STUN) server
+    mtu: int | None = None  # the largest packet answered end to end by the relay (or STUN) server
+    route_mtu: int | None = None  # the kernel's path MTU toward it (no packet sent to learn it)
     mtu_toward: str | None = None
 
 
@@ -228,15 +232,41 @@ async def _signaling(url: str) -> tuple[SignalingCheck, list[schema.IceServer]]:
     return check, handed
 
 
+class _SansIO(Protocol):
+    """What the probes here share: a search driven by datagrams and timers."""
+
+    done: bool
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def receive(self, data: bytes, now: float) -> None: ...
+
+
 class _Socket(asyncio.DatagramProtocol):
     def __init__(self) -> None:
-        self.probe: NatProbe | None = None
+        self.probe: _SansIO | None = None
         self.wake = asyncio.Event()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if self.probe is not None:
             self.probe.receive(data, asyncio.get_running_loop().time())
             self.wake.set()
+
+
+async def _drive(probe: _SansIO, protocol: _Socket, send: Callable[[], None]) -> None:
+    """Send what the probe asks, feed it answers and its timers, until it is done."""
+    loop = asyncio.get_running_loop()
+    protocol.probe = probe
+    while not probe.done:
+        send()
+        due = probe.get_timer()
+        protocol.wake.clear()
+        if due is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(protocol.wake.wait(), max(0.0, due - loop.time()))
+        probe.handle_timer(loop.time())
 
 
 def _source_toward(host: str, family: int = socket.AF_INET) -> str | None:
@@ -267,17 +297,13 @@ async def _run_probe(
     try:
         local = transport.get_extra_info("sockname")
         probe = NatProbe(kind, server, (local[0], local[1]), loop.time(), step_seconds)
-        protocol.probe = probe
-        while not probe.done:
+
+        def send() -> None:
             for data, to in probe.datagrams_to_send():
                 with contextlib.suppress(OSError):
                     transport.sendto(data, to)
-            due = probe.get_timer()
-            protocol.wake.clear()
-            if due is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(protocol.wake.wait(), max(0.0, due - loop.time()))
-            probe.handle_timer(loop.time())
+
+        await _drive(probe, protocol, send)
         return probe.findings
     finally:
         transport.close()
@@ -314,18 +340,47 @@ def _stun_target(url: str) -> tuple[str, int] | None:
         return None
 
 
-def _route_mtu(host: str) -> int | None:
-    """The kernel's path MTU for the route toward `host` (its interface MTU unless an ICMP
-    'fragmentation needed' lowered it): no packet is sent, so this is not an end-to-end probe."""
+# Linux's socket options (Python's socket module names none of them): DF set on every packet,
+# whatever the kernel believes the path MTU is, and that belief read back.
+_PMTU_OPTIONS: Final = {
+    socket.AF_INET: (socket.IPPROTO_IP, 10, 3, 14),  # IP_MTU_DISCOVER, _PMTUDISC_PROBE, IP_MTU
+    socket.AF_INET6: (socket.IPPROTO_IPV6, 23, 3, 24),  # the IPV6_ names of the same
+}
+
+
+async def probe_mtu(
+    server: tuple[str, int], step_seconds: float = 0.6
+) -> tuple[int | None, int | None]:
+    """(the largest packet the server answers end to end, the kernel's route MTU toward it),
+    by `fileshare.mtuprobe`'s search on one connected UDP socket with DF set."""
     if not sys.platform.startswith("linux"):
-        return None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((host, 9))
-            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10), 2)
-            return int(sock.getsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU", 14)))
-        except OSError:
-            return None
+        return None, None
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    level, discover, probe_mode, read_mtu = _PMTU_OPTIONS[family]
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.create_datagram_endpoint(
+            _Socket, remote_addr=server, family=family
+        )
+    except OSError:
+        return None, None
+    try:
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(level, discover, probe_mode)
+        route = int(sock.getsockopt(level, read_mtu))
+        headers = IPV6_UDP_HEADERS if family == socket.AF_INET6 else IPV4_UDP_HEADERS
+        probe = MtuProbe(route, loop.time(), headers, step_seconds)
+
+        def send() -> None:
+            for data, _ in probe.datagrams_to_send():
+                transport.sendto(data)  # a refusal (EMSGSIZE) goes to error_received: unanswered
+
+        await _drive(probe, protocol, send)
+        return probe.result, route
+    except OSError:
+        return None, None
+    finally:
+        transport.close()
 
 
 def _global_ipv6() -> str | None:
@@ -347,11 +402,18 @@ async def check(server: str, extra: list[schema.IceServer]) -> Findings:
             if parsed is not None:
                 turns.setdefault(parsed.transport, parsed)
     first = next((t for u in stun_urls if (t := _stun_target(u))), None)
+    relay = turns.get("udp")
+    toward = (relay.host, relay.port) if relay else first
     allocations = [asyncio.to_thread(_allocate, t) for t in turns.values()]
     nat_probe = probe_nat(first) if first else None
-    results = await asyncio.gather(*allocations, *([nat_probe] if nat_probe else []))
+    mtu_probe = probe_mtu(toward) if toward else None
+    probes = [p for p in (nat_probe, mtu_probe) if p is not None]
+    results = await asyncio.gather(*allocations, *probes)
     findings.turn = [r for r in results if isinstance(r, TurnCheck)]
     findings.nat = next((r for r in results if isinstance(r, NatFindings)), None)
+    if toward:
+        findings.mtu, findings.route_mtu = next(r for r in results if isinstance(r, tuple))
+        findings.mtu_toward = toward[0]
     for url in stun_urls:
         target = _stun_target(url)
         seen = findings.nat.seen_from if findings.nat else {}
@@ -363,10 +425,6 @@ async def check(server: str, extra: list[schema.IceServer]) -> Findings:
                 None if mapped else "no answer over UDP",
             )
         )
-    toward = next(iter(turns.values()), None)
-    host = toward.host if toward else (first[0] if first else None)
-    if host:
-        findings.mtu, findings.mtu_toward = _route_mtu(host), host
     findings.ipv6 = _global_ipv6()
     return findings
 
@@ -411,12 +469,13 @@ def render(f: Findings, v: Verdict) -> str:
     lines.append(
         f"IPv6       {f'global address {f.ipv6}' if f.ipv6 else 'no global address or route'}"
     )
-    mtu = (
-        f"{f.mtu} bytes toward {f.mtu_toward} (the kernel's figure for the route; "
-        "not probed end to end)"
-        if f.mtu
-        else "not measured"
-    )
+    route = f" (route MTU {f.route_mtu})" if f.route_mtu else ""
+    if f.mtu:
+        mtu = f"{f.mtu} bytes answered end to end by {f.mtu_toward}{route}"
+    elif f.mtu_toward:
+        mtu = f"no padded request answered by {f.mtu_toward} over UDP{route}"
+    else:
+        mtu = "not measured (no STUN or TURN server)"
     lines.append(f"Path MTU   {mtu}")
     lines.append(f"Verdict    {show(v.headline)}")
     lines += [f"           - {show(note)}" for note in v.notes]

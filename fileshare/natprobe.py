@@ -110,11 +110,8 @@ class NatProbe:
         test = self._test
         if test is None:
             return
-        try:
-            message = stun.decode(data)
-        except (stun.StunError, struct.error):
-            return
-        if message.tid != test.request.tid or message.method != stun.BINDING:
+        message = stun.answer(data, test.request.tid)
+        if message is None or message.method != stun.BINDING:
             return
         if test.name == "hairpin":
             if message.cls == stun.REQUEST:  # our own request came back through the NAT

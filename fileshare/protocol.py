@@ -507,6 +507,16 @@ class Receiver:
             actions.append(Verify(file_id))
         return actions
 
+    def file_present(self, file_id: str) -> list[Action]:
+        """The shell found the file received whole already (an earlier round of this session):
+        nothing of it moves; the sender hears it is complete."""
+        f = self._files[file_id]
+        f.ready = f.complete = True
+        f.received_bytes = f.manifest.size
+        self.bytes_received += f.manifest.size
+        actions: list[Action] = [Send(TransferComplete(fileId=file_id, status="success"))]
+        return [*actions, Finished()] if self.done else actions
+
     @staticmethod
     def _held_reply(f: _Incoming) -> Send:
         ranges = f.received.ranges()

@@ -429,7 +429,9 @@ class TransferStore:
             ).fetchall()
         return [_record(row) for row in rows]
 
-    def cleanup(self, max_age_seconds: float, now: float, out_dir: Path) -> list[TransferRecord]:
+    def cleanup(
+        self, max_age_seconds: float, now: float, out_dir: Path, keep_done: bool = False
+    ) -> list[TransferRecord]:
         """Remove finished transfers and active ones idle for `max_age_seconds` that were
         received into `out_dir` (the --out of this run), deleting their .part files. Every path
         in the database is hostile: a .part file is only unlinked if the record is its own
@@ -437,14 +439,16 @@ class TransferStore:
         directory on the way is a symlink, it is a regular file, and no transfer that stays
         refers to it; a record that fails the checks (or from schema 1, with no directory) is
         dropped and its paths left alone. Records of other output directories wait for a run
-        into theirs. Returns the removed records."""
+        into theirs. `keep_done`: a run that rejoins its session keeps the records of files
+        already received in it, so they are not received again. Returns the removed records."""
         cutoff = now - max_age_seconds
         here = os.path.abspath(out_dir)
+        finished = "status = 'failed'" if keep_done else "status != 'active'"
         with self._write() as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM transfers "  # noqa: S608
-                "WHERE (status != 'active' OR updated_at < ?) AND out_dir IN (?, '') "
-                "ORDER BY updated_at",
+                f"WHERE ({finished} OR (status = 'active' AND updated_at < ?)) "
+                "AND out_dir IN (?, '') ORDER BY updated_at",
                 (cutoff, here),
             ).fetchall()
             removed = [_record(row) for row in rows]

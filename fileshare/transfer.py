@@ -293,9 +293,12 @@ class _Plan:
     manifest: FileManifest
     rel: PurePosixPath
     record: TransferRecord | None = None
+    present: bool = False  # received whole in an earlier round of this session: `record.target`
 
     @property
     def needed(self) -> int:
+        if self.present:
+            return 0
         held = self.record.bitmap.ranges() if self.record is not None else []
         m = self.manifest
         return m.size - sum(protocol.chunk_length(m, i) for s, e in held for i in range(s, e))
@@ -409,7 +412,10 @@ class ReceiveSide:
     def _plan(self, m: FileManifest) -> _Plan:
         """Check an entry against the output directory and find what of it is held; creates
         nothing. A resume record counts only for the same manifest and if its paths are where
-        this entry belongs (names.is_own_state); any other record is forgotten."""
+        this entry belongs (names.is_own_state); any other record is forgotten. A finished
+        record (kept only while its session is rejoined: TransferStore.cleanup) whose file is
+        still there, a regular file of the size, makes the entry present (its checksum is
+        checked in `_admit`)."""
         rel = names.check_relative_path(m.name)
         names.check_fits(self.out_dir, rel)
         record = self.store.get(m.fileId, self.out_key) if m.kind == "file" else None
@@ -421,15 +427,23 @@ class ReceiveSide:
             m.chunkCount,
             m.checksum,
         )
-        if (
-            same
-            and record.status == "active"
-            and names.is_own_state(self.out_dir, rel, record.target, record.part)
-            and os.path.isfile(record.part)
-        ):
+        own = same and names.is_own_state(self.out_dir, rel, record.target, record.part)
+        if own and record.status == "active" and os.path.isfile(record.part):
             return _Plan(m, rel, record)
+        if own and record.status == "done" and _regular_file_of(Path(record.target), m.size):
+            return _Plan(m, rel, record, present=True)
         self.store.delete(m.fileId, self.out_key)
         return _Plan(m, rel)
+
+    async def _still_present(self, plan: _Plan) -> _Plan:
+        """A present entry whose file no longer has its checksum is received anew."""
+        if not plan.present or plan.record is None:
+            return plan
+        target = Path(plan.record.target)
+        if await asyncio.to_thread(_sha256_file, target) == plan.manifest.checksum:
+            return plan
+        self.store.delete(plan.manifest.fileId, self.out_key)
+        return _Plan(plan.manifest, plan.rel)
 
     async def _admit(
         self, manifests: tuple[FileManifest, ...], total: int
@@ -441,6 +455,7 @@ class ReceiveSide:
             plans = [self._plan(m) for m in manifests]
         except names.UnsafeName as exc:
             raise TransferError("unsafe_name", str(exc)) from None
+        plans = [await self._still_present(p) for p in plans]
         try:
             names.ensure_space(self.out_dir, sum(p.needed for p in plans))
         except names.DiskFull as exc:
@@ -475,6 +490,12 @@ class ReceiveSide:
             self.dirs += 1
             self._folders.append((rel, m))
             return self.receiver.file_ready(m.fileId, ChunkBitmap(0))
+        if plan.present and plan.record is not None:
+            self.saved.append(Path(plan.record.target))
+            self.events.emit(
+                "file", name=m.name, size=m.size, resumed=m.chunkCount, chunks=m.chunkCount
+            )
+            return self.receiver.file_present(m.fileId)
         if plan.record is not None:
             if rel.parent.parts:
                 names.ensure_directory(self.out_dir, rel.parent)  # no symlink on the way
@@ -557,6 +578,15 @@ class ReceiveSide:
         self.saved.append(final)
         self.events.emit("saved", name=m.name, path=str(final), size=m.size)
         return self.receiver.on_verified(file_id)
+
+
+def _regular_file_of(path: Path, size: int) -> bool:
+    """`path` is a regular file (not a link to one) of `size` bytes."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == size
 
 
 def _file_fields(moving: list[protocol.FileProgress]) -> list[dict[str, Any]]:

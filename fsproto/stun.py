@@ -189,6 +189,16 @@ def decode(data: bytes, key: bytes | None = None) -> Message:
     return message
 
 
+def answer(data: bytes, tid: bytes) -> Message | None:
+    """`data` as a message of transaction `tid`, or None (malformed, or another's): what a
+    probe that drops everything else keeps."""
+    try:
+        message = decode(data)
+    except (StunError, struct.error):
+        return None
+    return message if message.tid == tid else None
+
+
 def long_term_key(username: str, realm: str, password: str) -> bytes:
     return hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).digest()
 

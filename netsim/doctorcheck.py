@@ -1,6 +1,7 @@
 """The `doctor` scenario kind: `fileshare doctor --json` runs as a process on a site's host, and
 what it finds (NAT mapping and filtering, TURN over each transport, the public address, the
-verdict) is checked against what the site's NAT must look like (netsim.expectations.doctor)."""
+verdict, the path MTU) is checked against what the site's NAT and link must look like
+(netsim.expectations.doctor)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import json
 import time
 
-from netsim import expectations, world
+from netsim import expectations, link, world
 from netsim.lab import Lab
 from netsim.results import ScenarioResult
 from netsim.scenario import Scenario
@@ -49,6 +50,12 @@ def run(scenario: Scenario, net: world.World, lab: Lab) -> ScenarioResult:
     if found.get("mtu") is not None:
         result.metrics["mtu"] = found["mtu"]
     result.check("exit", code == 0, 0, code)
+    # The host's interface is a veth of 1500 bytes; the site's `mtu` narrows a hop further up,
+    # which only the end-to-end probe sees (the answers come back over the same link).
+    path_mtu = (site.mtu or link.MTU_BYTES) if expected.turn["udp"] else None
+    result.check("path MTU", found.get("mtu") == path_mtu, path_mtu, found.get("mtu"))
+    route = found.get("route_mtu")
+    result.check("route MTU", route == link.MTU_BYTES, link.MTU_BYTES, route)
     result.check("verdict", said["kind"] == expected.verdict, expected.verdict, said["kind"])
     behaviour = found.get("nat") or {}
     result.check(

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from netsim import certs, netns
 from netsim.processes import SignalEndpoint, start_signal, stop
@@ -92,8 +92,9 @@ class Client:
             self.proc.wait(10)
 
 
-def _copy_terminal(master: int, path: Path) -> None:
-    """Everything the program wrote to its terminal, until it closes (EIO)."""
+def copy_terminal(master: int, path: Path, close: bool = True) -> None:
+    """Everything the program wrote to its terminal, until it closes (EIO); then the master
+    end is closed, unless the caller still types into it (`close=False`: it closes it)."""
     with path.open("ab") as copy:
         while True:
             try:
@@ -104,7 +105,8 @@ def _copy_terminal(master: int, path: Path) -> None:
                 break
             copy.write(data)
             copy.flush()
-    os.close(master)
+    if close:
+        os.close(master)
 
 
 @dataclass
@@ -186,6 +188,9 @@ def running_servers(
         yield Servers(server, endpoint, client_env)
 
 
+CHECKOUT: Final = Path(__file__).resolve().parent.parent  # what `python -m` runs from here
+
+
 class Lab:
     """Runs `fileshare` clients (or another client program) as processes in namespaces,
     against `servers`; by default in `namespace`."""
@@ -213,11 +218,13 @@ class Lab:
         json_events: bool = True,
         namespace: str | None = None,
         tty: bool = False,
+        cwd: Path | None = None,
     ) -> Client:
         """`answer` is typed on standard input (e.g. to --verify's question); `asked`: standard
         input stays open for a later `Client.answer`; `namespace`:
         the host to run on (default: the lab's); `tty`: stdout and stderr are one pseudo-terminal
-        (TERM=dumb, so any escape sequence in it came from somewhere else), copied to `err`."""
+        (TERM=dumb, so any escape sequence in it came from somewhere else), copied to `err`;
+        `cwd`: the working directory (default: ours), where relative paths in `args` start."""
         index = len(self.clients)
         out = self.workdir / f"{name}-{index}.out"
         err = self.workdir / f"{name}-{index}.err"
@@ -228,6 +235,10 @@ class Lab:
             **({"TERM": "dumb", "NO_COLOR": "1"} if tty else {}),
             **(env or {}),
         }
+        if cwd is not None:  # `-m` finds this checkout's code from anywhere, not an installed one
+            full_env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, (str(CHECKOUT), full_env.get("PYTHONPATH")))
+            )
         terminal = os.openpty() if tty else None
         with out.open("wb") as out_file, err.open("wb") as err_file:
             proc = subprocess.Popen(
@@ -245,10 +256,11 @@ class Lab:
                 stderr=terminal[1] if terminal else err_file,
                 env=full_env,
                 stdin=subprocess.PIPE if answer is not None or asked else subprocess.DEVNULL,
+                cwd=cwd,
             )
         if terminal is not None:
             os.close(terminal[1])
-            threading.Thread(target=_copy_terminal, args=(terminal[0], err), daemon=True).start()
+            threading.Thread(target=copy_terminal, args=(terminal[0], err), daemon=True).start()
         client = Client(proc, out, err)
         if answer is not None:
             client.answer(answer)
@@ -276,11 +288,12 @@ class Lab:
         state: str = "state",
         server: str | None = None,
         code_in_argv: bool = False,
+        cwd: Path | None = None,
     ) -> Client:
         """By default the code goes in FILESHARE_CODE, out of the process list."""
         args = ("receive", "--out", str(out), *extra, *([code] if code_in_argv else []))
         env = {} if code_in_argv else {"FILESHARE_CODE": code}
-        return self.run(*args, state=state, name="recv", server=server, env=env)
+        return self.run(*args, state=state, name="recv", server=server, env=env, cwd=cwd)
 
     def spawn(self, *argv: str) -> subprocess.Popen[bytes]:
         """Any other program in the namespace (stdout piped), stopped with the lab."""

@@ -7,7 +7,7 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     sites = [                           # calibration, doctor
       { name = "a", nat = "port_restricted" },
       { name = "b", nat = "port_restricted", downlink = { delay_ms = 20, loss_percent = 1 } },
-    ]
+    ]                                   # a site's `mtu = 1280`: its link's hop to the internet
     sender = "a"                        # "site" or "site:host-index"; default: the first site
     receiver = "b"                      # default: the second site (or host 1 of a lone site)
     file_mib = 2
@@ -238,7 +238,7 @@ def _link(data: Mapping[str, Any] | None, where: str) -> link.LinkSpec:
 
 
 def _site(data: Mapping[str, Any], where: str, carriers: Mapping[str, Carrier]) -> SiteSpec:
-    known = {"name", "nat", "hosts", "uplink", "downlink", "carrier", "ipv6"}
+    known = {"name", "nat", "hosts", "uplink", "downlink", "carrier", "ipv6", "mtu"}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{where}: unknown site settings {sorted(unknown)}")
@@ -250,6 +250,7 @@ def _site(data: Mapping[str, Any], where: str, carriers: Mapping[str, Carrier]) 
         downlink=_link(data.get("downlink"), f"{where}.downlink"),
         carrier=None if "carrier" not in data else _carrier(carriers, data["carrier"]),
         ipv6=bool(data.get("ipv6", False)),
+        mtu=data.get("mtu"),
     )
 
 

@@ -38,6 +38,8 @@ SERVER_IPS: Final = ("203.0.113.10", "203.0.113.11")
 SERVER_IPS6: Final = ("2001:db8::10", "2001:db8::11")  # documentation prefix only (RFC 3849)
 _NODAD: Final = 0x02  # IFA_F_NODAD: an address usable at once (no duplicate detection wait)
 MAX_SITES: Final = 8
+IPV4_MIN_MTU: Final = 576  # what every IPv4 host must take (RFC 791)
+IPV6_MIN_MTU: Final = 1280  # RFC 8200's minimum link MTU
 MAX_CARRIERS: Final = 4
 MAX_HOSTS: Final = 9
 _SITE_NAME: Final = re.compile(r"[a-z][a-z0-9]{0,11}")
@@ -76,6 +78,9 @@ class SiteSpec:
     downlink: link.LinkSpec = CLEAN
     carrier: Carrier | None = None
     ipv6: bool = False  # dual stack: IPv6 besides, no NAT, a stateful firewall (RFC 6092)
+    # The MTU of the link's hop up to the internet, both ends (None: the veths' 1500): a
+    # smaller link in the middle of the path, which the site's hosts and router do not see
+    mtu: int | None = None
 
     def __post_init__(self) -> None:
         if not _SITE_NAME.fullmatch(self.name):
@@ -88,6 +93,9 @@ class SiteSpec:
             raise ValueError(f"site {self.name}: behind a carrier, the site's router translates")
         if self.carrier is not None and self.ipv6:
             raise ValueError(f"site {self.name}: IPv6 behind a carrier is not modelled")
+        lowest = IPV6_MIN_MTU if self.ipv6 else IPV4_MIN_MTU
+        if self.mtu is not None and not lowest <= self.mtu <= link.MTU_BYTES:
+            raise ValueError(f"site {self.name}: mtu {lowest} to {link.MTU_BYTES}")
 
     @property
     def router(self) -> Nat:
@@ -390,6 +398,9 @@ def _build_site(
         inet.link("set", index=inet.link_lookup(ifname=inet_if)[0], master=upstream.bridge)
         _up(inet, inet_if)
     _up(lnk, up_if, plan.link_internet, plan.upstream_prefix)
+    if spec.mtu is not None:  # both ends: a veth drops what exceeds its receiving end's MTU
+        inet.link("set", index=inet.link_lookup(ifname=inet_if)[0], mtu=spec.mtu)
+        lnk.link("set", index=lnk.link_lookup(ifname=up_if)[0], mtu=spec.mtu)
     _up(lnk, down_if, plan.link_wan, 30)
     _up(rtr, wan_if, plan.wan, 30)
     rtr.link("add", ifname=bridge, kind="bridge")

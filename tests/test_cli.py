@@ -8,13 +8,9 @@ import asyncio
 import contextlib
 import json
 import os
-import pty
 import re
-import select
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +22,7 @@ import pytest
 from fileshare.code import complete, new_code, parse_code
 from fileshare.state import TransferRecord, TransferStore
 from signaling.config import Config
+from tests import ptyrun
 from tests.conftest import RunningServer, StartServer, require_webapp
 
 
@@ -128,44 +125,18 @@ def test_the_link_is_the_web_apps_page() -> None:
     assert parse_code(local).server == "ws://127.0.0.1:8765/ws"
 
 
-def _read_until(fd: int, wanted: bytes, timeout: float = 30) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while wanted not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:  # the program closed the terminal
-                break
-    return seen
-
-
-def test_tab_completes_the_words_at_the_prompt(tmp_path: Path) -> None:
+async def test_tab_completes_the_words_at_the_prompt(tmp_path: Path) -> None:
     """On a real pseudo-terminal: the prompt completes unique prefixes with Tab; the completed
     code passes the spelling check, so the failure is the (absent) server, not the code."""
-    primary, secondary = pty.openpty()
     env = {**os.environ, "FILESHARE_STATE_DIR": str(tmp_path), "TERM": "xterm"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fileshare", "receive", "--server", "ws://127.0.0.1:9/ws"],
-        stdin=secondary,
-        stdout=secondary,
-        stderr=secondary,
-        env=env,
-    )
-    os.close(secondary)
-    try:
-        assert b"Code: " in _read_until(primary, b"Code: ")
-        os.write(primary, b"12345678-quar\tpupp\tpri\t\r")
-        screen = _read_until(primary, b"no signaling server")
-        assert proc.wait(30) == 4, screen
-        assert b"12345678-quartz-puppet-prism" in screen, screen
-        assert b"not a code word" not in screen and b"Traceback" not in screen
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        os.close(primary)
+    argv = [sys.executable, "-m", "fileshare", "receive", "--server", "ws://127.0.0.1:9/ws"]
+    with ptyrun.terminal(argv, env, tmp_path / "tty.err") as term:
+        await ptyrun.wait_screen(term, "Code: ", timeout=30)
+        term.type("12345678-quar\tpupp\tpri\t\r")
+        assert await term.wait(30) == 4, ptyrun.text(term)
+    shown = ptyrun.text(term)
+    assert "no signaling server" in shown and "12345678-quartz-puppet-prism" in shown, shown
+    assert "not a code word" not in shown and "Traceback" not in shown
 
 
 async def test_a_wrong_session_number_is_a_bad_code(server: RunningServer, tmp_path: Path) -> None:

@@ -12,13 +12,14 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from fileshare import filemeta
 from netsim import netns
-from tests.e2e import Client, Lab, big_file, sha256, wait_progress
+from tests import ptyrun
+from tests.e2e import Client, Lab, big_file, sha256, tree, wait_progress
 from tests.test_resilience_e2e import throttled
 
 RATE = "40mbit"  # the interrupt tests' loopback: 32 MiB last about 7 s, so a signal lands mid-way
@@ -80,6 +81,72 @@ async def test_interrupted_sender_resumes_with_the_same_code(lab: Lab, tmp_path:
     assert "peer_left" not in everything_said(lab)
 
 
+async def restarted_album(lab: Lab, tmp_path: Path, side: str) -> tuple[Client, Client]:
+    """A folder of four 8 MiB files: Ctrl-C on `side` at 35 % (at RATE: one file whole, one
+    part-way, two not started), then its same command again. Both must finish, the folder
+    arrive as it is (no `a (1).bin` beside `a.bin`); returns the last sender and receiver."""
+    src, out = tmp_path / "album", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.bin", "b.bin", "c.bin", "d.bin"):
+        big_file(src / name, 8)
+    with throttled(lab, RATE):
+        sender, code = await lab.send(src)
+        receiver = lab.receive(code, out)
+        await wait_progress(receiver, 0.35, timeout=120)
+        if side == "sender":
+            await interrupt(sender, receiver)
+            sender, same = await lab.send(src)
+            assert same == code
+        else:
+            await interrupt(receiver, sender)
+            receiver = lab.receive(code, out)
+        assert await receiver.wait() == 0, receiver.err.read_text()
+        assert await sender.wait() == 0, sender.err.read_text()
+    assert tree(out / "album") == tree(src)
+    return sender, receiver
+
+
+# Two runs of a 32 MiB folder at RATE, with hashing and two authentications, on a busy 2-core
+# machine: more than the suite's 120 s.
+slow_resume = pytest.mark.timeout(300)
+
+
+@slow_resume
+async def test_a_restarted_folder_sender_resends_only_what_each_file_misses(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The sender restarted: for each file only the chunks the receiver lacks move. The
+    rejoined round's `file` events say what each file held, and the new sender's count of sent
+    chunks is exactly the sum of the missing (a chunk received twice fails a transfer, so each
+    file got exactly its own). The whole file is not received again (it was, as `a (1).bin`,
+    before the receiver kept its finished records)."""
+    sender, receiver = await restarted_album(lab, tmp_path, "sender")
+    files = [e for e in receiver.events() if e["event"] == "file"]
+    assert [e["resumed"] for e in files[:4]] == [0] * 4 and len(files) == 8
+    rejoined = {e["name"]: (e["resumed"], e["chunks"]) for e in files[4:]}
+    missing = {name: chunks - held for name, (held, chunks) in rejoined.items()}
+    assert missing["album/a.bin"] == 0 and 0 < missing["album/b.bin"] < 129, rejoined
+    assert missing["album/c.bin"] == missing["album/d.bin"] == 129, rejoined
+    done = sender.first("done")
+    assert done is not None and done["chunksSent"] == sum(missing.values()), (done, rejoined)
+    finished = receiver.first("done")
+    assert finished is not None and (finished["files"], finished["bytes"]) == (4, 32 * 2**20)
+
+
+@slow_resume
+async def test_a_restarted_folder_receiver_keeps_the_files_it_finished(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The receiver restarted: the new run is offered what the sender has not heard is
+    complete; a file it had whole (when the sender had not heard so yet) is taken as it is,
+    not received again as `a (1).bin` (restarted_album checks the folder); the others resume."""
+    _, receiver = await restarted_album(lab, tmp_path, "receiver")
+    held = {e["name"]: e["resumed"] for e in receiver.events() if e["event"] == "file"}
+    assert held.get("album/a.bin", 129) == 129 and held["album/d.bin"] == 0, held
+    finished = receiver.first("done")
+    assert finished is not None and finished["files"] == len(held), (finished, held)
+
+
 async def test_sigterm_stops_and_the_other_side_does_not_wait(lab: Lab, tmp_path: Path) -> None:
     """SIGTERM (a shutdown, not a person): an error event, exit 143, and the other side hears
     why at once instead of waiting out the grace period."""
@@ -134,73 +201,6 @@ async def test_a_closed_stdout_pipe_does_not_stop_the_transfer(lab: Lab, tmp_pat
 # --- finding 6: the accept prompt ---------------------------------------------------------------
 
 
-@dataclass
-class Terminal:
-    """A client whose stdin, stdout and stderr are one pseudo-terminal; what it shows is
-    copied to `screen` (a *.err file: the suite's traceback guard reads it)."""
-
-    proc: subprocess.Popen[bytes]
-    master: int
-    screen: Path
-
-    def read(self) -> str:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while data := os.read(self.master, 65536):
-                with self.screen.open("ab") as copy:
-                    copy.write(data)
-        return self.screen.read_text(errors="replace") if self.screen.exists() else ""
-
-    async def expect(self, text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            shown = self.read()
-            if text in shown:
-                return shown
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{text!r} never shown; the screen: {self.read()[-2000:]}")
-
-    def type(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-    async def wait(self, timeout: float = 120) -> int:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            self.read()
-            assert time.monotonic() < deadline, self.read()[-2000:]
-            await asyncio.sleep(0.05)
-        self.read()
-        return self.proc.returncode
-
-
-@contextlib.contextmanager
-def on_a_terminal(lab: Lab, name: str, *args: str, code: str) -> Iterator[Terminal]:
-    master, slave = os.openpty()
-    os.set_blocking(master, False)
-    env = {
-        **os.environ,
-        "FILESHARE_STATE_DIR": str(lab.workdir / "state"),
-        "FILESHARE_CODE": code,
-        "TERM": "dumb",
-        "NO_COLOR": "1",
-    }
-    argv = [sys.executable, "-m", "fileshare", args[0], "--server", lab.server.url, *args[1:]]
-    proc = subprocess.Popen(
-        [*netns.in_namespace(lab.namespace), *argv],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-    )
-    os.close(slave)
-    try:
-        yield Terminal(proc, master, lab.workdir / f"{name}-tty.err")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        os.close(master)
-
-
 def offered_tree(tmp_path: Path) -> Path:
     src = tmp_path / "photos"
     (src / "2024").mkdir(parents=True)
@@ -215,8 +215,9 @@ async def test_the_receiver_sees_the_offer_and_can_decline(lab: Lab, tmp_path: P
     single.write_bytes(b"%PDF")
     sender, code = await lab.send(src, single)
     out = tmp_path / "out"
-    with on_a_terminal(lab, "recv", "receive", "--out", str(out), code=code) as terminal:
-        shown = await terminal.expect("[y/N]")
+    with ptyrun.in_lab(lab, "recv", "receive", "--out", str(out), code=code) as terminal:
+        await ptyrun.wait_screen(terminal, r"\[y/N\]")
+        shown = ptyrun.screen(terminal)
         offer = shown[shown.index("Offered") :]
         assert "3 files and 2 folders, 4.9 KiB" in offer  # photos, photos/2024; 3 files
         assert "photos" in offer and "report.pdf" in offer
@@ -224,7 +225,7 @@ async def test_the_receiver_sees_the_offer_and_can_decline(lab: Lab, tmp_path: P
         assert not out.exists() or not any(out.iterdir())  # nothing written before the answer
         terminal.type("n\n")
         assert await terminal.wait() == 1
-        assert "declined" in terminal.read()
+        assert "declined" in ptyrun.text(terminal)
     assert not any(out.iterdir())
     assert await sender.wait() == 1
     error = sender.first("error")
@@ -235,18 +236,18 @@ async def test_the_receiver_accepts_or_says_yes_up_front(lab: Lab, tmp_path: Pat
     src = offered_tree(tmp_path)
     sender, code = await lab.send(src)
     out = tmp_path / "out"
-    with on_a_terminal(lab, "recv", "receive", "--out", str(out), code=code) as terminal:
-        await terminal.expect("[y/N]")
+    with ptyrun.in_lab(lab, "recv", "receive", "--out", str(out), code=code) as terminal:
+        await ptyrun.wait_screen(terminal, r"\[y/N\]")
         terminal.type("y\n")
-        assert await terminal.wait() == 0, terminal.read()
+        assert await terminal.wait() == 0, ptyrun.text(terminal)
     assert await sender.wait() == 0
     assert (out / "photos" / "notes.txt").read_text() == "hello"
 
     sender, code = await lab.send(src)
-    with on_a_terminal(lab, "yes", "receive", "--yes", "--out", str(out), code=code) as terminal:
-        assert await terminal.wait() == 0, terminal.read()
-        assert "[y/N]" not in terminal.read()
-        assert "Offered 2 files and 2 folders" in terminal.read()
+    with ptyrun.in_lab(lab, "yes", "receive", "--yes", "--out", str(out), code=code) as terminal:
+        assert await terminal.wait() == 0, ptyrun.text(terminal)
+        assert "[y/N]" not in ptyrun.text(terminal)
+        assert "Offered 2 files and 2 folders" in ptyrun.text(terminal)
     assert await sender.wait() == 0
 
 
@@ -337,6 +338,37 @@ async def test_resume_state_belongs_to_its_output_folder(lab: Lab, tmp_path: Pat
     resumed = again.first("file")
     assert resumed is not None and resumed["resumed"] > 0
     assert sha256(r_a / "big.bin") == sha256(src)
+
+
+@slow_resume
+async def test_a_receive_resumes_from_another_working_directory(lab: Lab, tmp_path: Path) -> None:
+    """A receive interrupted in one working directory (`--out dl`) is run again from another,
+    naming the same folder relative to the new one, then (a second transfer) absolutely: it
+    resumes into that folder, and nothing is left behind: no `.part`, no `big (1).bin`, no
+    unfinished transfer, nothing in the new working directory."""
+    src = big_file(tmp_path / "big.bin", 16)
+    home = tmp_path / "home"
+    elsewhere = home / "deep" / "er"
+    elsewhere.mkdir(parents=True)
+    out = home / "dl"
+    for spelled in (Path("../../dl"), out):
+        with throttled(lab, RATE):
+            sender, code = await lab.send(src)
+            first = lab.receive(code, Path("dl"), cwd=home)
+            await wait_progress(first, 0.3, timeout=120)
+            await interrupt(first, sender)
+        again = lab.receive(code, spelled, cwd=elsewhere)
+        assert await again.wait() == 0, again.err.read_text()
+        assert await sender.wait() == 0, sender.err.read_text()
+        resumed = again.first("file")
+        assert resumed is not None and resumed["resumed"] > 0, (spelled, resumed)
+        assert sorted(p.name for p in out.iterdir()) == ["big.bin"], spelled
+        assert sha256(out / "big.bin") == sha256(src)
+        assert not any(elsewhere.iterdir())
+        listing = lab.run("transfers", name="list")
+        assert await listing.wait() == 0
+        assert [e for e in listing.events() if e["event"] == "resumable"] == []
+        (out / "big.bin").unlink()  # the next round starts afresh
 
 
 async def test_a_full_disk_under_the_resume_state_is_one_line(lab: Lab, tmp_path: Path) -> None:

@@ -9,34 +9,16 @@ import os
 import re
 from pathlib import Path
 
+from tests import ptyrun
 from tests.conftest import require_binary
 from tests.e2e import Client, Lab, big_file, sha256
 from tests.test_resilience_e2e import throttled
 
 XTERM = {"TERM": "xterm-256color", "COLUMNS": "120"}
-_ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
-
-
-def screen(client: Client) -> str:
-    """The terminal's text without its control sequences; a redraw's `\\r` ends a line."""
-    raw = _ESCAPES.sub(b"", client.err.read_bytes())
-    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").decode(errors="replace")
-
-
-async def wait_screen(client: Client, pattern: str, timeout: float = 60) -> re.Match[str]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        found = re.search(pattern, screen(client))
-        if found:
-            return found
-        assert client.proc.poll() is None, screen(client)[-3000:]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no {pattern!r} on the screen:\n{screen(client)[-3000:]}")
 
 
 def human(lab: Lab, *args: str, code: str | None = None) -> Client:
-    env = {**XTERM, **({"FILESHARE_CODE": code} if code else {})}
-    return lab.run(*args, name=args[0], json_events=False, tty=True, env=env)
+    return ptyrun.on_tty(lab, *args, name=args[0], code=code, env=XTERM)
 
 
 async def start_pair(lab: Lab, tmp_path: Path, *extra: str) -> tuple[Client, Client, Path]:
@@ -45,7 +27,7 @@ async def start_pair(lab: Lab, tmp_path: Path, *extra: str) -> tuple[Client, Cli
     big_file(src / "big.bin", 48)
     (src / "small.txt").write_text("a few bytes")
     sender = human(lab, "send", "--no-qr", *extra, str(src / "big.bin"), str(src / "small.txt"))
-    code = (await wait_screen(sender, r"Code: (\S+)"))[1]
+    code = await ptyrun.code_on(sender)
     receiver = human(lab, "receive", "--out", str(tmp_path / "out"), *extra, code=code)
     return sender, receiver, src
 
@@ -60,17 +42,17 @@ async def test_progress_lines_and_a_visible_reconnect(lab: Lab, tmp_path: Path) 
     fast = ("--stall-timeout", "3", "--timeout", "15")
     with throttled(lab, "40mbit"):
         sender, receiver, src = await start_pair(lab, tmp_path, *fast)
-        assert re.search(r"hashing big\.bin", screen(sender)), screen(sender)
-        await wait_screen(receiver, r"total .*MiB / 48\.0 MiB .*MiB/s")
+        assert re.search(r"hashing big\.bin", ptyrun.screen(sender)), ptyrun.screen(sender)
+        await ptyrun.wait_screen(receiver, r"total .*MiB / 48\.0 MiB .*MiB/s")
         with lab.blocked("meta l4proto udp"):  # every peer path dies, signaling lives
             for client in (sender, receiver):
-                await wait_screen(client, r"reconnecting… \(no word from the peer", 30)
+                await ptyrun.wait_screen(client, r"reconnecting… \(no word from the peer", 30)
             await asyncio.sleep(2)
-        assert await receiver.wait(240) == 0, screen(receiver)[-3000:]
-        assert await sender.wait(60) == 0, screen(sender)[-3000:]
+        assert await receiver.wait(240) == 0, ptyrun.screen(receiver)[-3000:]
+        assert await sender.wait(60) == 0, ptyrun.screen(sender)[-3000:]
     assert sha256(tmp_path / "out" / "big.bin") == sha256(src / "big.bin")
     for client in (sender, receiver):
-        text = screen(client)
+        text = ptyrun.screen(client)
         lines = progress_lines(text)
         assert any(re.match(r"\s*total ", line) for line in lines), text[-3000:]
         assert any(re.match(r"\s+big\.bin ", line) for line in lines), text[-3000:]
@@ -86,11 +68,11 @@ async def test_an_error_ends_the_progress_display_first(lab: Lab, tmp_path: Path
     require_binary("tc")
     with throttled(lab, "24mbit"):
         sender, receiver, src = await start_pair(lab, tmp_path)
-        await wait_screen(sender, r"total .*MiB / 48\.0 MiB")
+        await ptyrun.wait_screen(sender, r"total .*MiB / 48\.0 MiB")
         os.truncate(src / "big.bin", 1024 * 1024)
         assert await sender.wait(60) == 1
         receiver.kill()
-    text = screen(sender).rstrip("\n")
+    text = ptyrun.screen(sender).rstrip("\n")
     last = text.splitlines()[-1]
     assert last == "fileshare: big.bin changed while being sent", text[-2000:]
     assert progress_lines(text), text[-2000:]

@@ -3,7 +3,10 @@ and the real CLI behind NAT profiles of the test-bed (netsim's `doctor` scenario
 world, a real signaling server and a coturn on the two server addresses, doctor run as a process
 through netsim's lab).
 
-make test runs netsim's default doctor scenarios (two profiles); FILESHARE_FULL=1 runs all seven."""
+The path MTU probe by a scripted path that drops big packets, and in netsim behind a 1280-byte hop.
+
+make test runs netsim's default doctor scenarios (two profiles and the narrow hop);
+FILESHARE_FULL=1 runs all seven profiles."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import pytest
 
 from fileshare import doctor
 from fileshare.doctor import Findings, SignalingCheck, StunCheck, TurnCheck, Verdict, verdict
+from fileshare.mtuprobe import IPV4_UDP_HEADERS, IPV6_UDP_HEADERS, MAX_TRIES, MtuProbe
 from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
 from fsproto import stun
 from netsim import expectations, nat, runner, scenario
@@ -221,6 +225,76 @@ def test_the_probe_drops_what_is_not_its_answer() -> None:
     assert not probe.findings.udp and probe.get_timer() == pytest.approx(0.1)
 
 
+# --- the path MTU probe, sans-I/O: a scripted path ----------------------------------------------
+
+STEP_S = 0.5
+
+
+def search(
+    path: int | None,
+    ceiling: int = 1500,
+    lose: int = 0,
+    headers: int = IPV4_UDP_HEADERS,
+    cls: int = stun.SUCCESS,
+) -> tuple[MtuProbe, float, int]:
+    """The probe against a path that carries packets up to `path` bytes to a server that
+    answers with `cls` (None: nothing comes back); the first `lose` datagrams are lost.
+    Returns the probe, the time it took and how many datagrams it sent."""
+    now, sent = 0.0, 0
+    probe = MtuProbe(ceiling, now, headers, STEP_S)
+    while not probe.done:
+        for data, size in probe.datagrams_to_send():
+            sent += 1
+            assert len(data) + headers == size  # the padding makes exactly that packet
+            if path is None or size > path or sent <= lose:
+                continue
+            probe.receive(stun.Message(stun.BINDING, cls, stun.decode(data).tid).encode(), now)
+        due = probe.get_timer()
+        if due is not None:
+            now = max(now, due)
+            probe.handle_timer(now)
+    return probe, now, sent
+
+
+@pytest.mark.parametrize("path", [1500, 1492, 1400, 1280, 1283, 1000, 580, 576])
+def test_the_mtu_probe_finds_the_largest_answered_packet(path: int) -> None:
+    probe, took, sent = search(path)
+    assert probe.result == path - path % 4  # STUN comes in 4-byte words: 1283 reads as 1280
+    assert probe.sizes_tried <= 10 and sent <= 10 * MAX_TRIES and took <= 10 * STEP_S
+    if path == 1500:  # the common case: the route's MTU is answered at once
+        assert (probe.sizes_tried, sent, took) == (1, 1, 0.0)
+
+
+def test_the_mtu_probe_without_answers_and_with_losses() -> None:
+    silent, took, sent = search(None)
+    assert silent.result is None and silent.sizes_tried == 2 and took == 2 * STEP_S
+    assert sent == 2 * MAX_TRIES
+    lossy, _, _ = search(1280, lose=MAX_TRIES - 1)  # the ceiling's tries all lost: no matter
+    assert lossy.result == 1280
+    assert search(1500, lose=MAX_TRIES - 1)[0].sizes_tried == 1  # the last retransmission
+    assert search(1400, cls=stun.ERROR)[0].result == 1400  # an error answer: it got there
+    six, _, _ = search(1280, headers=IPV6_UDP_HEADERS)
+    assert six.result == 1280
+    jumbo, _, _ = search(65535, ceiling=65535)  # loopback's figure: searched from 9000 only
+    assert jumbo.result == 9000 and jumbo.sizes_tried == 1
+    assert MtuProbe(500, 0.0).done and MtuProbe(500, 0.0).result is None  # below the floor
+
+
+def test_the_mtu_probe_drops_what_is_not_its_answer() -> None:
+    probe = MtuProbe(1500, 0.0)
+    ((request, size),) = probe.datagrams_to_send()
+    tid = stun.decode(request).tid
+    for data in (
+        b"",
+        os.urandom(1500),
+        request,  # our own request, looped back: not an answer
+        stun.Message(stun.BINDING, stun.SUCCESS).encode(),  # another transaction
+        b"\x01\x01\xff\xff!\x12\xa4B" + tid,  # a length beyond the datagram
+    ):
+        probe.receive(data, 0.05)
+    assert probe.sizes_tried == 1 and not probe.done and size == 1500
+
+
 # --- the real CLI behind the test-bed's NAT profiles ---------------------------------------------
 
 # netsim's `doctor` scenarios: `fileshare doctor --json` as a process behind each NAT profile
@@ -241,7 +315,8 @@ def test_doctor_behind_each_nat_profile(item: scenario.Scenario, tmp_path: Path)
     result = runner.run_one(item, tmp_path)
     failed = [c for c in result.checks if not c.ok]
     assert result.status is Status.PASSED, (result.error, failed)
-    assert {c.name for c in result.checks} >= {"verdict", "mapping", "filtering", "turn", "exit"}
+    expected = {"verdict", "mapping", "filtering", "turn", "exit", "path MTU", "route MTU"}
+    assert {c.name for c in result.checks} >= expected
 
 
 def test_the_expected_findings_follow_the_nat() -> None:
@@ -266,11 +341,13 @@ def test_doctor_renders_one_screen() -> None:
     given = findings(mapping=APD)
     given.nat.seen_from = {"203.0.113.10:3478": ("198.51.100.2", 40000)}  # type: ignore[union-attr]
     given.signaling.version = "0.1.0\x1b[2J"
+    given.mtu, given.route_mtu, given.mtu_toward = 1280, 1500, "203.0.113.10"
     from fileshare.doctor import as_json, render
 
     text = render(given, verdict(given))
     assert "\x1b" not in text and "0.1.0\\x1b[2J" in text
     assert len(text.splitlines()) <= 24
+    assert "1280 bytes answered end to end by 203.0.113.10 (route MTU 1500)" in text
     assert json.loads(as_json(given, Verdict("direct", "x")))["verdict"]["kind"] == "direct"
 
 

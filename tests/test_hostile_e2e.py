@@ -12,11 +12,11 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests import ptyrun
 from tests.e2e import Client, Lab, start_mitm_relay
 
 # What must never reach a terminal raw: ESC, the other C0 controls but \t \n \r, C1, bidi
@@ -26,19 +26,15 @@ RAW_CONTROL = re.compile(
 )
 
 
-def terminal_text(client: Client) -> str:
-    return client.err.read_bytes().decode("utf-8", errors="replace")
-
-
 def assert_clean(client: Client) -> str:
-    text = terminal_text(client)
+    text = ptyrun.text(client)
     found = RAW_CONTROL.search(text)
     assert found is None, f"raw {found.group()!r} on the terminal: {text[-1500:]!r}"
     return text
 
 
 def terminal_lines(client: Client) -> list[str]:
-    return [line for line in terminal_text(client).splitlines() if line.strip()]
+    return [line for line in ptyrun.text(client).splitlines() if line.strip()]
 
 
 # Cases run side by side, a dozen CLIs at once: on a loaded 2-core machine that is slow to start.
@@ -50,14 +46,6 @@ side_by_side = pytest.mark.timeout(SIDE_BY_SIDE_SECONDS + 60)
 async def wait_all(clients: list[Client], timeout: float = SIDE_BY_SIDE_SECONDS) -> list[int]:
     """Exit codes of clients running side by side (a loaded machine starts them slowly)."""
     return list(await asyncio.gather(*(c.wait(timeout) for c in clients)))
-
-
-async def code_of(sender: Client) -> str:
-    deadline = time.monotonic() + SIDE_BY_SIDE_SECONDS
-    while "Code:" not in terminal_text(sender):
-        assert time.monotonic() < deadline and sender.proc.poll() is None, terminal_text(sender)
-        await asyncio.sleep(0.05)
-    return terminal_text(sender).split("Code:")[1].split()[0]
 
 
 SIGNALING_CASES = {  # mode: (sender's exit, receiver's exit)
@@ -81,7 +69,8 @@ async def test_hostile_signaling_exits_and_terminal(lab: Lab, tmp_path: Path) ->
     src.write_text("secret")
     relay = start_mitm_relay(lab)
     senders = {
-        mode: lab.run(
+        mode: ptyrun.on_tty(
+            lab,
             "send",
             "--no-qr",
             "--timeout",
@@ -90,13 +79,12 @@ async def test_hostile_signaling_exits_and_terminal(lab: Lab, tmp_path: Path) ->
             name=f"send-{mode}",
             state=f"state-send-{mode}",
             server=f"{relay}/{mode}",
-            json_events=False,
-            tty=True,
         )
         for mode in SIGNALING_CASES
     }
     receivers = {
-        mode: lab.run(
+        mode: ptyrun.on_tty(
+            lab,
             "receive",
             "--timeout",
             STEP_TIMEOUT,
@@ -105,9 +93,7 @@ async def test_hostile_signaling_exits_and_terminal(lab: Lab, tmp_path: Path) ->
             name=f"recv-{mode}",
             state=f"state-recv-{mode}",
             server=f"{relay}/{mode}",
-            json_events=False,
-            tty=True,
-            env={"FILESHARE_CODE": await code_of(sender)},
+            code=await ptyrun.code_on(sender, SIDE_BY_SIDE_SECONDS),
         )
         for mode, sender in senders.items()
     }
@@ -116,8 +102,8 @@ async def test_hostile_signaling_exits_and_terminal(lab: Lab, tmp_path: Path) ->
         sender, receiver = senders[mode], receivers[mode]
         assert (receiver.proc.returncode, sender.proc.returncode) == (receiver_status, status), (
             mode,
-            terminal_text(sender)[-800:],
-            terminal_text(receiver)[-800:],
+            ptyrun.text(sender)[-800:],
+            ptyrun.text(receiver)[-800:],
         )
         for client in (sender, receiver):
             text = assert_clean(client)
@@ -155,7 +141,8 @@ async def test_a_hostile_signaling_server_gets_one_line_and_bounded_memory(
     relay = start_mitm_relay(lab)
     rss = {mode: tmp_path / f"{mode}.rss" for mode in SERVER_FRAME_CASES}
     senders = {
-        mode: lab.run(
+        mode: ptyrun.on_tty(
+            lab,
             "send",
             "--no-qr",
             str(src),
@@ -163,8 +150,6 @@ async def test_a_hostile_signaling_server_gets_one_line_and_bounded_memory(
             state=f"state-{mode}",
             server=f"{relay}/{mode}",
             program=("tests.max_rss", "fileshare"),
-            json_events=False,
-            tty=True,
             env={"MAX_RSS_FILE": str(rss[mode])},
         )
         for mode in SERVER_FRAME_CASES
@@ -197,15 +182,14 @@ def hostile_sender(lab: Lab, names: list[str], paths: list[Path], case: str) -> 
 
 async def receiver_on_tty(lab: Lab, sender: Client, out: Path, case: str) -> Client:
     code = (await sender.wait_event("code", timeout=SIDE_BY_SIDE_SECONDS))["code"]
-    return lab.run(
+    return ptyrun.on_tty(
+        lab,
         "receive",
         "--out",
         str(out),
         name=f"recv-{case}",
         state=f"state-recv-{case}",
-        json_events=False,
-        tty=True,
-        env={"FILESHARE_CODE": code},
+        code=code,
     )
 
 
@@ -263,20 +247,18 @@ async def test_hostile_name_corpus(lab: Lab, tmp_path: Path) -> None:
         await wait_all([*senders, *receivers])
 
     sender, receiver = pairs[0]
-    assert receiver.proc.returncode == 0, terminal_text(receiver)
+    assert receiver.proc.returncode == 0, ptyrun.text(receiver)
     assert sender.proc.returncode == 0
     text = assert_clean(receiver)
     assert "\\u202egnp.exe" in text and "[link=mailto:a@b]x[/link].txt" in text
     received = {p.relative_to(safe_out).as_posix() for p in safe_out.rglob("*") if p.is_file()}
     assert received == set(HOSTILE_BUT_SAFE)  # "[/].txt" is the file "].txt" in "["
-    listing = lab.run(
-        "transfers", name="list", state="state-recv-safe", json_events=False, tty=True
-    )
+    listing = ptyrun.on_tty(lab, "transfers", name="list", state="state-recv-safe")
     assert await listing.wait() == 0
     assert_clean(listing)
 
     for i, (name, (_sender, receiver)) in enumerate(zip(REFUSED, pairs[1:], strict=True)):
-        assert receiver.proc.returncode == 1, (name, terminal_text(receiver))
+        assert receiver.proc.returncode == 1, (name, ptyrun.text(receiver))
         text = assert_clean(receiver)
         assert "unsafe name" in text, (name, text)
         assert [p.name for p in (tmp_path / f"in-{i}").iterdir()] == ["out"], name

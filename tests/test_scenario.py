@@ -16,6 +16,7 @@ from fileshare import nomination
 from netsim import capture, expectations, nat, runner, scenario
 from netsim.nat import NatProfile
 from netsim.scenario import FaultKind, Kind
+from netsim.world import SiteSpec
 
 
 def test_the_built_in_suite_loads_and_the_default_matrix_covers_the_issue() -> None:
@@ -420,3 +421,14 @@ def test_doctor_tables_make_one_scenario_per_nat() -> None:
     assert expectations.doctor(lone.edges[0]).verdict == "mostly_relayed"
     with pytest.raises(ValueError, match="doctor: unknown settings"):
         scenario.parse({"doctor": [{"nats": ["symmetric"], "file_mib": 2}]})
+
+
+def test_a_site_can_have_a_narrower_link() -> None:
+    """`mtu` on a site narrows its link's hop to the internet (the doctor-small-mtu scenario);
+    below what IPv4 (or, with `ipv6`, IPv6) must carry, or above the veths' 1500, it is refused."""
+    site = {"name": "a", "mtu": 1280}
+    made = scenario.parse({"scenario": [{"name": "x", "kind": "doctor", "sites": [site]}]})
+    assert made.scenarios[0].sites[0].mtu == 1280
+    for mtu, ipv6 in ((575, False), (1501, False), (1000, True)):
+        with pytest.raises(ValueError, match="mtu"):
+            SiteSpec("a", mtu=mtu, ipv6=ipv6)

@@ -423,6 +423,25 @@ def test_cleanup_keeps_recent_active(store: TransferStore, tmp_path: Path) -> No
     assert len(store.resumable()) == 1
 
 
+def test_cleanup_of_a_rejoining_run_keeps_what_its_session_received(
+    store: TransferStore, tmp_path: Path
+) -> None:
+    """A receive that rejoins its session (it holds its ticket) keeps the records of files it
+    finished, so the rejoined transfer does not receive them again; failed ones still go, and
+    the next run that does not rejoin removes them."""
+    done, failed = fid(1), fid(2)
+    for file_id in (done, failed):
+        begin(store, file_id=file_id, out_dir=str(tmp_path))
+    store.finish(done, str(tmp_path), "done")
+    store.finish(failed, str(tmp_path), "failed")
+    now = time.time()
+    kept = store.cleanup(max_age_seconds=3600, now=now, out_dir=tmp_path, keep_done=True)
+    assert [r.file_id for r in kept] == [failed]
+    record = store.get(done, str(tmp_path))
+    assert record is not None and record.status == "done"
+    assert [r.file_id for r in store.cleanup(3600, now, tmp_path)] == [done]
+
+
 def test_cleanup_treats_every_database_path_as_hostile(tmp_path: Path) -> None:
     """A modified database: stale records whose .part paths point outside the output directory,
     through a symlinked directory, at a non-.part name, or that claim another output directory,
