@@ -16,6 +16,10 @@ import jinja2.meta
 import pytest
 import yaml
 
+from netsim.certs import self_signed
+from netsim.processes import find_program, free_port
+from tests.conftest import require_binary
+
 ANSIBLE_DIR = Path(__file__).resolve().parent.parent / "ansible"
 PRODUCTION = ANSIBLE_DIR / "inventories" / "production"
 EXAMPLE_VAULT_PASSWORD = "fileshare-example-vault"  # documented in ansible/README.md
@@ -106,7 +110,8 @@ def _declared(role: Path) -> set[str]:
         for task in _tasks(path):
             names.update(str(v) for k, v in task.items() if k == "register")
             names.update((task.get("vars") or {}).keys())
-            names.update([task.get("loop_control", {}).get("loop_var", "item")])
+            control = task.get("loop_control", {})
+            names.update([control.get("loop_var", "item"), control.get("index_var", "item")])
     return names
 
 
@@ -141,3 +146,72 @@ def test_role_reads_only_its_declared_inputs(role: str) -> None:
     for text in texts:
         read |= jinja2.meta.find_undeclared_variables(env.parse(text))
     assert not read - known, f"{role} reads undeclared inputs: {sorted(read - known)}"
+
+
+def test_route_tags_reach_the_instances_and_the_front(tmp_path: Path) -> None:
+    """site.yml's route tags (10, 11, ... over the signaling group's ports) rendered for a
+    2 + 1 instance inventory: each instance's tag file and the front's use-server rules, and
+    haproxy accepts the front's configuration."""
+    require_binary("haproxy")
+    plays = yaml.safe_load((ANSIBLE_DIR / "site.yml").read_text())
+    signaling = next(p for p in plays if p["hosts"] == "signaling")["roles"][1]["vars"]
+    cert, key = self_signed(tmp_path, dns=("fileshare.test",))
+    pem = tmp_path / "front.pem"
+    pem.write_text(cert.read_text() + key.read_text())
+    local = f"ansible_connection=local ansible_python_interpreter={sys.executable}"
+    (tmp_path / "inventory.ini").write_text(
+        "[signaling]\n"
+        f's1 fileshare_signaling_ports="[8001, 8002]" {local}\n'
+        f's2 fileshare_signaling_ports="[8001]" {local}\n'
+    )
+    template = ANSIBLE_DIR / "roles" / "lb" / "templates" / "haproxy.cfg.j2"
+    lb = yaml.safe_load((ANSIBLE_DIR / "roles" / "lb" / "defaults" / "main.yml").read_text())
+    play = {
+        "hosts": "s1",
+        "gather_facts": False,
+        "vars": {
+            **lb,
+            "fileshare_route_tags": signaling["fileshare_route_tags"],
+            "lb_route_tags": "{{ fileshare_route_tags }}",
+            "lb_backends": [["s1", "10.0.0.1", [8001, 8002]], ["s2", "10.0.0.2", [8001]]],
+            "lb_certificate_path": str(pem),
+            "lb_port": free_port(),
+        },
+        "tasks": [
+            {
+                "ansible.builtin.copy": {
+                    "content": f"{{{{ lookup('template', '{template}') }}}}",
+                    "dest": str(tmp_path / "haproxy.cfg"),
+                }
+            },
+            {
+                "ansible.builtin.copy": {
+                    "content": "{{ fileshare_route_tags | to_json }}",
+                    "dest": str(tmp_path / "tags.json"),
+                }
+            },
+        ],
+    }
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([play]))
+    ansible(
+        "ansible-playbook",
+        "-i",
+        str(tmp_path / "inventory.ini"),
+        str(tmp_path / "play.yml"),
+        tmp_path=tmp_path,
+    )
+    assert json.loads((tmp_path / "tags.json").read_text()) == {"s1": ["10", "11"], "s2": ["12"]}
+    config = (tmp_path / "haproxy.cfg").read_text()
+    routes = [line.strip() for line in config.splitlines() if "use-server" in line]
+    assert routes == [
+        f"use-server {server} if {{ path /ws }} {{ urlp(s) -m beg {tag} }}"
+        for server, tag in (("s1-8001", "10"), ("s1-8002", "11"), ("s2-8001", "12"))
+    ]
+    checked = subprocess.run(
+        [find_program("haproxy"), "-c", "-f", str(tmp_path / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
