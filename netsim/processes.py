@@ -300,8 +300,6 @@ defaults
     mode http
     option forwardfor
     option redispatch 1
-    retries 3
-    retry-on conn-failure empty-response
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -319,7 +317,8 @@ backend signal
 """
 # As the Ansible front: a connection naming a session (`?s=<number>`) goes to the instance whose
 # route tag the number begins with while that instance is up (haproxy skips a use-server rule
-# whose server is down), else to any; a failed connect is retried on another (redispatch).
+# whose server is down), else to any; a failed connect is retried (haproxy's default 3 times)
+# on another (redispatch).
 ROUTE = "    use-server s{index} if {{ urlp(s) -m beg {tag} }}\n"
 # As the Ansible front (ansible/roles/lb, its defaults): per source address, connections at
 # once and requests per 10 s; twice the connections are dropped unread.
