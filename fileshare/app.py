@@ -28,7 +28,7 @@ from fileshare.crypto import SessionKeys
 from fileshare.peer import Inbox, Link, Membership, Peer, PeerStopped, SessionEnded
 from fileshare.protocol import Receiver, Sender, TransferError
 from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS, Backoff
-from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
+from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, routed
 from fileshare.state import StateError, TransferStore, default_state_path, install_key
 from fileshare.transfer import (
     Events,
@@ -476,7 +476,7 @@ async def receive(
         await asyncio.to_thread(store.cleanup, STATE_MAX_AGE, time.time(), out_dir, rejoining)
         ticket_key = install_key(options.state_path.parent)
         instance = secrets.token_urlsafe(16)
-        async with await SignalClient.connect(server) as client:
+        async with await SignalClient.connect(routed(server, code.session_id)) as client:
             joined, key = await _join_or_rejoin(
                 client, store, code.session_id, ticket_key + code.secret, instance
             )

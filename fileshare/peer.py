@@ -31,7 +31,13 @@ from fileshare import crypto, ice, nomination, sctp, turnrefresh
 from fileshare.crypto import Role, SessionKeys
 from fileshare.ice import TurnUrl
 from fileshare.reconnect import Backoff, GaveUp
-from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError, payload_of
+from fileshare.signal_client import (
+    ConnectionClosed,
+    SignalClient,
+    SignalError,
+    payload_of,
+    routed,
+)
 from fsproto import schema
 
 if TYPE_CHECKING:
@@ -187,7 +193,7 @@ class Inbox:
                 self._ended = exc
                 return
             try:
-                client = await SignalClient.connect(member.url)
+                client = await SignalClient.connect(routed(member.url, member.session_id))
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 backoff.failed(loop.time(), f"signaling server unreachable: {exc}")
                 continue

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import os
 from typing import Any, TypeGuard, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import msgspec
@@ -24,6 +25,15 @@ MAX_SERVER_MESSAGE_BYTES = 262144
 # A WebSocket ping this often, and no pong within half of it, closes a connection that a dead
 # path would otherwise keep "open" for TCP's minutes: the reconnect starts within seconds.
 HEARTBEAT_SECONDS = 10.0
+
+
+def routed(url: str, session_id: str) -> str:
+    """`url` with `?s=<session number>`: a front that knows the instance tags (the number
+    begins with its creator's) sends the connection to the instance holding the session, so
+    relays stay inside one process; any other server ignores the parameter."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "s"] + [("s", session_id)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class SignalError(Exception):

@@ -129,17 +129,33 @@ class Signaling:
         self.port = port
 
     async def pair(self, n: int) -> tuple[leanws.LeanSocket, leanws.LeanSocket]:
-        a, b = await _two_sockets(self.port, n)
-        await self.join(a, b)
+        """As the clients do: B connects once it knows the session, naming it (`?s=`), so a
+        front with route tags puts both peers on one instance."""
+        a = await leanws.connect(self.port, SOURCES[n % len(SOURCES)])
+        created = await self.create(a)
+        routed = f"/ws?s={created.sessionId}"
+        b = await leanws.connect(self.port, SOURCES[(n + 1) % len(SOURCES)], routed)
+        await self.joined(a, b, created)
         return a, b
 
     @staticmethod
-    async def join(a: leanws.LeanSocket, b: leanws.LeanSocket) -> None:
-        """A creates a session, B joins it, A hears of it."""
+    async def create(a: leanws.LeanSocket) -> schema.SessionCreated:
         a.send(schema.encode(schema.CreateSession(v=schema.VERSION, id=1)))
         created = _reply.decode(await a.recv())
         if not isinstance(created, schema.SessionCreated):
             raise RuntimeError(f"create refused: {created}")
+        return created
+
+    @classmethod
+    async def join(cls, a: leanws.LeanSocket, b: leanws.LeanSocket) -> None:
+        """A creates a session, B joins it, A hears of it."""
+        await cls.joined(a, b, await cls.create(a))
+
+    @staticmethod
+    async def joined(
+        a: leanws.LeanSocket, b: leanws.LeanSocket, created: schema.SessionCreated
+    ) -> None:
+        """B joins A's session, A hears of it."""
         b.send(
             schema.encode(
                 schema.JoinSession(

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netsim.processes import SignalProcess, haproxy, redis_server, signal_instances
+from netsim.processes import SignalProcess, haproxy, redis_server, route_tags, signal_instances
 
 MODES = ("memory", "redis")
 
@@ -36,7 +36,8 @@ async def workdir() -> AsyncIterator[Path]:
 @contextlib.asynccontextmanager
 async def stack(mode: str, args: tuple[str, ...] = (), count: int = 3) -> AsyncIterator[Target]:
     """`memory`: one instance, in-memory store. `redis`: `count` instances sharing a private
-    redis-server, behind haproxy (which they trust for the client address)."""
+    redis-server, behind haproxy (which they trust for the client address), with route tags:
+    a connection to `/ws?s=<session number>` lands on the session's instance."""
     async with workdir() as where:
         if mode == "memory":
             async with signal_instances(where, 1, *args, name="lt") as (one,):
@@ -44,7 +45,8 @@ async def stack(mode: str, args: tuple[str, ...] = (), count: int = 3) -> AsyncI
             return
         with redis_server(where) as redis_url:
             shared = ("--redis-url", redis_url, "--trusted-proxies", "127.0.0.1", *args)
-            async with signal_instances(where, count, *shared, name="lt") as started:
+            async with signal_instances(where, count, *shared, name="lt", tagged=True) as started:
                 # Thousands of clients from one address: no per-source limits at the front.
-                with haproxy(where, [s.port for s in started], per_source=None) as port:
+                ports = [s.port for s in started]
+                with haproxy(where, ports, per_source=None, tags=route_tags(count)) as port:
                     yield Target(mode, f"ws://127.0.0.1:{port}/ws", started)

@@ -145,7 +145,7 @@ def active(writable: Sequence[Path]) -> Iterator[DockerNamespaces]:
     with docker_host.engine() as client:
         docker_host.remove_dead_runs(client)
         try:
-            image = images.debian_image(client, PACKAGES).tag
+            image = images.debian_image(client, "netsim", PACKAGES).tag
         except RuntimeError as exc:
             raise docker_host.EngineUnavailable(f"no image: {exc}") from None
         backend = DockerNamespaces(client, image, nsenter, shared_paths(writable))

@@ -1,8 +1,10 @@
 """Debian images for the project's containers, built here: no image can be pulled.
 
-`debian_image(client, packages)` runs `debootstrap --variant=minbase` with `packages`, imports
-the tree with `docker import` and tags it by a hash of everything that went into it, so a
-second call with the same arguments is instant. With `pool`, it also keeps a flat apt
+`debian_image(client, kind, packages)` runs `debootstrap --variant=minbase` with `packages`,
+imports the tree with `docker import` and tags it by a hash of everything that went into it, so
+a second call with the same arguments is instant. Each call then prunes the cache (`prune`):
+images of the same kind that another recipe replaced, once unused for an hour, and any image
+of the project unused for a week. With `pool`, it also keeps a flat apt
 repository of those packages and of their dependencies missing from the image (resolved by apt
 inside the new tree): containers without any route out install them from it as from a mirror,
 which makes them "fresh hosts" that a deployment really installs packages on.
@@ -18,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,11 @@ REPOSITORY: Final = "fileshare-debian"
 DEFAULT_MIRROR: Final = "http://deb.debian.org/debian"
 RECIPE: Final = 2  # bump when the build steps below change what an image holds
 SOURCES: Final = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+KIND_LABEL: Final = "org.fileshare.image-kind"  # what an image is for: "netsim", "deploy"
+# Pruned when unused this long (a use touches the recipe's lock file): an image of the same kind
+# as the one in use (a checkout of another branch may still want it for a while), any other.
+SAME_KIND_GRACE: Final = 3600.0
+ANY_GRACE: Final = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -73,21 +81,63 @@ def hashed(recipe: object) -> str:
 
 def debian_image(
     client: docker.DockerClient,
+    kind: str,
     packages: Sequence[str],
     pool: Sequence[str] = (),
     suite: str = "bookworm",
 ) -> DebianImage:
-    """A Debian `suite` image with `packages` (minbase + these), built once and cached; with
-    `pool`, the apt repository of those packages that goes with it."""
+    """A Debian `suite` image with `packages` (minbase + these), built once and cached, labelled
+    with its `kind`; with `pool`, the apt repository of those packages that goes with it."""
     key = hashed({"suite": suite, "packages": sorted(packages), "pool": sorted(pool), "r": RECIPE})
     tag = f"{REPOSITORY}:{suite}-{key}"
     pool_dir = CACHE / key / "pool" if pool else None
     CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / f"{key}.lock").open("a") as lock:
+    lock_path = CACHE / f"{key}.lock"
+    with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build per recipe, however many callers
+        os.utime(lock_path)  # in use now: prune() measures how long an image was not
         if not _have(client, tag) or (pool_dir is not None and not pool_dir.exists()):
-            _build(client, tag, packages, pool, suite, pool_dir)
+            _build(client, tag, kind, packages, pool, suite, pool_dir)
+    prune(client, kind, keep=tag)
     return DebianImage(tag, pool_dir)
+
+
+def prune(client: docker.DockerClient, kind: str, keep: str) -> list[str]:
+    """Remove the project's images other than `keep`, with their cached pools: those of `kind`
+    unused for SAME_KIND_GRACE, any other unused for ANY_GRACE. Never one whose recipe is
+    being built (its lock held) nor one a container still uses (the engine refuses). Returns
+    the tags removed."""
+    removed = []
+    now = time.time()
+    for image in client.images.list(name=REPOSITORY):
+        grace = SAME_KIND_GRACE if image.labels.get(KIND_LABEL) == kind else ANY_GRACE
+        for tag in image.tags:
+            if tag == keep or not tag.startswith(f"{REPOSITORY}:"):
+                continue
+            key = tag.rsplit("-", 1)[-1]
+            lock_path = CACHE / f"{key}.lock"
+            with contextlib.suppress(FileNotFoundError):
+                if now - lock_path.stat().st_mtime < grace:
+                    continue
+            if _remove(client, tag, lock_path):
+                removed.append(tag)
+    return removed
+
+
+def _remove(client: docker.DockerClient, tag: str, lock_path: Path) -> bool:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # being built or taken right now
+        try:
+            client.images.remove(tag)
+        except docker.errors.APIError:
+            return False  # a container uses it (409): next time
+        shutil.rmtree(lock_path.with_suffix(""), ignore_errors=True)
+        lock_path.unlink(missing_ok=True)
+    return True
 
 
 def _have(client: docker.DockerClient, tag: str) -> bool:
@@ -108,6 +158,7 @@ def _run(*argv: str, timeout: float = 900) -> None:
 def _build(
     client: docker.DockerClient,
     tag: str,
+    kind: str,
     packages: Sequence[str],
     pool: Sequence[str],
     suite: str,
@@ -129,14 +180,22 @@ def _build(
         for stale in [*lists.glob("*_*"), *(root / "var/cache/apt").glob("*.bin")]:
             stale.unlink()
         os.utime(lists, (0, 0))
-        tar = subprocess.Popen(
-            ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
-        )
-        assert tar.stdout is not None
-        repository, _, version = tag.partition(":")
-        client.api.import_image_from_stream(tar.stdout, repository=repository, tag=version)
-        if tar.wait() != 0:
-            raise RuntimeError("tar of the image tree failed")
+        import_tree(client, root, tag, kind)
+
+
+def import_tree(client: docker.DockerClient, root: Path, tag: str, kind: str) -> None:
+    """The folder `root` as image `tag`, labelled with its kind (streamed from tar: the engine
+    takes a pipe, not a file object, as the body of an import)."""
+    tar = subprocess.Popen(
+        ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+    )
+    assert tar.stdout is not None
+    repository, _, version = tag.partition(":")
+    client.api.import_image_from_stream(
+        tar.stdout, repository=repository, tag=version, changes=[f"LABEL {KIND_LABEL}={kind}"]
+    )
+    if tar.wait() != 0:
+        raise RuntimeError("tar of the image tree failed")
 
 
 def _download_pool(root: Path, packages: Sequence[str], pool_dir: Path) -> None:

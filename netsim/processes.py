@@ -260,17 +260,25 @@ async def start_signal(
     raise RuntimeError(f"fileshare-signal did not start:\n{log_path.read_text()}")
 
 
+def route_tags(count: int) -> list[str]:
+    """The tags (`--route-tag`) of `count` instances behind one front: 1 to 9."""
+    if not 0 < count <= 9:
+        raise ValueError("route tags of one digit: 1 to 9 instances")
+    return [str(index + 1) for index in range(count)]
+
+
 @contextlib.asynccontextmanager
 async def signal_instances(
-    workdir: Path, count: int, *args: str, name: str = "signal"
+    workdir: Path, count: int, *args: str, name: str = "signal", tagged: bool = False
 ) -> AsyncIterator[list[SignalProcess]]:
-    """`count` signaling servers named `name0`, `name1`, ... with the same flags; all stopped
-    when the block ends, however it ends."""
+    """`count` signaling servers named `name0`, `name1`, ... with the same flags (`tagged`:
+    each with its route_tags() tag); all stopped when the block ends, however it ends."""
     started: list[SignalProcess] = []
+    tags = [("--route-tag", tag) for tag in route_tags(count)] if tagged else [()] * count
     try:
-        for index in range(count):
+        for index, tag in enumerate(tags):
             log = workdir / f"{name}-{index}.log"
-            started.append(await start_signal(log, "--instance-id", f"{name}{index}", *args))
+            started.append(await start_signal(log, "--instance-id", f"{name}{index}", *tag, *args))
         yield started
     finally:
         for item in started:
@@ -291,6 +299,7 @@ global
 defaults
     mode http
     option forwardfor
+    option redispatch 1
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -304,8 +313,13 @@ backend signal
     option httpchk GET /readyz
     http-check expect status 200
     http-response set-header X-Served-By %s
-{servers}
+{routes}{servers}
 """
+# As the Ansible front: a connection naming a session (`?s=<number>`) goes to the instance whose
+# route tag the number begins with while that instance is up (haproxy skips a use-server rule
+# whose server is down), else to any; a failed connect is retried (haproxy's default 3 times)
+# on another (redispatch).
+ROUTE = "    use-server s{index} if {{ urlp(s) -m beg {tag} }}\n"
 # As the Ansible front (ansible/roles/lb, its defaults): per source address, connections at
 # once and requests per 10 s; twice the connections are dropped unread.
 PER_SOURCE_LIMITS = """\
@@ -338,18 +352,21 @@ def haproxy(
     per_source: tuple[int, int] | None = (100, 100),
     prefix: tuple[str, ...] = (),
     host: str = "127.0.0.1",
+    tags: list[str] | None = None,
 ) -> Iterator[int]:
     """haproxy on a free port of `host` before signaling instances on 127.0.0.1 (round robin,
     checked on /readyz, WebSocket tunnels kept for an hour), inside a namespace when `prefix`
     is netns.in_namespace(...); it names the instance that served a connection in
     `X-Served-By`. `per_source`: connections at once and requests per 10 s one source address
-    may have (None: unlimited, for load tests from one address). Yields its port."""
+    may have (None: unlimited, for load tests from one address). `tags`: the instances' route
+    tags (route_tags()), in the order of their ports, for session affinity. Yields its port."""
     port = free_port()
     # Each proxied connection takes two descriptors; haproxy refuses a maxconn it cannot hold.
     maxconn = (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100) // 2
     servers = "\n".join(
         f"    server s{i} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backend_ports)
     )
+    routes = "".join(ROUTE.format(index=i, tag=tag) for i, tag in enumerate(tags or ()))
     config = workdir / "haproxy.cfg"
     limits = ""
     if per_source is not None:
@@ -359,7 +376,12 @@ def haproxy(
         )
     config.write_text(
         HAPROXY_CONFIG.format(
-            maxconn=maxconn, host=host, port=port, servers=servers, per_source=limits
+            maxconn=maxconn,
+            host=host,
+            port=port,
+            routes=routes,
+            servers=servers,
+            per_source=limits,
         )
     )
     log_path = workdir / "haproxy.log"

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from signaling.sessions import MAX_SESSION_ID_DIGITS, MIN_SESSION_ID_DIGITS, SessionPolicy
 
 ENV_PREFIX = "FILESHARE_"
+ROUTE_TAG: Final = re.compile(r"[1-9][0-9]{0,3}")
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -64,6 +66,12 @@ class Config:
         "digits of a session's number (6-12): one more for each tenfold of code sessions "
         "waiting at once; 8 keeps a scanner at about one hit a day per address at 10,000 "
         "(README: Threat model and limits)",
+    )
+    route_tag: str = _opt(
+        "",
+        "digits (1-4, no leading 0) this instance's session numbers begin with, so that the front"
+        " sends a joiner (/ws?s=<number>) to the creator's instance; a different tag of one"
+        " length for every instance of a deployment; empty: none",
     )
     credentials_per_minute: float = _opt(
         2.0, "TURN credentials minted per minute per client address (IPv6: per /64)"
@@ -125,6 +133,8 @@ class Config:
             raise ValueError(
                 f"session_digits: {MIN_SESSION_ID_DIGITS} to {MAX_SESSION_ID_DIGITS} digits"
             )
+        if self.route_tag and not ROUTE_TAG.fullmatch(self.route_tag):
+            raise ValueError("route_tag: 1 to 4 digits, not beginning with 0")
         if not self.instance_id:
             object.__setattr__(self, "instance_id", secrets.token_hex(4))
         if self.turn_urls and not self.turn_secret:

@@ -521,7 +521,8 @@ class SignalingServer:
         self._not_joined(conn, msg.id)
         now = time.time()
         for _ in range(8):
-            session_id = sessions.new_session_id(self.config.session_digits)
+            # The tag adds its digits: the random part keeps all of session_digits.
+            session_id = self.config.route_tag + sessions.new_session_id(self.config.session_digits)
             created = sessions.create(
                 session_id, conn.ip, conn.id, now, msg.access, msg.instance or ""
             )

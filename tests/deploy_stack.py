@@ -301,7 +301,7 @@ def deploy_stack(workdir: Path) -> Iterator[Stack]:
     prefix = f"{netns.RUN_PREFIX}-deploy"
     with docker_host.engine() as client:
         docker_host.remove_dead_runs(client)
-        image = images.debian_image(client, BASE_PACKAGES, pool=pool_packages())
+        image = images.debian_image(client, "deploy", BASE_PACKAGES, pool=pool_packages())
         assert image.pool is not None
         wheels = (project_wheel(workdir / "dist"), wheelhouse())
         key = workdir / "id_ed25519"

@@ -243,6 +243,8 @@ def sample(field: dataclasses.Field[object], tmp_path: Path) -> tuple[str, objec
         return str(path), str(path)
     if field.name == "hard_message_bytes":
         return "70000", 70000
+    if field.name == "route_tag":
+        return "42", "42"
     if field.metadata.get("repeat"):
         return "x.example", ("x.example",)
     return {

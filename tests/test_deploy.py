@@ -339,6 +339,9 @@ def check_stack(stack: Stack, timeline: Timeline) -> None:
         check_acme(stack, directory, pebble_ca)
     timeline.step("acme", "ACME: issued by pebble over HTTP-01, renewed, haproxy reloaded")
 
+    check_turn_renewal(stack)
+    timeline.step("turn renewal", "coturn's renewal hook: the new certificate served, no restart")
+
 
 def check_firewalls(stack: Stack) -> None:
     ips = stack.ips
@@ -731,17 +734,51 @@ def pebble(stack: Stack) -> Iterator[tuple[str, Path]]:
             proc.wait(10)
 
 
-def served_serial(stack: Stack, cafile: Path) -> int:
-    """The serial of the certificate the front serves for fileshare.test, verified against
-    `cafile` (the chain and the name)."""
+def served_serial(stack: Stack, cafile: Path, host: str = "lb1", port: int = 443) -> int:
+    """The serial of the certificate `host` (the front) serves for fileshare.test, verified
+    against `cafile` (the chain and the name)."""
     context = ssl.create_default_context(cafile=str(cafile))
     with (
-        socket.create_connection((stack.ips["lb1"], 443), timeout=5) as raw,
+        socket.create_connection((stack.ips[host], port), timeout=5) as raw,
         context.wrap_socket(raw, server_hostname="fileshare.test") as tls,
     ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def check_turn_renewal(stack: Stack) -> None:
+    """What an ACME client on a TURN host does after a renewal: the coturn role's hook with
+    the new full chain and key; coturn then serves the new certificate on 5349 (verified
+    against it) from the same process (a reload, SIGUSR2: allocations stay)."""
+    renewed = stack.workdir / "turn-renewed"
+    renewed.mkdir()
+    cert, key = certs.self_signed(renewed, dns=("fileshare.test",), ips=(stack.ips["turn1"],))
+    docker_host.put_files(
+        stack.containers["turn1"],
+        {
+            "/root/renewed.pem": (cert.read_bytes(), 0o644),
+            "/root/renewed.key": (key.read_bytes(), 0o600),
+        },
+    )
+    show_pid = ("systemctl", "show", "--property", "MainPID", "--value", "coturn")
+    pid = stack.exec("turn1", *show_pid)[1].strip()
+    code, output = stack.exec(
+        "turn1",
+        "/usr/local/sbin/fileshare-coturn-certificate",
+        "/root/renewed.pem",
+        "/root/renewed.key",
+    )
+    assert code == 0, output
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            served_serial(stack, cert, "turn1", 5349)
+            break
+        except ssl.SSLCertVerificationError:
+            assert time.monotonic() < deadline, "coturn does not serve the renewed certificate"
+            time.sleep(0.5)
+    assert stack.exec("turn1", *show_pid)[1].strip() == pid, "coturn was restarted"
 
 
 def check_acme(stack: Stack, directory: str, pebble_ca: Path) -> None:

@@ -4,15 +4,17 @@ Where Docker cannot run, `netsim run --backend docker` says so in one line."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from netsim import docker_backend, docker_host, netns, runner, scenario
+from netsim import docker_backend, docker_host, images, netns, runner, scenario
 from netsim.results import Status
 from tests.conftest import IN_CI, require_binary, require_root
 
@@ -105,3 +107,47 @@ def test_no_docker_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout.startswith("netsim: no Docker backend here: nsenter is not installed")
     assert done.stdout.count("\n") == 1 and not done.stderr
+
+
+def test_prune_keeps_the_current_image_and_the_recently_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real engine, tiny images under a repository of this run: of six, the one in use, a same-
+    kind one used 10 minutes ago, another kind's used 2 hours ago and one whose recipe is being
+    built stay; a same-kind one unused for 2 hours and another kind's unused for 8 days go, with
+    their cached pools."""
+    require_root()
+    require_binary("dockerd")
+    monkeypatch.setattr(images, "CACHE", tmp_path)
+    monkeypatch.setattr(images, "REPOSITORY", f"{netns.RUN_PREFIX}-images")
+    ages = {  # key: (kind, hours since last use)
+        "current": ("netsim", 1000.0),
+        "recent": ("netsim", 10 / 60),
+        "replaced": ("netsim", 2.0),
+        "building": ("netsim", 2.0),
+        "other": ("deploy", 2.0),
+        "forgotten": ("deploy", 8 * 24.0),
+    }
+    tags = {key: f"{images.REPOSITORY}:bookworm-{key}" for key in ages}
+    try:
+        with docker_host.engine() as client:
+            (tmp_path / "tree").mkdir()
+            for key, (kind, hours) in ages.items():
+                images.import_tree(client, tmp_path / "tree", tags[key], kind)
+                lock = tmp_path / f"{key}.lock"
+                lock.touch()
+                os.utime(lock, (time.time() - hours * 3600,) * 2)
+                (tmp_path / key / "pool").mkdir(parents=True)
+            with (tmp_path / "building.lock").open("a") as held:
+                fcntl.flock(held, fcntl.LOCK_EX)
+                removed = images.prune(client, "netsim", keep=tags["current"])
+            assert sorted(removed) == sorted([tags["replaced"], tags["forgotten"]])
+            left = {t for image in client.images.list(name=images.REPOSITORY) for t in image.tags}
+            assert left == {tags[k] for k in ("current", "recent", "building", "other")}
+            assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted(
+                ["current", "recent", "building", "other", "tree"]
+            )
+            for tag in left:
+                client.images.remove(tag)
+    except docker_host.EngineUnavailable as exc:
+        _no_docker(str(exc))

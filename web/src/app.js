@@ -9,7 +9,7 @@ import { AuthenticationFailed } from "./crypto.js";
 import { describePath, followPath, progressReporter, report } from "./events.js";
 import { iceServers, Peer } from "./link.js";
 import { DEFAULT_CHUNK, encode, makeManifest, Receiver, Sender } from "./protocol.js";
-import { Signal } from "./signal.js";
+import { Signal, defaultUrl, routed } from "./signal.js";
 import { LinkLost, runReceive, runSend, Store } from "./transfer.js";
 
 const HASH_BLOCK = 4 * 1024 * 1024;
@@ -373,7 +373,7 @@ async function receive(input) {
   const code = parseCode(input);
   $("receive-form").hidden = true;
   setState("connecting", "Connecting…");
-  const signal = await Signal.connect();
+  const signal = await Signal.connect(routed(defaultUrl(), code.sessionId));
   const store = new Store();
   try {
     const { joined, saved: place } = await joinOrRejoin(signal, code, store);

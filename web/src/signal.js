@@ -219,6 +219,7 @@ export class Signal {
     }).then((reply) => {
       if (JOINS.has(String(msg.type)) && typeof reply.peerId === "string" && typeof reply.reconnectKey === "string") {
         this.member = { sessionId: String(reply.sessionId), peerId: reply.peerId, reconnectKey: reply.reconnectKey };
+        this.url = routed(this.url, this.member.sessionId);
       }
       return reply;
     });
@@ -301,6 +302,16 @@ function open(url) {
     ws.addEventListener("open", () => resolve(ws), { once: true });
     ws.addEventListener("error", () => reject(new SessionEnded("cannot reach the signaling server")), { once: true });
   });
+}
+
+/** `url` with `?s=<session number>`: a front that knows the instance tags (the number begins
+ * with its creator's) sends the connection to the instance holding the session, so relays stay
+ * inside one process; any other server ignores it (as the CLI's signal_client.routed).
+ * @param {string} url @param {string} sessionId */
+export function routed(url, sessionId) {
+  const u = new URL(url);
+  u.searchParams.set("s", sessionId);
+  return u.toString();
 }
 
 export function defaultUrl() {
