@@ -24,6 +24,8 @@ from tests.browser import chromium
 from tests.conftest import require_binary
 from tests.e2e import Client, Lab, sha256, tree
 
+CHROMIUM_RECEIVE_WINDOW = 5 * 1024 * 1024  # dcsctp's max_receiver_window_buffer_size
+
 
 def page_url(lab: Lab) -> str:
     return f"http://{lab.server.host}:{lab.server.port}/"
@@ -311,8 +313,10 @@ async def test_reload_during_a_receive_resumes(page: Page, lab: Lab, tmp_path: P
     assert await sender.wait() == 0, sender.err.read_text()
     done = sender.first("done")
     assert done is not None
-    # Sent again: at most what was not yet flushed (and so not acknowledged) or in flight.
-    bound = (FLUSH_BYTES + HIGH_WATER) // CHUNK_SIZE + 16
+    # Sent again: at most what was not yet flushed (and so not acknowledged), in flight, or
+    # taken by Chromium's SCTP but not yet by the page (its receive window, dcsctp's 5 MiB: under
+    # the suite's load the page lags, and CI once saw 193 chunks against the 160 without it).
+    bound = (FLUSH_BYTES + HIGH_WATER + CHROMIUM_RECEIVE_WINDOW) // CHUNK_SIZE + 16
     assert done["chunksSent"] - done["chunks"] <= bound, done
     async with page.expect_download() as info:
         await page.click("#saved button")
