@@ -57,6 +57,16 @@ class Client:
             self._offset += whole
         return list(self._parsed)
 
+    def report(self) -> str:
+        """Why it ended as it did, for an assertion message: with --json the error is an event
+        on stdout, so stderr alone says nothing (progress events left out: they are most)."""
+        said = [json.dumps(e) for e in self.events() if e.get("event") != "progress"][-8:]
+        status = self.proc.poll()
+        return (
+            f"exit {status}; last events: {' | '.join(said) or 'none'}; "
+            f"stderr: {self.err.read_text(errors='replace')[-2000:]}"
+        )
+
     def first(self, name: str) -> dict[str, Any] | None:
         return next((e for e in self.events() if e["event"] == name), None)
 
@@ -69,14 +79,14 @@ class Client:
             if self.proc.poll() is not None:
                 break
             await asyncio.sleep(0.05)
-        raise AssertionError(f"no {name!r} event; stderr: {self.err.read_text()[-2000:]}")
+        raise AssertionError(f"no {name!r} event; {self.report()}")
 
     async def wait(self, timeout: float = 120) -> int:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
                 self.proc.kill()
-                raise AssertionError(f"timed out; stderr: {self.err.read_text()[-2000:]}")
+                raise AssertionError(f"timed out; {self.report()}")
             await asyncio.sleep(0.05)
         return self.proc.returncode
 

@@ -54,7 +54,7 @@ async def browser_sends(page: Page, lab: Lab, out: Path, *paths: Path) -> None:
     code = await page.text_content("#code")
     assert code
     receiver = lab.receive(code, out)
-    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
     assert await finished(page) == "done", await page.text_content("#status")
     assert receiver.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
 
@@ -77,7 +77,7 @@ async def browser_receives(
     assert sender.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
     await page.click("#accept")
     assert await finished(page, timeout) == "done", await page.text_content("#status")
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await sender.wait() == 0, sender.report()
     saved = {}
     for button in await page.query_selector_all("#saved button"):
         async with page.expect_download() as info:
@@ -272,7 +272,7 @@ async def test_link_cut_while_the_browser_receives(page: Page, lab: Lab, tmp_pat
     with lab.blocked("meta l4proto udp"):  # the ICE path is gone, signaling is not
         await asyncio.sleep(4)
     assert await finished(page, 200) == "done", await page.text_content("#status")
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await sender.wait() == 0, sender.report()
     assert sender.first("reconnecting") is not None
     done = sender.first("done")
     assert done is not None and done["chunksSent"] < 2 * done["chunks"]  # only what was missing
@@ -294,7 +294,7 @@ async def test_link_cut_while_the_browser_sends(page: Page, lab: Lab, tmp_path: 
     await page_progress(page, 0.2)
     with lab.blocked("meta l4proto udp"):
         await asyncio.sleep(4)
-    assert await receiver.wait(200) == 0, receiver.err.read_text()
+    assert await receiver.wait(200) == 0, receiver.report()
     assert await finished(page, 60) == "done", await page.text_content("#status")
     assert receiver.first("reconnecting") is not None
     assert sha256(out / "big.bin") == sha256(big)
@@ -310,7 +310,7 @@ async def test_reload_during_a_receive_resumes(page: Page, lab: Lab, tmp_path: P
     await page_progress(page, 0.5)
     await page.reload()  # accepted once: the page takes its place back and goes on
     assert await finished(page, 200) == "done", await page.text_content("#status")
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await sender.wait() == 0, sender.report()
     done = sender.first("done")
     assert done is not None
     # Sent again: at most what was not yet flushed (and so not acknowledged), in flight, or
@@ -353,7 +353,7 @@ async def test_reload_during_a_send_resumes_with_the_same_files(
     await page.set_input_files("#files", [str(impostor)])
     await page.locator("#status", has_text="(contents)").wait_for()
     await page.set_input_files("#files", [str(big)])
-    assert await receiver.wait(200) == 0, receiver.err.read_text()
+    assert await receiver.wait(200) == 0, receiver.report()
     assert await finished(page, 60) == "done", await page.text_content("#status")
     assert tree(out) == {"big.bin": sha256(big)}
     assert mtime_ms(out / "big.bin") == mtime_ms(big)
@@ -409,7 +409,7 @@ async def test_after_a_signaling_blip_the_page_is_the_same_peer(lab: Lab, tmp_pa
         with lab.blocked("meta l4proto udp"):  # the ICE path is gone, signaling is not
             await asyncio.sleep(4)
         assert await finished(page, 200) == "done", await page.text_content("#status")
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await sender.wait() == 0, sender.report()
     assert len([e for e in sender.events() if e["event"] == "connected"]) >= 2  # rebuilt
     done = sender.first("done")
     assert done is not None and done["chunksSent"] < 2 * done["chunks"]
@@ -445,7 +445,7 @@ async def test_files_dropped_on_the_page_are_sent(page: Page, lab: Lab, tmp_path
     await page.wait_for_selector("#share:not([hidden])")
     out = tmp_path / "out"
     receiver = lab.receive(str(await page.text_content("#code")), out)
-    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
     assert await finished(page) == "done", await page.text_content("#status")
     assert tree(out) == {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
 
@@ -481,7 +481,7 @@ async def test_a_folder_dropped_on_the_page_arrives_whole(
     await page.wait_for_selector("#share:not([hidden])")
     out = tmp_path / "out"
     receiver = lab.receive(str(await page.text_content("#code")), out)
-    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
     assert await finished(page) == "done", await page.text_content("#status")
     assert tree(out) == tree(tmp_path / "src")
     src = tmp_path / "src"
@@ -500,6 +500,6 @@ async def test_a_folder_picked_on_the_page_is_sent(page: Page, lab: Lab, tmp_pat
     await page.wait_for_selector("#share:not([hidden])")
     out = tmp_path / "out"
     receiver = lab.receive(str(await page.text_content("#code")), out)
-    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
     assert await finished(page) == "done", await page.text_content("#status")
     assert tree(out / "album") == tree(src)

@@ -52,8 +52,8 @@ async def test_interrupted_receiver_resumes_with_the_same_code(lab: Lab, tmp_pat
         await wait_progress(first, 0.2)
         await interrupt(first, sender)
     again = lab.receive(code, out)  # the same command, the same code
-    assert await again.wait() == 0, again.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await again.wait() == 0, again.report()
+    assert await sender.wait() == 0, sender.report()
     assert sha256(out / "big.bin") == sha256(src)
     resumed = again.first("file")
     assert resumed is not None and resumed["resumed"] > 0
@@ -73,8 +73,8 @@ async def test_interrupted_sender_resumes_with_the_same_code(lab: Lab, tmp_path:
         await interrupt(first, receiver)
         again, same = await lab.send(src)
         assert same == code and again.first("code")["resumed"] is True  # type: ignore[index]
-        assert await again.wait() == 0, again.err.read_text()
-        assert await receiver.wait() == 0, receiver.err.read_text()
+        assert await again.wait() == 0, again.report()
+        assert await receiver.wait() == 0, receiver.report()
     assert sha256(out / "big.bin") == sha256(src)
     done = again.first("done")
     assert done is not None and done["chunksSent"] < done["chunks"]  # only what was missing
@@ -100,8 +100,8 @@ async def restarted_album(lab: Lab, tmp_path: Path, side: str) -> tuple[Client, 
         else:
             await interrupt(receiver, sender)
             receiver = lab.receive(code, out)
-        assert await receiver.wait() == 0, receiver.err.read_text()
-        assert await sender.wait() == 0, sender.err.read_text()
+        assert await receiver.wait() == 0, receiver.report()
+        assert await sender.wait() == 0, sender.report()
     assert tree(out / "album") == tree(src)
     return sender, receiver
 
@@ -194,7 +194,7 @@ async def test_a_closed_stdout_pipe_does_not_stop_the_transfer(lab: Lab, tmp_pat
         if proc.poll() is None:
             proc.kill()
     assert status == 0, err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await sender.wait() == 0, sender.report()
     assert sha256(out / "big.bin") == sha256(src)
 
 
@@ -279,7 +279,7 @@ async def test_a_folder_keeps_modes_and_times_and_says_what_it_skips(
     out = tmp_path / "out"
     sender, code = await lab.send(src)
     receiver = lab.receive(code, out)
-    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
     assert await sender.wait() == 0
     events = sender.events()
     skipped = {Path(e["path"]).name: e["reason"] for e in events if e["event"] == "skipped"}
@@ -317,7 +317,7 @@ async def test_resume_state_belongs_to_its_output_folder(lab: Lab, tmp_path: Pat
     held = part.read_bytes()
     # The same code into rB: a transfer of its own, nothing of it in rA, rA's partial kept.
     into_b = lab.receive(code, r_b)
-    assert await into_b.wait() == 0, into_b.err.read_text()
+    assert await into_b.wait() == 0, into_b.report()
     assert await sender.wait() == 0
     assert sha256(r_b / "big.bin") == sha256(src)
     received = into_b.first("file")
@@ -333,7 +333,7 @@ async def test_resume_state_belongs_to_its_output_folder(lab: Lab, tmp_path: Pat
     # Another sender run, another code; the same folder spelled absolutely resumes it.
     sender, code = await lab.send(src)
     again = lab.receive(code, r_a)
-    assert await again.wait() == 0, again.err.read_text()
+    assert await again.wait() == 0, again.report()
     assert await sender.wait() == 0
     resumed = again.first("file")
     assert resumed is not None and resumed["resumed"] > 0
@@ -358,8 +358,8 @@ async def test_a_receive_resumes_from_another_working_directory(lab: Lab, tmp_pa
             await wait_progress(first, 0.3, timeout=120)
             await interrupt(first, sender)
         again = lab.receive(code, spelled, cwd=elsewhere)
-        assert await again.wait() == 0, again.err.read_text()
-        assert await sender.wait() == 0, sender.err.read_text()
+        assert await again.wait() == 0, again.report()
+        assert await sender.wait() == 0, sender.report()
         resumed = again.first("file")
         assert resumed is not None and resumed["resumed"] > 0, (spelled, resumed)
         assert sorted(p.name for p in out.iterdir()) == ["big.bin"], spelled

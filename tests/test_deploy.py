@@ -151,8 +151,8 @@ async def relay_only_transfer(stack: Stack) -> None:
         code = (await sender.wait_event("code"))["code"]
         receiver = relay_only_receiver(stack, "recv", code, out)
         try:
-            assert await receiver.wait() == 0, receiver.err.read_text()
-            assert await sender.wait() == 0, sender.err.read_text()
+            assert await receiver.wait() == 0, receiver.report()
+            assert await sender.wait() == 0, sender.report()
         finally:
             receiver.kill()
     finally:
@@ -184,7 +184,7 @@ async def browser_sends_to_cli(stack: Stack) -> None:
             code = str(await page.text_content("#code"))
             receiver = relay_only_receiver(stack, "browser-recv", code, out)
             try:
-                assert await receiver.wait() == 0, receiver.err.read_text()
+                assert await receiver.wait() == 0, receiver.report()
             finally:
                 receiver.kill()
             await page.wait_for_selector(

@@ -347,7 +347,7 @@ async def test_a_state_database_pointing_outside_out_is_not_followed(
             )
     sender, code = await lab.send(src)
     receiver = lab.receive(code, out)
-    assert await receiver.wait() == 0, receiver.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
     assert await sender.wait() == 0
     saved = receiver.first("saved")
     assert saved is not None and Path(saved["path"]).parent == out  # a fresh copy inside --out
@@ -377,12 +377,12 @@ async def test_a_copy_of_the_state_and_the_code_cannot_rejoin_as_the_receiver(
             shutil.copy2(path, thief_state / path.name)
     thief_out = tmp_path / "thief-out"
     thief = lab.receive(code, thief_out, state="thief")
-    assert await thief.wait() == 2, thief.err.read_text()  # the server: no such session
+    assert await thief.wait() == 2, thief.report()  # the server: no such session
     error = thief.first("error")
     assert error is not None and error["code"] == "session_not_found", thief.events()
     assert thief.first("sas") is None, thief.events()
     assert not thief_out.exists() or not any(thief_out.rglob("*.bin*"))
     owner = lab.receive(code, out)
-    assert await owner.wait() == 0, owner.err.read_text()
+    assert await owner.wait() == 0, owner.report()
     assert await sender.wait() == 0
     assert (out / "big.bin").read_bytes() == src.read_bytes()

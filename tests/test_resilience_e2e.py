@@ -42,9 +42,9 @@ async def wait_for(client: Client, name: str, prefix: str = "", timeout: float =
         for event in client.events():
             if event["event"] == name and str(event.get("reason", "")).startswith(prefix):
                 return float(event["ts"])
-        assert client.proc.poll() is None, client.err.read_text()[-2000:]
+        assert client.proc.poll() is None, client.report()
         await asyncio.sleep(0.1)
-    raise AssertionError(f"no {name} {prefix!r} event; stderr: {client.err.read_text()[-2000:]}")
+    raise AssertionError(f"no {name} {prefix!r} event; {client.report()}")
 
 
 @contextlib.asynccontextmanager
@@ -60,8 +60,8 @@ async def transfer_under_way(
         receiver = lab.receive(code, out)
         await wait_progress(receiver, 0.05)
         yield sender, receiver
-        assert await receiver.wait(240) == 0, receiver.err.read_text()[-3000:]
-        assert await sender.wait(60) == 0, sender.err.read_text()[-3000:]
+        assert await receiver.wait(240) == 0, receiver.report()
+        assert await sender.wait(60) == 0, sender.report()
     assert sha256(out / src.name) == sha256(src)
     for client in (sender, receiver):
         text = client.err.read_text() + client.out.read_text()

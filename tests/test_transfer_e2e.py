@@ -31,8 +31,8 @@ from tests.e2e import (
 async def transfer(lab: Lab, out: Path, *paths: Path, code_in_argv: bool = False) -> None:
     sender, code = await lab.send(*paths)
     receiver = lab.receive(code, out, code_in_argv=code_in_argv)
-    assert await receiver.wait() == 0, receiver.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
+    assert await sender.wait() == 0, sender.report()
     sas = {c.first("sas")["words"] for c in (sender, receiver)}  # type: ignore[index]
     assert len(sas) == 1
     path = receiver.first("connected")["path"]  # type: ignore[index]
@@ -95,8 +95,8 @@ async def test_wrong_code_fails_authentication_on_both_sides(lab: Lab, tmp_path:
 async def resumed_intact(sender: Client, receiver: Client, src: Path, out: Path) -> dict[str, Any]:
     """Both ends finish, the file is whole, the receiver resumed a partial copy; returns the
     sender's `done` event."""
-    assert await receiver.wait() == 0, receiver.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
+    assert await sender.wait() == 0, sender.report()
     assert sha256(out / src.name) == sha256(src)
     resumed = receiver.first("file")
     assert resumed is not None and resumed["resumed"] > 0
@@ -133,8 +133,8 @@ async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> N
     await wait_progress(receiver, 0.2)
     with lab.blocked("meta l4proto udp"):  # the ICE path is gone, signaling is not
         await asyncio.sleep(4)
-    assert await receiver.wait() == 0, receiver.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
+    assert await sender.wait() == 0, sender.report()
     assert sha256(out / "big.bin") == sha256(src)
     assert sender.first("reconnecting") is not None and receiver.first("reconnecting") is not None
     epochs = {e["epoch"] for e in receiver.events() if e["event"] == "connected"}
@@ -220,8 +220,8 @@ async def test_relay_only_goes_through_coturn(turn_lab: Lab, tmp_path: Path) -> 
     sender, code = await turn_lab.send(src, extra=("--relay-only",))
     out = tmp_path / "out"
     receiver = turn_lab.receive(code, out, "--relay-only")
-    assert await receiver.wait() == 0, receiver.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
+    assert await sender.wait() == 0, sender.report()
     assert sha256(out / "data.bin") == sha256(src)
     for client in (sender, receiver):
         path = client.first("connected")["path"]  # type: ignore[index]
@@ -275,8 +275,8 @@ async def test_a_slow_answer_keeps_the_link(lab: Lab, tmp_path: Path) -> None:
     await receiver.wait_event("manifest")
     await asyncio.sleep(4)
     receiver.answer("y\n")
-    assert await receiver.wait() == 0, receiver.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
+    assert await sender.wait() == 0, sender.report()
     assert (out / "a.txt").read_text() == "hello"
     for client in (sender, receiver):
         assert [e["event"] for e in client.events()].count("connected") == 1, client.events()
@@ -294,8 +294,8 @@ async def test_human_output(lab: Lab, tmp_path: Path) -> None:
     code = sender.err.read_text().split("Code:")[1].split()[0]
     out = tmp_path / "out"
     receiver = lab.run("receive", "--out", str(out), code, name="recv", json_events=False)
-    assert await receiver.wait() == 0, receiver.err.read_text()
-    assert await sender.wait() == 0, sender.err.read_text()
+    assert await receiver.wait() == 0, receiver.report()
+    assert await sender.wait() == 0, sender.report()
     shown = sender.err.read_text() + receiver.err.read_text()
     for text in ("Authentication words:", "Connected (host -> host over udp)", "Saved", "Done"):
         assert text in shown
@@ -350,8 +350,8 @@ async def test_relay_falls_back_to_tcp_then_tls(
     with tls_turn_lab.blocked(rule):
         sender, code = await tls_turn_lab.send(src, extra=("--relay-only",))
         receiver = tls_turn_lab.receive(code, out, "--relay-only")
-        assert await receiver.wait() == 0, receiver.err.read_text()
-        assert await sender.wait() == 0, sender.err.read_text()
+        assert await receiver.wait() == 0, receiver.report()
+        assert await sender.wait() == 0, sender.report()
     assert sha256(out / "data.bin") == sha256(src)
     for client in (sender, receiver):
         path = client.first("connected")["path"]  # type: ignore[index]
