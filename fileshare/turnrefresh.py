@@ -20,13 +20,13 @@ blind.
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
 from collections.abc import Callable
 from typing import Any, Final
 
 import aioice
 from aioice import ice, turn
+
+from fileshare import pinned
 
 REFRESH_SECONDS: Final = 240
 AIOICE_VERSION: Final = "0.13.0"
@@ -41,7 +41,7 @@ PINNED_SOURCES: Final = {
 _installed: int | None = None
 
 
-class IncompatibleAioice(RuntimeError):
+class IncompatibleAioice(pinned.IncompatibleDependency):
     """aioice is not the release this layer was written for."""
 
 
@@ -57,17 +57,15 @@ def originals() -> dict[str, Callable[..., Any]]:
 
 def check(version: str, functions: dict[str, Callable[..., Any]]) -> None:
     """Raise unless `version` and the source of each of `functions` are the pinned ones."""
-    if version != AIOICE_VERSION:
-        raise IncompatibleAioice(
-            f"fileshare.turnrefresh was written for aioice {AIOICE_VERSION}, found {version}"
-        )
-    changed = [
-        name
-        for name, pinned in PINNED_SOURCES.items()
-        if hashlib.sha256(inspect.getsource(functions[name]).encode()).hexdigest() != pinned
-    ]
-    if changed:
-        raise IncompatibleAioice(f"aioice {version} changed underneath: {', '.join(changed)}")
+    pinned.check(
+        "fileshare.turnrefresh",
+        "aioice",
+        AIOICE_VERSION,
+        version,
+        functions,
+        PINNED_SOURCES,
+        IncompatibleAioice,
+    )
 
 
 def install(refresh: int = REFRESH_SECONDS) -> None:

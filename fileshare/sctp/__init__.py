@@ -8,8 +8,6 @@ patched blind. It is idempotent per process; the controller is chosen once, at i
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +17,7 @@ from aioice.ice import Connection
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
 
+from fileshare import pinned
 from fileshare.sctp import association, congestion
 
 AIORTC_VERSION = "1.16.0"
@@ -51,12 +50,8 @@ DEFAULT: congestion.Kind = "bbr"
 _installed: str | None = None
 
 
-class IncompatibleAiortc(RuntimeError):
+class IncompatibleAiortc(pinned.IncompatibleDependency):
     """aiortc is not the release this layer was written for."""
-
-
-def source_digest(function: Callable[..., Any]) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
 
 
 def wire_functions() -> dict[str, Callable[..., Any]]:
@@ -70,18 +65,12 @@ def wire_functions() -> dict[str, Callable[..., Any]]:
 def check(
     version: str,
     functions: dict[str, Callable[..., Any]],
-    pinned: dict[str, str] = PINNED_SOURCES,
+    sources: dict[str, str] = PINNED_SOURCES,
 ) -> None:
-    """Raise unless `version` and the source of each of `functions` are the `pinned` ones."""
-    if version != AIORTC_VERSION:
-        raise IncompatibleAiortc(
-            f"fileshare.sctp was written for aiortc {AIORTC_VERSION}, found {version}"
-        )
-    changed = [name for name, digest in pinned.items() if source_digest(functions[name]) != digest]
-    if changed:
-        raise IncompatibleAiortc(
-            f"aiortc {version}'s internals changed underneath: {', '.join(changed)}"
-        )
+    """Raise unless `version` and the source of each of `functions` are the pinned `sources`."""
+    pinned.check(
+        "fileshare.sctp", "aiortc", AIORTC_VERSION, version, functions, sources, IncompatibleAiortc
+    )
 
 
 def install(kind: str | None = None) -> str:
