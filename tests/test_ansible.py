@@ -154,6 +154,31 @@ def test_role_reads_only_its_declared_inputs(role: str) -> None:
     assert not read - known, f"{role} reads undeclared inputs: {sorted(read - known)}"
 
 
+def _handler_names(role: Path) -> set[str]:
+    return {h["name"] for path in role.glob("handlers/*.yml") for h in _tasks(path)}
+
+
+def _notified(role: Path) -> set[str]:
+    names: set[str] = set()
+    for path in role.glob("tasks/*.yml"):
+        for task in _tasks(path):
+            notify = task.get("notify", [])
+            names.update([notify] if isinstance(notify, str) else notify)
+    return names
+
+
+@pytest.mark.parametrize("role", sorted(p.name for p in (ANSIBLE_DIR / "roles").iterdir()))
+def test_role_notifies_only_handlers_it_can_count_on(role: str) -> None:
+    """A handler notified but not the role's own must be a declared dependency's: then it is
+    loaded first and runs first (Ansible runs handlers in load order, not notify order), e.g.
+    common's "Reload systemd units" before the role's restart of the unit it changed."""
+    root = ANSIBLE_DIR / "roles" / role
+    known = _handler_names(root)
+    for dependency in _dependencies(root):
+        known |= _handler_names(dependency)
+    assert _notified(root) <= known, f"{role} notifies {sorted(_notified(root) - known)}"
+
+
 def render(
     tmp_path: Path, templates: dict[Path, Path], variables: dict[str, Any], hosts: str = ""
 ) -> None:
