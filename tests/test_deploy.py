@@ -470,8 +470,38 @@ while time.monotonic() < until:
         if last.get(url) != status:
             last[url] = status
             print(f"{time.time():.3f} {url} {status}", flush=True)
+    if len(last) == len(urls) and "watching" not in last:
+        last["watching"] = True
+        print("watching", flush=True)
     time.sleep(0.1)
 """
+
+
+class ReadyzWatch(threading.Thread):
+    """READYZ_WATCH on `host`, its lines gathered as they come; `started()` waits for its first
+    look at every URL (starting a process in a container takes seconds on a loaded machine: a
+    watch that starts after the event sees only its end)."""
+
+    def __init__(self, stack: Stack, host: str, seconds: float, urls: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.argv = ["python3", "-c", READYZ_WATCH, str(seconds), *urls]
+        self.container = stack.containers[host]
+        self.output = ""
+        self.watching = threading.Event()
+
+    def run(self) -> None:
+        for chunk in self.container.exec_run(self.argv, stream=True).output:
+            assert isinstance(chunk, bytes), chunk
+            self.output += chunk.decode(errors="replace")
+            if "watching\n" in self.output:
+                self.watching.set()
+
+    def started(self, timeout: float = 60) -> None:
+        self.start()
+        assert self.watching.wait(timeout), f"the /readyz watch did not start: {self.output}"
+
+    def changes(self) -> list[list[str]]:
+        return [line.split() for line in self.output.splitlines() if line != "watching"]
 
 
 async def _next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
@@ -574,13 +604,8 @@ def check_redis_failover(stack: Stack) -> float:
     pids = {host: main_pid(stack, host) for host in ("signal1", "signal2")}
     redis_pid = stack.exec(primary, "systemctl", "show", "-P", "MainPID", "redis-server")[1]
     urls = [f"http://{ips[h]}:{p}/readyz" for h in ("signal1", "signal2") for p in SIGNALING_PORTS]
-    watch = threading.Thread(
-        target=lambda: watched.append(
-            stack.exec("lb1", "python3", "-c", READYZ_WATCH, "25", *urls)[1]
-        )
-    )
-    watched: list[str] = []
-    watch.start()
+    watch = ReadyzWatch(stack, "lb1", 40, urls)
+    watch.started()
     killed_at = 0.0
 
     async def load_and_kill() -> list[tuple[float, float, str]]:
@@ -588,9 +613,9 @@ def check_redis_failover(stack: Stack) -> float:
         load = asyncio.create_task(sessions_through(stack, 20.0, users=4))
         await asyncio.sleep(5.0)
         killed_at = time.monotonic()
+        wall_killed_at.append(time.time())
         code, output = stack.exec(primary, "kill", "-KILL", redis_pid.strip())
         assert code == 0, output
-        wall_killed_at.append(time.time())
         return await load
 
     wall_killed_at: list[float] = []
@@ -605,20 +630,20 @@ def check_redis_failover(stack: Stack) -> float:
     assert all(o == "ok" for began, _, o in after if began > first_ok + 2), after
     recovered = first_ok - killed_at
     # Each instance's /readyz went 503 after the kill and back to 200 (no restart: same PIDs).
-    changes = [line.split() for line in watched[0].splitlines()]
+    changes = watch.changes()
     for url in urls:
         seen = [
             int(status)
             for when, u, status in changes
             if u == url and float(when) > wall_killed_at[0]
         ]
-        assert seen and seen[0] != 200 and seen[-1] == 200, (url, watched[0])
+        assert seen and seen[0] != 200 and seen[-1] == 200, (url, watch.output)
     assert {host: main_pid(stack, host) for host in pids} == pids, "an instance restarted"
     assert redis_roles(stack) == (replica, primary)  # promoted; the old one back as replica
     print(
         f"redis failover: first session {recovered:.1f} s after the primary's SIGKILL; "
         f"{len(failed)} of {len(after)} sessions after it refused ({sorted(set(failed))}); "
-        f"readyz changes: {watched[0].strip()!r}",
+        f"readyz changes: {watch.output.strip()!r}",
         flush=True,
     )
     return recovered
