@@ -42,7 +42,7 @@ _installed: int | None = None
 
 
 class IncompatibleAioice(RuntimeError):
-    """aioice is not the release this layer was written for."""
+    """aioice is not the release a layer of ours over it was written for."""
 
 
 def originals() -> dict[str, Callable[..., Any]]:
@@ -55,16 +55,22 @@ def originals() -> dict[str, Callable[..., Any]]:
     }
 
 
-def check(version: str, functions: dict[str, Callable[..., Any]]) -> None:
-    """Raise unless `version` and the source of each of `functions` are the pinned ones."""
+def check(
+    version: str,
+    functions: dict[str, Callable[..., Any]],
+    pinned: dict[str, str] = PINNED_SOURCES,
+    layer: str = __name__,
+) -> None:
+    """Raise unless `version` and the source of each of `functions` are the `pinned` ones
+    (`layer` is the module that relies on them; fileshare.gathering checks its own)."""
     if version != AIOICE_VERSION:
         raise IncompatibleAioice(
-            f"fileshare.turnrefresh was written for aioice {AIOICE_VERSION}, found {version}"
+            f"{layer} was written for aioice {AIOICE_VERSION}, found {version}"
         )
     changed = [
         name
-        for name, pinned in PINNED_SOURCES.items()
-        if hashlib.sha256(inspect.getsource(functions[name]).encode()).hexdigest() != pinned
+        for name, digest in pinned.items()
+        if hashlib.sha256(inspect.getsource(functions[name]).encode()).hexdigest() != digest
     ]
     if changed:
         raise IncompatibleAioice(f"aioice {version} changed underneath: {', '.join(changed)}")
