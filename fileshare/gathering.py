@@ -8,8 +8,10 @@ timeout, and its pairs were checked for nothing, so the new connection took abou
 a move's takes 4-5 s. So before aioice gathers, each address is asked one question: does the
 kernel send to another address of its own network from this interface? An address with a
 route keeps at least that connected route; one without it would send such packets out of
-another interface (or nowhere). The answer comes from a UDP socket's connect, which sends
-nothing (`fileshare.netwatch.route_source`); the rule is `usable`, sans-I/O.
+another interface (or nowhere). (Of two interfaces on one network, e.g. cable and Wi-Fi on
+the same LAN, only the one the kernel's routes prefer is kept: on Linux the other's pairs leave
+the same way.) The answer comes from a UDP socket's connect, which sends nothing
+(`fileshare.netwatch.route_source`); the rule is `usable`, sans-I/O.
 
 aiortc exposes none of this: `install()` wraps `aioice.ice.get_host_addresses`, which
 `Connection.gather_candidates` calls through the module. Pinned as `fileshare.turnrefresh`

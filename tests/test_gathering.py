@@ -50,6 +50,14 @@ def test_an_address_whose_network_leaves_by_another_interface_is_dropped() -> No
     assert gathering.usable(gathered, listing, back) == gathered
 
 
+def test_of_two_interfaces_on_one_network_the_one_the_kernel_prefers_is_kept() -> None:
+    # cable and Wi-Fi on the same LAN: the kernel reaches it by one route (the lower
+    # metric); the other address adds only pairs that take the same way out
+    wifi_too = HostAddress("10.0.3.9", 24, "wlan0")
+    sources: dict[str, str | None] = {"10.0.3.1": "10.0.3.3"}
+    assert gathering.usable(["10.0.3.3", "10.0.3.9"], [CABLE, wifi_too], sources) == ["10.0.3.3"]
+
+
 def test_no_route_at_all_drops_and_no_verdict_keeps() -> None:
     listing = [WIFI, CABLE, HostAddress("192.0.2.9", 32, "tun0")]
     gathered = ["10.0.2.7", "10.0.3.3", "192.0.2.9", "198.51.100.4"]
