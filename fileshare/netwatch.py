@@ -95,13 +95,29 @@ def route_source(destination: str) -> str | None:
         return str(probe.getsockname()[0])
 
 
+@dataclass(frozen=True, slots=True)
+class HostAddress:
+    """An address on one of this host's interfaces, with its network's prefix length."""
+
+    address: str
+    prefix: int
+    interface: str
+
+
+def host_listing() -> list[HostAddress]:
+    """Every IP address on this host's interfaces now, where it is and its network."""
+    return [
+        HostAddress(
+            canonical(ip.ip if isinstance(ip.ip, str) else ip.ip[0]), ip.network_prefix, a.name
+        )
+        for a in ifaddr.get_adapters()
+        for ip in a.ips
+    ]
+
+
 def host_addresses() -> set[str]:
     """Every IP address on this host's interfaces now."""
-    found: set[str] = set()
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            found.add(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
-    return found
+    return {h.address for h in host_listing()}
 
 
 async def address_lost(

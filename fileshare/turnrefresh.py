@@ -42,7 +42,7 @@ _installed: int | None = None
 
 
 class IncompatibleAioice(pinned.IncompatibleDependency):
-    """aioice is not the release this layer was written for."""
+    """aioice is not the release a layer of ours over it was written for."""
 
 
 def originals() -> dict[str, Callable[..., Any]]:
@@ -55,17 +55,15 @@ def originals() -> dict[str, Callable[..., Any]]:
     }
 
 
-def check(version: str, functions: dict[str, Callable[..., Any]]) -> None:
-    """Raise unless `version` and the source of each of `functions` are the pinned ones."""
-    pinned.check(
-        "fileshare.turnrefresh",
-        "aioice",
-        AIOICE_VERSION,
-        version,
-        functions,
-        PINNED_SOURCES,
-        IncompatibleAioice,
-    )
+def check(
+    version: str,
+    functions: dict[str, Callable[..., Any]],
+    sources: dict[str, str] = PINNED_SOURCES,
+    layer: str = __name__,
+) -> None:
+    """Raise unless `version` and the source of each of `functions` are the pinned `sources`
+    (`layer` is the module that relies on them: fileshare.gathering checks its own)."""
+    pinned.check(layer, "aioice", AIOICE_VERSION, version, functions, sources, IncompatibleAioice)
 
 
 def install(refresh: int = REFRESH_SECONDS) -> None:

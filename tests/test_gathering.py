@@ -1,0 +1,160 @@
+"""fileshare.gathering: which addresses keep a route (sans-I/O, plain inputs), the pin against
+the aioice it wraps, and in a namespace whose interface lost its link but kept its address,
+what aioice gathers on with and without the layer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import aioice
+import pytest
+from pyroute2 import NetNS
+
+from fileshare import gathering, turnrefresh
+from fileshare.netwatch import HostAddress
+from netsim import netns
+from tests.conftest import require_root
+
+WIFI = HostAddress("10.0.2.7", 24, "wlan0")
+CABLE = HostAddress("10.0.3.3", 24, "eth0")
+CABLE6 = HostAddress("2001:db8:3::3", 64, "eth0")
+LOOP = HostAddress("127.0.0.1", 8, "lo")
+
+
+def test_a_neighbour_is_another_address_of_the_network() -> None:
+    assert gathering.neighbour("10.0.2.7", 24) == "10.0.2.1"
+    assert gathering.neighbour("10.0.2.1", 24) == "10.0.2.2"
+    assert gathering.neighbour("10.0.2.7", 31) == "10.0.2.6"  # point to point: the other end
+    assert gathering.neighbour("10.0.2.5", 30) == "10.0.2.6"  # not the network's own .4
+    assert gathering.neighbour("2001:db8:3::3", 64) == "2001:db8:3::1"
+    assert gathering.neighbour("10.0.2.7", 32) is None
+    assert gathering.neighbour("2001:db8:3::3", 128) is None
+
+
+def test_an_address_whose_network_leaves_by_another_interface_is_dropped() -> None:
+    listing = [LOOP, WIFI, CABLE, CABLE6]
+    # the Wi-Fi lost its link: its routes went, the default route (the cable's) carries
+    # packets for its network
+    sources: dict[str, str | None] = {
+        "10.0.2.1": "10.0.3.3",
+        "10.0.3.1": "10.0.3.3",
+        "2001:db8:3::1": "2001:DB8:3:0::3",  # any spelling
+    }
+    gathered = ["10.0.2.7", "10.0.3.3", "2001:db8:3::3"]
+    assert gathering.usable(gathered, listing, sources) == ["10.0.3.3", "2001:db8:3::3"]
+    # its link back: its connected route again
+    back = {**sources, "10.0.2.1": "10.0.2.7"}
+    assert gathering.usable(gathered, listing, back) == gathered
+
+
+def test_of_two_interfaces_on_one_network_the_one_the_kernel_prefers_is_kept() -> None:
+    # cable and Wi-Fi on the same LAN: the kernel reaches it by one route (the lower
+    # metric); the other address adds only pairs that take the same way out
+    wifi_too = HostAddress("10.0.3.9", 24, "wlan0")
+    sources: dict[str, str | None] = {"10.0.3.1": "10.0.3.3"}
+    assert gathering.usable(["10.0.3.3", "10.0.3.9"], [CABLE, wifi_too], sources) == ["10.0.3.3"]
+
+
+def test_no_route_at_all_drops_and_no_verdict_keeps() -> None:
+    listing = [WIFI, CABLE, HostAddress("192.0.2.9", 32, "tun0")]
+    gathered = ["10.0.2.7", "10.0.3.3", "192.0.2.9", "198.51.100.4"]
+    sources: dict[str, str | None] = {"10.0.2.1": None, "10.0.3.1": "10.0.3.3"}
+    # 10.0.2.7: no route even to its own network; 192.0.2.9/32: nothing to ask about;
+    # 198.51.100.4: not in the listing (came and went): aioice's word stands for both
+    assert gathering.usable(gathered, listing, sources) == ["10.0.3.3", "192.0.2.9", "198.51.100.4"]
+    # the kernel would not say (the ask failed): kept
+    assert gathering.usable(["10.0.2.7"], listing, {}) == ["10.0.2.7"]
+    # a source that is no address of ours (the listing changed between the two reads): dropped
+    assert gathering.usable(["10.0.2.7", "10.0.3.3"], listing, {"10.0.2.1": "10.9.9.9"}) == [
+        "10.0.3.3"
+    ]
+
+
+def test_when_every_address_would_go_all_are_kept() -> None:
+    sources: dict[str, str | None] = {"10.0.2.1": None, "10.0.3.1": None}
+    assert gathering.usable(["10.0.2.7", "10.0.3.3"], [WIFI, CABLE], sources) == [
+        "10.0.2.7",
+        "10.0.3.3",
+    ]
+    assert gathering.usable([], [WIFI], sources) == []
+
+
+def test_the_pin_holds_for_this_aioice_and_refuses_another() -> None:
+    functions = gathering.originals()
+    turnrefresh.check(aioice.__version__, functions, gathering.PINNED_SOURCES, "g")
+    with pytest.raises(turnrefresh.IncompatibleAioice, match=r"g was written for aioice 0\.13"):
+        turnrefresh.check("0.14.0", functions, gathering.PINNED_SOURCES, "g")
+    moved = {**functions, "gather_candidates": gathering.routed}
+    with pytest.raises(turnrefresh.IncompatibleAioice, match="underneath: gather_candidates"):
+        turnrefresh.check(turnrefresh.AIOICE_VERSION, moved, gathering.PINNED_SOURCES)
+
+
+# What aioice gathers on in a namespace, as the client would (no STUN or TURN server: nothing
+# is sent anywhere); argv[1] == "layer": with fileshare.gathering installed.
+GATHER = """
+import asyncio, json, sys
+from aioice import Connection
+if sys.argv[1] == "layer":
+    from fileshare import gathering
+    gathering.install()
+async def main():
+    connection = Connection(ice_controlling=True)
+    await connection.gather_candidates()
+    print(json.dumps(sorted(c.host for c in connection.local_candidates)))
+    await connection.close()
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def two_links() -> Iterator[tuple[str, str]]:
+    """A host namespace with a Wi-Fi (10.77.2.2/24) and a cable (10.77.3.2/24, the default
+    route) to a far namespace; yields the host's name and the Wi-Fi's interface."""
+    require_root()
+    with netns.namespace_group("ga", ("host", "far")) as (base, names):
+        host, far = names["host"], names["far"]
+        with NetNS(host) as h:
+            for n, link in ((2, "w"), (3, "c")):
+                near = f"{base}{link}"
+                h.link(
+                    "add",
+                    ifname=near,
+                    kind="veth",
+                    peer={"ifname": f"{base}{link}f", "net_ns_fd": far},
+                )
+                index = h.link_lookup(ifname=near)[0]
+                h.addr("add", index=index, address=f"10.77.{n}.2", prefixlen=24)
+                h.link("set", index=index, state="up")
+        with NetNS(far) as f:
+            for n, link in ((2, "w"), (3, "c")):
+                index = f.link_lookup(ifname=f"{base}{link}f")[0]
+                f.addr("add", index=index, address=f"10.77.{n}.1", prefixlen=24)
+                f.link("set", index=index, state="up")
+        with NetNS(host) as h:
+            h.route("add", dst="0.0.0.0/0", gateway="10.77.3.1")
+        yield host, f"{base}w"
+
+
+def _gathered(namespace: str, layer: bool) -> list[str]:
+    argv = [*netns.in_namespace(namespace), sys.executable, "-c", GATHER]
+    done = subprocess.run(
+        [*argv, "layer" if layer else "stock"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    found: list[str] = json.loads(done.stdout)
+    return found
+
+
+def test_a_link_lost_with_its_address_kept_is_not_gathered_on(two_links: tuple[str, str]) -> None:
+    host, wifi = two_links
+    assert _gathered(host, layer=True) == ["10.77.2.2", "10.77.3.2"]  # both routed
+    with NetNS(host) as h:  # the Wi-Fi out of reach: as World.move(keep_address=True)
+        h.link("set", index=h.link_lookup(ifname=wifi)[0], state="down")
+    assert _gathered(host, layer=False) == ["10.77.2.2", "10.77.3.2"]  # aioice alone
+    assert _gathered(host, layer=True) == ["10.77.3.2"]
+    with NetNS(host) as h:  # back in reach: its connected route again
+        h.link("set", index=h.link_lookup(ifname=wifi)[0], state="up")
+    assert _gathered(host, layer=True) == ["10.77.2.2", "10.77.3.2"]
