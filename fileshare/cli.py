@@ -58,6 +58,7 @@ class JsonEvents:
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
         self.outlet = Outlet("json-events", self.JSON_BOUND, out.fileno(), self._dropped)
+        self.stderr = Outlet("stderr", self.JSON_BOUND, 2, self._lost_logs)  # fd 2: stderr
 
     def emit(self, event: str, **fields: Any) -> None:
         line = json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n"
@@ -67,12 +68,20 @@ class JsonEvents:
             self.outlet.put(functools.partial(self._write, line), len(line))
 
     def close(self) -> None:
-        """Write what is pending, then stop the writer."""
+        """Write what is pending, then stop the writers."""
         self.outlet.close()
+        self.stderr.close()
 
     async def prompt(self, text: str) -> None:
         """On stderr: stdout stays clean JSON."""
-        await asyncio.to_thread(print, text, end="", file=sys.stderr, flush=True)
+        self.stderr.put(functools.partial(_to_stderr, text, end=""), 0)
+        await self.stderr.written()
+
+    def log(self, line: str) -> None:
+        self.stderr.put(functools.partial(_to_stderr, line), len(line))
+
+    def _lost_logs(self, lines: int) -> Callable[[], None]:
+        return functools.partial(_to_stderr, f"fileshare: {lines} log lines not shown")
 
     def _write(self, line: str) -> None:
         self.out.write(line)
@@ -82,6 +91,10 @@ class JsonEvents:
         """The `dropped` event, reporting lines lost while the reader lagged."""
         line = json.dumps({"event": "dropped", "ts": round(time.time(), 3), "lines": lines})
         return functools.partial(self._write, line + "\n")
+
+
+def _to_stderr(text: str, end: str = "\n") -> None:
+    print(text, end=end, file=sys.stderr, flush=True)
 
 
 class PrintedEvents:
@@ -100,6 +113,9 @@ class Display(Protocol):
 
     async def prompt(self, text: str) -> None:
         """Show `text` (no newline) after what was emitted before; return once it is shown."""
+
+    def log(self, line: str) -> None:
+        """A log record's line, on stderr."""
 
 
 def _events(args: argparse.Namespace) -> Display:
@@ -217,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     from fileshare.state import StateDiskFull, StateError
 
     events = _events(args)
+    _setup_logging(DisplayLog(events))
     terminated: list[bool] = []
     try:
         work: Awaitable[Any]
@@ -494,8 +511,19 @@ class _OneLine(logging.Formatter):
         return f"fileshare: {record.levelname.lower()}: {shown(record.getMessage(), 500)}"
 
 
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class DisplayLog(logging.Handler):
+    """Log records as lines of the display, which its writer's thread writes: a warning logged
+    on the event loop must not wait for a paused terminal either."""
+
+    def __init__(self, display: Display) -> None:
+        super().__init__()
+        self.display = display
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.display.log(self.format(record))
+
+
+def _setup_logging(handler: logging.Handler) -> None:
     handler.setFormatter(_OneLine())
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
 
@@ -508,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     parser = build_parser(defaults)
     args = parser.parse_args(argv)
-    _setup_logging()
+    _setup_logging(logging.StreamHandler(sys.stderr))
     if args.command == "transfers":
         return _transfers(args)
     args.stun = args.stun or list(defaults.stun)  # flags replace the config file's lists

@@ -113,6 +113,10 @@ class HumanEvents:
         self.outlet.put(functools.partial(self.console.out, text, end=""), 0)
         await self.outlet.written()
 
+    def log(self, line: str) -> None:
+        """A log record's line, above the live display like the others."""
+        self._raw(f"{line}\n")
+
     def _print(self, line: RenderableType) -> None:
         self.outlet.put(functools.partial(self.console.print, line), _size(line))
 

@@ -39,6 +39,7 @@ class Outlet:
         self._items: deque[tuple[int, Write] | None] = deque()
         self._latest: Write | None = None
         self._lost = 0  # items dropped since the writer last wrote
+        self._waiting: set[Write] = set()  # those of `written`: told also if the reader goes
         self._ready = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._write, name=name, daemon=True)
@@ -78,13 +79,16 @@ class Outlet:
                 done.set_result(None)
 
         def tell() -> None:
+            self._waiting.discard(tell)
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
                 loop.call_soon_threadsafe(settle)
 
-        self.put(tell, 0)
         with self._ready:
             if self.broken or self._closing:
-                settle()
+                return
+            self._waiting.add(tell)
+            self._items.append((0, tell))
+            self._ready.notify()
         await done
 
     def close(self) -> None:
@@ -132,6 +136,9 @@ class Outlet:
             self._items.clear()
             self._latest = None
             self.pending = 0
+            waiting, self._waiting = self._waiting, set()
+        for tell in waiting:
+            tell()
         devnull = os.open(os.devnull, os.O_WRONLY)
         with contextlib.suppress(OSError):
             os.dup2(devnull, self.fd)

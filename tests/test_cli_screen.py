@@ -122,7 +122,7 @@ async def test_terminals_paused_with_ctrl_s_stop_neither_side(lab: Lab, tmp_path
         assert "Traceback" not in text
 
 
-async def _received(folder: Path, count: int, timeout: float = 180) -> None:
+async def _received(folder: Path, count: int, timeout: float = 90) -> None:
     """Until `folder` holds `count` files under their final names."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

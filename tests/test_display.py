@@ -6,6 +6,7 @@ notice), and the display resumes with the newest lines and the final progress.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import threading
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console
 
+from fileshare.cli import DisplayLog
 from fileshare.display import LINES_BOUND, HumanEvents
 from fileshare.names import human_size
 from tests.ptyrun import START, STOP, cleaned, drained
@@ -34,6 +36,8 @@ def paused(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[HumanEvents, int]]
 
 
 def _emit_all(events: HumanEvents) -> None:
+    log = logging.getLogger("test_display")
+    log.addHandler(DisplayLog(events))
     events.emit("code", code="7-word-word", link="https://example.test/#7-word-word")
     events.emit("manifest", out="/d", files=SAVED, dirs=1, bytes=SAVED, names=["d"], more=0)
     for i in range(SAVED):
@@ -41,6 +45,7 @@ def _emit_all(events: HumanEvents) -> None:
         events.emit("progress", done=i, total=SAVED, files=files)
         events.emit("saved", name=f"d/{i:05d}", path=f"/d/d/{i:05d}-" + "x" * 40)
     events.emit("progress", done=SAVED, total=SAVED, files=[])
+    log.warning("a warning, in turn")
     events.emit("done", files=SAVED, dirs=1, bytes=SAVED)
 
 
@@ -69,6 +74,7 @@ def test_a_paused_terminal_blocks_no_emit_and_bounds_what_waits(
     assert saved == sorted(saved)
     size = human_size(SAVED)
     assert re.search(rf"total .*{size} / {size}", text), text[-2000:]  # the final progress
+    assert "a warning, in turn" in text.split("Saved d/")[-1], text[-500:]
     assert text.rstrip().endswith(f"Done: {SAVED} files and 1 folder, {size}"), text[-500:]
 
 

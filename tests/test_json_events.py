@@ -16,14 +16,15 @@ from tests.ptyrun import drained
 F_SETPIPE_SZ = 1031  # <linux/fcntl.h>
 
 
-def _pipe() -> tuple[int, int]:
+def small_pipe() -> tuple[int, int]:
+    """A pipe that holds one page."""
     read, write = os.pipe()
     fcntl.fcntl(write, F_SETPIPE_SZ, 4096)
     return read, write
 
 
 def test_a_full_pipe_does_not_block_emit_and_nothing_but_progress_is_dropped() -> None:
-    read, write = _pipe()
+    read, write = small_pipe()
     out = os.fdopen(write, "w")
     events = JsonEvents(out)
     for i in range(20_000):  # far more than the pipe holds: emit returns all the same
@@ -41,7 +42,7 @@ def test_a_full_pipe_does_not_block_emit_and_nothing_but_progress_is_dropped() -
 
 
 def test_lines_waiting_for_a_stopped_reader_are_bounded_and_the_loss_reported() -> None:
-    read, write = _pipe()
+    read, write = small_pipe()
     out = os.fdopen(write, "w")
     events = JsonEvents(out)
     line = len(json.dumps({"event": "saved", "ts": 0.0, "name": "x" * 1000})) + 1
@@ -58,7 +59,7 @@ def test_lines_waiting_for_a_stopped_reader_are_bounded_and_the_loss_reported() 
 
 
 def test_a_reader_that_goes_away_ends_the_output_not_the_emitter() -> None:
-    read, write = _pipe()
+    read, write = small_pipe()
     out = os.fdopen(write, "w")
     events = JsonEvents(out)
     os.close(read)
