@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
 from fileshare import config
 from fileshare.chunks import CHUNK_SIZE, CHUNK_SIZES
+from fileshare.outlet import Outlet
 from fileshare.reconnect import DEFAULT_GIVE_UP_SECONDS
 from fsproto.untrusted import ELLIPSIS, shown
 
@@ -47,84 +46,79 @@ MESSAGE_CHARS: Final = 1000  # of an error line; a server's or peer's message ma
 
 
 class JsonEvents:
-    """One JSON object per line on stdout, for scripts and CI. A thread writes them: a reader
-    that falls behind (a pipe nobody drains, a terminal paused with Ctrl-S) must not stop the
-    event loop, and with it the transfer, until the peer gives up on our silence. While it
-    lags, `progress` lines are coalesced to the latest (other lines all wait their turn); the
-    lines still pending are written before the process exits."""
+    """One JSON object per line on stdout, for scripts and CI, written by an Outlet's thread: a
+    reader that falls behind (a pipe nobody drains, a terminal paused with Ctrl-S) must not stop
+    the event loop, and with it the transfer. While it lags, `progress` lines are coalesced to
+    the latest; other lines wait their turn, up to JSON_BOUND bytes: past it the oldest are
+    dropped and a `dropped` event says how many. What waits is written before exit."""
 
     PROGRESS: Final = "progress"
+    JSON_BOUND: Final = 1 << 20
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out: TextIO | None = out
-        self._lines: deque[str | None] = deque()  # None: the latest progress line goes here
-        self._progress: str | None = None
-        self._ready = threading.Condition()
-        self._closing = False
-        self._writer = threading.Thread(target=self._write, name="json-events", daemon=True)
-        self._writer.start()
-        atexit.register(self.close)
+        self.out = out
+        self.outlet = Outlet("json-events", self.JSON_BOUND, out.fileno(), self._dropped)
+        self.stderr = Outlet("stderr", self.JSON_BOUND, 2, self._lost_logs)  # fd 2: stderr
 
     def emit(self, event: str, **fields: Any) -> None:
         line = json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n"
-        with self._ready:
-            if self.out is None:
-                return
-            if event == self.PROGRESS:
-                if self._progress is not None:
-                    self._lines.remove(None)  # the older one is replaced, here at the end
-                self._progress = line
-                self._lines.append(None)
-            else:
-                self._lines.append(line)
-            self._ready.notify()
+        if event == self.PROGRESS:
+            self.outlet.put_latest(functools.partial(self._write, line))
+        else:
+            self.outlet.put(functools.partial(self._write, line), len(line))
 
     def close(self) -> None:
-        """Write what is pending, then stop the writer."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify()
-        self._writer.join()
+        """Write what is pending, then stop the writers."""
+        self.outlet.close()
+        self.stderr.close()
 
-    def _write(self) -> None:
-        while True:
-            with self._ready:
-                while not self._lines and not self._closing:
-                    self._ready.wait()
-                if not self._lines:
-                    return
-                line = self._lines.popleft()
-                if line is None:
-                    line, self._progress = self._progress, None
-                out = self.out
-            if out is None or line is None:
-                continue
-            try:
-                out.write(line)
-                out.flush()
-            except (BrokenPipeError, ValueError):
-                # Whoever read our output stopped (`| head -c1`): that ends the output, not the
-                # transfer. Later writes, and the flush at exit, go to /dev/null.
-                with self._ready:
-                    self.out = None
-                    self._lines.clear()
-                _stdout_to_devnull()
+    async def prompt(self, text: str) -> None:
+        """On stderr: stdout stays clean JSON."""
+        self.stderr.put(functools.partial(_to_stderr, text, end=""), 0)
+        await self.stderr.written()
+
+    def log(self, line: str) -> None:
+        self.stderr.put(functools.partial(_to_stderr, line), len(line))
+
+    def _lost_logs(self, lines: int) -> Callable[[], None]:
+        return functools.partial(_to_stderr, f"fileshare: {lines} log lines not shown")
+
+    def _write(self, line: str) -> None:
+        self.out.write(line)
+        self.out.flush()
+
+    def _dropped(self, lines: int) -> Callable[[], None]:
+        """The `dropped` event, reporting lines lost while the reader lagged."""
+        line = json.dumps({"event": "dropped", "ts": round(time.time(), 3), "lines": lines})
+        return functools.partial(self._write, line + "\n")
 
 
-def _stdout_to_devnull() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+def _to_stderr(text: str, end: str = "\n") -> None:
+    print(text, end=end, file=sys.stderr, flush=True)
 
 
 class PrintedEvents:
-    """`transfers` without --json prints its own table: no live display (nor Rich's import)."""
+    """`transfers` without --json prints its own table: no live display (nor Rich's import);
+    of the events, only an error is printed."""
 
     def emit(self, event: str, **fields: Any) -> None:
-        pass
+        if event == "error":
+            print(f"fileshare: {shown(fields['message'])}", file=sys.stderr)
 
 
-def _events(args: argparse.Namespace) -> Events:
+class Display(Protocol):
+    """What send and receive tell the user through: events, and the prompt of a question."""
+
+    def emit(self, event: str, **fields: Any) -> None: ...
+
+    async def prompt(self, text: str) -> None:
+        """Show `text` (no newline) after what was emitted before; return once it is shown."""
+
+    def log(self, line: str) -> None:
+        """A log record's line, on stderr."""
+
+
+def _events(args: argparse.Namespace) -> Display:
     if args.json:
         return JsonEvents()
     from fileshare.display import HumanEvents
@@ -132,17 +126,23 @@ def _events(args: argparse.Namespace) -> Events:
     return HumanEvents(show_qr=not getattr(args, "no_qr", True))
 
 
-async def _ask(question: str) -> bool:
-    """The question goes to stderr, so stdout stays clean JSON with --json."""
-    print(f"{shown(question)} [y/N] ", end="", file=sys.stderr, flush=True)
-    answer = await asyncio.to_thread(sys.stdin.readline)
-    return answer.strip().lower() in {"y", "yes"}
+def _asker(events: Display) -> Callable[[str], Awaitable[bool]]:
+    """A yes/no question, shown before we wait for the answer; neither the showing nor the
+    reading happens on the event loop."""
+
+    async def ask(question: str) -> bool:
+        await events.prompt(f"{shown(question)} [y/N] ")
+        answer = await asyncio.to_thread(sys.stdin.readline)
+        return answer.strip().lower() in {"y", "yes"}
+
+    return ask
 
 
-def _options(args: argparse.Namespace) -> app.Options:
+def _options(args: argparse.Namespace, events: Display) -> app.Options:
     from fileshare import app
     from fileshare.state import default_state_path
 
+    _ask = _asker(events)
     return app.Options(
         server=args.server,
         timeout=args.timeout,
@@ -185,9 +185,7 @@ def _fail(events: Events, code: int, kind: str, message: str) -> int:
     cut to MESSAGE_CHARS and shown() neutralised."""
     if len(message) > MESSAGE_CHARS:
         message = message[:MESSAGE_CHARS] + ELLIPSIS
-    events.emit("error", code=kind[:64], message=message, exit=code)  # ends a live display
-    if not isinstance(events, JsonEvents):
-        print(f"fileshare: {shown(message)}", file=sys.stderr)
+    events.emit("error", code=kind[:64], message=message, exit=code)  # prints it, or the event
     return code
 
 
@@ -235,15 +233,16 @@ def _run(args: argparse.Namespace) -> int:
     from fileshare.state import StateDiskFull, StateError
 
     events = _events(args)
+    _setup_logging(DisplayLog(events))
     terminated: list[bool] = []
     try:
         work: Awaitable[Any]
         if args.command == "send":
-            work = app.send(args.paths, events, _options(args))
+            work = app.send(args.paths, events, _options(args, events))
         else:
             out = Path(os.path.abspath(args.out))  # resume state is keyed to the absolute --out
             code = _code(args)
-            work = app.receive(code, out, args.overwrite, events, _options(args))
+            work = app.receive(code, out, args.overwrite, events, _options(args, events))
         asyncio.run(_until_stopped(work, terminated))
     except (KeyboardInterrupt, asyncio.CancelledError):
         stopped = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
@@ -512,8 +511,19 @@ class _OneLine(logging.Formatter):
         return f"fileshare: {record.levelname.lower()}: {shown(record.getMessage(), 500)}"
 
 
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class DisplayLog(logging.Handler):
+    """Log records as lines of the display, which its writer's thread writes: a warning logged
+    on the event loop must not wait for a paused terminal either."""
+
+    def __init__(self, display: Display) -> None:
+        super().__init__()
+        self.display = display
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.display.log(self.format(record))
+
+
+def _setup_logging(handler: logging.Handler) -> None:
     handler.setFormatter(_OneLine())
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
 
@@ -526,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     parser = build_parser(defaults)
     args = parser.parse_args(argv)
-    _setup_logging()
+    _setup_logging(logging.StreamHandler(sys.stderr))
     if args.command == "transfers":
         return _transfers(args)
     args.stun = args.stun or list(defaults.stun)  # flags replace the config file's lists

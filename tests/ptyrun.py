@@ -3,8 +3,9 @@
 Two launchers: `on_tty`, a lab client whose output is a terminal (netsim.lab copies it to the
 client's `err`, the file the suite's traceback guard reads), and `terminal`, a program whose
 standard input is that terminal too, typed into with `Terminal.type` (the accept prompt, Tab
-completion). The readers take either: `text` (as written), `screen` (without control sequences;
-a redraw's `\\r` ends a line), `wait_screen` and `code_on`.
+completion) and paused with `Terminal.pause` (Ctrl-S). The readers take either: `text` (as
+written), `screen` (without control sequences; a redraw's `\\r` ends a line), `wait_screen` and
+`code_on`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from netsim.lab import Client, Lab, copy_terminal
 
 ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 DUMB = {"TERM": "dumb", "NO_COLOR": "1"}  # any escape sequence shown came from elsewhere
+STOP, START = "\x13", "\x11"  # Ctrl-S, Ctrl-Q
 
 
 class Shown(Protocol):
@@ -45,7 +47,28 @@ def text(program: Shown) -> str:
 
 def screen(program: Shown) -> str:
     """The terminal's text without its control sequences; a redraw's `\\r` ends a line."""
-    raw = ESCAPES.sub(b"", program.err.read_bytes()) if program.err.exists() else b""
+    return cleaned(program.err.read_bytes() if program.err.exists() else b"")
+
+
+def drained(fd: int) -> bytes:
+    """All that can be read from `fd` (a pipe's end, a terminal's master) until its writers
+    are gone; then it is closed."""
+    chunks = []
+    while True:
+        try:
+            block = os.read(fd, 65536)
+        except OSError:  # a terminal's master reads EIO once the last slave end closed
+            block = b""
+        if not block:
+            break
+        chunks.append(block)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def cleaned(raw: bytes) -> str:
+    """`raw` terminal output without its control sequences; a redraw's `\\r` ends a line."""
+    raw = ESCAPES.sub(b"", raw)
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").decode(errors="replace")
 
 
@@ -105,6 +128,14 @@ class Terminal:
     def type(self, keys: str) -> None:
         os.write(self.master, keys.encode())
 
+    def pause(self) -> None:
+        """Ctrl-S: with IXON (a terminal's default) every write to it blocks from now on."""
+        self.type(STOP)
+
+    def resume(self) -> None:
+        """Ctrl-Q: the writes go on."""
+        self.type(START)
+
     async def wait(self, timeout: float = 120) -> int:
         """The exit status, once all it wrote is in `err`."""
         loop = asyncio.get_running_loop()
@@ -135,15 +166,21 @@ def terminal(argv: list[str], env: dict[str, str], err: Path) -> Iterator[Termin
 
 
 def in_lab(
-    lab: Lab, name: str, *args: str, code: str
+    lab: Lab,
+    name: str,
+    *args: str,
+    code: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> contextlib.AbstractContextManager[Terminal]:
-    """`fileshare ARGS` in the lab's namespace on a terminal it also reads (TERM=dumb)."""
+    """`fileshare ARGS` in the lab's namespace on a terminal it also reads (TERM=dumb unless
+    `env` says otherwise); `code` goes in FILESHARE_CODE."""
     env = {
         **os.environ,
         "FILESHARE_STATE_DIR": str(lab.workdir / "state"),
         **lab.client_env,
-        "FILESHARE_CODE": code,
+        **({"FILESHARE_CODE": code} if code else {}),
         **DUMB,
+        **(env or {}),
     }
     argv = [sys.executable, "-m", "fileshare", args[0], "--server", lab.server.url, *args[1:]]
     return terminal(
