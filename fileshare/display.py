@@ -117,12 +117,15 @@ class HumanEvents:
         """A log record's line, above the live display like the others."""
         self._raw(f"{line}\n")
 
-    def _print(self, line: RenderableType) -> None:
-        self.outlet.put(functools.partial(self.console.print, line), _size(line))
+    def _print(self, line: RenderableType, kept: bool = False) -> None:
+        """`kept`: never dropped while the terminal takes no output (what the user must see:
+        the code, the words, the error; a few lines a run)."""
+        self.outlet.put(functools.partial(self.console.print, line), 0 if kept else _size(line))
 
-    def _raw(self, text: str) -> None:
+    def _raw(self, text: str, kept: bool = False) -> None:
         """As it is: not wrapped nor cut at the terminal's width."""
-        self.outlet.put(functools.partial(self.console.out, text, end=""), len(text.encode()))
+        size = 0 if kept else len(text.encode())
+        self.outlet.put(functools.partial(self.console.out, text, end=""), size)
 
     def _dropped(self, lines: int) -> Callable[[], None]:
         notice = f"… {lines} lines not shown: the terminal took no output for a while"
@@ -162,7 +165,8 @@ class HumanEvents:
                         "Authentication words: ",
                         (f["words"], "bold"),
                         " (the same on both sides, or something is wrong)",
-                    )
+                    ),
+                    kept=True,
                 )
             case "connected":
                 p = {k: shown(v) for k, v in f["path"].items()}  # remote: the peer's candidate
@@ -209,18 +213,18 @@ class HumanEvents:
                 self._print(f"Done: {counts_text(f['files'], f['dirs'], f['bytes'])}")
             case "error":
                 self.close()
-                self._raw(f"fileshare: {f['message']}\n")
+                self._raw(f"fileshare: {f['message']}\n", kept=True)
 
     def _code(self, code: str, link: str) -> None:
-        self._print(Text.assemble("Code: ", (code, "bold")))
-        self._print(f"On the other machine: fileshare receive {code}")
+        self._print(Text.assemble("Code: ", (code, "bold")), kept=True)
+        self._print(f"On the other machine: fileshare receive {code}", kept=True)
         if self.show_qr:
             import segno
 
-            self._print(f"Or scan this code (opens {shown(link)}):")
+            self._print(f"Or scan this code (opens {shown(link)}):", kept=True)
             qr = io.StringIO()
             segno.make(link, error="m").terminal(qr, compact=True)
-            self._raw(qr.getvalue())
+            self._raw(qr.getvalue(), kept=True)
 
     def _hashing(self, name: str, done: int, size: int) -> None:
         label = f"hashing {_cut(name)}"

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,25 @@ def text(program: Shown) -> str:
 def screen(program: Shown) -> str:
     """The terminal's text without its control sequences; a redraw's `\\r` ends a line."""
     return cleaned(program.err.read_bytes() if program.err.exists() else b"")
+
+
+def stopped(master: int, slave: int, timeout: float = 10) -> None:
+    """Ctrl-S typed on `master`, returning once the terminal is stopped: the line discipline
+    reads what is typed in its own time, so a write just after could still get through. The
+    probe: a non-blocking write of `\\r` to `slave` (harmless on a screen) until it would block."""
+    os.write(master, STOP.encode())
+    os.set_blocking(slave, False)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                os.write(slave, b"\r")
+            except BlockingIOError:
+                return
+            time.sleep(0.01)
+        raise AssertionError("Ctrl-S did not stop the terminal")
+    finally:
+        os.set_blocking(slave, True)
 
 
 def drained(fd: int) -> bytes:

@@ -18,7 +18,7 @@ from rich.console import Console
 from fileshare.cli import DisplayLog
 from fileshare.display import LINES_BOUND, HumanEvents
 from fileshare.names import human_size
-from tests.ptyrun import START, STOP, cleaned, drained
+from tests.ptyrun import START, cleaned, drained, stopped
 
 SAVED = 3 * LINES_BOUND // 60  # "Saved d/NNNNN-xxx…" lines of about 60 bytes: thrice the bound
 
@@ -29,7 +29,7 @@ def paused(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[HumanEvents, int]]
     monkeypatch.setenv("TERM", "xterm-256color")
     master, slave = os.openpty()
     tty = os.fdopen(slave, "w")
-    os.write(master, STOP.encode())
+    stopped(master, slave)
     console = Console(file=tty, highlight=False, markup=False, emoji=False, width=100)
     yield HumanEvents(show_qr=True, console=console), master
     tty.close()
@@ -44,6 +44,8 @@ def _emit_all(events: HumanEvents) -> None:
         files = [{"name": f"d/{i:05d}", "done": 1, "size": 1}]
         events.emit("progress", done=i, total=SAVED, files=files)
         events.emit("saved", name=f"d/{i:05d}", path=f"/d/d/{i:05d}-" + "x" * 40)
+        if i == SAVED // 3:  # as after a reconnect: twice the bound of lines follow the words
+            events.emit("sas", words="alpha bravo charlie")
     events.emit("progress", done=SAVED, total=SAVED, files=[])
     log.warning("a warning, in turn")
     events.emit("done", files=SAVED, dirs=1, bytes=SAVED)
@@ -68,6 +70,10 @@ def test_a_paused_terminal_blocks_no_emit_and_bounds_what_waits(
     text = cleaned(output[0])
     dropped = re.search(r"… (\d+) lines not shown: the terminal took no output", text)
     assert dropped, text[-2000:]
+    # What the user must see is never dropped: the code, its QR code, the words.
+    assert "Code: 7-word-word" in text and "fileshare receive 7-word-word" in text, text[:2000]
+    assert "▀" in text or "█" in text, text[:2000]
+    assert "Authentication words: alpha bravo charlie" in text, text[:2000]
     saved = re.findall(r"^Saved d/(\d{5})-x+$", text, re.M)
     assert int(dropped[1]) + len(saved) >= SAVED and len(saved) < SAVED
     assert saved[-1] == f"{SAVED - 1:05d}"  # the newest lines were kept, in order
