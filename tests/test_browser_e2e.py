@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import zxingcpp
@@ -357,9 +358,13 @@ async def test_reload_during_a_send_resumes_with_the_same_files(
     await page.set_input_files("#files", [str(big)])
     await page.wait_for_selector("#share:not([hidden])")
     code = str(await page.text_content("#code"))
+    kept = await page.evaluate("sessionStorage.getItem('fileshare.send')")
+    session = json.loads(kept)["sessionId"]
     out = tmp_path / "out"
     receiver = lab.receive(code, out)
     await page_progress(page, 0.5)
+    opened: list[str] = []
+    page.on("websocket", lambda ws: opened.append(ws.url))
     await page.reload()
     await page.wait_for_selector("body[data-state=resume]")
     assert code in str(await page.text_content("#resume-what"))
@@ -371,6 +376,8 @@ async def test_reload_during_a_send_resumes_with_the_same_files(
     await page.set_input_files("#files", [str(big)])
     assert await receiver.wait(200) == 0, receiver.report()
     assert await finished(page, 60) == "done", await page.text_content("#status")
+    # The rejoin names its session for the front (haproxy's use-server), as a join does.
+    assert [parse_qs(urlsplit(url).query).get("s") for url in opened] == [[session]], opened
     assert tree(out) == {"big.bin": sha256(big)}
     assert mtime_ms(out / "big.bin") == mtime_ms(big)
     assert receiver.first("reconnecting") is not None  # a new round with the restarted sender

@@ -214,7 +214,8 @@ async function resumeSend(saved, entries) {
   $("resume-send").hidden = true;
   const byName = new Map(entries.map((e) => [e.name, e.file]));
   const files = saved.manifests.map((m) => /** @type {File} */ (byName.get(m.name)));
-  await sendSession(saved.manifests, files, defaultUrl(), async (signal) => {
+  // (the session's number in the address, as on every join: a front sends us to its instance)
+  await sendSession(saved.manifests, files, routed(defaultUrl(), saved.sessionId), async (signal) => {
     const { sessionId, reconnectKey } = saved;
     const joined = await signal.request({ type: "rejoin_session", sessionId, peerId: "a", reconnectKey });
     signal.peerPresent = Boolean(joined.peerPresent);
