@@ -271,6 +271,11 @@ async def forwarding(page: Page) -> list[dict[str, object]]:
     return events
 
 
+async def statuses(*pages: Page) -> list[str | None]:
+    """What each page says (a failure's message: the other page may be where it began)."""
+    return [await page.text_content("#status") for page in pages]
+
+
 def event(events: list[dict[str, object]], name: str) -> dict[str, object]:
     return next(e for e in events if e["event"] == name)
 
@@ -419,7 +424,7 @@ async def test_a_reloaded_tab_resumes_browser_to_browser(
             await sender.set_input_files("#files", [str(big)])
         else:
             await receiver.reload()  # accepted once: it takes its place back and goes on
-        assert await finished(receiver, 200) == "done", await receiver.text_content("#status")
+        assert await finished(receiver, 200) == "done", await statuses(receiver, sender)
         assert await finished(sender, 60) == "done", await sender.text_content("#status")
         words = await receiver.text_content("#sas")
         assert words == await sender.text_content("#sas") and words != first_words  # new round

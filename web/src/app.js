@@ -276,8 +276,9 @@ async function sendSession(manifests, files, url, enter) {
       setState("connecting", "Connecting…");
       await peer.refreshServers();
       const keyFor = (/** @type {Uint8Array} */ id) => keys.fileKey("sender", id);
-      const running = kept ?? (kept = new Sender(manifests, keyFor));
-      running.rekey(keyFor);
+      if (kept) kept.rekey(keyFor);
+      else kept = new Sender(manifests, keyFor);
+      const running = kept;
       await epochs(peer, async (channel) => {
         setState("sending", "Sending…");
         await runSend(channel, running, files, () => {

@@ -204,7 +204,10 @@ export class Signal {
         this.end(new SessionEnded(`the session ended (${String(msg.reason).slice(0, 100)})`));
         break;
       case "error":
-        this.end(new SignalError(String(msg.code), String(msg.message).slice(0, 300)));
+        // Something we relayed found the peer away (its tab reloading between our link
+        // dropping and its rejoin): the peer is gone for now, not the session (as the CLI's).
+        if (msg.code === "peer_unavailable") this.peerPresent = false;
+        else this.end(new SignalError(String(msg.code), String(msg.message).slice(0, 300)));
         break;
     }
     this.notify();

@@ -74,3 +74,16 @@ test("a round's watch for the peer's restart fires on a restart, and never on th
   const tick = new Promise((resolve) => setTimeout(() => resolve("pending"), 20));
   assert.equal(await Promise.race([quiet, tick]), "pending");
 });
+
+test("a relay that found the peer away (reloading) marks it absent and keeps the session", async () => {
+  const { signal, hear, peer } = signalFor();
+  hear({ type: "peer_joined", peerId: "b", rejoined: false });
+  const round = peer();
+  hear({ type: "error", code: "peer_unavailable", message: "the other peer is not connected", re: null });
+  assert.equal(signal.peerPresent, false);
+  assert.equal(signal.ended, null);
+  hear({ type: "peer_joined", peerId: "b", rejoined: true }); // the reloaded tab
+  await assert.rejects(round.expect("answer", null), PeerRestarted);
+  hear({ type: "error", code: "session_not_found", message: "no such session", re: null });
+  assert.ok(signal.ended);
+});
