@@ -68,6 +68,16 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         yield lab
 
 
+@pytest.fixture
+def turn_lab(tmp_path: Path) -> Iterator[Lab]:
+    """The same with coturn beside the server, which hands out its STUN and TURN URLs."""
+    require_root()
+    require_binary("ip")
+    require_binary("turnserver")
+    with make_lab(tmp_path, turn=True) as lab:
+        yield lab
+
+
 @dataclass(kw_only=True)
 class RunningServer(SignalEndpoint):
     server: SignalingServer

@@ -206,15 +206,6 @@ async def test_full_disk_is_refused_before_writing(lab: Lab, tmp_path: Path) -> 
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
-@pytest.fixture
-def turn_lab(tmp_path: Path) -> Iterator[Lab]:
-    require_root()
-    require_binary("ip")
-    require_binary("turnserver")
-    with make_lab(tmp_path, turn=True) as lab:
-        yield lab
-
-
 async def test_relay_only_goes_through_coturn(turn_lab: Lab, tmp_path: Path) -> None:
     src = big_file(tmp_path / "data.bin", 4)
     sender, code = await turn_lab.send(src, extra=("--relay-only",))

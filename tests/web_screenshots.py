@@ -40,6 +40,16 @@ async def shoot(lab: Lab, work: Path, out: Path) -> None:
         await page.screenshot(path=out / "3-sent.png", full_page=True)
         await receiver.wait()
 
+        # A send interrupted by a reload: the page asks for the same files to carry on.
+        await page.set_input_files(
+            "#files", [str(src / "notes.txt"), str(src / "photos" / "beach.jpg")]
+        )
+        await page.wait_for_selector("#share:not([hidden])")
+        await page.reload()
+        await page.wait_for_selector("body[data-state=resume]")
+        await page.screenshot(path=out / "6-resume-send.png", full_page=True)
+        await page.click("#start-over")
+
         sender, code = await lab.send(src)
         page = await context.new_page()
         await page.set_viewport_size(PHONE)

@@ -9,7 +9,7 @@ import { AuthenticationFailed } from "./crypto.js";
 import { describePath, followPath, progressReporter, report } from "./events.js";
 import { iceServers, Peer } from "./link.js";
 import { DEFAULT_CHUNK, encode, makeManifest, Receiver, Sender } from "./protocol.js";
-import { Signal, defaultUrl, routed } from "./signal.js";
+import { PeerRestarted, Signal, defaultUrl, routed } from "./signal.js";
 import { LinkLost, runReceive, runSend, Store } from "./transfer.js";
 
 const HASH_BLOCK = 4 * 1024 * 1024;
@@ -192,7 +192,7 @@ async function send(entries) {
     manifests.push(makeManifest(e.name, e.file?.size ?? 0, checksum, e.file ? "file" : "dir", DEFAULT_CHUNK, e.mtimeMs));
     files.push(/** @type {File} */ (e.file));
   }
-  await sendSession(manifests, files, async (signal) => {
+  await sendSession(manifests, files, defaultUrl(), async (signal) => {
     const created = await signal.request({ type: "create_session", access: "code" });
     const code = newCode(created.sessionId);
     keepSendState({ code: codeText(code), sessionId: created.sessionId, reconnectKey: created.reconnectKey, manifests });
@@ -214,7 +214,8 @@ async function resumeSend(saved, entries) {
   $("resume-send").hidden = true;
   const byName = new Map(entries.map((e) => [e.name, e.file]));
   const files = saved.manifests.map((m) => /** @type {File} */ (byName.get(m.name)));
-  await sendSession(saved.manifests, files, async (signal) => {
+  // (the session's number in the address, as on every join: a front sends us to its instance)
+  await sendSession(saved.manifests, files, routed(defaultUrl(), saved.sessionId), async (signal) => {
     const { sessionId, reconnectKey } = saved;
     const joined = await signal.request({ type: "rejoin_session", sessionId, peerId: "a", reconnectKey });
     signal.peerPresent = Boolean(joined.peerPresent);
@@ -245,14 +246,15 @@ async function differences(manifests, entries) {
   return null;
 }
 
-/** One send in a session `enter` creates or takes back: the code shown, the receiver awaited,
- * authenticated, and the files sent over as many links as it takes.
- * @param {import("./protocol.js").FileManifest[]} manifests @param {File[]} files
+/** One send in a session `enter` creates or takes back (through the signaling server at
+ * `url`): the code shown, the receiver awaited, authenticated (again with each run of it: a
+ * reload, the same command again), and the files sent over as many links as it takes.
+ * @param {import("./protocol.js").FileManifest[]} manifests @param {File[]} files @param {string} url
  * @param {(signal: Signal) => Promise<{code: import("./code.js").ShareCode, servers: unknown}>} enter */
-async function sendSession(manifests, files, enter) {
+async function sendSession(manifests, files, url, enter) {
   const total = manifests.reduce((n, m) => n + m.size, 0);
   report("prepared", { files: manifests.length, bytes: total });
-  const signal = await Signal.connect();
+  const signal = await Signal.connect(url);
   try {
     const { code, servers } = await enter(signal);
     const link = `${location.origin}/#${codeText(code)}`;
@@ -262,21 +264,29 @@ async function sendSession(manifests, files, enter) {
     report("code", { code: codeText(code), link });
     $("share").hidden = false;
     setState("waiting", `Waiting for the receiver: ${manifests.length} item(s), ${humanSize(total)}`);
-    await signal.until(() => signal.peerPresent, null);
-    const peer = new Peer("sender", signal, code.sessionId, codeSecret(code), iceServers(servers));
-    const keys = await peer.authenticate();
-    showWords(keys.sas);
-    setState("connecting", "Connecting…");
-    await peer.refreshServers();
-    const sender = new Sender(manifests, (id) => keys.fileKey("sender", id));
+    /** @type {Sender | null} */
+    let kept = null; // one across rounds: what the receiver acknowledged stays acknowledged
     const since = Date.now();
     const progress = progressReporter();
-    await epochs(peer, async (channel) => {
-      setState("sending", "Sending…");
-      await runSend(channel, sender, files, () => {
-        showProgress(sender.bytesAcked, total, since);
-        progress(sender.bytesAcked, total);
+    const sender = await rounds(async () => {
+      await signal.until(() => signal.peerPresent, null);
+      const peer = new Peer("sender", signal, code.sessionId, codeSecret(code), iceServers(servers));
+      const keys = await peer.authenticate();
+      showWords(keys.sas);
+      setState("connecting", "Connecting…");
+      await peer.refreshServers();
+      const keyFor = (/** @type {Uint8Array} */ id) => keys.fileKey("sender", id);
+      if (kept) kept.rekey(keyFor);
+      else kept = new Sender(manifests, keyFor);
+      const running = kept;
+      await epochs(peer, async (channel) => {
+        setState("sending", "Sending…");
+        await runSend(channel, running, files, () => {
+          showProgress(running.bytesAcked, total, since);
+          progress(running.bytesAcked, total);
+        });
       });
+      return running;
     });
     showProgress(total, total, since);
     progress(total, total);
@@ -378,26 +388,24 @@ async function receive(input) {
   try {
     const { joined, saved: place } = await joinOrRejoin(signal, code, store);
     signal.peerPresent = Boolean(joined.peerPresent);
-    const peer = new Peer("receiver", signal, code.sessionId, codeSecret(code), iceServers(joined.iceServers));
-    const keys = await peer.authenticate();
-    showWords(keys.sas);
-    await peer.refreshServers();
-    const receiver = new Receiver((id) => keys.fileKey("sender", id));
     let since = Date.now();
     const approve = async (/** @type {any} */ manifests, /** @type {number} */ total) => {
       report("manifest", { files: manifests.length, bytes: total }); // announced, as the CLI's
       const digest = announcementDigest(manifests);
       if (place.accepted !== digest) {
-        await askToAccept(manifests, total); // after a reload, accepted once is enough
-        sessionStorage.setItem(RESUME_KEY, JSON.stringify({ ...place, accepted: digest }));
+        await askToAccept(manifests, total); // after a reload or the sender's, accepted once is enough
+        place.accepted = digest;
+        sessionStorage.setItem(RESUME_KEY, JSON.stringify(place));
       }
       since = Date.now();
       setState("receiving", "Receiving…");
     };
     const saved = $("saved");
-    const onFile = (/** @type {string} */ fileId, /** @type {boolean} */ ok) => {
-      const m = receiver.file(fileId).manifest;
-      if (m.kind === "dir") return;
+    const offered = new Set(); // a new round verifies again what an earlier one offered
+    const onFile = (/** @type {import("./protocol.js").FileManifest} */ m, /** @type {boolean} */ ok) => {
+      const fileId = m.fileId;
+      if (m.kind === "dir" || offered.has(fileId)) return;
+      offered.add(fileId);
       const item = el("li", {}, `${m.name} `);
       report(ok ? "saved" : "file_failed", ok ? { name: m.name, fileId, size: m.size } : { name: m.name, reason: "checksum mismatch" });
       if (ok) {
@@ -409,20 +417,30 @@ async function receive(input) {
       }
       saved.append(item);
     };
-    // A new offer means the sender lost the link and is rebuilding it: follow it.
-    const newOffer = () =>
-      signal.until(() => signal.has("offer"), null).then(() => {
-        throw new LinkLost("the sender reconnected");
-      });
     const progress = progressReporter();
-    await epochs(peer, async (channel) => {
-      const work = runReceive(channel, receiver, store, approve, onFile, () => {
-        showProgress(receiver.bytesReceived, receiver.totalBytes, since);
-        progress(receiver.bytesReceived, receiver.totalBytes);
+    const receiver = await rounds(async () => {
+      const peer = new Peer("receiver", signal, code.sessionId, codeSecret(code), iceServers(joined.iceServers));
+      const keys = await peer.authenticate();
+      showWords(keys.sas);
+      await peer.refreshServers();
+      // New keys, and what the store holds: the sender sends only the rest.
+      const receiver = new Receiver((id) => keys.fileKey("sender", id));
+      const onVerified = (/** @type {string} */ fileId, /** @type {boolean} */ ok) => onFile(receiver.file(fileId).manifest, ok);
+      // A new offer means the sender lost the link and is rebuilding it: follow it.
+      const newOffer = () =>
+        peer.until(() => signal.has("offer"), null).then(() => {
+          throw new LinkLost("the sender reconnected");
+        });
+      await epochs(peer, async (channel) => {
+        const work = runReceive(channel, receiver, store, approve, onVerified, () => {
+          showProgress(receiver.bytesReceived, receiver.totalBytes, since);
+          progress(receiver.bytesReceived, receiver.totalBytes);
+        });
+        work.catch(() => undefined); // when the new offer wins, the old link's failure is moot
+        await Promise.race([work, newOffer()]);
+        await drained(channel);
       });
-      work.catch(() => undefined); // when the new offer wins, the old link's failure is moot
-      await Promise.race([work, newOffer()]);
-      await drained(channel);
+      return receiver;
     });
     const failed = receiver.failed.length;
     report("done", { files: receiver.fileCount, bytes: receiver.bytesReceived, failed });
@@ -436,17 +454,38 @@ async function receive(input) {
   }
 }
 
+/** Authentication rounds, as the CLI's (fileshare/app.py): the peer may come back as a new page
+ * or process (a reload, the same command again) that joins the session anew; then a new PAKE
+ * with the same code gives new keys, and the transfer goes on from what the receiver holds.
+ * @template T @param {() => Promise<T>} run @returns {Promise<T>} */
+async function rounds(run) {
+  for (let round = 0; ; round++) {
+    try {
+      return await run();
+    } catch (exc) {
+      if (!(exc instanceof PeerRestarted) || round >= RECONNECTS) throw exc;
+      setState("reconnecting", `Reconnecting: ${exc.message}`);
+      report("reconnecting", { reason: exc.message, attempt: 0 });
+    }
+  }
+}
+
 /** Connect, run, and on a lost link connect again (a new epoch, confirmed under the same
- * keys): the protocol then sends only what is missing.
+ * keys) once both sides are back on the signaling server (the other may be reloading): the
+ * protocol then sends only what is missing. A peer's restart ends the round (PeerRestarted).
  * @param {Peer} peer @param {(channel: RTCDataChannel) => Promise<void>} run */
 async function epochs(peer, run) {
+  const signal = peer.signal;
   for (let attempt = 0; ; attempt++) {
+    if (attempt) await peer.until(() => signal.peerPresent && signal.connected, null);
     const { pc, channel, epoch } = await peer.connect();
     const at = Date.now();
     describePath(pc).then((path) => report("connected", { epoch, path }, at)); // never delays the run
     followPath(pc, epoch);
     try {
-      await run(channel);
+      const work = run(channel);
+      work.catch(() => undefined); // when the restart wins, the old link's failure is moot
+      await Promise.race([work, peer.restarted()]);
       return;
     } catch (exc) {
       if (!(exc instanceof LinkLost) || attempt >= RECONNECTS) throw exc;

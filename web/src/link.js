@@ -2,6 +2,7 @@
 // sealed offer/answer (the CLI does not trickle: a description carries all its candidates), the
 // confirmation MAC over both DTLS fingerprints, and the DataChannel "fileshare".
 
+import { PeerRestarted } from "./signal.js";
 import {
   checkConfirmation,
   confirmationMessage,
@@ -75,6 +76,45 @@ export class Peer {
     /** @type {SessionKeys | null} */
     this.keys = null;
     this.epoch = 0;
+    this.round = signal.arrivals; // the peer's run these keys and messages belong to
+  }
+
+  /** Why this round is over (the peer restarted since it began), or null. */
+  outdated() {
+    return this.signal.arrivals === this.round ? null : new PeerRestarted();
+  }
+
+  /** The signal's until(), ended by the peer's restart. @param {() => boolean} ready
+   * @param {number | null} timeoutMs */
+  until(ready, timeoutMs) {
+    return this.signal.until(ready, timeoutMs, () => this.outdated());
+  }
+
+  /** @param {string} kind @param {number | null} timeoutMs */
+  expect(kind, timeoutMs) {
+    return this.signal.expect(kind, timeoutMs, () => this.outdated());
+  }
+
+  /** Rejects with PeerRestarted once the peer restarts; otherwise never settles: the end of
+   * the session is for the work it races to notice (a receiver that is done may leave while our
+   * last acknowledgements drain).
+   * @returns {Promise<never>} */
+  restarted() {
+    return this.until(() => false, null).then(
+      () => new Promise(() => undefined),
+      (exc) => {
+        if (exc instanceof PeerRestarted) throw exc;
+        return new Promise(() => undefined);
+      },
+    );
+  }
+
+  /** Relay, unless the peer restarted: it would read our last round's message under its new
+   * keys. @param {"offer" | "answer" | "signal"} type @param {Record<string, unknown>} payload */
+  relay(type, payload) {
+    const over = this.outdated();
+    if (over) throw over;
+    this.signal.relay(type, payload);
   }
 
   /** @returns {Role} */
@@ -84,8 +124,8 @@ export class Peer {
 
   /** The PAKE: one hello each way; the keys are unproven until connect() confirms them. */
   async authenticate() {
-    this.signal.relay("signal", this.handshake.hello());
-    const hello = await this.signal.expect("hello", this.timeoutMs);
+    this.relay("signal", this.handshake.hello());
+    const hello = await this.expect("hello", this.timeoutMs);
     this.keys = this.handshake.onHello(hello);
     return this.keys;
   }
@@ -136,15 +176,15 @@ export class Peer {
       await gathered(pc, 5_000);
       offerSdp = /** @type {RTCSessionDescription} */ (pc.localDescription).sdp;
       const sealed = sealDescription(keys, this.role, this.epoch, offerSdp);
-      signal.relay("offer", { type: "offer", sealed, epoch: this.epoch });
-      const answer = await signal.expect("answer", this.timeoutMs);
+      this.relay("offer", { type: "offer", sealed, epoch: this.epoch });
+      const answer = await this.expect("answer", this.timeoutMs);
       answerSdp = openDescription(keys, this.peerRole, this.epoch, answer.sealed);
       await pc.setRemoteDescription({ type: "answer", sdp: answerSdp });
     } else {
       pc.addEventListener("datachannel", (e) => {
         if (e.channel.label === CHANNEL_LABEL && channel === null) opened(e.channel);
       });
-      const offer = await signal.expect("offer", this.timeoutMs);
+      const offer = await this.expect("offer", this.timeoutMs);
       const epoch = offer.epoch;
       if (Number.isInteger(epoch) && epoch >= 0 && epoch < 2 ** 32) this.epoch = epoch;
       offerSdp = openDescription(keys, this.peerRole, this.epoch, offer.sealed);
@@ -153,20 +193,20 @@ export class Peer {
       await gathered(pc, 5_000);
       answerSdp = /** @type {RTCSessionDescription} */ (pc.localDescription).sdp;
       const sealed = sealDescription(keys, this.role, this.epoch, answerSdp);
-      signal.relay("answer", { type: "answer", sealed });
+      this.relay("answer", { type: "answer", sealed });
     }
     const offerFp = fingerprints(offerSdp);
     const answerFp = fingerprints(answerSdp);
-    signal.relay("signal", confirmationMessage(keys, this.role, offerFp, answerFp, this.epoch));
-    await signal.until(() => signal.has("confirm") || open, this.timeoutMs);
+    this.relay("signal", confirmationMessage(keys, this.role, offerFp, answerFp, this.epoch));
+    await this.until(() => signal.has("confirm") || open, this.timeoutMs);
     if (!signal.has("confirm")) {
-      await signal.until(() => signal.has("confirm"), CONFIRM_GRACE_MS).catch(() => {
-        throw signal.ended ?? new AuthenticationFailed("no key confirmation from the other side");
+      await this.until(() => signal.has("confirm"), CONFIRM_GRACE_MS).catch(() => {
+        throw this.outdated() ?? signal.ended ?? new AuthenticationFailed("no key confirmation from the other side");
       });
     }
-    const theirs = await signal.expect("confirm", null);
+    const theirs = await this.expect("confirm", null);
     checkConfirmation(keys, this.peerRole, theirs.mac, offerFp, answerFp, this.epoch);
-    await signal.until(() => open, this.timeoutMs);
+    await this.until(() => open, this.timeoutMs);
     const epoch = this.epoch;
     this.epoch += 1;
     return { pc, channel: /** @type {RTCDataChannel} */ (/** @type {unknown} */ (channel)), epoch };

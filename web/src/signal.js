@@ -45,6 +45,15 @@ export class PeerStopped extends Error {
 
 export class SessionEnded extends Error {}
 
+/** The peer came back as a new page or process (a reload, the same command again): the keys
+ * and messages of its last run are void, and a new round (a PAKE with the same code) takes the
+ * transfer up, as fileshare/app.py's rounds do. */
+export class PeerRestarted extends Error {
+  constructor() {
+    super("the other side restarted; taking the transfer up again");
+  }
+}
+
 /** @typedef {{urls: string[], username?: string, credential?: string}} IceServer */
 
 /** @param {Record<string, unknown>} payload */
@@ -195,7 +204,10 @@ export class Signal {
         this.end(new SessionEnded(`the session ended (${String(msg.reason).slice(0, 100)})`));
         break;
       case "error":
-        this.end(new SignalError(String(msg.code), String(msg.message).slice(0, 300)));
+        // Something we relayed found the peer away (its tab reloading between our link
+        // dropping and its rejoin): the peer is gone for now, not the session (as the CLI's).
+        if (msg.code === "peer_unavailable") this.peerPresent = false;
+        else this.end(new SignalError(String(msg.code), String(msg.message).slice(0, 300)));
         break;
     }
     this.notify();
@@ -236,15 +248,20 @@ export class Signal {
     this.send({ type, payload });
   }
 
-  /** Wait until `ready()`; rejects at once if the session ends or the peer aborts first.
-   * @param {() => boolean} ready @param {number | null} timeoutMs */
-  until(ready, timeoutMs) {
+  /** Wait until `ready()`; rejects at once if the session ends or the peer aborts first, or
+   * with what `stale` returns: it is asked before `ready`, because a message that came after a
+   * peer's restart belongs to its new run, never to a wait of the last one.
+   * @param {() => boolean} ready @param {number | null} timeoutMs
+   * @param {() => Error | null} [stale] */
+  until(ready, timeoutMs, stale = () => null) {
     return new Promise((resolve, reject) => {
       /** @type {ReturnType<typeof setTimeout> | undefined} */
       let timer;
       const check = () => {
         let done = false;
-        if (ready()) done = (resolve(undefined), true);
+        const over = stale();
+        if (over) done = (reject(over), true);
+        else if (ready()) done = (resolve(undefined), true);
         else if (this.ended) done = (reject(this.ended), true);
         if (done) {
           this.waiters.delete(check);
@@ -267,9 +284,10 @@ export class Signal {
     return (this.stash.get(kind) ?? []).length > 0;
   }
 
-  /** The peer's next message of this kind. @param {string} kind @param {number | null} timeoutMs */
-  async expect(kind, timeoutMs) {
-    await this.until(() => this.has(kind), timeoutMs);
+  /** The peer's next message of this kind.
+   * @param {string} kind @param {number | null} timeoutMs @param {() => Error | null} [stale] */
+  async expect(kind, timeoutMs, stale) {
+    await this.until(() => this.has(kind), timeoutMs, stale);
     return /** @type {Record<string, any>} */ (this.stash.get(kind)?.shift());
   }
 

@@ -24,6 +24,7 @@ async function handle(msg) {
   switch (msg.op) {
     case "open": {
       const file = await (await incoming()).getFileHandle(`${msg.fileId}.part`, { create: true });
+      handles.get(msg.fileId)?.close(); // opened in an earlier round (the sender restarted)
       const access = await syncHandle(file);
       if (access.getSize() > msg.size) access.truncate(msg.size);
       handles.set(msg.fileId, access);

@@ -17,6 +17,16 @@ const STALL_MS = 15_000;
 
 export class LinkLost extends Error {}
 
+/** Send on the channel, or LinkLost: it can close while we await a read or the store (the
+ * peer's tab reloads), and a send then throws the browser's InvalidStateError, which would end
+ * the transfer instead of starting a new link. The state cannot change within this one turn.
+ * @param {RTCDataChannel} channel @param {string | Uint8Array<ArrayBuffer>} data */
+function put(channel, data) {
+  if (channel.readyState !== "open") throw new LinkLost("the data channel closed");
+  if (typeof data === "string") channel.send(data); // (one call per overload, for the type check)
+  else channel.send(data);
+}
+
 /** Wakes a loop on channel events; tracks when the peer was last heard.
  * @param {RTCDataChannel} channel */
 function watch(channel) {
@@ -77,11 +87,11 @@ export async function runSend(channel, sender, files, onProgress) {
       if (item === null) {
         await w.sleep(1000);
       } else if ("type" in item) {
-        channel.send(encode(item));
+        put(channel, encode(item));
       } else {
         const file = files[item.fileIndex];
         const data = new Uint8Array(await file.slice(item.offset, item.offset + item.length).arrayBuffer());
-        channel.send(/** @type {Uint8Array<ArrayBuffer>} */ (sender.seal(item, data)));
+        put(channel, /** @type {Uint8Array<ArrayBuffer>} */ (sender.seal(item, data)));
       }
     }
     if (failure) throw failure;
@@ -175,7 +185,7 @@ export function runReceive(channel, receiver, store, approve, onFile, onProgress
       for (const action of actions) {
         switch (action.kind) {
           case "send":
-            channel.send(encode(action.message));
+            put(channel, encode(action.message));
             break;
           case "admit":
             await approve(action.manifests, action.totalBytes);
