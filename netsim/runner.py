@@ -365,7 +365,10 @@ class ScenarioRun:
         result.metrics.update(behaviour_a=a.behaviours, behaviour_b=b.behaviours)
         result.metrics["expected_path"] = sc.expected_path
         result.metrics["pair"] = f"{mine.get('local')}->{mine.get('remote')}"
-        turn = mine.get("turn") or theirs.get("turn")
+        # The side behind a UDP-blocked edge reports the transport the check is about (the
+        # other may well relay over UDP), so its view is read first.
+        views = sorted(((a, mine), (b, theirs)), key=lambda edge_view: edge_view[0].udp)
+        turn = next((v["turn"] for _, v in views if v.get("turn")), None)
         if turn:
             result.metrics["transport"] = turn
         if sc.fault is None or sc.kind is Kind.PATH:
