@@ -352,8 +352,11 @@ class ScenarioRun:
             local = view.get("local", "?")
             # Its host candidate is an mDNS name, so a check from the same LAN teaches it its
             # own address as peer-reflexive: untranslated, that is a host address.
+            # Chromium's stats may leave its local address out: then the peer's view of it.
             own = self.net.sites[end.site].plan.hosts[end.host]
-            if local == "prflx" and str(view.get("localAddress", "")).rsplit(":", 1)[0] == own:
+            other = theirs if view is mine else mine
+            address = view.get("localAddress") or other.get("remoteAddress", "")
+            if local == "prflx" and str(address).rsplit(":", 1)[0] == own:
                 local = "host"
             observed = expectations.category(local, view.get("remote", "?"), local)
         else:  # aioice names only host and relay candidates as local: the peer's view says more
