@@ -310,3 +310,10 @@ def test_coturn_renewal_hook_has_coturn_serve_the_new_certificate(tmp_path: Path
             assert time.monotonic() < deadline, "coturn still serves the old certificate"
             time.sleep(0.1)
         assert endpoint.pid == pid and Path(f"/proc/{pid}").exists()
+
+
+def test_no_play_gathers_facts() -> None:
+    """The roles read only their declared inputs (above), never a fact: gathering them would
+    cost seconds per host and play, in every deploy and in the deploy test's eight runs."""
+    plays = yaml.safe_load((ANSIBLE_DIR / "site.yml").read_text())
+    assert [play["name"] for play in plays if play.get("gather_facts") is not False] == []
