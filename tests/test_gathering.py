@@ -13,7 +13,7 @@ import aioice
 import pytest
 from pyroute2 import NetNS
 
-from fileshare import gathering, turnrefresh
+from fileshare import gathering, netwatch, turnrefresh
 from fileshare.netwatch import HostAddress
 from netsim import netns
 from tests.conftest import require_root
@@ -22,6 +22,17 @@ WIFI = HostAddress("10.0.2.7", 24, "wlan0")
 CABLE = HostAddress("10.0.3.3", 24, "eth0")
 CABLE6 = HostAddress("2001:db8:3::3", 64, "eth0")
 LOOP = HostAddress("127.0.0.1", 8, "lo")
+TUN = HostAddress("192.0.2.9", 32, "tun0")
+
+# Interface flags as SIOCGIFFLAGS reports them (read off this kernel): loopback and an attached
+# tun device (operstate UNKNOWN) are running; a veth whose peer is down, a Wi-Fi out of reach
+# (NO-CARRIER), one associated but not yet authenticated (DORMANT) and a device set down are not.
+LO_FLAGS = 0x49  # UP LOOPBACK RUNNING
+TUN_FLAGS = 0x10D1  # UP POINTOPOINT RUNNING NOARP MULTICAST
+ETH_FLAGS = 0x11043  # UP BROADCAST RUNNING MULTICAST LOWER_UP
+NO_CARRIER = 0x1003  # UP BROADCAST MULTICAST
+DORMANT = 0x31003  # UP BROADCAST MULTICAST LOWER_UP DORMANT
+SET_DOWN = 0x1002  # BROADCAST MULTICAST
 
 
 def test_a_neighbour_is_another_address_of_the_network() -> None:
@@ -44,10 +55,10 @@ def test_an_address_whose_network_leaves_by_another_interface_is_dropped() -> No
         "2001:db8:3::1": "2001:DB8:3:0::3",  # any spelling
     }
     gathered = ["10.0.2.7", "10.0.3.3", "2001:db8:3::3"]
-    assert gathering.usable(gathered, listing, sources) == ["10.0.3.3", "2001:db8:3::3"]
+    assert gathering.usable(gathered, listing, sources, {}) == ["10.0.3.3", "2001:db8:3::3"]
     # its link back: its connected route again
     back = {**sources, "10.0.2.1": "10.0.2.7"}
-    assert gathering.usable(gathered, listing, back) == gathered
+    assert gathering.usable(gathered, listing, back, {}) == gathered
 
 
 def test_of_two_interfaces_on_one_network_the_one_the_kernel_prefers_is_kept() -> None:
@@ -55,7 +66,9 @@ def test_of_two_interfaces_on_one_network_the_one_the_kernel_prefers_is_kept() -
     # metric); the other address adds only pairs that take the same way out
     wifi_too = HostAddress("10.0.3.9", 24, "wlan0")
     sources: dict[str, str | None] = {"10.0.3.1": "10.0.3.3"}
-    assert gathering.usable(["10.0.3.3", "10.0.3.9"], [CABLE, wifi_too], sources) == ["10.0.3.3"]
+    assert gathering.usable(["10.0.3.3", "10.0.3.9"], [CABLE, wifi_too], sources, {}) == [
+        "10.0.3.3"
+    ]
 
 
 def test_no_route_at_all_drops_and_no_verdict_keeps() -> None:
@@ -64,22 +77,54 @@ def test_no_route_at_all_drops_and_no_verdict_keeps() -> None:
     sources: dict[str, str | None] = {"10.0.2.1": None, "10.0.3.1": "10.0.3.3"}
     # 10.0.2.7: no route even to its own network; 192.0.2.9/32: nothing to ask about;
     # 198.51.100.4: not in the listing (came and went): aioice's word stands for both
-    assert gathering.usable(gathered, listing, sources) == ["10.0.3.3", "192.0.2.9", "198.51.100.4"]
+    assert gathering.usable(gathered, listing, sources, {}) == [
+        "10.0.3.3",
+        "192.0.2.9",
+        "198.51.100.4",
+    ]
     # the kernel would not say (the ask failed): kept
-    assert gathering.usable(["10.0.2.7"], listing, {}) == ["10.0.2.7"]
+    assert gathering.usable(["10.0.2.7"], listing, {}, {}) == ["10.0.2.7"]
     # a source that is no address of ours (the listing changed between the two reads): dropped
-    assert gathering.usable(["10.0.2.7", "10.0.3.3"], listing, {"10.0.2.1": "10.9.9.9"}) == [
+    assert gathering.usable(["10.0.2.7", "10.0.3.3"], listing, {"10.0.2.1": "10.9.9.9"}, {}) == [
         "10.0.3.3"
     ]
 
 
 def test_when_every_address_would_go_all_are_kept() -> None:
     sources: dict[str, str | None] = {"10.0.2.1": None, "10.0.3.1": None}
-    assert gathering.usable(["10.0.2.7", "10.0.3.3"], [WIFI, CABLE], sources) == [
+    assert gathering.usable(["10.0.2.7", "10.0.3.3"], [WIFI, CABLE], sources, {}) == [
         "10.0.2.7",
         "10.0.3.3",
     ]
-    assert gathering.usable([], [WIFI], sources) == []
+    assert gathering.usable([], [WIFI], sources, {}) == []
+
+
+def test_an_address_on_an_interface_without_carrier_is_dropped_though_its_routes_stay() -> None:
+    listing = [LOOP, WIFI, CABLE, CABLE6, TUN]
+    flags = {"lo": LO_FLAGS, "wlan0": NO_CARRIER, "eth0": ETH_FLAGS, "tun0": TUN_FLAGS}
+    carrier = {name: netwatch.has_carrier(f) for name, f in flags.items()}
+    # the Wi-Fi lost its carrier but kept its routes (linkdown): the kernel still sends to its
+    # network from it, so only the carrier tells
+    sources: dict[str, str | None] = {"10.0.2.1": "10.0.2.7", "10.0.3.1": "10.0.3.3"}
+    gathered = ["10.0.2.7", "10.0.3.3", "2001:db8:3::3", "192.0.2.9"]
+    assert gathering.usable(gathered, listing, sources, carrier) == gathered[1:]
+    assert gathering.usable(gathered, listing, sources, {}) == gathered  # not known: kept
+    for state in (DORMANT, SET_DOWN):
+        stopped = {**carrier, "wlan0": netwatch.has_carrier(state)}
+        assert gathering.usable(gathered, listing, sources, stopped) == gathered[1:]
+    # a tun with nothing attached loses its carrier: its /32 (nothing to ask about) goes too
+    no_tun = {**carrier, "tun0": netwatch.has_carrier(0x1091)}  # UP POINTOPOINT NOARP MULTICAST
+    assert gathering.usable(gathered, listing, sources, no_tun) == gathered[1:3]
+    # no carrier anywhere: nothing connects either way, aioice's word stands
+    none = dict.fromkeys(flags, False)
+    assert gathering.usable(gathered, listing, sources, none) == gathered
+
+
+def test_the_kernel_flags_say_which_interfaces_carry() -> None:
+    for running in (LO_FLAGS, TUN_FLAGS, ETH_FLAGS):
+        assert netwatch.has_carrier(running)
+    for stopped in (NO_CARRIER, DORMANT, SET_DOWN, 0x40):  # RUNNING without UP: not up
+        assert not netwatch.has_carrier(stopped)
 
 
 def test_the_pin_holds_for_this_aioice_and_refuses_another() -> None:
