@@ -1,13 +1,18 @@
-"""fileshare.gathering: which addresses keep a route (sans-I/O, plain inputs), the pin against
-the aioice it wraps, and in a namespace whose interface lost its link but kept its address,
-what aioice gathers on with and without the layer."""
+"""fileshare.gathering: which addresses keep a route and a carrier (sans-I/O, plain inputs),
+the pin against the aioice it wraps, and in a namespace whose interface lost its link (set
+down: its routes go) or its carrier (its peer set down: its routes stay, linkdown) but kept its
+address, what aioice gathers on with and without the layer, and what the route watch
+(fileshare.netwatch) says when the carrier goes."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import aioice
 import pytest
@@ -138,13 +143,22 @@ def test_the_pin_holds_for_this_aioice_and_refuses_another() -> None:
 
 
 # What aioice gathers on in a namespace, as the client would (no STUN or TURN server: nothing
-# is sent anywhere); argv[1] == "layer": with fileshare.gathering installed.
+# is sent anywhere); argv[1] == "layer": with fileshare.gathering installed; argv[2], if given,
+# a tun device this process attaches to first (its carrier comes on) and holds while it gathers.
 GATHER = """
-import asyncio, json, sys
+import asyncio, fcntl, json, os, struct, sys, time
 from aioice import Connection
+from fileshare import netwatch
 if sys.argv[1] == "layer":
     from fileshare import gathering
     gathering.install()
+if len(sys.argv) > 2:
+    tun = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(tun, 0x400454CA, struct.pack("16sH22x", sys.argv[2].encode(), 0x1001))
+    for _ in range(100):  # the kernel applies a carrier change within about a second
+        if netwatch.carriers([sys.argv[2]]).get(sys.argv[2]):
+            break
+        time.sleep(0.05)
 async def main():
     connection = Connection(ice_controlling=True)
     await connection.gather_candidates()
@@ -153,11 +167,34 @@ async def main():
 asyncio.run(main())
 """
 
+# The route watch in a namespace: the connection used 10.77.2.2 towards 10.77.2.1 (on the
+# Wi-Fi's own network); prints why it gave up.
+WATCH = """
+import asyncio
+from fileshare import netwatch
+try:
+    asyncio.run(netwatch.address_lost(["10.77.2.2"], "10.77.2.1", poll=0.1))
+except netwatch.AddressLost as exc:
+    print(exc)
+"""
+
+RTNH_F_LINKDOWN = 16
+MAIN_TABLE = 254
+
+
+@dataclass(frozen=True)
+class TwoLinks:
+    host: str
+    far: str
+    wifi: str  # in host
+    cable: str  # in host
+    peer: str  # the Wi-Fi's other end, in far
+
 
 @pytest.fixture
-def two_links() -> Iterator[tuple[str, str]]:
+def two_links() -> Iterator[TwoLinks]:
     """A host namespace with a Wi-Fi (10.77.2.2/24) and a cable (10.77.3.2/24, the default
-    route) to a far namespace; yields the host's name and the Wi-Fi's interface."""
+    route) to a far namespace."""
     require_root()
     with netns.namespace_group("ga", ("host", "far")) as (base, names):
         host, far = names["host"], names["far"]
@@ -180,26 +217,97 @@ def two_links() -> Iterator[tuple[str, str]]:
                 f.link("set", index=index, state="up")
         with NetNS(host) as h:
             h.route("add", dst="0.0.0.0/0", gateway="10.77.3.1")
-        yield host, f"{base}w"
+        yield TwoLinks(host, far, f"{base}w", f"{base}c", f"{base}wf")
 
 
-def _gathered(namespace: str, layer: bool) -> list[str]:
+def _gathered(namespace: str, layer: bool, tun: str = "") -> list[str]:
     argv = [*netns.in_namespace(namespace), sys.executable, "-c", GATHER]
+    mode = "layer" if layer else "stock"
     done = subprocess.run(
-        [*argv, "layer" if layer else "stock"], capture_output=True, text=True, timeout=60
+        [*argv, mode, *([tun] if tun else [])], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     found: list[str] = json.loads(done.stdout)
     return found
 
 
-def test_a_link_lost_with_its_address_kept_is_not_gathered_on(two_links: tuple[str, str]) -> None:
-    host, wifi = two_links
+def _set(namespace: str, ifname: str, state: str) -> None:
+    with NetNS(namespace) as ns:
+        ns.link("set", index=ns.link_lookup(ifname=ifname)[0], state=state)
+
+
+def _await_carrier(namespace: str, ifname: str, wanted: bool) -> None:
+    """Until the kernel reports the interface running (or not): it applies a carrier change
+    in its own time (within about a second)."""
+    with NetNS(namespace) as ns:
+        for _ in range(200):
+            (found,) = ns.get_links(ns.link_lookup(ifname=ifname)[0])
+            if bool(found["flags"] & netwatch.IFF_RUNNING) == wanted:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"{ifname} never {'gained' if wanted else 'lost'} its carrier")
+
+
+def test_a_link_lost_with_its_address_kept_is_not_gathered_on(two_links: TwoLinks) -> None:
+    host, wifi = two_links.host, two_links.wifi
     assert _gathered(host, layer=True) == ["10.77.2.2", "10.77.3.2"]  # both routed
-    with NetNS(host) as h:  # the Wi-Fi out of reach: as World.move(keep_address=True)
-        h.link("set", index=h.link_lookup(ifname=wifi)[0], state="down")
+    _set(host, wifi, "down")  # the Wi-Fi out of reach: as World.move(keep_address=True)
     assert _gathered(host, layer=False) == ["10.77.2.2", "10.77.3.2"]  # aioice alone
     assert _gathered(host, layer=True) == ["10.77.3.2"]
-    with NetNS(host) as h:  # back in reach: its connected route again
-        h.link("set", index=h.link_lookup(ifname=wifi)[0], state="up")
+    _set(host, wifi, "up")  # back in reach: its connected route again, and its carrier
+    _await_carrier(host, wifi, wanted=True)
     assert _gathered(host, layer=True) == ["10.77.2.2", "10.77.3.2"]
+
+
+def test_a_link_without_carrier_is_not_gathered_on_though_its_routes_stay(
+    two_links: TwoLinks,
+) -> None:
+    host, wifi = two_links.host, two_links.wifi
+    _set(two_links.far, two_links.peer, "down")  # its other end gone: NO-CARRIER here
+    _await_carrier(host, wifi, wanted=False)
+    with NetNS(host) as h:  # the kernel keeps the Wi-Fi's route, marked linkdown
+        index = h.link_lookup(ifname=wifi)[0]
+        kept = [
+            r
+            for r in h.get_routes(family=socket.AF_INET, table=MAIN_TABLE)
+            if r.get_attr("RTA_OIF") == index
+        ]
+    assert kept and all(r["flags"] & RTNH_F_LINKDOWN for r in kept)
+    assert _gathered(host, layer=False) == ["10.77.2.2", "10.77.3.2"]  # aioice alone
+    assert _gathered(host, layer=True) == ["10.77.3.2"]
+    _set(two_links.far, two_links.peer, "up")
+    _await_carrier(host, wifi, wanted=True)
+    assert _gathered(host, layer=True) == ["10.77.2.2", "10.77.3.2"]
+
+
+def test_a_tun_device_is_gathered_on_while_attached(two_links: TwoLinks) -> None:
+    """A tun device reports operstate UNKNOWN: running while a process holds it, without
+    carrier while none does."""
+    host, tun = two_links.host, f"{two_links.wifi[:-1]}t"
+    with NetNS(host) as h:
+        h.link("add", ifname=tun, kind="tuntap", mode="tun")
+        index = h.link_lookup(ifname=tun)[0]
+        h.addr("add", index=index, address="10.77.4.2", prefixlen=24)
+        h.link("set", index=index, state="up")
+    _await_carrier(host, tun, wanted=False)  # nothing attached
+    assert "10.77.4.2" in _gathered(host, layer=False)
+    assert _gathered(host, layer=True) == ["10.77.2.2", "10.77.3.2"]
+    assert _gathered(host, layer=True, tun=tun) == ["10.77.2.2", "10.77.3.2", "10.77.4.2"]
+
+
+def test_the_route_watch_sees_the_carrier_go(two_links: TwoLinks) -> None:
+    """A connection on the Wi-Fi's own network: its route stays (linkdown) when the carrier
+    goes, only the carrier says the paths are dead; the cable is the way out."""
+    argv = [*netns.in_namespace(two_links.host), sys.executable, "-c", WATCH]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as watch:
+        try:
+            _set(two_links.far, two_links.peer, "down")
+            out, _ = watch.communicate(timeout=60)
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+    assert watch.returncode == 0
+    assert out.strip() == (
+        f"this host's route to 10.77.2.1 leaves from 10.77.2.2 on {two_links.wifi}, which "
+        f"lost its link (no carrier), while {two_links.cable} has one"
+    )
