@@ -251,7 +251,7 @@ def _await_carrier(namespace: str, ifname: str, wanted: bool) -> None:
 def test_a_link_lost_with_its_address_kept_is_not_gathered_on(two_links: TwoLinks) -> None:
     host, wifi = two_links.host, two_links.wifi
     assert _gathered(host, layer=True) == ["10.77.2.2", "10.77.3.2"]  # both routed
-    _set(host, wifi, "down")  # the Wi-Fi out of reach: as World.move(keep_address=True)
+    _set(host, wifi, "down")  # the Wi-Fi out of reach: as World.move(leaving=Leaving.LINK_DOWN)
     assert _gathered(host, layer=False) == ["10.77.2.2", "10.77.3.2"]  # aioice alone
     assert _gathered(host, layer=True) == ["10.77.3.2"]
     _set(host, wifi, "up")  # back in reach: its connected route again, and its carrier
