@@ -241,9 +241,9 @@ def _or_moved(
     interrupt: Callable[[], Awaitable[None]], link: Link, inbox: Inbox
 ) -> Callable[[], Awaitable[None]]:
     """`interrupt`, or a network change that killed the link's paths: this host left the
-    network the link was built on, or its route to the far end left it (AddressLost: reconnect
-    to the signaling server at once, tell the peer, then a new peer connection), or the peer
-    says it did ("moved")."""
+    network the link was built on, or its route to the far end left it or leaves by an
+    interface that lost its carrier (AddressLost: reconnect to the signaling server at once,
+    tell the peer, then a new peer connection), or the peer says it did ("moved")."""
 
     async def moved() -> None:
         try:

@@ -11,7 +11,11 @@ route keeps at least that connected route; one without it would send such packet
 another interface (or nowhere). (Of two interfaces on one network, e.g. cable and Wi-Fi on
 the same LAN, only the one the kernel's routes prefer is kept: on Linux the other's pairs leave
 the same way.) The answer comes from a UDP socket's connect, which sends nothing
-(`fileshare.netwatch.route_source`); the rule is `usable`, sans-I/O.
+(`fileshare.netwatch.route_source`). An interface that lost its carrier (a Wi-Fi dropped, a
+veth whose peer is down) but not yet its configuration keeps its routes too, marked
+`linkdown`, and the kernel still picks them: so an address is also dropped when its interface
+has no carrier (`fileshare.netwatch.has_carrier`: not IFF_RUNNING; loopback and tun devices,
+operstate UNKNOWN, have one). The rule is `usable`, sans-I/O.
 
 aiortc exposes none of this: `install()` wraps `aioice.ice.get_host_addresses`, which
 `Connection.gather_candidates` calls through the module. Pinned as `fileshare.turnrefresh`
@@ -58,18 +62,22 @@ def usable(
     gathered: Sequence[str],
     listing: Iterable[netwatch.HostAddress],
     sources: Mapping[str, str | None],
+    carrier: Mapping[str, bool],
 ) -> list[str]:
     """Which of the addresses aioice would gather on (`gathered`) to keep, given this host's
-    `listing` and, for each neighbour asked about, the source address the kernel picks
-    towards it (None: no route at all; absent: the kernel would not say). An address is
-    dropped when the kernel would send to its own network from another interface, or not at
-    all; one that cannot be asked about (not listed, a network of one address) is kept.
-    When every address would go, all are kept: with no route anywhere nothing connects, and
-    aioice's own behaviour says so."""
+    `listing`, for each neighbour asked about the source address the kernel picks towards it
+    (None: no route at all; absent: the kernel would not say), and which interfaces have a
+    carrier (absent: not known). An address is dropped when its interface has no carrier, or
+    the kernel would send to its own network from another interface, or not at all; one that
+    cannot be asked about (not listed, a network of one address) is kept unless its interface
+    has no carrier. When every address would go, all are kept: with no route anywhere nothing
+    connects, and aioice's own behaviour says so."""
     where = {h.address: h for h in listing}
     kept = []
     for address in gathered:
         host = where.get(netwatch.canonical(address))
+        if host is not None and carrier.get(host.interface) is False:
+            continue
         asked = None if host is None else neighbour(host.address, host.prefix)
         if host is None or asked is None or asked not in sources:
             kept.append(address)
@@ -82,13 +90,14 @@ def usable(
 
 
 def routed(gathered: list[str]) -> list[str]:
-    """`usable` for this host now (the shell: one connect per address, no packet sent)."""
-    listing = netwatch.host_listing()
+    """`usable` for this host now (the shell: one connect per address, no packet sent, and
+    one ioctl per interface)."""
+    listing, carrier = netwatch.host_links()
     sources: dict[str, str | None] = {}
     for asked in {n for h in listing if (n := neighbour(h.address, h.prefix)) is not None}:
         with contextlib.suppress(OSError):  # the kernel would not say: no verdict
             sources[asked] = netwatch.route_source(asked)
-    return usable(gathered, listing, sources)
+    return usable(gathered, listing, sources, carrier)
 
 
 def originals() -> dict[str, Callable[..., Any]]:

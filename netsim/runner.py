@@ -122,8 +122,13 @@ async def _fault_when(
 
 # A peer's host changing networks, and what the moved client's reconnect reason must say.
 _MOVES: Final = {
-    FaultKind.MOVE: ("is gone", "address gone"),
-    FaultKind.REROUTE: ("now leaves from", "route moved off its address"),
+    FaultKind.MOVE: ("is gone", "address gone", world.Leaving.GONE),
+    FaultKind.REROUTE: ("now leaves from", "route moved off its address", world.Leaving.LINK_DOWN),
+    FaultKind.CARRIER_LOSS: (
+        "lost its link (no carrier)",
+        "link's carrier gone",
+        world.Leaving.CARRIER,
+    ),
 }
 
 
@@ -257,8 +262,8 @@ class ScenarioRun:
 
             async def moving() -> None:  # pyroute2's calls run a loop of their own: a thread
                 host = self.net.host(end.site, end.host)
-                keep = fault.kind is FaultKind.REROUTE
-                moved_to = await asyncio.to_thread(self.net.move, host, fault.to, keep)
+                leaving = _MOVES[fault.kind][2]
+                moved_to = await asyncio.to_thread(self.net.move, host, fault.to, leaving)
                 self.result.metrics["moved_to"] = moved_to
                 self._ended(index, time.time())
 
@@ -429,7 +434,7 @@ class ScenarioRun:
         if sc.fault is not None and sc.fault.kind in _MOVES:
             moved = receiver if sc.receiver.site == sc.fault.site else sender
             reasons = [e.get("reason", "") for e in moved.events() if e["event"] == "reconnecting"]
-            sign, what = _MOVES[sc.fault.kind]
+            sign, what, _ = _MOVES[sc.fault.kind]
             result.check(
                 f"the moved peer noticed its {what}",
                 any(sign in str(reason) for reason in reasons),

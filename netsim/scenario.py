@@ -14,7 +14,8 @@ to inject, and what must be observed. Built in Python or loaded from a TOML file
     expect_path = "srflx"               # default: the grid (netsim.expectations)
     fault = { kind = "cut", at = 0.5, seconds = 5 }     # or rebind, pause (the receiver's),
                                         # signal-restart, turn-restart,
-                                        # move, reroute (with to = "site")
+                                        # move, reroute, carrier-loss
+                                        # (with to = "site")
     faults = [{ kind = "cut", at = 0.3, seconds = 5 }, { kind = "rebind", at = 0.6 }]
                                         # several, one after another (instead of `fault`)
     timeline = true                     # goodput over time, faults marked, in the report
@@ -86,11 +87,20 @@ class FaultKind(enum.Enum):
     # The site's peer's interface loses its link but keeps its address (its routes go), and a
     # new one on site `to` takes the default route: only the route says the paths are dead
     REROUTE = "reroute"
+    # The site's peer's interface loses its carrier and keeps its address and routes (linkdown),
+    # and a new one on site `to` takes the default route ahead of the old: towards a peer on the
+    # old LAN only the carrier says the paths are dead
+    CARRIER_LOSS = "carrier-loss"
 
     @property
     def timed(self) -> bool:
         """Lasts `seconds` (a cut, a pause); the others strike at once."""
         return self in (FaultKind.CUT, FaultKind.PAUSE)
+
+    @property
+    def moves(self) -> bool:
+        """The peer's host goes to site `to`."""
+        return self in (FaultKind.MOVE, FaultKind.REROUTE, FaultKind.CARRIER_LOSS)
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,10 @@ class Fault:
             raise ValueError("fault.at: a share of the transfer, between 0 and 1")
         if self.kind.timed and not 0 < self.seconds <= 600:
             raise ValueError(f"fault.seconds: 0 to 600 for a {self.kind.value}")
-        if (self.kind in (FaultKind.MOVE, FaultKind.REROUTE)) != bool(self.to):
-            raise ValueError("fault.to: the site a move goes to (and only for a move or reroute)")
+        if self.kind.moves != bool(self.to):
+            raise ValueError(
+                "fault.to: the site a move goes to (and only for a move, reroute or carrier-loss)"
+            )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ a real interface, and every name carries netns.RUN_PREFIX.
 from __future__ import annotations
 
 import contextlib
+import enum
 import ipaddress
 import re
 import subprocess
@@ -44,6 +45,19 @@ MAX_CARRIERS: Final = 4
 MAX_HOSTS: Final = 9
 _SITE_NAME: Final = re.compile(r"[a-z][a-z0-9]{0,11}")
 CLEAN: Final = link.LinkSpec()
+
+
+class Leaving(enum.Enum):
+    """What becomes of a moving host's old interface (World.move)."""
+
+    GONE = "gone"  # deleted, with its address and routes: the laptop joined another network
+    # set down: it keeps its address, the kernel drops its routes (a Wi-Fi out of reach, once
+    # the system noticed)
+    LINK_DOWN = "link-down"
+    # its other end set down: it loses its carrier and keeps its address and its routes,
+    # which the kernel marks linkdown and still uses (a Wi-Fi dropped, a cable pulled, before
+    # anything removed its configuration)
+    CARRIER = "carrier"
 
 
 @dataclass(frozen=True)
@@ -283,32 +297,49 @@ class World:
             flush = ("flush", "map", "ip", nat.table_name(netns.RUN_PREFIX), name)
             linkbed.run(link.Command(where.router, "nft", flush))
 
-    def move(self, host: str, to: str, keep_address: bool = False) -> str:
+    def move(self, host: str, to: str, leaving: Leaving = Leaving.GONE) -> str:
         """The host (namespace) leaves its LAN for site `to`'s, as a laptop joins another
-        network: its interface goes, with its address and route; a new one on `to`'s bridge
-        gets the next free address of that LAN and its default route. Returns that address.
-        With `keep_address` the old interface only loses its link (a Wi-Fi out of reach, a
-        cable plugged in beside it): it keeps its address, the kernel drops its routes."""
+        network: its interface goes as `leaving` says; a new one on `to`'s bridge gets the
+        next free address of that LAN and its default route, ahead of any the old one kept
+        (as a connection manager puts a new link's). Returns that address."""
         there = self.sites[to]
         self._moves += 1
         taken = len(there.plan.hosts) + self._moves
         address = str(ipaddress.ip_address(there.plan.lan_gateway) + taken)
         port, inside = f"{self.base}x{self._moves}", f"{self.base}y{self._moves}"
-        with NetNS(host) as hns:
-            for item in hns.get_links():
-                if item.get_attr("IFLA_IFNAME") != "lo":
-                    if keep_address:
-                        hns.link("set", index=item["index"], state="down")
-                    else:
-                        hns.link("del", index=item["index"])
+        if leaving is Leaving.CARRIER:
+            router, far_end = self._port_of(host)
+            with NetNS(router) as rtr:
+                rtr.link("set", index=rtr.link_lookup(ifname=far_end)[0], state="down")
+        else:
+            with NetNS(host) as hns:
+                for item in hns.get_links():
+                    if item.get_attr("IFLA_IFNAME") != "lo":
+                        if leaving is Leaving.LINK_DOWN:
+                            hns.link("set", index=item["index"], state="down")
+                        else:
+                            hns.link("del", index=item["index"])
         with NetNS(there.router) as rtr:
             _veth(rtr, port, inside, host)
             bridge = rtr.link_lookup(ifname=there.bridge)[0]
             rtr.link("set", index=rtr.link_lookup(ifname=port)[0], master=bridge, state="up")
         with NetNS(host) as hns:
             _up(hns, inside, address, there.plan.lan_prefix)
-            hns.route("add", dst="0.0.0.0/0", gateway=there.plan.lan_gateway)
+        # pyroute2 knows no prepend (a route before those of the same metric)
+        ip = (find_program("ip"), "route", "prepend", "default", "via", there.plan.lan_gateway)
+        subprocess.run([*netns.net_only(host), *ip], check=True, capture_output=True, timeout=30)
         return address
+
+    def _port_of(self, host: str) -> tuple[str, str]:
+        """The router and the bridge port at the other end of a host's first interface."""
+        for number, site in enumerate(self.sites.values()):
+            if host in site.hosts:
+                return site.router, _port_name(self.base, number, site.hosts.index(host))
+        raise KeyError(host)
+
+
+def _port_name(base: str, site: int, host: int) -> str:
+    return f"{base}p{site}{host}"
 
 
 def _up(ns: NetNS, ifname: str, address: str | None = None, prefix: int = 32) -> None:
@@ -408,7 +439,7 @@ def _build_site(
     bridge_index = rtr.link_lookup(ifname=bridge)[0]
     host_ifs = [f"{base}h{index}{j}" for j in range(spec.hosts)]
     for j, (host, host_ip, host_if) in enumerate(zip(hosts, plan.hosts, host_ifs, strict=True)):
-        port = f"{base}p{index}{j}"
+        port = _port_name(base, index, j)
         _veth(rtr, port, host_if, host)
         rtr.link("set", index=rtr.link_lookup(ifname=port)[0], master=bridge_index, state="up")
         hns = NetNS(host)

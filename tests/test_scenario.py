@@ -223,6 +223,18 @@ def test_route_change_moves_the_route_and_keeps_the_address() -> None:
     assert change.receiver.site == "b"
 
 
+def test_carrier_loss_cuts_the_receiver_off_its_lan_peer() -> None:
+    (loss,) = scenario.load(scenario.DEFAULT_FILE).select(["carrier-loss"])
+    assert loss.full and loss.fault is not None and loss.fault.kind.moves
+    assert (loss.fault.kind, loss.fault.site, loss.fault.to) == (
+        FaultKind.CARRIER_LOSS,
+        "home",
+        "c",
+    )
+    assert loss.sender.site == loss.receiver.site == "home"  # a host pair on the LAN
+    assert loss.expected_path == "host"
+
+
 def test_long_haul_is_the_issues_and_runs_only_in_full() -> None:
     (haul,) = scenario.load(scenario.DEFAULT_FILE).select(["long-haul"])
     assert haul.full and haul.timeline and haul.file_mib == 2048
@@ -333,7 +345,7 @@ sites = [
         (
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
             'fault = { kind = "cut", seconds = 3, to = "a" }',
-            "only for a move or reroute",
+            "only for a move, reroute or carrier-loss",
         ),
         (
             '[[scenario]]\nname = "x"\nsites = [{ name = "a", hosts = 2 }]\n'
