@@ -185,3 +185,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("figures measured")
         for nodeid, name, value in figures:
             terminalreporter.write_line(f"{nodeid}: {name} = {value}")
+
+
+# Modules whose tests each take many minutes, and run first: xdist hands out tests in collection
+# order, so one collected last would start when the other workers are nearly done and make the
+# run as long as the module plus everything before it (the deploy test alone takes ~26 min).
+LONGEST_FIRST = ("tests/test_deploy.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Puts the longest modules' tests first (a stable sort: the order within each is kept)."""
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
