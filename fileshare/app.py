@@ -334,8 +334,9 @@ class _SendTicket:
                 fields = json.loads(saved)
                 code = parse_code(fields["code"])
                 key = str(fields["reconnectKey"])
-                return await client.rejoin(code.session_id, "a", key, instance), code, key
-        created = await client.create(access="code", instance=instance)
+                rejoined = await client.rejoin(code.session_id, "a", key, instance, runs=True)
+                return rejoined, code, key
+        created = await client.create(access="code", instance=instance, runs=True)
         code = new_code(created.sessionId)
         data = json.dumps({"code": str(code), "reconnectKey": created.reconnectKey}).encode()
         self.store.save_ticket(
@@ -360,8 +361,7 @@ async def _send(
     options: Options,
 ) -> None:
     inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
-    if isinstance(created, schema.SessionJoined):
-        inbox.peer_present = created.peerPresent
+    inbox.admitted(created)
     given = ice.ServerCredentials(created.iceServers)  # STUN only: TURN once the peer is in
     sender: Sender | None = None
     side: SendSide | None = None
@@ -482,7 +482,7 @@ async def receive(
             )
             membership = Membership(server, code.session_id, joined.peerId, key, instance)
             inbox = Inbox(client, membership, events, Backoff(options.give_up_after))
-            inbox.peer_present = joined.peerPresent
+            inbox.admitted(joined)
             given = ice.ServerCredentials(joined.iceServers)
             paused = False
             try:
@@ -545,9 +545,14 @@ async def _receive_rounds(
     accepted: list[bool] = []  # once: a restarted sender's offer is the one accepted before
     for _ in range(options.reconnects + 1):
         arrivals = inbox.arrivals
-        peer, keys = await _authenticate(
-            inbox, "receiver", code.session_id, code.secret, given, events, options
-        )
+        try:
+            peer, keys = await _authenticate(
+                inbox, "receiver", code.session_id, code.secret, given, events, options
+            )
+        except ConnectionError:
+            if inbox.arrivals == arrivals:
+                raise
+            continue  # the sender restarted mid-authentication: again, with its new run
         receiver = Receiver(_key_for(keys))
         approve = functools.partial(_approve, options, keys.sas, out_dir, accepted)
         side = ReceiveSide(
@@ -643,8 +648,8 @@ async def _join_or_rejoin(
         saved = json.loads(ticket)
         with contextlib.suppress(SignalError):
             key = saved["reconnectKey"]
-            return await client.rejoin(session_id, saved["peerId"], key, instance), key
-    joined = await client.join(session_id, instance=instance)
+            return await client.rejoin(session_id, saved["peerId"], key, instance, runs=True), key
+    joined = await client.join(session_id, instance=instance, runs=True)
     data = json.dumps({"peerId": joined.peerId, "reconnectKey": joined.reconnectKey}).encode()
     store.save_ticket(session_id, crypto.seal_ticket(secret, session_id, data), time.time())
     return joined, joined.reconnectKey

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from spake2 import SPAKE2_A, SPAKE2_B  # type: ignore[import-untyped]
 from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
 
 from fileshare.wordlist import WORDS
+from fsproto.schema import RUN_ID_CHARS
 
 Role = Literal["sender", "receiver"]
 PROTOCOL: Final = b"fileshare-v1"
@@ -116,12 +118,14 @@ class Handshake:
         self._dh = nacl.public.PrivateKey.generate()
         self.keys: SessionKeys | None = None
 
-    def hello(self) -> dict[str, str]:
-        return {
+    def hello(self, to: str | None = None) -> dict[str, str]:
+        """`to`: the peer's run this hello is for (see hello_is_current), if the server told it."""
+        hello = {
             "kind": "hello",
             "pake": _b64(self._pake_msg),
             "x25519": _b64(bytes(self._dh.public_key)),
         }
+        return hello if to is None else {**hello, "to": to}
 
     def on_hello(self, payload: Mapping[str, object]) -> SessionKeys:
         peer_pake = _unb64(payload.get("pake"))
@@ -143,6 +147,29 @@ class Handshake:
         sas = short_authentication_string(hkdf_sha256(secret, b"", b"sas", 4))
         self.keys = SessionKeys(secret, transcript, sas)
         return self.keys
+
+
+_RUN_ID: Final = re.compile(f"[0-9a-f]{{{RUN_ID_CHARS}}}")
+
+
+def hello_is_current(hello: Mapping[str, object], run: str | None, peer_run: str | None) -> bool:
+    """Whether a peer's hello is for this run of ours (`run`: the signaling server's run ids,
+    ours and the peer's). One addressed (`to`) to another run was meant for a run of ours that
+    is over: relayed just before we restarted, it reached the new one. It is dropped before the
+    PAKE, where it would fail authentication under keys the peer has dropped too; its hello
+    for this run follows. A hello without `to` (a peer that predates run ids) is taken, as is
+    any while we know no run of ours (a server that gives none). A `to` that is not a run id,
+    or that names the peer's own run (our hello reflected to us), is a forgery."""
+    if "to" not in hello:
+        return True
+    to = hello["to"]
+    if not isinstance(to, str) or not _RUN_ID.fullmatch(to):
+        raise AuthenticationFailed("malformed handshake message")
+    if to == run:
+        return True
+    if to == peer_run:
+        raise AuthenticationFailed("a hello addressed to its own sender")
+    return run is None
 
 
 def check_confirmation(

@@ -113,9 +113,20 @@ class Inbox:
         self.peer_present = False
         self.connected = True  # to the signaling server
         self.arrivals = 0  # how many times the peer has (re)joined from a new process
+        # Run ids (schema.JoinSession.runs) of this process and of the peer's current one: a
+        # hello is addressed to the peer's, and one addressed to another run of ours is stale.
+        self.run: str | None = None
+        self.peer_run: str | None = None
         self.left_for_good = False
         self._ended: Exception | None = None
         self._reader = asyncio.create_task(self._read(), name="signal-inbox")
+
+    def admitted(self, reply: schema.SessionCreated | schema.SessionJoined) -> None:
+        """Our place in the session, as the server's reply to our create, join or rejoin has it."""
+        self.run = reply.run
+        if isinstance(reply, schema.SessionJoined):
+            self.peer_present = reply.peerPresent
+            self.peer_run = reply.peerRun
 
     async def close(self) -> None:
         self._reader.cancel()
@@ -145,14 +156,14 @@ class Inbox:
                             self._ended = _abort(payload)
                         elif kind == "pause":
                             self._paused(payload)
-                        if kind in KINDS:
+                        if kind in KINDS and (kind != "hello" or self._new_round(payload)):
                             self._stash[kind].append(payload)
                 case schema.PeerJoined(resumed=True):
                     self.peer_present = True  # its signaling came back: same process, same state
-                case schema.PeerJoined():
-                    for stashed in self._stash.values():  # it belongs to the peer's last run
-                        stashed.clear()
+                case schema.PeerJoined(peerRun=peer_run):
+                    self._clear()  # it belongs to the peer's last run
                     self.peer_present = True
+                    self.peer_run = peer_run
                     self.arrivals += 1
                 case schema.PeerLeft(graceSeconds=grace):
                     self.peer_present = False
@@ -166,6 +177,23 @@ class Inbox:
                 case schema.Error(code=code, message=message):
                     self._ended = SignalError(code, message)
             self.notify()
+
+    def _new_round(self, hello: dict[str, Any]) -> bool:
+        """A hello for this run of ours starts a round: what came before it (e.g. an offer
+        under the last round's keys, sent while we restarted) is over. One for a run of ours
+        that is over is dropped, and a malformed one fails authentication (as the web's)."""
+        try:
+            current = crypto.hello_is_current(hello, self.run, self.peer_run)
+        except crypto.AuthenticationFailed as exc:
+            self._ended = exc
+            return False
+        if current:
+            self._clear()
+        return current
+
+    def _clear(self) -> None:
+        for stashed in self._stash.values():
+            stashed.clear()
 
     def _paused(self, payload: dict[str, Any]) -> None:
         """The peer was interrupted (Ctrl-C) and keeps its place for `seconds`: the same command
@@ -199,7 +227,11 @@ class Inbox:
                 continue
             try:
                 joined = await client.rejoin(
-                    member.session_id, member.peer_id, member.reconnect_key, member.instance
+                    member.session_id,
+                    member.peer_id,
+                    member.reconnect_key,
+                    member.instance,
+                    runs=True,
                 )
             except (SignalError, ConnectionClosed, TimeoutError) as exc:
                 await client.close()
@@ -209,7 +241,7 @@ class Inbox:
                 backoff.failed(loop.time(), f"rejoin failed: {exc}")
                 continue
             self.client, self.connected = client, True
-            self.peer_present = joined.peerPresent
+            self.admitted(joined)
             lasted = backoff.restored(loop.time())
             self._events.emit("signaling_restored", after=round(lasted, 1))
             return
@@ -418,6 +450,7 @@ class Peer:
         self.epoch = 0
         self._turn: TurnUrl | None = None
         self._round = inbox.arrivals  # the peer's run these keys and messages belong to
+        self._to = inbox.peer_run  # its run id, if the server gives them
 
     @property
     def outdated(self) -> bool:
@@ -429,9 +462,15 @@ class Peer:
         return "receiver" if self.role == "sender" else "sender"
 
     async def authenticate(self) -> SessionKeys:
-        """The PAKE: one hello each way. Its keys are unproven until confirm() succeeds."""
-        await self._relay("signal", self._handshake.hello())
-        hello = await self.inbox.expect("hello", self.timeout)
+        """The PAKE: one hello each way. Its keys are unproven until confirm() succeeds. A peer
+        that restarts meanwhile ends the wait (ConnectionError): its new run's hello is for
+        the next round, which answers it with a hello of its own."""
+        inbox = self.inbox
+        await self._relay("signal", self._handshake.hello(self._to))
+        await inbox.until(lambda: self.outdated or inbox.has("hello"), self.timeout)
+        if self.outdated:
+            raise ConnectionError("the peer restarted: a new round authenticates it")
+        hello = await inbox.expect("hello", None)
         self.keys = self._handshake.on_hello(hello)
         return self.keys
 

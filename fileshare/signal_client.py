@@ -191,22 +191,31 @@ class SignalClient:
             await self._ws.send_bytes(data)
 
     async def create(
-        self, access: schema.Access = "token", instance: str | None = None
+        self, access: schema.Access = "token", instance: str | None = None, runs: bool = False
     ) -> schema.SessionCreated:
-        """`instance`: this process's nonce (see schema.JoinSession)."""
-        msg = schema.CreateSession(v=schema.VERSION, access=access, instance=instance)
+        """`instance`: this process's nonce, `runs`: ask for run ids (see schema.JoinSession)."""
+        msg = schema.CreateSession(v=schema.VERSION, access=access, instance=instance, runs=runs)
         return await self._ask(msg, schema.SessionCreated)
 
     async def join(
-        self, session_id: str, token: str | None = None, instance: str | None = None
+        self,
+        session_id: str,
+        token: str | None = None,
+        instance: str | None = None,
+        runs: bool = False,
     ) -> schema.SessionJoined:
         msg = schema.JoinSession(
-            v=schema.VERSION, sessionId=session_id, token=token, instance=instance
+            v=schema.VERSION, sessionId=session_id, token=token, instance=instance, runs=runs
         )
         return await self._ask(msg, schema.SessionJoined)
 
     async def rejoin(
-        self, session_id: str, peer_id: PeerId, key: str, instance: str | None = None
+        self,
+        session_id: str,
+        peer_id: PeerId,
+        key: str,
+        instance: str | None = None,
+        runs: bool = False,
     ) -> schema.SessionJoined:
         msg = schema.RejoinSession(
             v=schema.VERSION,
@@ -214,6 +223,7 @@ class SignalClient:
             peerId=peer_id,
             reconnectKey=key,
             instance=instance,
+            runs=runs,
         )
         return await self._ask(msg, schema.SessionJoined)
 

@@ -13,11 +13,13 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 VERSION: Final = 1
+RUN_ID_CHARS: Final = 16  # a run id's length (hex), see JoinSession
 
 SessionId = Annotated[str, msgspec.Meta(min_length=4, max_length=32, pattern=r"^[0-9A-Za-z]+$")]
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[0-9A-Za-z_-]+$")]
 PeerId = Literal["a", "b"]
 RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+RunId = Annotated[str, msgspec.Meta(pattern=f"^[0-9a-f]{{{RUN_ID_CHARS}}}$")]
 
 RELAY_TYPES: Final = frozenset({"offer", "answer", "ice_candidate", "signal"})
 
@@ -73,17 +75,26 @@ class CreateSession(_Message, tag="create_session"):
 
     access: Access = "token"
     instance: Secret | None = None
+    runs: bool = False
     id: RequestId | None = None
 
 
 class JoinSession(_Message, tag="join_session"):
     """`instance` (also in create and rejoin): a nonce the client picks once per process, so a
     rejoin from the same process (its signaling connection came back) can be told from a
-    restarted one; see PeerJoined.resumed."""
+    restarted one; see PeerJoined.resumed.
+
+    `runs` (also in create and rejoin): the client wants run ids, `run` and `peerRun` in
+    session_created and session_joined, `peerRun` in peer_joined: RUN_ID_CHARS hex characters
+    of SHA-256 of a peer's `instance` (of its connection's id if it gave none), the same for a
+    resume, new for a restart. A peer addresses its PAKE hello to the other's run, so a hello
+    meant for a run that is over is told from one for the current run (a hello relayed just
+    before the peer restarted reaches its new run). Clients that do not ask see no change."""
 
     sessionId: SessionId
     token: Secret | None = None
     instance: Secret | None = None
+    runs: bool = False
     id: RequestId | None = None
 
 
@@ -94,6 +105,7 @@ class RejoinSession(_Message, tag="rejoin_session"):
     peerId: PeerId
     reconnectKey: Secret
     instance: Secret | None = None
+    runs: bool = False
     id: RequestId | None = None
 
 
@@ -166,6 +178,7 @@ class SessionCreated(_Message, tag="session_created"):
     # How long the server keeps this peer's place after its connection ends without a leave
     # (an interrupted client may come back within it); 0 from servers that do not say.
     graceSeconds: float = 0.0
+    run: RunId | None = None  # this peer's run id, to a client that asked (`runs`)
 
 
 class SessionJoined(_Message, tag="session_joined"):
@@ -178,6 +191,8 @@ class SessionJoined(_Message, tag="session_joined"):
     iceServers: list[IceServer]
     re: int | None = None
     graceSeconds: float = 0.0  # as in SessionCreated
+    run: RunId | None = None  # as in SessionCreated
+    peerRun: RunId | None = None  # the other peer's run id (none if it never joined, to `runs`)
 
 
 class Credentials(_Message, tag="credentials"):
@@ -195,6 +210,7 @@ class PeerJoined(_Message, tag="peer_joined"):
     peerId: PeerId
     rejoined: bool
     resumed: bool = False
+    peerRun: RunId | None = None  # its run id, to a peer that asked for them (`runs`)
 
 
 class PeerLeft(_Message, tag="peer_left"):

@@ -524,7 +524,7 @@ class SignalingServer:
             # The tag adds its digits: the random part keeps all of session_digits.
             session_id = self.config.route_tag + sessions.new_session_id(self.config.session_digits)
             created = sessions.create(
-                session_id, conn.ip, conn.id, now, msg.access, msg.instance or ""
+                session_id, conn.ip, conn.id, now, msg.access, msg.instance or "", msg.runs
             )
             outcome = await self.store.create(created.record, self.config.max_sessions_per_ip)
             if outcome != "taken":
@@ -548,6 +548,7 @@ class SignalingServer:
             iceServers=self._stun_servers(),  # TURN credentials once the peer is there
             re=msg.id,
             graceSeconds=self.policy.grace_seconds,
+            run=sessions.run_id(created.record.peers["a"]) if msg.runs else None,
         )
         self._send(conn, schema.encode(reply))
 
@@ -557,10 +558,12 @@ class SignalingServer:
         result = await self.store.update(
             msg.sessionId,
             _apply(
-                lambda r: sessions.join(r, msg.token, conn.id, now, self.policy, msg.instance or "")
+                lambda r: sessions.join(
+                    r, msg.token, conn.id, now, self.policy, msg.instance or "", msg.runs
+                )
             ),
         )
-        await self._admit(conn, msg.sessionId, msg.id, result, msg.token, now)
+        await self._admit(conn, msg.sessionId, msg.id, result, msg.token, now, msg.runs)
 
     async def _rejoin(self, conn: Connection, msg: schema.RejoinSession) -> None:
         self._may_try_joining(conn, msg.id)
@@ -569,11 +572,18 @@ class SignalingServer:
             msg.sessionId,
             _apply(
                 lambda r: sessions.rejoin(
-                    r, msg.peerId, msg.reconnectKey, conn.id, now, self.policy, msg.instance or ""
+                    r,
+                    msg.peerId,
+                    msg.reconnectKey,
+                    conn.id,
+                    now,
+                    self.policy,
+                    msg.instance or "",
+                    msg.runs,
                 )
             ),
         )
-        await self._admit(conn, msg.sessionId, msg.id, result, msg.reconnectKey, now)
+        await self._admit(conn, msg.sessionId, msg.id, result, msg.reconnectKey, now, msg.runs)
 
     def _may_try_joining(self, conn: Connection, request_id: int | None) -> None:
         """A connection outside any session, from an address with refused joins to spare: one
@@ -596,8 +606,10 @@ class SignalingServer:
         result: Change[tuple[Admission, SessionRecord]] | None,
         secret: str | None,
         now: float,
+        runs: bool,
     ) -> None:
-        """Finish a join or rejoin: answer, and tell the other peer."""
+        """Finish a join or rejoin: answer, and tell the other peer (run ids only to a peer
+        that asked for them: strict decoders of older clients refuse unknown fields)."""
         outcome = sessions.refuse_absent(secret) if result is None else result.value[0]
         # A right secret (joined, or told the session is full): its reservation is free.
         if not isinstance(outcome, sessions.Refused) or outcome.reason == "full":
@@ -635,6 +647,8 @@ class SignalingServer:
             iceServers=self._ice_servers(conn, record, outcome.peer_id, now),
             re=request_id,
             graceSeconds=self.policy.grace_seconds,
+            run=outcome.run if runs else None,
+            peerRun=outcome.peer_run if runs else None,
         )
         self._send(conn, schema.encode(reply))
         notice = schema.PeerJoined(
@@ -642,6 +656,7 @@ class SignalingServer:
             peerId=outcome.peer_id,
             rejoined=outcome.rejoined,
             resumed=outcome.resumed and outcome.tell_resumed,
+            peerRun=outcome.run if outcome.tell_run else None,
         )
         await self.bus.publish(
             peer_channel(session_id, sessions.other_peer(outcome.peer_id)),

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from fsproto.schema import PeerId
+from fsproto.schema import RUN_ID_CHARS, PeerId
 
 TOKEN_BYTES: Final = 16  # 128 bits
 SESSION_ID_DIGITS: Final = 8  # the default of Config.session_digits
@@ -40,6 +40,7 @@ class PeerSlot(msgspec.Struct):
     conn: str  # "" while the peer is away
     left_at: float = 0.0
     instance: str = ""  # the client process's nonce, "" for clients that send none
+    runs: bool = False  # the client asked for run ids (schema: `runs`)
 
 
 class SessionRecord(msgspec.Struct):
@@ -91,6 +92,15 @@ def _matches(secret: str, digest: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), digest)
 
 
+def run_id(slot: PeerSlot) -> str | None:
+    """What tells a peer's runs apart, to the other peer: 16 hex characters of SHA-256 of the
+    process's `instance` (a rejoin from the same process keeps its run), or of its connection
+    for a client that sends none (each connection is then a new run, as it is not a resume);
+    None while such a peer is away. A hash: the instance itself proves a resume."""
+    source = slot.instance or slot.conn
+    return hash_secret(source)[:RUN_ID_CHARS] if source else None
+
+
 def new_secret() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
@@ -114,6 +124,7 @@ def create(
     now: float,
     access: str = "token",
     instance: str = "",
+    runs: bool = False,
 ) -> Created:
     token, key = new_secret(), new_secret()
     record = SessionRecord(
@@ -123,7 +134,7 @@ def create(
         created_at=now,
         last_active=now,
         access=access,
-        peers={"a": PeerSlot(key_hash=hash_secret(key), conn=conn, instance=instance)},
+        peers={"a": PeerSlot(key_hash=hash_secret(key), conn=conn, instance=instance, runs=runs)},
     )
     return Created(record, token, key)
 
@@ -137,6 +148,9 @@ class Joined:
     replaced_conn: str  # a stale connection of the same peer that must be dropped
     resumed: bool = False  # a rejoin from the same client process (only signaling was lost)
     tell_resumed: bool = False  # the other peer gave an instance, so it understands `resumed`
+    run: str | None = None  # run ids (run_id) of the joiner and of the other peer
+    peer_run: str | None = None
+    tell_run: bool = False  # the other peer asked for run ids, so it understands `peerRun`
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +186,7 @@ def join(
     now: float,
     policy: SessionPolicy,
     instance: str = "",
+    runs: bool = False,
 ) -> Joined | Refused:
     """A second peer joins with the session's token (or, for a code session, its id alone).
     A wrong token, and a code session already joined, look exactly like no session."""
@@ -186,10 +201,18 @@ def join(
     elif "b" in record.peers:
         return Refused("full")
     key = new_secret()
-    record.peers["b"] = PeerSlot(key_hash=hash_secret(key), conn=conn, instance=instance)
+    slot = record.peers["b"] = PeerSlot(hash_secret(key), conn, instance=instance, runs=runs)
     record.last_active = now
+    other = record.peers["a"]
     return Joined(
-        "b", key, peer_present=bool(record.peers["a"].conn), rejoined=False, replaced_conn=""
+        "b",
+        key,
+        peer_present=bool(other.conn),
+        rejoined=False,
+        replaced_conn="",
+        run=run_id(slot),
+        peer_run=run_id(other),
+        tell_run=other.runs,
     )
 
 
@@ -201,6 +224,7 @@ def rejoin(
     now: float,
     policy: SessionPolicy,
     instance: str = "",
+    runs: bool = False,
 ) -> Joined | Refused:
     """A peer takes its own place back; a connection it left behind (or that died) is replaced.
     The same `instance` as before means the same process: it resumes, it did not restart."""
@@ -211,7 +235,7 @@ def rejoin(
         return Refused("not_found")
     replaced = slot.conn
     resumed = bool(instance) and hmac.compare_digest(instance, slot.instance)
-    slot.conn, slot.left_at, slot.instance = conn, 0.0, instance
+    slot.conn, slot.left_at, slot.instance, slot.runs = conn, 0.0, instance, runs
     record.last_active = now
     other = record.peers.get(other_peer(peer_id))
     return Joined(
@@ -222,6 +246,9 @@ def rejoin(
         replaced_conn=replaced,
         resumed=resumed,
         tell_resumed=bool(other and other.instance),
+        run=run_id(slot),
+        peer_run=run_id(other) if other else None,
+        tell_run=bool(other and other.runs),
     )
 
 

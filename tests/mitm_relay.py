@@ -19,6 +19,10 @@ A client connects to /ws/MODE; one relay serves every mode, so cases can run sid
   (compressible, so also a deflate bomb);
 - huge-text: that reply becomes an `error` whose message is 100,000 characters of escapes
   (160 kB: under the client's frame limit, so it must be shown cut short);
+- hold-hello: the first hello relayed to the joining peer (b) of a session is kept from it,
+  and delivered to b's next connection (b killed and run again: a rejoin from a new run) right
+  after its rejoin is answered: a hello relayed just before the peer restarted, reaching its
+  new run (it is for the run that is over, and must not be taken for the PAKE);
 - pass: nothing is changed; with GET /_blip, every client connection open then is closed (a
   signaling blip: the client connects again, the relay serves it anew).
 
@@ -55,6 +59,7 @@ MODES = (
     "frame-wrong-reply",
     "frame-oversized",
     "huge-text",
+    "hold-hello",
     "pass",
 )
 # A SPAKE2 message for side A that is not a point on the curve (spake2 raises NotOnCurve).
@@ -121,6 +126,30 @@ def downstream(frame: str, mode: str) -> list[str]:
     return [json.dumps(message)]
 
 
+class HeldHellos:
+    """hold-hello's memory across connections, by session: the hello kept from peer b (None
+    once delivered: one per session)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, str | None] = {}
+
+    def downstream(self, frame: str, place: dict[str, str]) -> list[str]:
+        """What a client gets for one frame; `place` is its connection's session, once b's."""
+        message: dict[str, Any] = json.loads(frame)
+        if message.get("type") in FIRST_REPLIES and message.get("peerId") == "b":
+            session = place["session"] = str(message.get("sessionId"))
+            late = self.held.get(session)
+            if late is None:
+                return [frame]
+            self.held[session] = None
+            return [frame, late]
+        ours = place.get("session")
+        if ours is not None and ours not in self.held and _kind(message) == "hello":
+            self.held[ours] = frame
+            return []
+        return [frame]
+
+
 def reflected(frame: str, mode: str) -> list[str]:
     """Frames sent back to the client that sent `frame` upstream."""
     message: dict[str, Any] = json.loads(frame)
@@ -138,6 +167,7 @@ async def main() -> None:
     args = parser.parse_args()
     http = ClientSession()
     clients: set[web.WebSocketResponse] = set()
+    hellos = HeldHellos()
 
     async def blip(request: web.Request) -> web.Response:
         for client in list(clients):
@@ -151,12 +181,17 @@ async def main() -> None:
         client = web.WebSocketResponse()
         await client.prepare(request)
         clients.add(client)
+        place: dict[str, str] = {}
         async with http.ws_connect(args.upstream) as server:
 
             async def down() -> None:
                 async for msg in server:
                     if msg.type == WSMsgType.TEXT:
-                        for out in downstream(msg.data, mode):
+                        if mode == "hold-hello":
+                            outs = hellos.downstream(msg.data, place)
+                        else:
+                            outs = downstream(msg.data, mode)
+                        for out in outs:
                             await client.send_str(out)
 
             task = asyncio.create_task(down())

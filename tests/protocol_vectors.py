@@ -121,6 +121,58 @@ def _session() -> tuple[dict[str, Any], crypto.SessionKeys]:
     return vector, keys
 
 
+def _run(label: str) -> str:
+    """A run id as the signaling server makes one (signaling.sessions.run_id)."""
+    return hashlib.sha256(label.encode()).hexdigest()[:16]
+
+
+_ABSENT: Any = object()  # a hello without `to`
+
+
+def _hello_runs() -> dict[str, Any]:
+    """Hellos addressed to a run of the peer, and which of them a peer takes (hello_is_current):
+    "current", "stale" (dropped before the PAKE) or "forged" (authentication fails)."""
+    code = parse_code("48213907-crane-opera-lemon")
+    sender = _handshake("sender", code.secret, code.session_id)
+    run, other = _run("instance of this run"), _run("instance of the last run")
+    peer = _run("instance of the peer's run")
+    base = sender.hello()
+    cases = []
+    for to, mine, theirs in (
+        (_ABSENT, run, peer),
+        (_ABSENT, None, None),
+        (run, run, peer),
+        (run, None, None),
+        (other, run, peer),  # stale
+        (other, run, None),
+        (other, None, None),
+        (peer, run, peer),  # reflected
+        (peer, None, peer),
+        (run.upper(), run, peer),
+        (run[:-1], run, peer),
+        (run + "0", run, peer),
+        (run + "\n", run, peer),
+        ("", run, peer),
+        ("g" * 16, None, None),
+        (42, run, peer),
+        ([run], run, peer),
+        (None, run, peer),  # JSON null: present, and not a run id
+    ):
+        hello = {**base} if to is _ABSENT else {**base, "to": to}
+        try:
+            verdict = "current" if crypto.hello_is_current(hello, mine, theirs) else "stale"
+        except crypto.AuthenticationFailed:
+            verdict = "forged"
+        cases.append({"hello": hello, "run": mine, "peerRun": theirs, "verdict": verdict})
+    addressed = sender.hello(run)
+    return {
+        "to": run,
+        "hello": addressed,
+        "encoded": msgspec.json.encode(addressed).decode(),
+        "cases": cases,
+    }
+
+
 def _confirmations(keys: crypto.SessionKeys) -> dict[str, Any]:
     offer = "v=0\r\na=fingerprint:sha-256 ab:cd:EF\r\na=fingerprint:SHA-1 00:11\r\n"
     answer = "v=0\r\na=fingerprint:sha-256 12:34:56\r\n"
@@ -301,6 +353,7 @@ def build() -> dict[str, Any]:
         "names": _names(),
         "codes": _codes(),
         "session": session,
+        "helloRuns": _hello_runs(),
         "fileKeys": [
             {
                 "direction": d,

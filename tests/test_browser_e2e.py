@@ -440,30 +440,54 @@ async def test_a_reloaded_tab_resumes_browser_to_browser(
         assert chunks <= count <= chunks + RESENT_AFTER_A_RECEIVING_RELOAD, done
 
 
+# The page's usable Save buttons (file ids) at each `manifest` event: window.saveableAtAnnouncement.
+SAVEABLE_AT_EACH_ANNOUNCEMENT = """
+window.saveableAtAnnouncement = [];
+window.addEventListener("fileshare", (e) => {
+  if (e.detail.event !== "manifest") return;
+  const buttons = [...document.querySelectorAll("#saved button")];
+  window.saveableAtAnnouncement.push(
+    buttons.filter((b) => !b.hidden && !b.disabled).map((b) => b.dataset.fileId),
+  );
+});
+"""
+
+
 @pytest.mark.timeout(300)
 async def test_a_restarted_cli_sender_resumes_to_the_page(
     page: Page, lab: Lab, tmp_path: Path
 ) -> None:
     """`fileshare send` interrupted (Ctrl-C) while the page receives, then run again: it takes
     its place back with the same code, the page authenticates it afresh without asking again,
-    and only what the page is missing is sent."""
+    and only what the page is missing is sent. A file received whole before the interrupt is
+    verified again in the new round: until then it has no usable Save button (its verified
+    mark is gone, a click would get nothing)."""
+    small = random_file(tmp_path / "src" / "small.bin", 200_000)
     big = random_file(tmp_path / "src" / "big.bin", 48 * 1024 * 1024)
     received = await forwarding(page)
+    await page.add_init_script(SAVEABLE_AT_EACH_ANNOUNCEMENT)
     await page.goto("about:blank")  # (so the next load is a new document, which forwards)
     with throttled(lab, "40mbit"):  # about 10 s for the file: the interrupt lands mid-way
-        first, code = await lab.send(big)
+        first, code = await lab.send(small, big)
         await page.goto(f"{page_url(lab)}#{code}")
         await page.click("#receive-button")
         await page.click("#accept")
         await page_progress(page, 0.3)
+        await page.wait_for_selector("#saved button:not([hidden]):not([disabled])")  # small.bin
         first.proc.send_signal(signal.SIGINT)
         assert await first.wait(30) == 130, first.report()
-        again, same = await lab.send(big)
+        again, same = await lab.send(small, big)
         assert same == code, again.report()
         assert await finished(page, 200) == "done", await page.text_content("#status")
         assert await again.wait() == 0, again.report()
     assert again.first("sas")["words"] == await page.text_content("#sas")  # type: ignore[index]
-    assert await saved_file(page, tmp_path / "big.bin") == sha256(big)
+    # Usable Save buttons as each round announced its files: none while they are verified again.
+    assert await page.evaluate("window.saveableAtAnnouncement") == [[], []]
+    for src in (small, big):
+        async with page.expect_download() as info:
+            await page.click(f"#saved li:has-text('{src.name}') button")
+        await (await info.value).save_as(tmp_path / src.name)
+        assert sha256(tmp_path / src.name) == sha256(src)
     # Announced in each round, accepted in the first only (nobody clicks Accept again).
     assert len([e for e in received if e["event"] == "manifest"]) == 2
     done = again.first("done")

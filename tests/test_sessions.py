@@ -22,6 +22,7 @@ from signaling.sessions import (
     drop,
     join,
     rejoin,
+    run_id,
 )
 
 POLICY = SessionPolicy(
@@ -193,7 +194,9 @@ def test_rejoin_after_drop() -> None:
     record = created.record
     assert drop(record, "b", "conn-b", T0 + 2)
     result = rejoin(record, "b", joined_b.reconnect_key, "conn-b2", T0 + 5, POLICY)
-    assert result == Joined("b", "", peer_present=True, rejoined=True, replaced_conn="")
+    run, peer_run = run_id(record.peers["b"]), run_id(record.peers["a"])
+    expected = Joined("b", "", True, True, "", run=run, peer_run=peer_run)
+    assert result == expected
     assert record.peers["b"].conn == "conn-b2"
     assert record.peers["b"].left_at == 0.0
     assert record.last_active == T0 + 5
@@ -225,6 +228,34 @@ def test_resumed_is_not_told_to_a_peer_that_gave_no_instance() -> None:
     result = rejoin(record, "b", joined_b.reconnect_key, "conn-b2", T0 + 3, POLICY, "proc1")
     assert isinstance(result, Joined)
     assert result.resumed and not result.tell_resumed
+
+
+def test_run_ids_keep_with_the_process_and_are_told_to_peers_that_ask() -> None:
+    """A run id hashes the instance (the connection's id without one): a resume keeps it, a
+    restart changes it; `tell_run` only where the other peer asked for run ids."""
+    created = create("12345678", "192.0.2.1", "conn-a", T0, instance="proc-a", runs=True)
+    record = created.record
+    joined_b = join(record, created.token, "conn-b", T0 + 1, POLICY, "proc-b")
+    assert isinstance(joined_b, Joined) and joined_b.tell_run
+    assert joined_b.run == hashlib.sha256(b"proc-b").hexdigest()[:16]
+    assert (
+        joined_b.peer_run == run_id(record.peers["a"]) == hashlib.sha256(b"proc-a").hexdigest()[:16]
+    )
+    key = joined_b.reconnect_key
+    assert drop(record, "b", "conn-b", T0 + 2)
+    resumed = rejoin(record, "b", key, "conn-b2", T0 + 3, POLICY, "proc-b", runs=True)
+    assert isinstance(resumed, Joined) and resumed.run == joined_b.run
+    restarted = rejoin(record, "b", key, "conn-b3", T0 + 4, POLICY, "proc-b2", runs=True)
+    assert isinstance(restarted, Joined) and restarted.run not in (None, joined_b.run)
+    assert record.peers["b"].runs
+    back = rejoin(record, "a", created.reconnect_key, "conn-a2", T0 + 5, POLICY)  # asks not
+    assert isinstance(back, Joined) and back.tell_run and back.peer_run == restarted.run
+    again = rejoin(record, "b", key, "conn-b4", T0 + 6, POLICY, "proc-b2")
+    assert isinstance(again, Joined) and not again.tell_run
+    without = rejoin(record, "b", key, "conn-b5", T0 + 7, POLICY)
+    assert isinstance(without, Joined) and without.run not in (None, again.run)  # per connection
+    assert drop(record, "b", "conn-b5", T0 + 8)
+    assert run_id(record.peers["b"]) is None  # away, and no instance to come back with
 
 
 def test_rejoin_reports_absent_peer() -> None:

@@ -124,6 +124,32 @@ async def test_killed_receiver_resumes_with_the_same_command(lab: Lab, tmp_path:
     assert 0 <= sent_twice <= bound, (sent_twice, bound)
 
 
+async def test_a_hello_relayed_before_the_receiver_restarted_is_not_taken_by_its_new_run(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """tests.mitm_relay hold-hello keeps the sender's first hello from the receiver until the
+    receiver, killed, is run again with the same code, and delivers it to the new run first.
+    That hello is addressed to the run that is over: it is dropped, not taken for the PAKE
+    (authentication used to fail), and the new round's hellos authenticate the pair."""
+    src = tmp_path / "a.bin"
+    src.write_bytes(os.urandom(300_000))
+    relay = f"{start_mitm_relay(lab)}/hold-hello"
+    sender, code = await lab.send(src, server=relay)
+    out = tmp_path / "out"
+    first = lab.receive(code, out, server=relay)
+    await sender.wait_event("sas")  # the receiver's hello came; its own is held
+    await asyncio.sleep(1)  # (and has reached the relay)
+    first.kill()
+    again = lab.receive(code, out, server=relay)
+    assert await again.wait() == 0, again.report()
+    assert await sender.wait() == 0, sender.report()
+    assert sha256(out / src.name) == sha256(src)
+    assert first.first("sas") is None  # the first run never authenticated
+    words = [e["words"] for e in sender.events() if e["event"] == "sas"]
+    assert len(words) == 2  # one round with the first run, one with the second
+    assert again.first("sas")["words"] == words[-1]  # type: ignore[index]
+
+
 async def test_dropped_link_is_rebuilt_on_its_own(lab: Lab, tmp_path: Path) -> None:
     require_binary("nft")
     src = big_file(tmp_path / "big.bin", 48)

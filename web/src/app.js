@@ -9,6 +9,7 @@ import { AuthenticationFailed } from "./crypto.js";
 import { describePath, followPath, progressReporter, report } from "./events.js";
 import { iceServers, Peer } from "./link.js";
 import { DEFAULT_CHUNK, encode, makeManifest, Receiver, Sender } from "./protocol.js";
+import { Saves } from "./saves.js";
 import { PeerRestarted, Signal, defaultUrl, routed } from "./signal.js";
 import { LinkLost, runReceive, runSend, Store } from "./transfer.js";
 
@@ -389,7 +390,19 @@ async function receive(input) {
     const { joined, saved: place } = await joinOrRejoin(signal, code, store);
     signal.peerPresent = Boolean(joined.peerPresent);
     let since = Date.now();
+    const saved = $("saved");
+    const saves = new Saves(); // across rounds: a new one verifies again what an earlier one did
+    /** Each listed file's Save button and damage note. @type {Map<string, {button: HTMLButtonElement, damaged: HTMLElement}>} */
+    const rows = new Map();
+    const show = (/** @type {string} */ fileId) => {
+      const row = rows.get(fileId);
+      if (!row) return;
+      row.button.hidden = row.button.disabled = !saves.saveable(fileId);
+      row.damaged.hidden = saves.state(fileId) !== "damaged";
+    };
     const approve = async (/** @type {any} */ manifests, /** @type {number} */ total) => {
+      // Opened anew (their verified marks dropped): no Save until verified again.
+      for (const fileId of saves.reopened(manifests.map((/** @type {any} */ m) => m.fileId))) show(fileId);
       report("manifest", { files: manifests.length, bytes: total }); // announced, as the CLI's
       const digest = announcementDigest(manifests);
       if (place.accepted !== digest) {
@@ -400,22 +413,20 @@ async function receive(input) {
       since = Date.now();
       setState("receiving", "Receiving…");
     };
-    const saved = $("saved");
-    const offered = new Set(); // a new round verifies again what an earlier one offered
     const onFile = (/** @type {import("./protocol.js").FileManifest} */ m, /** @type {boolean} */ ok) => {
       const fileId = m.fileId;
-      if (m.kind === "dir" || offered.has(fileId)) return;
-      offered.add(fileId);
-      const item = el("li", {}, `${m.name} `);
-      report(ok ? "saved" : "file_failed", ok ? { name: m.name, fileId, size: m.size } : { name: m.name, reason: "checksum mismatch" });
-      if (ok) {
-        const button = el("button", { type: "button", "data-file-id": fileId }, "Save");
-        button.onclick = () => saveFile(store, fileId, m.name);
-        item.append(button);
-      } else {
-        item.append(el("strong", {}, "damaged: not saved"));
+      if (m.kind === "dir") return;
+      if (saves.verified(fileId, ok)) {
+        report(ok ? "saved" : "file_failed", ok ? { name: m.name, fileId, size: m.size } : { name: m.name, reason: "checksum mismatch" });
       }
-      saved.append(item);
+      if (!rows.has(fileId)) {
+        const button = /** @type {HTMLButtonElement} */ (el("button", { type: "button", "data-file-id": fileId }, "Save"));
+        button.onclick = () => (saves.saveable(fileId) ? saveFile(store, fileId, m.name) : undefined);
+        const damaged = el("strong", {}, "damaged: not saved");
+        rows.set(fileId, { button, damaged });
+        saved.append(el("li", {}, `${m.name} `, button, damaged));
+      }
+      show(fileId);
     };
     const progress = progressReporter();
     const receiver = await rounds(async () => {

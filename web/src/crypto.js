@@ -101,6 +101,25 @@ export class SessionKeys {
   }
 }
 
+export const RUN_ID = /^[0-9a-f]{16}$/; // schema: RUN_ID_CHARS hex characters
+
+/** Whether a peer's hello is for this run of ours (`run`, `peerRun`: the signaling server's run
+ * ids, ours and the peer's), as fileshare/crypto.py's hello_is_current: one addressed (`to`) to
+ * another run was meant for a run of ours that is over (relayed just before this page loaded,
+ * it reached this one) and is dropped before the PAKE, where it would fail authentication; the
+ * peer's hello for this run follows. A hello without `to` (a peer that predates run ids) is
+ * taken, as is any while we know no run of ours. A `to` that is not a run id, or that names the
+ * peer's own run (our hello reflected to us), is a forgery.
+ * @param {Record<string, unknown>} hello @param {string | null} run @param {string | null} peerRun */
+export function helloIsCurrent(hello, run, peerRun) {
+  if (!Object.hasOwn(hello, "to")) return true;
+  const to = hello.to;
+  if (typeof to !== "string" || !RUN_ID.test(to)) throw new AuthenticationFailed("malformed handshake message");
+  if (to === run) return true;
+  if (to === peerRun) throw new AuthenticationFailed("a hello addressed to its own sender");
+  return run === null;
+}
+
 /** SPAKE2 (the code) + X25519 (forward secrecy), each side sending one `hello`. */
 export class Handshake {
   /**
@@ -122,8 +141,11 @@ export class Handshake {
     this.dhPublic = x25519.getPublicKey(this.dhPrivate);
   }
 
-  hello() {
-    return { kind: "hello", pake: toBase64(this.pakeMessage), x25519: toBase64(this.dhPublic) };
+  /** @param {string | null} [to] the peer's run this hello is for (see helloIsCurrent), if the
+   * server told it */
+  hello(to = null) {
+    const hello = { kind: "hello", pake: toBase64(this.pakeMessage), x25519: toBase64(this.dhPublic) };
+    return to === null ? hello : { ...hello, to };
   }
 
   /** @param {Record<string, unknown>} payload */

@@ -77,6 +77,7 @@ export class Peer {
     this.keys = null;
     this.epoch = 0;
     this.round = signal.arrivals; // the peer's run these keys and messages belong to
+    this.to = signal.peerRun; // its run id, if the server gives them
   }
 
   /** Why this round is over (the peer restarted since it began), or null. */
@@ -124,7 +125,7 @@ export class Peer {
 
   /** The PAKE: one hello each way; the keys are unproven until connect() confirms them. */
   async authenticate() {
-    this.relay("signal", this.handshake.hello());
+    this.relay("signal", this.handshake.hello(this.to));
     const hello = await this.expect("hello", this.timeoutMs);
     this.keys = this.handshake.onHello(hello);
     return this.keys;

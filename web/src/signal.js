@@ -3,7 +3,7 @@
 // notice the peer leaving or aborting while it is busy with the data channel.
 
 import { toHex } from "./bytes.js";
-import { AuthenticationFailed } from "./crypto.js";
+import { AuthenticationFailed, helloIsCurrent, RUN_ID } from "./crypto.js";
 import { report } from "./events.js";
 
 export const SCHEMA_VERSION = 1;
@@ -85,6 +85,12 @@ export class Signal {
     this.stash = new Map();
     this.peerPresent = false;
     this.arrivals = 0;
+    /** Run ids (schema `runs`) of this page load and of the peer's current run: our hello is
+     * addressed to the peer's, and one addressed to another run of ours is stale.
+     * @type {string | null} */
+    this.run = null;
+    /** @type {string | null} */
+    this.peerRun = null;
     /** @type {Error | null} */
     this.ended = null;
     /** @type {Set<() => void>} */
@@ -183,9 +189,20 @@ export class Signal {
         if (typeof payload !== "object" || payload === null || Array.isArray(payload)) break;
         const kind = msg.type === "signal" ? String(payload.kind ?? "") : msg.type;
         if (kind === "abort") this.end(abortReason(payload));
-        // A hello starts a round: what came before it (an offer under the last round's keys,
-        // sent while this tab was reloading) belongs to a round that is over.
-        if (kind === "hello") this.stash.clear();
+        // A hello for this run of ours starts a round: what came before it (an offer under the
+        // last round's keys, sent while this tab was reloading) belongs to a round that is
+        // over. One for a run of ours that is over is dropped (as the CLI's Inbox).
+        if (kind === "hello") {
+          let current;
+          try {
+            current = helloIsCurrent(payload, this.run, this.peerRun);
+          } catch (exc) {
+            this.end(/** @type {Error} */ (exc));
+            break;
+          }
+          if (!current) break;
+          this.stash.clear();
+        }
         const queue = this.stash.get(kind) ?? [];
         if (queue.length < MAX_STASHED) queue.push(payload);
         this.stash.set(kind, queue);
@@ -195,6 +212,7 @@ export class Signal {
         this.peerPresent = true;
         if (msg.resumed === true) break; // its signaling came back: same page or process
         this.stash.clear(); // whatever came before belongs to the peer's last run
+        this.peerRun = runId(msg.peerRun);
         this.arrivals += 1;
         break;
       case "peer_left":
@@ -227,9 +245,12 @@ export class Signal {
         resolve: (m) => (clearTimeout(timer), resolve(m)),
         reject: (e) => (clearTimeout(timer), reject(e)),
       });
-      this.send({ ...msg, ...(JOINS.has(String(msg.type)) ? { instance: INSTANCE } : {}), id });
+      this.send({ ...msg, ...(JOINS.has(String(msg.type)) ? { instance: INSTANCE, runs: true } : {}), id });
     }).then((reply) => {
-      if (JOINS.has(String(msg.type)) && typeof reply.peerId === "string" && typeof reply.reconnectKey === "string") {
+      if (!JOINS.has(String(msg.type))) return reply;
+      this.run = runId(reply.run);
+      if (reply.type === "session_joined") this.peerRun = runId(reply.peerRun);
+      if (typeof reply.peerId === "string" && typeof reply.reconnectKey === "string") {
         this.member = { sessionId: String(reply.sessionId), peerId: reply.peerId, reconnectKey: reply.reconnectKey };
         this.url = routed(this.url, this.member.sessionId);
       }
@@ -311,6 +332,11 @@ export class Signal {
     }
     this.ws.close();
   }
+}
+
+/** A run id the server gave, or null (none given, or not one). @param {unknown} value */
+function runId(value) {
+  return typeof value === "string" && RUN_ID.test(value) ? value : null;
 }
 
 /** A WebSocket, once open. @param {string} url @returns {Promise<WebSocket>} */

@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { AuthenticationFailed } from "../src/crypto.js";
 import { Peer } from "../src/link.js";
 import { INSTANCE, PeerRestarted, retryDelay, routed, Signal } from "../src/signal.js";
 
@@ -86,4 +87,53 @@ test("a relay that found the peer away (reloading) marks it absent and keeps the
   await assert.rejects(round.expect("answer", null), PeerRestarted);
   hear({ type: "error", code: "session_not_found", message: "no such session", re: null });
   assert.ok(signal.ended);
+});
+
+const RUN = "ffdcf55e30c72f96"; // this page load's run, as the server names it
+const LAST_RUN = "49d43d6a0ad451b5"; // the run before this page was reloaded
+const PEER_RUN = "9c1b0910cffad2fb";
+/** @param {Record<string, unknown>} fields */
+const hello = (fields = {}) => ({ type: "signal", payload: { kind: "hello", pake: "cGFrZQ==", x25519: "eA==", ...fields } });
+
+test("a hello for a run of ours that is over is dropped, and clears nothing", async () => {
+  const { signal, hear } = signalFor();
+  signal.run = RUN;
+  hear(OFFER); // (kept for the test: the stash is what a stale hello must not clear)
+  hear(hello({ to: LAST_RUN }));
+  assert.equal(signal.has("hello"), false);
+  assert.ok(signal.has("offer"));
+  assert.equal(signal.ended, null);
+});
+
+test("a hello for this run starts a round: what came before it is cleared", async () => {
+  const { signal, hear, peer } = signalFor();
+  signal.run = RUN;
+  hear(OFFER);
+  hear(hello({ to: RUN }));
+  assert.equal(signal.has("offer"), false);
+  assert.deepEqual(await peer().expect("hello", null), hello({ to: RUN }).payload);
+  hear(hello()); // a peer that predates run ids names none: taken
+  assert.ok(signal.has("hello"));
+});
+
+test("a hello whose `to` is not a run id, or names the peer's own run (ours reflected), fails authentication", () => {
+  for (const to of [RUN.toUpperCase(), PEER_RUN]) {
+    const { signal, hear } = signalFor();
+    signal.run = RUN;
+    signal.peerRun = PEER_RUN;
+    hear(hello({ to }));
+    assert.ok(signal.ended instanceof AuthenticationFailed, to);
+    assert.equal(signal.has("hello"), false);
+  }
+});
+
+test("our hello is addressed to the peer's current run, as the server names it", () => {
+  const { signal, hear, peer } = signalFor();
+  hear({ type: "peer_joined", peerId: "a", rejoined: false, peerRun: LAST_RUN });
+  assert.equal(peer().to, LAST_RUN);
+  hear({ type: "peer_joined", peerId: "a", rejoined: true, peerRun: RUN }); // it restarted
+  assert.equal(signal.peerRun, RUN);
+  assert.equal(peer().to, RUN);
+  hear({ type: "peer_joined", peerId: "a", rejoined: true, peerRun: "not a run" });
+  assert.equal(peer().to, null);
 });

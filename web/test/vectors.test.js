@@ -102,6 +102,23 @@ test("a wrong code gives other keys, and a bad hello fails authentication", () =
   assert.throws(() => handshake("sender").onHello(garbage), crypto.AuthenticationFailed);
 });
 
+test("a hello addressed to a run, and which hellos a run takes", () => {
+  const R = V.helloRuns;
+  const addressed = handshake("sender").hello(R.to);
+  assert.deepEqual(addressed, R.hello);
+  assert.equal(JSON.stringify(addressed), R.encoded);
+  for (const c of R.cases) {
+    let verdict;
+    try {
+      verdict = crypto.helloIsCurrent(c.hello, c.run, c.peerRun) ? "current" : "stale";
+    } catch (exc) {
+      assert.ok(exc instanceof crypto.AuthenticationFailed);
+      verdict = "forged";
+    }
+    assert.equal(verdict, c.verdict, JSON.stringify(c));
+  }
+});
+
 test("per-file keys", () => {
   const keys = sessionKeys();
   for (const c of V.fileKeys) {
