@@ -37,8 +37,8 @@ MIB = 2**20
 @dataclass
 class Run:
     seconds: float
-    sender_rss: int
-    receiver_rss: int
+    sender_rss: int | None  # None: not measured (magic-wormhole's processes are not ours to poll)
+    receiver_rss: int | None
     cpu_seconds: float = 0.0
 
     def rate(self, size: int) -> float:
@@ -59,7 +59,7 @@ def magic_wormhole(relay: wormhole.Relay, namespace: str, source: Path, out: Pat
     moved = wormhole.transfer(relay, namespace, namespace, source, out, "1-bench", 600)
     if moved.capped or moved.moved != source.stat().st_size:
         raise RuntimeError("the magic-wormhole run failed")
-    return Run(moved.seconds, 0, 0)
+    return Run(moved.seconds, None, None)
 
 
 class PeakRss:
@@ -216,10 +216,12 @@ def _median(runs: list[Run]) -> Run:
 
 
 def _line(label: str, run: Run, size: int) -> None:
-    print(
-        f"  {label:<26}{run.rate(size):7.2f} MB/s  peak RSS sender {run.sender_rss / MIB:6.1f} MB,"
-        f" receiver {run.receiver_rss / MIB:6.1f} MB, CPU {run.cpu_per_gib(size):6.1f} s/GiB"
-    )
+    if run.sender_rss is None or run.receiver_rss is None:
+        rss = "peak RSS not measured"
+    else:
+        sender, receiver = run.sender_rss / MIB, run.receiver_rss / MIB
+        rss = f"peak RSS sender {sender:6.1f} MB, receiver {receiver:6.1f} MB"
+    print(f"  {label:<26}{run.rate(size):7.2f} MB/s  {rss}, CPU {run.cpu_per_gib(size):6.1f} s/GiB")
 
 
 def _browser_table(pairs: dict[str, list[Run]], size: int, repeat: int) -> None:
@@ -302,13 +304,17 @@ def main() -> int:
             small.unlink()
             base, ours, hole = _median(bares), _median(ours_runs), _median(holes)
             for chunk in (int(c) for c in args.chunk_sizes.split(",") if c):
-                run = fileshare(namespace, server, source, workdir, "--chunk-size", str(chunk))
+                run = _with_cpu(
+                    partial(
+                        fileshare, namespace, server, source, workdir, "--chunk-size", str(chunk)
+                    )
+                )
                 sweep.append((chunk, run))
             source.unlink()
             big = None
             if args.rss_mib:
                 big_source = _random_file(workdir / "big.bin", args.rss_mib * MIB)
-                big = fileshare(namespace, server, big_source, workdir)
+                big = _with_cpu(partial(fileshare, namespace, server, big_source, workdir))
         finally:
             stop(server.proc)
     print(
