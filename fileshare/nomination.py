@@ -8,7 +8,15 @@ direct pair may still succeed, for at most `grace` seconds after checking began;
 direct pair has failed they start at once. The cost: when only the relay works, it is chosen up
 to `grace` seconds later.
 
-aiortc exposes none of this, so it is a wrapper around aioice's `Connection.check_start`.
+"For good" needs help too: aioice's controlling agent puts USE-CANDIDATE on every check it
+sends, also on the triggered check a peer's ping starts after ICE has completed, and sends on
+the pair nominated last. A peer that keeps checking its other pairs (Chromium pings every pair
+about every 2.5 s) thus moved us, seconds into a transfer, from a working direct pair to
+whichever pair it pinged next, often its relay, and Chromium, controlled, follows the data.
+So once a component has its nominated pair, the controlling agent starts no more checks on it
+(the peer's pings are still answered: aioice does that before any check).
+
+aiortc exposes none of this, so both are wrappers around aioice's `Connection.check_start`.
 """
 
 from __future__ import annotations
@@ -57,6 +65,24 @@ def prefer_direct(connection: Connection, grace: float = DIRECT_GRACE_SECONDS) -
         while hold(pair):  # noqa: ASYNC110 (aioice signals no state change to wait on)
             await asyncio.sleep(_POLL_SECONDS)
         await original(pair)
+
+    setattr(connection, "check_start", check_start)  # noqa: B010 (an instance attribute)
+
+
+def settled(connection: Connection, pair: CandidatePair) -> bool:
+    """Whether a check of `pair` would nominate a second pair of its component (see the
+    module's docstring): only the controlling agent nominates."""
+    chosen = connection._nominated.get(pair.component)
+    return connection.ice_controlling and chosen is not None and chosen is not pair
+
+
+def nominate_once(connection: Connection) -> None:
+    """Keep the first nominated pair on `connection` (see the module's docstring)."""
+    original: Callable[[CandidatePair], Awaitable[None]] = connection.check_start
+
+    async def check_start(pair: CandidatePair) -> None:
+        if not settled(connection, pair):
+            await original(pair)
 
     setattr(connection, "check_start", check_start)  # noqa: B010 (an instance attribute)
 

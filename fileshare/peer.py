@@ -503,8 +503,10 @@ class Peer:
 
     def _prefer_direct(self, pc: RTCPeerConnection) -> None:
         """Before ICE starts (setRemoteDescription schedules it): see `nomination`."""
+        connection = nomination.ice_connection(pc)
+        nomination.nominate_once(connection)
         if not self.relay_only:
-            nomination.prefer_direct(nomination.ice_connection(pc))
+            nomination.prefer_direct(connection)
 
     async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
         relay = self._relay

@@ -28,7 +28,27 @@ export function progressReporter() {
  * describe_path and Link.path): candidate types, transport, and the TURN leg's transport.
  * @param {RTCPeerConnection} pc @returns {Promise<Record<string, string>>} */
 export async function describePath(pc) {
-  const stats = await pc.getStats();
+  const ice = /** @type {any} */ (pc.sctp?.transport.iceTransport);
+  return pathOf(await pc.getStats(), ice?.getSelectedCandidatePair?.() ?? null);
+}
+
+/** The path from the ICE transport's selected pair (`chosen`) where the browser has one, else
+ * from the stats' selected pair. The transport's is current; the stats are not always:
+ * Chromium answers getStats from a cache for 50 ms, so the report asked for at a switch just
+ * after the one asked for at `connected` still named the old pair (a relay, in netsim's grid,
+ * while the page already sent on the direct pair). The stats still give a relay candidate's
+ * TURN transport, which a candidate object may lack.
+ * @param {RTCStatsReport} stats @param {{ local: any, remote: any } | null} chosen
+ * @returns {Record<string, string>} */
+export function pathOf(stats, chosen) {
+  /** @param {any} c */
+  const fromCandidate = (c) => ({
+    candidateType: c.type,
+    address: c.address,
+    port: c.port,
+    protocol: c.protocol,
+    relayProtocol: c.relayProtocol ?? relayProtocolOf(stats, c),
+  });
   /** @type {any} */
   let pair = null;
   stats.forEach((s) => {
@@ -39,19 +59,32 @@ export async function describePath(pc) {
       if (!pair && s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s;
     });
   }
-  const local = pair && stats.get(pair.localCandidateId);
-  const remote = pair && stats.get(pair.remoteCandidateId);
+  const local = chosen ? fromCandidate(chosen.local) : pair && stats.get(pair.localCandidateId);
+  const remote = chosen ? fromCandidate(chosen.remote) : pair && stats.get(pair.remoteCandidateId);
   if (!local || !remote) return { local: "unknown", remote: "unknown", protocol: "unknown" };
-  /** @param {any} c */
-  const where = (c) => (c.address ? { [c === local ? "localAddress" : "remoteAddress"]: `${c.address}:${c.port}` } : {});
+  /** @param {any} c @param {string} key */
+  const where = (c, key) => (c.address ? { [key]: `${c.address}:${c.port}` } : {});
   return {
     local: String(local.candidateType),
     remote: String(remote.candidateType),
     protocol: String(local.protocol),
-    ...where(local),
-    ...where(remote),
+    ...where(local, "localAddress"),
+    ...where(remote, "remoteAddress"),
     ...(local.candidateType === "relay" && local.relayProtocol ? { turn: String(local.relayProtocol) } : {}),
   };
+}
+
+/** A local relay candidate's TURN transport, from its stats (same address and port).
+ * @param {RTCStatsReport} stats @param {any} candidate @returns {string | undefined} */
+function relayProtocolOf(stats, candidate) {
+  /** @type {string | undefined} */
+  let found;
+  stats.forEach((s) => {
+    if (s.type === "local-candidate" && s.address === candidate.address && s.port === candidate.port) {
+      found = s.relayProtocol ?? found;
+    }
+  });
+  return found;
 }
 
 /** A `path` event each time the link moves to another candidate pair: Chromium, as the
