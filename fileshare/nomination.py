@@ -16,7 +16,9 @@ whichever pair it pinged next, often its relay, and Chromium, controlled, follow
 So once a component has its nominated pair, the controlling agent starts no more checks on it
 (the peer's pings are still answered: aioice does that before any check).
 
-aiortc exposes none of this, so both are wrappers around aioice's `Connection.check_start`.
+aiortc exposes none of this, so both are wrappers around aioice's `Connection.check_start`,
+reading its `_nominated` and `_check_list`: written against aioice 0.13.0, and `install_check`
+refuses another release or changed sources (`fileshare.pinned`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,18 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import aioice
 from aioice.ice import CandidatePair, Connection
 
+from fileshare import turnrefresh
+
+# The aioice functions whose behaviour the wrappers rely on (where checks start, nominate and
+# complete), as of aioice 0.13.0.
+PINNED_SOURCES: Final = {
+    "check_start": "7de056d252f46a155c8b9c2061077360d2aa6b0dc0ca7f4f5a4fa2fec2417bca",
+    "check_incoming": "cb3e32bd47e5fa8284b06afa7cb22a1d361315ed2d451c3c9d838adc3f491c6d",
+    "check_complete": "52f939709eabc0abc0b4aa20c262f3107235e98b433261d2bd3881c06257db92",
+}
 DIRECT_GRACE_SECONDS: Final = 3.0
 _POLL_SECONDS: Final = 0.05
 _PENDING: Final = (
@@ -43,6 +55,12 @@ def relayed(pair: CandidatePair) -> bool:
 def direct_pending(pairs: list[CandidatePair]) -> bool:
     """Whether a pair without a relay is still being (or yet to be) checked."""
     return any(not relayed(p) and p.state in _PENDING for p in pairs)
+
+
+def check_pinned(version: str = aioice.__version__) -> None:
+    """Raise `IncompatibleAioice` unless aioice is the release the wrappers were written for."""
+    found = {name: getattr(Connection, name) for name in PINNED_SOURCES}
+    turnrefresh.check(version, found, PINNED_SOURCES, __name__)
 
 
 def prefer_direct(connection: Connection, grace: float = DIRECT_GRACE_SECONDS) -> None:

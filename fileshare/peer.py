@@ -503,6 +503,7 @@ class Peer:
 
     def _prefer_direct(self, pc: RTCPeerConnection) -> None:
         """Before ICE starts (setRemoteDescription schedules it): see `nomination`."""
+        nomination.check_pinned()
         connection = nomination.ice_connection(pc)
         nomination.nominate_once(connection)
         if not self.relay_only:

@@ -15,6 +15,7 @@ from aioice.candidate import Candidate
 from aioice.ice import CandidatePair, Connection
 
 from fileshare import nomination
+from fileshare import turnrefresh as aioice_layer
 
 
 def _pair(component: int) -> CandidatePair:
@@ -113,3 +114,9 @@ async def test_a_late_ping_on_another_pair_nominates_nothing(
     finally:
         await controlling.close()
         await controlled.close()
+
+
+def test_the_pin_holds_for_this_aioice_and_refuses_another() -> None:
+    nomination.check_pinned()
+    with pytest.raises(aioice_layer.IncompatibleAioice, match=r"nomination was written for aioice"):
+        nomination.check_pinned("0.14.0")
