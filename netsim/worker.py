@@ -5,7 +5,9 @@ it as `netsim.runner.run_one` does and writes its result, as JSON, to the job's 
 it (one SIGINT: its blocks unwind, its namespaces and processes go), and find and remove whatever
 it left whichever way it ended (`Running.collect`). The worker starts with SIGINT and SIGTERM
 blocked, so a signal that comes before its handler is in place waits for it instead of being
-lost or killing it half-way; and it gets SIGINT when the run's process ends, even by SIGKILL."""
+lost or killing it half-way; it gets SIGINT when the run's process ends, even by SIGKILL; and a
+teardown that takes longer than TEARDOWN_S is cut short (everything of its session killed, its
+namespaces removed), since KeyboardInterrupt can be swallowed where it lands."""
 
 from __future__ import annotations
 
@@ -27,7 +29,10 @@ from netsim.results import ScenarioResult, Status
 
 INTERRUPTED: Final = 128 + signal.SIGINT
 _WORKER: Final = os.getpid()  # this process, not a fork of it (the same module in memory)
-TEARDOWN_S: Final = 20.0  # for a stopped scenario to unwind before the worker cuts it short
+# For a stopped scenario to unwind (about 1 s seen) before the worker cuts it short: also how
+# long an interrupt that was lost can keep it (pyroute2 parses netlink messages under bare
+# `except:` clauses, and an exception in a finalizer is only printed).
+TEARDOWN_S: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,20 @@ def _interrupted(number: int, _frame: FrameType | None) -> None:
 
 
 def _cut_short() -> None:
-    """The teardown took too long, or the interrupt was lost (an exception raised in a
-    finalizer is only printed): what the scenario holds goes at once, and so does the worker."""
+    """The teardown took too long, or the interrupt was lost: what the scenario holds goes at
+    once (its processes killed, its namespaces removed), and so does the worker."""
     stopping.sweep(_WORKER)
     os._exit(INTERRUPTED)
+
+
+def _forks_whole() -> None:
+    """A signal that comes while this process forks (pyroute2 forks helpers) waits until the
+    fork is done: else it may be raised in an at-fork hook (logging has one), where Python only
+    prints it. Registered last, so run first before a fork and last after it; bare C calls, so
+    that the handler runs in the code that forked, not in a hook."""
+    unblock = stopping.raw_sigmask(signal.SIG_UNBLOCK, stopping.STOPPING)
+    before = stopping.raw_sigmask(signal.SIG_BLOCK, stopping.STOPPING)
+    os.register_at_fork(before=before, after_in_parent=unblock, after_in_child=unblock)
 
 
 def main(argv: list[str]) -> int:
@@ -138,6 +153,7 @@ def main(argv: list[str]) -> int:
     stopping.die_with_parent(signal.SIGINT)
     if os.getppid() != job.parent:  # the run ended before that was in place
         return INTERRUPTED
+    _forks_whole()
     for how in stopping.STOPPING:
         signal.signal(how, _interrupted)
     try:
