@@ -33,6 +33,7 @@ _WORKER: Final = os.getpid()  # this process, not a fork of it (the same module 
 # long an interrupt that was lost can keep it (pyroute2 parses netlink messages under bare
 # `except:` clauses, and an exception in a finalizer is only printed).
 TEARDOWN_S: Final = 10.0
+RETRY_S: Final = 1.0  # how often a stopped worker checks that its blocks are unwinding
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,21 @@ def _interrupted(number: int, _frame: FrameType | None) -> None:
     watchdog = threading.Timer(TEARDOWN_S, _cut_short)
     watchdog.daemon = True
     watchdog.start()
+    signal.signal(signal.SIGALRM, _unless_unwinding)
+    signal.setitimer(signal.ITIMER_REAL, RETRY_S, RETRY_S)
+    raise KeyboardInterrupt
+
+
+def _unless_unwinding(_number: int, _frame: FrameType | None) -> None:
+    """Every RETRY_S after the stop: KeyboardInterrupt again, unless one is being handled (the
+    blocks are unwinding); it was lost where it landed (a bare `except:`, an at-fork hook)."""
+    if os.getpid() != _WORKER:
+        return
+    handled = sys.exc_info()[1]
+    while handled is not None:
+        if isinstance(handled, KeyboardInterrupt):
+            return
+        handled = handled.__context__
     raise KeyboardInterrupt
 
 
@@ -164,6 +180,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return INTERRUPTED
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for how in stopping.STOPPING:  # done, or being stopped: nothing left to interrupt
             signal.signal(how, signal.SIG_IGN)
         stopping.sweep(os.getpid())
