@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import io
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -207,9 +208,10 @@ class _Run:
                 with self.stop.in_place():
                     result = runner.run_one(item, self.out / "logs")
             except KeyboardInterrupt:
-                result = ScenarioResult(item.name, item.kind.value, item.description, Status.ERROR)
-                result.duration_s = round(time.monotonic() - started, 2)
-                result.error = f"stopped by {self.stop.signal} while under way"
+                how = self.stop.signal or signal.SIGINT  # (a signal raised it: it is set)
+                seconds = time.monotonic() - started
+                workdir = self.out / "logs" / item.name
+                result = worker.error_result(item, seconds, worker.under_way(how), workdir)
             show(result)
 
 

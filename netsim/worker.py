@@ -80,20 +80,31 @@ class Running:
         return result, swept
 
     def _unanswered(self, stopped: signal.Signals | None) -> ScenarioResult:
-        item = self.item
-        result = ScenarioResult(item.name, item.kind.value, item.description, Status.ERROR)
-        result.duration_s = round(time.monotonic() - self.started, 2)
-        workdir = self.logs / item.name
-        result.logs_dir = str(workdir) if workdir.exists() else None
+        seconds = time.monotonic() - self.started
+        workdir = self.logs / self.item.name
         if stopped is not None:
-            result.error = f"stopped by {stopped.name} while under way"
-            return result
+            return error_result(self.item, seconds, under_way(stopped), workdir)
         code = self.proc.returncode
         how = f"exit status {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
         lines = self.output.read_text(errors="replace").splitlines()
         said = f": {lines[-1]}" if lines else ""
-        result.error = f"its process ended without a result ({how}){said}"
-        return result
+        error = f"its process ended without a result ({how}){said}"
+        return error_result(self.item, seconds, error, workdir)
+
+
+def under_way(how: signal.Signals) -> str:
+    return f"stopped by {how.name} while under way"
+
+
+def error_result(
+    item: scenario.Scenario, seconds: float, error: str, workdir: Path
+) -> ScenarioResult:
+    """The result of a scenario that ended without one of its own (its logs, if any, kept)."""
+    result = ScenarioResult(item.name, item.kind.value, item.description, Status.ERROR)
+    result.duration_s = round(seconds, 2)
+    result.error = error
+    result.logs_dir = str(workdir) if workdir.exists() else None
+    return result
 
 
 def start(item: scenario.Scenario, suite: Path, logs: Path) -> Running:
