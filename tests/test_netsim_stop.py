@@ -36,6 +36,11 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[1]), int(fields[3])
 
 
+def _gone(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is None or stat[0] == "Z"
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -160,7 +165,7 @@ def test_a_killed_run_takes_its_workers_and_their_namespaces_with_it(run: Run) -
     while time.monotonic() < deadline and any(run.left()):
         time.sleep(0.2)
     run.assert_clean()
-    assert all(_stat(w) is None or _stat(w)[0] == "Z" for w in run.workers)  # type: ignore[index]
+    assert all(_gone(w) for w in run.workers)
 
 
 def test_a_worker_that_dies_is_an_error_and_its_leftovers_go(run: Run) -> None:
