@@ -9,32 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
 from netsim import cpuquota, docker_host, matrix, shards
-from netsim.processes import find_program
-
-_OURS = re.compile(r"^fs(\d+)-")
-
-
-def namespaces() -> list[str]:
-    listing = subprocess.run(
-        [find_program("ip"), "netns", "list"], capture_output=True, text=True, check=True
-    ).stdout
-    return [line.split()[0] for line in listing.splitlines() if line.strip()]
-
-
-def leftovers(names: list[str]) -> list[str]:
-    """Our namespaces whose creating process is gone."""
-    dead = []
-    for name in names:
-        match = _OURS.match(name)
-        if match and not Path(f"/proc/{match[1]}").exists():
-            dead.append(name)
-    return dead
+from netsim.netns import delete, leftovers, namespaces
 
 
 def clean(dry_run: bool) -> int:
@@ -42,7 +21,7 @@ def clean(dry_run: bool) -> int:
     for name in found:
         print(f"{'would remove' if dry_run else 'removing'} namespace {name}")
         if not dry_run:
-            subprocess.run([find_program("ip"), "netns", "delete", name], check=False)
+            delete(name)
     for group in cpuquota.leftovers():  # CPU quota groups of benchmarks that died
         print(f"{'would remove' if dry_run else 'removing'} cgroup {group}")
         if not dry_run:

@@ -1,6 +1,11 @@
 """A run of the scenario matrix: choose the scenarios, run them (up to `jobs` at once where
 `netsim.schedule` allows: throughput and calibration always alone), show progress, and write
-the reports, in the matrix's order. Exit status 1 when any expectation failed."""
+the reports, in the matrix's order. Exit status 1 when any expectation failed.
+
+With plain namespaces each scenario runs in a process of its own (`netsim.worker`). SIGINT or
+SIGTERM stops the run: no scenario is started any more, those under way are torn down (one
+SIGINT each; SIGKILL after GRACE_S), what they left is removed, and the run reports what ran,
+says that it was stopped, and exits 130 (SIGINT) or 143 (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -9,18 +14,32 @@ import dataclasses
 import datetime
 import io
 import json
-import multiprocessing
+import signal
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Final
 
 from rich.console import Console
 
-from netsim import docker_backend, docker_host, linkbed, report, runner, scenario, schedule, shards
+from netsim import (
+    docker_backend,
+    docker_host,
+    linkbed,
+    report,
+    runner,
+    scenario,
+    schedule,
+    shards,
+    stopping,
+    worker,
+)
 from netsim.link import mechanism
 from netsim.results import RunReport, ScenarioResult, Status
+
+GRACE_S: Final = 90.0  # for a stopped scenario's teardown, before its process is killed
+Queue = list[tuple[scenario.Scenario, int]]  # in order, each with how many may run beside it
 
 
 def _suite(path: Path | None) -> scenario.Suite:
@@ -55,7 +74,8 @@ def main(
         sys.stdout.reconfigure(line_buffering=True)  # progress shows in CI logs as it happens
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
-        chosen = _suite(path).select(names, full)
+        suite = path or scenario.DEFAULT_FILE
+        chosen = _suite(suite).select(names, full)
         if file_mib is not None:
             chosen = [dataclasses.replace(item, file_mib=file_mib) for item in chosen]
         matrix = [item.name for item in chosen]
@@ -67,77 +87,132 @@ def main(
         console.print(f"netsim: {exc}", markup=False)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
+    with stopping.Stop().installed() as stop, contextlib.ExitStack() as stack:
         if backend == "docker":
             try:
                 stack.enter_context(docker_backend.active([out]))
             except docker_host.EngineUnavailable as exc:
                 console.print(f"netsim: no Docker backend here: {exc}", markup=False)
                 return 2
-        return _run(chosen, out, backend, console, matrix, shard, jobs if backend == "netns" else 1)
+        run = _Run(out, console, stop, suite if backend == "netns" else None)
+        status = run.all(chosen, backend, matrix, shard, jobs if backend == "netns" else 1)
+    return stop.status or status
 
 
-def _run(
-    chosen: list[scenario.Scenario],
-    out: Path,
-    backend: str,
-    console: Console,
-    matrix: list[str],
-    shard: shards.Shard | None,
-    jobs: int,
-) -> int:
-    started = time.monotonic()
-    run = RunReport(
-        started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        backend=backend,
-        link_mechanism=mechanism(linkbed.netem_available()),
-        matrix=matrix,
-        shard=None if shard is None else {"index": shard.index, "count": shard.count},
-    )
-    part = "" if shard is None else f" (shard {shard} of a matrix of {len(matrix)})"
-    console.print(f"netsim: {len(chosen)} scenario(s){part}; {report.header(run)}", markup=False)
-    by_name = {item.name: item for item in chosen}
-    kinds = [(item.name, item.kind.value) for item in chosen]
-    steps = schedule.plan(kinds, shards.estimate(kinds, shards.load_durations()))
-    done: dict[str, ScenarioResult] = {}
+@dataclasses.dataclass
+class _Run:
+    """`suite`: the scenario file, when scenarios run in workers; None: in this process (the
+    Docker backend's engine and containers are this process's)."""
 
-    def show(result: ScenarioResult) -> None:
-        done[result.name] = result
-        line = f"[{len(done)}/{len(chosen)}] {result.name}: {by_name[result.name].description}"
-        mark = "ok" if result.status is Status.PASSED else result.status.value.upper()
-        figures = report.figures(result)
-        console.print(f"{line}\n    {mark} in {result.duration_s:.1f} s  {figures}", markup=False)
+    out: Path
+    console: Console
+    stop: stopping.Stop
+    suite: Path | None
 
-    interrupted = False
-    try:
-        if jobs > 1 and len(steps.together) > 1:
-            _overlapping([by_name[n] for n in steps.together], out, jobs, show)
+    def all(
+        self,
+        chosen: list[scenario.Scenario],
+        backend: str,
+        matrix: list[str],
+        shard: shards.Shard | None,
+        jobs: int,
+    ) -> int:
+        started = time.monotonic()
+        run = RunReport(
+            started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            backend=backend,
+            link_mechanism=mechanism(linkbed.netem_available()),
+            matrix=matrix,
+            shard=None if shard is None else {"index": shard.index, "count": shard.count},
+        )
+        part = "" if shard is None else f" (shard {shard} of a matrix of {len(matrix)})"
+        count = f"{len(chosen)} scenario(s){part}"
+        self.console.print(f"netsim: {count}; {report.header(run)}", markup=False)
+        by_name = {item.name: item for item in chosen}
+        kinds = [(item.name, item.kind.value) for item in chosen]
+        steps = schedule.plan(kinds, shards.estimate(kinds, shards.load_durations()))
+        queue = [(by_name[n], jobs) for n in steps.together] + [
+            (by_name[n], 1) for n in steps.alone
+        ]
+        done: dict[str, ScenarioResult] = {}
+
+        def show(result: ScenarioResult) -> None:
+            done[result.name] = result
+            line = f"[{len(done)}/{len(chosen)}] {result.name}: {by_name[result.name].description}"
+            mark = "ok" if result.status is Status.PASSED else result.status.value.upper()
+            figures = report.figures(result)
+            self.console.print(
+                f"{line}\n    {mark} in {result.duration_s:.1f} s  {figures}", markup=False
+            )
+
+        if self.suite is None:
+            self._in_place(queue, show)
         else:
-            for name in steps.together:
-                show(runner.run_one(by_name[name], out / "logs"))
-        for name in steps.alone:
-            show(runner.run_one(by_name[name], out / "logs"))
-    except KeyboardInterrupt:  # everything of the scenarios under way is gone by now
-        interrupted = True
-        console.print("netsim: interrupted; reporting what ran", markup=False)
-    run.results = [done[item.name] for item in chosen if item.name in done]
-    run.duration_s = round(time.monotonic() - started, 1)
-    if interrupted:
-        run.matrix = [r.name for r in run.results]  # what ran is what is reported
-    status = _report(run, out, console)
-    return 130 if interrupted else status
+            self._in_workers(queue, self.suite, show)
+        run.results = [done[item.name] for item in chosen if item.name in done]
+        run.duration_s = round(time.monotonic() - started, 1)
+        if self.stop.signal is not None:
+            run.stopped, run.not_run = self.stop.signal.name, len(chosen) - len(done)
+            self.console.print(
+                f"netsim: stopped by {run.stopped}; reporting what ran", markup=False
+            )
+        return _report(run, self.out, self.console)
 
+    def _in_workers(
+        self, queue: Queue, suite: Path, show: Callable[[ScenarioResult], None]
+    ) -> None:
+        """Each scenario of `queue` in a worker of its own, in this order, each started once
+        fewer than its number run; `show` each result as it comes. Once stopped: no new one,
+        one SIGINT to those under way, SIGKILL to those still there GRACE_S later."""
+        stopping.adopt_orphans()  # what a worker leaves is ours to reap
+        running: list[worker.Running] = []
+        deadline: float | None = None
+        while queue or running:
+            if self.stop.signal is None:
+                while queue and len(running) < queue[0][1]:
+                    running.append(worker.start(queue.pop(0)[0], suite, self.out / "logs"))
+            elif deadline is None:
+                queue.clear()
+                deadline = time.monotonic() + GRACE_S
+                if running:
+                    self.console.print(
+                        f"netsim: {self.stop.signal.name}: stopping {len(running)} scenario(s)"
+                        f" under way (killed if not gone in {GRACE_S:.0f} s)",
+                        markup=False,
+                    )
+                for each in running:
+                    each.interrupt()
+            elif time.monotonic() > deadline:
+                for each in running:
+                    each.kill()
+            for each in [each for each in running if each.ended()]:
+                running.remove(each)
+                result, swept = each.collect(self.stop.signal)
+                if swept:
+                    self.console.print(
+                        f"netsim: {each.item.name} left {swept.processes} process(es) and "
+                        f"{len(swept.namespaces)} namespace(s) behind: removed",
+                        markup=False,
+                    )
+                show(result)
+            time.sleep(0.05)
 
-def _overlapping(
-    items: list[scenario.Scenario], out: Path, jobs: int, show: Callable[[ScenarioResult], None]
-) -> None:
-    """`items` in `jobs` worker processes (spawned, so each has a process id, and with it a
-    namespace prefix, of its own), in this order; `show` each result as it comes."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(runner.run_one, item, out / "logs") for item in items]
-        for future in as_completed(futures):
-            show(future.result())
+    def _in_place(self, queue: Queue, show: Callable[[ScenarioResult], None]) -> None:
+        """One after another in this process: a stop interrupts the one under way where it is
+        (its blocks unwind), and its result says so."""
+        for item, _ in queue:
+            if self.stop.signal is not None:
+                return
+            started = time.monotonic()
+            try:
+                with self.stop.in_place():
+                    result = runner.run_one(item, self.out / "logs")
+            except KeyboardInterrupt:
+                how = self.stop.signal or signal.SIGINT  # (a signal raised it: it is set)
+                seconds = time.monotonic() - started
+                workdir = self.out / "logs" / item.name
+                result = worker.error_result(item, seconds, worker.under_way(how), workdir)
+            show(result)
 
 
 def _report(run: RunReport, out: Path, console: Console) -> int:

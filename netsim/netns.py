@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+import re
+import subprocess
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Final, Protocol
 
 import pyroute2
@@ -20,6 +23,36 @@ from netsim.processes import find_program
 RUN_PREFIX: Final = f"fs{os.getpid()}"
 HOST_ADDRESS: Final = "198.51.100.10"
 _names = itertools.count(1)
+_OURS: Final = re.compile(r"^fs(\d+)-")
+
+
+def namespaces() -> list[str]:
+    """The names `ip netns list` shows, ours or not."""
+    listing = subprocess.run(
+        [find_program("ip"), "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split()[0] for line in listing.splitlines() if line.strip()]
+
+
+def leftovers(names: Iterable[str]) -> list[str]:
+    """Our namespaces whose creating process is gone."""
+    dead = []
+    for name in names:
+        match = _OURS.match(name)
+        if match and not Path(f"/proc/{match[1]}").exists():
+            dead.append(name)
+    return dead
+
+
+def of_process(pid: int, names: Iterable[str]) -> list[str]:
+    """The namespaces process `pid` created (named with its prefix)."""
+    return [name for name in names if name.startswith(f"fs{pid}-")]
+
+
+def delete(name: str) -> None:
+    """Remove a namespace that is not in use by this process (`ip netns delete`: its links
+    and tables go with it); one already gone is no error."""
+    subprocess.run([find_program("ip"), "netns", "delete", name], check=False, capture_output=True)
 
 
 class Backend(Protocol):
@@ -85,14 +118,14 @@ def namespace_group(
     created: list[str] = []
     try:
         for name in names.values():
+            created.append(name)  # first: one interrupted while it is made is removed too
             _backend.create(name)
-            created.append(name)
             with pyroute2.NetNS(name) as ns:
                 ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
         yield base, names
     finally:
         for name in reversed(created):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # (not there: it was not made)
                 _backend.remove(name)
 
 

@@ -247,17 +247,21 @@ async def start_signal(
             stderr=log_file,
             env={**os.environ, **(env or {})},
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        for line in log_path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if entry.get("event") == "listening":
-                    first = host.split(",")[0]  # of several (a dual stack's): the first
-                    return SignalProcess(int(entry["port"]), first, proc=proc, log_path=log_path)
-        await asyncio.sleep(0.05)
-    stop(proc)
-    raise RuntimeError(f"fileshare-signal did not start:\n{log_path.read_text()}")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            for line in log_path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("event") == "listening":
+                        first = host.split(",")[0]  # of several (a dual stack's): the first
+                        port = int(entry["port"])
+                        return SignalProcess(port, first, proc=proc, log_path=log_path)
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"fileshare-signal did not start:\n{log_path.read_text()}")
+    except BaseException:  # also cancelled or interrupted while it starts: it must not stay
+        stop(proc)
+        raise
 
 
 def route_tags(count: int) -> list[str]:

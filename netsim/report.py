@@ -246,6 +246,9 @@ def summary(report: RunReport) -> str:
         if (n := sum(r.status is status for r in report.results))
     ]
     verdict = "OK" if report.ok else "FAILED"
+    if report.stopped is not None:
+        verdict = f"STOPPED by {report.stopped}"
+        counts.append(f"{report.not_run} not run")
     listed = ", ".join(counts) or "none run"
     return (
         f"{verdict}: {len(report.results)} scenarios ({listed}) in {_duration(report.duration_s)}"
@@ -437,7 +440,10 @@ def junit_xml(report: RunReport) -> str:
     root = ET.Element("testsuites", _counts(report))
     suite = ET.SubElement(root, "testsuite", {**_counts(report), "timestamp": report.started})
     properties = ET.SubElement(suite, "properties")
-    for name, value in (("backend", report.backend), ("links", report.link_mechanism)):
+    shown = [("backend", report.backend), ("links", report.link_mechanism)]
+    if report.stopped is not None:
+        shown.append(("stopped", f"{report.stopped} ({report.not_run} not run)"))
+    for name, value in shown:
         ET.SubElement(properties, "property", name=name, value=_printable(value))
     for result in report.results:
         _testcase(suite, result)

@@ -4,6 +4,7 @@ and its measurements. The runner fills these in; `netsim.report` renders them.""
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,6 +53,15 @@ class ScenarioResult:
             self.status = Status.FAILED
         return ok
 
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScenarioResult:
+        """What `to_json` wrote (a report.json's results, a worker's answer)."""
+        checks = [Check(**check) for check in data["checks"]]
+        return cls(**{**data, "status": Status(data["status"]), "checks": checks})
+
 
 @dataclass
 class RunReport:
@@ -64,14 +74,17 @@ class RunReport:
     duration_s: float = 0.0
     matrix: list[str] = field(default_factory=list)  # what the run set out to run, in order
     shard: dict[str, int] | None = None  # {"index": K, "count": N} of `netsim run --shard K/N`
+    stopped: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM) before its end
+    not_run: int = 0  # scenarios of the run that a stop left out
 
     @property
     def ok(self) -> bool:
-        return all(r.status in (Status.PASSED, Status.SKIPPED) for r in self.results)
+        """Every scenario passed (or was skipped), and the run was not stopped before its end."""
+        passed = all(r.status in (Status.PASSED, Status.SKIPPED) for r in self.results)
+        return passed and self.stopped is None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for result in data["results"]:
-            result["status"] = result["status"].value
+        data["results"] = [result.to_json() for result in self.results]
         data["ok"] = self.ok
         return data

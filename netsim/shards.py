@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netsim.results import Check, RunReport, ScenarioResult, Status
+from netsim.results import RunReport, ScenarioResult, Status
 
 DURATIONS_FILE = Path(__file__).with_name("durations.json")
 UNMEASURED_SECONDS = 60.0  # when nothing of a scenario's kind was ever measured
@@ -89,16 +89,7 @@ def pick(
 
 def report_from_json(data: Mapping[str, Any]) -> RunReport:
     """A report.json back into a RunReport (what `RunReport.to_json` wrote)."""
-    results = [
-        ScenarioResult(
-            **{
-                **item,
-                "status": Status(item["status"]),
-                "checks": [Check(**check) for check in item["checks"]],
-            }
-        )
-        for item in data["results"]
-    ]
+    results = [ScenarioResult.from_json(item) for item in data["results"]]
     return RunReport(
         started=data["started"],
         backend=data["backend"],
@@ -107,6 +98,8 @@ def report_from_json(data: Mapping[str, Any]) -> RunReport:
         duration_s=data["duration_s"],
         matrix=list(data.get("matrix") or []),
         shard=data.get("shard"),
+        stopped=data.get("stopped"),
+        not_run=data.get("not_run", 0),
     )
 
 
@@ -117,6 +110,9 @@ def merge(reports: Iterable[RunReport]) -> RunReport:
     if not shards:
         raise ValueError("no shard results given")
     first = _shard_of(shards[0])
+    for part in shards:
+        if part.stopped is not None:
+            raise ValueError(f"shard {_shard_of(part)} was stopped ({part.stopped}) before its end")
     indexes = [_shard_of(r).index for r in shards]
     if indexes != list(range(1, first.count + 1)):
         raise ValueError(f"shards {indexes} given; need each of 1..{first.count} once")

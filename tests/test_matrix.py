@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from netsim import cli, report, runner, scenario
+from netsim import netns, report, runner, scenario
 from netsim.results import RunReport, Status
 from netsim.scenario import Kind
 from tests.conftest import require_binary, require_root
@@ -120,7 +120,7 @@ file_mib = 0.5
     assert (kept / "send-0.out").exists() and (kept / "signal.log").exists()
     assert (kept / "turnserver.log").exists()
     assert not (out / "logs" / "lan-ok").exists()
-    assert not cli.leftovers(cli.namespaces())  # the run's process is gone: so are its own
+    assert not netns.leftovers(netns.namespaces())  # the run's process is gone: so are its own
 
 
 def test_netsim_list_and_bad_input(tmp_path: Path) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from netsim import cli, netns
+from netsim import netns
 from tests.conftest import require_binary, require_root
 
 
 def test_leftovers_are_only_our_dead_runs() -> None:
     alive = netns.RUN_PREFIX  # this very process
     names = [f"{alive}-lo1", "fs999999999-e2e3", "fsx-1", "someone-elses", "fs12"]
-    assert cli.leftovers(names) == ["fs999999999-e2e3"]
+    assert netns.leftovers(names) == ["fs999999999-e2e3"]
 
 
 def test_clean_removes_a_dead_runs_namespace() -> None:
@@ -30,7 +30,7 @@ def test_clean_removes_a_dead_runs_namespace() -> None:
                 check=True,
             )
             assert f"removing namespace {dead}" in done.stdout
-            remaining = cli.namespaces()
+            remaining = netns.namespaces()
             assert dead not in remaining
             assert ours in remaining  # a live run's namespace is left alone
     finally:

@@ -1,0 +1,29 @@
+"""`python -m tests.swallowing_worker JOB`: a netsim worker whose scenario swallows
+KeyboardInterrupt (as a bare `except:` in pyroute2's message parsing can, or a finalizer), for
+tests/test_netsim_stop.py. It holds a namespace and a process of its own, then says `ready`."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from netsim import netns, runner, worker
+from netsim.results import ScenarioResult
+from netsim.scenario import Scenario
+
+
+def _stubborn(scenario: Scenario, root: Path) -> ScenarioResult:
+    with netns.isolated_loopback("sw"):
+        subprocess.Popen(["sleep", "600"])
+        print("ready", flush=True)
+        while True:
+            with contextlib.suppress(BaseException):  # the fault this stands for
+                time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    runner.run_one = _stubborn
+    sys.exit(worker.main(sys.argv[1:]))
