@@ -3,8 +3,9 @@ each end, `netsim.delayer` processes started and stopped by their PIDs.
 
     [a] NAMEa 198.51.100.1/24 --- 198.51.100.2/24 NAMEb [b]
 
-Names carry netns.RUN_PREFIX and a counter; the veth is created inside the namespaces (never
-in ours), and removing the namespaces removes everything, however the block ends.
+Namespace names carry netns.RUN_PREFIX and a counter, the veth's its group's number; it is
+created inside the namespaces (never in ours), and removing the namespaces removes everything,
+however the block ends.
 """
 
 from __future__ import annotations

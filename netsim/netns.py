@@ -103,6 +103,18 @@ def net_only(name: str) -> list[str]:
     return [find_program("ip"), "netns", "exec", name]
 
 
+IFNAMSIZ: Final = 15  # Linux's limit on an interface name (16 with its NUL)
+
+
+def interface_base(number: int) -> str:
+    """What the interfaces of group `number` are named from. Neither the PID nor the label: a
+    long-lived process (an xdist worker) reached group 100, and with a five-digit PID and the
+    label `turn` that made 16 characters. Interfaces are made only inside the group's own
+    namespaces, so the group's number (hex) alone keeps them apart; the namespaces' names
+    carry the PID and label."""
+    return f"fs{number:x}"
+
+
 @contextlib.contextmanager
 def namespace_group(
     label: str, roles: Sequence[str], ifname_suffix: int = 2
@@ -111,9 +123,9 @@ def namespace_group(
     (their veths and nft tables with them), however it ends. Also yields a short base for
     interface names: base + `ifname_suffix` characters must fit Linux's 15."""
     number = next(_names)
-    base = f"{RUN_PREFIX}{label}{number}"
-    if len(base) + ifname_suffix > 15:
-        raise ValueError(f"label too long for interface names: {base!r}")
+    base = interface_base(number)
+    if len(base) + ifname_suffix > IFNAMSIZ:
+        raise ValueError(f"interface names of group {number} would exceed {IFNAMSIZ}: {base!r}")
     names = {role: f"{RUN_PREFIX}-{label}{number}-{role}" for role in roles}
     created: list[str] = []
     try:

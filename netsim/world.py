@@ -15,7 +15,8 @@ Addresses (documentation ranges only; `addresses` is the plan, sans-I/O):
 - LAN 10.0.(i+1).0/24 behind a NAT, or public 203.0.113.(128+16i)/28 for `open`.
 The internet has a blackhole default route (a silent drop for what is not there: coturn drops a
 whole allocation when one send fails with "network unreachable"). Nothing here is connected to
-a real interface, and every name carries netns.RUN_PREFIX.
+a real interface; every namespace and nft name carries netns.RUN_PREFIX, and interfaces, made only
+inside those namespaces, their group's number (netns.interface_base).
 """
 
 from __future__ import annotations

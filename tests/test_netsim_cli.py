@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+
+import pytest
 
 from netsim import netns
 from tests.conftest import require_binary, require_root
@@ -35,3 +38,23 @@ def test_clean_removes_a_dead_runs_namespace() -> None:
             assert ours in remaining  # a live run's namespace is left alone
     finally:
         subprocess.run(["ip", "netns", "delete", dead], check=False, capture_output=True)
+
+
+def test_interface_names_fit_whatever_the_pid_label_and_group_count() -> None:
+    """An xdist worker's 100th group, with a five-digit PID and the label `turn`, made a
+    16-character name and failed its test's set-up; the longest suffix any builder adds is 3."""
+    for number in (1, 99, 100, 10**6, 2**32):
+        assert len(netns.interface_base(number)) + 3 <= netns.IFNAMSIZ, number
+    assert len({netns.interface_base(n) for n in range(1, 5000)}) == 4999  # all distinct
+
+
+def test_a_long_lived_process_still_builds_groups_with_long_labels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real path: namespaces made at a group count far past 100, with a long label."""
+    require_root()
+    require_binary("ip")
+    monkeypatch.setattr(netns, "_names", itertools.count(next(netns._names) + 10**6))
+    with netns.namespace_group("longlabel", ("a",), ifname_suffix=3) as (base, names):
+        assert len(base) + 3 <= netns.IFNAMSIZ
+        assert names["a"] in netns.namespaces()
