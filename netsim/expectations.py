@@ -25,6 +25,8 @@ stricter of the two.
 
 from __future__ import annotations
 
+import ipaddress
+from collections import abc
 from dataclasses import dataclass
 from typing import Final
 
@@ -151,3 +153,27 @@ def category(local: str, remote: str, peer_remote: str) -> str:
     if remote == "host" and peer_remote == "host":
         return "host"
     return "srflx"
+
+
+def browser_local(
+    view: abc.Mapping[str, object], peer_view: abc.Mapping[str, object], own_address: str
+) -> str:
+    """The type of a browser's local candidate on its selected pair (`view`, its `path`
+    event; `peer_view`, the other side's). Its host candidate is an mDNS name, so a check from
+    the same LAN teaches it its own address as peer-reflexive: untranslated, that is a host
+    address. Chromium's stats may leave its local address out or redact it
+    (`redacted-ip.invalid`): then the peer's view of it says where it sends from."""
+    local = str(view.get("local", "?"))
+    if local != "prflx":
+        return local
+    seen = _ip(str(view.get("localAddress", ""))) or _ip(str(peer_view.get("remoteAddress", "")))
+    return "host" if seen == own_address else local
+
+
+def _ip(address: str) -> str | None:
+    """The IP of an `ip:port` (or `[ip]:port`), None for a name or anything else."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None

@@ -354,15 +354,9 @@ class ScenarioRun:
             # (an mDNS name to it) as peer-reflexive.
             end = sc.sender if sc.sender_client == "browser" else sc.receiver
             view = mine if sc.sender_client == "browser" else theirs
-            local = view.get("local", "?")
-            # Its host candidate is an mDNS name, so a check from the same LAN teaches it its
-            # own address as peer-reflexive: untranslated, that is a host address.
-            # Chromium's stats may leave its local address out: then the peer's view of it.
             own = self.net.sites[end.site].plan.hosts[end.host]
             other = theirs if view is mine else mine
-            address = view.get("localAddress") or other.get("remoteAddress", "")
-            if local == "prflx" and str(address).rsplit(":", 1)[0] == own:
-                local = "host"
+            local = expectations.browser_local(view, other, own)
             observed = expectations.category(local, view.get("remote", "?"), local)
         else:  # aioice names only host and relay candidates as local: the peer's view says more
             observed = expectations.category(

@@ -211,3 +211,17 @@ def test_cut_restore_and_rebind(pair: linkbed.Pair) -> None:
     assert probe(pair, "loss", "--count", "20", "--interval", "0.01")["received"] == 20
     pair.run(link.rebind(pair.b))
     assert probe(pair, "loss", "--count", "20", "--interval", "0.01")["received"] == 20
+
+
+@pytest.mark.parametrize(
+    ("readings", "chosen", "tries"),
+    [
+        ([40.5, 99.0], 40.5, 1),  # within tolerance at once: one try
+        ([44.6, 40.9, 99.0], 40.9, 2),  # held up once by the machine's load
+        ([47.0, 45.0, 46.0], 45.0, 3),  # off in every try: the closest, and the check fails
+    ],
+)
+def test_the_closest_of_a_few_tries(readings: list[float], chosen: float, tries: int) -> None:
+    left = iter(readings)
+    found = calibration.closest_try(lambda: next(left), lambda v: abs(v - 40) / 40, 0.10)
+    assert found == (chosen, tries)

@@ -161,6 +161,30 @@ def test_path_category(local: str, remote: str, peer_remote: str, category: str)
     assert expectations.category(local, remote, peer_remote) == category
 
 
+@pytest.mark.parametrize(
+    ("view", "peer_view", "local"),
+    [
+        ({"local": "host"}, {}, "host"),
+        ({"local": "srflx", "localAddress": "10.0.1.3:5"}, {}, "srflx"),
+        # Its own LAN address learned from a check: a host address, however Chromium says it.
+        ({"local": "prflx", "localAddress": "10.0.1.3:43353"}, {}, "host"),
+        ({"local": "prflx"}, {"remoteAddress": "10.0.1.3:43353"}, "host"),
+        # Redacted in its stats (seen in CI): the peer's view says where it sends from.
+        (
+            {"local": "prflx", "localAddress": "redacted-ip.invalid:43353"},
+            {"remoteAddress": "10.0.1.3:43353"},
+            "host",
+        ),
+        ({"local": "prflx", "localAddress": "203.0.113.9:1"}, {}, "prflx"),
+        ({"local": "prflx", "localAddress": "x.local:1"}, {"remoteAddress": "junk"}, "prflx"),
+    ],
+)
+def test_browser_local_candidate(
+    view: dict[str, str], peer_view: dict[str, str], local: str
+) -> None:
+    assert expectations.browser_local(view, peer_view, "10.0.1.3") == local
+
+
 def _toml(tmp_path: Path, text: str) -> scenario.Suite:
     path = tmp_path / "s.toml"
     path.write_text(text)
