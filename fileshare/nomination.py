@@ -16,25 +16,37 @@ whichever pair it pinged next, often its relay, and Chromium, controlled, follow
 So once a component has its nominated pair, the controlling agent starts no more checks on it
 (the peer's pings are still answered: aioice does that before any check).
 
-aiortc exposes none of this, so both are wrappers around aioice's `Connection.check_start`,
-reading its `_nominated` and `_check_list`: written against aioice 0.13.0, and `install_check`
+And the controlled agent must be able to follow a better pair: when the peer nominates, aioice
+ends ICE and cancels every check still in progress, also a check of a pair of higher priority
+than the nominated one whose first request a NAT dropped. Behind a symmetric NAT facing an
+address-restricted one, that check is the one direct path: the address-restricted NAT lets its
+retransmission in once the other peer has pinged our NAT's address, and the peer (Chromium
+does) then moves to it. RFC 5245 8.1.2 asks to cease retransmissions only for in-progress
+checks of lower priority than the nominated pair; so those of higher priority run on.
+
+aiortc exposes none of this, so all three are wrappers around aioice's `Connection.check_start`,
+reading its `_nominated`, `_check_list` and `_closing`, and relying on `connect()` and `close()`
+cancelling checks through `pair.task`: written against aioice 0.13.0, and `check_pinned`
 refuses another release or changed sources (`fileshare.pinned`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import aioice
-from aioice.ice import CandidatePair, Connection
+from aioice.ice import CandidatePair, Connection, candidate_pair_priority
 
 from fileshare import turnrefresh
 
 # The aioice functions whose behaviour the wrappers rely on (where checks start, nominate and
-# complete), as of aioice 0.13.0.
+# complete, and where ICE's end and close cancel them), as of aioice 0.13.0.
 PINNED_SOURCES: Final = {
+    "connect": "da51be46190141ee23c03ab8d77c030b45e412b6430369790ba4665a7a7886d2",
+    "close": "25dcfac536f5f37c3113b3c73f2144643d9016bbadac1113846253c8dc29797d",
     "check_start": "7de056d252f46a155c8b9c2061077360d2aa6b0dc0ca7f4f5a4fa2fec2417bca",
     "check_incoming": "cb3e32bd47e5fa8284b06afa7cb22a1d361315ed2d451c3c9d838adc3f491c6d",
     "check_complete": "52f939709eabc0abc0b4aa20c262f3107235e98b433261d2bd3881c06257db92",
@@ -109,3 +121,37 @@ def ice_connection(pc: Any) -> Connection:
     """The aioice connection under an aiortc peer connection's data channel transport."""
     connection: Connection = pc.sctp.transport.transport._connection
     return connection
+
+
+def outranks_nominated(connection: Connection, pair: CandidatePair) -> bool:
+    """Whether `pair`'s check, in progress, should outlive ICE's completion on the controlled
+    agent `connection` (see the module's docstring)."""
+    chosen = connection._nominated.get(pair.component)
+    if connection.ice_controlling or connection._closing or chosen in (None, pair):
+        return False
+
+    def priority(p: CandidatePair) -> int:
+        return candidate_pair_priority(p.local_candidate, p.remote_candidate, False)
+
+    return pair.state is CandidatePair.State.IN_PROGRESS and priority(pair) > priority(chosen)
+
+
+def finish_better_checks(connection: Connection) -> None:
+    """Let the checks `outranks_nominated` picks run on past the cancellation at the end of
+    aioice's `connect()`; install it last, as the outermost wrapper (aioice's task runs it)."""
+    original: Callable[[CandidatePair], Awaitable[None]] = connection.check_start
+
+    async def check_start(pair: CandidatePair) -> None:
+        running = asyncio.ensure_future(original(pair))
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            if not running.done() and outranks_nominated(connection, pair):
+                pair.task = running  # from now on, close() cancels the check itself
+            else:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+            raise
+
+    setattr(connection, "check_start", check_start)  # noqa: B010 (an instance attribute)

@@ -501,13 +501,14 @@ class Peer:
             reason = await ice.diagnose(self._turn) if self._turn else "no TURN server"
             raise ice.RelayUnavailable(f"--relay-only, but {reason}")
 
-    def _prefer_direct(self, pc: RTCPeerConnection) -> None:
+    def _steer_ice(self, pc: RTCPeerConnection) -> None:
         """Before ICE starts (setRemoteDescription schedules it): see `nomination`."""
         nomination.check_pinned()
         connection = nomination.ice_connection(pc)
         nomination.nominate_once(connection)
         if not self.relay_only:
             nomination.prefer_direct(connection)
+            nomination.finish_better_checks(connection)
 
     async def _connect(self, pc: RTCPeerConnection, keys: SessionKeys) -> Link:
         relay = self._relay
@@ -528,7 +529,7 @@ class Peer:
                 keys, self.peer_role, self.epoch, answer.get("sealed")
             )
             await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
-            self._prefer_direct(pc)
+            self._steer_ice(pc)
         else:
 
             @pc.on("datachannel")
@@ -549,7 +550,7 @@ class Peer:
                 keys, self.peer_role, self.epoch, offer.get("sealed")
             )
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-            self._prefer_direct(pc)
+            self._steer_ice(pc)
             await pc.setLocalDescription(await pc.createAnswer())
             answer_sdp = pc.localDescription.sdp
             await self._check_relay(answer_sdp)

@@ -159,12 +159,14 @@ def browser_local(
     view: abc.Mapping[str, object], peer_view: abc.Mapping[str, object], own_address: str
 ) -> str:
     """The type of a browser's local candidate on its selected pair (`view`, its `path`
-    event; `peer_view`, the other side's). Its host candidate is an mDNS name, so a check from
-    the same LAN teaches it its own address as peer-reflexive: untranslated, that is a host
-    address. Chromium's stats may leave its local address out or redact it
-    (`redacted-ip.invalid`): then the peer's view of it says where it sends from."""
+    event; `peer_view`, the other side's), judged by its address: Chromium hides its host
+    candidates behind mDNS names, so its own address comes back to it as peer-reflexive (a check
+    from the same LAN taught it) or server-reflexive (a STUN server with no NAT between). An
+    address that is its host's own is untranslated: a host address. Chromium's stats may leave
+    its local address out or redact it (`redacted-ip.invalid`): then the peer's view of it says
+    where it sends from."""
     local = str(view.get("local", "?"))
-    if local != "prflx":
+    if local not in ("prflx", "srflx"):
         return local
     seen = _ip(str(view.get("localAddress", ""))) or _ip(str(peer_view.get("remoteAddress", "")))
     return "host" if seen == own_address else local

@@ -165,7 +165,9 @@ def test_path_category(local: str, remote: str, peer_remote: str, category: str)
     ("view", "peer_view", "local"),
     [
         ({"local": "host"}, {}, "host"),
-        ({"local": "srflx", "localAddress": "10.0.1.3:5"}, {}, "srflx"),
+        ({"local": "srflx", "localAddress": "203.0.113.9:5"}, {}, "srflx"),
+        # A public address with no NAT: its STUN server's answer is its own (open x open).
+        ({"local": "srflx", "localAddress": "10.0.1.3:5"}, {}, "host"),
         # Its own LAN address learned from a check: a host address, however Chromium says it.
         ({"local": "prflx", "localAddress": "10.0.1.3:43353"}, {}, "host"),
         ({"local": "prflx"}, {"remoteAddress": "10.0.1.3:43353"}, "host"),
