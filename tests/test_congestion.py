@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fileshare.sctp import association
+from fileshare.sctp import association, held
 from fileshare.sctp.congestion import (
     INITIAL_CWND,
     MIN_CWND,
@@ -296,6 +298,7 @@ def receiver_at(cumulative: int) -> SimpleNamespace:
         _sack_duplicates=[],
         _sack_urgent=False,
         _highest_tsn=None,
+        _held_runs=held.HeldRuns(),
     )
 
 
@@ -321,11 +324,57 @@ def test_receiver_sacks_at_once_only_when_the_gap_report_changes_at_its_edges() 
     assert receiver._sack_duplicates == [(offset + 2) % 2**32]
 
 
+TSN_TOP = 2**32
+
+
+def check(receiver: SimpleNamespace) -> None:
+    cumulative, misordered = receiver._last_received_tsn, receiver._sack_misordered
+    runs: held.HeldRuns = receiver._held_runs
+    assert runs.count == len(misordered)  # kept up without a rebuild
+    assert runs.blocks(cumulative) == held.gap_blocks(cumulative, misordered)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.one_of(st.integers(0, TSN_TOP - 1), st.integers(TSN_TOP - 40, TSN_TOP - 1)),
+    offsets=st.lists(st.integers(0, 60), max_size=120),
+)
+def test_runs_match_the_sorted_set_after_every_packet(start: int, offsets: list[int]) -> None:
+    """Each offset is a packet's TSN past `start` (repeats are duplicates); offsets below what
+    has arrived in order are duplicates too, as a retransmission would be."""
+    receiver = receiver_at(start)
+    for offset in offsets:
+        association._mark_received(receiver, (start + 1 + offset) % TSN_TOP)
+        check(receiver)
+    for offset in range(61):  # every hole repaired: nothing held any more
+        association._mark_received(receiver, (start + 1 + offset) % TSN_TOP)
+    check(receiver)
+    assert receiver._sack_misordered == set()
+    assert receiver._last_received_tsn == (start + 61) % TSN_TOP
+
+
+def test_runs_rebuild_after_a_forward_tsn_filters_the_set() -> None:
+    receiver = receiver_at(TSN_TOP - 5)
+    for tsn in (TSN_TOP - 3, TSN_TOP - 2, 1, 2, 5):
+        association._mark_received(receiver, tsn % TSN_TOP)
+    check(receiver)
+    # Stock aiortc's FORWARD-TSN to 1 moves the cumulative TSN through what follows it (2)
+    # and filters the set: the runs' count no longer matches it.
+    receiver._last_received_tsn = 2
+    receiver._sack_misordered = {t for t in receiver._sack_misordered if t > 2 and t < TSN_TOP - 9}
+    association._mark_received(receiver, 4)
+    check(receiver)
+    assert receiver._held_runs.blocks(2) == [(2, 3)]
+    association._mark_received(receiver, 3)  # fills up to 5
+    assert receiver._last_received_tsn == 5 and receiver._sack_misordered == set()
+    check(receiver)
+
+
 def test_gap_blocks_from_held_tsns_across_the_wrap() -> None:
-    assert association.gap_blocks(100, set()) == []
-    assert association.gap_blocks(100, {102, 103, 105, 110, 104}) == [(2, 5), (10, 10)]
+    assert held.gap_blocks(100, set()) == []
+    assert held.gap_blocks(100, {102, 103, 105, 110, 104}) == [(2, 5), (10, 10)]
     top = 2**32 - 1
-    assert association.gap_blocks(top - 1, {top, 1, 2}) == [(1, 1), (3, 4)]
+    assert held.gap_blocks(top - 1, {top, 1, 2}) == [(1, 1), (3, 4)]
 
 
 def test_bbr_window_on_a_near_zero_delay_path_allows_event_loop_latency() -> None:

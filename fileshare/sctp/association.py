@@ -32,12 +32,12 @@ from aiortc.rtcsctptransport import (
 )
 from aiortc.utils import uint16_add, uint32_gt, uint32_gte
 
-from fileshare.sctp import congestion, plpmtu, wire
+from fileshare.sctp import congestion, held, plpmtu, wire
+from fileshare.sctp.held import TSN_MODULO
 
 SACK_DELAY = 0.02  # seconds; RFC 9260 6.2 allows up to 200 ms (500 ms at most)
 SACK_EVERY = 2  # packets with DATA per SACK
 MISSES_TO_RETRANSMIT = 3
-TSN_MODULO = 2**32
 
 Transport = Any  # an RTCSctpTransport with this layer's attributes (aiortc has no stubs for them)
 
@@ -103,6 +103,7 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._sack_handle = None
         self._sack_urgent = False  # the last packet changed the gap report's edges
         self._highest_tsn = None  # the highest TSN received (None: the cumulative one)
+        self._held_runs = held.HeldRuns()  # _sack_misordered as runs, for the gap blocks
         self._retransmits_pending = False  # a chunk may be marked for retransmission
         self._search = plpmtu.Search()
         self._user_data_max = stock.USERDATA_MAX_LENGTH  # what a new DATA chunk carries
@@ -124,23 +125,24 @@ def _mark_received(self: Transport, tsn: int) -> bool:
         self._sack_urgent = True
         return True
     last = self._last_received_tsn
+    runs: held.HeldRuns = self._held_runs
+    runs.sync(last, misordered)
     highest = last if self._highest_tsn is None or not misordered else self._highest_tsn
-    if tsn != (last + 1) % TSN_MODULO:
+    if tsn != held.after(last):
         misordered.add(tsn)
+        runs.add(last, tsn)
         if uint32_gt(tsn, highest):
-            if tsn != (highest + 1) % TSN_MODULO:
+            if tsn != held.after(highest):
                 self._sack_urgent = True  # past the top, not extending the highest block
             self._highest_tsn = tsn
         return False
     if misordered:
         self._sack_urgent = True  # the first gap is filled
     last = tsn
-    while misordered:
-        following = (last + 1) % TSN_MODULO
-        if following not in misordered:
-            break
-        misordered.discard(following)
-        last = following
+    top = runs.advance(last)
+    while top is not None and last != top:  # the lowest run joins the cumulative TSN
+        last = held.after(last)
+        misordered.discard(last)
     self._last_received_tsn = last
     if not misordered:
         self._highest_tsn = None
@@ -192,22 +194,12 @@ async def _sack_now(self: Transport) -> None:
     sack.cumulative_tsn = self._last_received_tsn
     sack.advertised_rwnd = max(0, self._advertised_rwnd)
     sack.duplicates = self._sack_duplicates[:]
-    sack.gaps = gap_blocks(self._last_received_tsn, self._sack_misordered)
+    runs: held.HeldRuns = self._held_runs
+    runs.sync(self._last_received_tsn, self._sack_misordered)
+    sack.gaps = runs.blocks(self._last_received_tsn)
     await self._send_chunk(sack)
     self._sack_duplicates.clear()
     self._sack_needed = False
-
-
-def gap_blocks(cumulative: int, held: set[int]) -> list[tuple[int, int]]:
-    """Gap Ack Blocks (offsets from `cumulative`) for the TSNs `held` above it: one sort
-    in C and one pass, where stock aiortc called a helper per TSN."""
-    blocks: list[list[int]] = []
-    for offset in sorted((tsn - cumulative) % TSN_MODULO for tsn in held):
-        if blocks and offset == blocks[-1][1] + 1:
-            blocks[-1][1] = offset
-        else:
-            blocks.append([offset, offset])
-    return [(first, last) for first, last in blocks]
 
 
 def _sack_timer(self: Transport) -> None:
