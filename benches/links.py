@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benches import links_report, wormhole
 from benches.links_report import Profile, Sample
@@ -55,6 +55,16 @@ CAP = 40.0  # no run lasts longer (a collapsed one is counted by what it moved)
 IPERF_PORT = 5201
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 Iperf = tuple["subprocess.Popen[bytes]", "subprocess.Popen[str]"]  # server, client
+
+
+class Measured(NamedTuple):
+    """One tool's run: goodput (Mbit/s) over all of it, bytes moved, whether the cap cut it,
+    and its steady goodput (`links_report.steady_rate`)."""
+
+    goodput: float
+    moved: int
+    capped: bool
+    steady: float | None
 
 
 def children_cpu() -> float:
@@ -97,7 +107,7 @@ class Bench:
         run = self._fileshare if tool.startswith("fileshare") else self._tcp
         if tool == "wormhole":
             run = self._wormhole
-        goodput, moved, capped = run(tool)
+        goodput, moved, capped, steady = run(tool)
         wall = time.monotonic() - started
         emulator = (sum(process_cpu(pid) for pid in delayers) - emulator_before) / wall
         return Sample(
@@ -107,13 +117,13 @@ class Bench:
             moved_bytes=moved,
             capped=capped,
             emulator_core=emulator / max(1, len(delayers)) if delayers else 0.0,
+            steady_mbit=steady,
         )
 
-    def _fileshare(self, tool: str) -> tuple[float, int, bool]:
-        goodput, moved, capped, _ = self._fileshare_window(tool)
-        return goodput, moved, capped
+    def _fileshare(self, tool: str) -> Measured:
+        return self._fileshare_window(tool)[0]
 
-    def _fileshare_window(self, tool: str) -> tuple[float, int, bool, tuple[float, float]]:
+    def _fileshare_window(self, tool: str) -> tuple[Measured, tuple[float, float]]:
         """As `_fileshare`, with the wall-clock window (epoch seconds) the goodput is over."""
         env = {"FILESHARE_CONGESTION": tool.split("-", 1)[1]}
         out = self.workdir / f"out{self._runs}"
@@ -145,10 +155,17 @@ class Bench:
             progress = [e for e in sender.events() if e["event"] == "progress"]
             moved = int(progress[-1]["done"]) if progress else 0
             end = float(progress[-1]["ts"]) if progress else float(connected["ts"]) + CAP
-        seconds = max(end - float(connected["ts"]), 1e-3)
+        begin = float(connected["ts"])
+        seconds = max(end - begin, 1e-3)
         wormhole.remove(out)
-        window = (float(connected["ts"]), end)
-        return moved * 8 / seconds / 1e6, moved, capped or done is None, window
+        points = [
+            (float(e["ts"]) - begin, int(e["done"]))
+            for e in sender.events()
+            if e["event"] == "progress"
+        ] + ([(end - begin, moved)] if done is not None else [])
+        steady = links_report.steady_rate(points)
+        measured = Measured(moved * 8 / seconds / 1e6, moved, capped or done is None, steady)
+        return measured, (begin, end)
 
     def _iperf(self, tool: str, seconds: float) -> Iperf:
         """An iperf3 server and client for `seconds` with `tool`'s congestion control, the
@@ -199,10 +216,17 @@ class Bench:
             raise RuntimeError(f"iperf3: {report['error']}")
         return report
 
-    def _tcp(self, tool: str) -> tuple[float, int, bool]:
+    def _tcp(self, tool: str) -> Measured:
+        """iperf3's receiver-side figure; its steady rate from the sender's intervals (the
+        only ones a client's report has), which run ahead of delivery by the queue alone."""
         report = self._iperf_report(self._iperf(tool, SECONDS), SECONDS)
         received = report["end"]["sum_received"]
-        return received["bits_per_second"] / 1e6, int(received["bytes"]), False
+        points, total = [], 0
+        for interval in report["intervals"]:
+            total += int(interval["sum"]["bytes"])
+            points.append((float(interval["sum"]["end"]), total))
+        steady = links_report.steady_rate(points)
+        return Measured(received["bits_per_second"] / 1e6, int(received["bytes"]), False, steady)
 
     def compete(self, tool: str, tcp: str) -> tuple[float, float]:
         """Fairness: `tool` (fileshare) and one kernel TCP flow (`tcp`) started together on
@@ -212,7 +236,7 @@ class Bench:
         seconds = 3 * SECONDS  # the TCP flow outlasts the shared transfer
         iperf = self._iperf(tcp, seconds)
         started = time.time()
-        goodput, _, _, (begin, end) = self._fileshare_window(tool)
+        measured, (begin, end) = self._fileshare_window(tool)
         report = self._iperf_report(iperf, seconds)
         inside = [
             i["sum"]
@@ -221,14 +245,15 @@ class Bench:
         ]
         span = sum(i["seconds"] for i in inside)
         tcp_goodput = sum(i["bytes"] for i in inside) * 8 / span / 1e6 if span else 0.0
-        return goodput, tcp_goodput
+        return measured.goodput, tcp_goodput
 
-    def _wormhole(self, tool: str) -> tuple[float, int, bool]:
+    def _wormhole(self, tool: str) -> Measured:
+        """Whole-run goodput only: magic-wormhole reports no progress."""
         out = self.workdir / f"wh{self._runs}"
         run = wormhole.transfer(
             self.relay, self.sender, self.receiver, self.payload, out, f"{self._runs}-bench", CAP
         )
-        return run.moved * 8 / run.seconds / 1e6, run.moved, run.capped
+        return Measured(run.moved * 8 / run.seconds / 1e6, run.moved, run.capped, None)
 
 
 def site_specs(profile: Profile) -> list[world.SiteSpec]:

@@ -15,6 +15,9 @@ TCP_CEILING = 1448 / 1514
 # AES-GCM record (13 header + 8 explicit nonce + 16 tag) + UDP (8) + IPv4 (20) + Ethernet (14).
 SCTP_CEILING = 1172 / (1172 + 16 + 12 + 37 + 8 + 20 + 14)
 EMULATOR_BUSY = 0.85  # of a core: above this the emulator, not the tool, may set the pace
+# Steady goodput leaves out each run's first seconds: a transfer's set-up (fileshare's key
+# confirmation and manifest take round trips before the first byte) and its start-up.
+STEADY_AFTER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -47,16 +50,27 @@ class Sample:
     moved_bytes: int
     capped: bool
     emulator_core: float  # the busiest link emulator's share of one core during the run
+    steady_mbit: float | None = None  # see steady_rate
 
     @property
     def cpu_per_gib(self) -> float:
         return self.cpu_seconds / (self.moved_bytes / GIB) if self.moved_bytes else float("nan")
 
 
+def steady_rate(points: list[tuple[float, int]], after: float = STEADY_AFTER_S) -> float | None:
+    """Mbit/s from the first point `after` seconds or more into a run to its last; `points` are
+    (seconds into the run, bytes done so far), in order. None if that leaves under a second."""
+    start = next((point for point in points if point[0] >= after), None)
+    if start is None or points[-1][0] - start[0] < 1.0:
+        return None
+    return (points[-1][1] - start[1]) * 8 / (points[-1][0] - start[0]) / 1e6
+
+
 def describe(sample: Sample) -> str:
     capped = " (capped)" if sample.capped else ""
+    steady = f" (steady {sample.steady_mbit:.1f})" if sample.steady_mbit is not None else ""
     return (
-        f"{sample.tool:<15}{sample.goodput_mbit:7.1f} Mbit/s{capped}  "
+        f"{sample.tool:<15}{sample.goodput_mbit:7.1f} Mbit/s{capped}{steady}  "
         f"CPU {sample.cpu_per_gib:6.1f} s/GiB  emulator {sample.emulator_core:4.0%} of a core"
     )
 
@@ -68,6 +82,7 @@ class Row:
     cpu_per_gib: dict[str, float]
     capped: set[str]
     emulator_core: float  # the highest seen in this profile
+    steady: dict[str, float]  # medians by tool of the samples that have one
 
     def ratio(self, tool: str, other: str | None = None) -> float | None:
         """`tool`'s goodput over `other`'s, or over the link rate."""
@@ -130,6 +145,14 @@ class Summary:
         cpu = [f"{row.cpu_per_gib.get(t, float('nan')):.1f}" for t in self.tools]
         return goodput, ratios, cpu
 
+    def _steady_cells(self, row: Row) -> list[str]:
+        """Steady goodput and its ratio to the link."""
+        rate = row.profile.rate_mbit
+        return [
+            f"{row.steady[t]:.1f} ({row.steady[t] / rate:.2f})" if t in row.steady else "-"
+            for t in self.tools
+        ]
+
     def text(self) -> str:
         lines = ["goodput, Mbit/s (* = capped run counted by what it moved)"]
         lines.append(f"{'link':<30}" + "".join(f"{t:>16}" for t in self.tools))
@@ -142,6 +165,10 @@ class Summary:
             names = [column[0] for column in self._ratio_columns()]
             pairs = zip(names, ratios, strict=True)
             lines.append(f"  {row.profile.label}: " + ", ".join(f"{n} {r}" for n, r in pairs))
+        lines.append(f"steady goodput after the first {STEADY_AFTER_S:g} s, Mbit/s (/ link)")
+        for row in self.rows:
+            pairs = zip(self.tools, self._steady_cells(row), strict=True)
+            lines.append(f"  {row.profile.label}: " + ", ".join(f"{t} {c}" for t, c in pairs))
         lines.append("CPU-seconds per GiB, sender + receiver")
         for row in self.rows:
             _, _, cpu = self._cells(row)
@@ -156,6 +183,12 @@ class Summary:
         names = [c[0] for c in self._ratio_columns()]
         out += _table("Goodput (Mbit/s)", self.tools, self.rows, [c[0] for c in cells])
         out += _table("Ratios", names, self.rows, [c[1] for c in cells])
+        out += _table(
+            f"Steady goodput after the first {STEADY_AFTER_S:g} s of each run, Mbit/s (/ link)",
+            self.tools,
+            self.rows,
+            [self._steady_cells(row) for row in self.rows],
+        )
         out += _table(
             "CPU-seconds per GiB (sender + receiver)", self.tools, self.rows, [c[2] for c in cells]
         )
@@ -189,6 +222,11 @@ def summarise(
                 {t: statistics.median(s.cpu_per_gib for s in ss) for t, ss in by_tool.items()},
                 {t for t, ss in by_tool.items() if any(s.capped for s in ss)},
                 max((s.emulator_core for s in samples), default=0.0),
+                {
+                    t: statistics.median(found)
+                    for t, ss in by_tool.items()
+                    if (found := [s.steady_mbit for s in ss if s.steady_mbit is not None])
+                },
             )
         )
     return Summary(rows, tools, runs, cores, load)

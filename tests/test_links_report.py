@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benches.links_report import GIB, Profile, Sample, plot, summarise
+from benches.links_report import GIB, Profile, Sample, plot, steady_rate, summarise
 
 
-def sample(tool: str, goodput: float, emulator: float = 0.1, capped: bool = False) -> Sample:
+def sample(
+    tool: str,
+    goodput: float,
+    emulator: float = 0.1,
+    capped: bool = False,
+    steady: float | None = None,
+) -> Sample:
     return Sample(
-        tool, goodput, cpu_seconds=2.0, moved_bytes=GIB // 4, capped=capped, emulator_core=emulator
+        tool,
+        goodput,
+        cpu_seconds=2.0,
+        moved_bytes=GIB // 4,
+        capped=capped,
+        emulator_core=emulator,
+        steady_mbit=steady,
     )
 
 
@@ -18,8 +30,8 @@ def test_medians_ratios_and_notes(tmp_path: Path) -> None:
     assert lossy.label == "20 Mbit/s, 80 ms RTT, 1 %" and lossy.slug == "r20-d80-l1"
     results = {
         lossy: [
-            sample("fileshare-bbr", 15.0),
-            sample("fileshare-bbr", 16.0),
+            sample("fileshare-bbr", 15.0, steady=17.0),
+            sample("fileshare-bbr", 16.0, steady=18.0),
             sample("fileshare-bbr", 30.0),
             sample("fileshare-reno", 1.5, capped=True),
             sample("tcp-bbr", 17.0, emulator=0.9),
@@ -31,11 +43,22 @@ def test_medians_ratios_and_notes(tmp_path: Path) -> None:
     assert row.ratio("fileshare-bbr") == 0.8
     assert row.ratio("fileshare-bbr", "tcp-bbr") == 16.0 / 17.0
     assert row.cpu_per_gib["tcp-bbr"] == 8.0
+    assert row.steady == {"fileshare-bbr": 17.5}  # the median of the runs that have one
     text = summary.text()
     assert "1.5*" in text and "bbr / reno 10.67" in text
     assert "CPU-starved" in text  # load 3 on 2 cores
     assert "link emulator CPU-bound" in text and lossy.label in text
     markdown = summary.markdown("goodput.png")
     assert "| 20 Mbit/s, 80 ms RTT, 1 % | 16.0 | 1.5* | 17.0 |" in markdown
+    assert "| 20 Mbit/s, 80 ms RTT, 1 % | 17.5 (0.88) | - | - |" in markdown
+    assert "fileshare-bbr 17.5 (0.88)" in text
     plot(summary, tmp_path / "goodput.png")
     assert (tmp_path / "goodput.png").stat().st_size > 1000
+
+
+def test_steady_rate_leaves_out_the_first_seconds() -> None:
+    # 1 MB/s for the first 2 s (set-up and start-up), 2.5 MB/s after.
+    points = [(0.5, 0), (1.0, 500_000), (2.0, 2_000_000), (3.0, 4_500_000), (4.0, 7_000_000)]
+    assert steady_rate(points) == 20.0
+    assert steady_rate(points[:3]) is None  # under a second after the first 2 s
+    assert steady_rate([]) is None
