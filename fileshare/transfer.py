@@ -223,12 +223,16 @@ class SendSide:
         alive = Liveness(pipe, self.stall_seconds)
         self.sender.start()
         reported = 0.0
-        while not self.sender.done:
+        while True:
             while pipe.messages:
                 message = pipe.messages.popleft()
                 if isinstance(message, bytes):
                     raise TransferError("unexpected", "the receiver sent binary data")
                 self.sender.on_control(protocol.decode(message))
+            # Here, not at the loop's head: with nothing left to send, the wait below would
+            # hold a finished transfer for its whole timeout (every transfer ended 1 s late).
+            if self.sender.done:
+                break
             alive.tick()
             if channel.bufferedAmount > HIGH_WATER:
                 await pipe.wait()
