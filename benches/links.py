@@ -158,11 +158,14 @@ class Bench:
         begin = float(connected["ts"])
         seconds = max(end - begin, 1e-3)
         wormhole.remove(out)
+        # The receiver's progress: bytes received when it says so (about once a second, as it
+        # makes them durable). The sender's counts acknowledged bytes, which lag by up to a
+        # second of data (acks come with durability), too coarse for a rate over 10 seconds.
         points = [
             (float(e["ts"]) - begin, int(e["done"]))
-            for e in sender.events()
+            for e in receiver.events()
             if e["event"] == "progress"
-        ] + ([(end - begin, moved)] if done is not None else [])
+        ]
         steady = links_report.steady_rate(points)
         measured = Measured(moved * 8 / seconds / 1e6, moved, capped or done is None, steady)
         return measured, (begin, end)

@@ -7,6 +7,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from fileshare.sctp import plpmtu
+
 GIB = 2**30
 # What a full-size packet carries over what it puts on the wire (tbf counts Ethernet frames).
 # TCP: 1448 bytes of payload (timestamps on) in a 1514-byte frame.
@@ -14,6 +16,9 @@ TCP_CEILING = 1448 / 1514
 # aiortc: 1172 bytes of user data + DATA chunk (16) + SCTP common header (12) + DTLS 1.2
 # AES-GCM record (13 header + 8 explicit nonce + 16 tag) + UDP (8) + IPv4 (20) + Ethernet (14).
 SCTP_CEILING = 1172 / (1172 + 16 + 12 + 37 + 8 + 20 + 14)
+# The same with the packets path MTU discovery settles on where the MTU is 1,500 (netsim's).
+PLPMTU_PACKET = 1432
+PLPMTU_CEILING = plpmtu.user_data_size(PLPMTU_PACKET) / (PLPMTU_PACKET + 37 + 8 + 20 + 14)
 EMULATOR_BUSY = 0.85  # of a core: above this the emulator, not the tool, may set the pace
 # Steady goodput leaves out each run's first seconds: a transfer's set-up (fileshare's key
 # confirmation and manifest take round trips before the first byte) and its start-up.
@@ -110,8 +115,9 @@ class Summary:
             f"medians of {self.runs} alternating run(s); load average {self.load[0]:.1f} before,"
             f" {self.load[1]:.1f} after, on {self.cores} cores"
             + (" (CPU-starved: other load exceeded the cores)" if self.starved else ""),
-            f"wire ceilings: TCP {TCP_CEILING:.3f} of the link, fileshare (SCTP/DTLS/UDP,"
-            f" 1172-byte chunks) {SCTP_CEILING:.3f}",
+            f"wire ceilings: TCP {TCP_CEILING:.3f} of the link, fileshare (SCTP/DTLS/UDP)"
+            f" {SCTP_CEILING:.3f} with aiortc's 1172-byte chunks, {PLPMTU_CEILING:.3f} with"
+            f" {PLPMTU_PACKET}-byte packets (path MTU discovery on a 1,500-byte MTU)",
         ]
         busy = [r.profile.label for r in self.rows if r.emulator_core > EMULATOR_BUSY]
         if busy:
