@@ -15,35 +15,41 @@ from fileshare import transfer
 from tests.test_protocol import Wire
 
 
+class LoopbackWire(Wire):
+    """The real receiving core of `Wire`, whose replies queue in `replies` for the sender."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__(files)
+        self.replies: deque[str | bytes] = deque()
+
+    def deliver_control(self, raw: bytes, to_receiver: bool) -> None:
+        if to_receiver:
+            super().deliver_control(raw, to_receiver)
+        else:
+            self.replies.append(raw.decode())
+
+
 class LoopbackPipe:
-    """The sender's pipe and channel in one, joined to the real receiving core of `Wire`: what
-    the sender sends is handled at once, the receiver's replies queue here. Each `wait` notes
-    whether the transfer was already done when it was asked for."""
+    """The sender's pipe and channel in one, joined to a `LoopbackWire`: what the sender sends
+    is handled at once, the receiver's replies are its messages. Each `wait` notes whether the
+    transfer was already done when it was asked for."""
 
     readyState = "open"  # the DataChannel's attributes, as aiortc names them
     bufferedAmount = 0
     bufferedAmountLowThreshold = 0
 
-    def __init__(self, wire: Wire) -> None:
+    def __init__(self, wire: LoopbackWire) -> None:
         self.wire = wire
         self.channel = self
-        self.messages: deque[str | bytes] = deque()
+        self.messages = wire.replies
         self.last_heard = time.monotonic()
         self.waits_after_done = 0
-        wire.deliver_control = self._deliver  # type: ignore[method-assign]
-        self._to_receiver = Wire.deliver_control.__get__(wire)
-
-    def _deliver(self, raw: bytes, to_receiver: bool) -> None:
-        if to_receiver:
-            self._to_receiver(raw, True)
-        else:
-            self.messages.append(raw.decode())
 
     def send(self, data: str | bytes) -> None:
         if isinstance(data, bytes):
             self.wire.flush([data], None, durable=True)
         elif data != transfer.KEEPALIVE:
-            self._deliver(data.encode(), to_receiver=True)
+            self.wire.deliver_control(data.encode(), to_receiver=True)
 
     async def wait(self, timeout: float = 1.0) -> None:
         self.waits_after_done += self.wire.sender.done
@@ -60,7 +66,7 @@ class Collected:
 
 async def test_the_sender_ends_once_the_last_confirmation_is_in(tmp_path: Path) -> None:
     files = {"a.bin": b"x" * 70_000, "b.bin": b"y"}
-    wire = Wire(files)
+    wire = LoopbackWire(files)
     sources = []
     for m in wire.manifests:
         path = tmp_path / m.name

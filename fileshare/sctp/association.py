@@ -128,11 +128,11 @@ def _mark_received(self: Transport, tsn: int) -> bool:
     runs: held.HeldRuns = self._held_runs
     runs.sync(last, misordered)
     highest = last if self._highest_tsn is None or not misordered else self._highest_tsn
-    if tsn != held.after(last):
+    if tsn != stock.tsn_plus_one(last):
         misordered.add(tsn)
         runs.add(last, tsn)
         if uint32_gt(tsn, highest):
-            if tsn != held.after(highest):
+            if tsn != stock.tsn_plus_one(highest):
                 self._sack_urgent = True  # past the top, not extending the highest block
             self._highest_tsn = tsn
         return False
@@ -141,7 +141,7 @@ def _mark_received(self: Transport, tsn: int) -> bool:
     last = tsn
     top = runs.advance(last)
     while top is not None and last != top:  # the lowest run joins the cumulative TSN
-        last = held.after(last)
+        last = stock.tsn_plus_one(last)
         misordered.discard(last)
     self._last_received_tsn = last
     if not misordered:

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import bisect
 
+from aiortc.rtcsctptransport import tsn_plus_one
+
 TSN_MODULO = 2**32
-
-
-def after(tsn: int) -> int:
-    return (tsn + 1) % TSN_MODULO
 
 
 def gap_blocks(cumulative: int, held: set[int]) -> list[tuple[int, int]]:
@@ -60,8 +58,8 @@ class HeldRuns:
             return
         offset = (tsn - cumulative) % TSN_MODULO
         index = bisect.bisect_left(runs, offset, key=lambda run: (run[0] - cumulative) % TSN_MODULO)
-        joins_lower = index > 0 and after(runs[index - 1][1]) == tsn
-        joins_upper = index < len(runs) and after(tsn) == runs[index][0]
+        joins_lower = index > 0 and tsn_plus_one(runs[index - 1][1]) == tsn
+        joins_upper = index < len(runs) and tsn_plus_one(tsn) == runs[index][0]
         if joins_lower and joins_upper:
             runs[index - 1][1] = runs[index][1]
             del runs[index]
@@ -75,7 +73,7 @@ class HeldRuns:
     def advance(self, cumulative: int) -> int | None:
         """The cumulative TSN has reached `cumulative`: if the lowest run starts right after
         it, remove that run and return its last TSN (the new cumulative TSN)."""
-        if not self.runs or self.runs[0][0] != after(cumulative):
+        if not self.runs or self.runs[0][0] != tsn_plus_one(cumulative):
             return None
         first, last = self.runs.pop(0)
         self.count -= (last - first) % TSN_MODULO + 1
