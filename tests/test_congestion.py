@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from fileshare.sctp import association, held
 from fileshare.sctp.congestion import (
+    BBR_INITIAL_CWND,
     INITIAL_CWND,
     MIN_CWND,
     MTU,
@@ -146,6 +147,18 @@ def test_bbr_learns_the_bottleneck_and_the_rtt() -> None:
     assert bbr.min_rtt is not None and 0.08 <= bbr.min_rtt < 0.1
     assert bbr.cwnd <= 2 * bbr.bandwidth * bbr.min_rtt + 4 * MTU  # gain x BDP, not a full queue
     assert goodput > 0.8 * RATE
+
+
+@pytest.mark.parametrize("rtt", [0.08, 0.15])
+def test_bbr_starts_with_tcps_window_and_fills_the_pipe_sooner(rtt: float) -> None:
+    """The first window is TCP's 10 segments, not RFC 9260's 4 MTU: a round trip and a half
+    less start-up. Its first flight is that window and no more."""
+    bbr = Bbr()
+    assert bbr.cwnd == BBR_INITIAL_CWND and bbr.bdp() == BBR_INITIAL_CWND
+    assert bbr.pacing_rate() is None  # nothing known: the first window leaves at once
+    tcp_like = simulate(Bbr(), RATE, rtt, 0.0, 1.5, queue=0.05)
+    rfc_9260 = simulate(Bbr(initial_cwnd=INITIAL_CWND), RATE, rtt, 0.0, 1.5, queue=0.05)
+    assert tcp_like > 1.1 * rfc_9260
 
 
 @pytest.mark.parametrize("loss", [0.005, 0.01, 0.03])

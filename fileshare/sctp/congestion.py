@@ -18,6 +18,10 @@ from typing import Literal, Protocol
 
 MTU = 1172  # aiortc's USERDATA_MAX_LENGTH: user data per DATA chunk, the unit of cwnd
 INITIAL_CWND = 4 * MTU  # RFC 9260 7.2.1: min(4 MTU, max(2 MTU, 4404 bytes))
+# BBR's first window: TCP's (RFC 6928, 10 segments, 14,600 bytes), as Chromium's own SCTP
+# (dcsctp, 10 MTU) also starts. The 4-MTU window took 1.6 more round trips to fill the pipe:
+# 20 Mbit/s, 80 ms, 25 MB went from 0.951 to 0.959 of the wire ceiling (3 runs alternating).
+BBR_INITIAL_CWND = 14_600
 
 Kind = Literal["reno", "bbr"]
 
@@ -152,8 +156,8 @@ Mode = Literal["startup", "drain", "probe_bw", "probe_rtt"]
 class Bbr:
     """A BBR-style model: see the module docstring."""
 
-    def __init__(self) -> None:
-        self.cwnd = INITIAL_CWND
+    def __init__(self, initial_cwnd: int = BBR_INITIAL_CWND) -> None:
+        self.cwnd = self._initial_cwnd = initial_cwnd
         self.mode: Mode = "startup"
         self.min_rtt: float | None = None
         self._min_rtt_stamp = 0.0
@@ -187,7 +191,7 @@ class Bbr:
 
     def bdp(self) -> int:
         if self.min_rtt is None or not self.bandwidth:
-            return INITIAL_CWND
+            return self._initial_cwnd
         return int(self.bandwidth * max(self.min_rtt, RTT_FLOOR))
 
     def _pacing_gain(self) -> float:
