@@ -19,6 +19,14 @@ SCTP_CEILING = 1172 / (1172 + 16 + 12 + 37 + 8 + 20 + 14)
 # The same with the packets path MTU discovery settles on where the MTU is 1,500 (netsim's).
 PLPMTU_PACKET = 1432
 PLPMTU_CEILING = plpmtu.user_data_size(PLPMTU_PACKET) / (PLPMTU_PACKET + 37 + 8 + 20 + 14)
+
+
+def ceiling(tool: str) -> float:
+    """The share of the link `tool`'s wire format leaves for payload (bench-links' paths are
+    direct, so fileshare's packets are path MTU discovery's)."""
+    return PLPMTU_CEILING if tool.startswith("fileshare") else TCP_CEILING
+
+
 EMULATOR_BUSY = 0.85  # of a core: above this the emulator, not the tool, may set the pace
 # Steady goodput leaves out each run's first seconds: a transfer's set-up (fileshare's key
 # confirmation and manifest take round trips before the first byte) and its start-up.
@@ -88,6 +96,16 @@ class Row:
     capped: set[str]
     emulator_core: float  # the highest seen in this profile
     steady: dict[str, float]  # medians by tool of the samples that have one
+
+    def of_ceiling(self, tool: str) -> str:
+        """Whole-run and steady goodput over what `tool`'s wire format allows on this link:
+        the clean-link goal, with TCP's own start-up cost beside it."""
+        if tool not in self.goodput:
+            return "-"
+        allowed = self.profile.rate_mbit * ceiling(tool)
+        steady = self.steady.get(tool)
+        tail = f" (steady {steady / allowed:.3f})" if steady is not None else ""
+        return f"{self.goodput[tool] / allowed:.3f}{tail}"
 
     def ratio(self, tool: str, other: str | None = None) -> float | None:
         """`tool`'s goodput over `other`'s, or over the link rate."""
@@ -175,6 +193,10 @@ class Summary:
         for row in self.rows:
             pairs = zip(self.tools, self._steady_cells(row), strict=True)
             lines.append(f"  {row.profile.label}: " + ", ".join(f"{t} {c}" for t, c in pairs))
+        lines.append("of its own wire ceiling, whole run (steady)")
+        for row in self.rows:
+            shares = ", ".join(f"{t} {row.of_ceiling(t)}" for t in self.tools)
+            lines.append(f"  {row.profile.label}: {shares}")
         lines.append("CPU-seconds per GiB, sender + receiver")
         for row in self.rows:
             _, _, cpu = self._cells(row)
@@ -194,6 +216,12 @@ class Summary:
             self.tools,
             self.rows,
             [self._steady_cells(row) for row in self.rows],
+        )
+        out += _table(
+            "Goodput over each tool's own wire ceiling, whole run (steady)",
+            self.tools,
+            self.rows,
+            [[row.of_ceiling(t) for t in self.tools] for row in self.rows],
         )
         out += _table(
             "CPU-seconds per GiB (sender + receiver)", self.tools, self.rows, [c[2] for c in cells]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benches.links_report import GIB, Profile, Sample, plot, steady_rate, summarise
+from benches.links_report import (
+    GIB,
+    PLPMTU_CEILING,
+    TCP_CEILING,
+    Profile,
+    Sample,
+    plot,
+    steady_rate,
+    summarise,
+)
 
 
 def sample(
@@ -52,6 +61,13 @@ def test_medians_ratios_and_notes(tmp_path: Path) -> None:
     assert "| 20 Mbit/s, 80 ms RTT, 1 % | 16.0 | 1.5* | 17.0 |" in markdown
     assert "| 20 Mbit/s, 80 ms RTT, 1 % | 17.5 (0.88) | - | - |" in markdown
     assert "fileshare-bbr 17.5 (0.88)" in text
+    # each tool over its own wire format's ceiling: fileshare's packets, TCP's segments
+    ours = f"{16.0 / (20 * PLPMTU_CEILING):.3f} (steady {17.5 / (20 * PLPMTU_CEILING):.3f})"
+    assert row.of_ceiling("fileshare-bbr") == ours
+    assert row.of_ceiling("tcp-bbr") == f"{17.0 / (20 * TCP_CEILING):.3f}"
+    assert row.of_ceiling("wormhole") == "-"
+    assert f"| 20 Mbit/s, 80 ms RTT, 1 % | {ours} |" in markdown
+    assert f"fileshare-bbr {ours}" in text
     plot(summary, tmp_path / "goodput.png")
     assert (tmp_path / "goodput.png").stat().st_size > 1000
 
