@@ -231,9 +231,10 @@ def test_bbr_probes_rtt_after_ten_seconds_without_a_lower_sample() -> None:
     simulate(bbr, RATE, 0.04, 0.0, 3)
     stamp = bbr.stamp(13.9, False)
     bbr.on_ack(ack(14.0, MTU, rtt=0.06, newest=stamp))
-    assert mode(bbr) == "probe_rtt" and bbr.cwnd == MIN_CWND
+    # BBR v2's window: half the BDP (the queue drains, the link keeps half its rate)
+    assert mode(bbr) == "probe_rtt" and bbr.cwnd == bbr.bdp() // 2 > MIN_CWND
     bbr.on_ack(ack(14.5, MTU, rtt=0.06, newest=bbr.stamp(14.4, False)))
-    assert mode(bbr) in ("probe_bw", "startup") and bbr.cwnd > MIN_CWND
+    assert mode(bbr) in ("probe_bw", "startup") and bbr.cwnd > bbr.bdp()
 
 
 def test_bbr_keepalives_before_the_data_neither_end_startup_nor_pace_it() -> None:

@@ -139,6 +139,11 @@ CWND_GAIN = 2.0
 BW_WINDOW_ROUNDS = 10
 MIN_RTT_WINDOW = 10.0  # seconds
 PROBE_RTT_TIME = 0.2
+# BBR v2's ProbeRTT window (half the BDP), not v1's 4 packets: the queue still drains, so the
+# minimum RTT is seen, while the link keeps half its rate. v1's cost 200 ms of nearly idle link
+# every 10 s: at 20 Mbit/s, 20 ms RTT a 25 MB transfer went from 0.975 to 0.982 of the wire
+# ceiling with this (3 runs alternating in one world; at 80 ms unchanged, 0.958).
+PROBE_RTT_CWND_GAIN = 0.5
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
 LOSS_THRESHOLD = 0.2  # a round losing more than this fraction is congested ...
@@ -310,7 +315,7 @@ class Bbr:
 
     def _update_cwnd(self, acked: int) -> None:
         if self.mode == "probe_rtt":
-            self.cwnd = MIN_CWND
+            self.cwnd = max(MIN_CWND, int(PROBE_RTT_CWND_GAIN * self.bdp()))
             return
         gain = STARTUP_GAIN if self.mode in ("startup", "drain") else CWND_GAIN
         target = int(gain * self.bdp()) + 3 * MTU
