@@ -11,7 +11,9 @@ delay, never loss). Each tool moves data from a host of site `a` to one of site 
   public ones); goodput from "Receiving file" to the receiver's exit. Its TCP is the kernel
   default, bbr here (a namespace cannot make cubic the default).
 CPU-seconds of each run's processes (sender + receiver) come from RUSAGE_CHILDREN; the link
-emulator's (netsim.delayer) share of a core from /proc, so a CPU-bound emulator is reported.
+emulator's (netsim.delayer) share of a core from /proc, so a CPU-bound emulator is reported;
+and the datagrams a full UDP receive buffer dropped on either host (the kernel's RcvbufErrors
+in each namespace), so loss the receiving end inflicted on itself is told from the link's.
 A run that exceeds its cap is stopped and counted by what it moved (marked capped).
 
     python -m benches.links [--quick] [--runs 3] [--profiles 20/80/1,100/0/0] [--report DIR]
@@ -72,6 +74,18 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def buffer_drops(namespace: str) -> int:
+    """UDP datagrams the namespace's kernel dropped for a full socket receive buffer so far."""
+    snmp = subprocess.run(
+        [*netns.net_only(namespace), "cat", "/proc/net/snmp"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names, values = (line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:"))
+    return int(dict(zip(names, values, strict=True))["RcvbufErrors"])
+
+
 def process_cpu(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -102,6 +116,8 @@ class Bench:
         """Run `tool` once; the sample carries its goodput, CPU and the emulator's load."""
         delayers = [p.pid for p in self.net.delayers]
         emulator_before = sum(process_cpu(pid) for pid in delayers)
+        hosts = (self.sender, self.receiver)
+        drops_before = sum(buffer_drops(host) for host in hosts)
         cpu_before, started = children_cpu(), time.monotonic()
         self._runs += 1
         run = self._fileshare if tool.startswith("fileshare") else self._tcp
@@ -118,6 +134,7 @@ class Bench:
             capped=capped,
             emulator_core=emulator / max(1, len(delayers)) if delayers else 0.0,
             steady_mbit=steady,
+            buffer_drops=sum(buffer_drops(host) for host in hosts) - drops_before,
         )
 
     def _fileshare(self, tool: str) -> Measured:

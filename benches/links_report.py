@@ -64,6 +64,7 @@ class Sample:
     capped: bool
     emulator_core: float  # the busiest link emulator's share of one core during the run
     steady_mbit: float | None = None  # see steady_rate
+    buffer_drops: int = 0  # datagrams a full UDP receive buffer refused, at either end
 
     @property
     def cpu_per_gib(self) -> float:
@@ -96,6 +97,7 @@ class Row:
     capped: set[str]
     emulator_core: float  # the highest seen in this profile
     steady: dict[str, float]  # medians by tool of the samples that have one
+    buffer_drops: dict[str, int]  # totals by tool over its runs (only tools that had any)
 
     def of_ceiling(self, tool: str) -> str:
         """Whole-run and steady goodput over what `tool`'s wire format allows on this link:
@@ -142,6 +144,18 @@ class Summary:
             notes.append("link emulator CPU-bound (> 85 % of a core) on: " + "; ".join(busy))
         else:
             notes.append("the link emulator stayed under 85 % of a core throughout")
+        dropped = [
+            f"{tool} {count:,} on {row.profile.label}"
+            for row in self.rows
+            for tool, count in row.buffer_drops.items()
+        ]
+        if dropped:
+            notes.append(
+                "datagrams dropped by a full UDP receive buffer (self-inflicted loss): "
+                + "; ".join(dropped)
+            )
+        else:
+            notes.append("no datagram was dropped by a full UDP receive buffer")
         return notes
 
     def _ratio_columns(self) -> list[tuple[str, str, str | None]]:
@@ -260,6 +274,11 @@ def summarise(
                     t: statistics.median(found)
                     for t, ss in by_tool.items()
                     if (found := [s.steady_mbit for s in ss if s.steady_mbit is not None])
+                },
+                {
+                    t: drops
+                    for t, ss in by_tool.items()
+                    if (drops := sum(s.buffer_drops for s in ss))
                 },
             )
         )

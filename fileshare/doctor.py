@@ -4,7 +4,8 @@
 is the thin shell that gathers them: the signaling server (reachable, version, RTT, clock), the
 STUN/TURN servers it hands out (or the user's own), the NAT (RFC 5780, `fileshare.natprobe`),
 TURN allocations over UDP, TCP and TLS (released at once), IPv6 and the path MTU toward
-the relay, end to end (`fileshare.mtuprobe`) beside the kernel's route figure. Probes go
+the relay, end to end (`fileshare.mtuprobe`) beside the kernel's route figure, and the largest
+UDP receive buffer the kernel grants (`fileshare.sockbuf`). Probes go
 only to the servers the user or their signaling server named. Every step has a time bound.
 """
 
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from fileshare import ice
+from fileshare import ice, sockbuf
 from fileshare.mtuprobe import IPV4_UDP_HEADERS, IPV6_UDP_HEADERS, MtuProbe
 from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
 from fileshare.signal_client import ServerUnreachable, SignalClient, SignalError
@@ -74,6 +75,7 @@ class Findings:
     mtu: int | None = None  # the largest packet answered end to end by the relay (or STUN) server
     route_mtu: int | None = None  # the kernel's path MTU toward it (no packet sent to learn it)
     mtu_toward: str | None = None
+    receive_buffer_cap: int | None = None  # net.core.rmem_max: the most a socket may ask
 
 
 @dataclass
@@ -98,6 +100,13 @@ def verdict(f: Findings) -> Verdict:
     offset = f.signaling.clock_offset_s
     if offset is not None and abs(offset) > CLOCK_TOLERANCE:
         notes.append(f"this clock is {offset:+.0f} s off the server's: TURN may refuse credentials")
+    cap = f.receive_buffer_cap
+    if cap is not None and cap < sockbuf.RECEIVE_BUFFER:
+        notes.append(
+            f"UDP receive buffers are capped at {cap // 1024} KiB (net.core.rmem_max): on fast"
+            " links with long round trips (100 Mbit/s, 150 ms) this end may drop what a sender"
+            f" queues; `sysctl -w net.core.rmem_max={sockbuf.RECEIVE_BUFFER}` lifts the cap"
+        )
     if not f.signaling.reachable:
         return Verdict(
             "no_server",
@@ -426,6 +435,7 @@ async def check(server: str, extra: list[schema.IceServer]) -> Findings:
             )
         )
     findings.ipv6 = _global_ipv6()
+    findings.receive_buffer_cap = sockbuf.kernel_cap()
     return findings
 
 
@@ -477,6 +487,10 @@ def render(f: Findings, v: Verdict) -> str:
     else:
         mtu = "not measured (no STUN or TURN server)"
     lines.append(f"Path MTU   {mtu}")
+    cap = f.receive_buffer_cap
+    wanted = f"fileshare asks {sockbuf.RECEIVE_BUFFER // 1024} KiB"
+    granted = f"up to {cap // 1024} KiB" if cap is not None else "unknown"
+    lines.append(f"UDP buffer {granted} per socket (net.core.rmem_max; {wanted})")
     lines.append(f"Verdict    {show(v.headline)}")
     lines += [f"           - {show(note)}" for note in v.notes]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from fileshare import crypto, gathering, ice, nomination, sctp, turnrefresh
+from fileshare import crypto, gathering, ice, nomination, sctp, sockbuf, turnrefresh
 from fileshare.crypto import Role, SessionKeys
 from fileshare.ice import TurnUrl
 from fileshare.reconnect import Backoff, GaveUp
@@ -485,6 +485,7 @@ class Peer:
         sctp.install()  # the tuned SCTP sender/receiver ($FILESHARE_CONGESTION picks it)
         turnrefresh.install()  # channels (and their permissions) bound again before 300 s
         gathering.install()  # host candidates only on addresses that have a route
+        sockbuf.install()  # receive buffers that hold the queue a fast sender builds
         pc = RTCPeerConnection(rtc_configuration(servers, self.relay_only))
         try:
             link = await asyncio.wait_for(self._connect(pc, self.keys), self.timeout)

@@ -19,7 +19,7 @@ from typing import Literal
 
 import pytest
 
-from fileshare import doctor
+from fileshare import doctor, sockbuf
 from fileshare.doctor import Findings, SignalingCheck, StunCheck, TurnCheck, Verdict, verdict
 from fileshare.mtuprobe import IPV4_UDP_HEADERS, IPV6_UDP_HEADERS, MAX_TRIES, MtuProbe
 from fileshare.natprobe import Behaviour, NatFindings, NatProbe, merge
@@ -102,6 +102,12 @@ def test_the_verdict_notes_what_a_user_must_know() -> None:
     assert any("-120 s off the server's" in n for n in notes)
     assert "peers behind symmetric NATs will be relayed" in notes
     assert verdict(findings(mapping=EI, filtering=EI)).notes == []
+    capped = findings(mapping=EI, filtering=EI)
+    capped.receive_buffer_cap = 212_992  # Linux's default
+    (note,) = verdict(capped).notes
+    assert "capped at 208 KiB" in note and "net.core.rmem_max=4194304" in note
+    capped.receive_buffer_cap = sockbuf.RECEIVE_BUFFER
+    assert verdict(capped).notes == []
 
 
 async def test_doctor_against_a_real_signaling_server(start_server: StartServer) -> None:
@@ -115,6 +121,7 @@ async def test_doctor_against_a_real_signaling_server(start_server: StartServer)
     offset = found.signaling.clock_offset_s
     assert offset is not None and abs(offset) < 2
     assert verdict(found).kind == "no_ice_servers"
+    assert found.receive_buffer_cap == int(Path("/proc/sys/net/core/rmem_max").read_text())
     stingy = await start_server(max_sessions_per_ip=0)
     refused = await doctor.check(stingy.url, [])
     assert refused.signaling.reachable and "refused a session" in (refused.signaling.error or "")
@@ -348,6 +355,9 @@ def test_doctor_renders_one_screen() -> None:
     assert "\x1b" not in text and "0.1.0\\x1b[2J" in text
     assert len(text.splitlines()) <= 24
     assert "1280 bytes answered end to end by 203.0.113.10 (route MTU 1500)" in text
+    assert "UDP buffer unknown per socket" in text
+    given.receive_buffer_cap = 212_992
+    assert "UDP buffer up to 208 KiB per socket" in render(given, verdict(given))
     assert json.loads(as_json(given, Verdict("direct", "x")))["verdict"]["kind"] == "direct"
 
 

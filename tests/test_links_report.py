@@ -22,6 +22,7 @@ def sample(
     emulator: float = 0.1,
     capped: bool = False,
     steady: float | None = None,
+    drops: int = 0,
 ) -> Sample:
     return Sample(
         tool,
@@ -31,6 +32,7 @@ def sample(
         capped=capped,
         emulator_core=emulator,
         steady_mbit=steady,
+        buffer_drops=drops,
     )
 
 
@@ -41,7 +43,7 @@ def test_medians_ratios_and_notes(tmp_path: Path) -> None:
         lossy: [
             sample("fileshare-bbr", 15.0, steady=17.0),
             sample("fileshare-bbr", 16.0, steady=18.0),
-            sample("fileshare-bbr", 30.0),
+            sample("fileshare-bbr", 30.0, drops=1200),
             sample("fileshare-reno", 1.5, capped=True),
             sample("tcp-bbr", 17.0, emulator=0.9),
         ]
@@ -57,6 +59,11 @@ def test_medians_ratios_and_notes(tmp_path: Path) -> None:
     assert "1.5*" in text and "bbr / reno 10.67" in text
     assert "CPU-starved" in text  # load 3 on 2 cores
     assert "link emulator CPU-bound" in text and lossy.label in text
+    assert row.buffer_drops == {"fileshare-bbr": 1200}
+    assert (
+        f"full UDP receive buffer (self-inflicted loss): fileshare-bbr 1,200 on {lossy.label}"
+        in text
+    )
     markdown = summary.markdown("goodput.png")
     assert "| 20 Mbit/s, 80 ms RTT, 1 % | 16.0 | 1.5* | 17.0 |" in markdown
     assert "| 20 Mbit/s, 80 ms RTT, 1 % | 17.5 (0.88) | - | - |" in markdown
@@ -68,6 +75,8 @@ def test_medians_ratios_and_notes(tmp_path: Path) -> None:
     assert row.of_ceiling("wormhole") == "-"
     assert f"| 20 Mbit/s, 80 ms RTT, 1 % | {ours} |" in markdown
     assert f"fileshare-bbr {ours}" in text
+    clean = summarise({lossy: [sample("tcp-bbr", 17.0)]}, runs=1, cores=2, load=(1.0, 1.0))
+    assert "no datagram was dropped by a full UDP receive buffer" in clean.text()
     plot(summary, tmp_path / "goodput.png")
     assert (tmp_path / "goodput.png").stat().st_size > 1000
 
