@@ -14,14 +14,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import aioice
 import pytest
 from pyroute2 import NetNS
 
-from fileshare import gathering, netwatch, turnrefresh
+from fileshare import gathering, netwatch
 from fileshare.netwatch import HostAddress
 from netsim import netns
 from tests.conftest import require_root
+from tests.pins import assert_aioice_pin
 
 WIFI = HostAddress("10.0.2.7", 24, "wlan0")
 CABLE = HostAddress("10.0.3.3", 24, "eth0")
@@ -133,13 +133,7 @@ def test_the_kernel_flags_say_which_interfaces_carry() -> None:
 
 
 def test_the_pin_holds_for_this_aioice_and_refuses_another() -> None:
-    functions = gathering.originals()
-    turnrefresh.check(aioice.__version__, functions, gathering.PINNED_SOURCES, "g")
-    with pytest.raises(turnrefresh.IncompatibleAioice, match=r"g was written for aioice 0\.13"):
-        turnrefresh.check("0.14.0", functions, gathering.PINNED_SOURCES, "g")
-    moved = {**functions, "gather_candidates": gathering.routed}
-    with pytest.raises(turnrefresh.IncompatibleAioice, match="underneath: gather_candidates"):
-        turnrefresh.check(turnrefresh.AIOICE_VERSION, moved, gathering.PINNED_SOURCES)
+    assert_aioice_pin(gathering.originals(), gathering.PINNED_SOURCES, "gather_candidates")
 
 
 # What aioice gathers on in a namespace, as the client would (no STUN or TURN server: nothing

@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import socket
 
-import aioice
 import pytest
 from aioice import Connection, turn
 
-from fileshare import sockbuf, turnrefresh
+from fileshare import sockbuf
+from tests.pins import assert_aioice_pin
 
 
 def test_the_pin_holds_for_this_aioice_and_refuses_another() -> None:
-    functions = sockbuf.originals()
-    turnrefresh.check(aioice.__version__, functions, sockbuf.PINNED_SOURCES, "s")
-    with pytest.raises(turnrefresh.IncompatibleAioice, match=r"s was written for aioice 0\.13"):
-        turnrefresh.check("0.14.0", functions, sockbuf.PINNED_SOURCES, "s")
-    moved = {**functions, "create_turn_endpoint": sockbuf.kernel_cap}
-    with pytest.raises(turnrefresh.IncompatibleAioice, match="underneath: create_turn_endpoint"):
-        turnrefresh.check(turnrefresh.AIOICE_VERSION, moved, sockbuf.PINNED_SOURCES)
+    assert_aioice_pin(sockbuf.originals(), sockbuf.PINNED_SOURCES, "create_turn_endpoint")
 
 
 async def _granted() -> list[int]:

@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aioice
 import pytest
 
 from fileshare import turnrefresh
 from netsim import netns
 from tests.conftest import require_binary, require_root
+from tests.pins import assert_aioice_pin
 from turn import credentials
 from turn.config import TurnSettings
 from turn.launcher import TurnEndpoint, running_turn
@@ -26,17 +26,8 @@ SECRET = "turn-refresh-secret-0123456789"
 SECONDS = 26  # past twice the shortened channel lifetime
 
 
-def test_the_pin_holds_for_this_aioice() -> None:
-    turnrefresh.check(aioice.__version__, turnrefresh.originals())
-
-
-def test_the_pin_refuses_another_release_or_changed_source() -> None:
-    functions = turnrefresh.originals()
-    with pytest.raises(turnrefresh.IncompatibleAioice, match=r"for aioice 0\.13\.0, found 0\.14"):
-        turnrefresh.check("0.14.0", functions)
-    moved = {**functions, "send_data": turnrefresh.check}
-    with pytest.raises(turnrefresh.IncompatibleAioice, match="changed underneath: send_data"):
-        turnrefresh.check(turnrefresh.AIOICE_VERSION, moved)
+def test_the_pin_holds_for_this_aioice_and_refuses_another_release_or_changed_source() -> None:
+    assert_aioice_pin(turnrefresh.originals(), turnrefresh.PINNED_SOURCES, "send_data")
 
 
 def _echoes(namespace: str, coturn: TurnEndpoint, refreshes: list[int]) -> list[list[int]]:
