@@ -7,7 +7,8 @@ Two controllers behind one interface:
 - `Bbr`: a model of the path (bottleneck bandwidth from delivery-rate samples, minimum RTT)
   in the manner of BBR v1: it paces at gain x bandwidth and caps the flight at gain x BDP.
   A random loss does not shrink it; only loss sustained over several round trips lowers the
-  bandwidth estimate (a path that drops a fifth of what it is offered is congested).
+  bandwidth estimate (a path that drops a fifth of what it is offered is congested). It starts
+  with TCP's window and probes the RTT with BBR v2's (half the BDP), not v1's 4 packets.
 """
 
 from __future__ import annotations
