@@ -315,10 +315,12 @@ frontend signal
 backend signal
     balance roundrobin
     option httpchk GET /readyz
-    http-check expect status 200
+    http-check expect rstring '"status": "(ready|store unreachable)"'
     http-response set-header X-Served-By %s
 {routes}{servers}
 """
+# As the Ansible front, the check takes out a draining, dead or hung instance, not one whose
+# (shared) store is unreachable: that one still answers `store_unavailable` (ansible/roles/lb).
 # As the Ansible front: a connection naming a session (`?s=<number>`) goes to the instance whose
 # route tag the number begins with while that instance is up (haproxy skips a use-server rule
 # whose server is down), else to any; a failed connect is retried (haproxy's default 3 times)

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,9 +15,10 @@ from redis.asyncio import Redis
 
 from fileshare.signal_client import ConnectionClosed, SignalClient, SignalError
 from fsproto import schema
+from netsim.processes import haproxy
 from signaling.redis_store import RedisStore
 from signaling.server import CLOSE_RESTART
-from tests.conftest import StartProcess, StartServer
+from tests.conftest import StartProcess, StartServer, require_binary
 from tests.test_server import exchange, pair
 
 pytestmark = pytest.mark.redis
@@ -186,6 +188,34 @@ async def test_readyz_follows_the_store(start_process: StartProcess, redis_url: 
             assert resp.status == 503
         async with http.get(url + "/healthz") as resp:
             assert resp.status == 200  # alive, just not ready
+
+
+async def test_a_store_outage_leaves_the_instances_behind_the_front(
+    start_process: StartProcess, redis_url: str, tmp_path: Path
+) -> None:
+    """The front's check (as the Ansible front's) takes out a draining instance, not one whose
+    shared store is down: past the check's fall count every instance would be out and a client
+    would get the front's bare 503 (the deploy test met it in a Sentinel failover slower than
+    the checks), where the protocol has a clear, retryable `store_unavailable`."""
+    require_binary("haproxy")
+    started = [await start_process("--redis-url", redis_url) for _ in range(2)]
+    with haproxy(tmp_path, [s.port for s in started]) as port:
+        sock = redis_url.removeprefix("unix://")
+        subprocess.run(["redis-cli", "-s", sock, "shutdown", "nosave"], check=False, timeout=10)
+        await asyncio.sleep(4.5)  # past haproxy's fall count: 3 checks, 1 s apart
+        for _ in started:  # round robin: each instance once
+            client = await SignalClient.connect(f"ws://127.0.0.1:{port}/ws")
+            with pytest.raises(SignalError) as refused:
+                await client.create()
+            assert refused.value.code == "store_unavailable"
+            await client.close()
+        draining = started[0]
+        draining.proc.send_signal(signal.SIGTERM)  # drains: /readyz says so, the front takes it out
+        await asyncio.sleep(4.5)
+        async with aiohttp.ClientSession() as http:
+            for _ in started:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as reply:
+                    assert reply.headers["X-Served-By"] == "s1"
 
 
 async def test_a_burst_of_sessions_waits_for_redis_connections(
