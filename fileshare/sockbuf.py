@@ -49,7 +49,10 @@ def originals() -> dict[str, Callable[..., Any]]:
 
 
 def install() -> None:
-    """Every UDP socket aioice binds from now on asks for RECEIVE_BUFFER. Idempotent."""
+    """Every UDP socket aioice binds from now on asks for RECEIVE_BUFFER. Idempotent: the pin
+    is checked once, not on every connection."""
+    if turn.UDP_SOCKET_BUFFER_SIZE == RECEIVE_BUFFER:
+        return
     turnrefresh.check(aioice.__version__, originals(), PINNED_SOURCES, __name__)
     turn.UDP_SOCKET_BUFFER_SIZE = RECEIVE_BUFFER
 

@@ -210,7 +210,8 @@ async def test_a_store_outage_leaves_the_instances_behind_the_front(
             assert refused.value.code == "store_unavailable"
             await client.close()
         draining = started[0]
-        draining.proc.send_signal(signal.SIGTERM)  # drains: /readyz says so, the front takes it out
+        # draining (its /readyz says so), or gone once no client holds it: out of the pool
+        draining.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(4.5)
         async with aiohttp.ClientSession() as http:
             for _ in started:
