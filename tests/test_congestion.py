@@ -259,10 +259,10 @@ def test_pacer_releases_a_burst_then_waits() -> None:
     pacer = Pacer()
     assert pacer.allowance(0.0, None) == float("inf")
     rate = 1e6
-    assert pacer.allowance(1.0, rate) == max(rate * Pacer.QUANTUM, Pacer.MIN_BURST)
+    assert pacer.allowance(1.0, rate) == max(rate * Pacer.QUANTUM, pacer.min_burst)
     pacer.spend(int(rate * Pacer.QUANTUM) + 5000)
     assert pacer.allowance(1.0, rate) < 0
-    batch = max(rate * Pacer.BATCH, Pacer.MIN_BURST)
+    batch = max(rate * Pacer.BATCH, pacer.min_burst)
     assert pacer.wait(rate) == pytest.approx((batch - pacer.allowance(1.0, rate)) / rate)
     assert pacer.allowance(1.01, rate) > 0
 

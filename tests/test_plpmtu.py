@@ -4,12 +4,20 @@ reports)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from types import SimpleNamespace
 from typing import Any
 
-from aiortc.rtcdtlstransport import State
-from aiortc.rtcsctptransport import HeartbeatAckChunk, HeartbeatChunk, parse_packet
+from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80, RTCCertificate, State
+from aiortc.rtcsctptransport import (
+    HeartbeatAckChunk,
+    HeartbeatChunk,
+    InitChunk,
+    parse_packet,
+    serialize_packet,
+)
+from OpenSSL import SSL
 
 from fileshare.sctp import association, plpmtu, wire
 
@@ -64,6 +72,91 @@ def test_user_data_fills_the_packet_in_whole_words() -> None:
     assert plpmtu.user_data_size(plpmtu.CEILING) == 1472
 
 
+def test_a_peer_that_reads_records_whole_is_probed_up_to_the_largest_record() -> None:
+    assert plpmtu.candidates(plpmtu.CEILING) == plpmtu.CANDIDATES  # a stock peer
+    assert plpmtu.candidates(9000) == (*plpmtu.CANDIDATES, *plpmtu.JUMBO)
+    assert plpmtu.candidates(2**31) == (*plpmtu.CANDIDATES, *plpmtu.JUMBO, plpmtu.LARGEST)
+    assert plpmtu.user_data_size(plpmtu.LARGEST) == 16356
+
+
+def test_what_the_peer_says_it_reads_counts_only_before_the_first_probe() -> None:
+    search = plpmtu.Search()
+    search.offer(plpmtu.candidates(plpmtu.LARGEST))
+    assert search.candidates[-1] == plpmtu.LARGEST
+    later = plpmtu.Search()
+    assert later.probe(0.0, 1.0) == plpmtu.CANDIDATES[0]
+    later.offer(plpmtu.candidates(plpmtu.LARGEST))  # an INIT in mid-association
+    assert later.candidates == plpmtu.CANDIDATES
+
+
+def _init_params(extra: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """`extra` in an INIT, serialised and parsed back as stock aiortc does."""
+    init = InitChunk()
+    init.initiate_tag, init.advertised_rwnd, init.initial_tsn = 1, 2**20, 7
+    init.outbound_streams = init.inbound_streams = 16
+    init.params = list(extra)
+    _, _, _, chunks = parse_packet(serialize_packet(5000, 5000, 0, init))
+    assert isinstance(chunks[0], InitChunk)
+    return chunks[0].params
+
+
+def test_the_records_parameter_is_ours_alone_and_skipped_by_other_stacks() -> None:
+    assert association.RECORDS_PARAM >> 14 == 0b10  # RFC 9260 3.2.1: skip, do not report
+    params = _init_params([association.records_param()])
+    assert association.peer_reads(params) == plpmtu.LARGEST
+    assert association.peer_reads(_init_params([])) == plpmtu.CEILING  # stock, Chromium
+    name, kind = association.RECORDS_NAME, association.RECORDS_PARAM
+    others = [
+        (kind, b"someone-else:" + bytes(4 + len(name) - 13)),  # the same type, another use
+        (kind, name),  # truncated
+        (kind, name + (100).to_bytes(4, "big")),  # less than a stock peer reads
+    ]
+    for param in others:
+        assert association.peer_reads(_init_params([param])) == plpmtu.CEILING
+    huge = _init_params([(kind, name + (2**32 - 1).to_bytes(4, "big"))])
+    assert plpmtu.candidates(association.peer_reads(huge))[-1] == plpmtu.LARGEST
+
+
+def _dtls_pair() -> tuple[SSL.Connection, SSL.Connection]:
+    """Two ends of a real DTLS association (aiortc's context), handshaken in memory."""
+    ends = []
+    for connect in (True, False):
+        context = RTCCertificate.generateCertificate()._create_ssl_context([SRTP_AES128_CM_SHA1_80])
+        end = SSL.Connection(context)
+        end.set_connect_state() if connect else end.set_accept_state()
+        ends.append(end)
+    client, server = ends
+    for _ in range(6):
+        for end, other in ((client, server), (server, client)):
+            with contextlib.suppress(SSL.WantReadError):
+                end.do_handshake()
+            while True:
+                try:
+                    other.bio_write(end.bio_read(wire.RECORD_MAX))
+                except SSL.WantReadError:
+                    break
+    return client, server
+
+
+def test_a_packet_larger_than_the_stock_read_is_taken_whole_from_its_record() -> None:
+    client, server = _dtls_pair()
+    dtls: Any = SimpleNamespace(_ssl=server)
+    for size in (plpmtu.LARGEST, wire.STOCK_READ + 1, wire.STOCK_READ, 1000):
+        packet = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        client.send(packet)
+        server.bio_write(client.bio_read(wire.RECORD_MAX))
+        read = server.recv(wire.STOCK_READ)  # what aiortc's _recv_next reads
+        assert wire.whole_packet(dtls, read) == packet
+    # two records in one datagram: the first fills the stock read; the second is not added
+    datagram = b""
+    for fill in (b"a", b"b"):
+        client.send(fill * wire.STOCK_READ)
+        datagram += client.bio_read(wire.RECORD_MAX)
+    server.bio_write(datagram)
+    assert wire.whole_packet(dtls, server.recv(wire.STOCK_READ)) == b"a" * wire.STOCK_READ
+    assert server.recv(wire.STOCK_READ) == b"b" * wire.STOCK_READ
+
+
 def _association() -> SimpleNamespace:
     return SimpleNamespace(
         _local_port=5000, _remote_port=5000, _remote_verification_tag=0x1234, _probe_nonce=b"n" * 8
@@ -72,7 +165,7 @@ def _association() -> SimpleNamespace:
 
 def test_a_probe_is_exactly_its_size_and_stock_aiortc_sees_only_the_heartbeat() -> None:
     transport = _association()
-    for size in plpmtu.CANDIDATES:
+    for size in plpmtu.candidates(plpmtu.LARGEST):
         packet = association.probe_packet(transport, size)
         assert len(packet) == size
         _, _, tag, chunks = parse_packet(packet)  # checks the CRC; skips the PAD chunk

@@ -35,13 +35,17 @@ PINNED_SOURCES = {
     "_send": "f0f8aff63a9a87439230618a25e4e7db919f5001459f06281b4c08724ec395a6",
     "_send_chunk": "eb2f909e3c2ff5cc948062e5eeaee54868455940ea62c6c9162145a4550127e6",
     "_receive_chunk": "830bae988365ba89e183334cec6cd47efd03a10909db903e1805d9aad2a5380d",
+    "_get_extensions": "5dd7216e5694cd10862ea571027687652ac38c5394df2ae9630a94ccc377725b",
+    "_set_extensions": "62ddbc393a800a4fa10c18030dfca8f2d9ca0b346b11823d04df80c59f609547",
 }
 # What `wire` does in their place or reads: the DTLS send it replaces (and the state and
-# counters that come with it), and aioice's way to the nominated pair.
+# counters that come with it), the DTLS receive whose 1,500-byte read it completes, and
+# aioice's way to the nominated pair.
 DTLS = "RTCDtlsTransport"
 WIRE_SOURCES = {
     f"{DTLS}._send_data": "ee6cd411dd7f8eda6da0344f01b98f3c24ae9072cd3ef36d0a0acdd7a618eb47",
     f"{DTLS}._write_ssl": "6573c0237063bdf0df41ede543428ea6e669020e86b93e8484bbac9c9730a54a",
+    f"{DTLS}._recv_next": "998076720c05aa13faadff2dfa337f6964c171fa6791789a72693e1480c74102",
     "Connection.sendto": "bf162ec03bdce2cc2b9602cd47a03aa70b15b45383da4d0618090e65179f7e85",
 }
 ENV = "FILESHARE_CONGESTION"  # reno | bbr | stock (stock: leave aiortc untouched)
@@ -58,6 +62,7 @@ def wire_functions() -> dict[str, Callable[..., Any]]:
     return {
         "RTCDtlsTransport._send_data": RTCDtlsTransport._send_data,
         "RTCDtlsTransport._write_ssl": RTCDtlsTransport._write_ssl,
+        "RTCDtlsTransport._recv_next": RTCDtlsTransport._recv_next,
         "Connection.sendto": Connection.sendto,
     }
 

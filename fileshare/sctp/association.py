@@ -10,7 +10,9 @@
 - a sender that scans its sent queue for retransmissions only while some are pending;
 - a receiver that reassembles a message only when a chunk can have completed one;
 - packets larger than aiortc's 1,189 bytes once a probe of that size came back (`plpmtu`,
-  RFC 8899; sent whole by `wire`), for messages cut into chunks from then on.
+  RFC 8899; sent whole by `wire`), for messages cut into chunks from then on; larger than
+  1,500 bytes only to a peer whose INIT says it reads DTLS records whole (`RECORDS_PARAM`,
+  which this side sends and honours: a stock peer skips it, as RFC 9260 3.2.1 says).
 Everything on the wire stays RFC 9260 SCTP; what is changed is each side's own timing.
 """
 
@@ -325,7 +327,7 @@ async def _transmit(self: Transport) -> None:
     allowance = self._pacer.allowance(now, rate)
     cwnd = self._cwnd = cc.cwnd
     if rate is None:  # unpaced: stock aiortc's burst limit (RFC 9260 7.2.1 Max.Burst)
-        burst = (2 if self._fast_recovery_exit is not None else 4) * stock.USERDATA_MAX_LENGTH
+        burst = (2 if self._fast_recovery_exit is not None else 4) * self._user_data_max
         cwnd = min(self._flight_size + burst, cwnd)
 
     retransmit_earliest = True
@@ -541,9 +543,16 @@ def _probe_timer(self: Transport) -> None:
         _background(_probe(self))
 
 
+def _packets_of(self: Transport, user_data: int) -> None:
+    """New DATA chunks carry `user_data` bytes: the controller's and pacer's unit too."""
+    self._user_data_max = user_data
+    self._cc.set_mtu(user_data)
+    self._pacer.set_mtu(user_data)
+
+
 def _confirmed(self: Transport, size: int) -> None:
     self._search.on_ack(size)
-    self._user_data_max = plpmtu.user_data_size(self._search.plpmtu)
+    _packets_of(self, plpmtu.user_data_size(self._search.plpmtu))
     if self._probe_handle is not None:
         self._probe_handle.cancel()
         self._probe_handle = None
@@ -555,7 +564,44 @@ def _black_hole(self: Transport) -> None:
     """Data at the probed size is being lost: new messages go back to the base size (chunks
     already cut larger leave as they are, fragmented by IP where the path needs it)."""
     self._search.on_black_hole()
-    self._user_data_max = stock.USERDATA_MAX_LENGTH
+    _packets_of(self, stock.USERDATA_MAX_LENGTH)
+
+
+# An INIT / INIT ACK parameter whose type's top bits are 10: "skip it, do not report it" (RFC
+# 9260 3.2.1), so stock aiortc, Chromium and any RFC stack pass over it. No IANA type is ours:
+# the value opens with a name, so another use of the same type is not taken for this one.
+RECORDS_PARAM = 0xBF5E
+RECORDS_NAME = b"fileshare:reads-records-whole"
+
+
+def records_param() -> tuple[int, bytes]:
+    """Says this side takes SCTP packets up to DTLS's largest record, read whole (`wire`)."""
+    return RECORDS_PARAM, RECORDS_NAME + plpmtu.LARGEST.to_bytes(4, "big")
+
+
+def peer_reads(params: list[tuple[int, bytes]]) -> int:
+    """The largest packet the peer's INIT (or INIT ACK) says it reads whole: `plpmtu.CEILING`
+    unless it carries our parameter."""
+    size = len(RECORDS_NAME) + 4
+    for kind, value in params:
+        if kind == RECORDS_PARAM and len(value) == size and value.startswith(RECORDS_NAME):
+            return max(plpmtu.CEILING, int.from_bytes(value[-4:], "big"))
+    return plpmtu.CEILING
+
+
+def _set_extensions(self: Transport, params: list[tuple[int, bytes]]) -> None:
+    ORIGINALS["_set_extensions"](self, params)
+    params.append(records_param())
+
+
+def _get_extensions(self: Transport, params: list[tuple[int, bytes]]) -> None:
+    ORIGINALS["_get_extensions"](self, params)
+    self._search.offer(plpmtu.candidates(peer_reads(params)))
+
+
+async def _handle_data(self: Transport, data: bytes) -> None:
+    """Stock handling of one packet, read whole from its DTLS record."""
+    await ORIGINALS["_handle_data"](self, wire.whole_packet(self.transport, data))
 
 
 async def _receive_chunk(self: Transport, chunk: Chunk) -> None:
@@ -581,4 +627,7 @@ REPLACEMENTS: dict[str, Callable[..., Awaitable[None] | bool | None]] = {
     "_send": _send,
     "_send_chunk": _send_chunk,
     "_receive_chunk": _receive_chunk,
+    "_set_extensions": _set_extensions,
+    "_get_extensions": _get_extensions,
+    "_handle_data": _handle_data,
 }

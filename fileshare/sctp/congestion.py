@@ -17,7 +17,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-MTU = 1172  # aiortc's USERDATA_MAX_LENGTH: user data per DATA chunk, the unit of cwnd
+MTU = 1172  # aiortc's USERDATA_MAX_LENGTH: user data per DATA chunk, the unit of cwnd until
+# path MTU probing confirms larger packets (`set_mtu`)
 INITIAL_CWND = 4 * MTU  # RFC 9260 7.2.1: min(4 MTU, max(2 MTU, 4404 bytes))
 # BBR's first window: TCP's (RFC 6928, 10 segments, 14,600 bytes), as Chromium's own SCTP
 # (dcsctp, 10 MTU) also starts. The 4-MTU window took 1.6 more round trips to fill the pipe:
@@ -67,12 +68,17 @@ class Controller(Protocol):
     def on_timeout(self, now: float) -> None:
         """T3-rtx expired: everything outstanding is to be sent again."""
 
+    def set_mtu(self, mtu: int) -> None:
+        """New DATA chunks carry `mtu` bytes of user data: the unit of the window's steps and
+        floors (a floor of 4 x 1,172 bytes would hold no 16 KiB packet at all)."""
+
 
 class Reno:
     """Stock aiortc's behaviour, kept as the reference and the conservative choice."""
 
     def __init__(self, ssthresh: int = 2**20) -> None:
         self.cwnd = INITIAL_CWND
+        self.mtu = MTU
         self.ssthresh = ssthresh
         self._partial_bytes_acked = 0
         self._delivered = 0
@@ -89,24 +95,27 @@ class Reno:
             return
         if self.cwnd <= self.ssthresh:
             # slow start; L = 2 (RFC 9260 7.2.1) since the receiver may SACK every 2nd packet
-            self.cwnd += min(ack.acked_bytes, 2 * MTU)
+            self.cwnd += min(ack.acked_bytes, 2 * self.mtu)
         else:
             self._partial_bytes_acked += ack.acked_bytes
             if self._partial_bytes_acked >= self.cwnd:
                 self._partial_bytes_acked -= self.cwnd
-                self.cwnd += MTU
+                self.cwnd += self.mtu
 
     def on_loss(self, now: float, lost_bytes: int, new_recovery: bool) -> None:
         if not new_recovery:
             return
-        self.ssthresh = max(self.cwnd // 2, 4 * MTU)
+        self.ssthresh = max(self.cwnd // 2, 4 * self.mtu)
         self.cwnd = self.ssthresh
         self._partial_bytes_acked = 0
 
     def on_timeout(self, now: float) -> None:
-        self.ssthresh = max(self.cwnd // 2, 4 * MTU)
-        self.cwnd = MTU
+        self.ssthresh = max(self.cwnd // 2, 4 * self.mtu)
+        self.cwnd = self.mtu
         self._partial_bytes_acked = 0
+
+    def set_mtu(self, mtu: int) -> None:
+        self.mtu = mtu
 
 
 class WindowedMax:
@@ -150,7 +159,8 @@ FULL_BW_ROUNDS = 3
 LOSS_THRESHOLD = 0.2  # a round losing more than this fraction is congested ...
 LOSS_ROUNDS = 2  # ... when it happens this many rounds in a row
 LOSS_BACKOFF = 0.85
-MIN_CWND = 4 * MTU
+MIN_CWND_PACKETS = 4
+MIN_CWND = MIN_CWND_PACKETS * MTU
 # The round trip the window is sized for is never taken below this: a userspace sender's acks
 # arrive in bursts of event-loop latency, so on a near-zero-delay path a window of 2 x (bw x
 # min RTT) starves the pipe while the bandwidth estimate can never grow.
@@ -164,6 +174,8 @@ class Bbr:
 
     def __init__(self, initial_cwnd: int = BBR_INITIAL_CWND) -> None:
         self.cwnd = self._initial_cwnd = initial_cwnd
+        self.mtu = MTU
+        self.min_cwnd = MIN_CWND
         self.mode: Mode = "startup"
         self.min_rtt: float | None = None
         self._min_rtt_stamp = 0.0
@@ -224,7 +236,7 @@ class Bbr:
         """As Linux BBR: once the sender leaves a gap, every chunk sent until what was then in
         flight is delivered is marked, so no sample taken across the gap can lower the model."""
         if app_limited:
-            self._app_limited_until = self._delivered + self._flight + MTU
+            self._app_limited_until = self._delivered + self._flight + self.mtu
         limited = self._delivered < self._app_limited_until
         return Stamp(self._delivered, self._delivered_time, self._first_sent_time, now, limited)
 
@@ -316,15 +328,15 @@ class Bbr:
 
     def _update_cwnd(self, acked: int) -> None:
         if self.mode == "probe_rtt":
-            self.cwnd = max(MIN_CWND, int(PROBE_RTT_CWND_GAIN * self.bdp()))
+            self.cwnd = max(self.min_cwnd, int(PROBE_RTT_CWND_GAIN * self.bdp()))
             return
         gain = STARTUP_GAIN if self.mode in ("startup", "drain") else CWND_GAIN
-        target = int(gain * self.bdp()) + 3 * MTU
+        target = int(gain * self.bdp()) + 3 * self.mtu
         if self.filled_pipe:
             self.cwnd = min(self.cwnd + acked, target)
         elif self.cwnd < target or not self.bandwidth:
             self.cwnd += acked
-        self.cwnd = max(self.cwnd, MIN_CWND)
+        self.cwnd = max(self.cwnd, self.min_cwnd)
 
     def on_loss(self, now: float, lost_bytes: int, new_recovery: bool) -> None:
         self._round_lost += lost_bytes
@@ -332,7 +344,11 @@ class Bbr:
     def on_timeout(self, now: float) -> None:
         # everything outstanding is presumed lost: restart from a small window, keep the model
         self._round_lost += self._flight
-        self.cwnd = MIN_CWND
+        self.cwnd = self.min_cwnd
+
+    def set_mtu(self, mtu: int) -> None:
+        self.mtu = mtu
+        self.min_cwnd = MIN_CWND_PACKETS * mtu
 
 
 def controller(kind: Kind) -> Controller:
@@ -352,9 +368,10 @@ class Pacer:
     # seconds of sending per wake: waking per packet (a timer, a task and a _transmit each)
     # made paced BBR cost more CPU per byte than unpaced Reno
     BATCH = 0.004
-    MIN_BURST = 2 * MTU
+    MIN_BURST_PACKETS = 2
 
     def __init__(self) -> None:
+        self.min_burst = self.MIN_BURST_PACKETS * MTU  # bytes; `set_mtu` follows the packets
         self._tokens = 0.0
         self._last = 0.0
         self._waiting = False  # the sender is held by the pace (wait() was asked)
@@ -363,7 +380,7 @@ class Pacer:
     def allowance(self, now: float, rate: float | None) -> float:
         if rate is None:
             return float("inf")
-        depth = max(rate * self.QUANTUM, self.MIN_BURST)
+        depth = max(rate * self.QUANTUM, self.min_burst)
         accrued = self._tokens + (now - self._last) * rate
         self.late = self._waiting and accrued > depth  # a starved process lost sending time
         self._waiting = False
@@ -375,6 +392,9 @@ class Pacer:
         self._tokens -= size
 
     def wait(self, rate: float) -> float:
-        """Seconds until a batch's worth of tokens is back (`BATCH`, at least `MIN_BURST`)."""
+        """Seconds until a batch's worth of tokens is back (`BATCH`, at least `min_burst`)."""
         self._waiting = True
-        return max(0.0, (max(rate * self.BATCH, self.MIN_BURST) - self._tokens) / rate)
+        return max(0.0, (max(rate * self.BATCH, self.min_burst) - self._tokens) / rate)
+
+    def set_mtu(self, mtu: int) -> None:
+        self.min_burst = self.MIN_BURST_PACKETS * mtu

@@ -8,6 +8,8 @@ whole path and the peer's DTLS and SCTP; a size whose probes go unanswered MAX_P
 ends the search. Sizes are SCTP packet bytes (what DTLS encrypts). `CEILING` is the most a stock
 aiortc peer takes whole: it reads 1,500 bytes of each DTLS record and keeps the rest for its
 next read, so a larger record would shift every later packet by one (measured, OpenSSL 3).
+A peer that says it reads records whole (this layer's INIT parameter, `association`) is also
+probed at jumbo-frame sizes and at DTLS's largest record (`candidates`).
 
 Time is an input: `get_timer()` says when `handle_timer(now)` is due; `probe(now)` says which
 size to probe when the caller may send one.
@@ -23,9 +25,16 @@ CEILING = 1500  # a stock aiortc peer's DTLS read size
 # of 1,500 leaves after DTLS (37 bytes with AES-GCM), UDP and IP; 1,500 fits paths with a
 # larger MTU (loopback).
 CANDIDATES = (1412, 1432, CEILING)
+JUMBO = (8912, 8932)  # the same for an MTU of 9,000 (jumbo Ethernet frames)
+LARGEST = 2**14  # DTLS's largest record plaintext (RFC 6347 4.1): loopback carries it
 MAX_PROBES = 3  # RFC 8899 MAX_PROBES
 SCTP_COMMON_HEADER = 12
 DATA_CHUNK_HEADER = 16
+
+
+def candidates(peer_reads: int) -> tuple[int, ...]:
+    """The sizes to probe for a peer that takes packets of up to `peer_reads` bytes whole."""
+    return tuple(size for size in (*CANDIDATES, *JUMBO, LARGEST) if size <= peer_reads)
 
 
 def user_data_size(packet: int) -> int:
@@ -68,6 +77,11 @@ class Search:
             return  # a late answer to an earlier probe, or not ours to count
         self.plpmtu = size
         self._advance()
+
+    def offer(self, candidates: tuple[int, ...]) -> None:
+        """Search `candidates` instead (what the peer said it takes), unless a probe has gone."""
+        if self._next == 0 and self._sent == 0:
+            self.candidates = candidates
 
     def get_timer(self) -> float | None:
         return self._deadline

@@ -1,12 +1,14 @@
-"""How this layer's SCTP packets leave: one DTLS record each, read whole from OpenSSL and sent
-on the ICE pair; a path MTU probe leaves with Don't Fragment set, so only an unfragmented path
-can confirm its size (data keeps the socket's default: fragmented rather than lost should the
-path shrink later).
+"""How this layer's SCTP packets leave and arrive: one DTLS record each, read whole from OpenSSL
+and sent on the ICE pair; a path MTU probe leaves with Don't Fragment set, so only an
+unfragmented path can confirm its size (data keeps the socket's default: fragmented rather than
+lost should the path shrink later).
 
 aiortc's `RTCDtlsTransport._write_ssl` reads at most 1,500 bytes of ciphertext per datagram: a
 record of a packet larger than 1,463 bytes would leave in two datagrams (a broken record and a
 stray tail). Packets up to `plpmtu.CEILING` are therefore encrypted and sent here, with the
-stock transport's own state and counters (pinned in `fileshare.sctp`).
+stock transport's own state and counters (pinned in `fileshare.sctp`). On arrival, the stock
+`_recv_next` reads 1,500 bytes of plaintext; `whole_packet` takes the rest of a larger record,
+so this side can say it reads records whole (`association.RECORDS_PARAM`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 
+STOCK_READ = 1500  # plaintext bytes aiortc's RTCDtlsTransport._recv_next reads per record
 RECORD_MAX = 2**14 + 256  # one DTLS record of at most 16 KiB of plaintext, with its overhead
 # Linux <netinet/in.h>; Python's socket module names them on few builds.
 IP_MTU_DISCOVER, IPV6_MTU_DISCOVER = 10, 23
@@ -67,3 +70,13 @@ async def send_unfragmented(dtls: RTCDtlsTransport, sock: Any, packet: bytes) ->
     finally:
         sock.setsockopt(level, option, default)
     return True
+
+
+def whole_packet(dtls: RTCDtlsTransport, data: bytes) -> bytes:
+    """`data` as the stock receive path read it from one record, with the rest of that record
+    (which OpenSSL holds for the next read) when it filled the stock read."""
+    ssl = dtls._ssl
+    if len(data) != STOCK_READ or ssl is None:
+        return data
+    rest = ssl.pending()  # what is left of the current record, never the next one
+    return data + ssl.recv(rest) if rest else data
