@@ -57,23 +57,31 @@ Results = tuple[dict[str, Any], dict[str, Any]]
 
 
 def transfer(
-    size: int, sender_sctp: str, receiver_sctp: str, prefix: list[str], tree: Path = ROOT
+    size: int,
+    sender_sctp: str,
+    receiver_sctp: str,
+    prefix: list[str],
+    tree: Path = ROOT,
+    receiver_prefix: list[str] | None = None,
 ) -> Results:
     """One dc_peer sender and receiver (separate processes: the patch is process-wide) run
-    from `tree` under `prefix` (e.g. a namespace's), SDP wired through their pipes; their
-    final JSON lines."""
+    from `tree` under `prefix` (e.g. a namespace's; the receiver under `receiver_prefix` if
+    given), SDP wired through their pipes; their final JSON lines."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    peer = [*prefix, sys.executable, "-m", "benches.dc_peer"]
+    places = (prefix, prefix if receiver_prefix is None else receiver_prefix)
+    peer = [sys.executable, "-m", "benches.dc_peer"]
     procs = [
         subprocess.Popen(
-            [*peer, role, "--bytes", str(size), "--sctp", kind],
+            [*place, *peer, role, "--bytes", str(size), "--sctp", kind],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             cwd=tree,
             env=env,
         )
-        for role, kind in (("send", sender_sctp), ("receive", receiver_sctp))
+        for place, role, kind in zip(
+            places, ("send", "receive"), (sender_sctp, receiver_sctp), strict=True
+        )
     ]
     sender, receiver = procs
     try:

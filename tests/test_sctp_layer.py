@@ -12,7 +12,7 @@ from aiortc.rtcsctptransport import RTCSctpTransport
 from benches import sctp_ab
 from fileshare import sctp
 from fileshare.sctp import plpmtu
-from netsim import netns
+from netsim import link, linkbed, netns
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,3 +81,21 @@ def test_the_wire_layer_pins_what_it_replaces_and_reads() -> None:
     functions = {**sctp.wire_functions(), "Connection.sendto": test_another_version_is_refused}
     with pytest.raises(sctp.IncompatibleAiortc, match=r"changed underneath: Connection\.sendto"):
         sctp.check(sctp.AIORTC_VERSION, functions, sctp.WIRE_SOURCES)
+
+
+@pytest.mark.parametrize(("mtu", "expected"), [(9000, 8932), (1500, 1432)])
+def test_a_path_is_sent_the_largest_packet_it_carries_and_no_larger(
+    mtu: int, expected: int
+) -> None:
+    """Two tuned peers in two namespaces joined by one veth: with jumbo frames both settle on
+    the IPv4 jumbo size (DTLS's largest record does not fit and is refused with Don't
+    Fragment); on a standard Ethernet MTU on the IPv4 size below 1,500."""
+    size = 4 * 2**20
+    with linkbed.veth_pair("mtu") as pair:
+        for namespace, ifname in ((pair.a, pair.a_if), (pair.b, pair.b_if)):
+            pair.run(link.Command(namespace, "ip", ("link", "set", ifname, "mtu", str(mtu))))
+        sent, received = sctp_ab.transfer(
+            size, "bbr", "bbr", netns.in_namespace(pair.a), ROOT, netns.in_namespace(pair.b)
+        )
+    assert sent["sha256"] == received["sha256"] and received["bytes"] == size
+    assert sent["packet"] == received["packet"] == expected
