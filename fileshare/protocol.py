@@ -12,8 +12,10 @@ proportion to it, admits it once (space claimed for all of it, the user asked on
 any entry outside it. Then per file: receiver `manifest_ack` (nothing held) or `resume_request`
 (the chunks it already holds) -> sender streams the missing chunks without waiting -> receiver
 sends batched `chunk_ack`s once chunks are durable -> receiver verifies the SHA-256 and answers
-`transfer_complete`. After a reconnect the sender announces every unfinished file again, and the
-receiver accepts only entries it admitted before.
+`transfer_complete`. The sender keeps at most SEND_WINDOW of chunks unacknowledged: a receiver
+that lags (a slow disk, a busy browser tab) holds no more than that in memory, and loses no
+more than that if it crashes or reloads. After a reconnect the sender announces every
+unfinished file again, and the receiver accepts only entries it admitted before.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ VERSION: Final = 2
 # Bytes of file data per chunk: fileshare.chunks; the bounds below then cap what an announcement
 # can make the receiver hold in memory.
 MAX_CHUNK: Final = CHUNK_SIZES[-1]
+# Chunk bytes the sender has out without a `chunk_ack`. Receivers ack what they made durable,
+# every 8 MiB (or second): twice that keeps data moving while a flush and its ack are under way.
+# The transport's windows do not bound this: they count a message as taken once it is handed to
+# the application, however far behind that is.
+SEND_WINDOW: Final = 16 * 1024 * 1024
 MAX_FILE_SIZE: Final = 2**50
 MAX_CHUNKS: Final = 2**26  # per transfer: at most 8 MiB of chunk bitmaps (4 TiB at 64 KiB)
 MAX_FILES: Final = 100_000  # entries (files and directories) per transfer
@@ -197,6 +204,7 @@ class _Outgoing:
     acked: ChunkBitmap
     queue: Iterator[int] = field(default_factory=lambda: iter(()))
     acked_bytes: int = 0
+    unacked: dict[int, int] = field(default_factory=dict)  # sent on this connection: lengths
     announced: bool = False
     started: bool = False  # the receiver answered the manifest
     complete: bool = False
@@ -215,6 +223,7 @@ class Sender:
         self._streaming: deque[int] = deque()  # files whose chunks are being sent, in order
         self.bytes_acked = 0
         self.chunks_sent = 0
+        self.unacked_bytes = 0  # chunk bytes sent on this connection and not yet acknowledged
         self.total_bytes = sum(m.size for m in manifests)
 
     @property
@@ -245,6 +254,8 @@ class Sender:
         for f in self._files:
             f.announced, f.started = not f.complete, False
             f.queue = iter(())
+            f.unacked.clear()
+        self.unacked_bytes = 0
         self._controls.append(
             TransferStart(
                 fileCount=len(unfinished), totalBytes=sum(f.manifest.size for f in unfinished)
@@ -265,13 +276,17 @@ class Sender:
         """What to put on the channel next; None when nothing can be sent until the peer answers."""
         if self._controls:
             return self._controls.popleft()
+        if self.unacked_bytes >= SEND_WINDOW:
+            return None
         while self._streaming:
             file_index = self._streaming[0]
             f = self._files[file_index]
             index = next(f.queue, None)
             if index is not None:
                 m = f.manifest
-                return ChunkToSend(file_index, index, index * m.chunkSize, chunk_length(m, index))
+                length = f.unacked[index] = chunk_length(m, index)
+                self.unacked_bytes += length
+                return ChunkToSend(file_index, index, index * m.chunkSize, length)
             self._streaming.popleft()
         return None
 
@@ -293,6 +308,8 @@ class Sender:
                 self.bytes_acked += f.manifest.size - f.acked_bytes
                 f.acked_bytes = f.manifest.size
                 f.complete = True
+                self.unacked_bytes -= sum(f.unacked.values())
+                f.unacked.clear()
             case Error(code=code, message=message):
                 raise TransferError(f"peer_{code}"[:64], f"receiver stopped: {message[:300]}")
             case Keepalive():
@@ -303,6 +320,7 @@ class Sender:
     def _ack(self, f: _Outgoing, ranges: Ranges) -> None:
         for start, end in ranges:
             for index in range(start, end):
+                self.unacked_bytes -= f.unacked.pop(index, 0)
                 if f.acked.add(index):
                     length = chunk_length(f.manifest, index)
                     f.acked_bytes += length

@@ -163,6 +163,35 @@ def test_reconnect_sends_only_what_is_missing() -> None:
     assert wire.chunks_sent == 15  # nothing sent twice
 
 
+def _drain(sender: Sender) -> list[ChunkToSend]:
+    """What the sender hands out before it waits for the receiver."""
+    out: list[ChunkToSend] = []
+    while (item := sender.next_item()) is not None:
+        assert isinstance(item, ChunkToSend)
+        out.append(item)
+    return out
+
+
+def test_the_sender_has_at_most_a_window_unacknowledged() -> None:
+    """A receiver that lags (it acks once its writes are durable) holds, and a crashed or
+    reloaded one loses, at most SEND_WINDOW (plus the chunk that crossed it)."""
+    m = manifest("big.bin", bytes(3 * protocol.SEND_WINDOW), chunks.CHUNK_SIZE)
+    sender = Sender([m], key_for)
+    sender.start()
+    while sender.next_item() is not None:  # the announcement
+        pass
+    sender.on_control(protocol.ManifestAck(fileId=m.fileId))
+    first = _drain(sender)
+    assert sender.unacked_bytes == sum(c.length for c in first)
+    assert protocol.SEND_WINDOW <= sender.unacked_bytes < protocol.SEND_WINDOW + m.chunkSize
+    sender.on_control(protocol.ChunkAck(fileId=m.fileId, ranges=[(0, 8)]))
+    assert [c.index for c in _drain(sender)] == list(range(len(first), len(first) + 8))
+    sender.on_control(protocol.ChunkAck(fileId=m.fileId, ranges=[(0, 8)]))  # again: nothing
+    assert _drain(sender) == []
+    sender.start()  # a new connection: what was out is sent again, counted afresh
+    assert sender.unacked_bytes == 0
+
+
 def test_restarted_receiver_resumes_from_its_durable_state() -> None:
     first = Wire(FILES)
     first.sender.start()

@@ -16,6 +16,9 @@ export const CHUNK_SIZES = [16, 32, 64, 128, 192, 256].map(
   (kib) => kib * 1024 - HEADER_BYTES - TAG_BYTES,
 );
 export const MAX_CHUNK = CHUNK_SIZES[CHUNK_SIZES.length - 1];
+// Chunk bytes a sender has out without a chunk_ack (fileshare/protocol.py SEND_WINDOW): what a
+// lagging receiver holds in memory and loses on a crash or reload is bounded by it.
+export const SEND_WINDOW = 16 * 1024 * 1024;
 export const MAX_FILE_SIZE = 2 ** 50;
 export const MAX_CHUNKS = 2 ** 26;
 export const MAX_FILES = 100_000;
@@ -220,6 +223,8 @@ export class Sender {
       /** @type {Iterator<number>} */
       queue: [][Symbol.iterator](),
       ackedBytes: 0,
+      /** @type {Map<number, number>} sent on this connection and not yet acknowledged */
+      unacked: new Map(),
       announced: false,
       started: false,
       complete: false,
@@ -231,6 +236,7 @@ export class Sender {
     this.streaming = [];
     this.bytesAcked = 0;
     this.chunksSent = 0;
+    this.unackedBytes = 0;
     this.totalBytes = manifests.reduce((n, m) => n + m.size, 0);
   }
 
@@ -251,7 +257,9 @@ export class Sender {
       f.announced = !f.complete;
       f.started = false;
       f.queue = [][Symbol.iterator]();
+      f.unacked.clear();
     }
+    this.unackedBytes = 0;
     this.controls = [
       control("transfer_start", {
         fileCount: unfinished.length,
@@ -279,6 +287,7 @@ export class Sender {
   nextItem() {
     const msg = this.controls.shift();
     if (msg) return msg;
+    if (this.unackedBytes >= SEND_WINDOW) return null;
     while (this.streaming.length) {
       const fileIndex = this.streaming[0];
       const f = this.files[fileIndex];
@@ -286,7 +295,10 @@ export class Sender {
       if (!next.done) {
         const m = f.manifest;
         const index = next.value;
-        return { fileIndex, index, offset: index * m.chunkSize, length: chunkLength(m, index) };
+        const length = chunkLength(m, index);
+        f.unacked.set(index, length);
+        this.unackedBytes += length;
+        return { fileIndex, index, offset: index * m.chunkSize, length };
       }
       this.streaming.shift();
     }
@@ -315,6 +327,8 @@ export class Sender {
         this.bytesAcked += f.manifest.size - f.ackedBytes;
         f.ackedBytes = f.manifest.size;
         f.complete = true;
+        for (const length of f.unacked.values()) this.unackedBytes -= length;
+        f.unacked.clear();
         return undefined;
       }
       case "error":
@@ -333,6 +347,8 @@ export class Sender {
   ack(f, held) {
     for (const [start, end] of held) {
       for (let i = start; i < end; i++) {
+        this.unackedBytes -= f.unacked.get(i) ?? 0;
+        f.unacked.delete(i);
         if (f.acked.add(i)) {
           const length = chunkLength(f.manifest, i);
           f.ackedBytes += length;

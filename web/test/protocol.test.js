@@ -14,6 +14,7 @@ import {
   makeManifest,
   MAX_FILES,
   Receiver,
+  SEND_WINDOW,
   Sender,
   TransferError,
 } from "../src/protocol.js";
@@ -86,6 +87,31 @@ test("a resume sends only the missing chunks", () => {
   const { sender, receiver } = transfer({ "big.bin": data }, { "big.bin": held });
   assert.ok(receiver.done);
   assert.equal(sender.chunksSent, 2);
+});
+
+test("the sender has at most a window unacknowledged (fileshare/protocol.py's)", () => {
+  const size = 3 * SEND_WINDOW;
+  const m = makeManifest("big.bin", size, "00".repeat(32), "file", CHUNK_SIZES[2]);
+  const sender = new Sender([m], key);
+  sender.start();
+  while (sender.nextItem() !== null);
+  sender.onControl(control("manifest_ack", { fileId: m.fileId }));
+  const drain = () => {
+    const out = [];
+    for (let item = sender.nextItem(); item !== null; item = sender.nextItem()) out.push(item);
+    return out;
+  };
+  const first = drain();
+  assert.ok(sender.unackedBytes >= SEND_WINDOW && sender.unackedBytes < SEND_WINDOW + m.chunkSize);
+  sender.onControl(control("chunk_ack", { fileId: m.fileId, ranges: [[0, 8]] }));
+  assert.deepEqual(
+    drain().map((c) => ("index" in c ? c.index : -1)),
+    Array.from({ length: 8 }, (_, i) => first.length + i),
+  );
+  sender.onControl(control("chunk_ack", { fileId: m.fileId, ranges: [[0, 8]] }));
+  assert.equal(drain().length, 0);
+  sender.start();
+  assert.equal(sender.unackedBytes, 0);
 });
 
 test("hostile announcements are refused before anything is allocated", () => {
