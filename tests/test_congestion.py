@@ -226,6 +226,23 @@ def test_bbr_timeout_shrinks_the_window_but_keeps_the_model() -> None:
     assert bbr.cwnd == MIN_CWND and bbr.bandwidth == bandwidth
 
 
+def test_the_window_counts_in_the_packets_the_path_was_probed_to_carry() -> None:
+    """After 16 KiB packets are confirmed, the floors and steps are of that size: a floor of
+    4 x 1,172 bytes holds no such packet (Reno fell to 0.94 MB/s on a loopback)."""
+    big = 16356  # plpmtu.user_data_size(plpmtu.LARGEST)
+    reno, bbr, pacer = Reno(ssthresh=100 * big), Bbr(), Pacer()
+    for unit in (reno, bbr, pacer):
+        unit.set_mtu(big)
+    reno.on_ack(ack(0.1, 2 * big))
+    assert reno.cwnd == INITIAL_CWND + 2 * big  # slow start, L = 2 packets of the new size
+    reno.on_timeout(0.2)
+    assert reno.cwnd == big and reno.ssthresh == 4 * big
+    simulate(bbr, RATE, 0.04, 0.0, 1)
+    bbr.on_timeout(1.0)
+    assert bbr.cwnd == 4 * big
+    assert pacer.allowance(10.0, 1e5) == 2 * big  # the bucket holds two packets at least
+
+
 def test_bbr_probes_rtt_after_ten_seconds_without_a_lower_sample() -> None:
     bbr = Bbr()
     simulate(bbr, RATE, 0.04, 0.0, 3)
