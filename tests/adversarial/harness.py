@@ -75,7 +75,7 @@ def local_coturn(where: Path) -> Iterator[TurnEndpoint]:
         relay_ips=("127.0.0.1",),
         realm="adversarial.test",
         secrets=(TURN_SECRET,),
-        port=free_udp_port(),
+        port=free_udp_and_tcp_port(),
         min_port=40000,
         max_port=44999,
     )
@@ -83,11 +83,21 @@ def local_coturn(where: Path) -> Iterator[TurnEndpoint]:
         yield endpoint
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port: int = udp.getsockname()[1]
-        return port
+def free_udp_and_tcp_port() -> int:
+    """A loopback port free for UDP and TCP alike: coturn listens on both. A port free for UDP
+    alone was once a TCP connection's own port, and coturn could not start (EADDRINUSE)."""
+    while True:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+        ):
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @contextlib.asynccontextmanager
