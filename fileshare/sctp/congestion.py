@@ -175,7 +175,6 @@ class Bbr:
     def __init__(self, initial_cwnd: int = BBR_INITIAL_CWND) -> None:
         self.cwnd = self._initial_cwnd = initial_cwnd
         self.mtu = MTU
-        self.min_cwnd = MIN_CWND
         self.mode: Mode = "startup"
         self.min_rtt: float | None = None
         self._min_rtt_stamp = 0.0
@@ -346,9 +345,12 @@ class Bbr:
         self._round_lost += self._flight
         self.cwnd = self.min_cwnd
 
+    @property
+    def min_cwnd(self) -> int:
+        return MIN_CWND_PACKETS * self.mtu
+
     def set_mtu(self, mtu: int) -> None:
         self.mtu = mtu
-        self.min_cwnd = MIN_CWND_PACKETS * mtu
 
 
 def controller(kind: Kind) -> Controller:
