@@ -139,12 +139,16 @@ class Stop:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Stop]:
+        """Once a signal came, the handler stays after the block: the run is ending, and a
+        second signal in the moments it takes to print its report and exit must not kill it
+        (the default action) where it was already stopping."""
         previous = {how: signal.signal(how, self._handle) for how in STOPPING}
         try:
             yield self
         finally:
-            for how, handler in previous.items():
-                signal.signal(how, handler)
+            if self.signal is None:
+                for how, handler in previous.items():
+                    signal.signal(how, handler)
 
     @contextlib.contextmanager
     def in_place(self) -> Iterator[None]:

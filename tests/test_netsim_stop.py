@@ -238,3 +238,29 @@ def test_a_stopped_run_is_not_ok_and_says_what_was_left_out() -> None:
 def test_an_error_result_keeps_its_status_through_json() -> None:
     result = ScenarioResult("a", "path", "d", Status.ERROR, 1.5, error="boom")
     assert ScenarioResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_a_signal_after_the_run_stopped_is_told_not_obeyed(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The race a fresh-clone CI run found: the scenarios ended before a second SIGINT came, the
+    run had put the default handler back, and the second signal killed it (-2, no report)
+    where it was already stopping. Here the second signal comes after the block, always."""
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with stopping.Stop().installed() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # raises KeyboardInterrupt if the default is back
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.status == 130
+        assert capfd.readouterr().err.count("already stopping") == 1
+    finally:
+        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_an_unstopped_run_gives_the_handlers_back() -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with stopping.Stop().installed():
+        assert signal.getsignal(signal.SIGINT) != before[0]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
