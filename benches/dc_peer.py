@@ -7,7 +7,8 @@ interop check between a tuned and a stock aiortc (`--sctp stock` leaves aiortc u
 The sender prints its offer as one JSON line and reads the answer from stdin; the receiver
 reads the offer from stdin and prints its answer. Both end with {"bytes", "seconds", "sha256",
 "packet", "cpu"}: the largest SCTP packet size the side's probes confirmed (0 for stock aiortc)
-and the process's CPU seconds while data moved (start-up left out).
+and the process's CPU seconds while data moved (start-up left out); the receiver's also
+{"data_packets", "sacks"}: packets with DATA it took and SACKs it sent (0 for stock aiortc).
 No ICE servers: host candidates only, so traffic stays where the processes are.
 """
 
@@ -40,6 +41,14 @@ async def _line() -> dict[str, str]:
 def _packet(pc: RTCPeerConnection) -> int:
     search = getattr(pc.sctp, "_search", None)
     return int(search.plpmtu) if search is not None else 0
+
+
+def _sacks(pc: RTCPeerConnection) -> dict[str, int]:
+    """Packets received with DATA and SACKs sent for them (0 and 0 for stock aiortc)."""
+    return {
+        "data_packets": getattr(pc.sctp, "_data_packets", 0),
+        "sacks": getattr(pc.sctp, "_sacks_sent", 0),
+    }
 
 
 def _say(**fields: object) -> None:
@@ -129,7 +138,14 @@ async def receive(total: int) -> None:
     await asyncio.wait_for(sink.finished.wait(), 600)
     seconds, cpu = time.perf_counter() - sink.started, time.process_time() - sink.cpu
     digest = sink.digest.hexdigest()
-    _say(bytes=sink.received, seconds=seconds, sha256=digest, packet=_packet(pc), cpu=cpu)
+    _say(
+        bytes=sink.received,
+        seconds=seconds,
+        sha256=digest,
+        packet=_packet(pc),
+        cpu=cpu,
+        **_sacks(pc),
+    )
     await asyncio.sleep(0.5)  # let "done" leave
     await pc.close()
 

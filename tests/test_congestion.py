@@ -4,12 +4,14 @@ random loss) drives the controllers the way an association would."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import random
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
+from aiortc.rtcsctptransport import RTCSctpTransport, SackChunk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from fileshare.sctp.congestion import (
     MIN_CWND,
     MTU,
     RTT_FLOOR,
+    SACK_EVERY_ASKED,
     Ack,
     Bbr,
     Controller,
@@ -353,6 +356,62 @@ def test_receiver_sacks_at_once_only_when_the_gap_report_changes_at_its_edges() 
     assert not urgent(offset + 9)
     assert urgent(offset + 2)  # a duplicate: reported in the SACK
     assert receiver._sack_duplicates == [(offset + 2) % 2**32]
+
+
+def test_receiver_sacks_as_often_as_the_sender_asked_while_nothing_is_held() -> None:
+    """Every 4th packet to a sender whose INIT asked (ours), every 2nd to one that did not
+    (stock aiortc, Chromium) and to any sender while a loss is being repaired."""
+    sacks: list[SackChunk] = []
+
+    async def send_chunk(chunk: SackChunk) -> None:
+        sacks.append(chunk)
+
+    async def feed(receiver: SimpleNamespace, tsns: list[int]) -> int:
+        before = len(sacks)
+        for tsn in tsns:
+            association._mark_received(receiver, tsn)
+            await association._send_sack(receiver)
+        if receiver._sack_handle is not None:
+            receiver._sack_handle.cancel()  # the delayed SACK, for what is left unSACKed
+        return len(sacks) - before
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for asked, in_order in ((4, 2), (2, 4)):
+            receiver = receiver_at(100)
+            receiver.__dict__.update(
+                _sack_packets=0,
+                _sack_every=asked,
+                _data_packets=0,
+                _sacks_sent=0,
+                _sack_handle=None,
+                _sack_needed=True,
+                _advertised_rwnd=2**20,
+                _association_state=RTCSctpTransport.State.ESTABLISHED,
+                _loop=loop,
+                _send_chunk=send_chunk,
+            )
+            assert await feed(receiver, list(range(101, 109))) == in_order
+            assert await feed(receiver, [110]) == 1  # a new gap: at once
+            assert await feed(receiver, [111, 112, 113, 114]) == 2  # repairing: every 2nd
+            assert await feed(receiver, [109]) == 1  # the gap filled: at once
+            assert await feed(receiver, list(range(115, 123))) == in_order
+            assert (receiver._data_packets, receiver._sacks_sent) == (22, len(sacks))
+            sacks.clear()
+
+    asyncio.run(run())
+
+
+def test_the_sack_every_parameter_asks_within_bounds() -> None:
+    kind, name = association.SACK_EVERY_PARAM, association.SACK_EVERY_NAME
+    assert kind >> 14 == 0b10  # RFC 9260 3.2.1: skip, do not report
+    assert association.sack_every_asked([association.sack_every_param()]) == SACK_EVERY_ASKED
+    assert association.sack_every_asked([]) == association.SACK_EVERY  # stock, Chromium
+    hostile = {0: 2, 1: 2, 255: association.SACK_EVERY_MOST, 3: 3}
+    for value, taken in hostile.items():
+        assert association.sack_every_asked([(kind, name + bytes([value]))]) == taken
+    for other in (name, name + b"\x04\x04", b"someone-else:sack-\x04"):
+        assert association.sack_every_asked([(kind, other)]) == association.SACK_EVERY
 
 
 TSN_TOP = 2**32

@@ -62,6 +62,8 @@ def test_tuned_and_stock_aiortc_transfer_both_ways(sender_sctp: str, receiver_sc
     tuned = sent if sender_sctp != "stock" else received
     assert plpmtu.BASE < tuned["packet"] <= plpmtu.CEILING
     assert (received if tuned is sent else sent)["packet"] == 0
+    if tuned is received:  # a stock sender does not ask for fewer SACKs: every second packet
+        assert received["sacks"] >= received["data_packets"] / 2.5, received
 
 
 @pytest.mark.parametrize("kind", ["bbr", "reno"])
@@ -74,6 +76,7 @@ def test_two_tuned_peers_on_loopback_send_dtls_largest_records(kind: str) -> Non
     assert sent["bytes"] == received["bytes"] == size
     assert sent["sha256"] == received["sha256"]
     assert sent["packet"] == received["packet"] == plpmtu.LARGEST
+    assert 0 < received["sacks"] < received["data_packets"], received
 
 
 def test_the_wire_layer_pins_what_it_replaces_and_reads() -> None:

@@ -7,6 +7,9 @@
   when a packet opens a new gap, fills the first one, or is a duplicate (6.7); a packet that
   only extends the highest gap block waits for the second-packet rule like in-order data,
   which halves the SACKs (and their cost on both sides) while a loss is being repaired;
+  every `congestion.SACK_EVERY_ASKED`th packet instead, while nothing is held out of order,
+  to a sender whose INIT asks for it (`SACK_EVERY_PARAM`: ours, whose controllers count
+  stretched SACKs in full; stock aiortc and Chromium do not ask, and keep every second);
 - a sender that scans its sent queue for retransmissions only while some are pending;
 - a receiver that reassembles a message only when a chunk can have completed one;
 - packets larger than aiortc's 1,189 bytes once a probe of that size came back (`plpmtu`,
@@ -38,7 +41,8 @@ from fileshare.sctp import congestion, held, plpmtu, wire
 from fileshare.sctp.held import TSN_MODULO
 
 SACK_DELAY = 0.02  # seconds; RFC 9260 6.2 allows up to 200 ms (500 ms at most)
-SACK_EVERY = 2  # packets with DATA per SACK
+SACK_EVERY = 2  # packets with DATA per SACK (RFC 9260 6.2), unless the sender asks for more
+SACK_EVERY_MOST = 16  # the most a sender may ask for: every packet held costs it SACK_DELAY
 MISSES_TO_RETRANSMIT = 3
 
 Transport = Any  # an RTCSctpTransport with this layer's attributes (aiortc has no stubs for them)
@@ -102,6 +106,8 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._pace_handle = None
         self._gap_acked = []  # the previous SACK's gap blocks, as (first, last) TSNs
         self._sack_packets = 0
+        self._sack_every = SACK_EVERY  # packets per SACK while nothing is held out of order
+        self._data_packets = self._sacks_sent = 0  # received with DATA; SACKs sent (stats)
         self._sack_handle = None
         self._sack_urgent = False  # the last packet changed the gap report's edges
         self._highest_tsn = None  # the highest TSN received (None: the cumulative one)
@@ -174,8 +180,9 @@ async def _send_sack(self: Transport) -> None:
     """Called by the stock `_handle_data` after each packet that needs a SACK: SACK now, or
     arm the delayed-SACK timer. The SACK is stock aiortc's, its gap blocks made cheaper."""
     self._sack_packets += 1
+    self._data_packets += 1
     urgent = (
-        self._sack_packets >= SACK_EVERY
+        self._sack_packets >= (SACK_EVERY if self._sack_misordered else self._sack_every)
         or self._sack_urgent
         or self._sack_duplicates
         or self._association_state != RTCSctpTransport.State.ESTABLISHED
@@ -200,6 +207,7 @@ async def _sack_now(self: Transport) -> None:
     runs.sync(self._last_received_tsn, self._sack_misordered)
     sack.gaps = runs.blocks(self._last_received_tsn)
     await self._send_chunk(sack)
+    self._sacks_sent += 1
     self._sack_duplicates.clear()
     self._sack_needed = False
 
@@ -589,14 +597,36 @@ def peer_reads(params: list[tuple[int, bytes]]) -> int:
     return plpmtu.CEILING
 
 
+# Another such parameter: how many packets with DATA the sender would have per SACK while
+# nothing is lost (as QUIC's ACK_FREQUENCY frame lets a sender ask). Each SACK costs both ends
+# a packet's work; a controller that counts a SACK's bytes in full loses nothing by fewer.
+SACK_EVERY_PARAM = 0xBF5F
+SACK_EVERY_NAME = b"fileshare:sack-every"
+
+
+def sack_every_param() -> tuple[int, bytes]:
+    return SACK_EVERY_PARAM, SACK_EVERY_NAME + bytes([congestion.SACK_EVERY_ASKED])
+
+
+def sack_every_asked(params: list[tuple[int, bytes]]) -> int:
+    """Packets per SACK the peer's INIT (or INIT ACK) asks for, within [SACK_EVERY,
+    SACK_EVERY_MOST]: SACK_EVERY unless it carries our parameter."""
+    size = len(SACK_EVERY_NAME) + 1
+    for kind, value in params:
+        if kind == SACK_EVERY_PARAM and len(value) == size and value.startswith(SACK_EVERY_NAME):
+            return min(max(value[-1], SACK_EVERY), SACK_EVERY_MOST)
+    return SACK_EVERY
+
+
 def _set_extensions(self: Transport, params: list[tuple[int, bytes]]) -> None:
     ORIGINALS["_set_extensions"](self, params)
-    params.append(records_param())
+    params.extend((records_param(), sack_every_param()))
 
 
 def _get_extensions(self: Transport, params: list[tuple[int, bytes]]) -> None:
     ORIGINALS["_get_extensions"](self, params)
     self._search.offer(plpmtu.candidates(peer_reads(params)))
+    self._sack_every = sack_every_asked(params)
 
 
 async def _handle_data(self: Transport, data: bytes) -> None:
