@@ -158,9 +158,10 @@ def main() -> int:
     parser.add_argument("--trace", action="store_true", help="the sender's state on stderr")
     args = parser.parse_args()
     if args.sctp != "stock":
-        from fileshare import sctp
+        from fileshare import sctp, sockbuf
 
         sctp.install(args.sctp)
+        sockbuf.install()  # the receive buffers the product asks for (`fileshare.peer`)
     asyncio.run(send(args.bytes, args.trace) if args.role == "send" else receive(args.bytes))
     return 0
 
