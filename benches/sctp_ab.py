@@ -4,11 +4,14 @@ round once per code tree. Prints MB/s and CPU-seconds per GiB (sender + receiver
 moved: each process's start-up left out) per run, the medians and new / old, and the SCTP
 packet size the sender ended with. Needs root (namespaces).
 
-    python -m benches.sctp_ab --old /path/to/old/checkout [--mib 64] [--rounds 3]
+    python -m benches.sctp_ab [--old /path/to/old/checkout] [--mib 64] [--rounds 3]
+        [--sctp bbr] [--sctp stock] [--mtu 1500]
 
 `--old` is a checkout (e.g. `git archive`) whose `fileshare` is the baseline (give it this
 `benches/dc_peer.py`); it may be given again for more trees; the new code is this one.
-`--sctp` picks the controller on both sides (or `stock` for both).
+`--sctp` picks the controller on both sides (or `stock` for both), and may be given again:
+each tree runs each, and ratios are against the old trees and against stock aiortc.
+`--mtu 1500` gives the loopback an Internet path's MTU (1,432-byte SCTP packets, not 16 KiB).
 """
 
 from __future__ import annotations
@@ -111,39 +114,51 @@ def measure(namespace: str, tree: Path, size: int, kind: str) -> Result:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--old", type=Path, action="append", required=True, help="checkout of a baseline"
-    )
+    parser.add_argument("--old", type=Path, action="append", default=[], help="a baseline tree")
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sctp", choices=["stock", "reno", "bbr"], default="bbr")
+    parser.add_argument(
+        "--sctp", choices=["stock", "reno", "bbr"], action="append", help="default: bbr"
+    )
+    parser.add_argument("--mtu", type=int, help="the loopback's MTU (default: 65,536)")
     args = parser.parse_args()
     size = args.mib * MIB
+    kinds: list[str] = args.sctp or ["bbr"]
     trees = {str(old): old.resolve() for old in args.old} | {"new": ROOT}
-    runs: dict[str, list[Result]] = {label: [] for label in trees}
+    runs: dict[tuple[str, str], list[Result]] = {(t, k): [] for t in trees for k in kinds}
     with netns.isolated_loopback("ab") as namespace:
+        if args.mtu is not None:
+            mtu = ["ip", "link", "set", "lo", "mtu", str(args.mtu)]
+            subprocess.run([*netns.in_namespace(namespace), *mtu], check=True)
         for round_ in range(args.rounds):
-            for label, tree in trees.items():
-                result = measure(namespace, tree, size, args.sctp)
-                runs[label].append(result)
+            for (label, kind), results in runs.items():
+                result = measure(namespace, trees[label], size, kind)
+                results.append(result)
                 print(
-                    f"round {round_ + 1} {label}: {result.rate:7.2f} MB/s"
+                    f"round {round_ + 1} {label} {kind}: {result.rate:7.2f} MB/s"
                     f"  {result.cpu_per_gib:6.1f} CPU-s/GiB  packets of {result.packet} bytes",
                     flush=True,
                 )
     medians = {
-        label: (
+        key: (
             statistics.median(r.rate for r in results),
             statistics.median(r.cpu_per_gib for r in results),
         )
-        for label, results in runs.items()
+        for key, results in runs.items()
     }
-    for label, (rate, cpu) in medians.items():
-        print(f"median {label}: {rate:7.2f} MB/s  {cpu:6.1f} CPU-s/GiB")
-    new_rate, new_cpu = medians["new"]
-    for label in args.old:
-        rate, cpu = medians[str(label)]
-        print(f"new / {label}: throughput {new_rate / rate:.2f}, CPU per GiB {new_cpu / cpu:.2f}")
+    for (label, kind), (rate, cpu) in medians.items():
+        print(f"median {label} {kind}: {rate:7.2f} MB/s  {cpu:6.1f} CPU-s/GiB")
+    baselines = [(str(old), kind) for old in args.old for kind in kinds]
+    baselines += [("new", "stock")] if "stock" in kinds else []
+    for base in baselines:
+        for kind in kinds if base[0] == "new" else [base[1]]:
+            if ("new", kind) == base:
+                continue
+            (rate, cpu), (base_rate, base_cpu) = medians["new", kind], medians[base]
+            print(
+                f"new {kind} against {' '.join(base)}: throughput {rate / base_rate:.2f},"
+                f" CPU per GiB {cpu / base_cpu:.2f}"
+            )
     return 0
 
 
