@@ -14,8 +14,7 @@ Two controllers behind one interface:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 MTU = 1172  # aiortc's USERDATA_MAX_LENGTH: user data per DATA chunk, the unit of cwnd until
 # path MTU probing confirms larger packets (`set_mtu`)
@@ -33,9 +32,10 @@ SACK_EVERY_ASKED = 4
 Kind = Literal["reno", "bbr"]
 
 
-@dataclass(frozen=True)
-class Stamp:
-    """What the sender knew when a chunk left: the base of a delivery-rate sample."""
+class Stamp(NamedTuple):
+    """What the sender knew when a chunk left: the base of a delivery-rate sample. One per
+    packet sent, one `Ack` per SACK: a NamedTuple is built in 0.66 µs, a frozen dataclass in
+    1.7 (timeit, this machine)."""
 
     delivered: int  # bytes acknowledged before this chunk was sent
     delivered_time: float  # when that count last grew
@@ -44,8 +44,7 @@ class Stamp:
     app_limited: bool  # sent while a gap the sender left (not the path) was in the pipe
 
 
-@dataclass(frozen=True)
-class Ack:
+class Ack(NamedTuple):
     now: float
     acked_bytes: int  # newly acknowledged (cumulatively or in gap blocks)
     rtt: float | None  # from a chunk sent once (Karn's rule)
