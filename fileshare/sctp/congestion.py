@@ -98,8 +98,9 @@ class Reno:
         if ack.in_recovery or not ack.acked_bytes or not ack.cwnd_full:
             return
         if self.cwnd <= self.ssthresh:
-            # slow start: RFC 9260 7.2.1's L as many packets as a SACK may cover, so that a
-            # stretched SACK grows the window as much as the SACKs it stands for
+            # slow start, the step per SACK capped at the packets one SACK covers when the
+            # receiver does as asked (RFC 3465's limit L, there 2 for an ACK every second
+            # segment): a stretched SACK grows the window as the SACKs it stands for would
             self.cwnd += min(ack.acked_bytes, SACK_EVERY_ASKED * self.mtu)
         else:
             self._partial_bytes_acked += ack.acked_bytes
