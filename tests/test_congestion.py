@@ -47,9 +47,12 @@ def test_reno_is_stock_aiortc_slow_start_avoidance_and_halving() -> None:
     reno = Reno(ssthresh=10 * MTU)
     assert reno.cwnd == INITIAL_CWND and reno.pacing_rate() is None
     reno.on_ack(ack(0.1, 2 * MTU))
-    assert reno.cwnd == INITIAL_CWND + 2 * MTU  # slow start, L = 2
+    assert reno.cwnd == INITIAL_CWND + 2 * MTU  # slow start: what the SACK acknowledged
+    reno.on_ack(ack(0.15, (SACK_EVERY_ASKED + 2) * MTU))
+    grown = INITIAL_CWND + (2 + SACK_EVERY_ASKED) * MTU
+    assert reno.cwnd == grown  # ... at most L = the packets a SACK was asked to cover
     reno.on_ack(ack(0.2, 2 * MTU, cwnd_full=False))
-    assert reno.cwnd == INITIAL_CWND + 2 * MTU  # an unfilled window does not grow
+    assert reno.cwnd == grown  # an unfilled window does not grow
     reno.cwnd = 20 * MTU
     for _ in range(20):
         reno.on_ack(ack(0.3, MTU))
@@ -236,8 +239,8 @@ def test_the_window_counts_in_the_packets_the_path_was_probed_to_carry() -> None
     reno, bbr, pacer = Reno(ssthresh=100 * big), Bbr(), Pacer()
     for unit in (reno, bbr, pacer):
         unit.set_mtu(big)
-    reno.on_ack(ack(0.1, 2 * big))
-    assert reno.cwnd == INITIAL_CWND + 2 * big  # slow start, L = 2 packets of the new size
+    reno.on_ack(ack(0.1, (SACK_EVERY_ASKED + 1) * big))
+    assert reno.cwnd == INITIAL_CWND + SACK_EVERY_ASKED * big  # slow start: L packets of it
     reno.on_timeout(0.2)
     assert reno.cwnd == big and reno.ssthresh == 4 * big
     simulate(bbr, RATE, 0.04, 0.0, 1)

@@ -587,14 +587,20 @@ def records_param() -> tuple[int, bytes]:
     return RECORDS_PARAM, RECORDS_NAME + plpmtu.LARGEST.to_bytes(4, "big")
 
 
+def _ours(params: list[tuple[int, bytes]], kind: int, name: bytes, size: int) -> int | None:
+    """The number (`size` bytes, big-endian) after `name` in the parameter of type `kind`;
+    None if the INIT (or INIT ACK) has no such parameter of exactly that form."""
+    for found, value in params:
+        if found == kind and len(value) == len(name) + size and value.startswith(name):
+            return int.from_bytes(value[len(name) :], "big")
+    return None
+
+
 def peer_reads(params: list[tuple[int, bytes]]) -> int:
     """The largest packet the peer's INIT (or INIT ACK) says it reads whole: `plpmtu.CEILING`
     unless it carries our parameter."""
-    size = len(RECORDS_NAME) + 4
-    for kind, value in params:
-        if kind == RECORDS_PARAM and len(value) == size and value.startswith(RECORDS_NAME):
-            return max(plpmtu.CEILING, int.from_bytes(value[-4:], "big"))
-    return plpmtu.CEILING
+    size = _ours(params, RECORDS_PARAM, RECORDS_NAME, 4)
+    return plpmtu.CEILING if size is None else max(plpmtu.CEILING, size)
 
 
 # Another such parameter: how many packets with DATA the sender would have per SACK while
@@ -611,11 +617,8 @@ def sack_every_param() -> tuple[int, bytes]:
 def sack_every_asked(params: list[tuple[int, bytes]]) -> int:
     """Packets per SACK the peer's INIT (or INIT ACK) asks for, within [SACK_EVERY,
     SACK_EVERY_MOST]: SACK_EVERY unless it carries our parameter."""
-    size = len(SACK_EVERY_NAME) + 1
-    for kind, value in params:
-        if kind == SACK_EVERY_PARAM and len(value) == size and value.startswith(SACK_EVERY_NAME):
-            return min(max(value[-1], SACK_EVERY), SACK_EVERY_MOST)
-    return SACK_EVERY
+    asked = _ours(params, SACK_EVERY_PARAM, SACK_EVERY_NAME, 1)
+    return SACK_EVERY if asked is None else min(max(asked, SACK_EVERY), SACK_EVERY_MOST)
 
 
 def _set_extensions(self: Transport, params: list[tuple[int, bytes]]) -> None:
