@@ -148,17 +148,15 @@ def main() -> int:
     }
     for (label, kind), (rate, cpu) in medians.items():
         print(f"median {label} {kind}: {rate:7.2f} MB/s  {cpu:6.1f} CPU-s/GiB")
-    baselines = [(str(old), kind) for old in args.old for kind in kinds]
-    baselines += [("new", "stock")] if "stock" in kinds else []
-    for base in baselines:
-        for kind in kinds if base[0] == "new" else [base[1]]:
-            if ("new", kind) == base:
-                continue
-            (rate, cpu), (base_rate, base_cpu) = medians["new", kind], medians[base]
-            print(
-                f"new {kind} against {' '.join(base)}: throughput {rate / base_rate:.2f},"
-                f" CPU per GiB {cpu / base_cpu:.2f}"
-            )
+    pairs = [(kind, (str(old), kind)) for old in args.old for kind in kinds]
+    if "stock" in kinds:
+        pairs += [(kind, ("new", "stock")) for kind in kinds if kind != "stock"]
+    for kind, base in pairs:
+        (rate, cpu), (base_rate, base_cpu) = medians["new", kind], medians[base]
+        print(
+            f"new {kind} against {' '.join(base)}: throughput {rate / base_rate:.2f},"
+            f" CPU per GiB {cpu / base_cpu:.2f}"
+        )
     return 0
 
 
