@@ -256,4 +256,4 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2

@@ -81,7 +81,7 @@ def connect(url: str, **pool_options: Any) -> aioredis.Redis:
     """A client of the current primary of the URL's service; `pool_options` as for the plain
     URL (pool size, timeouts)."""
     address = parse_url(url)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
         list(address.sentinels),
         sentinel_kwargs={
             "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
