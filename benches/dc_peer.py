@@ -6,8 +6,9 @@ interop check between a tuned and a stock aiortc (`--sctp stock` leaves aiortc u
 
 The sender prints its offer as one JSON line and reads the answer from stdin; the receiver
 reads the offer from stdin and prints its answer. Both end with {"bytes", "seconds", "sha256",
-"packet", "cpu"}: the largest SCTP packet size the side's probes confirmed (0 for stock aiortc)
-and the process's CPU seconds while data moved (start-up left out); the receiver's also
+"packet", "cpu", "direct"}: the largest SCTP packet size the side's probes confirmed (0 for stock
+aiortc), the process's CPU seconds while data moved (start-up left out) and the DTLS records
+taken straight from the socket (`fileshare.sctp.arrival`; 0 for stock); the receiver's also
 {"data_packets", "sacks"}: packets with DATA it took and SACKs it sent (0 for stock aiortc).
 No ICE servers: host candidates only, so traffic stays where the processes are.
 """
@@ -49,6 +50,15 @@ def _sacks(pc: RTCPeerConnection) -> dict[str, int]:
         "data_packets": getattr(pc.sctp, "_data_packets", 0),
         "sacks": getattr(pc.sctp, "_sacks_sent", 0),
     }
+
+
+def _direct(pc: RTCPeerConnection) -> int:
+    """DTLS records handled in the socket's callback (`fileshare.sctp.arrival`; 0 for stock)."""
+    if pc.sctp is None:
+        return 0
+    connection = pc.sctp.transport.transport._connection
+    arrival = getattr(connection, "_fileshare_arrival", None)
+    return int(arrival.handled) if arrival is not None else 0
 
 
 def _say(**fields: object) -> None:
@@ -98,7 +108,14 @@ async def send(total: int, tracing: bool) -> None:
         index += 1
     await asyncio.wait_for(done.wait(), 600)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    _say(bytes=sent, seconds=seconds, sha256=digest.hexdigest(), packet=_packet(pc), cpu=cpu)
+    _say(
+        bytes=sent,
+        seconds=seconds,
+        sha256=digest.hexdigest(),
+        packet=_packet(pc),
+        cpu=cpu,
+        direct=_direct(pc),
+    )
     if tracer is not None:
         tracer.cancel()
     await pc.close()
@@ -144,6 +161,7 @@ async def receive(total: int) -> None:
         sha256=digest,
         packet=_packet(pc),
         cpu=cpu,
+        direct=_direct(pc),
         **_sacks(pc),
     )
     await asyncio.sleep(0.5)  # let "done" leave

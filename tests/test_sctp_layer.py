@@ -61,7 +61,9 @@ def test_tuned_and_stock_aiortc_transfer_both_ways(sender_sctp: str, receiver_sc
     # not past the 1,500 bytes a stock peer reads of a record (loopback would carry more)
     tuned = sent if sender_sctp != "stock" else received
     assert plpmtu.BASE < tuned["packet"] <= plpmtu.CEILING
-    assert (received if tuned is sent else sent)["packet"] == 0
+    stock = received if tuned is sent else sent
+    assert stock["packet"] == stock["direct"] == 0
+    assert tuned["direct"] > 0  # the tuned side took records in the socket's callback
     if tuned is received:  # a stock sender does not ask for fewer SACKs: every second packet
         assert received["sacks"] >= received["data_packets"] / 2.5, received
 
@@ -77,6 +79,8 @@ def test_two_tuned_peers_on_loopback_send_dtls_largest_records(kind: str) -> Non
     assert sent["sha256"] == received["sha256"]
     assert sent["packet"] == received["packet"] == plpmtu.LARGEST
     assert 0 < received["sacks"] < received["data_packets"], received
+    # every packet with DATA, and every SACK, came straight from the socket's callback
+    assert received["direct"] >= received["data_packets"] and sent["direct"] >= received["sacks"]
 
 
 def test_the_wire_layer_pins_what_it_replaces_and_reads() -> None:

@@ -12,13 +12,14 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import aioice
 import aiortc
 from aioice.ice import Connection
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
 
 from fileshare import pinned
-from fileshare.sctp import association, congestion
+from fileshare.sctp import arrival, association, congestion
 
 AIORTC_VERSION = "1.16.0"
 # sha256 of inspect.getsource() of each RTCSctpTransport function replaced, wrapped or relied
@@ -38,14 +39,16 @@ PINNED_SOURCES = {
     "_get_extensions": "5dd7216e5694cd10862ea571027687652ac38c5394df2ae9630a94ccc377725b",
     "_set_extensions": "62ddbc393a800a4fa10c18030dfca8f2d9ca0b346b11823d04df80c59f609547",
 }
-# What `wire` does in their place or reads: the DTLS send it replaces (and the state and
-# counters that come with it), the DTLS receive whose 1,500-byte read it completes, and
-# aioice's way to the nominated pair.
+# What `wire` and `arrival` do in their place or read: the DTLS send `wire` replaces (and the
+# state and counters that come with it), the DTLS receive whose 1,500-byte read it completes
+# and that `arrival` does in its place, the task that closes the transport when `arrival`
+# hands it the end, and aioice's way to the nominated pair.
 DTLS = "RTCDtlsTransport"
 WIRE_SOURCES = {
     f"{DTLS}._send_data": "ee6cd411dd7f8eda6da0344f01b98f3c24ae9072cd3ef36d0a0acdd7a618eb47",
     f"{DTLS}._write_ssl": "6573c0237063bdf0df41ede543428ea6e669020e86b93e8484bbac9c9730a54a",
     f"{DTLS}._recv_next": "998076720c05aa13faadff2dfa337f6964c171fa6791789a72693e1480c74102",
+    f"{DTLS}.__run": "24d63d929a104e16e20d0196590ee21cc41f9d569b134d2779b1d62d876e6815",
     "Connection.sendto": "bf162ec03bdce2cc2b9602cd47a03aa70b15b45383da4d0618090e65179f7e85",
 }
 ENV = "FILESHARE_CONGESTION"  # reno | bbr | stock (stock: leave aiortc untouched)
@@ -63,6 +66,7 @@ def wire_functions() -> dict[str, Callable[..., Any]]:
         "RTCDtlsTransport._send_data": RTCDtlsTransport._send_data,
         "RTCDtlsTransport._write_ssl": RTCDtlsTransport._write_ssl,
         "RTCDtlsTransport._recv_next": RTCDtlsTransport._recv_next,
+        "RTCDtlsTransport.__run": RTCDtlsTransport._RTCDtlsTransport__run,  # type: ignore[attr-defined]
         "Connection.sendto": Connection.sendto,
     }
 
@@ -94,6 +98,7 @@ def install(kind: str | None = None) -> str:
     originals = {name: getattr(RTCSctpTransport, name) for name in PINNED_SOURCES}
     check(aiortc.__version__, originals)
     check(aiortc.__version__, wire_functions(), WIRE_SOURCES)
+    arrival.install(aioice.__version__)
     association.ORIGINALS.update(originals)
     RTCSctpTransport.__init__ = association.make_init(originals["__init__"], chosen)  # type: ignore[method-assign,arg-type]
     for name, replacement in association.REPLACEMENTS.items():

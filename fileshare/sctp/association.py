@@ -37,7 +37,7 @@ from aiortc.rtcsctptransport import (
 )
 from aiortc.utils import uint16_add, uint32_gt, uint32_gte
 
-from fileshare.sctp import congestion, held, plpmtu, wire
+from fileshare.sctp import arrival, congestion, held, plpmtu, wire
 from fileshare.sctp.held import TSN_MODULO
 
 SACK_DELAY = 0.02  # seconds; RFC 9260 6.2 allows up to 200 ms (500 ms at most)
@@ -100,6 +100,7 @@ def holes(ranges: list[tuple[int, int]], upto: int) -> list[tuple[int, int]]:
 def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[..., None]:
     def __init__(self: Transport, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
+        arrival.attach(self.transport)
         self._cc = congestion.controller(kind)
         self._cwnd = self._cc.cwnd
         self._pacer = congestion.Pacer()
