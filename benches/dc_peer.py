@@ -174,7 +174,14 @@ def main() -> int:
     parser.add_argument("--bytes", type=int, default=64 * 2**20)
     parser.add_argument("--sctp", choices=["stock", "reno", "bbr"], default="bbr")
     parser.add_argument("--trace", action="store_true", help="the sender's state on stderr")
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="as the CLI: uvloop"
+    )
     args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.sctp != "stock":
         from fileshare import sctp, sockbuf
 

@@ -20,7 +20,7 @@ from aiortc.rtcdtlstransport import State
 from OpenSSL import SSL
 
 from fileshare import turnrefresh
-from fileshare.sctp import arrival
+from fileshare.sctp import arrival, records
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = bytes([arrival.APPLICATION_DATA, 0xFE, 0xFD])  # a DTLS 1.2 application-data header
@@ -120,6 +120,12 @@ class Receiver:
         self.packets.append(packet)
 
 
+@pytest.fixture(autouse=True)
+def _public_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FakeSsl answers pyOpenSSL's calls: the record layer's direct way is tested elsewhere."""
+    monkeypatch.setattr(records, "open_record", records._open_public)
+
+
 def _arrival(handshake_done: bool = True) -> tuple[arrival.Arrival, Any, Receiver]:
     writes: list[int] = []
 
@@ -211,6 +217,20 @@ async def test_a_handler_error_closes_the_transport_with_a_line_and_no_secret(
         "SCTP failed on a received packet (ValueError): closing"
     ]
     assert all(r.exc_info is None for r in caplog.records)  # no traceback
+
+
+async def test_a_record_after_sctp_stopped_is_dropped_as_stock_drops_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SCTP unregisters itself from DTLS when it stops; a packet still on its way then is
+    dropped, as stock's `_recv_next` drops it, with no error and no close."""
+    taker, dtls, receiver = _arrival()
+    assert taker.take(RECORD + b"a")
+    dtls._data_receiver = None
+    with caplog.at_level(logging.DEBUG, logger=arrival.__name__):
+        assert taker.take(RECORD + b"late")
+    assert caplog.records == [] and taker.connection._queue.empty() and taker.engaged
+    assert receiver.packets == [b"a"]
 
 
 async def test_a_transport_no_longer_connected_leaves_records_to_stock() -> None:

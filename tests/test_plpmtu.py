@@ -4,12 +4,12 @@ reports)."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from types import SimpleNamespace
 from typing import Any
 
-from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80, RTCCertificate, State
+import pytest
+from aiortc.rtcdtlstransport import State
 from aiortc.rtcsctptransport import (
     HeartbeatAckChunk,
     HeartbeatChunk,
@@ -17,9 +17,9 @@ from aiortc.rtcsctptransport import (
     parse_packet,
     serialize_packet,
 )
-from OpenSSL import SSL
 
-from fileshare.sctp import association, plpmtu, wire
+from fileshare.sctp import association, plpmtu, records, wire
+from tests.dtls import dtls_pair
 
 
 def test_each_acknowledged_probe_raises_the_size_up_to_the_ceiling() -> None:
@@ -117,41 +117,20 @@ def test_the_records_parameter_is_ours_alone_and_skipped_by_other_stacks() -> No
     assert plpmtu.candidates(association.peer_reads(huge))[-1] == plpmtu.LARGEST
 
 
-def _dtls_pair() -> tuple[SSL.Connection, SSL.Connection]:
-    """Two ends of a real DTLS association (aiortc's context), handshaken in memory."""
-    ends = []
-    for connect in (True, False):
-        context = RTCCertificate.generateCertificate()._create_ssl_context([SRTP_AES128_CM_SHA1_80])
-        end = SSL.Connection(context)
-        end.set_connect_state() if connect else end.set_accept_state()
-        ends.append(end)
-    client, server = ends
-    for _ in range(6):
-        for end, other in ((client, server), (server, client)):
-            with contextlib.suppress(SSL.WantReadError):
-                end.do_handshake()
-            while True:
-                try:
-                    other.bio_write(end.bio_read(wire.RECORD_MAX))
-                except SSL.WantReadError:
-                    break
-    return client, server
-
-
 def test_a_packet_larger_than_the_stock_read_is_taken_whole_from_its_record() -> None:
-    client, server = _dtls_pair()
+    client, server = dtls_pair()
     dtls: Any = SimpleNamespace(_ssl=server)
     for size in (plpmtu.LARGEST, wire.STOCK_READ + 1, wire.STOCK_READ, 1000):
         packet = bytes(range(256)) * (size // 256) + bytes(size % 256)
         client.send(packet)
-        server.bio_write(client.bio_read(wire.RECORD_MAX))
+        server.bio_write(client.bio_read(records.RECORD_MAX))
         read = server.recv(wire.STOCK_READ)  # what aiortc's _recv_next reads
         assert wire.whole_packet(dtls, read) == packet
     # two records in one datagram: the first fills the stock read; the second is not added
     datagram = b""
     for fill in (b"a", b"b"):
         client.send(fill * wire.STOCK_READ)
-        datagram += client.bio_read(wire.RECORD_MAX)
+        datagram += client.bio_read(records.RECORD_MAX)
     server.bio_write(datagram)
     assert wire.whole_packet(dtls, server.recv(wire.STOCK_READ)) == b"a" * wire.STOCK_READ
     assert server.recv(wire.STOCK_READ) == b"b" * wire.STOCK_READ
@@ -188,7 +167,10 @@ def test_a_heartbeat_ack_for_another_association_or_forged_confirms_nothing() ->
     assert association.probed_size(transport, answer) is None
 
 
-async def test_a_probe_alone_leaves_with_dont_fragment_and_the_default_comes_back() -> None:
+async def test_a_probe_alone_leaves_with_dont_fragment_and_the_default_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(records, "seal", records._seal_public)  # the stand-in's calls
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     level, option = socket.IPPROTO_IP, wire.IP_MTU_DISCOVER
     default = sock.getsockopt(level, option)

@@ -19,7 +19,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
 
 from fileshare import pinned
-from fileshare.sctp import arrival, association, congestion
+from fileshare.sctp import arrival, association, congestion, records
 
 AIORTC_VERSION = "1.16.0"
 # sha256 of inspect.getsource() of each RTCSctpTransport function replaced, wrapped or relied
@@ -99,6 +99,7 @@ def install(kind: str | None = None) -> str:
     check(aiortc.__version__, originals)
     check(aiortc.__version__, wire_functions(), WIRE_SOURCES)
     arrival.install(aioice.__version__)
+    records.install()
     association.ORIGINALS.update(originals)
     RTCSctpTransport.__init__ = association.make_init(originals["__init__"], chosen)  # type: ignore[method-assign,arg-type]
     for name, replacement in association.REPLACEMENTS.items():

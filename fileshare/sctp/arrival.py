@@ -31,7 +31,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from OpenSSL import SSL
 
 from fileshare import turnrefresh
-from fileshare.sctp import wire
+from fileshare.sctp import records
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +151,8 @@ class Arrival:
         dtls: Any = self.dtls
         dtls._RTCDtlsTransport__rx_bytes += len(record)
         dtls._RTCDtlsTransport__rx_packets += 1
-        ssl = dtls._ssl
-        ssl.bio_write(record)
         try:
-            packet = ssl.recv(wire.RECORD_MAX)
+            packet = records.open_record(dtls._ssl, record)
         except SSL.ZeroReturnError:
             await dtls._write_ssl()
             return True
@@ -162,8 +160,9 @@ class Arrival:
             packet = b""
         if record[0] != APPLICATION_DATA:
             await dtls._write_ssl()
-        if packet:
-            await dtls._data_receiver._handle_data(packet)
+        receiver = dtls._data_receiver  # None once SCTP stopped: the record is dropped
+        if packet and receiver is not None:
+            await receiver._handle_data(packet)
         return False
 
     def _close(self) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 
+from fileshare.sctp import records
+
 STOCK_READ = 1500  # plaintext bytes aiortc's RTCDtlsTransport._recv_next reads per record
-RECORD_MAX = 2**14 + 256  # one DTLS record of at most 16 KiB of plaintext, with its overhead
 # Linux <netinet/in.h>; Python's socket module names them on few builds.
 IP_MTU_DISCOVER, IPV6_MTU_DISCOVER = 10, 23
 PMTUDISC_DO = 2  # the same value for IPv4 and IPv6
@@ -31,8 +32,7 @@ async def send_packet(dtls: RTCDtlsTransport, packet: bytes) -> None:
     ssl = dtls._ssl
     if dtls._state != State.CONNECTED or ssl is None:
         raise ConnectionError("Cannot send encrypted data, not connected")
-    ssl.send(packet)
-    record = ssl.bio_read(RECORD_MAX)
+    record = records.seal(ssl, packet)
     await dtls.transport._send(record)
     stats: Any = dtls
     stats._RTCDtlsTransport__tx_bytes += len(record)
