@@ -4,6 +4,7 @@ reports)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from types import SimpleNamespace
 from typing import Any
@@ -47,6 +48,19 @@ def test_a_size_unanswered_max_probes_times_ends_the_search_at_the_last_confirme
         now += 1.0
         search.handle_timer(now)
     assert search.complete and search.plpmtu == first and search.get_timer() is None
+
+
+def test_a_probe_that_could_not_leave_counts_neither_as_sent_nor_as_lost() -> None:
+    search = plpmtu.Search()
+    first = plpmtu.CANDIDATES[0]
+    for _ in range(2 * plpmtu.MAX_PROBES):  # a busy socket, again and again
+        assert search.probe(0.0, 1.0) == first
+        search.unsent()
+        assert search.probing is None and search.get_timer() is None
+    search.handle_timer(10.0)
+    assert not search.complete and search.probe(10.0, 1.0) == first
+    search.on_ack(first)
+    assert search.plpmtu == first
 
 
 def test_answers_not_to_the_outstanding_probe_confirm_nothing() -> None:
@@ -167,17 +181,23 @@ def test_a_heartbeat_ack_for_another_association_or_forged_confirms_nothing() ->
     assert association.probed_size(transport, answer) is None
 
 
-async def test_a_probe_alone_leaves_with_dont_fragment_and_the_default_comes_back(
+async def test_a_probe_leaves_on_the_pairs_socket_and_its_default_comes_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The probe goes out on the pair's own socket (Don't Fragment for it alone: a path that
+    refuses it is tested end to end in test_sctp_layer); not at all while the transport holds
+    datagrams (through it, it would wait and leave later without Don't Fragment)."""
     monkeypatch.setattr(records, "seal", records._seal_public)  # the stand-in's calls
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    loop = asyncio.get_running_loop()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    sock = transport.get_extra_info("socket")
     level, option = socket.IPPROTO_IP, wire.IP_MTU_DISCOVER
     default = sock.getsockopt(level, option)
-    seen: list[tuple[bytes, int]] = []
-
-    async def send(record: bytes) -> None:
-        seen.append((record, sock.getsockopt(level, option)))
 
     class Ssl:  # DTLS stand-in: the record is the packet
         def send(self, data: bytes) -> None:
@@ -189,14 +209,20 @@ async def test_a_probe_alone_leaves_with_dont_fragment_and_the_default_comes_bac
     dtls: Any = SimpleNamespace(
         _state=State.CONNECTED,
         _ssl=Ssl(),
-        transport=SimpleNamespace(_send=send),
         _RTCDtlsTransport__tx_bytes=0,
         _RTCDtlsTransport__tx_packets=0,
     )
+    route = wire.Route(sock, transport, peer.getsockname())
     try:
-        assert await wire.send_unfragmented(dtls, sock, b"probe")
-        await wire.send_packet(dtls, b"data")
-        assert seen == [(b"probe", wire.PMTUDISC_DO), (b"data", default)]
+        assert wire.send_unfragmented(dtls, route, b"probe") is True
+        assert await loop.sock_recv(peer, 100) == b"probe"
         assert sock.getsockopt(level, option) == default
+        assert dtls._RTCDtlsTransport__tx_packets == 1
+        busy = route._replace(transport=SimpleNamespace(get_write_buffer_size=lambda: 1200))
+        assert wire.send_unfragmented(dtls, busy, b"later") is None
+        assert dtls._RTCDtlsTransport__tx_packets == 1  # nothing sealed, nothing sent
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix:  # no such option
+            assert wire.send_unfragmented(dtls, route._replace(sock=unix), b"x") is False
     finally:
-        sock.close()
+        transport.close()
+        peer.close()

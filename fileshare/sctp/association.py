@@ -533,15 +533,18 @@ async def _probe(self: Transport) -> None:
     if self._association_state != RTCSctpTransport.State.ESTABLISHED:
         return
     search: plpmtu.Search = self._search
-    sock = wire.pair_socket(self.transport)
-    if sock is None:
+    route = wire.pair_route(self.transport)
+    if route is None:
         search.on_black_hole()  # nothing to probe with: the base size, for good
         return
     size = search.probe(self._loop.time(), self._rto)
     if size is None:
         return
     self._probe_handle = self._loop.call_later(self._rto, _probe_timer, self)
-    if not await wire.send_unfragmented(self.transport, sock, probe_packet(self, size)):
+    sent = wire.send_unfragmented(self.transport, route, probe_packet(self, size))
+    if sent is None:
+        search.unsent()  # asked again when the timer fires
+    elif not sent:
         search.on_black_hole()
 
 

@@ -71,6 +71,13 @@ class Search:
         self._deadline = now + timeout
         return self.candidates[self._next]
 
+    def unsent(self) -> None:
+        """The probe `probe` just gave could not leave (the socket was busy): it does not count
+        as sent, nor as lost; `probe` gives it again."""
+        if self._deadline is not None:
+            self._deadline = None
+            self._sent -= 1
+
     def on_ack(self, size: int) -> None:
         """A probe of `size` came back: it is confirmed; the next larger one is up."""
         if size != self.probing:

@@ -1,7 +1,9 @@
 """How this layer's SCTP packets leave and arrive: one DTLS record each, read whole from OpenSSL
 and sent on the ICE pair; a path MTU probe leaves with Don't Fragment set, so only an
 unfragmented path can confirm its size (data keeps the socket's default: fragmented rather than
-lost should the path shrink later).
+lost should the path shrink later). A probe goes on the pair's socket itself, and only when
+nothing waits in its transport: a probe the transport queued would leave later, without Don't
+Fragment, and a fragmented size would be confirmed.
 
 aiortc's `RTCDtlsTransport._write_ssl` reads at most 1,500 bytes of ciphertext per datagram: a
 record of a packet larger than 1,463 bytes would leave in two datagrams (a broken record and a
@@ -14,7 +16,7 @@ so this side can say it reads records whole (`association.RECORDS_PARAM`).
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 
@@ -26,50 +28,82 @@ IP_MTU_DISCOVER, IPV6_MTU_DISCOVER = 10, 23
 PMTUDISC_DO = 2  # the same value for IPv4 and IPv6
 
 
-async def send_packet(dtls: RTCDtlsTransport, packet: bytes) -> None:
-    """Encrypt `packet` as one record and send it as one datagram (stock `_send_data`, with
-    the whole record read from OpenSSL's buffer)."""
+class Route(NamedTuple):
+    """The nominated ICE pair's own UDP socket: where a probe leaves from, and to where."""
+
+    sock: Any  # the transport's socket (uvloop's stands in for it: options only)
+    transport: Any  # its asyncio transport, which may hold datagrams the socket did not take
+    remote: tuple[str, int]
+
+
+def _connected_ssl(dtls: RTCDtlsTransport) -> Any:
     ssl = dtls._ssl
     if dtls._state != State.CONNECTED or ssl is None:
         raise ConnectionError("Cannot send encrypted data, not connected")
-    record = records.seal(ssl, packet)
-    await dtls.transport._send(record)
+    return ssl
+
+
+def _count(dtls: RTCDtlsTransport, record: bytes) -> None:
+    """The stock transport's counters, as its `_send_data` keeps them."""
     stats: Any = dtls
     stats._RTCDtlsTransport__tx_bytes += len(record)
     stats._RTCDtlsTransport__tx_packets += 1
 
 
-def pair_socket(dtls: RTCDtlsTransport) -> Any | None:
-    """The UDP socket of the nominated ICE pair, when it is one of ours (a host or
-    server-reflexive candidate); None for a relay or when aioice's internals moved."""
+async def send_packet(dtls: RTCDtlsTransport, packet: bytes) -> None:
+    """Encrypt `packet` as one record and send it as one datagram (stock `_send_data`, with
+    the whole record read from OpenSSL's buffer)."""
+    record = records.seal(_connected_ssl(dtls), packet)
+    await dtls.transport._send(record)
+    _count(dtls, record)
+
+
+def pair_route(dtls: RTCDtlsTransport) -> Route | None:
+    """The nominated ICE pair's socket, when it is one of ours (a host or server-reflexive
+    candidate); None for a relay or when aioice's internals moved."""
     try:
         pair = dtls.transport._connection._nominated[1]
-        sock = pair.protocol.transport.get_extra_info("socket")
+        transport = pair.protocol.transport
+        sock = transport.get_extra_info("socket")
+        remote = pair.remote_addr
     except (AttributeError, KeyError):
         return None
     if sock is None or sock.type != socket.SOCK_DGRAM or pair.local_candidate.type == "relay":
         return None
-    return sock
+    return Route(sock, transport, remote)
 
 
-async def send_unfragmented(dtls: RTCDtlsTransport, sock: Any, packet: bytes) -> bool:
-    """Send `packet` as `send_packet` does, with Don't Fragment set on `sock` (the pair's) for
-    this datagram only; False (nothing sent) if the socket takes no such option."""
+def send_unfragmented(dtls: RTCDtlsTransport, route: Route, packet: bytes) -> bool | None:
+    """Send `packet` as `send_packet` does, on the pair's socket itself with Don't Fragment set
+    for this datagram only. True: it left, or the kernel refused it as larger than the first
+    hop (lost, as a path would lose it); None: not now, nothing sent (datagrams wait in the
+    transport ahead of it, or the socket's buffer is full: through the transport it would have
+    waited, and left later without Don't Fragment); False: the socket takes no such option."""
+    if route.transport.get_write_buffer_size():
+        return None
     level, option = (
         (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER)
-        if sock.family == socket.AF_INET6
+        if route.sock.family == socket.AF_INET6
         else (socket.IPPROTO_IP, IP_MTU_DISCOVER)
     )
-    try:
-        default = sock.getsockopt(level, option)
-        sock.setsockopt(level, option, PMTUDISC_DO)
-    except OSError:
-        return False
-    try:
-        await send_packet(dtls, packet)  # a datagram too large for the path fails here
-    finally:
-        sock.setsockopt(level, option, default)
-    return True
+    with socket.socket(fileno=socket.dup(route.sock.fileno())) as sock:  # the same socket
+        try:
+            default = sock.getsockopt(level, option)
+            sock.setsockopt(level, option, PMTUDISC_DO)
+        except OSError:
+            return False
+        try:
+            record = records.seal(_connected_ssl(dtls), packet)
+            try:
+                sock.sendto(record, route.remote)
+            except BlockingIOError:
+                return None
+            except OSError:
+                pass  # EMSGSIZE: too large for the first hop; lost, and the search says so
+            _count(dtls, record)
+            return True
+        finally:
+            sock.setsockopt(level, option, default)
 
 
 def whole_packet(dtls: RTCDtlsTransport, data: bytes) -> bytes:
