@@ -9,9 +9,10 @@ import heapq
 import random
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from aiortc.rtcsctptransport import RTCSctpTransport, SackChunk
+from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, SackChunk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -474,3 +475,67 @@ def test_bbr_window_on_a_near_zero_delay_path_allows_event_loop_latency() -> Non
     bbr = Bbr()
     simulate(bbr, RATE, 0.0005, 0.0, 3)
     assert bbr.cwnd >= 2 * bbr.bandwidth * RTT_FLOOR
+
+
+class Clock:
+    """The sender's loop as the SACK handling sees it: a time we set, timers never due."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: object, *args: object) -> asyncio.Handle:
+        return asyncio.get_running_loop().call_later(3600, lambda: None)
+
+
+async def test_an_ack_that_may_be_a_retransmitted_chunks_first_copy_teaches_the_model_nothing() -> (
+    None
+):
+    """Karn's ambiguity for the model: chunk 2 is re-sent at 0.15 s and acked 10 ms later
+    (its first copy arrived late). Taken as the retransmission's, that ack ended a BBR round
+    within a tenth of an RTT and gave a 10 ms RTT sample."""
+    dtls = SimpleNamespace(
+        state="connected",
+        transport=SimpleNamespace(_connection=SimpleNamespace()),
+        _register_data_receiver=lambda receiver: None,
+    )
+    sender: Any = RTCSctpTransport.__new__(RTCSctpTransport)
+    association.make_init(RTCSctpTransport.__init__, "bbr")(sender, dtls)
+    clock = sender._loop = Clock()
+    cc: Bbr = sender._cc
+    base = sender._last_sacked_tsn  # chunk n is TSN base + n
+
+    def send(n: int, at: float) -> Any:
+        chunk: Any = DataChunk(flags=0x03)
+        chunk.tsn, chunk.user_data = base + n, bytes(1000)
+        chunk._acked = chunk._abandoned = chunk._retransmit = chunk._in_flight = False
+        chunk._book_size, chunk._misses, chunk._expiry, chunk._max_retransmits = 1000, 0, None, None
+        chunk._sent_count, chunk._sent_time = 1, at
+        chunk._cc_stamp = cc.stamp(at, False)
+        sender._sent_queue.append(chunk)
+        sender._flight_size_increase(chunk)
+        return chunk
+
+    def sack(n: int) -> SackChunk:
+        chunk = SackChunk()
+        chunk.cumulative_tsn = base + n
+        return chunk
+
+    chunks = [send(n, 0.0) for n in range(1, 5)]
+    clock.now = 0.1
+    await association._receive_sack_chunk(sender, sack(1))  # a round: 100 ms
+    assert cc._round == 1 and cc.min_rtt == pytest.approx(0.1)
+    send(5, 0.12)  # after the round began: its ack ends the round
+    resent: Any = chunks[1]
+    clock.now = resent._sent_time = 0.15
+    resent._sent_count += 1
+    resent._cc_stamp = cc.stamp(0.15, False)
+    clock.now = 0.16
+    await association._receive_sack_chunk(sender, sack(2))
+    assert cc._round == 1  # no round ended after 10 ms
+    assert cc.min_rtt == pytest.approx(0.1)  # and no 10 ms RTT
+    clock.now = 0.25
+    await association._receive_sack_chunk(sender, sack(5))
+    assert cc._round == 2 and cc.min_rtt == pytest.approx(0.1)

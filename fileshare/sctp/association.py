@@ -231,13 +231,24 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
     done = done_bytes = 0
     newest: DataChunk | None = None  # the latest sent of the chunks newly acknowledged
     newest_time = -1.0
+    # ... of those sent once: the base of RTT and delivery-rate samples and of the model's
+    # rounds. A retransmitted chunk's ack may be its first copy's, arrived late: taken as the
+    # retransmission's (Karn's ambiguity), it ended a model round within a fraction of an RTT,
+    # so after a timeout re-sent a whole window the rounds raced, the bandwidth estimate aged
+    # out in half a second and fell to the recovery's rate (100 Mbit/s, 150 ms: 2.4 MB/s)
+    sampled: DataChunk | None = None
+    sampled_time = -1.0
 
     def acked(schunk: DataChunk) -> None:
-        nonlocal done_bytes, newest, newest_time
+        nonlocal done_bytes, newest, newest_time, sampled, sampled_time
         if not schunk._acked:
             done_bytes += schunk._book_size
-            if schunk._sent_time is not None and schunk._sent_time >= newest_time:
-                newest, newest_time = schunk, schunk._sent_time
+            sent_time = schunk._sent_time
+            if sent_time is not None:
+                if sent_time >= newest_time:
+                    newest, newest_time = schunk, sent_time
+                if sent_time >= sampled_time and schunk._sent_count == 1:
+                    sampled, sampled_time = schunk, sent_time
         self._flight_size_decrease(schunk)
 
     while queue and uint32_gte(chunk.cumulative_tsn, queue[0].tsn):
@@ -286,8 +297,8 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
         self._gap_acked = []
 
     rtt = None
-    if newest is not None and newest._sent_count == 1:
-        rtt = now - newest_time
+    if sampled is not None:
+        rtt = now - sampled_time
         self._update_rto(rtt)
     in_recovery = self._fast_recovery_exit is not None
     cc.on_ack(
@@ -298,7 +309,7 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
             flight_size=self._flight_size,
             cwnd_full=cwnd_full,
             in_recovery=in_recovery,
-            newest=getattr(newest, "_cc_stamp", None),
+            newest=getattr(sampled, "_cc_stamp", None),
         )
     )
     if loss:
