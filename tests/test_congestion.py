@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from fileshare.sctp import association, held
 from fileshare.sctp.congestion import (
     BBR_INITIAL_CWND,
+    INFLIGHT_BETA,
     INITIAL_CWND,
     MIN_CWND,
     MTU,
@@ -223,6 +224,49 @@ def test_bbr_backs_off_when_loss_is_sustained() -> None:
     before = bbr.bandwidth
     simulate(bbr, RATE, 0.04, 0.4, 3)  # a path dropping 40 %: congestion, not noise
     assert bbr.bandwidth < 0.9 * before
+
+
+def _round(bbr: Bbr, now: float, acked: int, lost: int) -> None:
+    """One round of the model: `lost` bytes found lost, then an ack that ends the round."""
+    if lost:
+        bbr.on_loss(now, lost, new_recovery=True)
+    bbr.on_ack(ack(now, acked, newest=bbr.stamp(now - 0.04, False), flight_size=bbr.cwnd))
+
+
+def test_bbr_caps_its_window_after_a_round_that_overflowed_the_queue() -> None:
+    """A round losing more than INFLIGHT_LOSS (and INFLIGHT_LOSS_PACKETS) caps the window at
+    INFLIGHT_BETA of itself, never below a BDP; clean rounds raise the cap a packet each; a
+    round with random loss (2 %) leaves it alone. (100 Mbit/s, 150 ms, 50 ms of queue: 0.55
+    -> 0.61-0.66 of the wire ceiling, and 0.71-0.84 -> 0.81-0.86 at 20 ms and 0.5 % loss.)"""
+    bbr = Bbr()
+    simulate(bbr, RATE, 0.04, 0.0, 3)
+    assert bbr.mode == "probe_bw"
+    window, bdp = bbr.cwnd, bbr.bdp()
+    _round(bbr, 3.1, 98 * MTU, 2 * MTU)  # 2 %: random loss
+    assert bbr._inflight_hi is None
+    window = bbr.cwnd
+    _round(bbr, 3.2, window * 8 // 10, window * 2 // 10)  # 20 %: the queue overflowed
+    cap = max(int(INFLIGHT_BETA * window), bdp)
+    assert bbr._inflight_hi == cap and bbr.cwnd <= cap
+    _round(bbr, 3.3, 100 * MTU, 0)
+    assert bbr._inflight_hi == cap + MTU and bbr.cwnd <= cap + MTU
+    for step in range(40):  # heavy loss again and again: never below one BDP
+        _round(bbr, 3.4 + step / 10, 10 * MTU, 10 * MTU)
+    assert bbr.cwnd >= bbr.bdp()
+
+
+def test_bbr_startup_ends_on_an_overflowed_queue_not_on_a_random_loss() -> None:
+    bbr = Bbr()
+    simulate(bbr, RATE, 0.04, 0.0, 0.1)  # a few rounds: still in startup
+    assert bbr.mode == "startup"
+    _round(bbr, 0.2, 9 * MTU, MTU)  # one packet of ten: not a full queue
+    assert bbr.mode == "startup" and bbr._inflight_hi is None
+    _round(bbr, 0.3, 80 * MTU, 20 * MTU)
+    assert bbr.mode == "drain" and bbr._inflight_hi is not None
+    assert bbr.filled_pipe  # and ProbeRTT will not send it back to startup
+    bbr._enter_probe_rtt(0.3)
+    bbr.on_ack(ack(1.0, MTU))
+    assert bbr.mode == "probe_bw"
 
 
 def test_bbr_timeout_shrinks_the_window_but_keeps_the_model() -> None:

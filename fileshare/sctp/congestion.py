@@ -7,8 +7,10 @@ Two controllers behind one interface:
 - `Bbr`: a model of the path (bottleneck bandwidth from delivery-rate samples, minimum RTT)
   in the manner of BBR v1: it paces at gain x bandwidth and caps the flight at gain x BDP.
   A random loss does not shrink it; only loss sustained over several round trips lowers the
-  bandwidth estimate (a path that drops a fifth of what it is offered is congested). It starts
-  with TCP's window and probes the RTT with BBR v2's (half the BDP), not v1's 4 packets.
+  bandwidth estimate (a path that drops a fifth of what it is offered is congested). A round
+  whose loss says the bottleneck's queue overflowed caps the window (BBR v2's inflight_hi,
+  simplified) and ends startup. It starts with TCP's window and probes the RTT with BBR v2's
+  (half the BDP), not v1's 4 packets.
 """
 
 from __future__ import annotations
@@ -165,6 +167,15 @@ FULL_BW_ROUNDS = 3
 LOSS_THRESHOLD = 0.2  # a round losing more than this fraction is congested ...
 LOSS_ROUNDS = 2  # ... when it happens this many rounds in a row
 LOSS_BACKOFF = 0.85
+# BBR v2's inflight_hi, simplified: a round losing more than this fraction (several times any
+# random loss the link profiles carry, 0.5-3 %) overflowed the bottleneck's queue; the window
+# is then capped at INFLIGHT_BETA of itself, never below one BDP (the pipe stays full), and the
+# cap grows by a packet a round. v1's window of 2 BDP overflows a queue shorter than a BDP at
+# each probe: 100 Mbit/s, 150 ms, 50 ms of queue lost 100-700 kB a few times a second.
+INFLIGHT_LOSS = 0.05
+INFLIGHT_LOSS_PACKETS = 8  # and at least this many packets (BBR v2's count in startup): one
+# random loss in a round of 10 packets is not a full queue
+INFLIGHT_BETA = 0.85
 MIN_CWND_PACKETS = 4
 MIN_CWND = MIN_CWND_PACKETS * MTU
 # The round trip the window is sized for is never taken below this: a userspace sender's acks
@@ -202,6 +213,7 @@ class Bbr:
         self._first_sent_time = 0.0
         self._app_limited = False  # the latest delivery-rate sample's
         self._app_limited_until = 0  # delivered count by which the sender's gap has drained
+        self._inflight_hi: int | None = None  # the window's cap after queue-overflow loss
 
     @property
     def bandwidth(self) -> float:
@@ -290,6 +302,15 @@ class Bbr:
 
     def _end_round(self) -> None:
         sent = self._round_acked + self._round_lost
+        if (
+            self._round_lost > max(INFLIGHT_LOSS * sent, INFLIGHT_LOSS_PACKETS * self.mtu)
+            and self.bandwidth
+        ):
+            self._inflight_hi = max(int(INFLIGHT_BETA * self.cwnd), self.bdp())
+            if self.mode == "startup":  # the queue overflowed: the pipe is full
+                self.mode, self._full_bw_rounds = "drain", FULL_BW_ROUNDS
+        elif self._inflight_hi is not None:
+            self._inflight_hi += self.mtu
         if sent and self._round_lost / sent > LOSS_THRESHOLD:
             self._lossy_rounds += 1
             if self._lossy_rounds >= LOSS_ROUNDS:
@@ -337,6 +358,8 @@ class Bbr:
             return
         gain = STARTUP_GAIN if self.mode in ("startup", "drain") else CWND_GAIN
         target = int(gain * self.bdp()) + 3 * self.mtu
+        if self._inflight_hi is not None:
+            target = min(target, max(self._inflight_hi, self.bdp()))
         if self.filled_pipe:
             self.cwnd = min(self.cwnd + acked, target)
         elif self.cwnd < target or not self.bandwidth:
