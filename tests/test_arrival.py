@@ -268,6 +268,17 @@ async def test_a_dtls_record_skips_the_stun_parse(
     assert receiver.data == [bytes([first]) + b"\xfe\xfd record"]
 
 
+async def test_a_dtls_record_goes_to_its_connections_arrival_and_else_to_its_queue() -> None:
+    taker, dtls, handler = _arrival()
+    receiver = Connection()
+    setattr(receiver, arrival.ARRIVAL, taker)
+    _demultiplexing()(_protocol(receiver), RECORD + b"x", ("192.0.2.1", 9))
+    assert handler.packets == [b"x"] and receiver.data == []
+    dtls._state = State.CLOSED  # not taken any more: aioice's way, to stock's task
+    _demultiplexing()(_protocol(receiver), RECORD + b"y", ("192.0.2.1", 9))
+    assert handler.packets == [b"x"] and receiver.data == [RECORD + b"y"]
+
+
 @pytest.mark.parametrize("data", [b"", b"\x80rtp", b"\x40turn"])
 async def test_other_datagrams_take_aioices_way(data: bytes) -> None:
     receiver = Connection()

@@ -6,7 +6,7 @@ transport's task on the next loop turn, which decrypted it, asked OpenSSL for a 
 (another exception when there was none, i.e. always) and awaited SCTP's handler. On 1,432-byte
 packets that hand-off was about a fifth of the receiver's CPU time.
 
-Here, RFC 7983's first-byte rule sends a DTLS record (20..63) to the connection without the
+Here, RFC 7983's first-byte rule sends a DTLS record (20..63) past the
 STUN attempt, and once the DTLS handshake is done (and the queue is empty, so order holds)
 `Arrival` decrypts it and runs SCTP's handler in the same callback: an application-data record
 of DTLS 1.2 (first byte 23) asks OpenSSL for no reply, every other record does as stock. The
@@ -42,8 +42,9 @@ ARRIVAL = "_fileshare_arrival"  # the attribute naming a Connection's Arrival
 
 Step = Coroutine[Any, Any, None]
 
-# sha256 of inspect.getsource() in turnrefresh.AIOICE_VERSION of what this replaces (the two
-# receive steps) or relies on (the end-of-connection mark raising ConnectionError); aiortc's
+# sha256 of inspect.getsource() in turnrefresh.AIOICE_VERSION of what this replaces (the
+# datagram's first step) or relies on (the connection's queue it hands the rest to, and the
+# end-of-connection mark raising ConnectionError); aiortc's
 # side (`__run` closing on it, `_recv_next` read again here) is in `fileshare.sctp`.
 STUN = "StunProtocol"
 AIOICE_SOURCES = {
@@ -172,20 +173,15 @@ class Arrival:
         self.connection._queue.put_nowait(None)
 
 
-def data_received(self: Connection, data: bytes, component: int) -> None:
-    """aioice's `Connection.data_received`, giving a DTLS record to the Arrival if it takes it."""
-    arrival: Arrival | None = getattr(self, ARRIVAL, None)
-    if arrival is not None and data and DTLS_FIRST <= data[0] <= DTLS_LAST and arrival.take(data):
-        return
-    self._queue.put_nowait((data, component))
-
-
 def make_datagram_received(original: Any) -> Any:
-    """aioice's `StunProtocol.datagram_received`, without the STUN parse for a DTLS record."""
+    """aioice's `StunProtocol.datagram_received`, where a DTLS record skips the STUN parse and
+    goes to its connection's Arrival if it takes it, else to the connection as stock."""
 
     def datagram_received(self: StunProtocol, data: bytes | str, addr: tuple[Any, ...]) -> None:
         if isinstance(data, bytes) and data and DTLS_FIRST <= data[0] <= DTLS_LAST:
-            self.receiver.data_received(data, self.local_candidate.component)
+            arrival: Arrival | None = getattr(self.receiver, ARRIVAL, None)
+            if arrival is None or not arrival.take(data):
+                self.receiver.data_received(data, self.local_candidate.component)
         else:
             original(self, data, addr)
 
@@ -196,7 +192,7 @@ ORIGINALS: dict[str, Any] = {}  # aioice's functions as they were before `instal
 
 
 def aioice_functions() -> dict[str, Any]:
-    """The aioice functions pinned, as aioice has them (before `install` replaced two)."""
+    """The aioice functions pinned, as aioice has them (before `install` replaced one)."""
     return ORIGINALS or {
         "Connection.data_received": Connection.data_received,
         "Connection.recvfrom": Connection.recvfrom,
@@ -210,7 +206,6 @@ def install(aioice_version: str) -> None:
     ORIGINALS.update(aioice_functions())
     original = ORIGINALS[f"{STUN}.datagram_received"]
     StunProtocol.datagram_received = make_datagram_received(original)  # type: ignore[method-assign]
-    Connection.data_received = data_received  # type: ignore[method-assign]
 
 
 def attach(dtls: RTCDtlsTransport) -> None:
