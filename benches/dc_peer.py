@@ -115,6 +115,7 @@ async def send(total: int, tracing: bool) -> None:
         packet=_packet(pc),
         cpu=cpu,
         direct=_direct(pc),
+        segmented=getattr(pc.sctp, "_segmented", [0, 0]),
     )
     if tracer is not None:
         tracer.cancel()

@@ -119,6 +119,8 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._probe_handle = None
         self._probe_nonce = os.urandom(8)  # names this association's probes
         self._t3_in_row = 0  # T3 expiries since data was last acknowledged
+        self._batch = None  # DTLS records of the `_transmit` under way
+        self._segmented = [0, 0]  # packets sent in UDP_SEGMENT runs, and their sends (stats)
 
     return __init__
 
@@ -333,6 +335,23 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
 
 
 async def _transmit(self: Transport) -> None:
+    """The packets one `_transmit` produces are sealed in order and leave together
+    (`wire.send_records`); a nested call adds to the batch being built."""
+    if self._batch is not None:
+        await _transmit_batch(self)
+        return
+    self._batch = []
+    try:
+        await _transmit_batch(self)
+    finally:
+        batch, self._batch = self._batch, None
+        if batch:
+            packets, sends = await wire.send_records(self.transport, batch)
+            self._segmented[0] += packets
+            self._segmented[1] += sends
+
+
+async def _transmit_batch(self: Transport) -> None:
     """Stock `_transmit` with the controller's window, pacing and delivery stamps."""
     if self._forward_tsn_chunk is not None:
         await self._send_chunk(self._forward_tsn_chunk)
@@ -490,11 +509,15 @@ async def _send(
 
 
 async def _send_chunk(self: Transport, chunk: Chunk) -> None:
-    """One chunk, one packet (as stock), its DTLS record sent whole (`wire`)."""
+    """One chunk, one packet (as stock), its DTLS record sent whole (`wire`); inside a
+    `_transmit`, held for its batch."""
     packet = stock.serialize_packet(
         self._local_port, self._remote_port, self._remote_verification_tag, chunk
     )
-    await wire.send_packet(self.transport, packet)
+    if self._batch is not None:
+        self._batch.append(wire.seal(self.transport, packet))
+    else:
+        await wire.send_packet(self.transport, packet)
 
 
 # --- path MTU probing (plpmtu): the I/O around the sans-I/O search ---

@@ -1,5 +1,9 @@
 """How this layer's SCTP packets leave and arrive: one DTLS record each, read whole from OpenSSL
-and sent on the ICE pair; a path MTU probe leaves with Don't Fragment set, so only an
+and sent on the ICE pair. The records of one `_transmit` leave together (`send_records`): runs
+of equal size in one `sendmsg` with UDP_SEGMENT (GSO) on the pair's own socket, so the kernel
+carries a run through its stack (and every hop that keeps GSO) once; per datagram through the
+ICE transport when the pair is a relay, datagrams wait in that transport, or the kernel refuses.
+A path MTU probe leaves with Don't Fragment set, so only an
 unfragmented path can confirm its size (data keeps the socket's default: fragmented rather than
 lost should the path shrink later). A probe goes on the pair's socket itself, and only when
 nothing waits in its transport: a probe the transport queued would leave later, without Don't
@@ -16,6 +20,8 @@ so this side can say it reads records whole (`association.RECORDS_PARAM`).
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from struct import pack
 from typing import Any, NamedTuple
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
@@ -26,6 +32,9 @@ STOCK_READ = 1500  # plaintext bytes aiortc's RTCDtlsTransport._recv_next reads 
 # Linux <netinet/in.h>; Python's socket module names them on few builds.
 IP_MTU_DISCOVER, IPV6_MTU_DISCOVER = 10, 23
 PMTUDISC_DO = 2  # the same value for IPv4 and IPv6
+UDP_SEGMENT = 103  # <linux/udp.h>
+GSO_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
+GSO_BYTES = 65000  # under the 65,507 bytes one UDP datagram can carry before segmentation
 
 
 class Route(NamedTuple):
@@ -43,19 +52,74 @@ def _connected_ssl(dtls: RTCDtlsTransport) -> Any:
     return ssl
 
 
-def _count(dtls: RTCDtlsTransport, record: bytes) -> None:
+def _count(dtls: RTCDtlsTransport, sealed: list[bytes]) -> None:
     """The stock transport's counters, as its `_send_data` keeps them."""
     stats: Any = dtls
-    stats._RTCDtlsTransport__tx_bytes += len(record)
-    stats._RTCDtlsTransport__tx_packets += 1
+    stats._RTCDtlsTransport__tx_bytes += sum(len(record) for record in sealed)
+    stats._RTCDtlsTransport__tx_packets += len(sealed)
+
+
+def seal(dtls: RTCDtlsTransport, packet: bytes) -> bytes:
+    """`packet` as one DTLS record (stock `_send_data`, the whole record read from OpenSSL)."""
+    return records.seal(_connected_ssl(dtls), packet)
 
 
 async def send_packet(dtls: RTCDtlsTransport, packet: bytes) -> None:
-    """Encrypt `packet` as one record and send it as one datagram (stock `_send_data`, with
-    the whole record read from OpenSSL's buffer)."""
-    record = records.seal(_connected_ssl(dtls), packet)
-    await dtls.transport._send(record)
-    _count(dtls, record)
+    """Encrypt `packet` as one record and send it as one datagram."""
+    await send_records(dtls, [seal(dtls, packet)])
+
+
+def gso_groups(sealed: list[bytes]) -> Iterator[list[bytes]]:
+    """`sealed` in order, cut into what one UDP_SEGMENT send can carry: equal sizes, the last
+    perhaps shorter, at most GSO_SEGMENTS and GSO_BYTES."""
+    group: list[bytes] = []
+    for record in sealed:
+        if group and (
+            len(record) > len(group[0])
+            or len(group[-1]) < len(group[0])
+            or len(group) == GSO_SEGMENTS
+            or len(group[0]) * (len(group) + 1) > GSO_BYTES
+        ):
+            yield group
+            group = []
+        group.append(record)
+    if group:
+        yield group
+
+
+async def send_records(dtls: RTCDtlsTransport, sealed: list[bytes]) -> tuple[int, int]:
+    """Send DTLS records in order, in as few system calls as the pair allows; returns how
+    many left in segmented sends, and in how many sends."""
+    route = pair_route(dtls) if len(sealed) > 1 else None
+    rest = segmented = sends = 0
+    if route is not None and not route.transport.get_write_buffer_size():
+        for group in gso_groups(sealed):
+            if len(group) > 1:
+                if not _send_segmented(route, group):
+                    break  # the rest through the transport, behind what it may now hold
+                segmented += len(group)
+                sends += 1
+            else:
+                route.transport.sendto(group[0], route.remote)
+            rest += len(group)
+    for record in sealed[rest:]:
+        await dtls.transport._send(record)
+    _count(dtls, sealed)
+    return segmented, sends
+
+
+def _send_segmented(route: Route, group: list[bytes]) -> bool:
+    """One GSO send of `group` on the pair's descriptor (uvloop's socket stand-in has no
+    `sendmsg`); False if the kernel did not take it (then nothing was sent)."""
+    raw = socket.socket(route.sock.family, socket.SOCK_DGRAM, 0, route.sock.fileno())
+    try:
+        segment = pack("@H", len(group[0]))
+        raw.sendmsg([b"".join(group)], [(socket.SOL_UDP, UDP_SEGMENT, segment)], 0, route.remote)
+    except OSError:
+        return False
+    finally:
+        raw.detach()  # the descriptor stays aioice's
+    return True
 
 
 def pair_route(dtls: RTCDtlsTransport) -> Route | None:
@@ -93,14 +157,14 @@ def send_unfragmented(dtls: RTCDtlsTransport, route: Route, packet: bytes) -> bo
         except OSError:
             return False
         try:
-            record = records.seal(_connected_ssl(dtls), packet)
+            record = seal(dtls, packet)
             try:
                 sock.sendto(record, route.remote)
             except BlockingIOError:
                 return None
             except OSError:
                 pass  # EMSGSIZE: too large for the first hop; lost, and the search says so
-            _count(dtls, record)
+            _count(dtls, [record])
             return True
         finally:
             sock.setsockopt(level, option, default)
