@@ -293,10 +293,10 @@ def test_the_window_counts_in_the_packets_the_path_was_probed_to_carry() -> None
     reno, bbr, pacer = Reno(ssthresh=100 * big), Bbr(), Pacer()
     for unit in (reno, bbr, pacer):
         unit.set_mtu(big)
-    reno.on_ack(ack(0.1, (SACK_EVERY_ASKED + 1) * big))
-    assert reno.cwnd == INITIAL_CWND + SACK_EVERY_ASKED * big  # slow start: L packets of it
-    reno.on_timeout(0.2)
+    reno.on_timeout(0.1)
     assert reno.cwnd == big and reno.ssthresh == 4 * big
+    reno.on_ack(ack(0.2, (SACK_EVERY_ASKED + 1) * big))
+    assert reno.cwnd == big + SACK_EVERY_ASKED * big  # slow start: L packets of it
     simulate(bbr, RATE, 0.04, 0.0, 1)
     bbr.on_timeout(1.0)
     assert bbr.cwnd == 4 * big
