@@ -417,15 +417,18 @@ def test_receiver_sacks_at_once_only_when_the_gap_report_changes_at_its_edges() 
 
 def test_receiver_sacks_as_often_as_the_sender_asked_while_nothing_is_held() -> None:
     """Every 4th packet to a sender whose INIT asked (ours), every 2nd to one that did not
-    (stock aiortc, Chromium) and to any sender while a loss is being repaired."""
+    (stock aiortc, Chromium); while a loss is being repaired, every 2nd packet unless that
+    would be more than one SACK per HELD_SACK_INTERVAL (a fast link), then as asked."""
     sacks: list[SackChunk] = []
+    clock = [0.0]
 
     async def send_chunk(chunk: SackChunk) -> None:
         sacks.append(chunk)
 
-    async def feed(receiver: SimpleNamespace, tsns: list[int]) -> int:
+    async def feed(receiver: SimpleNamespace, tsns: list[int], apart: float = 0.0) -> int:
         before = len(sacks)
         for tsn in tsns:
+            clock[0] += apart
             association._mark_received(receiver, tsn)
             await association._send_sack(receiver)
         if receiver._sack_handle is not None:
@@ -434,6 +437,7 @@ def test_receiver_sacks_as_often_as_the_sender_asked_while_nothing_is_held() -> 
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
+        timed = SimpleNamespace(time=lambda: clock[0], call_later=loop.call_later)
         for asked, in_order in ((4, 2), (2, 4)):
             receiver = receiver_at(100)
             receiver.__dict__.update(
@@ -445,15 +449,19 @@ def test_receiver_sacks_as_often_as_the_sender_asked_while_nothing_is_held() -> 
                 _sack_needed=True,
                 _advertised_rwnd=2**20,
                 _association_state=RTCSctpTransport.State.ESTABLISHED,
-                _loop=loop,
+                _loop=timed,
+                _sack_time=0.0,
                 _send_chunk=send_chunk,
             )
             assert await feed(receiver, list(range(101, 109))) == in_order
             assert await feed(receiver, [110]) == 1  # a new gap: at once
-            assert await feed(receiver, [111, 112, 113, 114]) == 2  # repairing: every 2nd
+            slow = association.HELD_SACK_INTERVAL
+            assert await feed(receiver, [111, 112, 113, 114], slow) == 2  # repairing: every 2nd
+            fast = await feed(receiver, [115, 116, 117, 118, 119, 120, 121, 122], slow / 10)
+            assert fast == 8 // asked  # arriving faster: as asked
             assert await feed(receiver, [109]) == 1  # the gap filled: at once
-            assert await feed(receiver, list(range(115, 123))) == in_order
-            assert (receiver._data_packets, receiver._sacks_sent) == (22, len(sacks))
+            assert await feed(receiver, list(range(123, 131))) == in_order
+            assert (receiver._data_packets, receiver._sacks_sent) == (30, len(sacks))
             sacks.clear()
 
     asyncio.run(run())
