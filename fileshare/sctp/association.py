@@ -7,11 +7,13 @@
   when a packet opens a new gap, fills the first one, or is a duplicate (6.7); a packet that
   only extends the highest gap block waits for the second-packet rule like in-order data,
   which halves the SACKs (and their cost on both sides) while a loss is being repaired;
-  every `congestion.SACK_EVERY_ASKED`th packet instead, while nothing is held out of order,
-  to a sender whose INIT asks for it (`SACK_EVERY_PARAM`: ours, whose controllers count
-  stretched SACKs in full; stock aiortc and Chromium do not ask, and keep every second);
+  every `congestion.SACK_EVERY_ASKED`th packet instead to a sender whose INIT asks for it
+  (`SACK_EVERY_PARAM`: ours, whose controllers count stretched SACKs in full; stock aiortc
+  and Chromium do not ask, and keep every second), and while a loss is repaired every second
+  packet but at most one SACK per `HELD_SACK_INTERVAL` (`_sack_every_now`);
 - a sender that scans its sent queue for retransmissions only while some are pending;
 - a receiver that reassembles a message only when a chunk can have completed one;
+- the packets one `_transmit` makes leaving together, in UDP_SEGMENT runs (`wire`);
 - packets larger than aiortc's 1,189 bytes once a probe of that size came back (`plpmtu`,
   RFC 8899; sent whole by `wire`), for messages cut into chunks from then on; larger than
   1,500 bytes only to a peer whose INIT says it reads DTLS records whole (`RECORDS_PARAM`,
