@@ -52,6 +52,12 @@ def _sacks(pc: RTCPeerConnection) -> dict[str, int]:
     }
 
 
+def _segmented(pc: RTCPeerConnection) -> list[int]:
+    """Packets sent in UDP_SEGMENT runs, and in how many sends (0 and 0 for stock aiortc)."""
+    runs = getattr(pc.sctp, "_runs", None)
+    return [runs.packets, runs.sends] if runs is not None else [0, 0]
+
+
 def _direct(pc: RTCPeerConnection) -> int:
     """DTLS records handled in the socket's callback (`fileshare.sctp.arrival`; 0 for stock)."""
     if pc.sctp is None:
@@ -115,7 +121,7 @@ async def send(total: int, tracing: bool) -> None:
         packet=_packet(pc),
         cpu=cpu,
         direct=_direct(pc),
-        segmented=getattr(pc.sctp, "_segmented", [0, 0]),
+        segmented=_segmented(pc),
     )
     if tracer is not None:
         tracer.cancel()

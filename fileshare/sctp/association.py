@@ -124,7 +124,7 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._probe_nonce = os.urandom(8)  # names this association's probes
         self._t3_in_row = 0  # T3 expiries since data was last acknowledged
         self._batch = None  # DTLS records of the `_transmit` under way
-        self._segmented = [0, 0]  # packets sent in UDP_SEGMENT runs, and their sends (stats)
+        self._runs = wire.Runs()  # this association's UDP_SEGMENT sends
 
     return __init__
 
@@ -365,9 +365,7 @@ async def _transmit(self: Transport) -> None:
     finally:
         batch, self._batch = self._batch, None
         if batch:
-            packets, sends = await wire.send_records(self.transport, batch)
-            self._segmented[0] += packets
-            self._segmented[1] += sends
+            await wire.send_records(self.transport, batch, self._runs)
 
 
 async def _transmit_batch(self: Transport) -> None:

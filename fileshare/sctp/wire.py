@@ -66,7 +66,9 @@ def seal(dtls: RTCDtlsTransport, packet: bytes) -> bytes:
 
 async def send_packet(dtls: RTCDtlsTransport, packet: bytes) -> None:
     """Encrypt `packet` as one record and send it as one datagram."""
-    await send_records(dtls, [seal(dtls, packet)])
+    record = seal(dtls, packet)
+    await dtls.transport._send(record)
+    _count(dtls, [record])
 
 
 def gso_groups(sealed: list[bytes]) -> Iterator[list[bytes]]:
@@ -87,39 +89,61 @@ def gso_groups(sealed: list[bytes]) -> Iterator[list[bytes]]:
         yield group
 
 
-async def send_records(dtls: RTCDtlsTransport, sealed: list[bytes]) -> tuple[int, int]:
-    """Send DTLS records in order, in as few system calls as the pair allows; returns how
-    many left in segmented sends, and in how many sends."""
-    route = pair_route(dtls) if len(sealed) > 1 else None
-    rest = segmented = sends = 0
-    if route is not None and not route.transport.get_write_buffer_size():
+class Runs:
+    """UDP_SEGMENT sends on one association's pair, and what they carried. After the kernel
+    refuses one for any reason but a full buffer (a device without checksum offload, a path
+    MTU below a run's packets), it stops trying: a failed system call per batch would cost
+    more than the runs save."""
+
+    def __init__(self) -> None:
+        self.refused = False
+        self.packets = 0  # sent in runs (stats)
+        self.sends = 0
+
+    def send(self, route: Route, sealed: list[bytes]) -> int:
+        """Send `sealed` from its start, in order, in runs where it can; returns how many left
+        (the rest must go through the transport, behind what it may now hold)."""
+        if self.refused or route.transport.get_write_buffer_size():
+            return 0
+        done = 0
         for group in gso_groups(sealed):
-            if len(group) > 1:
-                if not _send_segmented(route, group):
-                    break  # the rest through the transport, behind what it may now hold
-                segmented += len(group)
-                sends += 1
-            else:
+            if len(group) == 1:
                 route.transport.sendto(group[0], route.remote)
-            rest += len(group)
-    for record in sealed[rest:]:
+                done += 1
+                if route.transport.get_write_buffer_size():
+                    break  # it waits in the transport: so must the rest
+                continue
+            error = _send_segmented(route, group)
+            if error is not None:
+                self.refused = not isinstance(error, BlockingIOError)
+                break
+            self.packets += len(group)
+            self.sends += 1
+            done += len(group)
+        return done
+
+
+async def send_records(dtls: RTCDtlsTransport, sealed: list[bytes], runs: Runs) -> None:
+    """Send DTLS records in order, in as few system calls as the pair allows."""
+    route = pair_route(dtls) if len(sealed) > 1 else None
+    done = runs.send(route, sealed) if route is not None else 0
+    for record in sealed[done:]:
         await dtls.transport._send(record)
     _count(dtls, sealed)
-    return segmented, sends
 
 
-def _send_segmented(route: Route, group: list[bytes]) -> bool:
+def _send_segmented(route: Route, group: list[bytes]) -> OSError | None:
     """One GSO send of `group` on the pair's descriptor (uvloop's socket stand-in has no
-    `sendmsg`); False if the kernel did not take it (then nothing was sent)."""
+    `sendmsg`); the kernel's error if it did not take it (then nothing was sent)."""
     raw = socket.socket(route.sock.family, socket.SOCK_DGRAM, 0, route.sock.fileno())
     try:
         segment = pack("@H", len(group[0]))
         raw.sendmsg([b"".join(group)], [(socket.SOL_UDP, UDP_SEGMENT, segment)], 0, route.remote)
-    except OSError:
-        return False
+    except OSError as error:
+        return error
     finally:
         raw.detach()  # the descriptor stays aioice's
-    return True
+    return None
 
 
 def pair_route(dtls: RTCDtlsTransport) -> Route | None:
