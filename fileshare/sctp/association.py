@@ -355,10 +355,8 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
 
 async def _transmit(self: Transport) -> None:
     """The packets one `_transmit` produces are sealed in order and leave together
-    (`wire.send_records`); a nested call adds to the batch being built."""
-    if self._batch is not None:
-        await _transmit_batch(self)
-        return
+    (`wire.send_records`). Building the batch never waits (`_send_chunk` only seals into it,
+    a probe goes out at once), so no other `_transmit` runs inside it."""
     self._batch = []
     try:
         await _transmit_batch(self)
