@@ -139,16 +139,16 @@ class Stop:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Stop]:
-        """Once a signal came, the handler stays after the block: the run is ending, and a
-        second signal in the moments it takes to print its report and exit must not kill it
-        (the default action) where it was already stopping."""
+        """Once a signal came, the run is ending: after the block (its report is out), further
+        ones are ignored. Not the handler: Python puts back the default action of a signal
+        with a Python handler as it exits, and a second signal in that moment killed the run
+        that was already stopping; an ignored signal stays ignored to the end."""
         previous = {how: signal.signal(how, self._handle) for how in STOPPING}
         try:
             yield self
         finally:
-            if self.signal is None:
-                for how, handler in previous.items():
-                    signal.signal(how, handler)
+            for how, handler in previous.items():
+                signal.signal(how, handler if self.signal is None else signal.SIG_IGN)
 
     @contextlib.contextmanager
     def in_place(self) -> Iterator[None]:
