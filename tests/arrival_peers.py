@@ -15,10 +15,11 @@ import hashlib
 import json
 import time
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
+from aiortc import RTCDataChannel, RTCPeerConnection
 
 from fileshare import sctp
 from fileshare.sctp import arrival
+from tests import peer_pair
 
 
 def _arrival(pc: RTCPeerConnection) -> arrival.Arrival:
@@ -29,11 +30,8 @@ def _arrival(pc: RTCPeerConnection) -> arrival.Arrival:
 
 
 async def run(total: int, wait: float) -> dict[str, object]:
-    sender, receiver = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2))
-    channel = sender.createDataChannel("probe")
-    opened, whole = asyncio.Event(), asyncio.Event()
-    channel.on("open", opened.set)
     sent, received = hashlib.sha256(), hashlib.sha256()
+    whole = asyncio.Event()
     count = 0
 
     def take(message: bytes | str) -> None:
@@ -47,12 +45,7 @@ async def run(total: int, wait: float) -> dict[str, object]:
     def attach(incoming: RTCDataChannel) -> None:
         incoming.on("message", take)
 
-    receiver.on("datachannel", attach)
-    await sender.setLocalDescription(await sender.createOffer())
-    await receiver.setRemoteDescription(sender.localDescription)
-    await receiver.setLocalDescription(await receiver.createAnswer())
-    await sender.setRemoteDescription(receiver.localDescription)
-    await asyncio.wait_for(opened.wait(), 10)
+    sender, receiver, channel = await peer_pair.open_pair(attach)
     for index in range(0, total, 2**16):
         piece = index.to_bytes(8, "big") * (min(2**16, total - index) // 8)
         sent.update(piece)

@@ -4,11 +4,7 @@ stock's close; the pins that fail loudly when aioice moves; real peers end to en
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,8 +17,8 @@ from OpenSSL import SSL
 
 from fileshare import turnrefresh
 from fileshare.sctp import arrival, records
+from tests import peer_pair
 
-ROOT = Path(__file__).resolve().parent.parent
 RECORD = bytes([arrival.APPLICATION_DATA, 0xFE, 0xFD])  # a DTLS 1.2 application-data header
 CLOSE_NOTIFY = b"\x15\xfe\xfdclose"
 
@@ -312,15 +308,6 @@ def test_two_peers_hand_every_record_to_the_arrival_and_close_through_it() -> No
     """Real aiortc peers (a child process: the layer is process-wide): the data arrives whole,
     both sides took records in the socket's callback, and the peer's close_notify closed the
     receiver's DTLS transport within seconds (not ICE's consent timeout, 30 s)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.arrival_peers", "--bytes", str(2**21), "--wait", "5"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    result = json.loads(out.stdout)
+    result = peer_pair.run_child("tests.arrival_peers", "--bytes", str(2**21), "--wait", "5")
     assert result["whole"] and result["closed"], result
     assert all(count > 10 for count in result["handled"]), result
-    assert "Traceback" not in out.stderr

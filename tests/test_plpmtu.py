@@ -206,6 +206,9 @@ async def test_a_probe_leaves_on_the_pairs_socket_and_its_default_comes_back(
         def bio_read(self, size: int) -> bytes:
             return self.data[:size]
 
+        def get_shutdown(self) -> int:
+            return 0  # not shutting down
+
     dtls: Any = SimpleNamespace(
         _state=State.CONNECTED,
         _ssl=Ssl(),

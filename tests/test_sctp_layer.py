@@ -13,8 +13,22 @@ from benches import sctp_ab
 from fileshare import sctp
 from fileshare.sctp import plpmtu
 from netsim import link, linkbed, netns
+from tests import peer_pair
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("kind", ["bbr", "reno", "stock"])
+def test_a_timers_send_racing_the_close_is_lost_not_reported(kind: str) -> None:
+    """A T3 timer's send that runs after stock `stop` shut OpenSSL down (its task has not yet
+    marked the transport closed) is a lost packet for the tuned layer: nothing reaches the
+    user as an unretrieved task exception. Stock aiortc shows that the race is real."""
+    result = peer_pair.run_child("tests.closing_peers", "--kind", kind)
+    assert result["refused"] == "ConnectionError"
+    if kind == "stock":
+        assert result["reported"] == ["Error([('SSL routines', '', 'protocol is shutdown')])"]
+    else:
+        assert result["reported"] == [], result
 
 
 def test_the_pinned_aiortc_is_the_installed_one() -> None:

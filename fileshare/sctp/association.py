@@ -24,6 +24,7 @@ Everything on the wire stays RFC 9260 SCTP; what is changed is each side's own t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -363,7 +364,8 @@ async def _transmit(self: Transport) -> None:
     finally:
         batch, self._batch = self._batch, None
         if batch:
-            await wire.send_records(self.transport, batch, self._runs)
+            with lost_when_closed():
+                await wire.send_records(self.transport, batch, self._runs)
 
 
 async def _transmit_batch(self: Transport) -> None:
@@ -447,6 +449,14 @@ def _pace_wake(self: Transport) -> None:
         _background(self._transmit())
 
 
+def lost_when_closed() -> contextlib.AbstractContextManager[None]:
+    """A packet for a DTLS transport that is closing or closed is lost, as on a dead path
+    (stock's close ends the association). Raised, it ended the task of whichever timer or
+    handler sent it: stock's timers' tasks are never awaited, so it reached the user as an
+    unretrieved task exception."""
+    return contextlib.suppress(ConnectionError)
+
+
 _TASKS: set[asyncio.Task[None]] = set()
 
 
@@ -458,14 +468,12 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
 
 
 def _finished(task: asyncio.Task[None]) -> None:
-    """A timer's send that found the DTLS transport closed (ConnectionError: the connection
-    is being closed, e.g. after its paths died) is nothing to report; anything else goes to
-    the loop's exception handler, as an unretrieved exception would."""
+    """An error goes to the loop's exception handler, as an unretrieved exception would."""
     _TASKS.discard(task)
     if task.cancelled():
         return
     exc = task.exception()
-    if exc is not None and not isinstance(exc, ConnectionError):
+    if exc is not None:
         context = {"message": "SCTP background task failed", "exception": exc, "task": task}
         task.get_loop().call_exception_handler(context)
 
@@ -529,10 +537,11 @@ async def _send_chunk(self: Transport, chunk: Chunk) -> None:
     packet = stock.serialize_packet(
         self._local_port, self._remote_port, self._remote_verification_tag, chunk
     )
-    if self._batch is not None:
-        self._batch.append(wire.seal(self.transport, packet))
-    else:
-        await wire.send_packet(self.transport, packet)
+    with lost_when_closed():
+        if self._batch is not None:
+            self._batch.append(wire.seal(self.transport, packet))
+        else:
+            await wire.send_packet(self.transport, packet)
 
 
 # --- path MTU probing (plpmtu): the I/O around the sans-I/O search ---
@@ -590,7 +599,9 @@ async def _probe(self: Transport) -> None:
     if size is None:
         return
     self._probe_handle = self._loop.call_later(self._rto, _probe_timer, self)
-    sent = wire.send_unfragmented(self.transport, route, probe_packet(self, size))
+    sent: bool | None = None
+    with lost_when_closed():
+        sent = wire.send_unfragmented(self.transport, route, probe_packet(self, size))
     if sent is None:
         search.unsent()  # asked again when the timer fires
     elif not sent:

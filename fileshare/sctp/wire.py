@@ -46,8 +46,11 @@ class Route(NamedTuple):
 
 
 def _connected_ssl(dtls: RTCDtlsTransport) -> Any:
+    """The transport's OpenSSL connection, if it can still send. Stock `stop` shuts OpenSSL
+    down before its task marks the transport closed: in between, a send is refused as closed,
+    where OpenSSL would raise its own error ("protocol is shutdown")."""
     ssl = dtls._ssl
-    if dtls._state != State.CONNECTED or ssl is None:
+    if dtls._state != State.CONNECTED or ssl is None or ssl.get_shutdown():
         raise ConnectionError("Cannot send encrypted data, not connected")
     return ssl
 
