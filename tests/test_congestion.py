@@ -12,11 +12,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, SackChunk
+from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, SackChunk, serialize_packet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fileshare.sctp import association, held
+from fileshare.sctp import association, held, plpmtu
 from fileshare.sctp.congestion import (
     BBR_INITIAL_CWND,
     INFLIGHT_BETA,
@@ -390,6 +390,7 @@ def receiver_at(cumulative: int) -> SimpleNamespace:
         _sack_urgent=False,
         _highest_tsn=None,
         _held_runs=held.HeldRuns(),
+        _search=plpmtu.Search(),
     )
 
 
@@ -486,7 +487,7 @@ def check(receiver: SimpleNamespace) -> None:
     cumulative, misordered = receiver._last_received_tsn, receiver._sack_misordered
     runs: held.HeldRuns = receiver._held_runs
     assert runs.count == len(misordered)  # kept up without a rebuild
-    assert runs.blocks(cumulative) == held.gap_blocks(cumulative, misordered)
+    assert runs.blocks(cumulative, len(runs.runs)) == held.gap_blocks(cumulative, misordered)
 
 
 @settings(max_examples=300, deadline=None)
@@ -519,10 +520,52 @@ def test_runs_rebuild_after_a_forward_tsn_filters_the_set() -> None:
     receiver._sack_misordered = {t for t in receiver._sack_misordered if t > 2 and t < TSN_TOP - 9}
     association._mark_received(receiver, 4)
     check(receiver)
-    assert receiver._held_runs.blocks(2) == [(2, 3)]
+    assert receiver._held_runs.blocks(2, 10) == [(2, 3)]
     association._mark_received(receiver, 3)  # fills up to 5
     assert receiver._last_received_tsn == 5 and receiver._sack_misordered == set()
     check(receiver)
+
+
+def sack_of(receiver: SimpleNamespace, packet: int) -> SackChunk:
+    """The SACK `_sack_now` sends for `receiver` on a path of `packet` bytes."""
+    sent: list[SackChunk] = []
+
+    async def send_chunk(chunk: SackChunk) -> None:
+        sent.append(chunk)
+
+    receiver.__dict__.update(
+        _sack_handle=None,
+        _advertised_rwnd=2**20,
+        _sacks_sent=0,
+        _loop=SimpleNamespace(time=lambda: 0.0),
+        _send_chunk=send_chunk,
+    )
+    receiver._search.plpmtu = packet
+    asyncio.run(association._sack_now(receiver))
+    return sent[0]
+
+
+def test_a_sack_fits_the_path_mtu_with_the_lowest_blocks_first() -> None:
+    """RFC 9260 6.2: as many Gap Ack Blocks as fit in the path MTU. A window with a hole every
+    other TSN (2,000 of them, as a queue overflowing at twice its rate leaves): the SACK holds
+    the lowest blocks its packet has room for; with few blocks, all and the duplicates."""
+    receiver = receiver_at(1000)
+    for tsn in range(1002, 1002 + 4000, 2):
+        association._mark_received(receiver, tsn)
+    every = held.gap_blocks(1000, receiver._sack_misordered)
+    for size in (plpmtu.BASE, *plpmtu.CANDIDATES):
+        receiver._sack_duplicates = [1002, 1004]
+        sack = sack_of(receiver, size)
+        assert size - 4 < len(serialize_packet(5000, 5000, 0x1234, sack)) <= size
+        assert sack.gaps == every[: len(sack.gaps)] and sack.duplicates == []
+    receiver._sack_duplicates = [1002, 1004]
+    sack = sack_of(receiver, plpmtu.JUMBO[0])  # room for all 2,000 and the duplicates
+    assert (sack.gaps, sack.duplicates) == (every, [1002, 1004])
+    few = receiver_at(1000)
+    for tsn in (1001, 1003, 1005, 1001):
+        association._mark_received(few, tsn)
+    sack = sack_of(few, plpmtu.BASE)
+    assert (sack.cumulative_tsn, sack.gaps, sack.duplicates) == (1001, [(2, 2), (4, 4)], [1001])
 
 
 def test_gap_blocks_from_held_tsns_across_the_wrap() -> None:
@@ -551,52 +594,86 @@ class Clock:
         return asyncio.get_running_loop().call_later(3600, lambda: None)
 
 
+class Sending:
+    """A tuned BBR sender (no DTLS under it) whose chunk n is TSN base + n, for feeding SACKs."""
+
+    def __init__(self) -> None:
+        dtls = SimpleNamespace(
+            state="connected",
+            transport=SimpleNamespace(_connection=SimpleNamespace()),
+            _register_data_receiver=lambda receiver: None,
+        )
+        sender: Any = RTCSctpTransport.__new__(RTCSctpTransport)
+        association.make_init(RTCSctpTransport.__init__, "bbr")(sender, dtls)
+        self.clock = sender._loop = Clock()
+        self.cc: Bbr = sender._cc
+        self.base = sender._last_sacked_tsn
+
+        async def transmit() -> None:
+            """What is marked for retransmission stays marked: sending is not tested here."""
+
+        sender._transmit = transmit
+        self.sender = sender
+
+    def send(self, n: int, at: float) -> Any:
+        chunk: Any = DataChunk(flags=0x03)
+        chunk.tsn, chunk.user_data = self.base + n, bytes(1000)
+        chunk._acked = chunk._abandoned = chunk._retransmit = chunk._in_flight = False
+        chunk._book_size, chunk._misses, chunk._expiry, chunk._max_retransmits = 1000, 0, None, None
+        chunk._sent_count, chunk._sent_time = 1, at
+        chunk._cc_stamp = self.cc.stamp(at, False)
+        self.sender._sent_queue.append(chunk)
+        self.sender._flight_size_increase(chunk)
+        return chunk
+
+    def resend(self, chunk: Any, at: float) -> None:
+        chunk._sent_time = at
+        chunk._sent_count += 1
+        chunk._cc_stamp = self.cc.stamp(at, False)
+
+    async def sack(self, at: float, n: int, gaps: tuple[tuple[int, int], ...] = ()) -> None:
+        """At `at`, a SACK of everything up to chunk n and `gaps` (offsets from it)."""
+        chunk = SackChunk()
+        chunk.cumulative_tsn, chunk.gaps = self.base + n, list(gaps)
+        self.clock.now = at
+        await association._receive_sack_chunk(self.sender, chunk)
+
+
 async def test_an_ack_that_may_be_a_retransmitted_chunks_first_copy_teaches_the_model_nothing() -> (
     None
 ):
     """Karn's ambiguity for the model: chunk 2 is re-sent at 0.15 s and acked 10 ms later
     (its first copy arrived late). Taken as the retransmission's, that ack ended a BBR round
     within a tenth of an RTT and gave a 10 ms RTT sample."""
-    dtls = SimpleNamespace(
-        state="connected",
-        transport=SimpleNamespace(_connection=SimpleNamespace()),
-        _register_data_receiver=lambda receiver: None,
-    )
-    sender: Any = RTCSctpTransport.__new__(RTCSctpTransport)
-    association.make_init(RTCSctpTransport.__init__, "bbr")(sender, dtls)
-    clock = sender._loop = Clock()
-    cc: Bbr = sender._cc
-    base = sender._last_sacked_tsn  # chunk n is TSN base + n
-
-    def send(n: int, at: float) -> Any:
-        chunk: Any = DataChunk(flags=0x03)
-        chunk.tsn, chunk.user_data = base + n, bytes(1000)
-        chunk._acked = chunk._abandoned = chunk._retransmit = chunk._in_flight = False
-        chunk._book_size, chunk._misses, chunk._expiry, chunk._max_retransmits = 1000, 0, None, None
-        chunk._sent_count, chunk._sent_time = 1, at
-        chunk._cc_stamp = cc.stamp(at, False)
-        sender._sent_queue.append(chunk)
-        sender._flight_size_increase(chunk)
-        return chunk
-
-    def sack(n: int) -> SackChunk:
-        chunk = SackChunk()
-        chunk.cumulative_tsn = base + n
-        return chunk
-
-    chunks = [send(n, 0.0) for n in range(1, 5)]
-    clock.now = 0.1
-    await association._receive_sack_chunk(sender, sack(1))  # a round: 100 ms
+    sending = Sending()
+    cc = sending.cc
+    chunks = [sending.send(n, 0.0) for n in range(1, 5)]
+    await sending.sack(0.1, 1)  # a round: 100 ms
     assert cc._round == 1 and cc.min_rtt == pytest.approx(0.1)
-    send(5, 0.12)  # after the round began: its ack ends the round
-    resent: Any = chunks[1]
-    clock.now = resent._sent_time = 0.15
-    resent._sent_count += 1
-    resent._cc_stamp = cc.stamp(0.15, False)
-    clock.now = 0.16
-    await association._receive_sack_chunk(sender, sack(2))
+    sending.send(5, 0.12)  # after the round began: its ack ends the round
+    sending.resend(chunks[1], 0.15)
+    await sending.sack(0.16, 2)
     assert cc._round == 1  # no round ended after 10 ms
     assert cc.min_rtt == pytest.approx(0.1)  # and no 10 ms RTT
-    clock.now = 0.25
-    await association._receive_sack_chunk(sender, sack(5))
+    await sending.sack(0.25, 5)
     assert cc._round == 2 and cc.min_rtt == pytest.approx(0.1)
+
+
+async def test_a_lost_retransmission_is_found_though_no_later_chunk_is_reported() -> None:
+    """SACKs that hold only the lowest holes' blocks (`sack_room`) never report a chunk sent
+    after a retransmission: once that is RESENT_LATE_RTTS smoothed RTTs old, the SACKs still
+    coming count its misses, and it is re-sent again (not left to the T3 timer)."""
+    sending = Sending()
+    chunks = [sending.send(n, n / 10000) for n in range(1, 41)]
+    for step in range(3):  # chunk 1 missing, 2..(4 + step) reported
+        await sending.sack(0.1 + step / 1000, 0, ((2, 4 + step),))
+    assert chunks[0]._retransmit
+    chunks[0]._retransmit = False
+    sending.resend(chunks[0], 0.11)  # lost again; the SACKs report only what was sent at 0
+    for step in range(3):  # 90 ms later: not yet late (the smoothed RTT is 100 ms or more)
+        await sending.sack(0.2 + step / 10000, 0, ((2, 10 + step),))
+    assert not chunks[0]._retransmit and chunks[0]._misses == 0
+    for step in range(association.MISSES_TO_RETRANSMIT):  # late: these SACKs are misses
+        await sending.sack(0.6 + step / 1000, 0, ((2, 20 + step),))
+    assert sending.sender._srtt * association.RESENT_LATE_RTTS < 0.6 - 0.11
+    assert chunks[0]._retransmit and sending.sender._retransmits_pending

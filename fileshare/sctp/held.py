@@ -79,8 +79,9 @@ class HeldRuns:
         self.count -= (last - first) % TSN_MODULO + 1
         return last
 
-    def blocks(self, cumulative: int) -> list[tuple[int, int]]:
+    def blocks(self, cumulative: int, most: int) -> list[tuple[int, int]]:
+        """The lowest `most` runs as Gap Ack Blocks (offsets from `cumulative`)."""
         return [
             ((first - cumulative) % TSN_MODULO, (last - cumulative) % TSN_MODULO)
-            for first, last in self.runs
+            for first, last in self.runs[:most]
         ]
