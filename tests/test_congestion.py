@@ -16,7 +16,7 @@ from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, SackChunk, seri
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fileshare.sctp import association, held, plpmtu
+from fileshare.sctp import association, congestion, held, plpmtu
 from fileshare.sctp.congestion import (
     BBR_INITIAL_CWND,
     INFLIGHT_BETA,
@@ -276,6 +276,38 @@ def test_bbr_startup_ends_on_an_overflowed_queue_not_on_a_random_loss() -> None:
     bbr._enter_probe_rtt(0.3)
     bbr.on_ack(ack(1.0, MTU))
     assert _mode(bbr) == "probe_bw"
+
+
+class CountingBbr(Bbr):
+    """Bbr that counts the bytes found lost and its largest window in startup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+        self.startup_cwnd_bdps = 0.0
+
+    def on_loss(self, now: float, lost_bytes: int, new_recovery: bool) -> None:
+        self.lost += lost_bytes
+        super().on_loss(now, lost_bytes, new_recovery)
+
+    def on_ack(self, ack: Ack) -> None:
+        super().on_ack(ack)
+        if self.mode == "startup" and self.min_rtt is not None and self.bandwidth:
+            ratio = (self.cwnd - 3 * self.mtu) / self.bdp()
+            self.startup_cwnd_bdps = max(self.startup_cwnd_bdps, ratio)
+
+
+def test_bbr_startup_ends_when_the_queue_starts_to_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 9406's delay signal ends startup as the bottleneck's queue builds: at 20 Mbit/s,
+    80 ms, 50 ms of queue, it loses a third of what waiting for the bandwidth to stop growing
+    lost. Startup's window is 2 BDP at most (BBR v3), not v1's 2.89."""
+    with_delay = CountingBbr()
+    simulate(with_delay, RATE, 0.08, 0.0, 3, queue=0.05)
+    monkeypatch.setattr(congestion, "STARTUP_DELAY_SAMPLES", 10**9)  # never enough samples
+    without = CountingBbr()
+    simulate(without, RATE, 0.08, 0.0, 3, queue=0.05)
+    assert with_delay.lost < 0.5 * without.lost
+    assert 1.5 < with_delay.startup_cwnd_bdps < 2.2  # (it grows by what an ack frees)
 
 
 def test_bbr_timeout_shrinks_the_window_but_keeps_the_model() -> None:

@@ -10,7 +10,8 @@ Two controllers behind one interface:
   bandwidth estimate (a path that drops a fifth of what it is offered is congested). A round
   whose loss says the bottleneck's queue overflowed caps the window (BBR v2's inflight_hi,
   simplified) and ends startup. It starts with TCP's window and probes the RTT with BBR v2's
-  (half the BDP), not v1's 4 packets.
+  (half the BDP), not v1's 4 packets. Startup keeps BBR v3's window (2 BDP, not v1's 2.89)
+  and also ends when the RTT says the bottleneck's queue is building (RFC 9406's signal).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class WindowedMax:
 
 STARTUP_GAIN = 2.885  # 2/ln 2: doubles the delivery rate each round
 PROBE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-CWND_GAIN = 2.0
+CWND_GAIN = 2.0  # in startup too (BBR v3; v1 had 2.89: see STARTUP_DELAY_SAMPLES)
 BW_WINDOW_ROUNDS = 10
 MIN_RTT_WINDOW = 10.0  # seconds
 PROBE_RTT_TIME = 0.2
@@ -168,6 +169,17 @@ PROBE_RTT_TIME = 0.2
 PROBE_RTT_CWND_GAIN = 0.5
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
+# Startup also ends on RFC 9406 (HyStart++)'s delay signal: a round whose first RTT samples
+# all exceed the previous round's least by an eighth of it (4-16 ms): the bottleneck's queue
+# is building, so the pipe is full. Waiting three rounds for the bandwidth to stop growing,
+# with a window of 2.89 BDP, overflowed the queue for two round trips: at 100 Mbit/s, 150 ms
+# (50 ms of queue) 2-3 MB were lost in 2,000 holes, more than a SACK reports, and the repair
+# took a second. With both: 0.5-1.2 MB (benches/dc_peer.py in the links bench's world). The
+# links bench there, 3 runs each alternating with the tree before: steady 90-95 -> 93-95
+# Mbit/s, the whole run 0.76-0.81 -> 0.81-0.82 of the link (within this machine's noise).
+# On the simulated path (tests) the signal acts at 20 Mbit/s, 80 ms: 174 -> 61 packets lost.
+STARTUP_DELAY_SAMPLES = 8
+STARTUP_DELAY_RISE = (0.004, 0.016)  # seconds: the least and most an eighth is taken as
 LOSS_THRESHOLD = 0.2  # a round losing more than this fraction is congested ...
 LOSS_ROUNDS = 2  # ... when it happens this many rounds in a row
 LOSS_BACKOFF = 0.85
@@ -218,6 +230,9 @@ class Bbr:
         self._app_limited = False  # the latest delivery-rate sample's
         self._app_limited_until = 0  # delivered count by which the sender's gap has drained
         self._inflight_hi: int | None = None  # the window's cap after queue-overflow loss
+        self._round_rtts = 0  # RTT samples this round (the first STARTUP_DELAY_SAMPLES count)
+        self._round_least_rtt = float("inf")
+        self._last_round_least_rtt: float | None = None
 
     @property
     def bandwidth(self) -> float:
@@ -288,8 +303,27 @@ class Bbr:
                 self._min_rtt_stamp = now
         if round_start:
             self._end_round()
+            if self._round_rtts >= STARTUP_DELAY_SAMPLES:
+                self._last_round_least_rtt = self._round_least_rtt
+            self._round_rtts, self._round_least_rtt = 0, float("inf")
+        if self.mode == "startup" and ack.rtt is not None and ack.rtt > 0:
+            self._startup_delay(ack.rtt)
         self._update_mode(now)
         self._update_cwnd(ack.acked_bytes)
+
+    def _startup_delay(self, rtt: float) -> None:
+        """RFC 9406's test on this round's first samples: the queue is building, so the pipe
+        is full (startup ends as on a bandwidth plateau)."""
+        if self._round_rtts >= STARTUP_DELAY_SAMPLES:
+            return
+        self._round_rtts += 1
+        self._round_least_rtt = min(self._round_least_rtt, rtt)
+        last = self._last_round_least_rtt
+        if self._round_rtts < STARTUP_DELAY_SAMPLES or last is None or not self.bandwidth:
+            return
+        least, most = STARTUP_DELAY_RISE
+        if self._round_least_rtt >= last + min(max(last / 8, least), most):
+            self.mode, self._full_bw_rounds = "drain", FULL_BW_ROUNDS
 
     def _sample(self, newest: Stamp, now: float) -> None:
         """A delivery-rate sample over the longer of the send and the ack intervals (so acks
@@ -360,8 +394,7 @@ class Bbr:
         if self.mode == "probe_rtt":
             self.cwnd = max(self.min_cwnd, int(PROBE_RTT_CWND_GAIN * self.bdp()))
             return
-        gain = STARTUP_GAIN if self.mode in ("startup", "drain") else CWND_GAIN
-        target = int(gain * self.bdp()) + 3 * self.mtu
+        target = int(CWND_GAIN * self.bdp()) + 3 * self.mtu
         if self._inflight_hi is not None:
             target = min(target, max(self._inflight_hi, self.bdp()))
         if self.filled_pipe:
