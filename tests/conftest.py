@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -25,18 +24,6 @@ from netsim.processes import (
 from signaling.config import Config
 from signaling.server import SignalingServer, open_backend
 from tests.e2e import Lab, make_lab
-
-
-def _terminated(_number: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """SIGTERM (a CI job's end or timeout, `kill`) unwinds the tests as Ctrl-C does, so that
-    fixtures remove what they made (namespaces, processes); by default it ended the process
-    where it stood and left them. In xdist's workers too (each configures itself)."""
-    signal.signal(signal.SIGTERM, _terminated)
-
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # The developer's own ~/.config/fileshare/config.toml must not steer the tests' clients.
