@@ -226,22 +226,6 @@ def test_bbr_backs_off_when_loss_is_sustained() -> None:
     assert bbr.bandwidth < 0.9 * before
 
 
-def test_bbr_startup_ended_by_sustained_loss_stays_ended() -> None:
-    """Rounds losing a quarter, each too few packets to say the queue overflowed: startup
-    ends on the loss alone, and ProbeRTT then returns to ProbeBW, not to startup."""
-    bbr = Bbr()
-    simulate(bbr, RATE, 0.04, 0.0, 0.1)  # a few rounds: still in startup
-    assert _mode(bbr) == "startup"
-    _round(bbr, 0.2, 18 * MTU, 0)  # ends the simulation's round
-    for step in range(2):
-        assert _mode(bbr) == "startup"
-        _round(bbr, 0.3 + step / 10, 18 * MTU, 6 * MTU)
-    assert _mode(bbr) == "drain" and bbr.filled_pipe
-    bbr._enter_probe_rtt(0.5)
-    bbr.on_ack(ack(1.2, MTU))
-    assert _mode(bbr) == "probe_bw"
-
-
 def _cap(bbr: Bbr) -> int | None:
     """The window's cap (a call, so mypy does not keep a narrowing across rounds)."""
     return bbr._inflight_hi

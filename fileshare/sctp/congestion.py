@@ -323,7 +323,7 @@ class Bbr:
             return
         least, most = STARTUP_DELAY_RISE
         if self._round_least_rtt >= last + min(max(last / 8, least), most):
-            self._end_startup()
+            self.mode, self._full_bw_rounds = "drain", FULL_BW_ROUNDS
 
     def _sample(self, newest: Stamp, now: float) -> None:
         """A delivery-rate sample over the longer of the send and the ack intervals (so acks
@@ -346,7 +346,7 @@ class Bbr:
         ):
             self._inflight_hi = max(int(INFLIGHT_BETA * self.cwnd), self.bdp())
             if self.mode == "startup":  # the queue overflowed: the pipe is full
-                self._end_startup()
+                self.mode, self._full_bw_rounds = "drain", FULL_BW_ROUNDS
         elif self._inflight_hi is not None:
             self._inflight_hi += self.mtu
         if sent and self._round_lost / sent > LOSS_THRESHOLD:
@@ -355,7 +355,7 @@ class Bbr:
                 # sustained heavy loss: the path is congested, not merely lossy
                 self._bw.scale(LOSS_BACKOFF)
                 if self.mode == "startup":
-                    self._end_startup()
+                    self.mode = "drain"
                 self._lossy_rounds = 0
         else:
             self._lossy_rounds = 0
@@ -368,13 +368,7 @@ class Bbr:
             else:
                 self._full_bw_rounds += 1
                 if self._full_bw_rounds >= FULL_BW_ROUNDS:
-                    self._end_startup()
-
-    def _end_startup(self) -> None:
-        """The pipe is full, whichever signal said so (a bandwidth plateau, an overflowed
-        queue, sustained loss, a building queue's delay): drain, and never start up again
-        (ProbeRTT returns to ProbeBW once the pipe was found full)."""
-        self.mode, self._full_bw_rounds = "drain", FULL_BW_ROUNDS
+                    self.mode = "drain"
 
     def _update_mode(self, now: float) -> None:
         if self.mode == "drain" and self._flight <= self.bdp():
