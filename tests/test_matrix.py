@@ -18,7 +18,7 @@ import pytest
 from netsim import netns, report, runner, scenario
 from netsim.results import RunReport, Status
 from netsim.scenario import Kind
-from tests.conftest import require_binary, require_root
+from tests.conftest import SEES_DEAD_RUNS, require_binary, require_root
 
 # Transfers; the `doctor` scenarios are tests/test_doctor.py's.
 DEFAULT = [s for s in scenario.load(scenario.DEFAULT_FILE).select() if s.kind is not Kind.DOCTOR]
@@ -85,6 +85,7 @@ def _netsim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@SEES_DEAD_RUNS
 def test_netsim_run_reports_and_fails_on_a_missed_expectation(tmp_path: Path) -> None:
     """A scenario file whose one expectation is wrong on purpose (a cone pair must go direct,
     so expecting the relay fails) next to a right one."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from netsim import netns
-from tests.conftest import require_binary, require_root
+from tests.conftest import SEES_DEAD_RUNS, require_binary, require_root
 
 
 def test_leftovers_are_only_our_dead_runs() -> None:
@@ -18,6 +20,7 @@ def test_leftovers_are_only_our_dead_runs() -> None:
     assert netns.leftovers(names) == ["fs999999999-e2e3"]
 
 
+@SEES_DEAD_RUNS
 def test_clean_removes_a_dead_runs_namespace() -> None:
     require_root()
     require_binary("ip")
@@ -38,6 +41,26 @@ def test_clean_removes_a_dead_runs_namespace() -> None:
             assert ours in remaining  # a live run's namespace is left alone
     finally:
         subprocess.run(["ip", "netns", "delete", dead], check=False, capture_output=True)
+
+
+# What in a test's code reads or removes every dead run's namespaces, not only its own.
+MACHINE_WIDE = ("netns.leftovers(netns.namespaces())", '"netsim", "clean"')
+
+
+def test_tests_that_see_every_dead_run_take_turns() -> None:
+    """Such a test beside the one whose worker is killed removed (or saw) that worker's
+    namespaces before its run could: CI failed. Each carries SEES_DEAD_RUNS (one at a time)."""
+    ungrouped = []
+    for path in sorted(Path(__file__).parent.rglob("test_*.py")):
+        source = path.read_text()
+        for node in ast.parse(source).body:
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
+                continue
+            code = ast.get_source_segment(source, node) or ""
+            marks = [ast.unparse(d) for d in node.decorator_list]
+            if any(what in code for what in MACHINE_WIDE) and "SEES_DEAD_RUNS" not in marks:
+                ungrouped.append(f"{path.name}::{node.name}")
+    assert not ungrouped
 
 
 def test_interface_names_fit_whatever_the_pid_label_and_group_count() -> None:

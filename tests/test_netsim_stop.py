@@ -20,7 +20,7 @@ import pytest
 
 from netsim import netns, report, scenario, shards, stopping, worker
 from netsim.results import Check, RunReport, ScenarioResult, Status
-from tests.conftest import require_binary, require_root
+from tests.conftest import SEES_DEAD_RUNS, require_binary, require_root
 
 SCENARIOS = ("cgnat-x-cone", "cone-x-cone")  # about 10 s each, both at once with --jobs 2
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,6 +184,7 @@ def test_a_killed_run_takes_its_workers_and_their_namespaces_with_it(run: Run) -
     assert all(_gone(w) for w in run.workers)
 
 
+@SEES_DEAD_RUNS
 def test_a_worker_that_dies_is_an_error_and_its_leftovers_go(run: Run) -> None:
     """A worker killed outright (it cannot tear anything down): the run carries on, reports that
     scenario as an error, and removes its namespaces and processes itself."""
