@@ -31,6 +31,7 @@ from fileshare.sctp.congestion import (
     Pacer,
     Reno,
 )
+from tests.tuned_association import Clock, tuned
 
 
 def ack(now: float, acked: int, **fields: object) -> Ack:
@@ -613,31 +614,12 @@ def test_bbr_window_on_a_near_zero_delay_path_allows_event_loop_latency() -> Non
     assert bbr.cwnd >= 2 * bbr.bandwidth * RTT_FLOOR
 
 
-class Clock:
-    """The sender's loop as the SACK handling sees it: a time we set, timers never due."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def time(self) -> float:
-        return self.now
-
-    def call_later(self, delay: float, callback: object, *args: object) -> asyncio.Handle:
-        return asyncio.get_running_loop().call_later(3600, lambda: None)
-
-
 class Sending:
     """A tuned BBR sender (no DTLS under it) whose chunk n is TSN base + n, for feeding SACKs."""
 
     def __init__(self) -> None:
-        dtls = SimpleNamespace(
-            state="connected",
-            transport=SimpleNamespace(_connection=SimpleNamespace()),
-            _register_data_receiver=lambda receiver: None,
-        )
-        sender: Any = RTCSctpTransport.__new__(RTCSctpTransport)
-        association.make_init(RTCSctpTransport.__init__, "bbr")(sender, dtls)
-        self.clock = sender._loop = Clock()
+        sender = tuned("bbr")
+        self.clock: Clock = sender._loop
         self.cc: Bbr = sender._cc
         self.base = sender._last_sacked_tsn
 

@@ -18,6 +18,9 @@
   RFC 8899; sent whole by `wire`), for messages cut into chunks from then on; larger than
   1,500 bytes only to a peer whose INIT says it reads DTLS records whole (`RECORDS_PARAM`,
   which this side sends and honours: a stock peer skips it, as RFC 9260 3.2.1 says).
+- a receiver that holds at most RECEIVE_WINDOW bytes and MOST_HELD_CHUNKS chunks, and drops
+  (or, for a chunk filling a hole, gives up the highest held) as RFC 9260 6.2 says, and a
+  sender that keeps within the peer's advertised window (6.2.1), which stock aiortc ignores.
 Everything on the wire stays RFC 9260 SCTP; what is changed is each side's own timing.
 """
 
@@ -35,6 +38,8 @@ from aiortc.rtcsctptransport import (
     DataChunk,
     HeartbeatAckChunk,
     HeartbeatChunk,
+    InitAckChunk,
+    InitChunk,
     RTCSctpTransport,
     SackChunk,
 )
@@ -54,6 +59,18 @@ MISSES_TO_RETRANSMIT = 3
 # 2,000 holes, a lost retransmission of the lowest waited for the T3 timer (which re-sent the
 # whole window, 7,000 chunks, at 100 Mbit/s, 150 ms), as no later-sent chunk was reported.
 RESENT_LATE_RTTS = 1.25
+# The receiver's buffer (RFC 9260 6.2): bytes of user data held for reassembly, what a SACK
+# advertises as free (a_rwnd). Twice the bandwidth-delay product of 100 Mbit/s at 300 ms.
+# Stock aiortc advertises 1 MiB but holds whatever arrives: a peer sending chunks above a
+# hole it never fills, or a message without an end, grew its memory without bound.
+RECEIVE_WINDOW = 8 * 2**20
+# Chunks held at once: a held chunk costs about CHUNK_COST bytes of Python objects beside its
+# data (tests/test_receive_window.py measures it), so one-byte chunks are bounded too.
+MOST_HELD_CHUNKS = 16_384
+CHUNK_COST = 600  # bytes, at most, besides the user data (the test holds us to it)
+# A Gap Ack Block's offsets are 16 bits: a chunk further above the cumulative TSN could not
+# be reported (packing its SACK failed), and no sender within our window sends one.
+MOST_TSN_AHEAD = 2**16 - 1
 
 Transport = Any  # an RTCSctpTransport with this layer's attributes (aiortc has no stubs for them)
 
@@ -132,6 +149,9 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._t3_in_row = 0  # T3 expiries since data was last acknowledged
         self._batch = None  # DTLS records of the `_transmit` under way
         self._runs = wire.Runs()  # this association's UDP_SEGMENT sends
+        self._advertised_rwnd = RECEIVE_WINDOW  # (stock: 1 MiB) advertised from the INIT on
+        self._chunks_refused = 0  # DATA dropped or given up for want of room (stats)
+        self._peer_rwnd = 0  # the peer's free buffer as we know it (RFC 9260 6.2.1)
 
     return __init__
 
@@ -174,9 +194,14 @@ def _mark_received(self: Transport, tsn: int) -> bool:
 
 
 async def _receive_data_chunk(self: Transport, chunk: DataChunk) -> None:
-    """Stock logic, but reassembly is scanned only when this chunk can complete a message: a
-    chunk that lands after all others and is not a message's last fragment completes none."""
+    """Stock logic within the receive window (`_admit`), and reassembly is scanned only when
+    this chunk can complete a message: a chunk that lands after all others and is not a
+    message's last fragment completes none."""
     self._sack_needed = True
+    if not _admit(self, chunk):
+        self._sack_urgent = True  # RFC 9260 6.2: a dropped chunk is answered at once
+        self._chunks_refused += 1
+        return
     if self._mark_received(chunk.tsn):
         return
     stream = self._get_inbound_stream(chunk.stream_id)
@@ -188,6 +213,48 @@ async def _receive_data_chunk(self: Transport, chunk: DataChunk) -> None:
             self._advertised_rwnd += len(message[2])
             await self._receive(*message)
     await self._reset_deferred_streams()
+
+
+def _admit(self: Transport, chunk: DataChunk) -> bool:
+    """Whether a new chunk fits the receive window (RFC 9260 6.2). Without room, one above
+    every chunk held is dropped; one below the highest held (it fills a hole, and without it
+    nothing held could ever be delivered) takes the room of the highest ones, given up. A
+    duplicate is admitted: stock handling counts it."""
+    tsn, last = chunk.tsn, self._last_received_tsn
+    if not uint32_gt(tsn, last) or tsn in self._sack_misordered:
+        return True
+    if (tsn - last) % TSN_MODULO > MOST_TSN_AHEAD:
+        return False
+    runs: held.HeldRuns = self._held_runs
+    runs.sync(last, self._sack_misordered)
+    size = len(chunk.user_data)
+    while self._advertised_rwnd < size or held_chunks(self) >= MOST_HELD_CHUNKS:
+        top = runs.highest()
+        if top is None or not uint32_gt(top, tsn) or not _give_up(self, top):
+            return False
+    return True
+
+
+def held_chunks(self: Transport) -> int:
+    return sum(len(stream.reassembly) for stream in self._inbound_streams.values())
+
+
+def _give_up(self: Transport, tsn: int) -> bool:
+    """Free the room of `tsn`, the highest TSN held (reneging on it: the sender keeps a chunk
+    until the cumulative TSN covers it, and its T3 timer sends it again). False if its chunk
+    has already been delivered (an unordered message): giving it up would deliver it twice."""
+    for stream in self._inbound_streams.values():
+        if stream.reassembly and stream.reassembly[-1].tsn == tsn:
+            self._advertised_rwnd += len(stream.reassembly.pop().user_data)
+            break
+    else:
+        return False
+    self._sack_misordered.discard(tsn)
+    self._chunks_refused += 1
+    runs: held.HeldRuns = self._held_runs
+    runs.drop_highest()
+    self._highest_tsn = runs.highest()
+    return True
 
 
 async def _send_sack(self: Transport) -> None:
@@ -373,6 +440,7 @@ async def _receive_sack_chunk(self: Transport, chunk: SackChunk) -> None:
     elif done:
         self._t3_restart()
     self._update_advanced_peer_ack_point()
+    self._peer_rwnd = max(0, chunk.advertised_rwnd - self._flight_size)  # RFC 9260 6.2.1 B
     await self._data_channel_flush()
     await self._transmit()
 
@@ -441,6 +509,7 @@ async def _transmit_batch(self: Transport) -> None:
             schunk._sent_time = now
             schunk._cc_stamp = cc.stamp(now, False)
             allowance -= schunk._book_size
+            self._peer_rwnd -= schunk._book_size  # RFC 9260 6.2.1 C
             self._pacer.spend(schunk._book_size)
             await self._send_chunk(schunk)
             if retransmit_earliest:
@@ -452,6 +521,8 @@ async def _transmit_batch(self: Transport) -> None:
         if allowance <= 0:
             _pace_later(self, rate)
             return
+        if self._flight_size and outbound[0]._book_size > self._peer_rwnd:
+            return  # RFC 9260 6.2.1 A: no room at the peer (with nothing out, one probes)
         schunk = outbound.popleft()
         self._sent_queue.append(schunk)
         self._flight_size_increase(schunk)
@@ -460,6 +531,7 @@ async def _transmit_batch(self: Transport) -> None:
         limited = self._pacer.late or not (outbound or self._data_channel_queue)
         schunk._cc_stamp = cc.stamp(now, limited)
         allowance -= schunk._book_size
+        self._peer_rwnd -= schunk._book_size
         self._pacer.spend(schunk._book_size)
         await self._send_chunk(schunk)
         if not self._t3_handle:
@@ -735,13 +807,16 @@ async def _handle_data(self: Transport, data: bytes) -> None:
 
 
 async def _receive_chunk(self: Transport, chunk: Chunk) -> None:
-    """Stock handling; a HEARTBEAT ACK (which stock ignores) may confirm a probe."""
+    """Stock handling; a HEARTBEAT ACK (which stock ignores) may confirm a probe, and an INIT
+    or INIT ACK tells the peer's buffer."""
     if isinstance(chunk, HeartbeatAckChunk):
         size = probed_size(self, chunk)
         if size is not None:
             _confirmed(self, size)
             return
     await ORIGINALS["_receive_chunk"](self, chunk)
+    if isinstance(chunk, (InitChunk, InitAckChunk)):
+        self._peer_rwnd = chunk.advertised_rwnd  # its buffer, until the first SACK
 
 
 ORIGINALS: dict[str, Callable[..., Any]] = {}

@@ -85,3 +85,16 @@ class HeldRuns:
             ((first - cumulative) % TSN_MODULO, (last - cumulative) % TSN_MODULO)
             for first, last in self.runs[:most]
         ]
+
+    def highest(self) -> int | None:
+        """The highest TSN held (None: nothing is held above the cumulative TSN)."""
+        return self.runs[-1][1] if self.runs else None
+
+    def drop_highest(self) -> None:
+        """The highest TSN held is given up (the receive buffer is full, RFC 9260 6.2)."""
+        run = self.runs[-1]
+        if run[0] == run[1]:
+            self.runs.pop()
+        else:
+            run[1] = (run[1] - 1) % TSN_MODULO
+        self.count -= 1

@@ -1,0 +1,42 @@
+"""A tuned association (fileshare.sctp's layer on aiortc's RTCSctpTransport) with no DTLS under
+it and a clock the test sets, for feeding it chunks and SACKs sans I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from types import SimpleNamespace
+from typing import Any
+
+from aiortc.rtcsctptransport import RTCSctpTransport
+
+from fileshare.sctp import association
+
+
+class Clock:
+    """The association's loop as its handlers see it: a time we set, timers never due."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: object, *args: object) -> asyncio.Handle:
+        return asyncio.get_running_loop().call_later(3600, lambda: None)
+
+
+def tuned(kind: str = "bbr") -> Any:
+    """A fresh association with the layer's state (`kind`: its controller) and methods (bound
+    to it alone: the layer's `install` is process-wide) and a `Clock`."""
+    dtls = SimpleNamespace(
+        state="connected",
+        transport=SimpleNamespace(_connection=SimpleNamespace()),
+        _register_data_receiver=lambda receiver: None,
+    )
+    transport: Any = RTCSctpTransport.__new__(RTCSctpTransport)
+    association.make_init(RTCSctpTransport.__init__, kind)(transport, dtls)  # type: ignore[arg-type]
+    for name, replacement in association.REPLACEMENTS.items():
+        setattr(transport, name, types.MethodType(replacement, transport))
+    transport._loop = Clock()
+    return transport
