@@ -27,7 +27,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from fileshare import crypto, gathering, ice, nomination, sctp, sockbuf, turnrefresh
+from fileshare import crypto, gathering, ice, nomination, protocol, sctp, sockbuf, turnrefresh
 from fileshare.crypto import Role, SessionKeys
 from fileshare.ice import TurnUrl
 from fileshare.reconnect import Backoff, GaveUp
@@ -342,21 +342,60 @@ def _abort(payload: dict[str, Any]) -> Exception:
 class Pipe:
     """A DataChannel whose messages are queued from the moment it exists: none is lost between
     its opening and the transfer taking it over. `wait()` wakes on a message, on the send
-    buffer draining below its low threshold, and on close."""
+    buffer draining below its low threshold, and on close. The queue holds at most what an
+    honest peer can have sent unanswered (protocol.QUEUED_FRAME_BYTES of chunks, and
+    QUEUED_CONTROL_CHARS of control messages): past that it is dropped, and `take` ends the
+    transfer."""
 
     def __init__(self, channel: RTCDataChannel) -> None:
         self.channel = channel
-        self.messages: deque[str | bytes] = deque()
         self.last_heard = time.monotonic()
+        self.overflow: str | None = None  # what the peer sent past the bound
+        self._queue: deque[str | bytes] = deque()
+        self._frame_bytes = self._control_chars = 0
         self._event = asyncio.Event()
         channel.on("message", self._on_message)
         channel.on("bufferedamountlow", self._event.set)
         channel.on("close", self._event.set)
 
     def _on_message(self, message: str | bytes) -> None:
-        self.messages.append(message)
         self.last_heard = time.monotonic()
         self._event.set()
+        if self.overflow is not None:
+            return
+        if isinstance(message, bytes):
+            self._frame_bytes += len(message)
+            if self._frame_bytes > protocol.QUEUED_FRAME_BYTES:
+                self._overflowed(f"more than {protocol.QUEUED_FRAME_BYTES} bytes of chunks")
+                return
+        else:
+            self._control_chars += len(message)
+            if self._control_chars > protocol.QUEUED_CONTROL_CHARS:
+                self._overflowed(f"more than {protocol.QUEUED_CONTROL_CHARS} characters")
+                return
+        self._queue.append(message)
+
+    def _overflowed(self, what: str) -> None:
+        self.overflow = f"the peer sent {what} without waiting for answers"
+        self._queue.clear()
+
+    @property
+    def waiting(self) -> bool:
+        """A message waits, or the end of the transfer: `take` has something to say."""
+        return bool(self._queue) or self.overflow is not None
+
+    def take(self) -> str | bytes | None:
+        """The next message (None: none waits); a TransferError once the peer overflowed."""
+        if self.overflow is not None:
+            raise protocol.TransferError("flow_control", self.overflow)
+        if not self._queue:
+            return None
+        message = self._queue.popleft()
+        if isinstance(message, bytes):
+            self._frame_bytes -= len(message)
+        else:
+            self._control_chars -= len(message)
+        return message
 
     async def wait(self, timeout: float = 1.0) -> None:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation (Ctrl-C)

@@ -50,6 +50,13 @@ MAX_CHUNKS: Final = 2**26  # per transfer: at most 8 MiB of chunk bitmaps (4 TiB
 MAX_FILES: Final = 100_000  # entries (files and directories) per transfer
 MAX_NAME_BYTES: Final = 32 * 2**20  # all names of a transfer together
 MAX_MTIME_MS: Final = 2**53 - 1  # a JSON number both sides read exactly
+# What may wait unread at a side that is busy (hashing a finished file, asking its user): an
+# honest sender has at most SEND_WINDOW of chunk data out, as frames (each with its header and
+# tag), and an honest peer's control messages come to less than every entry's manifest. A peer
+# that sends more ignores the window: the transfer ends (`flow_control`) rather than hold it.
+FRAME_OVERHEAD: Final = HEADER.size + crypto.TAG_BYTES
+QUEUED_FRAME_BYTES: Final = SEND_WINDOW + SEND_WINDOW // 256 + 2 * (MAX_CHUNK + FRAME_OVERHEAD)
+QUEUED_CONTROL_CHARS: Final = MAX_NAME_BYTES + MAX_FILES * 1024 + 2**20
 
 Hex32 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]

@@ -224,8 +224,7 @@ class SendSide:
         self.sender.start()
         reported = 0.0
         while True:
-            while pipe.messages:
-                message = pipe.messages.popleft()
+            while (message := pipe.take()) is not None:
                 if isinstance(message, bytes):
                     raise TransferError("unexpected", "the receiver sent binary data")
                 self.sender.on_control(protocol.decode(message))
@@ -363,10 +362,10 @@ class ReceiveSide:
         last_flush = time.monotonic()
         while not self._finished:
             alive.tick()
-            if not pipe.messages:
+            if not pipe.waiting:
                 await pipe.wait(FLUSH_SECONDS)
-            while pipe.messages and not self._finished:
-                await self._handle(channel, pipe.messages.popleft())
+            while not self._finished and (message := pipe.take()) is not None:
+                await self._handle(channel, message)
             if time.monotonic() - last_flush >= FLUSH_SECONDS or self._flush_due():
                 await self._flush_all(channel)
                 last_flush = time.monotonic()

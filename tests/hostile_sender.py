@@ -4,7 +4,8 @@
 - tamper: chunk 2 of every file leaves with one flipped ciphertext bit;
 - traversal: the first file is announced as `../escape.txt`;
 - names: the files are announced under the names in $HOSTILE_NAMES (a JSON list), in order;
-- checksum: the first file is announced with the SHA-256 of other bytes.
+- checksum: the first file is announced with the SHA-256 of other bytes;
+- eager: every file is streamed at once, before the receiver admits it, and past the window.
 """
 
 from __future__ import annotations
@@ -72,6 +73,27 @@ def checksum() -> None:
     _announce(lambda sources: [_renamed(sources[0], sources[0].manifest.name, other)])
 
 
+def eager() -> None:
+    protocol.SEND_WINDOW = 2**62  # type: ignore[misc]
+    honest_start = Sender.start
+
+    def start(self: Sender) -> None:
+        honest_start(self)
+        for f in self._files:
+            if not f.complete:
+                self._begin_streaming(f.manifest.fileId, [])
+
+    Sender.start = start  # type: ignore[method-assign]
+
+
+MODES: dict[str, Callable[[], None]] = {
+    "tamper": tamper,
+    "traversal": traversal,
+    "names": names,
+    "checksum": checksum,
+    "eager": eager,
+}
+
 if __name__ == "__main__":
-    {"tamper": tamper, "traversal": traversal, "names": names, "checksum": checksum}[sys.argv[1]]()
+    MODES[sys.argv[1]]()
     sys.exit(cli.main(sys.argv[2:]))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fileshare import protocol
 from tests import ptyrun
 from tests.e2e import Client, Lab, start_mitm_relay
 
@@ -274,6 +275,42 @@ async def test_a_file_that_fails_its_checksum_exits_1(lab: Lab, tmp_path: Path) 
     assert await receiver.wait() == 1
     assert await sender.wait() == 1
     assert not (out / "data.bin").exists()
+
+
+# What a receiver holds without a hostile peer, measured: the CLI's own RSS with aiortc, about
+# 90 MiB (tests/test_transfer_e2e peaks), plus its SCTP receive window; the queue bound adds at
+# most QUEUED_FRAME_BYTES. The flood is 12 times that.
+FLOOD_MIB = 200
+QUEUE_RSS_BOUND_MIB = 90 + 8 + protocol.QUEUED_FRAME_BYTES // 2**20 + 20
+
+
+async def test_a_sender_that_ignores_the_window_is_stopped_and_held_to_the_bound(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The sender streams a 200 MiB file at once while the receiver's user is still asked
+    (the receiver's loop busy, its channel read meanwhile): the receiver queues at most what
+    an honest sender can have out, then ends the transfer with flow_control (exit 1 on both
+    sides). Without the bound it held all 200 MiB."""
+    src = tmp_path / "big.bin"
+    with src.open("wb") as f:
+        f.truncate(FLOOD_MIB * 2**20)
+    sender, code = await lab.send(src, program=("tests.hostile_sender", "eager"))
+    rss = tmp_path / "recv.rss"
+    receiver = lab.run(
+        "receive", "--verify", "--out", str(tmp_path / "out"), name="recv", asked=True,
+        program=("tests.max_rss", "fileshare"),
+        env={"FILESHARE_CODE": code, "MAX_RSS_FILE": str(rss)},
+    )  # fmt: skip
+    await receiver.wait_event("manifest")
+    await asyncio.sleep(8)  # the flood arrives while the question waits
+    receiver.answer("y\n")
+    exits = await receiver.wait(), await sender.wait()
+    peak_mib = int(rss.read_text()) / 1024
+    print(f"receiver peak RSS: {peak_mib:.0f} MiB (bound {QUEUE_RSS_BOUND_MIB})")
+    assert peak_mib < QUEUE_RSS_BOUND_MIB
+    assert exits == (1, 1), (receiver.report(), sender.report())
+    assert "without waiting for answers" in receiver.out.read_text()
+    assert not (tmp_path / "out" / "big.bin").exists()
 
 
 async def test_a_wrong_code_joiner_learns_no_address(lab: Lab, tmp_path: Path) -> None:
