@@ -327,6 +327,9 @@ def build() -> dict[str, Any]:
             "maxChunks": protocol.MAX_CHUNKS,
             "maxFiles": protocol.MAX_FILES,
             "maxNameBytes": protocol.MAX_NAME_BYTES,
+            "sendWindow": protocol.SEND_WINDOW,
+            "queuedFrameBytes": protocol.QUEUED_FRAME_BYTES,
+            "queuedControlChars": protocol.QUEUED_CONTROL_CHARS,
         },
         "hkdf": [
             {

@@ -148,6 +148,25 @@ async def assert_authentication_failed(page: Page, cli: Client) -> None:
     assert cli.first("error")["code"] == "authentication_failed"  # type: ignore[index]
 
 
+async def test_a_sender_that_ignores_the_window_is_stopped_by_the_page(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    """The CLI sender streams 200 MiB at once while the page's user has not yet accepted: the
+    page's queue of unread messages stops at what an honest sender can have out and the page
+    ends the transfer (flow_control), without the click. Without the bound it queued all."""
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        f.truncate(200 * 2**20)
+    sender, code = await lab.send(big, program=("tests.hostile_sender", "eager"))
+    await page.goto(f"{page_url(lab)}#{code}")
+    await page.wait_for_selector("body[data-state=ready]")
+    await page.click("#receive-button")
+    await page.wait_for_selector("#accept", state="visible")
+    assert await finished(page, 60) == "failed"
+    assert "without waiting for answers" in (await page.text_content("#status") or "")
+    assert await sender.wait() == 1, sender.report()
+
+
 async def test_wrong_code_typed_in_the_browser(page: Page, lab: Lab, tmp_path: Path) -> None:
     sender, code = await lab.send(random_file(tmp_path / "secret.bin", 1000))
     await page.click("#tab-receive")

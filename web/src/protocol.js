@@ -23,6 +23,12 @@ export const MAX_FILE_SIZE = 2 ** 50;
 export const MAX_CHUNKS = 2 ** 26;
 export const MAX_FILES = 100_000;
 export const MAX_NAME_BYTES = 32 * 2 ** 20;
+// What may wait unread while the receiver is busy (fileshare/protocol.py QUEUED_FRAME_BYTES and
+// QUEUED_CONTROL_CHARS): an honest sender's window as frames, and every entry's manifest. A peer
+// that sends more ignores the window: the transfer ends (flow_control) rather than hold it.
+export const FRAME_OVERHEAD = HEADER_BYTES + TAG_BYTES;
+export const QUEUED_FRAME_BYTES = SEND_WINDOW + SEND_WINDOW / 256 + 2 * (MAX_CHUNK + FRAME_OVERHEAD);
+export const QUEUED_CONTROL_CHARS = MAX_NAME_BYTES + MAX_FILES * 1024 + 2 ** 20;
 
 export class TransferError extends Error {
   /** @param {string} code @param {string} message */

@@ -6,7 +6,7 @@
 
 import { ChunkBitmap } from "./bitmap.js";
 import { listen } from "./link.js";
-import { control, decode, encode, TransferError } from "./protocol.js";
+import { control, decode, encode, QUEUED_CONTROL_CHARS, QUEUED_FRAME_BYTES, TransferError } from "./protocol.js";
 
 const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
@@ -239,11 +239,25 @@ export function runReceive(channel, receiver, store, approve, onFile, onProgress
       }
       if (Date.now() - lastFlush >= FLUSH_MS) enqueue(flush);
     }, 250);
+    // What waits in `queue` while a step awaits (the user's answer, a hash): bounded.
+    const queued = { frames: 0, chars: 0 };
     listen(channel, (event) => {
       w.state.lastHeard = Date.now();
       const data = event.data;
+      const text = typeof data === "string";
+      const size = text ? data.length : data.byteLength;
+      /** @type {"chars" | "frames"} */
+      const kind = text ? "chars" : "frames";
+      const limit = text ? QUEUED_CONTROL_CHARS : QUEUED_FRAME_BYTES;
+      queued[kind] += size;
+      if (queued[kind] > limit) {
+        const what = text ? `${limit} characters` : `${limit} bytes of chunks`;
+        fail(new TransferError("flow_control", `the peer sent more than ${what} without waiting for answers`));
+        return;
+      }
       enqueue(async () => {
-        if (typeof data === "string") await perform(receiver.onControl(decode(data)));
+        queued[kind] -= size;
+        if (text) await perform(receiver.onControl(decode(data)));
         else await perform([receiver.onChunk(new Uint8Array(data))]);
       });
     });

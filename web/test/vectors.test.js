@@ -36,6 +36,9 @@ test("protocol constants", () => {
   assert.equal(protocol.MAX_CHUNKS, V.limits.maxChunks);
   assert.equal(protocol.MAX_FILES, V.limits.maxFiles);
   assert.equal(protocol.MAX_NAME_BYTES, V.limits.maxNameBytes);
+  assert.equal(protocol.SEND_WINDOW, V.limits.sendWindow);
+  assert.equal(protocol.QUEUED_FRAME_BYTES, V.limits.queuedFrameBytes);
+  assert.equal(protocol.QUEUED_CONTROL_CHARS, V.limits.queuedControlChars);
 });
 
 test("HKDF-SHA256", () => {
