@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -25,6 +26,26 @@ from netsim.processes import (
 from signaling.config import Config
 from signaling.server import SignalingServer, open_backend
 from tests.e2e import Lab, make_lab
+
+_SUITE_PROCESS = os.getpid()  # pytest, or one xdist worker (each imports this itself)
+
+
+def _terminated(number: int, _frame: object) -> None:
+    """A fork of the suite's process inherits this handler: pyroute2 forks a helper for each
+    namespace it makes and stops it with SIGTERM. There it ends the fork at once; raising
+    there unwound the fork through pytest's own frames, which told the xdist controller that
+    the worker was interrupted (CI, ca5707b: reverted in 672a10c)."""
+    if os.getpid() != _SUITE_PROCESS:
+        os._exit(128 + number)
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI job's end or timeout, `kill`) unwinds the tests as Ctrl-C does, so that
+    fixtures remove what they made (namespaces, processes); by default it ended the process
+    where it stood and left them. In xdist's workers too (each configures itself)."""
+    signal.signal(signal.SIGTERM, _terminated)
+
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # The developer's own ~/.config/fileshare/config.toml must not steer the tests' clients.
