@@ -225,9 +225,11 @@ def _admit(self: Transport, chunk: DataChunk) -> bool:
         return True
     if (tsn - last) % TSN_MODULO > MOST_TSN_AHEAD:
         return False
+    size = len(chunk.user_data)
+    if self._advertised_rwnd >= size and held_chunks(self) < MOST_HELD_CHUNKS:
+        return True
     runs: held.HeldRuns = self._held_runs
     runs.sync(last, self._sack_misordered)
-    size = len(chunk.user_data)
     while self._advertised_rwnd < size or held_chunks(self) >= MOST_HELD_CHUNKS:
         top = runs.highest()
         if top is None or not uint32_gt(top, tsn) or not _give_up(self, top):
