@@ -21,6 +21,7 @@ import hashlib
 import json
 import sys
 import time
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
@@ -56,6 +57,16 @@ def _segmented(pc: RTCPeerConnection) -> list[int]:
     """Packets sent in UDP_SEGMENT runs, and in how many sends (0 and 0 for stock aiortc)."""
     runs = getattr(pc.sctp, "_runs", None)
     return [runs.packets, runs.sends] if runs is not None else [0, 0]
+
+
+async def _acknowledged(pc: RTCPeerConnection, most: float) -> None:
+    """Until what this side sent ("done") is acknowledged, at most `most` seconds: a fixed
+    half second lost it whenever its first copy was lost (the sender then waited for ever)."""
+    sctp: Any = pc.sctp  # aiortc tells of no acknowledgement: its queues are looked at
+    for _ in range(int(most / 0.05)):
+        if not (sctp._outbound_queue or sctp._sent_queue):
+            return
+        await asyncio.sleep(0.05)
 
 
 def _direct(pc: RTCPeerConnection) -> int:
@@ -171,7 +182,7 @@ async def receive(total: int) -> None:
         direct=_direct(pc),
         **_sacks(pc),
     )
-    await asyncio.sleep(0.5)  # let "done" leave
+    await _acknowledged(pc, 10.0)
     await pc.close()
 
 

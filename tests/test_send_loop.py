@@ -51,6 +51,9 @@ class LoopbackPipe:
         elif data != transfer.KEEPALIVE:
             self.wire.deliver_control(data.encode(), to_receiver=True)
 
+    def take(self) -> str | bytes | None:
+        return self.messages.popleft() if self.messages else None
+
     async def wait(self, timeout: float = 1.0) -> None:
         self.waits_after_done += self.wire.sender.done
         await asyncio.sleep(0)
