@@ -339,6 +339,13 @@ def _abort(payload: dict[str, Any]) -> Exception:
     return PeerStopped(code, message)
 
 
+# A Pipe's bound on what waits unread, by the type aiortc hands a message over as.
+_QUEUE_LIMITS: dict[type, tuple[int, str]] = {
+    bytes: (protocol.QUEUED_FRAME_BYTES, "bytes of chunks"),
+    str: (protocol.QUEUED_CONTROL_CHARS, "characters"),
+}
+
+
 class Pipe:
     """A DataChannel whose messages are queued from the moment it exists: none is lost between
     its opening and the transfer taking it over. `wait()` wakes on a message, on the send
@@ -352,7 +359,7 @@ class Pipe:
         self.last_heard = time.monotonic()
         self.overflow: str | None = None  # what the peer sent past the bound
         self._queue: deque[str | bytes] = deque()
-        self._frame_bytes = self._control_chars = 0
+        self._queued = {bytes: 0, str: 0}  # bytes of chunks, characters of control messages
         self._event = asyncio.Event()
         channel.on("message", self._on_message)
         channel.on("bufferedamountlow", self._event.set)
@@ -363,21 +370,14 @@ class Pipe:
         self._event.set()
         if self.overflow is not None:
             return
-        if isinstance(message, bytes):
-            self._frame_bytes += len(message)
-            if self._frame_bytes > protocol.QUEUED_FRAME_BYTES:
-                self._overflowed(f"more than {protocol.QUEUED_FRAME_BYTES} bytes of chunks")
-                return
-        else:
-            self._control_chars += len(message)
-            if self._control_chars > protocol.QUEUED_CONTROL_CHARS:
-                self._overflowed(f"more than {protocol.QUEUED_CONTROL_CHARS} characters")
-                return
+        kind = type(message)
+        self._queued[kind] += len(message)
+        limit, unit = _QUEUE_LIMITS[kind]
+        if self._queued[kind] > limit:
+            self.overflow = f"the peer sent more than {limit} {unit} without waiting for answers"
+            self._queue.clear()
+            return
         self._queue.append(message)
-
-    def _overflowed(self, what: str) -> None:
-        self.overflow = f"the peer sent {what} without waiting for answers"
-        self._queue.clear()
 
     @property
     def waiting(self) -> bool:
@@ -391,10 +391,7 @@ class Pipe:
         if not self._queue:
             return None
         message = self._queue.popleft()
-        if isinstance(message, bytes):
-            self._frame_bytes -= len(message)
-        else:
-            self._control_chars -= len(message)
+        self._queued[type(message)] -= len(message)
         return message
 
     async def wait(self, timeout: float = 1.0) -> None:

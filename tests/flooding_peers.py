@@ -30,9 +30,8 @@ WEBRTC_BINARY = 53
 def held(receiver: Any) -> tuple[int, int]:
     """Bytes and chunks the receiver holds for reassembly."""
     streams = receiver._inbound_streams.values()
-    return sum(len(c.user_data) for s in streams for c in s.reassembly), sum(
-        len(s.reassembly) for s in streams
-    )
+    held_bytes = sum(len(c.user_data) for s in streams for c in s.reassembly)
+    return held_bytes, association.held_chunks(receiver)
 
 
 async def run() -> dict[str, object]:
