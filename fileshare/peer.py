@@ -551,6 +551,20 @@ class Peer:
         relay = self._relay
         opened: asyncio.Future[Pipe] = asyncio.get_running_loop().create_future()
         opened.add_done_callback(lambda _: self.inbox.notify())
+
+        @pc.on("datachannel")
+        def on_channel(channel: RTCDataChannel) -> None:
+            """The sender's channel, to the receiver; any other a peer opens is closed at once
+            (the association holds few: `sctp.streams`)."""
+            if self.role == "sender" or channel.label != CHANNEL_LABEL or opened.done():
+                channel.close()
+                return
+            pipe = Pipe(channel)
+            if channel.readyState == "open":
+                _resolve(opened, pipe)
+            else:
+                channel.on("open", lambda: _resolve(opened, pipe))
+
         if self.role == "sender":
             channel = pc.createDataChannel(CHANNEL_LABEL, ordered=True)
             sender_pipe = Pipe(channel)
@@ -568,17 +582,6 @@ class Peer:
             await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
             self._steer_ice(pc)
         else:
-
-            @pc.on("datachannel")
-            def on_channel(channel: RTCDataChannel) -> None:
-                if channel.label != CHANNEL_LABEL or opened.done():
-                    return
-                pipe = Pipe(channel)
-                if channel.readyState == "open":
-                    _resolve(opened, pipe)
-                else:
-                    channel.on("open", lambda: _resolve(opened, pipe))
-
             offer = await self.inbox.expect_latest("offer", self.timeout)
             self.inbox.discard("confirm")  # a confirmation before this offer is of an older one
             epoch = offer.get("epoch")

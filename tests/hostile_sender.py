@@ -5,21 +5,28 @@
 - traversal: the first file is announced as `../escape.txt`;
 - names: the files are announced under the names in $HOSTILE_NAMES (a JSON list), in order;
 - checksum: the first file is announced with the SHA-256 of other bytes;
-- eager: every file is streamed at once, before the receiver admits it, and past the window.
+- eager: every file is streamed at once, before the receiver admits it, and past the window;
+- channels: once connected, a data channel is opened (DCEP OPEN, and a message on it) on every
+  other stream id, past the streams the receiver offered; few-channels: on 200 of them. Says
+  on stderr how many it opened and, at exit, how many of those the receiver reset (closed).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
+from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_DCEP, StreamResetOutgoingParam
 
-from fileshare import app, chunks, cli, protocol, transfer
+from fileshare import app, chunks, cli, peer, protocol, transfer
 from fileshare.protocol import ChunkToSend, Sender
 
 
@@ -86,12 +93,48 @@ def eager() -> None:
     Sender.start = start  # type: ignore[method-assign]
 
 
+def channels(count: int = 2**16 - 2) -> None:
+    """Open `count` channels besides ours; at exit, say how many the receiver reset."""
+    honest_connect = peer.Peer.connect
+    label = b"extra"
+    dcep_open = struct.pack("!BBHLHH", 3, 0, 0, 0, len(label), 0) + label  # RFC 8832 5.1
+    others: list[int] = []
+    reset: set[int] = set()
+
+    async def connect(self: peer.Peer) -> peer.Link:
+        link = await honest_connect(self)
+        association, ours = link.pc.sctp, link.pipe.channel.id
+        assert association is not None
+        honest_reconfig = association._receive_reconfig_param
+
+        async def noted(param: Any) -> None:
+            if isinstance(param, StreamResetOutgoingParam):
+                reset.update(param.streams)
+            await honest_reconfig(param)
+
+        association._receive_reconfig_param = noted  # type: ignore[method-assign]
+        others[:] = [stream_id for stream_id in range(count + 1) if stream_id != ours][:count]
+        for stream_id in others:
+            await association._send(stream_id, WEBRTC_DCEP, dcep_open)
+            await association._send(stream_id, WEBRTC_BINARY, b"unasked")
+        print(f"hostile: {len(others)} channels opened", file=sys.stderr)
+        return link
+
+    def said() -> None:
+        print(f"hostile: {len(reset.intersection(others))} reset by the receiver", file=sys.stderr)
+
+    atexit.register(said)
+    peer.Peer.connect = connect  # type: ignore[method-assign]
+
+
 MODES: dict[str, Callable[[], None]] = {
     "tamper": tamper,
     "traversal": traversal,
     "names": names,
     "checksum": checksum,
     "eager": eager,
+    "channels": channels,
+    "few-channels": lambda: channels(200),
 }
 
 if __name__ == "__main__":

@@ -68,9 +68,14 @@ async def browser_receives(
     *paths: Path,
     urls: list[str] | None = None,
     timeout: float = 120,
+    program: tuple[str, ...] = ("fileshare",),
+    senders: list[Client] | None = None,
 ) -> dict[str, str]:
-    """Name -> sha256 of what the page offered for saving (the downloads' URLs into `urls`)."""
-    sender, code = await lab.send(*paths)
+    """Name -> sha256 of what the page offered for saving (the downloads' URLs into `urls`),
+    sent by `program` (the sender into `senders`)."""
+    sender, code = await lab.send(*paths, program=program)
+    if senders is not None:
+        senders.append(sender)
     await page.goto(f"{page_url(lab)}#{code}")
     await page.wait_for_selector("body[data-state=ready]")
     assert await page.input_value("#code-input") == code
@@ -165,6 +170,21 @@ async def test_a_sender_that_ignores_the_window_is_stopped_by_the_page(
     assert await finished(page, 60) == "failed"
     assert "without waiting for answers" in (await page.text_content("#status") or "")
     assert await sender.wait() == 1, sender.report()
+
+
+async def test_a_sender_that_opens_other_channels_has_them_closed_by_the_page(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    """The CLI sender opens 200 more data channels once connected: the page closes every one
+    it did not ask for, and the file arrives whole. (Against all 65,534 stream ids, Chromium's
+    own SCTP stalls the link: the page reconnects, and each attempt is flooded again.)"""
+    src = random_file(tmp_path / "src" / "file.bin", 2**20)
+    senders: list[Client] = []
+    saved = await browser_receives(
+        page, lab, tmp_path, src, program=("tests.hostile_sender", "few-channels"), senders=senders
+    )
+    assert saved == {"file.bin": sha256(src)}
+    assert "hostile: 200 reset by the receiver" in senders[0].err.read_text()
 
 
 async def test_wrong_code_typed_in_the_browser(page: Page, lab: Lab, tmp_path: Path) -> None:

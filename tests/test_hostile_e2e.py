@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fileshare import protocol
+from fileshare.sctp import streams
 from tests import ptyrun
 from tests.e2e import Client, Lab, start_mitm_relay
 
@@ -283,6 +284,20 @@ FLOOD_MIB = 200
 FLOOD_MARGIN_MIB = protocol.QUEUED_FRAME_BYTES // 2**20 + 8 + 16
 
 
+def measured_receiver(lab: Lab, code: str, out: Path, case: str, rss: Path, *extra: str) -> Client:
+    """A receiver of `code` into `out` whose peak RSS (KiB) lands in `rss`; with `--verify` in
+    `extra`, one that is asked."""
+    return lab.run(
+        "receive", *extra, "--out", str(out), name=case, asked="--verify" in extra, state=case,
+        program=("tests.max_rss", "fileshare"),
+        env={"FILESHARE_CODE": code, "MAX_RSS_FILE": str(rss)},
+    )  # fmt: skip
+
+
+def peaks_mib(rss: dict[str, Path]) -> dict[str, float]:
+    return {case: int(path.read_text()) / 1024 for case, path in rss.items()}
+
+
 async def test_a_sender_that_ignores_the_window_is_stopped_and_held_to_the_bound(
     lab: Lab, tmp_path: Path
 ) -> None:
@@ -298,26 +313,52 @@ async def test_a_sender_that_ignores_the_window_is_stopped_and_held_to_the_bound
     sender, code = await lab.send(src, program=("tests.hostile_sender", "eager"))
     honest_sender = lab.run("send", str(src), name="honest-send", state="honest-send")
     honest_code = (await honest_sender.wait_event("code"))["code"]
-    flooded = lab.run(
-        "receive", "--verify", "--out", str(tmp_path / "out"), name="recv", asked=True,
-        program=("tests.max_rss", "fileshare"), state="flooded",
-        env={"FILESHARE_CODE": code, "MAX_RSS_FILE": str(rss["flooded"])},
-    )  # fmt: skip
-    honest = lab.run(
-        "receive", "--out", str(tmp_path / "honest"), name="honest",
-        program=("tests.max_rss", "fileshare"), state="honest",
-        env={"FILESHARE_CODE": honest_code, "MAX_RSS_FILE": str(rss["honest"])},
-    )  # fmt: skip
+    flooded = measured_receiver(lab, code, tmp_path / "out", "flooded", rss["flooded"], "--verify")
+    honest = measured_receiver(lab, honest_code, tmp_path / "honest", "honest", rss["honest"])
     await flooded.wait_event("manifest")
     await asyncio.sleep(8)  # the flood arrives while the question waits
     flooded.answer("y\n")
     exits = await wait_all([flooded, sender, honest, honest_sender])
-    peak = {case: int(path.read_text()) / 1024 for case, path in rss.items()}
+    peak = peaks_mib(rss)
     print(f"receivers' peak RSS, MiB: {peak} (margin {FLOOD_MARGIN_MIB})")
     assert exits == [1, 1, 0, 0], (flooded.report(), sender.report(), honest.report())
     assert "without waiting for answers" in flooded.out.read_text()
     assert peak["flooded"] < peak["honest"] + FLOOD_MARGIN_MIB, peak
     assert not (tmp_path / "out" / "big.bin").exists()
+
+
+# What a receiver may keep for the streams and channels a peer opens (`sctp.streams`: at most
+# MOST_STREAMS, a few KB each) and the DCEP and ERROR traffic they cost, beyond an honest
+# receiver of the same file.
+CHANNELS_MARGIN_MIB = 16
+
+
+async def test_a_sender_that_opens_every_stream_gets_no_more_than_it_offered(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Once connected, the sender opens a data channel on each of the 65,534 other stream ids
+    and sends a message on each, then its file. The receiver keeps at most the streams it
+    offered, closes the channels it did not ask for (the rest were refused), and the file
+    arrives whole. Peak RSS
+    against an honest receiver of the same file, side by side; stock aiortc kept a channel
+    per stream (about 110 MB)."""
+    src = tmp_path / "file.bin"
+    src.write_bytes(os.urandom(4 * 2**20))
+    rss = {case: tmp_path / f"{case}.rss" for case in ("flooded", "honest")}
+    sender, code = await lab.send(src, program=("tests.hostile_sender", "channels"))
+    honest_sender = lab.run("send", str(src), name="honest-send", state="honest-send")
+    honest_code = (await honest_sender.wait_event("code"))["code"]
+    flooded = measured_receiver(lab, code, tmp_path / "out", "flooded", rss["flooded"])
+    honest = measured_receiver(lab, honest_code, tmp_path / "honest", "honest", rss["honest"])
+    exits = await wait_all([flooded, sender, honest, honest_sender])
+    peak = peaks_mib(rss)
+    print(f"receivers' peak RSS, MiB: {peak} (margin {CHANNELS_MARGIN_MIB})")
+    assert exits == [0, 0, 0, 0], (flooded.report(), sender.report(), honest.report())
+    said = sender.err.read_text()
+    assert "hostile: 65534 channels opened" in said
+    assert f"hostile: {streams.MOST_STREAMS - 1} reset by the receiver" in said
+    assert (tmp_path / "out" / "file.bin").read_bytes() == src.read_bytes()
+    assert peak["flooded"] < peak["honest"] + CHANNELS_MARGIN_MIB, peak
 
 
 async def test_a_wrong_code_joiner_learns_no_address(lab: Lab, tmp_path: Path) -> None:

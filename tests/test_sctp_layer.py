@@ -45,7 +45,7 @@ def test_a_peer_flooding_above_a_hole_is_held_to_the_receive_window(kind: str) -
 def test_the_pinned_aiortc_is_the_installed_one() -> None:
     functions = {name: getattr(RTCSctpTransport, name) for name in sctp.PINNED_SOURCES}
     if sctp._installed not in (None, "stock"):
-        functions = {**functions, **sctp.association.ORIGINALS}
+        functions = {**functions, **sctp.association.ORIGINALS, **sctp.streams.ORIGINALS}
     sctp.check(aiortc.__version__, functions)
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from aiortc.rtcsctptransport import RTCSctpTransport
 
-from fileshare.sctp import association
+from fileshare import sctp
+from fileshare.sctp import association, streams
 
 
 class Clock:
@@ -28,7 +29,8 @@ class Clock:
 
 def tuned(kind: str = "bbr") -> Any:
     """A fresh association with the layer's state (`kind`: its controller) and methods (bound
-    to it alone: the layer's `install` is process-wide) and a `Clock`."""
+    to it alone: the layer's `install` is process-wide), its streams negotiated, and a
+    `Clock`."""
     dtls = SimpleNamespace(
         state="connected",
         transport=SimpleNamespace(_connection=SimpleNamespace()),
@@ -36,7 +38,12 @@ def tuned(kind: str = "bbr") -> Any:
     )
     transport: Any = RTCSctpTransport.__new__(RTCSctpTransport)
     association.make_init(RTCSctpTransport.__init__, kind)(transport, dtls)  # type: ignore[arg-type]
-    for name, replacement in association.REPLACEMENTS.items():
+    for name, replacement in sctp.replacements().items():
         setattr(transport, name, types.MethodType(replacement, transport))
+    if not streams.ORIGINALS:  # the layer is not installed in this process
+        stock = {name: getattr(RTCSctpTransport, name) for name in sctp.PINNED_SOURCES}
+        association.ORIGINALS.update(stock)
+        streams.ORIGINALS.update(stock)
+    transport._inbound_streams_count = streams.MOST_STREAMS  # as the handshake makes it
     transport._loop = Clock()
     return transport

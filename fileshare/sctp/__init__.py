@@ -19,11 +19,12 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
 
 from fileshare import pinned
-from fileshare.sctp import arrival, association, congestion, records
+from fileshare.sctp import arrival, association, congestion, records, streams
 
 AIORTC_VERSION = "1.16.0"
 # sha256 of inspect.getsource() of each RTCSctpTransport function replaced, wrapped or relied
-# on (_handle_data calls _send_sack after each packet) in AIORTC_VERSION.
+# on (_handle_data calls _send_sack after each packet; _init offers `_inbound_streams_max`,
+# which `streams` sets) in AIORTC_VERSION.
 PINNED_SOURCES = {
     "__init__": "294b0e510843850977697fc56059d70ae4f55e28ed88f1d66046e69e648d2c31",
     "_mark_received": "2ac68b6a3934ca87cf9d9383d4dd764a8fbef83c9d06f9a0435bedde7df46499",
@@ -38,6 +39,10 @@ PINNED_SOURCES = {
     "_receive_chunk": "830bae988365ba89e183334cec6cd47efd03a10909db903e1805d9aad2a5380d",
     "_get_extensions": "5dd7216e5694cd10862ea571027687652ac38c5394df2ae9630a94ccc377725b",
     "_set_extensions": "62ddbc393a800a4fa10c18030dfca8f2d9ca0b346b11823d04df80c59f609547",
+    "_init": "46e38c9bf7095b6d6fb1ef92fed1695ed557f9ea8dd4135e1a254d061b3e0567",
+    "_receive_forward_tsn_chunk": "a7b72a09e9c4bb20d2d25dca2563bdeccfb7cb2c35c73009e4a589772c7b7d41",  # noqa: E501
+    "_receive_reconfig_param": "f1ff2094dd96fa2f75b8dfab3873840f5067c8125b9c59117401128b43ce24c5",
+    "_data_channel_receive": "3df88b4b9c662b3bafeab11951c1efb218c5c8b8d56c1d4e12acf6b1841b6c4b",
 }
 # What `wire` and `arrival` do in their place or read: the DTLS send `wire` replaces (and the
 # state and counters that come with it), the DTLS receive whose 1,500-byte read it completes
@@ -82,6 +87,11 @@ def check(
     )
 
 
+def replacements() -> dict[str, Callable[..., Any]]:
+    """Every RTCSctpTransport function the layer puts in place, by name."""
+    return {**association.REPLACEMENTS, **streams.REPLACEMENTS}
+
+
 def install(kind: str | None = None) -> str:
     """Patch RTCSctpTransport with `kind` (default: $FILESHARE_CONGESTION, else bbr)."""
     global _installed
@@ -101,8 +111,9 @@ def install(kind: str | None = None) -> str:
     arrival.install(aioice.__version__)
     records.install()
     association.ORIGINALS.update(originals)
+    streams.ORIGINALS.update(originals)
     RTCSctpTransport.__init__ = association.make_init(originals["__init__"], chosen)  # type: ignore[method-assign,arg-type]
-    for name, replacement in association.REPLACEMENTS.items():
+    for name, replacement in replacements().items():
         setattr(RTCSctpTransport, name, replacement)
     _installed = chosen
     return chosen

@@ -20,7 +20,8 @@
   which this side sends and honours: a stock peer skips it, as RFC 9260 3.2.1 says).
 - a receiver that holds at most RECEIVE_WINDOW bytes and MOST_HELD_CHUNKS chunks, and drops
   (or, for a chunk filling a hole, gives up the highest held) as RFC 9260 6.2 says, and a
-  sender that keeps within the peer's advertised window (6.2.1), which stock aiortc ignores.
+  sender that keeps within the peer's advertised window (6.2.1), which stock aiortc ignores;
+- a peer held to the streams we offered, and DCEP stock asserted on dropped (`streams`).
 Everything on the wire stays RFC 9260 SCTP; what is changed is each side's own timing.
 """
 
@@ -45,7 +46,7 @@ from aiortc.rtcsctptransport import (
 )
 from aiortc.utils import uint16_add, uint32_gt, uint32_gte
 
-from fileshare.sctp import arrival, congestion, held, plpmtu, wire
+from fileshare.sctp import arrival, congestion, held, plpmtu, streams, wire
 from fileshare.sctp.held import TSN_MODULO
 
 SACK_DELAY = 0.02  # seconds; RFC 9260 6.2 allows up to 200 ms (500 ms at most)
@@ -152,6 +153,7 @@ def make_init(original: Callable[..., None], kind: congestion.Kind) -> Callable[
         self._advertised_rwnd = RECEIVE_WINDOW  # (stock: 1 MiB) advertised from the INIT on
         self._chunks_refused = 0  # DATA dropped or given up for want of room (stats)
         self._peer_rwnd = 0  # the peer's free buffer as we know it (RFC 9260 6.2.1)
+        streams.attach(self)
 
     return __init__
 
@@ -203,6 +205,9 @@ async def _receive_data_chunk(self: Transport, chunk: DataChunk) -> None:
         self._chunks_refused += 1
         return
     if self._mark_received(chunk.tsn):
+        return
+    if not streams.negotiated(self, chunk.stream_id):
+        await streams.refuse(self, chunk)
         return
     stream = self._get_inbound_stream(chunk.stream_id)
     appended = not stream.reassembly or uint32_gt(chunk.tsn, stream.reassembly[-1].tsn)

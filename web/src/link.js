@@ -170,6 +170,11 @@ export class Peer {
       if (ch.readyState === "open") mark();
       else ch.addEventListener("open", mark, { once: true });
     };
+    // The sender's channel, to the receiver; any other a peer opens is closed at once.
+    pc.addEventListener("datachannel", (e) => {
+      if (this.role === "receiver" && e.channel.label === CHANNEL_LABEL && channel === null) opened(e.channel);
+      else e.channel.close();
+    });
     let offerSdp, answerSdp;
     if (this.role === "sender") {
       opened(pc.createDataChannel(CHANNEL_LABEL, { ordered: true }));
@@ -182,9 +187,6 @@ export class Peer {
       answerSdp = openDescription(keys, this.peerRole, this.epoch, answer.sealed);
       await pc.setRemoteDescription({ type: "answer", sdp: answerSdp });
     } else {
-      pc.addEventListener("datachannel", (e) => {
-        if (e.channel.label === CHANNEL_LABEL && channel === null) opened(e.channel);
-      });
       const offer = await this.expect("offer", this.timeoutMs);
       const epoch = offer.epoch;
       if (Number.isInteger(epoch) && epoch >= 0 && epoch < 2 ** 32) this.epoch = epoch;
