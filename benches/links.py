@@ -16,7 +16,8 @@ and the datagrams a full UDP receive buffer dropped on either host (the kernel's
 in each namespace), so loss the receiving end inflicted on itself is told from the link's.
 A run that exceeds its cap is stopped and counted by what it moved (marked capped).
 
-    python -m benches.links [--quick] [--runs 3] [--profiles 20/80/1,100/0/0] [--report DIR]
+    python -m benches.links [--quick] [--runs 3] [--seconds 10] [--profiles 20/80/1,100/0/0]
+        [--report DIR]
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ PROFILES = (
 )
 QUICK = (Profile(20, 80, 1.0), Profile(100, 20, 0.5), Profile(20, 20, 0.0))
 TOOLS = ("fileshare-reno", "fileshare-bbr", "tcp-cubic", "tcp-bbr", "wormhole")
-SECONDS = 10.0  # the transfer size is what the link carries in this time
-CAP = 40.0  # no run lasts longer (a collapsed one is counted by what it moved)
+SECONDS = 10.0  # by default the transfer size is what the link carries in this time
+CAP_FACTOR = 4  # no run lasts longer than 4 times that; a collapsed one counts what it moved
 IPERF_PORT = 5201
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 Iperf = tuple["subprocess.Popen[bytes]", "subprocess.Popen[str]"]  # server, client
@@ -98,13 +99,20 @@ class Bench:
     """One world (one link profile), its servers, and the tools run in it."""
 
     def __init__(
-        self, net: world.World, lab: Lab, relay: wormhole.Relay, workdir: Path, profile: Profile
+        self,
+        net: world.World,
+        lab: Lab,
+        relay: wormhole.Relay,
+        workdir: Path,
+        profile: Profile,
+        seconds: float,
     ) -> None:
         self.net, self.lab, self.relay, self.workdir = net, lab, relay, workdir
+        self.seconds, self.cap = seconds, CAP_FACTOR * seconds
         self.sender = net.host("a")
         self.receiver = net.host("b")
         self.receiver_ip = net.sites["b"].public_ip
-        self.size = int(profile.rate_mbit * 1e6 / 8 * SECONDS)
+        self.size = int(profile.rate_mbit * 1e6 / 8 * seconds)
         self.payload = workdir / "payload.bin"
         with self.payload.open("wb") as f:
             for _ in range(0, self.size, 2**20):
@@ -159,7 +167,7 @@ class Bench:
             env={**env, "FILESHARE_CODE": code},
             namespace=self.receiver,
         )
-        capped = not wormhole.wait_all([sender.proc, receiver.proc], CAP + 30)
+        capped = not wormhole.wait_all([sender.proc, receiver.proc], self.cap + 30)
         for client in (sender, receiver):
             client.kill()
         connected = sender.first("connected")
@@ -171,7 +179,7 @@ class Bench:
         else:
             progress = [e for e in sender.events() if e["event"] == "progress"]
             moved = int(progress[-1]["done"]) if progress else 0
-            end = float(progress[-1]["ts"]) if progress else float(connected["ts"]) + CAP
+            end = float(progress[-1]["ts"]) if progress else float(connected["ts"]) + self.cap
         begin = float(connected["ts"])
         seconds = max(end - begin, 1e-3)
         wormhole.remove(out)
@@ -239,7 +247,7 @@ class Bench:
     def _tcp(self, tool: str) -> Measured:
         """iperf3's receiver-side figure; its steady rate from the sender's intervals (the
         only ones a client's report has), which run ahead of delivery by the queue alone."""
-        report = self._iperf_report(self._iperf(tool, SECONDS), SECONDS)
+        report = self._iperf_report(self._iperf(tool, self.seconds), self.seconds)
         received = report["end"]["sum_received"]
         points, total = [], 0
         for interval in report["intervals"]:
@@ -253,7 +261,7 @@ class Bench:
         the same bottleneck; each one's goodput in Mbit/s while both ran (TCP's from its
         half-second intervals inside fileshare's window)."""
         self._runs += 1
-        seconds = 3 * SECONDS  # the TCP flow outlasts the shared transfer
+        seconds = 3 * self.seconds  # the TCP flow outlasts the shared transfer
         iperf = self._iperf(tcp, seconds)
         started = time.time()
         measured, (begin, end) = self._fileshare_window(tool)
@@ -271,7 +279,13 @@ class Bench:
         """Whole-run goodput only: magic-wormhole reports no progress."""
         out = self.workdir / f"wh{self._runs}"
         run = wormhole.transfer(
-            self.relay, self.sender, self.receiver, self.payload, out, f"{self._runs}-bench", CAP
+            self.relay,
+            self.sender,
+            self.receiver,
+            self.payload,
+            out,
+            f"{self._runs}-bench",
+            self.cap,
         )
         return Measured(run.moved * 8 / run.seconds / 1e6, run.moved, run.capped, None)
 
@@ -290,7 +304,7 @@ def site_specs(profile: Profile) -> list[world.SiteSpec]:
 
 
 @contextlib.contextmanager
-def bench_world(profile: Profile, root: Path) -> Iterator[Bench]:
+def bench_world(profile: Profile, root: Path, seconds: float) -> Iterator[Bench]:
     """A netsim world for `profile` with its servers, and a `Bench` in it."""
     workdir = root / profile.slug
     workdir.mkdir()
@@ -301,16 +315,25 @@ def bench_world(profile: Profile, root: Path) -> Iterator[Bench]:
     ):
         lab = Lab(net.internet, workdir, servers)
         try:
-            yield Bench(net, lab, relay, workdir, profile)
+            yield Bench(net, lab, relay, workdir, profile, seconds)
         finally:
             lab.close()
 
 
-def run_profile(
-    profile: Profile, runs: int, tools: tuple[str, ...], root: Path, say: Callable[[str], None]
-) -> list[Sample]:
+class Plan(NamedTuple):
+    """What each profile's world runs: `runs` rounds of `tools`, transfers of `seconds` of the
+    link, under `root`."""
+
+    runs: int
+    tools: tuple[str, ...]
+    root: Path
+    seconds: float
+
+
+def run_profile(profile: Profile, plan: Plan, say: Callable[[str], None]) -> list[Sample]:
     samples: list[Sample] = []
-    with bench_world(profile, root) as bench:
+    runs, tools = plan.runs, plan.tools
+    with bench_world(profile, plan.root, plan.seconds) as bench:
         for round_index in range(runs):
             order = tools[round_index % len(tools) :] + tools[: round_index % len(tools)]
             for tool in order:
@@ -320,14 +343,12 @@ def run_profile(
     return samples
 
 
-def run_fairness(
-    profile: Profile, runs: int, tools: tuple[str, ...], root: Path, say: Callable[[str], None]
-) -> None:
+def run_fairness(profile: Profile, plan: Plan, say: Callable[[str], None]) -> None:
     """Each fileshare tool against one kernel TCP cubic flow, alternating; prints the shares."""
     link_mbit = profile.rate_mbit
-    with bench_world(profile, root / "fair") as bench:
-        for _ in range(runs):
-            for tool in (t for t in tools if t.startswith("fileshare")):
+    with bench_world(profile, plan.root / "fair", plan.seconds) as bench:
+        for _ in range(plan.runs):
+            for tool in (t for t in plan.tools if t.startswith("fileshare")):
                 ours, theirs = bench.compete(tool, "tcp-cubic")
                 say(
                     f"  fairness {profile.label:<28} {tool} {ours:5.1f} Mbit/s"
@@ -335,6 +356,10 @@ def run_fairness(
                     f" ({theirs / link_mbit:.2f}); {tool} / fair share"
                     f" {ours / max(ours + theirs, 1e-9) * 2:.2f}"
                 )
+
+
+def say_now(line: str) -> None:
+    print(line, flush=True)
 
 
 def main() -> int:
@@ -345,6 +370,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="alternating runs per tool")
     parser.add_argument(
         "--profiles", default="", help="RATE/RTT/LOSS,... e.g. 20/80/1,100/0/0 (Mbit/s, ms, %%)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=SECONDS,
+        help="each transfer is what the link carries in this time (iperf3 runs this long)",
     )
     parser.add_argument("--tools", default=",".join(TOOLS), help="a subset of " + ",".join(TOOLS))
     parser.add_argument("--report", default="bench-links-report", help="where report.md goes")
@@ -362,6 +393,7 @@ def main() -> int:
     unknown = set(tools) - set(TOOLS)
     if unknown:
         parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+    print(f"each transfer: what the link carries in {args.seconds:g} s", flush=True)
     results: dict[Profile, list[Sample]] = {}
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
@@ -369,12 +401,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="fs-fair-") as tmp:
             (Path(tmp) / "fair").mkdir()
             for profile in profiles:
-                run_fairness(profile, runs, tools, Path(tmp), lambda line: print(line, flush=True))
+                run_fairness(profile, Plan(runs, tools, Path(tmp), args.seconds), say_now)
         return 0
     with tempfile.TemporaryDirectory(prefix="fs-links-") as tmp:
         for profile in profiles:
             results[profile] = run_profile(
-                profile, runs, tools, Path(tmp), lambda line: print(line, flush=True)
+                profile, Plan(runs, tools, Path(tmp), args.seconds), say_now
             )
     load_after = os.getloadavg()[0]
     summary = links_report.summarise(results, runs, cores, (load_before, load_after))
