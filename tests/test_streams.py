@@ -105,13 +105,14 @@ async def test_a_peer_naming_every_stream_is_held_to_most_streams() -> None:
     channels and streams, in bounded memory, and the rest acknowledged, in 2.6 s (stock aiortc
     made a channel for each, about 110 MB, and scanned every stream per chunk: over 120 s)."""
     peer = Peer()
+    errors_sent = 0
     tracemalloc.start()
     try:
         for stream_id in range(65_535):
             await peer.message(stream_id, WEBRTC_DCEP, dcep_open(b"extra"))
             await peer.message(stream_id, WEBRTC_BINARY, b"y")
-            if len(peer.sent) > 100:
-                del peer.sent[:-1]
+            errors_sent += len(peer.errors())
+            peer.sent.clear()
             peer.channels.clear()
         gc.collect()
         kept = tracemalloc.get_traced_memory()[0]
@@ -123,6 +124,19 @@ async def test_a_peer_naming_every_stream_is_held_to_most_streams() -> None:
     assert receiver._streams_refused == 2 * (65_535 - MOST_STREAMS)
     assert peer.acknowledged_through() == BASE_TSN + 2 * 65_535 - 1
     assert kept < STREAM_COST * MOST_STREAMS, kept
+    assert errors_sent == 1  # the clock stood still: one ERROR per ERROR_INTERVAL
+
+
+async def test_errors_for_streams_not_negotiated_are_rate_limited() -> None:
+    assert 0.0625 < streams.ERROR_INTERVAL <= 0.125  # so every other step below sends one
+    peer = Peer()
+    clock = peer.receiver._loop
+    for step in range(10):
+        clock.now = step * 0.0625  # exact in binary; ERROR_INTERVAL is 0.1
+        await peer.message(MOST_STREAMS + step, WEBRTC_BINARY, b"z")
+    assert [value for _, value in peer.errors()] == [
+        struct.pack("!HH", MOST_STREAMS + step, 0) for step in range(0, 10, 2)
+    ]
 
 
 async def test_a_forward_tsn_naming_streams_not_negotiated_makes_no_state_for_them() -> None:

@@ -13,8 +13,8 @@ Here (the same wire, within RFC 9260 and 8832):
 - our INIT offers MOST_STREAMS inbound streams, and a request to add streams beyond them is
   denied (RFC 6525 result 2);
 - a DATA chunk on a stream the association did not negotiate is acknowledged, answered with an
-  ERROR (Invalid Stream Identifier) and discarded (RFC 9260 6.5); a FORWARD TSN's entries for
-  such streams are skipped;
+  ERROR (Invalid Stream Identifier; at most ten a second) and discarded (RFC 9260 6.5); a
+  FORWARD TSN's entries for such streams are skipped;
 - a DCEP OPEN on a stream with a channel, or whose label or protocol is not UTF-8, and an ACK
   for no channel, are dropped; a string message is decoded as browsers do (WHATWG UTF-8 decode:
   a bad sequence becomes U+FFFD) rather than raising.
@@ -36,6 +36,10 @@ from aiortc.rtcsctptransport import (
 )
 
 MOST_STREAMS = 16  # inbound streams we offer; a transfer uses one, a browser's id is 0 or 1
+# At most one ERROR per this many seconds: a packet can carry dozens of chunks on streams not
+# negotiated, and an ERROR each (a DTLS record and a datagram apiece) would send back more
+# packets and bytes than came in.
+ERROR_INTERVAL = 0.1
 RECONFIG_RESULT_DENIED = 2  # RFC 6525 4.4
 DCEP_OPEN_HEADER = struct.Struct("!BBHLHH")  # RFC 8832 5.1: type ... label and protocol lengths
 
@@ -46,6 +50,7 @@ def attach(self: Transport) -> None:
     """Offer MOST_STREAMS inbound streams in our INIT (or INIT ACK)."""
     self._inbound_streams_max = MOST_STREAMS
     self._streams_refused = 0  # DATA chunks on streams not negotiated (stats)
+    self._stream_error_time = None  # when the last ERROR for one left (loop time)
 
 
 def negotiated(self: Transport, stream_id: int) -> bool:
@@ -55,8 +60,13 @@ def negotiated(self: Transport, stream_id: int) -> bool:
 
 async def refuse(self: Transport, chunk: DataChunk) -> None:
     """RFC 9260 6.5: a DATA chunk on a stream not negotiated, its TSN already acknowledged, is
-    answered with an ERROR naming the stream and discarded."""
+    discarded and answered with an ERROR naming the stream (at most one per ERROR_INTERVAL)."""
     self._streams_refused += 1
+    now = self._loop.time()
+    last = self._stream_error_time
+    if last is not None and now - last < ERROR_INTERVAL:
+        return
+    self._stream_error_time = now
     error = ErrorChunk()
     error.params = [(stock.SCTP_CAUSE_INVALID_STREAM, struct.pack("!HH", chunk.stream_id, 0))]
     await self._send_chunk(error)
