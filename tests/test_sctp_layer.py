@@ -12,6 +12,7 @@ from aiortc.rtcsctptransport import RTCSctpTransport
 from benches import sctp_ab
 from fileshare import sctp
 from fileshare.sctp import plpmtu
+from fileshare.sctp.originals import ORIGINALS
 from netsim import link, linkbed, netns
 from tests import peer_pair
 
@@ -45,7 +46,7 @@ def test_a_peer_flooding_above_a_hole_is_held_to_the_receive_window(kind: str) -
 def test_the_pinned_aiortc_is_the_installed_one() -> None:
     functions = {name: getattr(RTCSctpTransport, name) for name in sctp.PINNED_SOURCES}
     if sctp._installed not in (None, "stock"):
-        functions = {**functions, **sctp.association.ORIGINALS, **sctp.streams.ORIGINALS}
+        functions = {**functions, **ORIGINALS}
     sctp.check(aiortc.__version__, functions)
 
 

@@ -12,6 +12,7 @@ from aiortc.rtcsctptransport import RTCSctpTransport
 
 from fileshare import sctp
 from fileshare.sctp import association, streams
+from fileshare.sctp.originals import ORIGINALS
 
 
 class Clock:
@@ -40,10 +41,8 @@ def tuned(kind: str = "bbr") -> Any:
     association.make_init(RTCSctpTransport.__init__, kind)(transport, dtls)  # type: ignore[arg-type]
     for name, replacement in sctp.replacements().items():
         setattr(transport, name, types.MethodType(replacement, transport))
-    if not streams.ORIGINALS:  # the layer is not installed in this process
-        stock = {name: getattr(RTCSctpTransport, name) for name in sctp.PINNED_SOURCES}
-        association.ORIGINALS.update(stock)
-        streams.ORIGINALS.update(stock)
+    if not ORIGINALS:  # the layer is not installed in this process
+        ORIGINALS.update({name: getattr(RTCSctpTransport, name) for name in sctp.PINNED_SOURCES})
     transport._inbound_streams_count = streams.MOST_STREAMS  # as the handshake makes it
     transport._loop = Clock()
     return transport

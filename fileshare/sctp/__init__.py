@@ -20,6 +20,7 @@ from aiortc.rtcsctptransport import RTCSctpTransport
 
 from fileshare import pinned
 from fileshare.sctp import arrival, association, congestion, records, streams
+from fileshare.sctp.originals import ORIGINALS
 
 AIORTC_VERSION = "1.16.0"
 # sha256 of inspect.getsource() of each RTCSctpTransport function replaced, wrapped or relied
@@ -110,8 +111,7 @@ def install(kind: str | None = None) -> str:
     check(aiortc.__version__, wire_functions(), WIRE_SOURCES)
     arrival.install(aioice.__version__)
     records.install()
-    association.ORIGINALS.update(originals)
-    streams.ORIGINALS.update(originals)
+    ORIGINALS.update(originals)
     RTCSctpTransport.__init__ = association.make_init(originals["__init__"], chosen)  # type: ignore[method-assign,arg-type]
     for name, replacement in replacements().items():
         setattr(RTCSctpTransport, name, replacement)

@@ -48,6 +48,7 @@ from aiortc.utils import uint16_add, uint32_gt, uint32_gte
 
 from fileshare.sctp import arrival, congestion, held, plpmtu, streams, wire
 from fileshare.sctp.held import TSN_MODULO
+from fileshare.sctp.originals import ORIGINALS
 
 SACK_DELAY = 0.02  # seconds; RFC 9260 6.2 allows up to 200 ms (500 ms at most)
 SACK_EVERY = 2  # packets with DATA per SACK (RFC 9260 6.2), unless the sender asks for more
@@ -825,8 +826,6 @@ async def _receive_chunk(self: Transport, chunk: Chunk) -> None:
     if isinstance(chunk, (InitChunk, InitAckChunk)):
         self._peer_rwnd = chunk.advertised_rwnd  # its buffer, until the first SACK
 
-
-ORIGINALS: dict[str, Callable[..., Any]] = {}
 
 # The functions this layer replaces (or wraps), each by its name on RTCSctpTransport.
 REPLACEMENTS: dict[str, Callable[..., Awaitable[None] | bool | None]] = {

@@ -35,6 +35,8 @@ from aiortc.rtcsctptransport import (
     StreamResetResponseParam,
 )
 
+from fileshare.sctp.originals import ORIGINALS
+
 MOST_STREAMS = 16  # inbound streams we offer; a transfer uses one, a browser's id is 0 or 1
 # At most one ERROR per this many seconds: a packet can carry dozens of chunks on streams not
 # negotiated, and an ERROR each (a DTLS record and a datagram apiece) would send back more
@@ -119,8 +121,6 @@ async def _data_channel_receive(self: Transport, stream_id: int, pp_id: int, dat
             data = data.decode(errors="replace").encode()
     await ORIGINALS["_data_channel_receive"](self, stream_id, pp_id, data)
 
-
-ORIGINALS: dict[str, Callable[..., Any]] = {}
 
 # The functions this module wraps, each by its name on RTCSctpTransport.
 REPLACEMENTS: dict[str, Callable[..., Awaitable[None]]] = {
