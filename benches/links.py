@@ -87,6 +87,19 @@ def buffer_drops(namespace: str) -> int:
     return int(dict(zip(names, values, strict=True))["RcvbufErrors"])
 
 
+def random_file(path: Path, size: int) -> Path:
+    """`size` random bytes (whole MiB, rounded up) at `path`, on disk before any run starts:
+    left dirty, the kernel wrote them back 30 s later, inside a transfer, whose receiver's
+    fsync then took 0.76 s instead of 12 ms and stalled the sender (60 s transfers at
+    100 Mbit/s, 150 ms, twice at the 25th second)."""
+    with path.open("wb") as f:
+        for _ in range(0, size, 2**20):
+            f.write(os.urandom(2**20))
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
 def process_cpu(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -112,11 +125,9 @@ class Bench:
         self.sender = net.host("a")
         self.receiver = net.host("b")
         self.receiver_ip = net.sites["b"].public_ip
-        self.size = int(profile.rate_mbit * 1e6 / 8 * seconds)
-        self.payload = workdir / "payload.bin"
-        with self.payload.open("wb") as f:
-            for _ in range(0, self.size, 2**20):
-                f.write(os.urandom(2**20))
+        self.payload = random_file(
+            workdir / "payload.bin", int(profile.rate_mbit * 1e6 / 8 * seconds)
+        )
         self.size = self.payload.stat().st_size
         self._runs = 0
 

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from benches import wormhole
-from benches.links import children_cpu
+from benches.links import children_cpu, random_file
 from netsim import netns
 from netsim.browser_client import LOOPBACK_FLAGS
 from netsim.processes import SignalProcess, start_signal, stop
@@ -200,13 +200,6 @@ def fileshare(
     return Run(ended - started, sender_rss.result(), receiver_rss.result())
 
 
-def _random_file(path: Path, size: int) -> Path:
-    with path.open("wb") as f:
-        for _ in range(size // MIB):
-            f.write(os.urandom(MIB))
-    return path
-
-
 async def _server(workdir: Path, namespace: str) -> SignalProcess:
     return await start_signal(workdir / "signal.log", prefix=tuple(netns.in_namespace(namespace)))
 
@@ -269,8 +262,8 @@ def main() -> int:
         workdir = Path(tmp)
         server = asyncio.run(_server(workdir, namespace))
         try:
-            source = _random_file(workdir / "bench.bin", size)
-            small = _random_file(workdir / "browser.bin", args.browser_mib * MIB)
+            source = random_file(workdir / "bench.bin", size)
+            small = random_file(workdir / "browser.bin", args.browser_mib * MIB)
             pairs: dict[str, list[Run]] = {
                 "CLI -> CLI": [],
                 "browser -> CLI": [],
@@ -313,7 +306,7 @@ def main() -> int:
             source.unlink()
             big = None
             if args.rss_mib:
-                big_source = _random_file(workdir / "big.bin", args.rss_mib * MIB)
+                big_source = random_file(workdir / "big.bin", args.rss_mib * MIB)
                 big = _with_cpu(partial(fileshare, namespace, server, big_source, workdir))
         finally:
             stop(server.proc)

@@ -28,6 +28,7 @@ from fileshare import filemeta, names, protocol
 from fileshare.bitmap import ChunkBitmap
 from fileshare.chunks import CHUNK_SIZE
 from fileshare.peer import Link, Pipe
+from fileshare.prefixdigest import PrefixDigest
 from fileshare.protocol import ChunkToSend, FileManifest, Receiver, Sender, TransferError
 from fileshare.state import TransferRecord, TransferStore
 
@@ -314,6 +315,7 @@ class _Open:
     part: Path
     fd: int
     written_since_flush: int = 0
+    digest: PrefixDigest = field(default_factory=PrefixDigest)
 
 
 class ReceiveSide:
@@ -393,6 +395,7 @@ class ReceiveSide:
             except OSError as exc:
                 raise TransferError("disk", f"cannot write {item.target}: {exc.strerror}") from exc
             item.written_since_flush += len(write.data)
+            item.digest.wrote(write.offset, write.data)
             return
         await self._perform(channel, self.receiver.on_control(protocol.decode(message)))
 
@@ -566,7 +569,7 @@ class ReceiveSide:
             return self.receiver.on_verified(file_id)
         item = self._open.pop(file_id)
         await asyncio.to_thread(os.fsync, item.fd)
-        digest = await asyncio.to_thread(_sha256_file, item.part)
+        digest = await asyncio.to_thread(item.digest.finish, item.part)
         if digest == m.checksum:
             filemeta.apply(item.fd, m, self.umask)  # the .part stays 0600 until it is whole
         os.close(item.fd)

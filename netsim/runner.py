@@ -57,6 +57,10 @@ def make_payload(directory: Path, scenario: Scenario) -> Payload:
             piece = block[: min(left, MIB)]
             f.write(piece)
             left -= len(piece)
+        f.flush()
+        os.fsync(
+            f.fileno()
+        )  # written back now, not inside the transfer (benches.links.random_file)
     return Payload(path, size, marker, name_token)
 
 

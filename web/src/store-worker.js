@@ -1,18 +1,19 @@
 // Received data goes to the origin-private file system, never whole into memory: a dedicated
 // worker holds one synchronous access handle per file (random-access writes, flush() for
-// durability before a chunk is acknowledged) and hashes a finished file by reading it back.
+// durability before a chunk is acknowledged) and hashes each file as it is written
+// (prefix-digest.js: only what did not arrive in order is read back).
 // Files are named by their fileId: a peer's name never touches the file system here. A file
 // whose SHA-256 matched gets a mark (`fileId.ok`) that sw.js checks before serving it.
 
-import { sha256 } from "@noble/hashes/sha2.js";
-import { toHex } from "./bytes.js";
+import { PrefixDigest } from "./prefix-digest.js";
 
-const READ_BLOCK = 4 * 1024 * 1024;
 /** The worker-only part of the File System API (not in the DOM typings).
  * @typedef {{write(d: Uint8Array, o: {at: number}): number, read(d: Uint8Array, o: {at: number}): number,
  *   flush(): void, getSize(): number, truncate(n: number): void, close(): void}} SyncHandle */
 /** @type {Map<string, SyncHandle>} */
 const handles = new Map();
+/** @type {Map<string, PrefixDigest>} each open file's digest so far */
+const digests = new Map();
 /** @type {Promise<FileSystemDirectoryHandle> | null} */
 let dir = null;
 
@@ -28,12 +29,14 @@ async function handle(msg) {
       const access = await syncHandle(file);
       if (access.getSize() > msg.size) access.truncate(msg.size);
       handles.set(msg.fileId, access);
+      digests.set(msg.fileId, new PrefixDigest());
       await (await incoming()).removeEntry(`${msg.fileId}.ok`).catch(() => undefined);
       return readHeld(msg.fileId);
     }
     case "clear":
       for (const access of handles.values()) access.close();
       handles.clear();
+      digests.clear();
       dir = null;
       await navigator.storage
         .getDirectory()
@@ -46,6 +49,7 @@ async function handle(msg) {
       const data = new Uint8Array(msg.data);
       let at = 0;
       while (at < data.length) at += access.write(data.subarray(at), { at: msg.offset + at });
+      digests.get(msg.fileId)?.wrote(msg.offset, data);
       return null;
     }
     case "flush": // the data first, then the record of what is held: a record never runs ahead
@@ -55,18 +59,12 @@ async function handle(msg) {
     case "verify": {
       const access = handles.get(msg.fileId);
       if (!access) throw new Error("verify of a file that is not open");
-      const hash = sha256.create();
-      const block = new Uint8Array(READ_BLOCK);
+      const digest = digests.get(msg.fileId) ?? new PrefixDigest();
       const size = access.getSize();
-      for (let at = 0; at < size; ) {
-        const n = access.read(block, { at });
-        if (n <= 0) break;
-        hash.update(block.subarray(0, n));
-        at += n;
-      }
+      const checksum = digest.finish((into, at) => (at < size ? access.read(into, { at }) : 0));
       access.close();
       handles.delete(msg.fileId);
-      const checksum = toHex(hash.digest());
+      digests.delete(msg.fileId);
       // The mark the service worker asks for before it serves a download: verified, so
       // nothing unverified is ever handed over.
       if (checksum === msg.checksum) await (await incoming()).getFileHandle(`${msg.fileId}.ok`, { create: true });
@@ -75,6 +73,7 @@ async function handle(msg) {
     case "remove":
       handles.get(msg.fileId)?.close();
       handles.delete(msg.fileId);
+      digests.delete(msg.fileId);
       await (await incoming()).removeEntry(`${msg.fileId}.part`).catch(() => undefined);
       return null;
     default:
@@ -82,8 +81,24 @@ async function handle(msg) {
   }
 }
 
+// A reloaded page's worker can ask for a file while the worker of the page it replaced is
+// still being torn down and holds it (seen with the hashing of writes making that worker busy):
+// the lock is retried for a bounded time before the error stands.
+const LOCK_RETRY_MS = 100;
+const LOCK_WAIT_MS = 10_000;
+
 /** @param {FileSystemFileHandle} file @returns {Promise<SyncHandle>} */
-const syncHandle = (file) => /** @type {any} */ (file).createSyncAccessHandle();
+async function syncHandle(file) {
+  for (let waited = 0; ; waited += LOCK_RETRY_MS) {
+    try {
+      return await /** @type {any} */ (file).createSyncAccessHandle();
+    } catch (exc) {
+      const held = exc instanceof DOMException && exc.name === "NoModificationAllowedError";
+      if (!held || waited >= LOCK_WAIT_MS) throw exc;
+      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
+    }
+  }
+}
 
 /** Which chunks of a file a flush made durable (a bitmap), or null. @param {string} fileId */
 async function readHeld(fileId) {
