@@ -11,7 +11,7 @@ APT_PACKAGES := redis-server haproxy nftables iproute2 coturn iptables conntrack
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= auto
 
-.PHONY: all deps web vectors screenshots lab test lint loadtest bench bench-links bench-signaling fuzz-signaling clean \
+.PHONY: all deps web vectors screenshots lab test lint loadtest bench bench-links bench-clean-links bench-signaling fuzz-signaling clean \
 	deploy-test
 
 all: test
@@ -94,6 +94,11 @@ bench: deps
 # link, medians of 3, with a Markdown report and plot (root); BENCH_LINKS_ARGS=--quick for 1 run.
 bench-links: deps
 	$(PY) -m benches.links $(BENCH_LINKS_ARGS)
+
+# The clean-link goal: 20 and 100 Mbit/s at 20, 80 and 150 ms, 60 s transfers, fileshare (BBR)
+# beside kernel TCP cubic and bbr, medians of 3 (about an hour).
+bench-clean-links: deps
+	$(PY) -m benches.links --clean $(BENCH_LINKS_ARGS)
 
 # Capacity of one instance (and three with redis) on this machine, against a bare echo server;
 # then 1, 2 and 3 instances each under a CPU quota of its own (cgroup) and the 3 : 1 ratio.
