@@ -9,6 +9,7 @@ resumed `.part` held before this process started, and everything after them."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -28,11 +29,16 @@ class PrefixDigest:
             self._digest.update(data)
             self.offset += len(data)
 
-    def finish(self, path: Path) -> str:
+    def finish(self, path: Path, read_so_far: Callable[[int], None] | None = None) -> str:
         """The whole file's digest: the rest is read from `path` (blocking: run it in a
-        thread). Once only: the digest is consumed."""
+        thread), `read_so_far` told the bytes read after each block. Once only: the digest is
+        consumed. A fresh one hashes a whole file (the sender's manifest)."""
+        done = 0
         with path.open("rb") as f:
             f.seek(self.offset)
             while block := f.read(READ_BLOCK):
                 self._digest.update(block)
+                done += len(block)
+                if read_so_far is not None:
+                    read_so_far(done)
         return self._digest.hexdigest()

@@ -36,7 +36,6 @@ HIGH_WATER: Final = 1024 * 1024
 LOW_WATER: Final = 256 * 1024
 FLUSH_BYTES: Final = 8 * 1024 * 1024
 FLUSH_SECONDS: Final = 1.0
-HASH_BLOCK: Final = 1024 * 1024
 LINGER_SECONDS: Final = 10.0
 PROGRESS_FILES: Final = 4  # files named in a progress event: those moving now, at most this many
 
@@ -58,16 +57,10 @@ Hashed = Callable[[str, int, int], None]
 
 
 def _sha256_file(path: Path, hashed: Hashed | None = None, name: str = "") -> str:
-    digest = hashlib.sha256()
-    done = 0
-    size = path.stat().st_size if hashed is not None else 0
-    with path.open("rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-            done += len(block)
-            if hashed is not None:
-                hashed(name, done, size)
-    return digest.hexdigest()
+    if hashed is None:
+        return PrefixDigest().finish(path)
+    size = path.stat().st_size
+    return PrefixDigest().finish(path, lambda done: hashed(name, done, size))
 
 
 def _entry(

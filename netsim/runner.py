@@ -57,10 +57,9 @@ def make_payload(directory: Path, scenario: Scenario) -> Payload:
             piece = block[: min(left, MIB)]
             f.write(piece)
             left -= len(piece)
+        # Written back now, not inside the transfer (benches.links.random_file says why).
         f.flush()
-        os.fsync(
-            f.fileno()
-        )  # written back now, not inside the transfer (benches.links.random_file)
+        os.fsync(f.fileno())
     return Payload(path, size, marker, name_token)
 
 

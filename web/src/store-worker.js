@@ -10,10 +10,9 @@ import { PrefixDigest } from "./prefix-digest.js";
 /** The worker-only part of the File System API (not in the DOM typings).
  * @typedef {{write(d: Uint8Array, o: {at: number}): number, read(d: Uint8Array, o: {at: number}): number,
  *   flush(): void, getSize(): number, truncate(n: number): void, close(): void}} SyncHandle */
-/** @type {Map<string, SyncHandle>} */
-const handles = new Map();
-/** @type {Map<string, PrefixDigest>} each open file's digest so far */
-const digests = new Map();
+/** Each open file's access handle and its digest so far.
+ * @type {Map<string, {access: SyncHandle, digest: PrefixDigest}>} */
+const open = new Map();
 /** @type {Promise<FileSystemDirectoryHandle> | null} */
 let dir = null;
 
@@ -25,18 +24,16 @@ async function handle(msg) {
   switch (msg.op) {
     case "open": {
       const file = await (await incoming()).getFileHandle(`${msg.fileId}.part`, { create: true });
-      handles.get(msg.fileId)?.close(); // opened in an earlier round (the sender restarted)
+      open.get(msg.fileId)?.access.close(); // opened in an earlier round (the sender restarted)
       const access = await syncHandle(file);
       if (access.getSize() > msg.size) access.truncate(msg.size);
-      handles.set(msg.fileId, access);
-      digests.set(msg.fileId, new PrefixDigest());
+      open.set(msg.fileId, { access, digest: new PrefixDigest() });
       await (await incoming()).removeEntry(`${msg.fileId}.ok`).catch(() => undefined);
       return readHeld(msg.fileId);
     }
     case "clear":
-      for (const access of handles.values()) access.close();
-      handles.clear();
-      digests.clear();
+      for (const { access } of open.values()) access.close();
+      open.clear();
       dir = null;
       await navigator.storage
         .getDirectory()
@@ -44,36 +41,34 @@ async function handle(msg) {
         .catch(() => undefined);
       return null;
     case "write": {
-      const access = handles.get(msg.fileId);
-      if (!access) throw new Error("write to a file that is not open");
+      const opened = open.get(msg.fileId);
+      if (!opened) throw new Error("write to a file that is not open");
       const data = new Uint8Array(msg.data);
       let at = 0;
-      while (at < data.length) at += access.write(data.subarray(at), { at: msg.offset + at });
-      digests.get(msg.fileId)?.wrote(msg.offset, data);
+      while (at < data.length) at += opened.access.write(data.subarray(at), { at: msg.offset + at });
+      opened.digest.wrote(msg.offset, data);
       return null;
     }
     case "flush": // the data first, then the record of what is held: a record never runs ahead
-      for (const access of handles.values()) access.flush();
+      for (const { access } of open.values()) access.flush();
       for (const [fileId, bits] of msg.held) await writeHeld(fileId, new Uint8Array(bits));
       return null;
     case "verify": {
-      const access = handles.get(msg.fileId);
-      if (!access) throw new Error("verify of a file that is not open");
-      const digest = digests.get(msg.fileId) ?? new PrefixDigest();
+      const opened = open.get(msg.fileId);
+      if (!opened) throw new Error("verify of a file that is not open");
+      const { access, digest } = opened;
       const size = access.getSize();
       const checksum = digest.finish((into, at) => (at < size ? access.read(into, { at }) : 0));
       access.close();
-      handles.delete(msg.fileId);
-      digests.delete(msg.fileId);
+      open.delete(msg.fileId);
       // The mark the service worker asks for before it serves a download: verified, so
       // nothing unverified is ever handed over.
       if (checksum === msg.checksum) await (await incoming()).getFileHandle(`${msg.fileId}.ok`, { create: true });
       return checksum;
     }
     case "remove":
-      handles.get(msg.fileId)?.close();
-      handles.delete(msg.fileId);
-      digests.delete(msg.fileId);
+      open.get(msg.fileId)?.access.close();
+      open.delete(msg.fileId);
       await (await incoming()).removeEntry(`${msg.fileId}.part`).catch(() => undefined);
       return null;
     default:
